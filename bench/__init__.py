@@ -1,0 +1,1 @@
+"""lkr microbenchmarks (run with `python -m bench` from a checkout, or `lkr bench`)."""

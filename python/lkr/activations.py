@@ -1,0 +1,65 @@
+r"""NNGP maps K_sigma(c_xx, c_xy, c_yy) = E[sigma(u) sigma(v)] for centred Gaussian (u, v)
+with covariance [[c_xx, c_xy], [c_xy, c_yy]] (DESIGN.md section 2).
+
+``linear``  K = c_xy
+``erf``     K = (2/pi) arcsin(2 c_xy / sqrt((1 + 2 c_xx)(1 + 2 c_yy)))
+``relu``    K = sqrt(c_xx c_yy) / (2 pi) (u (pi - arccos u) + sqrt(1 - u^2)),
+            u = c_xy / sqrt(c_xx c_yy) clipped to [-1, 1]; 0 where c_xx c_yy = 0
+            (half of Cho & Saul's kappa_1).
+
+These are the plain array-library versions (NumPy or CuPy, whichever the inputs are); the
+compiled kernels implement the same maps in ``csrc/lkr/activations.hpp``.
+
+ReLU is not odd: the one-order-parameter effective actions of :mod:`lkr.theory` are exact
+only for odd activations (linear, erf), and the theory warns when relu is used.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import backend
+
+__all__ = ["ACTIVATIONS", "check_activation", "nngp_map", "is_odd"]
+
+ACTIVATIONS = ("linear", "erf", "relu")
+
+
+def check_activation(activation) -> str:
+    """Return the activation name, or raise ValueError naming the accepted ones."""
+    if not isinstance(activation, str) or activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
+    return activation
+
+
+def is_odd(activation: str) -> bool:
+    """True when sigma(-x) = -sigma(x), where the single-Qbar actions are exact."""
+    return check_activation(activation) in ("linear", "erf")
+
+
+def nngp_map(activation: str, cxx, cxy, cyy):
+    """K_sigma(c_xx, c_xy, c_yy), elementwise with broadcasting.
+
+    Parameters
+    ----------
+    activation : {"linear", "erf", "relu"}
+    cxx, cxy, cyy : array_like
+        Variances and covariance of the pre-activations (broadcast together).
+
+    Returns
+    -------
+    ndarray
+        The NNGP kernel values, same array library as the inputs.
+    """
+    check_activation(activation)
+    xp = backend.array_module(cxx, cxy, cyy)
+    cxx, cxy, cyy = (xp.asarray(a) for a in (cxx, cxy, cyy))
+    if activation == "linear":
+        return cxy * xp.ones_like(cxx) * xp.ones_like(cyy)
+    if activation == "erf":
+        u = 2 * cxy / xp.sqrt((1 + 2 * cxx) * (1 + 2 * cyy))
+        return (2 / np.pi) * xp.arcsin(xp.clip(u, -1, 1))
+    n = xp.sqrt(cxx * cyy)
+    safe = xp.where(n > 0, n, 1)
+    u = xp.clip(cxy / safe, -1, 1)
+    k = n / (2 * np.pi) * (u * (np.pi - xp.arccos(u)) + xp.sqrt(1 - u * u))
+    return xp.where(n > 0, k, 0)

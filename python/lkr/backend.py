@@ -1,0 +1,232 @@
+"""The one dispatch point: which implementation runs a kernel, chosen by array type.
+
+NumPy arrays (and CPU arrays of any library that speaks DLPack: torch, JAX) go to the C++
+extension ``lkr._core``; CuPy arrays (and CUDA DLPack arrays) go to the CUDA kernels in
+``lkr._cuda``. Results come back in the array library of the input.
+
+Threads: every compiled call takes ``nthreads``; 0 means all cores. The default is read
+from ``LKR_NUM_THREADS`` and can be changed with :func:`set_num_threads`.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from types import ModuleType
+
+import numpy as np
+
+__all__ = ["array_module", "asarray", "check_floating", "check_finite", "result_dtype",
+           "core", "cuda", "implementation", "get_num_threads", "set_num_threads",
+           "wrap_like", "is_gpu_array", "to_numpy", "info"]
+
+_num_threads = int(os.environ.get("LKR_NUM_THREADS", "0") or 0)
+
+
+def _cupy():
+    """CuPy if it is already imported or importable, else None (quietly)."""
+    cp = sys.modules.get("cupy")
+    if cp is not None:
+        return cp
+    try:
+        import cupy as cp  # noqa: F401
+    except Exception:
+        return None
+    return cp
+
+
+def is_gpu_array(x) -> bool:
+    """True for CuPy arrays (checked without importing CuPy)."""
+    return type(x).__module__.split(".")[0] == "cupy"
+
+
+def array_module(*arrays) -> ModuleType:
+    """``numpy`` or ``cupy``: the library the given arrays live in.
+
+    Mixing CPU and GPU arrays is a ``TypeError``; ``None`` entries are ignored.
+    """
+    gpu = [is_gpu_array(a) for a in arrays if a is not None]
+    if any(gpu):
+        if not all(gpu):
+            raise TypeError("arrays mix CPU and GPU memory; move them to one device first")
+        return _cupy()
+    return np
+
+
+def _dlpack_device(x):
+    try:
+        return tuple(x.__dlpack_device__())
+    except Exception:
+        return None
+
+
+def asarray(x, name: str = "array"):
+    """Take an array from any library without a copy where possible.
+
+    NumPy and CuPy arrays pass through; objects with ``__dlpack__`` (torch, JAX, ...) are
+    imported through DLPack (CPU -> NumPy, CUDA -> CuPy); anything else goes through
+    ``numpy.asarray``.
+    """
+    if x is None:
+        return None
+    if isinstance(x, np.ndarray) or is_gpu_array(x):
+        return x
+    if hasattr(x, "__dlpack__"):
+        dev = _dlpack_device(x)
+        if dev is not None and dev[0] in (2, 13):  # kDLCUDA, kDLCUDAManaged
+            cp = _cupy()
+            if cp is None:
+                raise TypeError(f"{name} is a CUDA array but CuPy is not installed; "
+                                "pip install lkr[gpu]")
+            return cp.from_dlpack(x)
+        try:
+            return np.from_dlpack(x)
+        except (TypeError, BufferError, RuntimeError):
+            pass  # e.g. a torch tensor that requires grad: fall back to a copy
+        if hasattr(x, "detach"):
+            return np.asarray(x.detach().cpu())
+    try:
+        return np.asarray(x)
+    except Exception as exc:  # pragma: no cover - depends on the foreign type
+        raise TypeError(f"{name} of type {type(x).__name__} is not an array") from exc
+
+
+def check_floating(x, name: str = "array"):
+    """Raise TypeError unless x holds real numbers (ints and bools are accepted)."""
+    kind = x.dtype.kind
+    if kind not in "fiub":
+        raise TypeError(f"{name} must be real-valued, got dtype {x.dtype}")
+
+
+def result_dtype(*arrays):
+    """float32 when every floating input is float32, float64 otherwise (NumPy's rule for
+    kernels: integers and mixtures promote to float64)."""
+    dts = [a.dtype for a in arrays if a is not None]
+    if dts and all(d == np.float32 for d in dts):
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def check_finite(x, name: str = "array"):
+    """Raise ValueError if x has NaN or inf, with the count and the first position."""
+    xp = array_module(x)
+    bad = ~xp.isfinite(x)
+    if bool(bad.any()):
+        n = int(bad.sum())
+        first = tuple(int(i) for i in xp.argwhere(bad)[0])
+        raise ValueError(f"{name} has {n} non-finite value(s) (NaN or inf), first at index {first}")
+
+
+def to_numpy(x):
+    """A NumPy view or copy of any supported array."""
+    if is_gpu_array(x):
+        return x.get()
+    return np.asarray(asarray(x))
+
+
+def wrap_like(result, like):
+    """Return ``result`` in the array library of ``like`` (torch in -> torch out, JAX in ->
+    JAX out); NumPy and CuPy results are returned as they are for NumPy/CuPy inputs."""
+    if like is None or isinstance(like, np.ndarray) or is_gpu_array(like):
+        return result
+    root = type(like).__module__.split(".")[0]
+    if root == "torch":
+        import torch
+
+        return torch.from_dlpack(result)
+    if root in ("jax", "jaxlib"):
+        import jax.numpy as jnp
+
+        return jnp.from_dlpack(result)
+    return result
+
+
+def core() -> ModuleType:
+    """The C++ extension, with an actionable error if it was not built."""
+    try:
+        from . import _core
+    except ImportError as exc:  # pragma: no cover - only in a broken install
+        raise ImportError("lkr's compiled extension lkr._core is missing; reinstall with "
+                          "`pip install .` from the source tree (needs a C++17 compiler)") from exc
+    return _core
+
+
+def cuda() -> ModuleType:
+    """The CUDA backend, with an actionable error when CuPy or a device is missing."""
+    if _cupy() is None:
+        raise ImportError("CuPy is not installed; pip install lkr[gpu]")
+    from . import _cuda
+
+    return _cuda
+
+
+def implementation(xp) -> ModuleType:
+    """The module whose functions run the kernels for arrays of library ``xp``."""
+    return core() if xp is np else cuda()
+
+
+def get_num_threads() -> int:
+    """Threads the compiled kernels use (0 = all cores)."""
+    return _num_threads
+
+
+def set_num_threads(n: int) -> None:
+    """Set the threads the compiled kernels use; 0 means all cores."""
+    global _num_threads
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"nthreads must be a non-negative integer, got {n!r}")
+    _num_threads = int(n)
+
+
+def resolve_threads(nthreads) -> int:
+    if nthreads is None:
+        return _num_threads
+    if isinstance(nthreads, bool) or not isinstance(nthreads, (int, np.integer)) or nthreads < 0:
+        raise ValueError(f"nthreads must be a non-negative integer, got {nthreads!r}")
+    return int(nthreads)
+
+
+def _blas_name() -> str:
+    try:
+        cfg = np.show_config(mode="dicts")
+        blas = cfg["Build Dependencies"]["blas"]
+        return f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
+    except Exception:
+        return "unknown"
+
+
+def info() -> dict:
+    """Versions, backend, threads and BLAS, as ``lkr info`` prints them."""
+    from . import __version__
+
+    c = core()
+    out = {
+        "lkr": __version__,
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "cpu_backend": "C++ (lkr._core)",
+        "openmp": bool(c.openmp),
+        "threads": _num_threads or c.max_threads(),
+        "blas": _blas_name(),
+    }
+    try:
+        import scipy
+
+        out["scipy"] = scipy.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    cp = _cupy()
+    if cp is None:
+        out["gpu"] = "CuPy not installed (pip install lkr[gpu])"
+    else:
+        out["cupy"] = cp.__version__
+        try:
+            n = cp.cuda.runtime.getDeviceCount()
+            if n:
+                props = cp.cuda.runtime.getDeviceProperties(0)
+                name = props["name"]
+                out["gpu"] = name.decode() if isinstance(name, bytes) else str(name)
+            else:
+                out["gpu"] = "no CUDA device"
+        except Exception as exc:
+            out["gpu"] = f"no CUDA device ({exc.__class__.__name__})"
+    return out

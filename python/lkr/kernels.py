@@ -1,0 +1,323 @@
+r"""Public kernel API: the FC NNGP kernel and the patch-wise local kernel with its
+contractions (DESIGN.md section 2).
+
+With patches x_i of M entries (see :class:`lkr.PatchGeometry`):
+
+.. math::
+
+    C_{ij}^{\mu\nu} = x_i^\mu \cdot x_j^\nu / (\lambda_0 M), \qquad
+    K_{ij}^{\mu\nu} = K_\sigma(C_{ii}^{\mu\mu}, C_{ij}^{\mu\nu}, C_{jj}^{\nu\nu}),
+
+    K_R(Q)^{\mu\nu} = \frac{1}{\lambda_1 N_p} \sum_{ij} Q_{ij} K_{ij}^{\mu\nu}, \qquad
+    G(W)_{ij} = \sum_{\mu\nu} W_{\mu\nu} K_{ij}^{\mu\nu}.
+
+They satisfy the adjoint identity sum W * K_R(Q) = (1 / (lambda1 Np)) sum Q * G(W).
+``renormalized_kernel`` and ``local_kernel_adjoint`` stream over tiles of sample pairs and
+never hold the 4-index tensor (memory O(P P' + tile)); ``local_kernel`` materialises it
+only within ``max_bytes``. The linear map uses the GEMM form.
+
+Every function accepts NumPy arrays (C++ kernels, OpenMP), CuPy arrays (CUDA kernels) and
+CPU arrays of other libraries through DLPack, and returns the input's array library.
+Dtypes: float32 when every array argument is float32, float64 otherwise.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from . import backend
+from .activations import check_activation
+from .geometry import PatchGeometry
+
+__all__ = ["nngp", "local_kernel", "renormalized_kernel", "renormalized_kernel_diag",
+           "local_kernel_adjoint", "DEFAULT_MAX_BYTES"]
+
+#: Default memory budget of :func:`local_kernel` (bytes); ``LKR_MAX_BYTES`` overrides it.
+DEFAULT_MAX_BYTES = int(float(os.environ.get("LKR_MAX_BYTES", 2 * 1024**3)))
+
+
+# -- validation -----------------------------------------------------------------------
+def _positive(value, name):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None
+    if not np.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be positive and finite, got {value!r}")
+    return v
+
+
+def _geometry(geometry):
+    if not isinstance(geometry, PatchGeometry):
+        raise TypeError(f"geometry must be a PatchGeometry, got {type(geometry).__name__}")
+    return geometry
+
+
+def _inputs(X, Y, geometry):
+    """Patch tensors of X and Y (validated, finite, in the common dtype)."""
+    Xa = backend.asarray(X, "X")
+    Ya = backend.asarray(Y, "Y")
+    xp = backend.array_module(Xa, Ya)
+    PX = geometry.patches(Xa, "X")
+    PY = None if Ya is None else geometry.patches(Ya, "Y")
+    return xp, PX, PY
+
+
+def _matrix(A, name, shape, xp, dtype):
+    A = backend.asarray(A, name)
+    if backend.array_module(A) is not xp:
+        raise TypeError(f"{name} must live on the same device as X")
+    backend.check_floating(A, name)
+    if A.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {A.shape}")
+    backend.check_finite(A, name)
+    return xp.ascontiguousarray(A, dtype=dtype)
+
+
+def _symmetric_Q(Q, Np, xp, dtype):
+    Q = _matrix(Q, "Q", (Np, Np), xp, dtype)
+    scale = float(xp.abs(Q).max()) if Q.size else 0.0
+    asym = float(xp.abs(Q - Q.T).max()) if Q.size else 0.0
+    if asym > 1e-10 * max(scale, 1e-300):
+        raise ValueError(f"Q must be symmetric: max |Q - Q.T| = {asym:.3g} (max |Q| = {scale:.3g}); "
+                         "pass (Q + Q.T) / 2 if that is what you mean")
+    return (Q + Q.T) / 2
+
+
+def _prepare(X, Y, geometry, activation, lambda0):
+    geometry = _geometry(geometry)
+    check_activation(activation)
+    lambda0 = _positive(lambda0, "lambda0")
+    xp, PX, PY = _inputs(X, Y, geometry)
+    return geometry, lambda0, xp, PX, PY
+
+
+def _cast(PX, PY, dtype, xp):
+    PX = xp.ascontiguousarray(PX, dtype=dtype)
+    PY = None if PY is None else xp.ascontiguousarray(PY, dtype=dtype)
+    backend.check_finite(PX, "X")
+    if PY is not None:
+        backend.check_finite(PY, "Y")
+    return PX, PY
+
+
+# -- public API -------------------------------------------------------------------------
+def nngp(X, Y=None, activation="erf", lambda0=1.0, *, nthreads=None):
+    r"""Fully-connected NNGP kernel.
+
+    .. math:: C^{\mu\nu} = x^\mu \cdot x^\nu / (\lambda_0 N_0), \qquad
+              K^{\mu\nu} = K_\sigma(C^{\mu\mu}, C^{\mu\nu}, C^{\nu\nu})
+
+    Parameters
+    ----------
+    X : array_like, shape (P, ...)
+        Inputs, samples first; trailing axes are flattened (N0 = their product).
+    Y : array_like, shape (P', ...), optional
+        Second set (test points); ``None`` means X.
+    activation : {"linear", "erf", "relu"}
+    lambda0 : float
+        Inverse prior variance of the first-layer weights.
+    nthreads : int, optional
+        Threads of the compiled map (0 = all cores).
+
+    Returns
+    -------
+    K : ndarray, shape (P, P')
+    """
+    check_activation(activation)
+    lambda0 = _positive(lambda0, "lambda0")
+    Xa = backend.asarray(X, "X")
+    Ya = backend.asarray(Y, "Y")
+    xp = backend.array_module(Xa, Ya)
+    for A, name in ((Xa, "X"), (Ya, "Y")):
+        if A is not None:
+            backend.check_floating(A, name)
+            if A.ndim < 2:
+                raise ValueError(f"{name} must be (P, N0) with samples first, got shape {A.shape}")
+    dtype = backend.result_dtype(Xa, Ya)
+    Xf = xp.ascontiguousarray(Xa.reshape(Xa.shape[0], -1), dtype=dtype)
+    Yf = Xf if Ya is None else xp.ascontiguousarray(Ya.reshape(Ya.shape[0], -1), dtype=dtype)
+    if Yf.shape[1] != Xf.shape[1]:
+        raise ValueError(f"X and Y differ in input size: {Xf.shape[1]} vs {Yf.shape[1]}")
+    backend.check_finite(Xf, "X")
+    if Ya is not None:
+        backend.check_finite(Yf, "Y")
+    scale = 1.0 / (lambda0 * Xf.shape[1])
+    K = (Xf @ Yf.T) * dtype.type(scale)
+    dx = xp.einsum("pi,pi->p", Xf, Xf) * dtype.type(scale)
+    dy = dx if Ya is None else xp.einsum("pi,pi->p", Yf, Yf) * dtype.type(scale)
+    if Ya is None:
+        K = (K + K.T) / 2  # BLAS may round the two triangles differently
+    if activation != "linear":
+        K = xp.ascontiguousarray(K)
+        backend.implementation(xp).nngp_map_inplace(K, dx, dy, activation,
+                                                    backend.resolve_threads(nthreads))
+    return backend.wrap_like(K, X)
+
+
+def local_kernel(X, Y=None, *, geometry, activation="erf", lambda0=1.0, max_bytes=None,
+                 nthreads=None):
+    r"""The 4-index local kernel tensor K_ij^{mu nu}, materialised.
+
+    .. math:: K_{ij}^{\mu\nu} = K_\sigma(C_{ii}^{\mu\mu}, C_{ij}^{\mu\nu}, C_{jj}^{\nu\nu}),
+              \quad C_{ij}^{\mu\nu} = x_i^\mu \cdot x_j^\nu / (\lambda_0 M)
+
+    Parameters
+    ----------
+    X, Y : array_like
+        Inputs (Y defaults to X) in a shape ``geometry`` accepts.
+    geometry : PatchGeometry
+    activation : {"linear", "erf", "relu"}
+    lambda0 : float
+    max_bytes : int, optional
+        Memory budget for the result (default :data:`DEFAULT_MAX_BYTES`, 2 GiB, or the
+        ``LKR_MAX_BYTES`` environment variable). Above it a ``MemoryError`` says how large
+        the tensor would be; use :func:`renormalized_kernel` and
+        :func:`local_kernel_adjoint`, which stream.
+    nthreads : int, optional
+
+    Returns
+    -------
+    K : ndarray, shape (P, P', Np, Np)
+        ``K[mu, nu, i, j]``; K[mu, nu].T == K[nu, mu] when Y is None.
+    """
+    geometry, lambda0, xp, PX, PY = _prepare(X, Y, geometry, activation, lambda0)
+    dtype = backend.result_dtype(PX, PY)
+    P, Np = PX.shape[0], geometry.num_patches
+    P2 = P if PY is None else PY.shape[0]
+    need = P * P2 * Np * Np * dtype.itemsize
+    budget = DEFAULT_MAX_BYTES if max_bytes is None else int(max_bytes)
+    if need > budget:
+        raise MemoryError(
+            f"local_kernel would need {need / 1e9:.3g} GB for a ({P}, {P2}, {Np}, {Np}) {dtype} "
+            f"tensor, above max_bytes={budget / 1e9:.3g} GB; use renormalized_kernel / "
+            "local_kernel_adjoint, which stream over tiles, or raise max_bytes")
+    PX, PY = _cast(PX, PY, dtype, xp)
+    out = backend.implementation(xp).local_kernel(PX, PY, activation, lambda0,
+                                                  backend.resolve_threads(nthreads))
+    return backend.wrap_like(out, X)
+
+
+def renormalized_kernel(X, Y=None, *, Q, geometry, activation="erf", lambda0=1.0, lambda1=1.0,
+                        nthreads=None):
+    r"""The renormalised kernel K_R(Q), streamed tile by tile.
+
+    .. math:: K_R(Q)^{\mu\nu} = \frac{1}{\lambda_1 N_p} \sum_{ij} Q_{ij} K_{ij}^{\mu\nu}
+
+    Q = I gives the infinite-width CNN kernel, Q = 11^T / Np global average pooling.
+
+    Parameters
+    ----------
+    X, Y : array_like
+        Inputs (Y defaults to X).
+    Q : array_like, shape (Np, Np)
+        Symmetric order parameter (the result is linear in Q; positive definiteness is
+        not required here).
+    geometry : PatchGeometry
+    activation : {"linear", "erf", "relu"}
+    lambda0, lambda1 : float
+        Inverse prior variances of filters and readout.
+    nthreads : int, optional
+
+    Returns
+    -------
+    K_R : ndarray, shape (P, P')
+        Symmetric when Y is None. Memory O(P P' + tile); the tensor is never held.
+    """
+    geometry, lambda0, xp, PX, PY = _prepare(X, Y, geometry, activation, lambda0)
+    lambda1 = _positive(lambda1, "lambda1")
+    Qa = backend.asarray(Q, "Q")
+    dtype = backend.result_dtype(PX, PY, Qa)
+    Np, M = geometry.num_patches, geometry.patch_size
+    Qs = _symmetric_Q(Qa, Np, xp, dtype)
+    PX, PY = _cast(PX, PY, dtype, xp)
+    if activation == "linear":
+        # K_R = <X^mu, Q X^nu>_F / (lambda0 lambda1 M Np): two GEMMs.
+        B = PX if PY is None else PY
+        QB = xp.matmul(Qs, B)  # (P', Np, M)
+        out = PX.reshape(PX.shape[0], -1) @ QB.reshape(B.shape[0], -1).T
+        out *= dtype.type(1.0 / (lambda0 * lambda1 * M * Np))
+        if PY is None:
+            out = (out + out.T) / 2
+    else:
+        out = backend.implementation(xp).renormalized_kernel(
+            PX, PY, Qs, activation, lambda0, lambda1, backend.resolve_threads(nthreads))
+    return backend.wrap_like(out, X)
+
+
+def renormalized_kernel_diag(X, *, Q, geometry, activation="erf", lambda0=1.0, lambda1=1.0,
+                             nthreads=None):
+    r"""The diagonal K_R(Q)(x, x) of the renormalised kernel, O(P Np^2 M).
+
+    .. math:: K_R(Q)^{\mu\mu} = \frac{1}{\lambda_1 N_p} \sum_{ij} Q_{ij} K_{ij}^{\mu\mu}
+
+    Parameters are those of :func:`renormalized_kernel`.
+
+    Returns
+    -------
+    ndarray, shape (P,)
+    """
+    geometry, lambda0, xp, PX, _ = _prepare(X, None, geometry, activation, lambda0)
+    lambda1 = _positive(lambda1, "lambda1")
+    Qa = backend.asarray(Q, "Q")
+    dtype = backend.result_dtype(PX, Qa)
+    Np, M = geometry.num_patches, geometry.patch_size
+    Qs = _symmetric_Q(Qa, Np, xp, dtype)
+    PX, _ = _cast(PX, None, dtype, xp)
+    if activation == "linear":
+        out = xp.einsum("pim,pim->p", PX, xp.matmul(Qs, PX))
+        out *= dtype.type(1.0 / (lambda0 * lambda1 * M * Np))
+    else:
+        out = backend.implementation(xp).renormalized_kernel_diag(
+            PX, Qs, activation, lambda0, lambda1, backend.resolve_threads(nthreads))
+    return backend.wrap_like(out, X)
+
+
+def local_kernel_adjoint(X, W, *, geometry, Y=None, activation="erf", lambda0=1.0,
+                         nthreads=None):
+    r"""The adjoint contraction G(W) of the local kernel, streamed tile by tile.
+
+    .. math:: G(W)_{ij} = \sum_{\mu\nu} W_{\mu\nu} K_{ij}^{\mu\nu}
+
+    It is the adjoint of Q -> K_R(Q): sum W * K_R(Q) = (1 / (lambda1 Np)) sum Q * G(W),
+    and so the gradient of any function of K_R with respect to Q.
+
+    Parameters
+    ----------
+    X : array_like
+        Inputs (P samples).
+    W : array_like, shape (P, P')
+        Weights over sample pairs (P' = P unless Y is given). A symmetric W with Y None
+        visits each unordered pair once.
+    geometry : PatchGeometry
+    Y : array_like, optional
+        Second set of inputs (P' samples).
+    activation : {"linear", "erf", "relu"}
+    lambda0 : float
+    nthreads : int, optional
+
+    Returns
+    -------
+    G : ndarray, shape (Np, Np)
+        Symmetric when W is symmetric and Y is None.
+    """
+    geometry, lambda0, xp, PX, PY = _prepare(X, Y, geometry, activation, lambda0)
+    Wa = backend.asarray(W, "W")
+    dtype = backend.result_dtype(PX, PY, Wa)
+    P = PX.shape[0]
+    P2 = P if PY is None else PY.shape[0]
+    Wc = _matrix(Wa, "W", (P, P2), xp, dtype)
+    PX, PY = _cast(PX, PY, dtype, xp)
+    M = geometry.patch_size
+    symmetric = PY is None and bool((Wc == Wc.T).all())
+    if activation == "linear":
+        B = PX if PY is None else PY
+        V = (Wc @ B.reshape(P2, -1)).reshape(PX.shape)  # sum_nu W[mu, nu] x^nu_j
+        out = xp.tensordot(PX, V, axes=([0, 2], [0, 2])) * dtype.type(1.0 / (lambda0 * M))
+        if symmetric:
+            out = (out + out.T) / 2
+    else:
+        out = backend.implementation(xp).local_kernel_adjoint(
+            PX, PY, Wc, symmetric, activation, lambda0, backend.resolve_threads(nthreads))
+    return backend.wrap_like(out, X)
