@@ -61,5 +61,6 @@ def nngp_map(activation: str, cxx, cxy, cyy):
     n = xp.sqrt(cxx * cyy)
     safe = xp.where(n > 0, n, 1)
     u = xp.clip(cxy / safe, -1, 1)
-    k = n / (2 * np.pi) * (u * (np.pi - xp.arccos(u)) + xp.sqrt(1 - u * u))
+    # (1 - u)(1 + u) rather than 1 - u^2: exact near |u| = 1, where the terms' singularities cancel
+    k = n / (2 * np.pi) * (u * (np.pi - xp.arccos(u)) + xp.sqrt((1 - u) * (1 + u)))
     return xp.where(n > 0, k, 0)

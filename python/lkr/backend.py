@@ -17,7 +17,7 @@ import numpy as np
 
 __all__ = ["array_module", "asarray", "check_floating", "check_finite", "result_dtype",
            "core", "cuda", "implementation", "get_num_threads", "set_num_threads",
-           "wrap_like", "is_gpu_array", "to_numpy", "info"]
+           "wrap_like", "is_gpu_array", "to_numpy", "info", "gpu_available"]
 
 _num_threads = int(os.environ.get("LKR_NUM_THREADS", "0") or 0)
 
@@ -159,6 +159,23 @@ def cuda() -> ModuleType:
     return _cuda
 
 
+def gpu_available():
+    """``(True, "")`` when CuPy imports and sees a CUDA device, else ``(False, reason)``.
+
+    Never raises and never compiles anything; the reason is a sentence for a user.
+    """
+    cp = _cupy()
+    if cp is None:
+        return False, "CuPy is not installed; pip install lkr[gpu]"
+    try:
+        n = cp.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        return False, f"no usable CUDA device ({exc.__class__.__name__}: {exc})"
+    if n < 1:
+        return False, "no CUDA device"
+    return True, ""
+
+
 def implementation(xp) -> ModuleType:
     """The module whose functions run the kernels for arrays of library ``xp``."""
     return core() if xp is np else cuda()
@@ -214,19 +231,23 @@ def info() -> dict:
         out["scipy"] = scipy.__version__
     except ImportError:  # pragma: no cover
         pass
+    ok, why = gpu_available()
     cp = _cupy()
     if cp is None:
         out["gpu"] = "CuPy not installed (pip install lkr[gpu])"
     else:
         out["cupy"] = cp.__version__
-        try:
-            n = cp.cuda.runtime.getDeviceCount()
-            if n:
-                props = cp.cuda.runtime.getDeviceProperties(0)
-                name = props["name"]
-                out["gpu"] = name.decode() if isinstance(name, bytes) else str(name)
-            else:
-                out["gpu"] = "no CUDA device"
-        except Exception as exc:
-            out["gpu"] = f"no CUDA device ({exc.__class__.__name__})"
+        if ok:
+            try:
+                d = cuda().device_info()
+                out["gpu"] = d.pop("device")
+                out.update({f"gpu_{k}": v for k, v in d.items()})
+            except Exception as exc:  # a broken driver must not break `lkr info`
+                out["gpu"] = f"CUDA device present, but it could not be queried ({exc})"
+        else:
+            out["gpu"] = why
+    # Which implementation a call takes, by the array type of its inputs.
+    out["dispatch_numpy"] = "C++ lkr._core (OpenMP)"
+    out["dispatch_cupy"] = ("CUDA lkr._cuda (CuPy RawModule, NVRTC)" if ok
+                            else f"unavailable: {why}")
     return out

@@ -225,6 +225,8 @@ class PatchGeometry:
         backend.check_floating(X, name)
         flat = self.flatten(X, name)
         xp = backend.array_module(flat)
+        if flat.dtype.kind != "f":  # integers and booleans compute in float64
+            flat = flat.astype(np.float64)
         index = self.patch_index()
         if xp is not np:
             index = xp.asarray(index)

@@ -22,6 +22,7 @@ Dtypes: float32 when every array argument is float32, float64 otherwise.
 """
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -136,19 +137,25 @@ def nngp(X, Y=None, activation="erf", lambda0=1.0, *, nthreads=None):
             if A.ndim < 2:
                 raise ValueError(f"{name} must be (P, N0) with samples first, got shape {A.shape}")
     dtype = backend.result_dtype(Xa, Ya)
-    Xf = xp.ascontiguousarray(Xa.reshape(Xa.shape[0], -1), dtype=dtype)
-    Yf = Xf if Ya is None else xp.ascontiguousarray(Ya.reshape(Ya.shape[0], -1), dtype=dtype)
+    # explicit sizes rather than -1, which cannot be resolved for P = 0
+    Xf = xp.ascontiguousarray(Xa.reshape(Xa.shape[0], math.prod(Xa.shape[1:])), dtype=dtype)
+    Yf = Xf if Ya is None else xp.ascontiguousarray(
+        Ya.reshape(Ya.shape[0], math.prod(Ya.shape[1:])), dtype=dtype)
     if Yf.shape[1] != Xf.shape[1]:
         raise ValueError(f"X and Y differ in input size: {Xf.shape[1]} vs {Yf.shape[1]}")
     backend.check_finite(Xf, "X")
     if Ya is not None:
         backend.check_finite(Yf, "Y")
-    scale = 1.0 / (lambda0 * Xf.shape[1])
-    K = (Xf @ Yf.T) * dtype.type(scale)
+    scale = 1.0 / max(lambda0 * Xf.shape[1], 1e-300)
+    # in place: a fresh P x P' temporary costs more in page faults than the map itself
+    K = Xf @ Yf.T
+    K *= dtype.type(scale)
     dx = xp.einsum("pi,pi->p", Xf, Xf) * dtype.type(scale)
     dy = dx if Ya is None else xp.einsum("pi,pi->p", Yf, Yf) * dtype.type(scale)
-    if Ya is None:
-        K = (K + K.T) / 2  # BLAS may round the two triangles differently
+    if Ya is None and xp is not np:
+        # NumPy computes X @ X.T by syrk and mirrors it: exactly symmetric (the tests check
+        # it). Other libraries' GEMMs may round the two triangles differently.
+        K = (K + K.T) / 2
     if activation != "linear":
         K = xp.ascontiguousarray(K)
         backend.implementation(xp).nngp_map_inplace(K, dx, dy, activation,

@@ -1,0 +1,106 @@
+"""Tiled K_R on a local Dask cluster against the single-process kernel.
+
+What is compared, on the same cores: the single-process C++ kernel
+``lkr.renormalized_kernel(X, Q=I, nthreads=C)`` with C = the machine's cores (2 here)
+against ``lkr.distributed.renormalized_kernel`` on a ``LocalCluster`` of C worker
+processes of one thread each, every tile computed with ``nthreads=1``. The time of the
+tiled path includes scattering X, the tasks, and gathering the tiles into one NumPy array
+on the client; it excludes starting the cluster (a once-per-session cost, reported as its
+own row). ``overhead`` = tiled time / single-process time (the issue's target is <= 1.3 at
+P = 4096; ``ratio`` is its inverse, the speed-up, as in every suite).
+
+Weak scaling: the work of K_R grows as P^2, so a cluster of n one-thread workers gets
+P = P1 sqrt(n) for the same work per worker; ``efficiency`` = t(1 worker, P1) / t(n workers,
+P1 sqrt(n)) (1 is perfect).
+
+Workload: 1D inputs N0 = 64, filter 4, stride 4 (Np = 16, M = 4), erf, Q = I.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import numpy as np
+
+from .harness import measure, record
+
+SUITE = "distributed"
+
+_N0, _FILTER, _STRIDE = 64, 4, 4
+
+
+def _log(msg):
+    print(f"  [{SUITE}] {msg}", file=sys.stderr, flush=True)
+
+
+def run(quick: bool = False):
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        _log("skipped: dask.distributed is not installed (pip install lkr[distributed])")
+        return []
+    import time
+
+    import lkr
+    from lkr import distributed as ld
+
+    cores = max(1, min(os.cpu_count() or 1, 2 if quick else os.cpu_count() or 1))
+    g = lkr.PatchGeometry(input_shape=(_N0,), filter_size=_FILTER, stride=_STRIDE)
+    Q = np.eye(g.num_patches)
+    P = 2048 if quick else 4096
+    tiles = [683, 1024] if quick else [512, 683, 1024, 1366, 2048]
+    repeats = 2 if quick else 3
+    budget = 20.0 if quick else 60.0
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((P, _N0))
+    rows = []
+
+    med1, iqr1, n1, K1 = measure(lambda: lkr.renormalized_kernel(X, Q=Q, geometry=g,
+                                                                 nthreads=cores),
+                                 repeats=repeats, warmup=1, max_seconds=budget)
+    ref_case = f"K_R P={P} N0={_N0} m={_FILTER} s={_STRIDE} erf"
+    rows.append(record(SUITE, ref_case, f"single process, {cores} threads", med1, iqr1, n1))
+    _log(f"single process P={P}: {med1:.3f} s")
+
+    t0 = time.perf_counter()
+    with ld.connect(workers=cores, threads_per_worker=1) as client:
+        startup = time.perf_counter() - t0
+        rows.append(record(SUITE, f"LocalCluster start, {cores} workers", "dask", startup, 0.0, 1))
+        best = None
+        for tile in tiles:
+            med, iqr, n, K = measure(
+                lambda: ld.renormalized_kernel(X, Q=Q, geometry=g, client=client, tile=tile,
+                                               nthreads=1),
+                repeats=repeats, warmup=1, max_seconds=budget)
+            err = float(np.abs(K - K1).max() / np.abs(K1).max())
+            overhead = med / med1
+            ntasks = (lambda n: n * (n + 1) // 2)(math.ceil(P / tile))
+            rows.append(record(SUITE, f"{ref_case} tile={tile} ({ntasks} tasks)",
+                               f"dask {cores} workers x 1 thread", med, iqr, n,
+                               ratio=med1 / med, vs=f"single process, {cores} threads",
+                               overhead=overhead, tile=tile, max_rel_err=err))
+            _log(f"tiled P={P} tile={tile}: {med:.3f} s, overhead {overhead:.2f}x")
+            if best is None or overhead < best[1]:
+                best = (tile, overhead)
+        _log(f"best tile at P={P}: {best[0]} (overhead {best[1]:.2f}x; target <= 1.3x)")
+
+    # Weak scaling: same work per worker, 1 worker vs `cores` workers.
+    P1 = 1024 if quick else 2896
+    tile_w = best[0]
+    times = {}
+    for n in sorted({1, cores}):
+        Pn = int(round(P1 * math.sqrt(n)))
+        Xn = rng.standard_normal((Pn, _N0))
+        with ld.connect(workers=n, threads_per_worker=1) as client:
+            med, iqr, k, _ = measure(
+                lambda: ld.renormalized_kernel(Xn, Q=Q, geometry=g, client=client,
+                                               tile=tile_w, nthreads=1),
+                repeats=repeats, warmup=1, max_seconds=budget)
+        times[n] = med
+        eff = times[1] / med
+        rows.append(record(SUITE, f"weak scaling P={Pn} ({n} worker{'s' * (n > 1)}) tile={tile_w}",
+                           f"dask {n} x 1 thread", med, iqr, k, efficiency=eff,
+                           ratio=eff if n > 1 else None, vs="1 worker, P/sqrt(n)" if n > 1 else None))
+        _log(f"weak scaling n={n} P={Pn}: {med:.3f} s, efficiency {eff:.2f}")
+    return rows

@@ -1,0 +1,226 @@
+"""Empirical NTK, Gram matrices and spectra.
+
+Cases (ISSUE 5): the empirical NTK of a one-hidden-layer FC net (N0 = 100, N1 = 2048) and
+of a one-hidden-layer CNN (1D N0 = 64, filter 4, stride 4, 256 channels), erf, at
+P = 512 and 2048, by lkr's closed forms against the standard torch.func recipe
+(vmap(jacrev) Jacobians of both inputs, then an einsum per parameter tensor; the recipe of
+the torch.func "neural tangent kernels" tutorial) on the same weights, float32 (torch's
+default) for both, and lkr in float64 too. Each lkr row has its peak NumPy memory
+(tracemalloc) next to the O(P^2 + P N) bound, and its accuracy against the float64 closed
+form (for torch rows: against the same).
+
+torch rows are skipped, with the reason in the ``note`` column, when torch is missing or
+its two Jacobians would exceed ``LKR_BENCH_TORCH_BYTES`` (default 4 GiB). Also timed:
+``ntk.gram`` of a tall Jacobian against ``J @ J.T``, and ``spectrum.singular_values`` /
+``top_k`` of the NTK.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+import tracemalloc
+
+import numpy as np
+
+from .harness import measure, record
+
+SUITE = "ntk"
+
+TORCH_BYTES = int(float(os.environ.get("LKR_BENCH_TORCH_BYTES", 4 * 1024**3)))
+
+
+def _nets(dtype):
+    import lkr
+    from lkr import nets
+
+    fc = nets.FCNet(100, 2048, activation="erf", seed=0, dtype=dtype)
+    g = lkr.PatchGeometry((64,), filter_size=4, stride=4)
+    cnn = nets.CNNNet(geometry=g, channels=256, activation="erf", seed=0, dtype=dtype)
+    return {"fc": fc, "cnn": cnn}
+
+
+def _torch_model(kind, net):
+    import torch
+
+    W = torch.tensor(np.asarray(net.params["W"], np.float32))
+    v = torch.tensor(np.asarray(net.params["v"], np.float32))
+
+    class FC(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.W, self.v = torch.nn.Parameter(W.clone()), torch.nn.Parameter(v.clone())
+
+        def forward(self, x):
+            h = x @ self.W.T / math.sqrt(self.W.shape[1])
+            return (torch.erf(h) @ self.v / math.sqrt(self.W.shape[0])).unsqueeze(-1)
+
+    class CNN(torch.nn.Module):
+        # what a torch user writes: Conv1d without bias, stride = filter = 4 (the
+        # non-overlapping periodic geometry), then a dense readout over (channel, patch)
+        def __init__(self):
+            super().__init__()
+            self.W, self.v = torch.nn.Parameter(W.clone()), torch.nn.Parameter(v.clone())
+
+        def forward(self, x):
+            Nc, M = self.W.shape
+            Np = self.v.shape[1]
+            h = torch.nn.functional.conv1d(x.unsqueeze(1), self.W.unsqueeze(1), stride=M)
+            s = torch.erf(h / math.sqrt(M))
+            return ((s * self.v).sum((1, 2)) / math.sqrt(Nc * Np)).unsqueeze(-1)
+
+    return FC() if kind == "fc" else CNN()
+
+
+def _torch_recipe(model, x1, x2):
+    """The torch.func tutorial's empirical_ntk_jacobian_contraction."""
+    import torch
+    from torch.func import functional_call, jacrev, vmap
+
+    params = {k: v.detach() for k, v in model.named_parameters()}
+
+    def fnet_single(p, x):
+        return functional_call(model, p, (x.unsqueeze(0),)).squeeze(0)
+
+    jac1 = vmap(jacrev(fnet_single), (None, 0))(params, x1)
+    jac1 = [j.flatten(2) for j in jac1.values()]
+    jac2 = vmap(jacrev(fnet_single), (None, 0))(params, x2)
+    jac2 = [j.flatten(2) for j in jac2.values()]
+    result = torch.stack([torch.einsum("Naf,Mbf->NMab", j1, j2) for j1, j2 in zip(jac1, jac2)])
+    return result.sum(0)
+
+
+def _peak_bytes(fn):
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def _rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def _ntk_rows(kind, P, quick, torch_ok):
+    from lkr import ntk
+
+    rows = []
+    rng = np.random.default_rng(1)
+    N0 = 100 if kind == "fc" else 64
+    X = rng.standard_normal((P, N0))
+    nets64, nets32 = _nets(np.float64), _nets(np.float32)
+    net64 = nets64[kind]
+    net32 = net64.with_params({k: v.astype(np.float32) for k, v in net64.params.items()})
+    X32 = X.astype(np.float32)
+    width = net64.N1 if kind == "fc" else net64.channels
+    case = f"{kind} P={P}"
+    repeats = 3 if quick else 5
+    ref = ntk.empirical_ntk(net64, X)
+
+    # torch.func recipe, float32
+    t_torch = None
+    note = None
+    if not torch_ok:
+        note = "torch not installed"
+    else:
+        jac_bytes = 2 * P * net64.num_params * 4
+        if jac_bytes > TORCH_BYTES:
+            note = (f"skipped: its two Jacobians need {jac_bytes / 2**30:.1f} GiB > "
+                    f"LKR_BENCH_TORCH_BYTES")
+    if note is None:
+        import torch
+
+        model = _torch_model(kind, net32)
+        xt = torch.tensor(X32)
+        with torch.no_grad():
+            med, iqr, n, out = measure(lambda: _torch_recipe(model, xt, xt),
+                                       repeats=1 if P > 1024 else 2, warmup=0 if P > 1024 else 1,
+                                       max_seconds=60)
+        t_torch = med
+        rows.append(record(SUITE, case, "torch.func float32", med, iqr, n,
+                           max_rel_err=_rel(out[:, :, 0, 0].numpy(), ref),
+                           peak_mb=jac_bytes / 2**20, note="peak = its two Jacobians"))
+    else:
+        rows.append(record(SUITE, case, "torch.func float32", float("nan"), 0.0, 0, note=note))
+
+    bound = (P * P + P * width) * 8
+    for label, net, Xd in (("lkr float32", net32, X32), ("lkr float64", net64, X)):
+        med, iqr, n, out = measure(lambda: ntk.empirical_ntk(net, Xd), repeats=repeats)
+        peak = _peak_bytes(lambda: ntk.empirical_ntk(net, Xd))
+        extra = dict(max_rel_err=_rel(out, ref), peak_mb=peak / 2**20,
+                     note=f"(P^2 + P N) * 8 B = {bound / 2**20:.0f} MB")
+        if t_torch is not None:
+            extra.update(ratio=t_torch / med, vs="torch.func float32")
+        # GEMM rate of the closed form: FC 2 P^2 N1 (2 GEMMs) + P^2 N0; CNN P^2 Nc (Np + M)
+        if kind == "fc":
+            flops = 2 * P * P * (2 * width + N0)
+        else:
+            g = net.geometry
+            flops = 2 * P * P * width * (g.num_patches + g.patch_size)
+        extra.update(gflops=flops / med / 1e9)
+        rows.append(record(SUITE, case, label, med, iqr, n, **extra))
+    return rows
+
+
+def _gram_rows(quick):
+    from lkr import ntk, spectrum
+
+    rows = []
+    rng = np.random.default_rng(2)
+    R, N = (512, 5120) if quick else (2048, 5120)
+    J = rng.standard_normal((R, N))
+    case = f"gram J {R}x{N}"
+    med_np, iqr_np, n_np, ref = measure(lambda: J @ J.T, repeats=3)
+    rows.append(record(SUITE, case, "numpy J @ J.T", med_np, iqr_np, n_np))
+    med, iqr, n, out = measure(lambda: ntk.gram(J), repeats=3)
+    rows.append(record(SUITE, case, "ntk.gram", med, iqr, n, ratio=med_np / med,
+                       vs="numpy J @ J.T", max_rel_err=_rel(out, ref),
+                       gflops=R * R * N / med / 1e9))
+    Jt = J[:, ::2]  # strided: gram converts row blocks, numpy copies
+    med, iqr, n, _ = measure(lambda: ntk.gram(Jt, block=256), repeats=3)
+    rows.append(record(SUITE, f"gram J[:, ::2] {R}x{N // 2}", "ntk.gram block=256", med, iqr, n))
+
+    G = ref
+    med, iqr, n, s = measure(lambda: spectrum.singular_values(G, gram=True), repeats=3)
+    rows.append(record(SUITE, f"spectrum {R}x{R} Gram", "singular_values(gram=True)", med, iqr, n))
+    s_ref = s
+    med, iqr, n, s = measure(lambda: spectrum.singular_values(J), repeats=1 if not quick else 2)
+    rows.append(record(SUITE, f"spectrum J {R}x{N}", "singular_values(J)", med, iqr, n,
+                       max_rel_err=_rel(s, s_ref)))
+    for method in ("lanczos", "randomized"):
+        med, iqr, n, top = measure(lambda: spectrum.top_k(G, 20, gram=True, method=method),
+                                   repeats=3)
+        rows.append(record(SUITE, f"spectrum {R}x{R} Gram", f"top_k(20, {method})", med, iqr, n,
+                           max_rel_err=_rel(top, s_ref[:20])))
+    return rows
+
+
+def run(quick: bool = False):
+    try:
+        import torch
+
+        torch_ok = True
+        torch.set_num_threads(os.cpu_count() or 1)
+    except ImportError:
+        torch_ok = False
+    rows = []
+    sizes = (256,) if quick else (512, 2048)
+    for kind in ("fc", "cnn"):
+        for P in sizes:
+            t0 = time.perf_counter()
+            rows += _ntk_rows(kind, P, quick, torch_ok)
+            rows[-1]["case_s"] = time.perf_counter() - t0
+    rows += _gram_rows(quick)
+    # the shared table has no memory column: list peaks and notes here
+    import sys
+
+    for r in rows:
+        if "peak_mb" in r or "note" in r:
+            peak = f"peak {r['peak_mb']:.0f} MB" if "peak_mb" in r else ""
+            print(f"  {r['case']:<12} {r['impl']:<20} {peak:<14} {r.get('note', '')}",
+                  file=sys.stderr)
+    return rows

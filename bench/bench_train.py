@@ -1,0 +1,181 @@
+"""Langevin steps per second: lkr against the same update written in PyTorch.
+
+One Langevin step is theta <- (1 - lr T lambda) theta - lr J^T (f - y) + sqrt(2 lr T) xi on
+the full training set (DESIGN.md section 2): a forward pass, the gradient of the squared
+loss, one Gaussian draw per parameter. Workloads (the issue's):
+
+FC
+    N0 = 784, N1 = 512, P = 500, erf.
+CNN
+    32 x 32 inputs, one channel, 8 x 8 filters at stride 8 (Np = 16 patches of M = 64),
+    64 channels, P = 500, erf.
+
+Implementations, all float64 (lkr's default), on the same cores:
+
+``lkr.train.langevin``
+    the fused evaluation (inputs or patches prepared once, f and the gradient from one set
+    of pre-activations); the time includes starting the run (prior draw, patches).
+``lkr nets forward+vjp``
+    the same loop through the nets' own ``forward``/``vjp`` (``fused=False``).
+``torch autograd``
+    the PyTorch program a user would write: forward, ``torch.autograd.grad`` of the same
+    loss, in-place update with ``torch.randn_like`` noise (CNN: ``conv2d``).
+``torch patches``
+    CNN only: the same with the patch tensor cut once and a matmul instead of ``conv2d``.
+
+``rate`` is steps per second (per chain; the 4-chain lkr row reports chain-steps per
+second), ``ratio`` the speed-up of lkr's fused row over the fastest torch row, and
+``max_rel_err`` the largest relative difference between lkr's and torch's loss gradients
+at the same parameters. Torch rows are skipped when torch is not installed (it is never a
+dependency of lkr).
+"""
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+
+from .harness import measure, record
+
+SUITE = "train"
+
+_T, _LR = 0.1, 1e-4
+
+
+def _log(msg):
+    print(f"  [{SUITE}] {msg}", file=sys.stderr, flush=True)
+
+
+def _workloads():
+    import lkr
+    from lkr import nets
+
+    rng = np.random.default_rng(0)
+    P = 500
+    y = rng.standard_normal(P)
+    fc = nets.FCNet(784, 512, activation="erf", seed=0)
+    Xfc = rng.standard_normal((P, 784))
+    g = lkr.PatchGeometry((32, 32), (8, 8), (8, 8))
+    cnn = nets.CNNNet(geometry=g, channels=64, activation="erf", seed=0)
+    Xcnn = rng.standard_normal((P, 32, 32))
+    return [("FC N0=784 N1=512 P=500", fc, Xfc, y),
+            ("CNN 32x32 m=8 s=8 Nc=64 P=500", cnn, Xcnn, y)]
+
+
+def _lkr_runner(net, X, y, steps, chains, fused):
+    from lkr import train
+
+    init = net.init_params(1, chains=chains)
+
+    def go():
+        return train.langevin(net, X, y, _T, lr=_LR, steps=steps, burn_in=0, chains=chains,
+                              seed=0, init=init, progress=False, fused=fused)
+    return go
+
+
+def _torch_runner(torch, net, X, y, steps, variant):
+    """The update in PyTorch; returns (run k steps, gradient at the initial params)."""
+    from lkr import nets
+
+    dt = torch.float64
+    p0 = net.params
+    lam = net.priors
+    Xt = torch.from_numpy(np.ascontiguousarray(X))
+    yt = torch.from_numpy(y)
+    amp = math.sqrt(2 * _LR * _T)
+    if isinstance(net, nets.FCNet):
+        N0, N1 = net.N0, net.N1
+
+        def f_of(W, v):
+            return torch.erf(Xt @ W.T / math.sqrt(N0)) @ v / math.sqrt(N1)
+    else:
+        g = net.geometry
+        Nc, Np, M = net.channels, g.num_patches, g.patch_size
+        c1 = 1.0 / math.sqrt(Nc * Np)
+        if variant == "conv2d":
+            Ximg = Xt.reshape(X.shape[0], 1, 32, 32)
+
+            def f_of(W, v):
+                H = torch.nn.functional.conv2d(Ximg, W.reshape(Nc, 1, 8, 8), stride=8)
+                return (torch.erf(H / math.sqrt(M)).reshape(-1, Nc, Np) * v).sum((1, 2)) * c1
+        else:
+            Z = torch.from_numpy(np.ascontiguousarray(g.patches(X))) / math.sqrt(M)
+
+            def f_of(W, v):
+                S = torch.erf(Z @ W.T)                                   # (P, Np, Nc)
+                return torch.einsum("pia,ai->p", S, v) * c1
+
+    def grads(W, v):
+        f = f_of(W, v)
+        loss = 0.5 * ((yt - f) ** 2).sum() + 0.5 * _T * (lam["W"] * (W * W).sum()
+                                                         + lam["v"] * (v * v).sum())
+        return torch.autograd.grad(loss, (W, v))
+
+    def fresh():
+        return (torch.tensor(p0["W"], dtype=dt, requires_grad=True),
+                torch.tensor(p0["v"], dtype=dt, requires_grad=True))
+
+    def go():
+        W, v = fresh()
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(steps):
+            gW, gv = grads(W, v)
+            with torch.no_grad():
+                for a, ga in ((W, gW), (v, gv)):
+                    a -= _LR * ga
+                    a += amp * torch.randn(a.shape, generator=gen, dtype=dt)
+        return W
+    W, v = fresh()
+    gW, gv = grads(W, v)
+    return go, {"W": gW.detach().numpy(), "v": gv.detach().numpy()}
+
+
+def run(quick: bool = False):
+    from lkr import train
+
+    try:
+        import torch
+    except ImportError:
+        torch = None
+        _log("torch is not installed: torch rows skipped (pip install torch to compare)")
+    steps = 5 if quick else 20
+    repeats = 3 if quick else 5
+    budget = 6.0 if quick else 30.0
+    rows = []
+    for case, net, X, y in _workloads():
+        # lkr's gradient at the initial params, for the accuracy column
+        ours = train.loss_and_grad(net, X, y, _T)[1]
+        runs = [("lkr.train.langevin", _lkr_runner(net, X, y, steps, 1, True), 1)]
+        if not quick:
+            runs.append(("lkr.train.langevin 4 chains", _lkr_runner(net, X, y, steps, 4, True), 4))
+        runs.append(("lkr nets forward+vjp", _lkr_runner(net, X, y, steps, 1, False), 1))
+        torch_rates = {}
+        errs = {}
+        if torch is not None:
+            variants = ["autograd"] if case.startswith("FC") else ["conv2d", "patches"]
+            for variant in variants:
+                name = "torch autograd" if variant in ("autograd", "conv2d") else "torch patches"
+                go, g = _torch_runner(torch, net, X, y, steps, variant)
+                err = max(float(np.abs(g[k] - ours[k]).max() / np.abs(ours[k]).max()) for k in g)
+                runs.append((name + (" (conv2d)" if variant == "conv2d" else ""), go, 1))
+                errs[runs[-1][0]] = err
+        measured = []
+        for name, go, chains in runs:
+            med, iqr, n, _ = measure(go, repeats=repeats, warmup=1, max_seconds=budget)
+            rate = steps * chains / med
+            measured.append((name, med, iqr, n, rate, chains))
+            if name.startswith("torch"):
+                torch_rates[name] = rate
+            _log(f"{case}: {name}: {rate:.1f} steps/s")
+        best_torch = max(torch_rates.items(), key=lambda kv: kv[1]) if torch_rates else None
+        for name, med, iqr, n, rate, chains in measured:
+            extra = dict(rate=rate, rate_unit="chain-steps/s" if chains > 1 else "steps/s",
+                         steps=steps, chains=chains)
+            if name in errs:
+                extra["max_rel_err"] = errs[name]
+            if best_torch is not None and not name.startswith("torch"):
+                extra["ratio"] = rate / best_torch[1]
+                extra["vs"] = best_torch[0]
+            rows.append(record(SUITE, case, name, med / steps, iqr / steps, n, **extra))
+    return rows

@@ -1,0 +1,8 @@
+"""lkr's experiments as library functions (the ``lkr`` command runs them).
+
+``fc_vs_cnn``
+    Test error of FC, CNN and LCN networks against width and against their infinite-width
+    limits, split into bias^2 and variance (:func:`lkr.experiments.fc_vs_cnn.run`).
+``train_one``
+    One network trained by Langevin dynamics (``lkr train``).
+"""

@@ -1,0 +1,403 @@
+r"""Jacobian Gram matrices: the empirical neural tangent kernel (DESIGN.md section 3).
+
+For a network f(theta, x) with parameters theta (num_params of them) and inputs
+x^1..x^P, the Jacobian J has rows (sample) and columns (parameter),
+J_{mu p} = d f(x^mu) / d theta_p, and the empirical NTK is the Gram matrix
+
+.. math:: \Theta(x, x') = \sum_p \frac{\partial f(x)}{\partial \theta_p}
+          \frac{\partial f(x')}{\partial \theta_p} = (J J'^T)_{x x'}.
+
+:func:`empirical_ntk` computes Theta for lkr's own nets from structured closed forms
+without materialising J (work O(P P' N) as GEMMs, memory O(P P' + P N)):
+
+- FC (and deep FC, layer by layer, with a^0 = x, h^l the pre-activations,
+  delta^l = df/dh^l):
+
+  .. math:: \Theta = \sum_{l=1}^{L} (\delta^l \delta'^{l\,T}) \circ
+            \frac{a^{l-1} a'^{l-1\,T}}{N_{l-1}} + \frac{a^L a'^{L\,T}}{N_L},
+
+  which for one layer is (1/N1) sum_k [s_k s'_k + v_k^2 s._k s.'_k (x.x')/N0].
+- CNN: (1/(Nc Np)) sum_a [sum_i s_ai s'_ai + (1/M) g_a . g'_a] with
+  g_a = sum_i v_ai s._ai x_i (the (1/M) sum_ij v_ai v_aj s._ai s.'_aj x_i.x'_j of the
+  design, factorised), accumulated over blocks of channels.
+- LCN: (1/(Nc Np)) sum_a sum_i [s_ai s'_ai + (1/M) v_ai^2 s._ai s.'_ai x_i.x'_i].
+
+:func:`jacobian` gives J itself (columns in the order of ``net.flatten``), :func:`gram`
+the Gram matrix of a Jacobian from anywhere (NumPy, CuPy, or any ``__dlpack__`` array such
+as a torch tensor), computed in row blocks; :func:`from_torch` gets J of a PyTorch model
+through ``torch.func`` and returns lkr's Gram and spectral diagnostics.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from . import backend
+from .nets import (DeepFCNet, LinearizedNet, _Net, _PatchNet, _preact, sigma, sigma_prime)
+
+__all__ = ["empirical_ntk", "jacobian", "gram", "from_torch", "TorchNTK", "DEFAULT_BLOCK_BYTES"]
+
+#: working-memory budget (bytes) for the per-block features of :func:`empirical_ntk` and the
+#: row blocks of :func:`gram`
+DEFAULT_BLOCK_BYTES = 128 * 1024**2
+
+
+def _base(net):
+    if isinstance(net, LinearizedNet):
+        # f_lin is linear in u with Jacobian J(w0): its NTK is the base net's at w0
+        return net.base
+    if not isinstance(net, _Net):
+        raise TypeError(f"net must be one of lkr's nets (FCNet, DeepFCNet, CNNNet, LCNNet, "
+                        f"LinearizedNet), got {type(net).__name__}")
+    return net
+
+
+def _inputs(net, X, Y):
+    """Validated inputs (in the nets' internal form) and unchained params, one dtype."""
+    Z, p, _, xp, _ = net._resolve(X, None)
+    ZY = None
+    if Y is not None:
+        ZY, _, _, xpy, _ = net._resolve(Y, None)
+        if xpy is not xp:
+            raise TypeError("X and Y must live on the same device")
+        dtype = np.result_type(Z.dtype, ZY.dtype)
+        Z, ZY = Z.astype(dtype, copy=False), ZY.astype(dtype, copy=False)
+        p = {k: v.astype(dtype, copy=False) for k, v in p.items()}
+    return Z, ZY, p, xp
+
+
+def _budget(max_bytes):
+    if max_bytes is None:
+        return DEFAULT_BLOCK_BYTES
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) or max_bytes <= 0:
+        raise ValueError(f"max_bytes must be a positive integer, got {max_bytes!r}")
+    return int(max_bytes)
+
+
+# -- fully connected ----------------------------------------------------------------------
+def _fc_factors(net, X, p):
+    """[(delta^l, a^{l-1} / sqrt(N_{l-1})) for each layer] and a^L / sqrt(N_L)."""
+    xp = backend.array_module(X)
+    hs, acts = net._layers(X, p)
+    deltas = net._deltas(hs, p, xp.ones(X.shape[0], dtype=X.dtype))
+    dims = (net.N0,) + net.widths
+    pairs = [(deltas[l], acts[l] / math.sqrt(dims[l])) for l in range(net.depth)]
+    return pairs, acts[-1] / math.sqrt(dims[-1])
+
+
+def _fc_ntk(net, X, Y, p):
+    fx, rx = _fc_factors(net, X, p)
+    fy, ry = (fx, rx) if Y is None else _fc_factors(net, Y, p)
+    theta = rx @ ry.T
+    for (dx, ax), (dy, ay) in zip(fx, fy):
+        theta += (dx @ dy.T) * (ax @ ay.T)
+    return theta
+
+
+def _fc_jacobian(net, X, p):
+    xp = backend.array_module(X)
+    pairs, read = _fc_factors(net, X, p)
+    P = X.shape[0]
+    cols = [(d[:, :, None] * a[:, None, :]).reshape(P, -1) for d, a in pairs]
+    return xp.concatenate(cols + [read], axis=1)
+
+
+# -- convolutional and locally connected ----------------------------------------------------
+def _patch_features(net, Z, p, a0, a1, combined=False):
+    """(S, G) of channels [a0, a1): see csrc/lkr/nets.hpp (scales included). With
+    ``combined``, one (P, nb (Np + ng)) matrix [S | G] whose Gram is the block's NTK (CNN)."""
+    xp = backend.array_module(Z)
+    if xp is np and hasattr(backend.core(), "patch_features"):
+        return backend.core().patch_features(
+            np.ascontiguousarray(Z), np.ascontiguousarray(p["W"]), np.ascontiguousarray(p["v"]),
+            int(a0), int(a1), local=net.local, activation=net.activation,
+            nthreads=backend.get_num_threads(), combined=combined)
+    S, G = _reference_features(Z, p["W"][a0:a1], p["v"][a0:a1], net.activation, net.local,
+                               net.channels)
+    if combined:
+        P = Z.shape[0]
+        return xp.concatenate([S.reshape(P, -1), G.reshape(P, -1)], axis=1)
+    return S, G
+
+
+def _reference_features(Z, W, v, activation, local, Nc):
+    """NumPy/CuPy reference of the compiled features (W, v restricted to a channel block)."""
+    xp = backend.array_module(Z)
+    P, Np, M = Z.shape
+    cs = 1.0 / math.sqrt(Nc * Np)
+    H = _preact(Z, W, local)                       # (P, nb, Np)
+    S = cs * sigma(activation, H)
+    E = (cs / math.sqrt(M)) * v[None] * sigma_prime(activation, H)
+    if local:
+        return S, E
+    return S, xp.einsum("pai,pim->pam", E, Z)
+
+
+def _patch_block(net, P, P2, itemsize, max_bytes):
+    g = net.geometry
+    per_channel = (P + P2) * (g.num_patches + g.patch_size) * itemsize
+    return max(1, min(net.channels, max_bytes // max(per_channel, 1)))
+
+
+def _patch_ntk(net, Z, ZY, p, max_bytes):
+    xp = backend.array_module(Z)
+    P, Np, M = Z.shape
+    P2 = P if ZY is None else ZY.shape[0]
+    nb = _patch_block(net, P, 0 if ZY is None else P2, Z.dtype.itemsize, max_bytes)
+    theta = None
+
+    def add(A, B):
+        # theta += A @ B.T; when B is A, BLAS takes the symmetric rank-k path (half the work)
+        nonlocal theta
+        part = A @ B.T
+        if theta is None:
+            theta = part
+        else:
+            theta += part
+
+    if net.local:
+        # x_i . x'_i for every patch: (Np, P, P2), built once when it fits the budget,
+        # else per block
+        gram_fits = Np * P * P2 * Z.dtype.itemsize <= max_bytes
+        ZT = xp.ascontiguousarray(Z.transpose(1, 0, 2))
+        ZYT = ZT if ZY is None else xp.ascontiguousarray(ZY.transpose(1, 0, 2))
+        zz = ZT @ ZYT.transpose(0, 2, 1) if gram_fits else None
+    for a0 in range(0, net.channels, nb):
+        a1 = min(net.channels, a0 + nb)
+        if not net.local:
+            # the CNN NTK of a block is the Gram of [S | G]: one GEMM
+            F = _patch_features(net, Z, p, a0, a1, combined=True)
+            FY = F if ZY is None else _patch_features(net, ZY, p, a0, a1, combined=True)
+            add(F, FY)
+            continue
+        S, G = _patch_features(net, Z, p, a0, a1)
+        SY, GY = (S, G) if ZY is None else _patch_features(net, ZY, p, a0, a1)
+        Sf = S.reshape(P, -1)
+        add(Sf, Sf if ZY is None else SY.reshape(P2, -1))
+        for i in range(Np):
+            zi = zz[i] if zz is not None else ZT[i] @ ZYT[i].T
+            theta += (G[:, :, i] @ GY[:, :, i].T) * zi
+    return theta
+
+
+def _patch_jacobian(net, Z, p):
+    xp = backend.array_module(Z)
+    P = Z.shape[0]
+    S, G = _patch_features(net, Z, p, 0, net.channels)
+    if net.local:
+        G = G[:, :, :, None] * Z[:, None, :, :]       # (P, Nc, Np, M): df/dw_{ai}
+    return xp.concatenate([G.reshape(P, -1), S.reshape(P, -1)], axis=1)
+
+
+# -- public --------------------------------------------------------------------------------
+def empirical_ntk(net, X, Y=None, *, max_bytes: Optional[int] = None):
+    r"""Empirical NTK Theta(X, Y) = J(X) J(Y)^T of one of lkr's nets, from closed forms.
+
+    J is never materialised: the FC forms are GEMMs over the hidden units, the CNN/LCN forms
+    GEMMs over per-sample features of blocks of channels (see the module docstring).
+
+    Parameters
+    ----------
+    net : FCNet, DeepFCNet, CNNNet, LCNNet or LinearizedNet
+        At its current parameters (a LinearizedNet's NTK is its base net's at w0, for any u).
+    X : array, (P, ...)
+        Inputs in any shape the net accepts.
+    Y : array, (P', ...), optional
+        Second set of inputs (train-test block); default X.
+    max_bytes : int, optional
+        Budget for the per-block CNN/LCN features (default :data:`DEFAULT_BLOCK_BYTES`).
+
+    Returns
+    -------
+    ndarray, shape (P, P')
+        In the array library and dtype of the inputs and parameters (float32 kept when all
+        are float32). Symmetric positive semi-definite when Y is None.
+
+    Examples
+    --------
+    >>> from lkr import nets
+    >>> net = nets.FCNet(10, 256, activation="erf", seed=0)
+    >>> X = np.random.default_rng(0).standard_normal((5, 10))
+    >>> empirical_ntk(net, X).shape
+    (5, 5)
+    """
+    net = _base(net)
+    budget = _budget(max_bytes)
+    Z, ZY, p, xp = _inputs(net, X, Y)
+    if isinstance(net, DeepFCNet):
+        theta = _fc_ntk(net, Z, ZY, p)
+    elif isinstance(net, _PatchNet):
+        theta = _patch_ntk(net, Z, ZY, p, budget)
+    else:  # pragma: no cover - every _Net subclass is handled above
+        raise TypeError(f"no closed-form NTK for {type(net).__name__}")
+    if ZY is None:
+        theta = 0.5 * (theta + theta.T)  # exact symmetry (GEMMs of A and A^T round differently)
+    return theta
+
+
+def jacobian(net, X):
+    """The Jacobian J = d f(X) / d theta of one of lkr's nets, shape (P, num_params).
+
+    Rows are samples, columns parameters in the order of ``net.flatten`` (for FCNet: W
+    row-major, then v). Memory O(P num_params); :func:`empirical_ntk` avoids it.
+    """
+    net = _base(net)
+    Z, _, p, _ = _inputs(net, X, None)
+    if isinstance(net, DeepFCNet):
+        return _fc_jacobian(net, Z, p)
+    return _patch_jacobian(net, Z, p)
+
+
+def _as_matrix(J, name="J"):
+    """A 2-D real finite array from NumPy, CuPy or any __dlpack__ object."""
+    A = backend.asarray(J, name)
+    if not hasattr(A, "ndim") or A.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (rows: samples x outputs, columns: "
+                         f"parameters), got shape {tuple(getattr(A, 'shape', ()))}")
+    backend.check_floating(A, name)
+    if A.dtype.kind == "c":  # pragma: no cover - rejected by check_floating
+        raise TypeError(f"{name} must be real")
+    backend.check_finite(A, name)
+    return A
+
+
+def gram(J, block: Optional[int] = None):
+    """Gram matrix J J^T of a Jacobian, computed in row blocks.
+
+    Parameters
+    ----------
+    J : array, (R, N)
+        NumPy, CuPy, or any object with ``__dlpack__`` (e.g. a torch tensor, taken without a
+        copy). Rows are (sample, output) pairs, columns parameters.
+    block : int, optional
+        Rows per block. Each block is converted (dtype, contiguity) on its own, so a large
+        J that is not already float32/float64 C-contiguous is never copied whole. Default:
+        as many rows as fit :data:`DEFAULT_BLOCK_BYTES`.
+
+    Returns
+    -------
+    array, (R, R)
+        Symmetric; float32 for float32 J, float64 otherwise; in the array library of J
+        (a torch tensor for a torch J, NumPy for NumPy, CuPy for CuPy).
+    """
+    A = _as_matrix(J)
+    xp = backend.array_module(A)
+    R, N = A.shape
+    dtype = np.dtype(np.float32) if A.dtype == np.float32 else np.dtype(np.float64)
+    if block is None:
+        block = max(1, DEFAULT_BLOCK_BYTES // max(1, 2 * N * dtype.itemsize))
+    elif isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
+        raise ValueError(f"block must be a positive integer, got {block!r}")
+    block = int(block)
+    out = xp.empty((R, R), dtype=dtype)
+    starts = list(range(0, R, block))
+
+    def rows(i):
+        return xp.ascontiguousarray(A[i:i + block], dtype=dtype)
+
+    for bi, i in enumerate(starts):
+        Ai = rows(i)
+        # A_i @ A_i.T on the same buffer goes to BLAS syrk (half the work of a GEMM)
+        out[i:i + block, i:i + block] = Ai @ Ai.T
+        for j in starts[bi + 1:]:
+            Gij = Ai @ rows(j).T
+            out[i:i + block, j:j + block] = Gij
+            out[j:j + block, i:i + block] = Gij.T
+    return backend.wrap_like(out, J)
+
+
+# -- PyTorch -------------------------------------------------------------------------------
+@dataclass
+class TorchNTK:
+    """lkr's diagnostics of a PyTorch model's empirical NTK (see :func:`from_torch`).
+
+    Attributes
+    ----------
+    ntk : ndarray (R, R)
+        Theta = J J^T, rows (sample, output), sample-major.
+    singular_values : ndarray
+        Of J, descending (square roots of the eigenvalues of Theta).
+    effective_rank, stable_rank : float
+        Of J (see :mod:`lkr.spectrum`).
+    condition_number : float
+        kappa(J) = sigma_max / sigma_min over all min(R, N) singular values (inf when J is
+        rank-deficient); kappa(Theta) = kappa(J)^2.
+    jacobian : ndarray (R, N) or None
+        J itself when ``return_jacobian=True``.
+    """
+
+    ntk: np.ndarray
+    singular_values: np.ndarray
+    effective_rank: float
+    stable_rank: float
+    condition_number: float
+    jacobian: Optional[np.ndarray] = None
+
+
+def from_torch(model, X, *, chunk: int = 256, return_jacobian: bool = False) -> TorchNTK:
+    """Empirical NTK and its spectrum for a PyTorch model, J through ``torch.func``.
+
+    J = d model(x) / d theta over all parameters that require grad is built per sample with
+    ``torch.func.vmap(torch.func.jacrev(...))`` in chunks of ``chunk`` samples (rows
+    sample-major, one per output entry), then handed to :func:`gram` and
+    :mod:`lkr.spectrum` (through DLPack, no copy for CPU tensors).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    X : torch.Tensor or array, (P, ...)
+        Inputs (arrays are converted to tensors of the model's dtype and device).
+    chunk : int
+        Samples per vmap batch (bounds the autograd memory).
+    return_jacobian : bool
+        Keep J in the result.
+
+    Returns
+    -------
+    TorchNTK
+    """
+    try:
+        import torch
+        from torch.func import functional_call, jacrev, vmap
+    except ImportError as exc:
+        raise ImportError("from_torch needs PyTorch (pip install torch)") from exc
+    from . import spectrum
+
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+        raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+    params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
+    if not params:
+        raise ValueError("model has no parameters that require grad")
+    first = next(iter(params.values()))
+    if not isinstance(X, torch.Tensor):
+        X = torch.as_tensor(np.asarray(backend.to_numpy(backend.asarray(X, "X"))))
+    X = X.to(device=first.device, dtype=first.dtype)
+    if X.ndim < 1 or X.shape[0] < 1:
+        raise ValueError(f"X must have a leading sample axis, got shape {tuple(X.shape)}")
+
+    def f(p, x):
+        return functional_call(model, p, (x.unsqueeze(0),)).reshape(-1)
+
+    jac = vmap(jacrev(f), in_dims=(None, 0))
+    blocks = []
+    with torch.no_grad():
+        for s in range(0, X.shape[0], int(chunk)):
+            jb = jac(params, X[s:s + int(chunk)])          # name -> (b, out, *shape)
+            b = next(iter(jb.values())).shape[:2]
+            blocks.append(torch.cat([jb[k].reshape(b[0] * b[1], -1) for k in params], dim=1))
+    J = torch.cat(blocks, dim=0)
+    Jn = backend.to_numpy(J.detach().cpu())
+    theta = gram(Jn)
+    # singular values from J itself: the Gram's eigenvalues resolve them only to
+    # ~sqrt(eps) sigma_1
+    s = spectrum.singular_values(Jn)
+    return TorchNTK(ntk=theta, singular_values=s,
+                    effective_rank=spectrum.effective_rank(s, values=True),
+                    stable_rank=spectrum.stable_rank(s, values=True),
+                    condition_number=spectrum.condition_number(s, values=True),
+                    jacobian=Jn if return_jacobian else None)

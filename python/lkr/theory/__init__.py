@@ -1,0 +1,27 @@
+r"""Effective-action theory of Bayesian networks at proportional width (DESIGN.md
+section 2).
+
+Each theory has the same shape::
+
+    th = CNNTheory(geometry=g, width=Nc, temperature=T, activation="erf")
+    sol = th.fit(X, y)            # Solution: Q, action, grad_norm, iterations, converged
+    pred = th.predict(Xt)         # Prediction: mean, variance
+    th.evaluate(Xt, yt)           # {"error", "bias2", "variance"} (test-set means)
+    th.action(Q), th.gradient(Q)  # on the bound training set
+    th.fit_path(X, y, widths)     # warm-started sweep, shared kernel cache
+
+``GPTheory`` (infinite width), ``FCTheory`` (scalar Qbar), ``DeepFCTheory`` (one Q_l per
+layer, vanilla or nested), ``CNNTheory`` (Np x Np Qbar), ``LCNTheory`` (diagonal Qbar).
+The one-order-parameter actions are exact for odd activations only; relu warns.
+"""
+from .conv import CNNTheory, LCNTheory
+from .fc import DeepFCTheory, FCTheory
+from .gp import GPTheory
+from .result import ConvergenceError, Prediction, Solution
+
+__all__ = ["GPTheory", "FCTheory", "DeepFCTheory", "CNNTheory", "LCNTheory", "Solution",
+           "Prediction", "ConvergenceError"]
+
+# lkr.theory.sweep (parameter sweeps) is added below by its own module's owner.
+from .sweep import sweep  # noqa: E402
+__all__ += ["sweep"]

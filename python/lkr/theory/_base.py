@@ -1,0 +1,341 @@
+"""What every theory shares: argument checks, the data binding and kernel cache, the
+ReLU caveat, convergence reporting, Gaussian-process posteriors by Cholesky, and
+``fit_path``."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import time
+import warnings
+
+import numpy as np
+
+from .. import backend
+from .. import _linalg
+from ..activations import check_activation, is_odd
+from .result import ConvergenceError, Prediction, Solution
+
+DEFAULT_TOL = 1e-8
+DEFAULT_MAXITER = 1000
+
+RELU_CAVEAT = (
+    "the one-order-parameter effective actions are exact only for odd activations "
+    "(linear, erf): for relu the post-activations have a non-zero mean, which couples the "
+    "readout to extra order parameters that these actions leave out; treat the result as "
+    "an approximation")
+
+
+def warn_relu(activation: str, name: str, stacklevel: int = 3) -> None:
+    """Warn (UserWarning, once per call site under the default filter) for non-odd sigma."""
+    if not is_odd(activation):
+        warnings.warn(f"{name} with activation={activation!r}: {RELU_CAVEAT}", UserWarning,
+                      stacklevel=stacklevel)
+
+
+# -- argument checks ----------------------------------------------------------------------
+def real(value, name: str) -> float:
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None
+    if not np.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return v
+
+
+def positive(value, name: str) -> float:
+    v = real(value, name)
+    if v <= 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    return v
+
+
+def temperature(value) -> float:
+    v = real(value, "temperature")
+    if v < 0:
+        raise ValueError(f"temperature must be >= 0, got {value!r} (T = 0 is allowed when the "
+                         "kernel is positive definite on the training set)")
+    return v
+
+
+def tolerance(value) -> float:
+    v = positive(value, "tol")
+    return v
+
+
+def iterations(value) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"maxiter must be an integer, got {value!r}")
+    if value < 0:
+        raise ValueError(f"maxiter must be >= 0, got {value!r}")
+    return int(value)
+
+
+def activation_name(value) -> str:
+    return check_activation(value)
+
+
+def inputs(X, name: str = "X"):
+    """X as a float64 array of its own library (NumPy or CuPy), validated finite."""
+    Xa = backend.asarray(X, name)
+    backend.check_floating(Xa, name)
+    if Xa.ndim < 2:
+        raise ValueError(f"{name} must have samples first, shape (P, ...), got shape {Xa.shape}")
+    if Xa.shape[0] < 1:
+        raise ValueError(f"{name} has no samples (shape {Xa.shape})")
+    xp = backend.array_module(Xa)
+    Xa = xp.ascontiguousarray(Xa, dtype=np.float64)
+    backend.check_finite(Xa, name)
+    return Xa
+
+
+def targets(y, P: int, xp):
+    """y as a float64 vector of length P (accepts (P,) or (P, 1))."""
+    ya = backend.asarray(y, "y")
+    backend.check_floating(ya, "y")
+    if ya.ndim == 2 and ya.shape[1] == 1:
+        ya = ya[:, 0]
+    if ya.ndim != 1 or ya.shape[0] != P:
+        raise ValueError(f"y must have shape ({P},) (one scalar label per sample of X), "
+                         f"got shape {tuple(ya.shape)}")
+    if backend.array_module(ya) is not xp:
+        ya = xp.asarray(backend.to_numpy(ya))
+    ya = xp.ascontiguousarray(ya, dtype=np.float64)
+    backend.check_finite(ya, "y")
+    return ya
+
+
+def fingerprint(*parts) -> str:
+    """A content hash of arrays and settings: the kernel cache is reused only for the very
+    same data, not for an array that was modified in place."""
+    h = hashlib.blake2b(digest_size=16)
+    for p in parts:
+        if hasattr(p, "shape") and hasattr(p, "dtype"):
+            a = np.ascontiguousarray(backend.to_numpy(p))
+            h.update(repr((a.shape, a.dtype.str)).encode())
+            h.update(a.view(np.uint8).reshape(-1).data)
+        else:
+            h.update(repr(p).encode())
+    return h.hexdigest()
+
+
+# -- posteriors ---------------------------------------------------------------------------
+def cholesky_of_A(A, T: float, what: str):
+    """Cholesky of A = T I + K_R, with an error that explains T = 0."""
+    try:
+        return _linalg.cholesky(A, "A = T I + K_R")
+    except _linalg.NotPositiveDefiniteError:
+        if T == 0:
+            raise _linalg.NotPositiveDefiniteError(
+                f"{what}: A = K_R is not positive definite at T = 0 (the training kernel is "
+                "singular, e.g. repeated inputs or P larger than its rank); use T > 0") from None
+        raise
+
+
+def check_T0_spectrum(lam, T: float, what: str) -> None:
+    """At T = 0, A = K_R must be positive definite: refuse a (numerically) singular kernel."""
+    if T == 0 and lam.size:
+        top = float(lam.max())
+        if float(lam.min()) <= lam.size * np.finfo(float).eps * top:
+            raise _linalg.NotPositiveDefiniteError(
+                f"{what}: at T = 0 the kernel must be positive definite on the training set, "
+                f"but its smallest eigenvalue is {float(lam.min()):.3g} (largest {top:.3g}); "
+                "use T > 0")
+
+
+def gp_posterior(chol, y, k_cross, k_diag) -> Prediction:
+    """mean = k^T A^{-1} y, variance = k00 - k^T A^{-1} k from a Cholesky of A.
+
+    ``k_cross`` is (P_test, P), ``k_diag`` (P_test,).
+    """
+    xp = backend.array_module(k_cross)
+    a = chol.solve(y)
+    mean = k_cross @ a
+    V = chol.half_solve(k_cross.T)  # L^{-1} k: the variance without forming A^{-1}
+    var = k_diag - xp.einsum("ij,ij->j", V, V)
+    var = xp.maximum(var, 0.0)  # rounding can push a zero variance below 0
+    return Prediction(mean=mean, variance=var)
+
+
+# -- the base class -----------------------------------------------------------------------
+class _Theory:
+    """Shared machinery. Subclasses implement ``_bind`` (data-dependent cache),
+    ``_solve`` (returns a Solution), ``_predict`` and, for actions, ``action``/``gradient``."""
+
+    _name = "theory"
+
+    def __init__(self, *, temperature_value, tol, maxiter):
+        self.temperature = temperature(temperature_value)
+        self.tol = tolerance(tol)
+        self.maxiter = iterations(maxiter)
+        self.solution = None
+        self._X = None
+        self._y = None
+        self._cache = None
+        self._cache_key = None
+
+    # data --------------------------------------------------------------------------------
+    @property
+    def num_samples(self):
+        """P of the bound training set (None before ``fit``/``set_data``)."""
+        return None if self._X is None else int(self._X.shape[0])
+
+    @property
+    def alpha(self):
+        """P / width of the bound training set (None before ``fit``/``set_data``)."""
+        P = self.num_samples
+        w = getattr(self, "width", None)
+        if P is None or w is None:
+            return None
+        return P / w if np.isfinite(w) else 0.0
+
+    def set_data(self, X, y):
+        """Bind a training set (validated) and build or reuse the kernel cache.
+
+        ``fit`` calls it; call it yourself to use :meth:`action` and :meth:`gradient`
+        without fitting. The cache (kernel, spectrum or local-kernel tensor) is reused when
+        the same X (by content) and kernel settings come again.
+        """
+        Xa = self._validate_X(X)
+        xp = backend.array_module(Xa)
+        ya = targets(y, Xa.shape[0], xp)
+        key = fingerprint(Xa, self._cache_settings())
+        if key != self._cache_key:
+            self._cache = None
+            self._cache_key = None
+            self._X = Xa
+            self._cache = self._bind(Xa)
+            self._cache_key = key
+        self._X = Xa
+        self._y = ya
+        self.solution = None
+        return self
+
+    def _validate_X(self, X):
+        return inputs(X)
+
+    def _cache_settings(self):
+        raise NotImplementedError
+
+    def _need_data(self, what):
+        if self._X is None:
+            raise RuntimeError(f"{type(self).__name__}.{what}: no training data; call "
+                               "fit(X, y) (or set_data(X, y)) first")
+
+    def _need_fit(self, what):
+        if self.solution is None:
+            raise RuntimeError(f"{type(self).__name__}.{what} before fit: call fit(X, y) first")
+
+    # fitting -----------------------------------------------------------------------------
+    def fit(self, X, y, Q0=None, strict=False, *, tol=None, maxiter=None):
+        """Bind (X, y) and solve for the saddle point Qbar (see the class docstring).
+
+        Parameters
+        ----------
+        X : array_like, shape (P, ...)
+            Training inputs.
+        y : array_like, shape (P,)
+            Training labels.
+        Q0 : optional
+            Starting point (warm start); must be admissible (positive, SPD).
+        strict : bool
+            Raise :class:`ConvergenceError` instead of warning when not converged.
+        tol, maxiter : optional
+            Override the instance's tolerance on the relative gradient and iteration cap.
+
+        Returns
+        -------
+        Solution
+            Also stored as ``self.solution``.
+        """
+        tol = self.tol if tol is None else tolerance(tol)
+        maxiter = self.maxiter if maxiter is None else iterations(maxiter)
+        self.set_data(X, y)
+        t0 = time.perf_counter()
+        sol = self._solve(Q0, tol, maxiter)
+        sol.seconds = time.perf_counter() - t0
+        sol.theory = type(self).__name__
+        sol.tol = tol
+        sol.temperature = self.temperature
+        sol.width = float(getattr(self, "width", float("inf")))
+        sol.alpha = float(self.alpha or 0.0)
+        self._check_finite_solution(sol)
+        self.solution = sol
+        if not sol.converged:
+            msg = (f"{sol.theory}.fit did not converge: relative gradient norm "
+                   f"{sol.rel_grad_norm:.3g} > tol {tol:.3g} after {sol.iterations} iterations "
+                   f"({sol.evaluations} evaluations), action {sol.action!r}: {sol.message}. "
+                   "Raise maxiter, loosen tol, or pass a better Q0.")
+            if strict:
+                raise ConvergenceError(msg, sol)
+            warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        return sol
+
+    @staticmethod
+    def _check_finite_solution(sol):
+        Q = backend.to_numpy(sol.Q)
+        if not np.all(np.isfinite(Q)) or (sol.action is not None and not np.isfinite(sol.action)):
+            raise FloatingPointError(f"{sol.theory}: the solver produced a non-finite Qbar or "
+                                     f"action ({sol.message}); this is a bug, please report it")
+
+    def fit_path(self, X, y, widths, *, strict=False, tol=None, maxiter=None):
+        """Fit at each width in turn, each solve warm-started from the previous one.
+
+        The kernel cache (kernel spectrum or local-kernel tensor) is built once and shared.
+
+        Parameters
+        ----------
+        X, y : training set
+        widths : sequence of float
+            Widths N (alpha = P / N), solved in the given order (sort them so neighbouring
+            solutions are close).
+
+        Returns
+        -------
+        list
+            Fitted copies of this theory, one per width, in the same order.
+        """
+        widths = list(widths)
+        if not widths:
+            raise ValueError("widths is empty")
+        for w in widths:
+            positive(w, "widths entry")
+        self.set_data(X, y)
+        out = []
+        prev = None
+        for w in widths:
+            th = copy.copy(self)
+            th.width = positive(w, "widths entry")
+            th.solution = None
+            th.fit(X, y, Q0=None if prev is None else prev.Q, strict=strict, tol=tol,
+                   maxiter=maxiter)
+            out.append(th)
+            prev = th.solution
+        return out
+
+    # predictions -------------------------------------------------------------------------
+    def predict(self, Xt) -> Prediction:
+        """Posterior mean k_R^T A^{-1} y and variance K_R^00 - k_R^T A^{-1} k_R at test
+        inputs (T not added), with K_R at the fitted Qbar.
+
+        Parameters
+        ----------
+        Xt : array_like, shape (P_test, ...)
+
+        Returns
+        -------
+        Prediction
+        """
+        self._need_fit("predict")
+        Xt = self._validate_X(Xt)
+        xp = backend.array_module(self._X)
+        if backend.array_module(Xt) is not xp:
+            raise TypeError("Xt must live on the same device as the training X")
+        return self._predict(Xt)
+
+    def evaluate(self, Xt, yt) -> dict:
+        """Test-set means: ``{"error": bias2 + variance, "bias2", "variance"}`` (T not added)."""
+        pred = self.predict(Xt)
+        return pred.error(yt)

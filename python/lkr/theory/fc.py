@@ -1,0 +1,368 @@
+r"""Fully-connected theories: one hidden layer (scalar Qbar) and L hidden layers.
+
+One hidden layer of width N1, alpha = P / N1, K = nngp(X) (DESIGN.md section 2):
+
+.. math::
+
+    S(Q) = Q - \log Q + \frac{\alpha}{P}\left[y^T A^{-1} y + \log\det A\right], \qquad
+    A = T I + \frac{Q}{\lambda_1} K .
+
+K is diagonalised once per training set (K = U diag(k) U^T); with z = U^T y every
+evaluation of S and dS/dQ is then O(P), and the saddle is a bracketed 1-D root in log Q
+(the global minimum over Q > 0 is returned). At T = 0 and small P / N1 the saddle has the
+closed form Q = ((1 - alpha) + sqrt((1 - alpha)^2 + 4 alpha lambda1 y^T K^{-1} y / P)) / 2.
+The fitted FC theory predicts exactly as the infinite-width GP with readout prior
+lambda1 / Q.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .. import backend
+from .. import _linalg
+from ..activations import nngp_map
+from ..kernels import nngp
+from . import _base
+from ._base import DEFAULT_MAXITER, DEFAULT_TOL, positive
+from ._maps import layer_kernels, map_partials
+from ._optim import bfgs
+from ._scalar import ScalarProblem
+from .result import Prediction, Solution
+
+__all__ = ["FCTheory", "DeepFCTheory"]
+
+
+def _spectrum(K, what):
+    """Eigen-decomposition of a PSD kernel with rounding negatives set to 0."""
+    lam, U = _linalg.eigh(K)
+    xp = backend.array_module(K)
+    lam = xp.maximum(lam, 0.0)
+    return backend.to_numpy(lam), U
+
+
+class _SpectralMixin:
+    """Scalar saddle on the eigenbasis of one P x P kernel (FC, vanilla deep FC)."""
+
+    def _scalar_problem(self, L):
+        lam, U = self._cache["lam"], self._cache["U"]
+        z = backend.to_numpy(U.T @ self._y)
+        lam_eff = lam * self._kernel_scale()
+        _base.check_T0_spectrum(lam_eff, self.temperature, type(self).__name__)
+        return ScalarProblem(lam_eff, z * z, alpha=self.alpha, T=self.temperature, L=L)
+
+    def _spectral_predict(self, u, k_cross, k_diag):
+        """mean and variance with A = T + u K' on the cached eigenbasis of K'."""
+        lam, U = self._cache["lam"], self._cache["U"]
+        xp = backend.array_module(U)
+        d = xp.asarray(self.temperature + u * lam * self._kernel_scale())
+        z = U.T @ self._y
+        kc = u * k_cross  # (P_test, P)
+        mean = kc @ (U @ (z / d))
+        V = U.T @ kc.T  # (P, P_test)
+        var = u * k_diag - ((V * V) / d[:, None]).sum(0)
+        return Prediction(mean=mean, variance=xp.maximum(var, 0.0))
+
+
+class FCTheory(_SpectralMixin, _base._Theory):
+    r"""Bayesian one-hidden-layer fully-connected network at proportional width.
+
+    .. math::
+
+        S(Q) = Q - \log Q + \frac{\alpha}{P}\left[y^T A^{-1} y + \log\det A\right],\quad
+        A = T I + (Q/\lambda_1) K,\quad \alpha = P / N_1,
+
+    with K the NNGP kernel :func:`lkr.nngp` (C = x.x'/(lambda0 N0)). The kernel is
+    diagonalised once per training set; each evaluation is then O(P) and the saddle is a
+    bracketed root in log Q (global minimum over Q > 0). ``T = 0`` is allowed when K is
+    positive definite on the training set.
+
+    Parameters
+    ----------
+    width : float
+        Hidden width N1 > 0.
+    temperature : float
+        T >= 0.
+    activation : {"erf", "linear", "relu"}
+        relu warns: the one-order-parameter action is exact only for odd activations.
+    lambda0, lambda1 : float
+        Inverse prior variances of first-layer and readout weights.
+    tol : float
+        Relative-gradient tolerance, |dS/dQ| / (1 + 1/Q + |data term|).
+    maxiter : int
+        Unused by the bracketed root (kept for a uniform interface).
+
+    Attributes
+    ----------
+    solution : Solution
+        Of the last fit; ``solution.Q`` is a float.
+    alpha : float
+        P / width after ``fit``.
+    """
+
+    def __init__(self, width, temperature, activation="erf", lambda0=1.0, lambda1=1.0, *,
+                 tol=DEFAULT_TOL, maxiter=DEFAULT_MAXITER):
+        self.width = positive(width, "width")
+        self.activation = _base.activation_name(activation)
+        self.lambda0 = positive(lambda0, "lambda0")
+        self.lambda1 = positive(lambda1, "lambda1")
+        super().__init__(temperature_value=temperature, tol=tol, maxiter=maxiter)
+        _base.warn_relu(self.activation, "FCTheory")
+
+    def _cache_settings(self):
+        return ("fc", self.activation, self.lambda0)
+
+    def _bind(self, X):
+        K = nngp(X, activation=self.activation, lambda0=self.lambda0)
+        t0 = time.perf_counter()
+        lam, U = _spectrum(K, "FCTheory")
+        return {"lam": lam, "U": U, "eigh_seconds": time.perf_counter() - t0}
+
+    def _kernel_scale(self):
+        return 1.0 / self.lambda1
+
+    def _solve(self, Q0, tol, maxiter):
+        prob = self._scalar_problem(L=1)
+        q, act, nev = prob.solve()
+        g, rel = prob.gradient(q)
+        return Solution(Q=q, action=act, grad_norm=abs(g), rel_grad_norm=rel, iterations=nev,
+                        converged=rel <= tol, tol=tol, evaluations=nev,
+                        message="bracketed root in log Q" + ("" if rel <= tol else
+                                                              " (stalled at rounding level)"))
+
+    # user-facing action ------------------------------------------------------------------
+    def _q(self, Q):
+        return positive(Q, "Q")
+
+    def action(self, Q):
+        """S(Q) on the bound training set (O(P) per call)."""
+        self._need_data("action")
+        return float(self._scalar_problem(L=1).action(self._q(Q)))
+
+    def gradient(self, Q):
+        """dS/dQ = 1 - 1/Q + (alpha/P) tr[(A^{-1} - a a^T) K / lambda1]."""
+        self._need_data("gradient")
+        return self._scalar_problem(L=1).gradient(self._q(Q))[0]
+
+    def _predict(self, Xt):
+        k_cross = nngp(Xt, self._X, activation=self.activation, lambda0=self.lambda0)
+        xp = backend.array_module(Xt)
+        c = xp.einsum("pi,pi->p", Xt.reshape(Xt.shape[0], -1), Xt.reshape(Xt.shape[0], -1))
+        c = c / (self.lambda0 * self._X[0].size)
+        k_diag = nngp_map(self.activation, c, c, c)
+        s = 1.0 / self.lambda1
+        return self._spectral_predict(self.solution.Q, s * k_cross, s * k_diag)
+
+
+class DeepFCTheory(_SpectralMixin, _base._Theory):
+    r"""Bayesian fully-connected network with L hidden layers of equal width N.
+
+    Priors lambda_0 .. lambda_L (lambda_L the readout), C = x.x'/(lambda0 N0),
+    alpha = P / N, one Q_l per hidden layer:
+
+    .. math::
+
+        S = \sum_{l=1}^{L} (Q_l - \log Q_l) + \frac{\alpha}{P}\left[y^T A^{-1} y
+            + \log\det A\right], \qquad A = T I + K_R .
+
+    ``variant="vanilla"``: K_R = (prod_l Q_l) K^{(L)}, K^{(0)} = C,
+    K^{(l)} = K_sigma(K^{(l-1)}) / lambda_l. Stationarity forces every Q_l to the same
+    value, so the saddle is a scalar root on the eigenbasis of K^{(L)} (O(P) per step).
+
+    ``variant="nested"``: K_R^{(l)} = (Q_l / lambda_l) K_sigma(K_R^{(l-1)}),
+    K_R^{(0)} = C. Solved by BFGS in log Q_l with gradients through the layer maps. For
+    linear and ReLU (positively homogeneous maps) both variants coincide.
+
+    Parameters
+    ----------
+    depth : int
+        L >= 1.
+    width : float
+        N > 0.
+    temperature : float
+        T >= 0 (0 needs a positive-definite kernel).
+    activation : {"erf", "linear", "relu"}
+    lambdas : sequence of L + 1 floats, optional
+        (lambda0, ..., lambdaL); default all 1.
+    variant : {"vanilla", "nested"}
+    tol, maxiter : convergence controls (relative gradient, BFGS iterations for nested).
+    """
+
+    def __init__(self, depth, width, temperature, activation="erf", lambdas=None,
+                 variant="vanilla", *, tol=DEFAULT_TOL, maxiter=DEFAULT_MAXITER):
+        if isinstance(depth, (bool, np.bool_)) or not isinstance(depth, (int, np.integer)):
+            raise TypeError(f"depth must be an integer, got {depth!r}")
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
+        self.depth = int(depth)
+        self.width = positive(width, "width")
+        self.activation = _base.activation_name(activation)
+        if lambdas is None:
+            lambdas = (1.0,) * (self.depth + 1)
+        lambdas = tuple(lambdas)
+        if len(lambdas) != self.depth + 1:
+            raise ValueError(f"lambdas must have depth + 1 = {self.depth + 1} entries "
+                             f"(lambda0 .. lambdaL), got {len(lambdas)}")
+        self.lambdas = tuple(positive(v, f"lambdas[{i}]") for i, v in enumerate(lambdas))
+        if variant not in ("vanilla", "nested"):
+            raise ValueError(f"variant must be 'vanilla' or 'nested', got {variant!r}")
+        self.variant = variant
+        super().__init__(temperature_value=temperature, tol=tol, maxiter=maxiter)
+        _base.warn_relu(self.activation, "DeepFCTheory")
+
+    @property
+    def lambda0(self):
+        return self.lambdas[0]
+
+    def _cache_settings(self):
+        return ("deepfc", self.variant, self.activation, self.lambdas)
+
+    def _bind(self, X):
+        Xf = X.reshape(X.shape[0], -1)
+        if self.variant == "vanilla":
+            K = layer_kernels(Xf, None, self.activation, self.lambdas[0],
+                              [1.0 / l for l in self.lambdas[1:]])[-1][0]
+            lam, U = _spectrum(K, "DeepFCTheory")
+            return {"lam": lam, "U": U}
+        xp = backend.array_module(X)
+        C = Xf @ Xf.T / (self.lambdas[0] * Xf.shape[1])
+        return {"C": (C + C.T) / 2, "xp": xp}
+
+    def _kernel_scale(self):
+        return 1.0
+
+    # vanilla -----------------------------------------------------------------------------
+    def _vanilla_eval(self, Qs):
+        prob = self._scalar_problem(L=self.depth)
+        u = float(np.prod(Qs))
+        f = float(prob.data(np.array(u)))
+        uf, mag = prob.data_prime_terms(np.array(u))
+        S = float(np.sum(Qs - np.log(Qs)) + prob.c * f)
+        g = 1.0 - 1.0 / Qs + prob.c * float(uf) / Qs
+        rel = np.linalg.norm(g) / (np.sqrt(len(Qs)) + np.linalg.norm(1.0 / Qs)
+                                   + prob.c * float(mag) * np.linalg.norm(1.0 / Qs))
+        return S, g, rel
+
+    # nested ------------------------------------------------------------------------------
+    def _nested_forward(self, Qs, tangents):
+        """K_R^(L) on the training set and, if asked, dK_R^(L)/d log Q_m for every m."""
+        C = self._cache["C"]
+        xp = backend.array_module(C)
+        K = C
+        dK = []
+        for l in range(self.depth):
+            m = Qs[l] / self.lambdas[l + 1]
+            d = xp.diagonal(K)
+            if tangents:
+                F, kxx, kxy, kyy = map_partials(self.activation, d[:, None], K, d[None, :])
+                new = []
+                for T_ in dK:
+                    td = xp.diagonal(T_)
+                    new.append(m * (kxx * td[:, None] + kxy * T_ + kyy * td[None, :]))
+                K = m * F
+                new.append(K)  # d K_l / d log Q_l = K_l
+                dK = new
+            else:
+                K = m * nngp_map(self.activation, d[:, None], K, d[None, :])
+            K = (K + K.T) / 2
+        return K, dK
+
+    def _nested_eval(self, Qs, need_grad=True):
+        K, dK = self._nested_forward(Qs, need_grad)
+        xp = backend.array_module(K)
+        P = K.shape[0]
+        A = K + self.temperature * xp.eye(P)
+        chol = _base.cholesky_of_A(A, self.temperature, "DeepFCTheory")
+        a = chol.solve(self._y)
+        c = self.alpha / P
+        S = float(np.sum(Qs - np.log(Qs))) + c * (float(self._y @ a) + chol.logdet())
+        if not need_grad:
+            return S, None, None
+        B = chol.inverse() - xp.outer(a, a)
+        data = np.array([float((B * T_).sum()) for T_ in dK])  # dS_data / d log Q_l / c
+        g = 1.0 - 1.0 / Qs + c * data / Qs
+        rel = np.linalg.norm(g) / (np.sqrt(len(Qs)) + np.linalg.norm(1.0 / Qs)
+                                   + c * np.linalg.norm(data / Qs))
+        return S, g, rel
+
+    def _solve(self, Q0, tol, maxiter):
+        L = self.depth
+        if self.variant == "vanilla":
+            prob = self._scalar_problem(L=L)
+            q, act, nev = prob.solve()
+            Qs = np.full(L, q)
+            S, g, rel = self._vanilla_eval(Qs)
+            return Solution(Q=Qs, action=S, grad_norm=float(np.linalg.norm(g)),
+                            rel_grad_norm=float(rel), iterations=nev, converged=rel <= tol,
+                            tol=tol, evaluations=nev,
+                            message="all Q_l equal at the saddle; bracketed root in log Q")
+        x0 = np.zeros(L) if Q0 is None else np.log(self._qs(Q0))
+        state = {}
+
+        def value(x):
+            Qs = np.exp(x)
+            try:
+                S, g, rel = self._nested_eval(Qs)
+            except _linalg.NotPositiveDefiniteError:
+                S, g, rel = np.inf, None, np.inf
+            state.update(x=x.copy(), S=S, g=g, rel=rel)
+            return S if np.isfinite(S) else np.inf
+
+        def gradient(x):
+            if "x" not in state or not np.array_equal(state["x"], x):
+                value(x)
+            return state["g"] * np.exp(x), state["rel"]
+
+        res = bfgs(value, gradient, x0, tol=tol, maxiter=maxiter)
+        Qs = np.exp(res.x)
+        S, g, rel = self._nested_eval(Qs)
+        return Solution(Q=Qs, action=S, grad_norm=float(np.linalg.norm(g)),
+                        rel_grad_norm=float(rel), iterations=res.iterations,
+                        converged=rel <= tol, tol=tol, evaluations=res.evaluations,
+                        message=res.message)
+
+    # user-facing action ------------------------------------------------------------------
+    def _qs(self, Q):
+        Qs = np.asarray(backend.to_numpy(Q), dtype=float).reshape(-1)
+        if Qs.size == 1 and self.depth > 1:
+            Qs = np.full(self.depth, float(Qs[0]))
+        if Qs.shape != (self.depth,):
+            raise ValueError(f"Q must have {self.depth} entries (one per hidden layer), got "
+                             f"shape {np.shape(Q)}")
+        if not np.all(np.isfinite(Qs)) or np.any(Qs <= 0):
+            raise ValueError(f"Q must be positive and finite, got {Qs}")
+        return Qs
+
+    def action(self, Q):
+        """S(Q_1, ..., Q_L) on the bound training set."""
+        self._need_data("action")
+        Qs = self._qs(Q)
+        if self.variant == "vanilla":
+            return self._vanilla_eval(Qs)[0]
+        return self._nested_eval(Qs, need_grad=False)[0]
+
+    def gradient(self, Q):
+        """dS/dQ_l for l = 1..L, shape (L,)."""
+        self._need_data("gradient")
+        Qs = self._qs(Q)
+        if self.variant == "vanilla":
+            return self._vanilla_eval(Qs)[1]
+        return self._nested_eval(Qs)[1]
+
+    def _predict(self, Xt):
+        Qs = self.solution.Q
+        Xf = self._X.reshape(self._X.shape[0], -1)
+        Xtf = Xt.reshape(Xt.shape[0], -1)
+        if self.variant == "vanilla":
+            mult = [1.0 / l for l in self.lambdas[1:]]
+            # (P_test, P) cross kernel and the test points' own variances at layer L
+            K, dXt, _ = layer_kernels(Xtf, Xf, self.activation, self.lambdas[0], mult)[-1]
+            return self._spectral_predict(float(np.prod(Qs)), K, dXt)
+        mult = [q / l for q, l in zip(Qs, self.lambdas[1:])]
+        K_tr = layer_kernels(Xf, None, self.activation, self.lambdas[0], mult)[-1][0]
+        K_x, dXt, _ = layer_kernels(Xtf, Xf, self.activation, self.lambdas[0], mult)[-1]
+        xp = backend.array_module(K_tr)
+        chol = _base.cholesky_of_A(K_tr + self.temperature * xp.eye(K_tr.shape[0]),
+                                   self.temperature, "DeepFCTheory.predict")
+        return _base.gp_posterior(chol, self._y, K_x, dXt)

@@ -1,0 +1,117 @@
+r"""Infinite-width baselines: Gaussian-process regression with a fixed kernel.
+
+At infinite width (alpha = 0) the saddle of every action is its prior value and the
+posterior is a GP with A = T I + K_R:
+
+``kernel="fc"``      K_R = K / lambda1 (Q = 1; K = :func:`lkr.nngp`)
+``kernel="cnn"``     K_R = K_R(I) (Q = I: the infinite-width CNN and LCN kernel)
+``kernel="pooled"``  K_R = K_R(11^T / Np) (global average pooling before the readout)
+
+The GP is exact for every activation (the ReLU caveat of the finite-width actions does not
+apply).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import backend
+from ..activations import nngp_map
+from ..geometry import PatchGeometry
+from ..kernels import nngp, renormalized_kernel, renormalized_kernel_diag
+from . import _base
+from ._base import DEFAULT_MAXITER, DEFAULT_TOL, positive
+from .result import Solution
+
+__all__ = ["GPTheory"]
+
+_KINDS = ("fc", "cnn", "pooled")
+
+
+class GPTheory(_base._Theory):
+    r"""Infinite-width Bayesian network: GP regression with the NNGP (FC), CNN (Q = I) or
+    pooled (Q = 11^T/Np) kernel.
+
+    mean = k^T A^{-1} y, variance = k00 - k^T A^{-1} k, A = T I + K_R, by Cholesky.
+
+    Parameters
+    ----------
+    kernel : {"fc", "cnn", "pooled"}
+    geometry : PatchGeometry, optional
+        Required for "cnn" and "pooled".
+    temperature : float
+        T >= 0 (0 allowed when K_R is positive definite on the training set).
+    activation : {"erf", "linear", "relu"}
+    lambda0, lambda1 : float
+
+    Notes
+    -----
+    ``fit`` returns a Solution with the fixed Q (1, I or 11^T/Np), ``action=None``,
+    ``iterations=0`` and ``converged=True``; ``width`` is infinite and ``alpha`` 0.
+    """
+
+    width = float("inf")
+
+    def __init__(self, kernel="fc", geometry=None, temperature=0.0, activation="erf",
+                 lambda0=1.0, lambda1=1.0, *, tol=DEFAULT_TOL, maxiter=DEFAULT_MAXITER):
+        if kernel not in _KINDS:
+            raise ValueError(f"kernel must be one of {_KINDS}, got {kernel!r}")
+        if kernel != "fc" and not isinstance(geometry, PatchGeometry):
+            raise TypeError(f"kernel={kernel!r} needs geometry=PatchGeometry(...), got "
+                            f"{type(geometry).__name__}")
+        self.kernel = kernel
+        self.geometry = geometry
+        self.activation = _base.activation_name(activation)
+        self.lambda0 = positive(lambda0, "lambda0")
+        self.lambda1 = positive(lambda1, "lambda1")
+        super().__init__(temperature_value=temperature, tol=tol, maxiter=maxiter)
+
+    def _validate_X(self, X):
+        Xa = _base.inputs(X)
+        if self.geometry is not None:
+            return self.geometry.flatten(Xa, "X")
+        return Xa.reshape(Xa.shape[0], -1)
+
+    def _cache_settings(self):
+        g = None if self.geometry is None else self.geometry._key()
+        return ("gp", self.kernel, g, self.activation, self.lambda0, self.lambda1)
+
+    def _Q(self, xp):
+        if self.kernel == "fc":
+            return 1.0
+        Np = self.geometry.num_patches
+        if self.kernel == "cnn":
+            return xp.eye(Np)
+        return xp.full((Np, Np), 1.0 / Np)
+
+    def _kernels(self, X, Y=None):
+        """K_R(X, Y) and, when Y is given, the diagonal K_R(y, y)."""
+        xp = backend.array_module(X)
+        if self.kernel == "fc":
+            A = X if Y is None else Y
+            K = nngp(A, None if Y is None else X, activation=self.activation,
+                     lambda0=self.lambda0) / self.lambda1
+            if Y is None:
+                return K, None
+            c = xp.einsum("pi,pi->p", Y, Y) / (self.lambda0 * Y.shape[1])
+            return K, nngp_map(self.activation, c, c, c) / self.lambda1
+        kw = dict(Q=self._Q(xp), geometry=self.geometry, activation=self.activation,
+                  lambda0=self.lambda0, lambda1=self.lambda1)
+        if Y is None:
+            return renormalized_kernel(X, **kw), None
+        return renormalized_kernel(Y, X, **kw), renormalized_kernel_diag(Y, **kw)
+
+    def _bind(self, X):
+        K, _ = self._kernels(X)
+        xp = backend.array_module(K)
+        A = K + self.temperature * xp.eye(K.shape[0])
+        return {"chol": _base.cholesky_of_A(A, self.temperature, "GPTheory")}
+
+    def _solve(self, Q0, tol, maxiter):
+        xp = backend.array_module(self._X)
+        return Solution(Q=self._Q(xp), action=None, grad_norm=0.0, rel_grad_norm=0.0,
+                        iterations=0, converged=True, tol=tol, evaluations=0,
+                        message="infinite width: Q fixed at its prior value")
+
+    def _predict(self, Xt):
+        k_cross, k_diag = self._kernels(self._X, Xt)
+        return _base.gp_posterior(self._cache["chol"], self._y, k_cross, k_diag)

@@ -1,0 +1,569 @@
+"""The CUDA backend (lkr._cuda, csrc/cuda/*.cu).
+
+Three layers, so that most of it is checked on a machine without a GPU:
+
+* Sources and toolchain (run everywhere): the .cu files are found where lkr._cuda looks,
+  they compile with nvcc --ptx for sm_90 and with NVRTC (the run-time compiler CuPy uses,
+  which has no host headers), and backend.cuda() fails with the actionable message when
+  CuPy is missing.
+* The host emulator (runs where g++ is): the kernels compiled as C++ with a small CUDA
+  emulation layer (every thread of a block a real thread, __syncthreads a barrier,
+  __shared__ memory per block, atomics under a lock), driven by the very launch planning
+  of lkr._cuda (padding, panels, grids, argument lists) through its ``Engine`` with NumPy
+  arrays. Checked against lkr._core on odd sizes, with poisoned outputs. It finds indexing,
+  coverage, reduction and synchronisation errors; it says nothing about speed, and
+  floating-point details of the device (FMA contraction, asin) differ from the host's.
+* On a GPU (skip here with the reason; fail instead with LKR_REQUIRE_GPU=1): the public API
+  on CuPy arrays against NumPy, dispatch (CuPy in -> CuPy out), torch CUDA tensors.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import lkr
+from lkr import _cuda, backend
+
+from conftest import RTOL, skip_or_fail_without_gpu, to_numpy
+
+CU_FILES = sorted(p.name for p in _cuda.source_dir().glob("*.cu"))
+ACTS = ["erf", "relu", "linear"]
+DTYPES = [np.float64, np.float32]
+
+
+def rel_err(a, b):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    scale = max(float(np.abs(b).max()) if b.size else 0.0, 1e-300)
+    return float(np.abs(a - b).max()) / scale if a.size else 0.0
+
+
+def tol(dtype):
+    # float64: the 1e-12 of the design; float32: 1e-5 relative to the largest entry.
+    return 10 * RTOL[np.dtype(dtype)] if np.dtype(dtype) == np.float64 else RTOL[np.dtype(dtype)]
+
+
+def patches(rng, P, Np, M, dtype):
+    return np.ascontiguousarray(rng.standard_normal((P, Np, M)), dtype=dtype)
+
+
+def sym_matrix(rng, n, dtype):
+    A = rng.standard_normal((n, n))
+    return np.ascontiguousarray((A + A.T) / 2, dtype=dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources and toolchain (no GPU needed)
+# ---------------------------------------------------------------------------------------------
+def test_sources_are_found():
+    d = _cuda.source_dir()
+    for name in _cuda.SOURCES:
+        assert (d / name).is_file(), f"{name} missing from {d}"
+    text = _cuda.load_source("local_kernel.cu")
+    assert '#include "' not in text, "local includes must be inlined for NVRTC"
+    for kind in ("prepare", "renormalized", "adjoint", "full", "diag", "nngp"):
+        assert f"lkr_{kind}_##ACTNAME##_##SUF" in text
+
+
+def test_sources_ship_as_package_data():
+    """CMake installs csrc/cuda/*.cu and *.cuh into lkr/cuda; an installed (non-editable)
+    lkr must find them there. Checks the install rule and, where an install exists, that
+    every source is in it."""
+    root = _cuda.source_dir().parents[1] if _cuda.source_dir().name == "cuda" else None
+    cmake = None if root is None else root / "CMakeLists.txt"
+    if cmake is not None and cmake.is_file():
+        text = cmake.read_text()
+        assert "csrc/cuda/" in text and "DESTINATION lkr/cuda" in text
+        assert '"*.cu"' in text and '"*.cuh"' in text
+    import importlib.util
+
+    spec = importlib.util.find_spec("lkr._core")
+    installed = os.path.join(os.path.dirname(spec.origin), "cuda")
+    if not os.path.isdir(installed):
+        pytest.skip(f"no installed package data next to {spec.origin}")
+    names = set(os.listdir(installed))
+    missing = [n for n in _cuda.SOURCES + ("lkr_common.cuh",) if n not in names]
+    assert not missing, f"{missing} not installed in {installed}"
+
+
+def test_load_source_reports_missing_file(tmp_path):
+    (tmp_path / "a.cu").write_text('#include "nope.cuh"\n')
+    with pytest.raises(FileNotFoundError, match="nope.cuh"):
+        _cuda.load_source("a.cu", tmp_path)
+
+
+def test_cuda_backend_without_cupy_raises_clear_error(monkeypatch):
+    """backend.cuda() must say what to install when CuPy is missing (simulated by hiding it)."""
+    monkeypatch.setitem(sys.modules, "cupy", None)  # `import cupy` now raises ImportError
+    with pytest.raises(ImportError, match=r"CuPy is not installed; pip install lkr\[gpu\]"):
+        backend.cuda()
+    assert backend.implementation(np) is backend.core()
+    info = backend.info()
+    assert "CuPy not installed" in info["gpu"]
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
+@pytest.mark.parametrize("name", CU_FILES)
+def test_nvcc_compiles(name, tmp_path):
+    """As .ci/run does: every .cu compiles to PTX for sm_90, without warnings."""
+    d = _cuda.source_dir()
+    res = subprocess.run(["nvcc", "-std=c++17", "-arch=sm_90", "--ptx", "-o",
+                          str(tmp_path / "out.ptx"), str(d / name)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "warning" not in res.stderr.lower(), res.stderr
+    ptx = (tmp_path / "out.ptx").read_text()
+    for suf in ("f32", "f64"):
+        assert f".entry lkr_renormalized_erf_{suf}" in ptx
+
+
+def _nvrtc():
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+
+        nvrtc.getVersion()
+        return nvrtc
+    except Exception as exc:
+        pytest.skip(f"NVRTC is not available through CuPy ({exc.__class__.__name__})")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nvrtc_compiles(dtype):
+    """The source as lkr._cuda hands it to NVRTC (no host headers, per-dtype module)."""
+    nvrtc = _nvrtc()
+    src = _cuda.load_source("local_kernel.cu")
+    prog = nvrtc.createProgram(src, "local_kernel.cu", [], [])
+    try:
+        nvrtc.compileProgram(prog, list(_cuda.compile_options(dtype)) + ["-arch=compute_90"])
+    except Exception as exc:
+        pytest.fail(f"NVRTC failed: {exc}\n{nvrtc.getProgramLog(prog)}")
+    ptx = nvrtc.getPTX(prog)
+    ptx = ptx.decode() if isinstance(ptx, bytes) else ptx
+    suf = _cuda._suffix(dtype)
+    other = "f64" if suf == "f32" else "f32"
+    assert f".entry lkr_renormalized_erf_{suf}" in ptx
+    assert f"lkr_renormalized_erf_{other}" not in ptx  # one dtype per module
+
+
+def test_grid_and_panels():
+    assert _cuda._grid(1) == (1, 1)
+    assert _cuda._grid(2**31 - 1) == (2**31 - 1, 1)
+    gx, gy = _cuda._grid(2**31 + 5)
+    assert gx * gy >= 2**31 + 5 and gy <= 65535
+    assert _cuda._panels(4) == (4, 16, 1)
+    assert _cuda._panels(24) == (24, 2, 1)
+    assert _cuda._panels(64) == (64, 1, 1)
+    assert _cuda._panels(72) == (64, 1, 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Host emulator of the CUDA kernels
+# ---------------------------------------------------------------------------------------------
+EMULATOR_HEADER = r"""
+// A minimal host emulation of the CUDA features lkr's kernels use. Blocks run one after
+// another; the threads of a block run concurrently as std::threads, so __shared__ can be a
+// function-local static, __syncthreads a barrier, and a data race can show as a wrong result.
+#include <math.h>
+#include <barrier>
+#include <cstddef>
+#include <mutex>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+struct dim3 {
+  unsigned x, y, z;
+  constexpr dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
+};
+namespace lkr_emu {
+inline thread_local dim3 t_idx, b_idx;
+inline dim3 b_dim, g_dim;
+inline std::barrier<>* bar = nullptr;
+inline std::mutex atomic_mutex;
+}  // namespace lkr_emu
+#define threadIdx lkr_emu::t_idx
+#define blockIdx lkr_emu::b_idx
+#define blockDim lkr_emu::b_dim
+#define gridDim lkr_emu::g_dim
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __shared__ static
+#define __launch_bounds__(...)
+#define __syncthreads() lkr_emu::bar->arrive_and_wait()
+inline double atomicAdd(double* p, double v) {
+  std::lock_guard<std::mutex> g(lkr_emu::atomic_mutex);
+  const double old = *p;
+  *p = old + v;
+  return old;
+}
+inline float atomicAdd(float* p, float v) {
+  std::lock_guard<std::mutex> g(lkr_emu::atomic_mutex);
+  const float old = *p;
+  *p = old + v;
+  return old;
+}
+namespace lkr_emu {
+template <class... A, std::size_t... I>
+void invoke(void (*k)(A...), void** args, std::index_sequence<I...>) {
+  k(*static_cast<std::remove_cv_t<std::remove_reference_t<A>>*>(args[I])...);
+}
+template <class... A>
+void launch(void (*k)(A...), unsigned gx, unsigned gy, unsigned bx, void** args) {
+  g_dim = dim3(gx, gy);
+  b_dim = dim3(bx);
+  std::barrier<> block_end(bx), sync(bx);
+  bar = &sync;
+  std::vector<std::thread> threads;
+  for (unsigned t = 0; t < bx; ++t)
+    threads.emplace_back([=, &block_end] {
+      t_idx = dim3(t);
+      for (unsigned y = 0; y < gy; ++y)
+        for (unsigned x = 0; x < gx; ++x) {
+          b_idx = dim3(x, y);
+          invoke(k, args, std::index_sequence_for<A...>{});
+          block_end.arrive_and_wait();  // the next block reuses the "shared" statics
+        }
+    });
+  for (auto& th : threads) th.join();
+}
+}  // namespace lkr_emu
+#define LKR_EMU_EXPORT(name)                                                          \
+  extern "C" void emu_##name(unsigned gx, unsigned gy, unsigned bx, void** args) {    \
+    lkr_emu::launch(name, gx, gy, bx, args);                                          \
+  }
+"""
+
+
+class EmulatedKernel:
+    """A kernel of the emulator .so with CuPy's RawKernel calling convention."""
+
+    _CTYPES = {np.dtype(np.int32): ctypes.c_int32, np.dtype(np.int64): ctypes.c_int64,
+               np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double}
+
+    def __init__(self, fn, name):
+        self.fn, self.name = fn, name
+
+    def __call__(self, grid, block, args):
+        assert len(grid) == 2 and len(block) == 1
+        holders = []
+        ptrs = (ctypes.c_void_p * len(args))()
+        for i, a in enumerate(args):
+            if isinstance(a, np.ndarray):
+                assert a.flags.c_contiguous, (self.name, i)
+                h = ctypes.c_void_p(a.ctypes.data)
+            elif isinstance(a, np.generic) and a.dtype in self._CTYPES:
+                h = self._CTYPES[a.dtype](a.item())
+            else:  # CuPy would reject a Python int too: the kernel's width must be explicit
+                raise TypeError(f"{self.name}: argument {i} is {type(a).__name__}, "
+                                "expected an array or a sized NumPy scalar")
+            holders.append(h)
+            ptrs[i] = ctypes.cast(ctypes.pointer(h), ctypes.c_void_p)
+        self.fn(ctypes.c_uint(grid[0]), ctypes.c_uint(grid[1]), ctypes.c_uint(block[0]), ptrs)
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory):
+    """An lkr._cuda Engine over NumPy whose kernels run in the host emulator."""
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        pytest.skip("no C++ compiler for the CUDA host emulator")
+    d = _cuda.source_dir()
+    tmp = tmp_path_factory.mktemp("cuda_emu")
+    names = []
+    for cu in _cuda.SOURCES:
+        pre = subprocess.run([cxx, "-E", "-P", "-x", "c++", "-I", str(d), str(d / cu)],
+                             capture_output=True, text=True)
+        assert pre.returncode == 0, pre.stderr
+        names += re.findall(r'extern "C" __global__ void.*?\b(lkr_\w+)\s*\(', pre.stdout, re.S)
+    assert names, "no kernels found"
+    glue = tmp / "emu.cpp"
+    glue.write_text(EMULATOR_HEADER + "".join(f'#include "{cu}"\n' for cu in _cuda.SOURCES)
+                    + "".join(f"LKR_EMU_EXPORT({n})\n" for n in names))
+    lib = tmp / "emu.so"
+    res = subprocess.run([cxx, "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread",
+                          "-Wno-unused-parameter", "-I", str(d), "-o", str(lib), str(glue)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        if "barrier" in res.stderr and "No such file" in res.stderr:
+            pytest.skip("the C++ compiler lacks <barrier> (C++20)")
+        pytest.fail("the CUDA sources do not compile as host C++ for the emulator:\n"
+                    + res.stderr[-4000:])
+    so = ctypes.CDLL(str(lib))
+    kernels = {}
+    for n in names:
+        fn = getattr(so, f"emu_{n}")
+        fn.restype = None
+        kernels[n] = EmulatedKernel(fn, n)
+
+    def get_kernel(name, dtype):
+        suf = _cuda._suffix(dtype)
+        assert name.endswith("_" + suf), (name, dtype)
+        return kernels[name]
+
+    # Two "SMs": few blocks, so that the split over blocks is exercised at small sizes.
+    return _cuda.Engine(np, get_kernel, lambda: 2)
+
+
+@pytest.fixture
+def poison(monkeypatch):
+    monkeypatch.setattr(_cuda, "POISON", True)
+
+
+core = backend.core()
+
+# (P, P2 or None, Np, M): odd sizes that do not divide the tiles. Np = 6 pads to 8 (8
+# samples stacked per 64-row panel), Np = 24 stacks 2 samples with 16 idle rows, Np = 1
+# pads to 4 (16 samples per panel), Np = 70 pads to 72 and takes two 64-patch chunks; M = 19
+# spans two k-chunks of 16; P = 19 leaves a partial group.
+SHAPES = [(19, None, 6, 5), (7, 11, 6, 19), (9, None, 24, 3), (5, 3, 1, 7), (3, None, 70, 2),
+          (2, 3, 70, 17)]
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, (v or 0 for v in s))))
+def test_emulated_renormalized_kernel(emulator, poison, shape, dtype, act):
+    P, P2, Np, M = shape
+    rng = np.random.default_rng(hash((P, P2, Np, M)) % 2**32)
+    PX = patches(rng, P, Np, M, dtype)
+    PY = None if P2 is None else patches(rng, P2, Np, M, dtype)
+    Q = sym_matrix(rng, Np, dtype)
+    got = emulator.renormalized_kernel(PX, PY, Q, act, 0.7, 1.3)
+    want = core.renormalized_kernel(PX, PY, Q, act, 0.7, 1.3, 0)
+    assert got.dtype == dtype and got.shape == want.shape
+    assert np.isfinite(got).all(), "unwritten (poisoned) elements"
+    assert rel_err(got, want) < tol(dtype)
+    if PY is None:
+        assert np.array_equal(got, got.T), "K_R(X, X) must be exactly symmetric"
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, (v or 0 for v in s))))
+def test_emulated_adjoint(emulator, shape, dtype, act):
+    P, P2, Np, M = shape
+    rng = np.random.default_rng(1 + hash((P, P2, Np, M)) % 2**32)
+    PX = patches(rng, P, Np, M, dtype)
+    PY = None if P2 is None else patches(rng, P2, Np, M, dtype)
+    for symmetric in ([True, False] if PY is None else [False]):
+        W = sym_matrix(rng, P, dtype) if symmetric else np.ascontiguousarray(
+            rng.standard_normal((P, P if PY is None else P2)), dtype=dtype)
+        got = emulator.local_kernel_adjoint(PX, PY, W, symmetric, act, 0.7)
+        want = core.local_kernel_adjoint(PX, PY, W, symmetric, act, 0.7, 0)
+        assert got.dtype == dtype and got.shape == (Np, Np)
+        assert rel_err(got, want) < tol(dtype), symmetric
+        if symmetric:
+            assert np.array_equal(got, got.T)
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, (v or 0 for v in s))))
+def test_emulated_local_kernel_and_diag(emulator, poison, shape, dtype, act):
+    P, P2, Np, M = shape
+    rng = np.random.default_rng(2 + hash((P, P2, Np, M)) % 2**32)
+    PX = patches(rng, P, Np, M, dtype)
+    PY = None if P2 is None else patches(rng, P2, Np, M, dtype)
+    got = emulator.local_kernel(PX, PY, act, 1.1)
+    want = core.local_kernel(PX, PY, act, 1.1, 0)
+    assert got.shape == want.shape and np.isfinite(got).all()
+    assert rel_err(got, want) < tol(dtype)
+    Q = sym_matrix(rng, Np, dtype)
+    gd = emulator.renormalized_kernel_diag(PX, Q, act, 1.1, 0.9)
+    wd = core.renormalized_kernel_diag(PX, Q, act, 1.1, 0.9, 0)
+    assert gd.shape == (P,) and np.isfinite(gd).all()
+    assert rel_err(gd, wd) < tol(dtype)
+
+
+@pytest.mark.parametrize("act", ["erf", "relu"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_emulated_nngp_map(emulator, dtype, act):
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((13, 9))
+    Y = rng.standard_normal((7, 9))
+    Y[2] = 0  # a zero input: the relu map is 0 there, not NaN
+    K0 = (X @ Y.T / 9).astype(dtype)
+    dx, dy = (np.einsum("pi,pi->p", A, A) / 9 for A in (X, Y))
+    dx, dy = dx.astype(dtype), dy.astype(dtype)
+    got, want = K0.copy(), K0.copy()
+    emulator.nngp_map_inplace(got, dx, dy, act)
+    core.nngp_map_inplace(want, dx, dy, act, 0)
+    assert rel_err(got, want) < tol(dtype)
+
+
+def test_emulated_adjoint_identity(emulator):
+    """sum W * K_R(Q) = (1 / (lambda1 Np)) sum Q * G(W), all on the CUDA code path."""
+    rng = np.random.default_rng(4)
+    P, Np, M, lam1 = 11, 6, 5, 1.7
+    PX = patches(rng, P, Np, M, np.float64)
+    Q, W = sym_matrix(rng, Np, np.float64), sym_matrix(rng, P, np.float64)
+    KR = emulator.renormalized_kernel(PX, None, Q, "erf", 1.0, lam1)
+    G = emulator.local_kernel_adjoint(PX, None, W, True, "erf", 1.0)
+    lhs, rhs = float((W * KR).sum()), float((Q * G).sum()) / (lam1 * Np)
+    assert abs(lhs - rhs) <= 1e-12 * max(abs(lhs), 1.0)
+
+
+def test_engine_rejects_bad_arguments(emulator):
+    rng = np.random.default_rng(5)
+    PX = patches(rng, 4, 3, 2, np.float64)
+    with pytest.raises(TypeError, match="dtype"):
+        emulator.renormalized_kernel(PX, None, np.eye(3, dtype=np.float32), "erf", 1, 1)
+    with pytest.raises(ValueError, match="shape"):
+        emulator.renormalized_kernel(PX, None, np.eye(4), "erf", 1, 1)
+    with pytest.raises(ValueError, match="activation"):
+        emulator.renormalized_kernel(PX, None, np.eye(3), "tanh", 1, 1)
+    with pytest.raises(ValueError, match="contiguous"):
+        emulator.local_kernel(np.asfortranarray(PX), None, "erf", 1)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        emulator.local_kernel(PX.astype(np.float16), None, "erf", 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# On a GPU
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def cp():
+    skip_or_fail_without_gpu()
+    import cupy
+
+    return cupy
+
+
+def _geometry(Np_side, m=3):
+    # 2D patches: an (Np_side * m)^2 image, m x m filters, stride m, one channel.
+    return lkr.PatchGeometry(input_shape=(Np_side * m, Np_side * m), filter_size=(m, m),
+                             stride=(m, m), channels=1, boundary="periodic",
+                             layout="channels_last")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gpu_public_api_matches_cpu(cp, poison, dtype, act):
+    """Every public kernel: CuPy in -> CuPy out, equal to the NumPy path (odd sizes)."""
+    rng = np.random.default_rng(6)
+    g = _geometry(3)  # Np = 9 (pads to 12), M = 9
+    X = rng.standard_normal((37, 9, 9)).astype(dtype)
+    Y = rng.standard_normal((23, 9, 9)).astype(dtype)
+    Q = sym_matrix(rng, g.num_patches, dtype)
+    W = rng.standard_normal((37, 23)).astype(dtype)
+    Ws = sym_matrix(rng, 37, dtype)
+    Xd, Yd, Qd, Wd, Wsd = (cp.asarray(a) for a in (X, Y, Q, W, Ws))
+    kw = dict(geometry=g, activation=act, lambda0=0.8)
+    cases = [
+        (lkr.renormalized_kernel, (X,), (Xd,), dict(Q=Q, lambda1=1.2), dict(Q=Qd, lambda1=1.2)),
+        (lkr.renormalized_kernel, (X, Y), (Xd, Yd), dict(Q=Q), dict(Q=Qd)),
+        (lkr.renormalized_kernel_diag, (X,), (Xd,), dict(Q=Q), dict(Q=Qd)),
+        (lkr.local_kernel_adjoint, (X, Ws), (Xd, Wsd), {}, {}),
+        (lkr.local_kernel_adjoint, (X, W), (Xd, Wd), dict(Y=Y), dict(Y=Yd)),
+        (lkr.local_kernel, (X, Y), (Xd, Yd), {}, {}),
+    ]
+    for fn, cpu_args, gpu_args, cpu_kw, gpu_kw in cases:
+        want = fn(*cpu_args, **kw, **cpu_kw)
+        got = fn(*gpu_args, **kw, **gpu_kw)
+        assert isinstance(got, cp.ndarray), fn.__name__
+        assert got.dtype == dtype and got.shape == want.shape, fn.__name__
+        assert bool(cp.isfinite(got).all()), f"{fn.__name__}: unwritten elements"
+        assert rel_err(to_numpy(got), want) < tol(dtype), fn.__name__
+    got = lkr.nngp(Xd.reshape(37, -1), Yd.reshape(23, -1), activation=act)
+    want = lkr.nngp(X.reshape(37, -1), Y.reshape(23, -1), activation=act)
+    assert isinstance(got, cp.ndarray) and rel_err(to_numpy(got), want) < tol(dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, (v or 0 for v in s))))
+def test_gpu_backend_matches_core(cp, poison, shape, dtype):
+    """lkr._cuda against lkr._core on the tile-straddling shapes of the emulator tests."""
+    P, P2, Np, M = shape
+    rng = np.random.default_rng(7)
+    PX = patches(rng, P, Np, M, dtype)
+    PY = None if P2 is None else patches(rng, P2, Np, M, dtype)
+    Q = sym_matrix(rng, Np, dtype)
+    W = np.ascontiguousarray(rng.standard_normal((P, P if PY is None else P2)), dtype=dtype)
+    d = {k: (None if v is None else cp.asarray(v)) for k, v in dict(PX=PX, PY=PY, Q=Q, W=W).items()}
+    for act in ACTS:
+        pairs = [
+            (_cuda.renormalized_kernel(d["PX"], d["PY"], d["Q"], act, 0.9, 1.1),
+             core.renormalized_kernel(PX, PY, Q, act, 0.9, 1.1, 0)),
+            (_cuda.local_kernel_adjoint(d["PX"], d["PY"], d["W"], False, act, 0.9),
+             core.local_kernel_adjoint(PX, PY, W, False, act, 0.9, 0)),
+            (_cuda.local_kernel(d["PX"], d["PY"], act, 0.9),
+             core.local_kernel(PX, PY, act, 0.9, 0)),
+            (_cuda.renormalized_kernel_diag(d["PX"], d["Q"], act, 0.9, 1.1),
+             core.renormalized_kernel_diag(PX, Q, act, 0.9, 1.1, 0)),
+        ]
+        for got, want in pairs:
+            assert isinstance(got, cp.ndarray)
+            got = to_numpy(got)
+            assert np.isfinite(got).all() and rel_err(got, want) < tol(dtype), act
+
+
+@pytest.mark.gpu
+def test_gpu_large_panels_and_symmetry(cp):
+    """More groups than one grid row of blocks would hold in a naive layout, and symmetry."""
+    rng = np.random.default_rng(8)
+    P, Np, M = 300, 64, 16
+    PX = patches(rng, P, Np, M, np.float32)
+    Q = np.eye(Np, dtype=np.float32)
+    got = _cuda.renormalized_kernel(cp.asarray(PX), None, cp.asarray(Q), "erf", 1.0, 1.0)
+    want = core.renormalized_kernel(PX, None, Q, "erf", 1.0, 1.0, 0)
+    assert bool((got == got.T).all())
+    assert rel_err(to_numpy(got), want) < 1e-5
+
+
+def test_dispatch_numpy_in_numpy_out():
+    rng = np.random.default_rng(9)
+    g = _geometry(2)
+    X = rng.standard_normal((5, 6, 6))
+    out = lkr.renormalized_kernel(X, Q=np.eye(g.num_patches), geometry=g)
+    assert type(out) is np.ndarray
+    assert backend.implementation(np) is backend.core()
+
+
+@pytest.mark.gpu
+def test_dispatch_cupy_in_cupy_out(cp):
+    rng = np.random.default_rng(10)
+    g = _geometry(2)
+    X = cp.asarray(rng.standard_normal((5, 6, 6)))
+    assert backend.implementation(cp) is _cuda
+    for out in (lkr.renormalized_kernel(X, Q=cp.eye(g.num_patches), geometry=g),
+                lkr.renormalized_kernel_diag(X, Q=cp.eye(g.num_patches), geometry=g),
+                lkr.local_kernel_adjoint(X, cp.eye(5), geometry=g),
+                lkr.local_kernel(X, geometry=g),
+                lkr.nngp(X.reshape(5, -1))):
+        assert isinstance(out, cp.ndarray)
+    with pytest.raises(TypeError, match="device"):
+        lkr.renormalized_kernel(X, Q=np.eye(g.num_patches), geometry=g)
+
+
+@pytest.mark.gpu
+def test_torch_cuda_tensors_via_dlpack(cp):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA")
+    rng = np.random.default_rng(11)
+    g = _geometry(2)
+    X = rng.standard_normal((5, 6, 6))
+    Xt = torch.from_numpy(X).cuda()
+    out = lkr.renormalized_kernel(Xt, Q=torch.eye(g.num_patches, dtype=torch.float64).cuda(),
+                                  geometry=g)
+    assert isinstance(out, torch.Tensor) and out.is_cuda
+    want = lkr.renormalized_kernel(X, Q=np.eye(g.num_patches), geometry=g)
+    assert rel_err(out.cpu().numpy(), want) < 1e-11
+
+
+@pytest.mark.gpu
+def test_gpu_info(cp):
+    info = backend.info()
+    assert "cupy" in info
+    d = _cuda.device_info()
+    assert d["multiprocessors"] > 0

@@ -1,0 +1,391 @@
+"""lkr.nets: forward against plain loops, gradients against finite differences, chains,
+compiled patch kernels against the NumPy reference, linearised nets."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy.special import erf
+
+import lkr
+from lkr import nets
+from lkr.nets import _reference_forward, _reference_jvp, _reference_vjp
+
+ACTS = ["linear", "erf", "relu"]
+
+
+def _sig(act, h):
+    return {"linear": h, "erf": erf(h), "relu": max(h, 0.0)}[act]
+
+
+# -- plain-loop references of DESIGN.md section 2 -------------------------------------------
+def loop_fc(X, W, v, act):
+    N1, N0 = W.shape
+    out = np.zeros(X.shape[0])
+    for mu, x in enumerate(X):
+        out[mu] = sum(v[k] * _sig(act, float(W[k] @ x) / math.sqrt(N0)) for k in range(N1))
+    return out / math.sqrt(N1)
+
+
+def loop_deep(X, Ws, v, act):
+    out = np.zeros(X.shape[0])
+    for mu, x in enumerate(X):
+        a = x
+        for W in Ws:
+            a = np.array([_sig(act, float(W[j] @ a) / math.sqrt(a.size)) for j in range(W.shape[0])])
+        out[mu] = float(v @ a) / math.sqrt(a.size)
+    return out
+
+
+def loop_patch(Z, W, v, act, local):
+    P, Np, M = Z.shape
+    Nc = v.shape[0]
+    out = np.zeros(P)
+    for mu in range(P):
+        for a in range(Nc):
+            for i in range(Np):
+                w = W[a, i] if local else W[a]
+                out[mu] += v[a, i] * _sig(act, float(w @ Z[mu, i]) / math.sqrt(M))
+    return out / math.sqrt(Nc * Np)
+
+
+def geometry():
+    return lkr.PatchGeometry((12,), filter_size=3, stride=2, boundary="periodic")
+
+
+def make(kind, act="erf", dtype=np.float64, seed=0):
+    if kind == "fc":
+        return nets.FCNet(12, 7, activation=act, lambda0=2.0, lambda1=0.5, seed=seed, dtype=dtype)
+    if kind == "deep":
+        return nets.DeepFCNet(12, (6, 5), activation=act, lambdas=(1.0, 2.0, 0.5), seed=seed,
+                              dtype=dtype)
+    cls = nets.CNNNet if kind == "cnn" else nets.LCNNet
+    return cls(geometry=geometry(), channels=4, activation=act, lambda0=2.0, lambda1=0.5,
+               seed=seed, dtype=dtype)
+
+
+KINDS = ["fc", "deep", "cnn", "lcn"]
+
+
+@pytest.fixture
+def X():
+    return np.random.default_rng(1).standard_normal((6, 12))
+
+
+# -- forward ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("act", ACTS)
+def test_forward_matches_loops(act, X):
+    net = make("fc", act)
+    np.testing.assert_allclose(net.forward(X), loop_fc(X, net.params["W"], net.params["v"], act),
+                               rtol=1e-12, atol=1e-14)
+    deep = make("deep", act)
+    p = deep.params
+    np.testing.assert_allclose(deep.forward(X), loop_deep(X, [p["W1"], p["W2"]], p["v"], act),
+                               rtol=1e-12, atol=1e-14)
+    Z = geometry().patches(X)
+    for kind, local in (("cnn", False), ("lcn", True)):
+        net = make(kind, act)
+        ref = loop_patch(Z, net.params["W"], net.params["v"], act, local)
+        np.testing.assert_allclose(net.forward(X), ref, rtol=1e-12, atol=1e-14)
+
+
+def test_param_shapes_and_priors():
+    g = geometry()
+    assert {k: v.shape for k, v in make("fc").params.items()} == {"W": (7, 12), "v": (7,)}
+    assert {k: v.shape for k, v in make("cnn").params.items()} == {"W": (4, 3), "v": (4, 6)}
+    assert {k: v.shape for k, v in make("lcn").params.items()} == {"W": (4, 6, 3), "v": (4, 6)}
+    assert make("deep").priors == {"W1": 1.0, "W2": 2.0, "v": 0.5}
+    assert make("cnn").priors == {"W": 2.0, "v": 0.5}
+    assert make("lcn").num_params == 4 * 6 * 3 + 4 * 6
+    assert make("cnn").config["geometry"] == g.to_dict()
+
+
+def test_prior_draw_variances():
+    net = nets.FCNet(50, 400, lambda0=4.0, lambda1=0.25, seed=3)
+    p = net.init_params(seed=5, chains=3)
+    assert p["W"].shape == (3, 400, 50) and p["v"].shape == (3, 400)
+    assert abs(p["W"].var() - 1 / 4.0) < 0.01 and abs(p["v"].var() - 4.0) < 0.3
+    # same seed, same draw; chains independent
+    np.testing.assert_array_equal(nets.init_params(net, 5, chains=3)["W"], p["W"])
+    assert not np.allclose(p["W"][0], p["W"][1])
+
+
+# -- gradients -------------------------------------------------------------------------------
+def fd_grad(net, X, r, eps=1e-6):
+    th = net.flatten()
+    g = np.zeros_like(th)
+    for k in range(th.size):
+        tp, tm = th.copy(), th.copy()
+        tp[k] += eps
+        tm[k] -= eps
+        g[k] = (r @ net.forward(X, net.unflatten(tp)) - r @ net.forward(X, net.unflatten(tm))) / (2 * eps)
+    return g
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("act", ["erf", "relu", "linear"])
+def test_vjp_and_jvp_vs_finite_differences(kind, act, X):
+    net = make(kind, act)
+    rng = np.random.default_rng(2)
+    r = rng.standard_normal(X.shape[0])
+    g = net.flatten(net.vjp(X, r))
+    np.testing.assert_allclose(g, fd_grad(net, X, r), rtol=1e-6, atol=1e-8)
+    t = rng.standard_normal(net.num_params)
+    th = net.flatten()
+    eps = 1e-6
+    fd = (net.forward(X, net.unflatten(th + eps * t)) - net.forward(X, net.unflatten(th - eps * t))) / (2 * eps)
+    np.testing.assert_allclose(net.jvp(X, net.unflatten(t)), fd, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_vjp_jvp_adjoint(kind, X):
+    # <r, J t> = <J^T r, t> to rounding
+    net = make(kind)
+    rng = np.random.default_rng(4)
+    r, t = rng.standard_normal(X.shape[0]), rng.standard_normal(net.num_params)
+    lhs = r @ net.jvp(X, net.unflatten(t))
+    rhs = net.flatten(net.vjp(X, r)) @ t
+    assert abs(lhs - rhs) <= 1e-12 * max(1.0, abs(lhs))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_chains_equal_per_chain(kind, X):
+    net = make(kind)
+    C = 3
+    p = net.init_params(seed=7, chains=C)
+    r = np.random.default_rng(8).standard_normal((C, X.shape[0]))
+    f = net.forward(X, p)
+    g = net.vjp(X, r, p)
+    assert f.shape == (C, X.shape[0])
+    for c in range(C) :
+        pc = {k: v[c] for k, v in p.items()}
+        np.testing.assert_allclose(f[c], net.forward(X, pc), rtol=1e-13, atol=1e-15)
+        gc = net.vjp(X, r[c], pc)
+        for k in gc:
+            np.testing.assert_allclose(g[k][c], gc[k], rtol=1e-12, atol=1e-15)
+    # one parameter set, several residuals: a chain axis from r alone
+    g1 = net.vjp(X, r)
+    for c in range(C):
+        for k, v in net.vjp(X, r[c]).items():
+            np.testing.assert_allclose(g1[k][c], v, rtol=1e-12, atol=1e-15)
+
+
+# -- compiled patch kernels vs the NumPy reference ---------------------------------------------
+@st.composite
+def patch_case(draw):
+    P = draw(st.integers(1, 6))
+    Np = draw(st.integers(1, 5))
+    M = draw(st.integers(1, 5))
+    Nc = draw(st.integers(1, 7))
+    C = draw(st.sampled_from([None, 1, 3]))
+    local = draw(st.booleans())
+    act = draw(st.sampled_from(ACTS))
+    dtype = draw(st.sampled_from([np.float64, np.float32]))
+    seed = draw(st.integers(0, 2**31 - 1))
+    return P, Np, M, Nc, C, local, act, dtype, seed
+
+
+@given(patch_case())
+def test_compiled_patch_passes_match_reference(case):
+    P, Np, M, Nc, C, local, act, dtype, seed = case
+    rng = np.random.default_rng(seed)
+    lead = () if C is None else (C,)
+    Z = rng.standard_normal((P, Np, M))
+    wshape = (Nc, Np, M) if local else (Nc, M)
+    W, v = rng.standard_normal(lead + wshape), rng.standard_normal(lead + (Nc, Np))
+    tW, tv = rng.standard_normal(lead + wshape), rng.standard_normal(lead + (Nc, Np))
+    r = rng.standard_normal(lead + (P,))
+    c = lkr.backend.core()
+    kw = dict(local=local, activation=act, nthreads=0)
+
+    def chained(a, base):
+        a = np.ascontiguousarray(a, dtype=dtype)
+        return a if a.ndim > base else a[None]
+
+    wd = len(wshape)
+    f = c.patch_forward(chained(Z, 2), chained(W, wd), chained(v, 2), **kw)
+    dW, dv = c.patch_vjp(chained(Z, 2), chained(W, wd), chained(v, 2), chained(r, 1), **kw)
+    j = c.patch_jvp(chained(Z, 2), chained(W, wd), chained(v, 2), chained(tW, wd),
+                    chained(tv, 2), **kw)
+    f_ref = _reference_forward(Z, W, v, act, local)
+    dW_ref, dv_ref = _reference_vjp(Z, W, v, r, act, local)
+    j_ref = _reference_jvp(Z, W, v, tW, tv, act, local)
+    rtol = 1e-12 if dtype == np.float64 else 2e-5
+    for got, ref in ((f, f_ref), (dW, dW_ref), (dv, dv_ref), (j, j_ref)):
+        assert got.dtype == dtype
+        got = got.reshape(ref.shape)
+        scale = max(np.abs(ref).max(), 1e-300)
+        # elementwise, relative to the array's scale (sums of mixed-sign terms)
+        assert np.abs(got - ref).max() <= rtol * scale * 10, (np.abs(got - ref).max(), scale)
+
+
+def test_compiled_features_match_reference():
+    from lkr.ntk import _reference_features
+
+    rng = np.random.default_rng(0)
+    Z = rng.standard_normal((5, 4, 3))
+    c = lkr.backend.core()
+    for local in (False, True):
+        for act in ACTS:
+            W = rng.standard_normal((6, 4, 3) if local else (6, 3))
+            v = rng.standard_normal((6, 4))
+            S, G = c.patch_features(Z, W, v, 1, 4, local=local, activation=act, nthreads=0)
+            S_ref, G_ref = _reference_features(Z, W[1:4], v[1:4], act, local, 6)
+            np.testing.assert_allclose(S, S_ref, rtol=1e-12, atol=1e-15)
+            np.testing.assert_allclose(G, G_ref, rtol=1e-12, atol=1e-15)
+
+
+def test_core_rejects_bad_shapes():
+    c = lkr.backend.core()
+    Z = np.zeros((2, 3, 4))
+    with pytest.raises(ValueError, match="W must be"):
+        c.patch_forward(Z, np.zeros((1, 5, 3)), np.zeros((1, 5, 3)), local=False,
+                        activation="erf", nthreads=0)
+    with pytest.raises(ValueError, match="chains"):
+        c.patch_forward(Z, np.zeros((2, 5, 4)), np.zeros((3, 5, 3)), local=False,
+                        activation="erf", nthreads=0)
+    with pytest.raises(TypeError, match="dtype"):
+        c.patch_forward(Z, np.zeros((1, 5, 4), np.float32), np.zeros((1, 5, 3)), local=False,
+                        activation="erf", nthreads=0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_float32_kept(kind, X):
+    net = make(kind, dtype=np.float32)
+    X32 = X.astype(np.float32)
+    f = net.forward(X32)
+    assert f.dtype == np.float32
+    assert net.vjp(X32, np.ones(6, np.float32))["v"].dtype == np.float32
+    ref = make(kind).with_params({k: v.astype(np.float64) for k, v in net.params.items()})
+    np.testing.assert_allclose(f, ref.forward(X), rtol=1e-5, atol=1e-6)
+
+
+# -- validation ----------------------------------------------------------------------------
+def test_bad_input(X):
+    net = make("fc")
+    with pytest.raises(ValueError, match=r"X must have shape \(P, 12\)"):
+        net.forward(X[:, :5])
+    with pytest.raises(ValueError, match="non-finite"):
+        Xn = X.copy()
+        Xn[0, 0] = np.nan
+        net.forward(Xn)
+    with pytest.raises(ValueError, match="r must have shape"):
+        net.vjp(X, np.ones(5))
+    with pytest.raises(ValueError, match="keys"):
+        net.forward(X, {"W": net.params["W"]})
+    with pytest.raises(ValueError, match=r"params\['W'\] must have shape"):
+        net.forward(X, {"W": np.zeros((3, 3)), "v": net.params["v"]})
+    with pytest.raises(ValueError, match="chain axis"):
+        p = net.init_params(0, chains=2)
+        net.forward(X, {"W": p["W"], "v": net.params["v"]})
+    with pytest.raises(ValueError, match="chains"):
+        net.vjp(X, np.ones((3, 6)), net.init_params(0, chains=2))
+    with pytest.raises(ValueError, match="activation"):
+        nets.FCNet(3, 4, activation="tanh")
+    with pytest.raises(ValueError, match="lambda0"):
+        nets.FCNet(3, 4, lambda0=-1)
+    with pytest.raises(TypeError, match="geometry"):
+        nets.CNNNet(geometry=(12,), channels=3)
+    with pytest.raises(ValueError, match="lambdas"):
+        nets.DeepFCNet(3, (4, 4), lambdas=(1.0, 1.0))
+    with pytest.raises(ValueError, match="shape"):
+        make("cnn").forward(np.zeros((2, 11)))
+
+
+def test_with_params_and_config(X):
+    net = make("cnn")
+    other = net.with_params(net.init_params(seed=11))
+    assert other.config == net.config
+    assert not np.allclose(other.forward(X), net.forward(X))
+    np.testing.assert_array_equal(net.unflatten(net.flatten())["W"], net.params["W"])
+    import json
+
+    json.dumps(make("deep").config)
+
+
+# -- linearised nets ---------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", KINDS)
+def test_linearize(kind, X):
+    net = make(kind)
+    lin = nets.linearize(net)
+    assert lin.params["u"].shape == (net.num_params,)
+    np.testing.assert_allclose(lin.forward(X), net.forward(X), rtol=1e-14, atol=1e-15)
+    rng = np.random.default_rng(3)
+    u = 1e-4 * rng.standard_normal(net.num_params)
+    # f_lin(u) = f(w0 + u) + O(|u|^2)
+    moved = net.forward(X, net.unflatten(net.flatten() + u))
+    assert np.abs(lin.forward(X, {"u": u}) - moved).max() < 1e-6
+    # exactly linear: vjp independent of u, chains as for the nets
+    r = rng.standard_normal((2, X.shape[0]))
+    g = lin.vjp(X, r, {"u": rng.standard_normal((2, net.num_params))})["u"]
+    np.testing.assert_allclose(g[1], net.flatten(net.vjp(X, r[1])), rtol=1e-13, atol=1e-15)
+    us = rng.standard_normal((2, net.num_params))
+    f2 = lin.forward(X, {"u": us})
+    np.testing.assert_allclose(f2[0], lin.forward(X, {"u": us[0]}), rtol=1e-12, atol=1e-14)
+    assert lin.priors["u"].shape == (net.num_params,)
+
+
+def test_linear_activation_net_is_its_own_linearisation_in_v(X):
+    # for the readout, f is linear: f_lin along v equals f exactly
+    net = make("fc", "erf")
+    lin = nets.linearize(net)
+    dv = np.random.default_rng(0).standard_normal(7)
+    u = np.concatenate([np.zeros(7 * 12), dv])
+    p = net.params
+    p["v"] = p["v"] + dv
+    np.testing.assert_allclose(lin.forward(X, {"u": u}), net.forward(X, p), rtol=1e-12)
+
+
+def test_fit_linearized():
+    rng = np.random.default_rng(0)
+    net = nets.FCNet(5, 40, activation="erf", seed=0)
+    X, Xt = rng.standard_normal((30, 5)), rng.standard_normal((20, 5))
+    teacher = nets.FCNet(5, 40, activation="erf", seed=9)
+    y, yt = teacher.forward(X), teacher.forward(Xt)
+    out = nets.fit_linearized(net, X, y, Xt, yt)
+    # P = 30 < 240 parameters: the least-squares fit interpolates
+    assert out["train_error"] < 1e-20
+    assert out["u"].shape == (net.num_params,)
+    lin = nets.LinearizedNet(net, out["u"])
+    np.testing.assert_allclose(lin.forward(Xt), out["test_prediction"], rtol=1e-10)
+    assert out["test_error"] == pytest.approx(np.mean((yt - out["test_prediction"]) ** 2))
+    # ridge: kernel form equals the primal (normal-equation) solution
+    ridge = nets.fit_linearized(net, X, y, ridge=0.1)
+    from lkr.ntk import jacobian
+
+    J = jacobian(net, X)
+    b = y - net.forward(X)
+    u = np.linalg.solve(J.T @ J + 0.1 * np.eye(J.shape[1]), J.T @ b)
+    np.testing.assert_allclose(ridge["u"], u, rtol=1e-8, atol=1e-10)
+    assert ridge["train_error"] > out["train_error"]
+    with pytest.raises(ValueError, match="ridge"):
+        nets.fit_linearized(net, X, y, ridge=-1.0)
+    with pytest.raises(ValueError, match="y must have shape"):
+        nets.fit_linearized(net, X, y[:3])
+
+
+@pytest.mark.parametrize("chains", [None, 1, 3])
+@pytest.mark.parametrize("local", [False, True])
+def test_compiled_patch_passes_threaded(chains, local):
+    # big enough that the kernels split the work over threads (both vjp strategies: one
+    # chain per thread, and samples split with a per-thread reduction)
+    rng = np.random.default_rng(5)
+    P, Np, M, Nc = 64, 8, 5, 32
+    lead = () if chains is None else (chains,)
+    Z = rng.standard_normal((P, Np, M))
+    wshape = (Nc, Np, M) if local else (Nc, M)
+    W, v, r = rng.standard_normal(lead + wshape), rng.standard_normal(lead + (Nc, Np)), \
+        rng.standard_normal(lead + (P,))
+    c = lkr.backend.core()
+    wd = len(wshape)
+    ch = lambda a, base: a if a.ndim > base else a[None]  # noqa: E731
+    for nthreads in (0, 2, 3):
+        kw = dict(local=local, activation="erf", nthreads=nthreads)
+        f = c.patch_forward(Z, ch(W, wd), ch(v, 2), **kw)
+        dW, dv = c.patch_vjp(Z, ch(W, wd), ch(v, 2), ch(r, 1), **kw)
+        f_ref = _reference_forward(Z, W, v, "erf", local)
+        dW_ref, dv_ref = _reference_vjp(Z, W, v, r, "erf", local)
+        np.testing.assert_allclose(f.reshape(f_ref.shape), f_ref, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(dW.reshape(dW_ref.shape), dW_ref, rtol=1e-11, atol=1e-13)
+        np.testing.assert_allclose(dv.reshape(dv_ref.shape), dv_ref, rtol=1e-11, atol=1e-13)
