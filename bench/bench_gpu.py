@@ -22,6 +22,7 @@ smaller P with the same Np and M and extrapolated by the exact work ratio (P (P 
 symmetric case); such rows say so in ``case``. Accuracy: the GPU result against the C++
 one on a block of samples (``max_rel_err``, relative to the largest entry).
 
+Also timed: the CNN patch passes of ``lkr._cuda`` (forward, vjp) against ``lkr._core``.
 Without CuPy or a device the suite returns one row that says why.
 """
 from __future__ import annotations
@@ -208,6 +209,32 @@ def _same_size(cp, name, gpu_fn, cpu_fn, check=None, **extra):
                    max_rel_err=err, **extra)]
 
 
+def _patch_passes(cp, quick):
+    from lkr import _cuda, backend
+
+    core = backend.core()
+    if not hasattr(core, "patch_forward"):
+        return []
+    rng = np.random.default_rng(3)
+    g = _geometry()
+    P, Nc, C = (512 if quick else 2048), 256, 4
+    Np, M = g.num_patches, g.patch_size
+    Z = rng.standard_normal((P, Np, M)).astype(np.float32)
+    W = rng.standard_normal((C, Nc, M)).astype(np.float32)
+    v = rng.standard_normal((C, Nc, Np)).astype(np.float32)
+    r = rng.standard_normal((C, P)).astype(np.float32)
+    Zd, Wd, vd, rd = (cp.asarray(a) for a in (Z, W, v, r))
+    kw = dict(local=False, activation="erf")
+    tag = f"CNN erf f32 P={P} Nc={Nc} Np={Np} M={M} chains={C}"
+    rows = _same_size(cp, "patch_forward " + tag,
+                      lambda: _cuda.patch_forward(Zd, Wd, vd, **kw),
+                      lambda: core.patch_forward(Z, W, v, **kw, nthreads=0))
+    rows += _same_size(cp, "patch_vjp dv " + tag,
+                       lambda: _cuda.patch_vjp(Zd, Wd, vd, rd, **kw)[1],
+                       lambda: core.patch_vjp(Z, W, v, r, **kw, nthreads=0)[1])
+    return rows
+
+
 def run(quick: bool = False):
     cp, why = _gpu()
     if cp is None:
@@ -241,6 +268,8 @@ def run(quick: bool = False):
                     lambda: lkr.local_kernel(Xl, geometry=g))
     lk[-1].update(rate=nbytes / lk[-1]["median_s"] / peaks["bw"], rate_unit="of copy bw")
     rows += lk
+    # The CNN patch passes (lkr._cuda against lkr._core, 4 chains as in Langevin sampling).
+    rows += _patch_passes(cp, quick)
     # The FC NNGP kernel: one GEMM and the elementwise map.
     Pn = 4096 if quick else 16384
     Xn = rng.standard_normal((Pn, 784)).astype(np.float32)

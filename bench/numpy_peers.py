@@ -55,7 +55,8 @@ class _Blocks:
         self.P, self.Np, self.M = self.ZX.shape
         self.P2 = self.ZY.shape[0]
         self.dtype = self.ZX.dtype
-        self.bs, self.cs = block
+        Np = self.ZX.shape[1]
+        self.bs, self.cs = block if block is not None else (max(1, 256 // Np), max(1, 1024 // Np))
         if activation == "erf":  # |u| <= sqrt(b_i b_j) with b = 2c / (1 + 2c) < 1
             bmax = max(float(np.max(2 * cx / (1 + 2 * cx), initial=0)),
                        float(np.max(2 * cy / (1 + 2 * cy), initial=0)))
@@ -100,10 +101,10 @@ class _Blocks:
         return U.reshape(a1 - a0, Np, b1 - b0, Np)
 
 
-def renormalized_kernel(PX, PY, Q, activation="erf", lambda0=1.0, lambda1=1.0, block=(16, 64)):
+def renormalized_kernel(PX, PY, Q, activation="erf", lambda0=1.0, lambda1=1.0, block=None):
     """K_R(Q) (P, P') from patch tensors (P, Np, M) in plain NumPy (see the module doc).
-    ``block``: samples per block of rows and of columns (the buffer then holds
-    block[0] block[1] Np^2 values: 2 MB at the defaults and Np = 16, in L2)."""
+    ``block``: samples per block of rows and of columns; by default (256/Np, 1024/Np), so
+    that the buffer holds 256k values (2 MB in float64, in L2) whatever Np."""
     if activation == "linear":
         return _renormalized_linear(PX, PY, Q, lambda0, lambda1)
     B = _Blocks(PX, PY, activation, lambda0, block)
@@ -121,7 +122,7 @@ def renormalized_kernel(PX, PY, Q, activation="erf", lambda0=1.0, lambda1=1.0, b
     return out
 
 
-def local_kernel_adjoint(PX, PY, W, activation="erf", lambda0=1.0, block=(16, 64)):
+def local_kernel_adjoint(PX, PY, W, activation="erf", lambda0=1.0, block=None):
     """G(W) (Np, Np) from patch tensors in plain NumPy. With PY None, W must be symmetric:
     each unordered block pair is then visited once."""
     if activation == "linear":

@@ -144,28 +144,25 @@ def test_infinite_width_values_are_the_gps(tiny_run):
             res["infinite_width"][arch]["error"], rel=1e-10)
 
 
-def test_without_matplotlib(tmp_path):
-    # A matplotlib that cannot be imported: the run succeeds and says how to get the plot.
+def test_quiet_without_matplotlib(tmp_path):
+    # A matplotlib that cannot be imported: the run succeeds and says how to get the plot;
+    # with --quiet that is all it says on stderr (no progress bar, no notes).
     fake = tmp_path / "fake"
     (fake / "matplotlib").mkdir(parents=True)
     (fake / "matplotlib" / "__init__.py").write_text("raise ImportError('no matplotlib here')\n")
     out = tmp_path / "out"
     env = {"PYTHONPATH": os.pathsep.join([str(fake), os.environ.get("PYTHONPATH", "")])}
-    proc = lkr("fc-vs-cnn", *TINY, "--widths", "48", "--out", str(out), env=env)
+    proc = lkr("fc-vs-cnn", *TINY, "--widths", "48", "--task", "gaussian-linear", "--quiet",
+               "--out", str(out), env=env)
     assert proc.returncode == 0, proc.stderr
     assert (out / "results.json").exists()
     assert not (out / "fc_vs_cnn.png").exists()
-    assert "pip install lkr[plot]" in proc.stderr
-
-
-def test_quiet(tmp_path):
-    proc = lkr("fc-vs-cnn", *TINY, "--widths", "48", "--quiet", "--task", "gaussian-linear")
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stderr == ""
+    assert proc.stderr.strip().splitlines() == [
+        "no plot: matplotlib is not installed; pip install lkr[plot] for the plot"]
     assert "gaussian-linear" in proc.stdout and "\n    inf" in proc.stdout
 
 
-@pytest.mark.parametrize("args, message", [
+BAD = [
     (["--widths", "10,-5"], "widths must be positive"),
     (["--widths", "0"], "widths must be positive"),
     (["--widths", "ten"], "widths must be integers"),
@@ -180,14 +177,33 @@ def test_quiet(tmp_path):
     (["--input-shape", "16", "--filter", "32"], "larger than input_shape"),
     (["--input-shape", "8x8", "--filter", "2x2x2"], "expected N or HxW"),
     (["--burn-in", "500", "--langevin-steps", "100"], "must be smaller than"),
-    (["--bogus"], "unrecognized arguments"),
-])
+    (["--scheduler", "tcp://127.0.0.1:1", "--workers", "2"], "not both"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD[:1] + BAD[3:5])
 def test_bad_values_exit_2_with_one_line(args, message):
     proc = lkr("fc-vs-cnn", *args)
     assert proc.returncode == 2
     assert proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("lkr fc-vs-cnn: error:") and message in lines[0]
+
+
+@pytest.mark.parametrize("args, message", BAD)
+def test_bad_values_in_process(args, message, capsys):
+    # the same checks without a subprocess each (the main() that the console script runs)
+    from lkr.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["fc-vs-cnn", *args])
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
     assert lines[0].startswith("lkr fc-vs-cnn: error:") and message in lines[0]
 
 
@@ -216,12 +232,12 @@ def test_executor_path_matches_serial():
     from lkr.experiments import fc_vs_cnn
 
     kw = dict(P=24, P_test=16, widths=[12, 48], input_shape=(16,), filter_size=4,
-              temperature=0.1, seed=3)
+              temperature=0.1, seed=3, architectures=("cnn", "lcn"))
     serial = fc_vs_cnn.run(**kw)
     with cf.ThreadPoolExecutor(2) as ex:
         spread = fc_vs_cnn.run(executor=ex, **kw)
     assert "executor" in spread["settings"]["mode"]
-    for arch in ("fc", "cnn", "lcn"):
+    for arch in ("cnn", "lcn"):
         for a, b in zip(serial["finite_width"][arch], spread["finite_width"][arch]):
             assert a["width"] == b["width"]
             assert b["error"] == pytest.approx(a["error"], rel=1e-5)
@@ -234,7 +250,7 @@ def test_langevin_columns(tmp_path):
         pytest.skip("lkr.train.sampled_test_error is not available")
     out = tmp_path / "out"
     proc = lkr("fc-vs-cnn", *TINY, "--widths", "48", "--langevin", "--langevin-steps", "200",
-               "--chains", "2", "--lr", "1e-3", "--out", str(out), "--quiet")
+               "--burn-in", "100", "--chains", "2", "--lr", "1e-3", "--out", str(out), "--quiet")
     assert proc.returncode == 0, proc.stderr
     res = json.loads((out / "results.json").read_text())
     for arch in ("fc", "cnn", "lcn"):

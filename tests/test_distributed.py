@@ -166,6 +166,24 @@ def test_validation(client, data):
             pass
 
 
+def test_worker_error_reaches_the_caller(client, data):
+    # A tile that raises on its worker (after its retries) raises here, naming the cause.
+    try:
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceCount() > 0:
+            pytest.skip("the workers have a GPU: device='gpu' would succeed")
+    except Exception:
+        pass
+    g, Q, X, _ = data
+    with pytest.raises(RuntimeError, match="no usable GPU|no CUDA device"):
+        ld.renormalized_kernel(X, Q=Q, geometry=g, client=client, tile=20, device="gpu",
+                               retries=1)
+    # The cluster is still fine afterwards.
+    _close(ld.renormalized_kernel(X, Q=Q, geometry=g, client=client, tile=20, device="cpu"),
+           lkr.renormalized_kernel(X, Q=Q, geometry=g))
+
+
 def _slow_kernels(seconds):
     """Run on a worker: make every tile take at least ``seconds`` (a stand-in for a large
     tile), so that a worker can be killed while it holds tiles."""

@@ -35,6 +35,10 @@ from conftest import RTOL, skip_or_fail_without_gpu, to_numpy
 
 CU_FILES = sorted(p.name for p in _cuda.source_dir().glob("*.cu"))
 ACTS = ["erf", "relu", "linear"]
+# The emulator runs each block's 256 threads as OS threads: affordable, not free. lkr.kernels
+# sends only the non-linear maps to K_R, diag and G (linear is GEMMs), so "linear" is
+# emulated where the backend really serves it (the tensor, the patch passes).
+NONLINEAR = ["erf", "relu"]
 DTYPES = [np.float64, np.float32]
 
 
@@ -118,9 +122,9 @@ def test_nvcc_compiles(name, tmp_path):
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "warning" not in res.stderr.lower(), res.stderr
-    ptx = (tmp_path / "out.ptx").read_text()
-    for suf in ("f32", "f64"):
-        assert f".entry lkr_renormalized_erf_{suf}" in ptx
+    entries = re.findall(r"\.entry (lkr_\w+)", (tmp_path / "out.ptx").read_text())
+    for suf in ("f32", "f64"):  # a plain compile builds both dtypes
+        assert any(e.endswith("_" + suf) for e in entries), entries
 
 
 def _nvrtc():
@@ -139,8 +143,11 @@ def test_nvrtc_compiles(dtype):
     nvrtc = _nvrtc()
     src = _cuda.load_source("local_kernel.cu")
     prog = nvrtc.createProgram(src, "local_kernel.cu", [], [])
+    # The options cupy.RawModule adds to ours (CuPy 13-14: flush-to-zero, functions default
+    # to device code, and the architecture).
+    cupy_adds = ["-ftz=true", "--device-as-default-execution-space", "-arch=compute_90"]
     try:
-        nvrtc.compileProgram(prog, list(_cuda.compile_options(dtype)) + ["-arch=compute_90"])
+        nvrtc.compileProgram(prog, list(_cuda.compile_options(dtype)) + cupy_adds)
     except Exception as exc:
         pytest.fail(f"NVRTC failed: {exc}\n{nvrtc.getProgramLog(prog)}")
     ptx = nvrtc.getPTX(prog)
@@ -197,6 +204,7 @@ inline std::mutex atomic_mutex;
 #define __forceinline__ inline
 #define __shared__ static
 #define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
 #define __syncthreads() lkr_emu::bar->arrive_and_wait()
 inline double atomicAdd(double* p, double v) {
   std::lock_guard<std::mutex> g(lkr_emu::atomic_mutex);
@@ -327,7 +335,7 @@ SHAPES = [(19, None, 6, 5), (7, 11, 6, 19), (9, None, 24, 3), (5, 3, 1, 7), (3, 
           (2, 3, 70, 17)]
 
 
-@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("act", NONLINEAR)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, (v or 0 for v in s))))
 def test_emulated_renormalized_kernel(emulator, poison, shape, dtype, act):
@@ -345,7 +353,7 @@ def test_emulated_renormalized_kernel(emulator, poison, shape, dtype, act):
         assert np.array_equal(got, got.T), "K_R(X, X) must be exactly symmetric"
 
 
-@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("act", NONLINEAR)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, (v or 0 for v in s))))
 def test_emulated_adjoint(emulator, shape, dtype, act):
@@ -409,6 +417,57 @@ def test_emulated_adjoint_identity(emulator):
     G = emulator.local_kernel_adjoint(PX, None, W, True, "erf", 1.0)
     lhs, rhs = float((W * KR).sum()), float((Q * G).sum()) / (lam1 * Np)
     assert abs(lhs - rhs) <= 1e-12 * max(abs(lhs), 1.0)
+
+
+# (P, Np, M, Nc, chains of W, v, r-or-tangents): odd sizes, broadcast chains, M > the
+# 256-thread slices of the CNN dw sum, and (Np = 200: 7 or 15 samples per tile) tiles of
+# samples that do not divide P.
+NET_SHAPES = [(7, 5, 3, 4, (1, 1, 1)), (23, 9, 13, 3, (2, 1, 2)), (5, 3, 300, 2, (1, 3, 3)),
+              (17, 200, 2, 2, (2, 2, 1))]
+
+
+def _net_args(rng, shape, local, dtype):
+    P, Np, M, Nc, (cw, cv, cr) = shape
+    Z = np.ascontiguousarray(rng.standard_normal((P, Np, M)), dtype=dtype)
+    wtail = (Nc, Np, M) if local else (Nc, M)
+    W = np.ascontiguousarray(rng.standard_normal((cw,) + wtail), dtype=dtype)
+    v = np.ascontiguousarray(rng.standard_normal((cv, Nc, Np)), dtype=dtype)
+    r = np.ascontiguousarray(rng.standard_normal((cr, P)), dtype=dtype)
+    tW = np.ascontiguousarray(rng.standard_normal((cr,) + wtail), dtype=dtype)
+    tv = np.ascontiguousarray(rng.standard_normal((cv, Nc, Np)), dtype=dtype)
+    return Z, W, v, r, tW, tv
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("local", [False, True], ids=["cnn", "lcn"])
+@pytest.mark.parametrize("shape", NET_SHAPES, ids=lambda s: "x".join(map(str, s[:4])))
+def test_emulated_patch_passes(emulator, poison, shape, local, dtype, act):
+    if not hasattr(core, "patch_forward"):
+        pytest.skip("lkr._core has no patch passes")
+    rng = np.random.default_rng(12)
+    Z, W, v, r, tW, tv = _net_args(rng, shape, local, dtype)
+    kw = dict(local=local, activation=act)
+    got = emulator.patch_forward(Z, W, v, **kw)
+    want = core.patch_forward(Z, W, v, **kw, nthreads=0)
+    assert got.shape == want.shape and got.dtype == dtype
+    assert rel_err(got, want) < tol(dtype)
+    gW, gv = emulator.patch_vjp(Z, W, v, r, **kw)
+    wW, wv = core.patch_vjp(Z, W, v, r, **kw, nthreads=0)
+    assert gW.shape == wW.shape and gv.shape == wv.shape and gW.dtype == dtype
+    assert rel_err(gW, wW) < tol(dtype) and rel_err(gv, wv) < tol(dtype)
+    got = emulator.patch_jvp(Z, W, v, tW, tv, **kw)
+    want = core.patch_jvp(Z, W, v, tW, tv, **kw, nthreads=0)
+    assert got.shape == want.shape and rel_err(got, want) < tol(dtype)
+
+
+def test_emulated_patch_shapes_are_checked(emulator):
+    rng = np.random.default_rng(13)
+    Z, W, v, r, _, _ = _net_args(rng, (4, 3, 2, 5, (2, 3, 1)), False, np.float64)
+    with pytest.raises(ValueError, match="chains"):
+        emulator.patch_forward(Z, W, v, local=False, activation="erf")
+    with pytest.raises(ValueError, match="W must be"):
+        emulator.patch_forward(Z, W[..., :1].copy(), v[:1].copy(), local=False, activation="erf")
 
 
 def test_engine_rejects_bad_arguments(emulator):
@@ -518,6 +577,30 @@ def test_gpu_large_panels_and_symmetry(cp):
     want = core.renormalized_kernel(PX, None, Q, "erf", 1.0, 1.0, 0)
     assert bool((got == got.T).all())
     assert rel_err(to_numpy(got), want) < 1e-5
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("local", [False, True], ids=["cnn", "lcn"])
+def test_gpu_patch_passes_match_core(cp, poison, local):
+    if not hasattr(core, "patch_forward"):
+        pytest.skip("lkr._core has no patch passes")
+    for dtype in DTYPES:
+        for shape in NET_SHAPES:
+            rng = np.random.default_rng(14)
+            args = _net_args(rng, shape, local, dtype)
+            Z, W, v, r, tW, tv = args
+            Zd, Wd, vd, rd, tWd, tvd = (cp.asarray(a) for a in args)
+            for act in ACTS:
+                kw = dict(local=local, activation=act)
+                pairs = [(_cuda.patch_forward(Zd, Wd, vd, **kw),
+                          core.patch_forward(Z, W, v, **kw, nthreads=0)),
+                         (_cuda.patch_jvp(Zd, Wd, vd, tWd, tvd, **kw),
+                          core.patch_jvp(Z, W, v, tW, tv, **kw, nthreads=0))]
+                pairs += list(zip(_cuda.patch_vjp(Zd, Wd, vd, rd, **kw),
+                                  core.patch_vjp(Z, W, v, r, **kw, nthreads=0)))
+                for got, want in pairs:
+                    assert isinstance(got, cp.ndarray) and got.dtype == dtype
+                    assert rel_err(to_numpy(got), want) < tol(dtype), (shape, act)
 
 
 def test_dispatch_numpy_in_numpy_out():

@@ -174,3 +174,61 @@ def test_many_tiles_symmetric_and_cross(dtype, act):
     W = W + W.T
     want, scale = ref_adjoint(PX, None, W, act)
     assert_close(lkr.local_kernel_adjoint(X, W, geometry=g, activation=act), want, scale, rtol, "G")
+
+
+_ISA_SCRIPT = r"""
+import sys, numpy as np, lkr
+rng = np.random.default_rng(11)
+out = {}
+for name, g in (("s", lkr.PatchGeometry((13,), 3, 2, channels=2, boundary="valid")),
+                ("b", lkr.PatchGeometry((6, 6), (3, 3), (1, 1)))):
+    for dt in ("float64", "float32"):
+        X = rng.standard_normal((21, g.input_size)).astype(dt)
+        Y = rng.standard_normal((9, g.input_size)).astype(dt)
+        A = rng.standard_normal((g.num_patches,) * 2)
+        Q = ((A + A.T) / 2).astype(dt)
+        W = rng.standard_normal((21, 21)).astype(dt)
+        W = W + W.T
+        for act in ("erf", "relu"):
+            k = f"{name}_{dt}_{act}"
+            out[k + "_X"], out[k + "_Y"], out[k + "_Q"], out[k + "_W"] = X, Y, Q, W
+            out[k + "_KR"] = lkr.renormalized_kernel(X, Q=Q, geometry=g, activation=act)
+            out[k + "_KRxy"] = lkr.renormalized_kernel(X, Y, Q=Q, geometry=g, activation=act)
+            out[k + "_G"] = lkr.local_kernel_adjoint(X, W, geometry=g, activation=act)
+            out[k + "_K"] = lkr.local_kernel(X[:5], Y[:4], geometry=g, activation=act)
+            out[k + "_N"] = lkr.nngp(X, Y, activation=act)
+np.savez(sys.argv[1], **out)
+"""
+
+
+@pytest.mark.parametrize("isa", ["base", "v3"])
+def test_every_instruction_set_path(isa, tmp_path):
+    """The tile kernels are compiled per instruction set (AVX-512, AVX2, baseline) and picked
+    at run time; LKR_ISA caps the choice, so each path is checked on any x86-64 machine."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "out.npz"
+    env = dict(os.environ, LKR_ISA=isa)
+    subprocess.run([sys.executable, "-c", _ISA_SCRIPT, str(path)], check=True, env=env, timeout=120)
+    data = np.load(path)
+    geoms = {"s": lkr.PatchGeometry((13,), 3, 2, channels=2, boundary="valid"),
+             "b": lkr.PatchGeometry((6, 6), (3, 3), (1, 1))}
+    for name, g in geoms.items():
+        for dt in ("float64", "float32"):
+            rtol = RTOL[np.dtype(dt)]
+            for act in ("erf", "relu"):
+                k = f"{name}_{dt}_{act}"
+                X, Y, Q, W = (data[k + s] for s in ("_X", "_Y", "_Q", "_W"))
+                PX, PY = geometry_patches(X, g), geometry_patches(Y, g)
+                want, scale = ref_renormalized(PX, None, Q, act)
+                assert_close(data[k + "_KR"], want, scale, rtol, f"{isa} {k} K_R")
+                want, scale = ref_renormalized(PX, PY, Q, act)
+                assert_close(data[k + "_KRxy"], want, scale, rtol, f"{isa} {k} K_R(X, Y)")
+                want, scale = ref_adjoint(PX, None, W, act)
+                assert_close(data[k + "_G"], want, scale, rtol, f"{isa} {k} G")
+                assert_close(data[k + "_K"], ref_local_kernel(PX[:5], PY[:4], act),
+                             ref_bound(PX[:5], PY[:4], act), rtol, f"{isa} {k} K")
+                assert_close(data[k + "_N"], ref_fc_nngp(X, Y, act), ref_fc_bound(X, Y, act), rtol,
+                             f"{isa} {k} FC")

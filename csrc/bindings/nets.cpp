@@ -238,6 +238,9 @@ void register_nets(py::module_& m) {
       py::arg("local"), py::arg("activation"), py::arg("nthreads"), py::arg("combined") = false,
       "NTK features of channels [a0, a1) for unchained W, v (see nets.hpp): (S, G), or with "
       "combined=True one (P, nb (Np + ng)) array [S | G].");
+  m.def("set_fast_math", &set_fast_math, py::arg("enabled"),
+        "Use the AVX2/FMA patch kernels with vectorised erf/exp (if the CPU has them) or the "
+        "baseline ones with libm; returns the previous setting (for tests).");
   m.def(
       "activation_pair",
       [](const py::array& H, const std::string& activation, bool derivative, int nthreads) {

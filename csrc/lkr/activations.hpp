@@ -49,7 +49,10 @@ template <class T>
 inline T fast_asin(T x) {
   using K = AsinPoly<T>;
   const T ax = std::fabs(x);
-  const T s = std::sqrt((T(1) - ax) * T(0.5));
+  // |x| > 1 (rounding past the range) gives w < 0: clamped, so asin(x) = +-pi/2 there with
+  // no separate clip of x; NaN still propagates (w < 0 is false for NaN).
+  const T w = (T(1) - ax) * T(0.5);
+  const T s = std::sqrt(w < T(0) ? T(0) : w);
   // Below 1/2, s > 1/2 >= ax; above, s < 1/2 < ax: so the reduced argument is a min. Written
   // as a min rather than a select on ax > 1/2 because GCC otherwise evaluates the
   // polynomial once per branch and blends (twice the work).
@@ -81,7 +84,7 @@ inline T map_F_core(T u) {
   if constexpr (ACT == Activation::linear) {
     return u;
   } else if constexpr (ACT == Activation::erf) {
-    return fast_asin(clip_unit(u));
+    return fast_asin(u);  // saturates at +-pi/2 for |u| > 1 by itself
   } else {
     // sqrt((1 - v)(1 + v)), not sqrt(1 - v^2): near |v| = 1, where the two terms' square-root
     // singularities cancel, 1 - v is exact and the product keeps full relative accuracy.

@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -15,11 +17,17 @@
 #include <omp.h>
 #endif
 
-// Hot loops are compiled twice on x86-64, for AVX2+FMA and for the baseline, and picked at
-// load time, so the default build stays portable without -march=native.
+// Hot loops are compiled for AVX-512 (x86-64-v4), AVX2+FMA (x86-64-v3) and the baseline,
+// and picked at run time, so the default build stays portable without -march=native. The
+// tile kernels are dispatched by hand (not with target_clones) because their register
+// blocking differs per instruction set; small loops use target_clones.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(LKR_NO_CLONES)
+#define LKR_DISPATCH 1
 #define LKR_HOT __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define LKR_TARGET_V4 __attribute__((target("arch=x86-64-v4")))
+#define LKR_TARGET_V3 __attribute__((target("arch=x86-64-v3")))
 #else
+#define LKR_DISPATCH 0
 #define LKR_HOT
 #endif
 // Helpers of the hot loops must inline into each clone to get its instruction set.
@@ -84,38 +92,74 @@ Prepared<T> prepare(const View3<T>& x, Activation act, double lambda0, int nthre
 }
 
 // Tile engine. A tile pairs a block of samples mu in [a0, a1) of A with a block nu in
-// [b0, b1) of B. The B block is transposed to bt (M, Cp): column c = (nu - b0) Np + j
-// holds patch j of sample nu, zero-padded to Cp, a multiple of the chunk width, so that
-// every inner loop runs over whole chunks with no tail. Rows (mu, i) of A are taken R at a
-// time; for each chunk of CW columns the R x CW dot products sit in a small local array
-// (registers or L1), F is applied there, and the epilogue of the calling contraction
-// consumes them at once: the local kernel never exists beyond R x CW values.
-constexpr int kRows = 4;
-template <class T> struct Chunk { static constexpr int width = 64 / sizeof(T) * 2; };  // 2 cache lines
+// [b0, b1) of B. The B block is packed into panels of CW columns: column c = (nu - b0) Np + j
+// (patch j of sample nu) sits in panel c / CW as bt[(c / CW) M CW + k CW + c % CW],
+// zero-padded to Cp, a multiple of CW, so that every inner loop runs over whole panels
+// with no tail, and a panel is one contiguous M x CW block (a column-major layout with
+// leading dimension Cp would put the M rows of a panel 8 Cp bytes apart, all in the same
+// few L1 sets). Rows (mu, i) of A are taken R at a time; for each panel the R x CW dot
+// products sit in registers, F is applied there, and the epilogue of the calling
+// contraction consumes them at once: the local kernel never exists beyond R x CW values.
+enum class Isa { base, v3, v4 };
+
+// The instruction set of the tile kernels: the best the CPU has, capped by the environment
+// variable LKR_ISA ("v3" or "base"), which lets the tests run every code path on one machine.
+Isa cpu_isa() {
+#if LKR_DISPATCH
+  static const Isa isa = [] {
+    __builtin_cpu_init();
+    Isa best = Isa::base;
+    if (__builtin_cpu_supports("x86-64-v4")) best = Isa::v4;
+    else if (__builtin_cpu_supports("x86-64-v3")) best = Isa::v3;
+    const char* cap = std::getenv("LKR_ISA");
+    if (cap && std::strcmp(cap, "base") == 0) return Isa::base;
+    if (cap && std::strcmp(cap, "v3") == 0 && best == Isa::v4) return Isa::v3;
+    return best;
+  }();
+  return isa;
+#else
+  return Isa::base;
+#endif
+}
+
+// Register blocking: CW columns = two vector registers, R rows such that the 2R
+// accumulators stay in registers (16 of 32 zmm; 8 of 16 ymm or xmm). R = 8 reuses each
+// loaded column twice as often, which pays once M is large; with few patches it would
+// mostly compute padding rows.
+template <class T>
+int tile_cw(Isa isa) {
+  return (isa == Isa::v4 ? 128 : isa == Isa::v3 ? 64 : 32) / int(sizeof(T));
+}
+inline int tile_rows(Isa isa, int64_t Np) { return isa == Isa::v4 && Np >= 6 ? 8 : 4; }
 
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
 template <class T>
-void transpose_block(const Prepared<T>& B, int64_t b0, int64_t b1, int64_t Cp, std::vector<T>& bt,
-                     std::vector<T>& sb) {
+void pack_block(const Prepared<T>& B, int64_t b0, int64_t b1, int64_t Cp, int64_t CW,
+                std::vector<T>& bt, std::vector<T>& sb) {
   const int64_t C = (b1 - b0) * B.Np, M = B.M;
   bt.assign(static_cast<size_t>(Cp * M), T(0));
   sb.assign(static_cast<size_t>(Cp), T(0));
   for (int64_t c = 0; c < C; ++c) {
     const T* zr = B.z.data() + (b0 * B.Np + c) * M;
-    for (int64_t k = 0; k < M; ++k) bt[k * Cp + c] = zr[k];
+    T* panel = bt.data() + (c / CW) * M * CW + c % CW;
+    for (int64_t k = 0; k < M; ++k) panel[k * CW] = zr[k];
     sb[c] = B.s[b0 * B.Np + c];
   }
 }
 
-// u[r][c] = a_r . b_c for the CW columns starting at b (leading dimension ldb).
+// u[r][c] = a_r . b_c for the CW columns of one packed panel (M x CW, contiguous).
+// Started from the k = 0 term rather than from zero: M >= 1 always, and a zero fill of u
+// compiles to a store (rep stos) that costs as much as the dot products when M is small.
 template <class T, int R, int CW>
-LKR_INLINE void dot_chunk(const T* const* a, int64_t M, const T* b, int64_t ldb, T (&u)[R][CW]) {
-  for (int r = 0; r < R; ++r)
+LKR_INLINE void dot_chunk(const T* const* a, int64_t M, const T* panel, T (&u)[R][CW]) {
+  for (int r = 0; r < R; ++r) {
+    const T ar = a[r][0];
 #pragma omp simd
-    for (int c = 0; c < CW; ++c) u[r][c] = T(0);
-  for (int64_t k = 0; k < M; ++k) {
-    const T* bk = b + k * ldb;
+    for (int c = 0; c < CW; ++c) u[r][c] = ar * panel[c];
+  }
+  for (int64_t k = 1; k < M; ++k) {
+    const T* bk = panel + k * CW;
     for (int r = 0; r < R; ++r) {
       const T ar = a[r][k];
 #pragma omp simd
@@ -124,130 +168,170 @@ LKR_INLINE void dot_chunk(const T* const* a, int64_t M, const T* b, int64_t ldb,
   }
 }
 
-// One tile of K_R: acc[mu - a0][nu - b0] = sum_ij Q_ij K_ij^{mu nu}. qs (Np + 1, Cp) holds
-// Q_ij sb_c at column c = (nu, j), and a zero last row for the padding rows of a group.
-// Per sample mu, y[c] = sum_i Q_ij K_ij^{mu nu} accumulates in T over the Np rows (an
-// elementwise FMA, so it vectorises: a dot product over j per (mu, i, nu) would not), then
-// the Np entries of each nu are summed in double.
-template <class T, Activation ACT>
-LKR_HOT void renormalized_tile(const T* az, const T* as, int64_t na, int64_t Np, int64_t M,
-                               const T* bt, int64_t nb, int64_t Cp, const T* qs, T* y,
-                               double* acc) {
-  constexpr int R = kRows, CW = Chunk<T>::width;
-  for (int64_t mu = 0; mu < na; ++mu) {
-    std::fill(y, y + Cp, T(0));
-    for (int64_t i0 = 0; i0 < Np; i0 += R) {
-      const T* a[R];
-      const T* q[R];
-      T w[R];
-      for (int r = 0; r < R; ++r) {
-        const bool in = i0 + r < Np;
-        const int64_t i = in ? i0 + r : i0;
-        a[r] = az + (mu * Np + i) * M;
-        q[r] = qs + (in ? i : Np) * Cp;
-        w[r] = ACT == Activation::relu ? as[mu * Np + i] : T(1);
-      }
-      for (int64_t c0 = 0; c0 < Cp; c0 += CW) {
-        T u[R][CW];
-        dot_chunk<T, R, CW>(a, M, bt + c0, Cp, u);
-        T* yc = y + c0;
-        for (int r = 0; r < R; ++r) {
-          const T* qc = q[r] + c0;
-          const T wr = w[r];
-#pragma omp simd
-          for (int c = 0; c < CW; ++c) {
-            const T f = map_F_core<ACT>(u[r][c]);
-            yc[c] += qc[c] * (ACT == Activation::relu ? wr * f : f);
-          }
-        }
-      }
-    }
-    for (int64_t v = 0; v < nb; ++v) {
-      double s = 0;
-      for (int64_t j = 0; j < Np; ++j) s += double(y[v * Np + j]);
-      acc[mu * nb + v] = s;
-    }
-  }
+// Row pointers of one group of R rows (mu, i0 .. i0 + R - 1) of a tile; rows past Np repeat
+// row i0 (their results go to a zero weight or a scratch row).
+template <class T, int R>
+LKR_INLINE void group_rows(const T* az, int64_t mu, int64_t i0, int64_t Np, int64_t M,
+                           const T* (&a)[R]) {
+  for (int r = 0; r < R; ++r) a[r] = az + (mu * Np + (i0 + r < Np ? i0 + r : i0)) * M;
 }
 
-// One tile of G: h[i][c] += sum_mu W_{mu nu} K_ij^{mu nu} at column c = (nu, j). wrow is
-// scratch (Cp) for W_{mu nu} sb_c; h has Np + 1 rows, the last a sink for padding rows.
+// One tile of K_R: acc[mu - a0][nu - b0] = sum_ij Q_ij K_ij^{mu nu}. qs (Np rounded up to
+// R, Cp) holds F_scale Q_ij sb_c at column c = (nu, j), and zero rows for padding rows. Per
+// sample mu and panel, y[c] = sum_i Q_ij K_ij^{mu nu} accumulates in registers over the Np rows
+// (an elementwise FMA, so it vectorises: a dot product over j per (mu, i, nu) would not),
+// then the Np entries of each nu are summed in double.
 template <class T, Activation ACT>
-LKR_HOT void adjoint_tile(const T* az, const T* as, int64_t na, int64_t Np, int64_t M,
-                          const T* bt, const T* sb, int64_t nb, int64_t Cp, const T* wmat,
-                          int64_t ws0, int64_t ws1, T weight, T* wrow, T* h) {
-  constexpr int R = kRows, CW = Chunk<T>::width;
-  for (int64_t mu = 0; mu < na; ++mu) {
-    bool any = false;
-    for (int64_t v = 0; v < nb; ++v) {
-      const T wv = weight * wmat[mu * ws0 + v * ws1];
-      any = any || wv != T(0);
-      for (int64_t j = 0; j < Np; ++j) wrow[v * Np + j] = T(F_scale<ACT>) * wv * sb[v * Np + j];
-    }
-    if (!any) continue;  // e.g. a block-sparse W
-    for (int64_t i0 = 0; i0 < Np; i0 += R) {
-      const T* a[R];
-      T* hr[R];
-      T w[R];
-      for (int r = 0; r < R; ++r) {
-        const bool in = i0 + r < Np;
-        const int64_t i = in ? i0 + r : i0;
-        a[r] = az + (mu * Np + i) * M;
-        hr[r] = h + (in ? i : Np) * Cp;
-        w[r] = ACT == Activation::relu ? as[mu * Np + i] : T(1);
-      }
+struct RenormalizedTile {
+  template <int R, int CW>
+  static LKR_INLINE void run(const T* az, const T* as, int64_t na, int64_t Np, int64_t M,
+                             const T* bt, int64_t nb, int64_t Cp, const T* qs, T* y,
+                             double* acc) {
+    const int64_t ngroups = (Np + R - 1) / R;
+    for (int64_t mu = 0; mu < na; ++mu) {
       for (int64_t c0 = 0; c0 < Cp; c0 += CW) {
-        T u[R][CW];
-        dot_chunk<T, R, CW>(a, M, bt + c0, Cp, u);
-        const T* wc = wrow + c0;
-        for (int r = 0; r < R; ++r) {
-          T* hc = hr[r] + c0;
-          const T wr = w[r];
+        const T* panel = bt + c0 * M;
+        T yc[CW];
 #pragma omp simd
-          for (int c = 0; c < CW; ++c) {
-            const T f = map_F_core<ACT>(u[r][c]);
-            hc[c] += wc[c] * (ACT == Activation::relu ? wr * f : f);
+        for (int c = 0; c < CW; ++c) yc[c] = T(0);
+        for (int64_t gi = 0; gi < ngroups; ++gi) {
+          const int64_t i0 = gi * R;
+          const T* a[R];
+          T w[R];
+          for (int r = 0; r < R; ++r) {
+            const int64_t i = i0 + r < Np ? i0 + r : i0;
+            a[r] = az + (mu * Np + i) * M;
+            w[r] = ACT == Activation::relu ? as[mu * Np + i] : T(1);
+          }
+          T u[R][CW];
+          dot_chunk<T, R, CW>(a, M, panel, u);
+          // qs rows are affine in r (padding rows are zero rows, not a shared sink): through an
+          // array of row pointers GCC emulates a gather for every load.
+          const T* qg = qs + i0 * Cp + c0;
+          for (int r = 0; r < R; ++r) {
+            const T* qc = qg + r * Cp;
+            const T wr = w[r];
+#pragma omp simd
+            for (int c = 0; c < CW; ++c) {
+              const T f = map_F_core<ACT>(u[r][c]);
+              yc[c] += qc[c] * (ACT == Activation::relu ? wr * f : f);
+            }
+          }
+        }
+        T* yo = y + c0;
+#pragma omp simd
+        for (int c = 0; c < CW; ++c) yo[c] = yc[c];
+      }
+      for (int64_t v = 0; v < nb; ++v) {
+        const T* yv = y + v * Np;
+        double s = 0;
+#pragma omp simd reduction(+ : s)
+        for (int64_t j = 0; j < Np; ++j) s += double(yv[j]);
+        acc[mu * nb + v] = s;
+      }
+    }
+  }
+};
+
+// One tile of G: h[i][c] += sum_mu W_{mu nu} K_ij^{mu nu} at column c = (nu, j). wrow is
+// scratch (Cp) for F_scale W_{mu nu} sb_c; h has Np rounded up to R rows (the extra ones
+// collect the padding rows' values and are ignored).
+template <class T, Activation ACT>
+struct AdjointTile {
+  template <int R, int CW>
+  static LKR_INLINE void run(const T* az, const T* as, int64_t na, int64_t Np, int64_t M,
+                             const T* bt, const T* sb, int64_t nb, int64_t Cp, const T* wmat,
+                             int64_t ws0, int64_t ws1, T weight, T* wrow, T* h) {
+    for (int64_t mu = 0; mu < na; ++mu) {
+      bool any = false;
+      for (int64_t v = 0; v < nb; ++v) {
+        const T wv = weight * wmat[mu * ws0 + v * ws1];
+        any = any || wv != T(0);
+        for (int64_t j = 0; j < Np; ++j) wrow[v * Np + j] = T(F_scale<ACT>) * wv * sb[v * Np + j];
+      }
+      if (!any) continue;  // e.g. a block-sparse W
+      for (int64_t c0 = 0; c0 < Cp; c0 += CW) {
+        const T* panel = bt + c0 * M;
+        const T* wc = wrow + c0;
+        for (int64_t i0 = 0; i0 < Np; i0 += R) {
+          const T* a[R];
+          group_rows<T, R>(az, mu, i0, Np, M, a);
+          T u[R][CW];
+          dot_chunk<T, R, CW>(a, M, panel, u);
+          T* hg = h + i0 * Cp + c0;  // rows affine in r, as in renormalized_tile
+          for (int r = 0; r < R; ++r) {
+            T* hc = hg + r * Cp;
+            const T wr = ACT == Activation::relu ? as[mu * Np + (i0 + r < Np ? i0 + r : i0)] : T(1);
+#pragma omp simd
+            for (int c = 0; c < CW; ++c) {
+              const T f = map_F_core<ACT>(u[r][c]);
+              hc[c] += wc[c] * (ACT == Activation::relu ? wr * f : f);
+            }
           }
         }
       }
     }
   }
-}
+};
 
 // One tile of the materialised tensor: rows[r][c] = s_r s_c F(a_r . b_c), then copied out.
 template <class T, Activation ACT>
-LKR_HOT void full_tile(const T* az, const T* as, int64_t na, int64_t Np, int64_t M,
-                       const T* bt, const T* sb, int64_t nb, int64_t Cp, T* rows, T* out,
-                       int64_t P2, int64_t mu0, int64_t nu0) {
-  constexpr int R = kRows, CW = Chunk<T>::width;
-  for (int64_t mu = 0; mu < na; ++mu) {
-    for (int64_t i0 = 0; i0 < Np; i0 += R) {
-      const T* a[R];
-      T w[R];
-      for (int r = 0; r < R; ++r) {
-        const int64_t i = i0 + r < Np ? i0 + r : i0;
-        a[r] = az + (mu * Np + i) * M;
-        w[r] = ACT == Activation::relu ? as[mu * Np + i] : T(1);
-      }
-      for (int64_t c0 = 0; c0 < Cp; c0 += CW) {
-        T u[R][CW];
-        dot_chunk<T, R, CW>(a, M, bt + c0, Cp, u);
-        for (int r = 0; r < R; ++r) {
-          T* o = rows + r * Cp + c0;
-          const T* s = sb + c0;
-          const T wr = w[r];
+struct FullTile {
+  template <int R, int CW>
+  static LKR_INLINE void run(const T* az, const T* as, int64_t na, int64_t Np, int64_t M,
+                             const T* bt, const T* sb, int64_t nb, int64_t Cp, T* rows, T* out,
+                             int64_t P2, int64_t mu0, int64_t nu0) {
+    for (int64_t mu = 0; mu < na; ++mu) {
+      for (int64_t i0 = 0; i0 < Np; i0 += R) {
+        const T* a[R];
+        group_rows<T, R>(az, mu, i0, Np, M, a);
+        for (int64_t c0 = 0; c0 < Cp; c0 += CW) {
+          T u[R][CW];
+          dot_chunk<T, R, CW>(a, M, bt + c0 * M, u);
+          for (int r = 0; r < R; ++r) {
+            T* o = rows + r * Cp + c0;
+            const T* s = sb + c0;
+            const T wr = ACT == Activation::relu ? as[mu * Np + (i0 + r < Np ? i0 + r : i0)] : T(1);
 #pragma omp simd
-          for (int c = 0; c < CW; ++c)
-            o[c] = ACT == Activation::relu ? wr * s[c] * map_F_t<ACT>(u[r][c]) : map_F_t<ACT>(u[r][c]);
+            for (int c = 0; c < CW; ++c)
+              o[c] = ACT == Activation::relu ? wr * s[c] * map_F_t<ACT>(u[r][c]) : map_F_t<ACT>(u[r][c]);
+          }
         }
+        for (int r = 0; r < R && i0 + r < Np; ++r)
+          for (int64_t v = 0; v < nb; ++v) {
+            T* o = out + (((mu0 + mu) * P2 + nu0 + v) * Np + i0 + r) * Np;
+            std::copy(rows + r * Cp + v * Np, rows + r * Cp + (v + 1) * Np, o);
+          }
       }
-      for (int r = 0; r < R && i0 + r < Np; ++r)
-        for (int64_t v = 0; v < nb; ++v) {
-          T* o = out + (((mu0 + mu) * P2 + nu0 + v) * Np + i0 + r) * Np;
-          std::copy(rows + r * Cp + v * Np, rows + r * Cp + (v + 1) * Np, o);
-        }
     }
   }
+};
+
+// Runs K::run<R, CW> compiled for the CPU's instruction set (see tile_cw, tile_rows).
+#if LKR_DISPATCH
+template <class K, class T, class... A>
+LKR_TARGET_V4 void run_v4(int R, A... a) {
+  constexpr int CW = 128 / sizeof(T);
+  if (R == 8) K::template run<8, CW>(a...);
+  else K::template run<4, CW>(a...);
+}
+template <class K, class T, class... A>
+LKR_TARGET_V3 void run_v3(A... a) {
+  K::template run<4, 64 / sizeof(T)>(a...);
+}
+#endif
+template <class K, class T, class... A>
+void run_base(A... a) {
+  K::template run<4, 32 / sizeof(T)>(a...);
+}
+template <class K, class T, class... A>
+void run_tile(Isa isa, int R, A... a) {
+#if LKR_DISPATCH
+  if (isa == Isa::v4) return run_v4<K, T>(R, a...);
+  if (isa == Isa::v3) return run_v3<K, T>(a...);
+#endif
+  (void)isa, (void)R;
+  run_base<K, T>(a...);
 }
 
 // Tile geometry: ~512 columns per B block (the transposed block, M x 512, then sits in
@@ -277,6 +361,8 @@ void renormalized_impl(const Prepared<T>& A, const Prepared<T>& B, bool sym, con
   const int64_t bs = block_samples(Np, M);
   const auto tiles = tile_pairs(P, P2, bs, sym);
   const double norm = 1.0 / (lambda1 * double(Np));
+  const Isa isa = cpu_isa();
+  const int cw = tile_cw<T>(isa), R = tile_rows(isa, Np);
 #pragma omp parallel num_threads(nthreads)
   {
     std::vector<T> bt, sb, qs, y;
@@ -285,16 +371,19 @@ void renormalized_impl(const Prepared<T>& A, const Prepared<T>& B, bool sym, con
     for (int64_t t = 0; t < static_cast<int64_t>(tiles.size()); ++t) {
       const TilePair tp = tiles[t];
       const int64_t na = tp.a1 - tp.a0, nb = tp.b1 - tp.b0;
-      const int64_t Cp = round_up(nb * Np, Chunk<T>::width);
-      transpose_block(B, tp.b0, tp.b1, Cp, bt, sb);
-      qs.assign(static_cast<size_t>((Np + 1) * Cp), T(0));
+      const int64_t Cp = round_up(nb * Np, cw);
+      pack_block(B, tp.b0, tp.b1, Cp, cw, bt, sb);
+      qs.assign(static_cast<size_t>(round_up(Np, R) * Cp), T(0));
       for (int64_t i = 0; i < Np; ++i)
-        for (int64_t c = 0; c < nb * Np; ++c)
-          qs[i * Cp + c] = T(F_scale<ACT> * double(Q[i * Np + c % Np]) * double(sb[c]));
+        for (int64_t v = 0; v < nb; ++v)
+          for (int64_t j = 0; j < Np; ++j)
+            qs[i * Cp + v * Np + j] = T(F_scale<ACT> * double(Q[i * Np + j]) * double(sb[v * Np + j]));
       y.resize(static_cast<size_t>(Cp));
       acc.resize(static_cast<size_t>(na * nb));
-      renormalized_tile<T, ACT>(A.z.data() + tp.a0 * Np * M, A.s.data() + tp.a0 * Np, na, Np, M,
-                                bt.data(), nb, Cp, qs.data(), y.data(), acc.data());
+      run_tile<RenormalizedTile<T, ACT>, T>(isa, R, A.z.data() + tp.a0 * Np * M,
+                                             A.s.data() + tp.a0 * Np, na, Np, M,
+                                             static_cast<const T*>(bt.data()), nb, Cp,
+                                             static_cast<const T*>(qs.data()), y.data(), acc.data());
       for (int64_t mu = tp.a0; mu < tp.a1; ++mu)
         for (int64_t nu = tp.b0; nu < tp.b1; ++nu) {
           if (sym && nu < mu) continue;
@@ -318,6 +407,8 @@ void adjoint_impl(const Prepared<T>& A, const Prepared<T>& B, bool sym, const Vi
   // or schedule (a per-thread sum would depend on both).
   const int64_t ngroups = std::min<int64_t>(ntiles, 64);
   std::vector<double> slots(static_cast<size_t>(ngroups * Np * Np), 0.0);
+  const Isa isa = cpu_isa();
+  const int cw = tile_cw<T>(isa), R = tile_rows(isa, Np);
 #pragma omp parallel num_threads(nthreads)
   {
     std::vector<T> bt, sb, wrow, h;
@@ -327,16 +418,18 @@ void adjoint_impl(const Prepared<T>& A, const Prepared<T>& B, bool sym, const Vi
       for (int64_t t = grp * ntiles / ngroups; t < (grp + 1) * ntiles / ngroups; ++t) {
         const TilePair tp = tiles[t];
         const int64_t na = tp.a1 - tp.a0, nb = tp.b1 - tp.b0;
-        const int64_t Cp = round_up(nb * Np, Chunk<T>::width);
+        const int64_t Cp = round_up(nb * Np, cw);
         // On diagonal tiles every ordered pair is visited: half weight, then G = H + H^T.
         const T weight = (sym && tp.a0 == tp.b0) ? T(0.5) : T(1);
-        transpose_block(B, tp.b0, tp.b1, Cp, bt, sb);
+        pack_block(B, tp.b0, tp.b1, Cp, cw, bt, sb);
         wrow.assign(static_cast<size_t>(Cp), T(0));
-        h.assign(static_cast<size_t>((Np + 1) * Cp), T(0));
-        adjoint_tile<T, ACT>(A.z.data() + tp.a0 * Np * M, A.s.data() + tp.a0 * Np, na, Np, M,
-                             bt.data(), sb.data(), nb, Cp,
-                             W.data + tp.a0 * W.stride[0] + tp.b0 * W.stride[1], W.stride[0],
-                             W.stride[1], weight, wrow.data(), h.data());
+        h.assign(static_cast<size_t>(round_up(Np, R) * Cp), T(0));
+        run_tile<AdjointTile<T, ACT>, T>(isa, R, A.z.data() + tp.a0 * Np * M,
+                                         A.s.data() + tp.a0 * Np, na, Np, M,
+                                         static_cast<const T*>(bt.data()),
+                                         static_cast<const T*>(sb.data()), nb, Cp,
+                                         W.data + tp.a0 * W.stride[0] + tp.b0 * W.stride[1],
+                                         W.stride[0], W.stride[1], weight, wrow.data(), h.data());
         // The tile's partial sums (over one block of samples each) move to double here.
         for (int64_t i = 0; i < Np; ++i)
           for (int64_t v = 0; v < nb; ++v)
@@ -357,6 +450,8 @@ void full_impl(const Prepared<T>& A, const Prepared<T>& B, int nthreads, T* out)
   const int64_t Np = A.Np, M = A.M, P = A.P, P2 = B.P;
   const int64_t bs = block_samples(Np, M);
   const auto tiles = tile_pairs(P, P2, bs, false);
+  const Isa isa = cpu_isa();
+  const int cw = tile_cw<T>(isa), R = tile_rows(isa, Np);
 #pragma omp parallel num_threads(nthreads)
   {
     std::vector<T> bt, sb, rows;
@@ -364,11 +459,13 @@ void full_impl(const Prepared<T>& A, const Prepared<T>& B, int nthreads, T* out)
     for (int64_t t = 0; t < static_cast<int64_t>(tiles.size()); ++t) {
       const TilePair tp = tiles[t];
       const int64_t na = tp.a1 - tp.a0, nb = tp.b1 - tp.b0;
-      const int64_t Cp = round_up(nb * Np, Chunk<T>::width);
-      transpose_block(B, tp.b0, tp.b1, Cp, bt, sb);
-      rows.resize(static_cast<size_t>(kRows * Cp));
-      full_tile<T, ACT>(A.z.data() + tp.a0 * Np * M, A.s.data() + tp.a0 * Np, na, Np, M,
-                        bt.data(), sb.data(), nb, Cp, rows.data(), out, P2, tp.a0, tp.b0);
+      const int64_t Cp = round_up(nb * Np, cw);
+      pack_block(B, tp.b0, tp.b1, Cp, cw, bt, sb);
+      rows.resize(static_cast<size_t>(R * Cp));
+      run_tile<FullTile<T, ACT>, T>(isa, R, A.z.data() + tp.a0 * Np * M, A.s.data() + tp.a0 * Np,
+                                    na, Np, M, static_cast<const T*>(bt.data()),
+                                    static_cast<const T*>(sb.data()), nb, Cp, rows.data(), out,
+                                    P2, tp.a0, tp.b0);
     }
   }
 }
@@ -456,7 +553,10 @@ template <class T>
 void nngp_map_inplace(Activation act, T* K, int64_t P, int64_t P2, const T* dx, const T* dy,
                       int nthreads) {
   if (act == Activation::linear) return;
-  const int nt = resolve_threads(nthreads);
+  // ~1 ns per entry: below ~256k entries a thread, waking a team costs more than it saves
+  const int64_t per_thread = 1 << 18;
+  const int nt = static_cast<int>(std::max<int64_t>(
+      1, std::min<int64_t>(resolve_threads(nthreads), (P * P2 + per_thread - 1) / per_thread)));
   // Factorised as in the local kernel: K = s_x s_y F(c_xy r_x r_y), with
   // erf: r = sqrt(2) / sqrt(1 + 2c), s = 1; relu: r = 1 / sqrt(c) (0 when c = 0), s = sqrt(c).
   std::vector<T> rx(P), ry(P2), sx(P, T(1)), sy(P2, T(1));

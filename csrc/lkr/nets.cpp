@@ -1,16 +1,51 @@
 #include "nets.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <type_traits>
 #include <vector>
+
+#include "fast_math.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
+// Every hot routine (one sample's pass) exists twice: compiled for AVX2 + FMA with the
+// vectorisable erf/exp of fast_math.hpp, and for the baseline ISA with libm (where the fast
+// double erf cannot vectorise and would be slower than libm). The choice is made once at
+// run time from the CPU, so the default build stays portable without -march=native.
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && \
+    !defined(LKR_NO_CLONES)
+#define LKR_NETS_FAST 1
+#define LKR_TARGET_FAST __attribute__((target("avx2,fma")))
+#else
+#define LKR_NETS_FAST 0
+#define LKR_TARGET_FAST
+#endif
+#if defined(__GNUC__) || defined(__clang__)
+#define LKR_FORCE_INLINE inline __attribute__((always_inline))
+#else
+#define LKR_FORCE_INLINE inline
+#endif
+
 namespace lkr {
 namespace {
+
+bool cpu_has_fast() {
+#if LKR_NETS_FAST
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
+// Whether the fast variants run; settable (for tests of the baseline path) but never on a
+// CPU that lacks them.
+std::atomic<bool> g_fast{cpu_has_fast()};
+
+bool use_fast() { return g_fast.load(std::memory_order_relaxed); }
 
 // Threads for a pass of `work` multiply-adds: one for small problems, where waking the
 // pool costs more than the pass (and much more on an oversubscribed machine).
@@ -38,19 +73,23 @@ void with_activation(Activation act, F&& f) {
   }
 }
 
-template <Activation A, class T>
-inline T sig(T h) {
+template <Activation A, bool Fast, class T>
+LKR_FORCE_INLINE T sig(T h) {
   if constexpr (A == Activation::linear) return h;
-  else if constexpr (A == Activation::erf) return std::erf(h);
-  else return h > T(0) ? h : T(0);
+  else if constexpr (A == Activation::erf) {
+    if constexpr (Fast) return fastmath::erf(h);
+    else return std::erf(h);
+  } else return h > T(0) ? h : T(0);
 }
 
-template <Activation A, class T>
-inline T dsig(T h) {
+template <Activation A, bool Fast, class T>
+LKR_FORCE_INLINE T dsig(T h) {
+  constexpr T two_over_sqrt_pi = T(1.1283791670955125738961589031215452);
   if constexpr (A == Activation::linear) return T(1);
-  else if constexpr (A == Activation::erf)
-    return T(1.1283791670955125738961589031215452) * std::exp(-h * h);  // 2/sqrt(pi)
-  else return h > T(0) ? T(1) : T(0);
+  else if constexpr (A == Activation::erf) {
+    if constexpr (Fast) return two_over_sqrt_pi * fastmath::exp_neg(h * h);
+    else return two_over_sqrt_pi * std::exp(-h * h);
+  } else return h > T(0) ? T(1) : T(0);
 }
 
 // Filters transposed to (Np' , M, Nc) (Np' = Np for LCN, 1 for CNN) and readouts to
@@ -93,7 +132,7 @@ const T* pick(const std::vector<std::vector<T>>& sets, int64_t c) {
 
 // h[a] = scale * sum_m Wt[m, a] z[m] for a < n; Wt has leading dimension ld.
 template <class T>
-inline void preact(const T* z, const T* Wt, int64_t ld, int64_t n, int64_t M, T scale, T* h) {
+LKR_FORCE_INLINE void preact(const T* z, const T* Wt, int64_t ld, int64_t n, int64_t M, T scale, T* h) {
   for (int64_t a = 0; a < n; ++a) h[a] = T(0);
   for (int64_t m = 0; m < M; ++m) {
     const T zm = z[m] * scale;
@@ -110,10 +149,28 @@ struct Scales {
       : inv_sqrt_m(T(1) / std::sqrt(T(s.M))), cs(T(1) / std::sqrt(T(s.Nc) * T(s.Np))) {}
 };
 
+// -- one sample's passes (bodies; instantiated below as fast and baseline routines) --------
+
+// f(x) for one sample.
+template <Activation A, bool Fast, class T>
+LKR_FORCE_INLINE T forward_body(const T* z, const PatchNetShape& s, const T* wt, const T* vt,
+                                const Scales<T>& k, T* h) {
+  T acc = T(0);
+  for (int64_t i = 0; i < s.Np; ++i) {
+    preact(z + i * s.M, wt + (s.local ? i * s.M * s.Nc : 0), s.Nc, s.Nc, s.M, k.inv_sqrt_m, h);
+    const T* vi = vt + i * s.Nc;
+    T part = T(0);
+#pragma omp simd reduction(+ : part)
+    for (int64_t a = 0; a < s.Nc; ++a) part += vi[a] * sig<A, Fast>(h[a]);
+    acc += part;
+  }
+  return acc * k.cs;
+}
+
 // Accumulate the gradient of r f(x) for one sample into transposed buffers dWt, dvt.
-template <Activation A, class T>
-inline void vjp_sample(const T* z, T r, const PatchNetShape& s, const T* Wt, const T* vt,
-                       const Scales<T>& k, T* h, T* g, T* dWt, T* dvt) {
+template <Activation A, bool Fast, class T>
+LKR_FORCE_INLINE void vjp_body(const T* z, T r, const PatchNetShape& s, const T* Wt,
+                               const T* vt, const Scales<T>& k, T* h, T* g, T* dWt, T* dvt) {
   const int64_t Nc = s.Nc, M = s.M;
   for (int64_t i = 0; i < s.Np; ++i) {
     const int64_t wi = s.local ? i * M * Nc : 0;
@@ -124,8 +181,8 @@ inline void vjp_sample(const T* z, T r, const PatchNetShape& s, const T* Wt, con
     const T rs = r * k.cs, rg = r * k.cs * k.inv_sqrt_m;
 #pragma omp simd
     for (int64_t a = 0; a < Nc; ++a) {
-      dvi[a] += rs * sig<A>(h[a]);
-      g[a] = rg * vi[a] * dsig<A>(h[a]);
+      dvi[a] += rs * sig<A, Fast>(h[a]);
+      g[a] = rg * vi[a] * dsig<A, Fast>(h[a]);
     }
     for (int64_t m = 0; m < M; ++m) {
       const T zm = zi[m];
@@ -135,6 +192,97 @@ inline void vjp_sample(const T* z, T r, const PatchNetShape& s, const T* Wt, con
     }
   }
 }
+
+// J(x) t for one sample.
+template <Activation A, bool Fast, class T>
+LKR_FORCE_INLINE T jvp_body(const T* z, const PatchNetShape& s, const T* wt, const T* vt,
+                            const T* twt, const T* tvt, const Scales<T>& k, T* h, T* dh) {
+  T acc = T(0);
+  for (int64_t i = 0; i < s.Np; ++i) {
+    const int64_t wi = s.local ? i * s.M * s.Nc : 0;
+    preact(z + i * s.M, wt + wi, s.Nc, s.Nc, s.M, k.inv_sqrt_m, h);
+    preact(z + i * s.M, twt + wi, s.Nc, s.Nc, s.M, k.inv_sqrt_m, dh);
+    const T *vi = vt + i * s.Nc, *tvi = tvt + i * s.Nc;
+    T part = T(0);
+#pragma omp simd reduction(+ : part)
+    for (int64_t a = 0; a < s.Nc; ++a)
+      part += vi[a] * dsig<A, Fast>(h[a]) * dh[a] + tvi[a] * sig<A, Fast>(h[a]);
+    acc += part;
+  }
+  return acc * k.cs;
+}
+
+// NTK features of one sample for channels [a0, a0 + nb) (see nets.hpp).
+template <Activation A, bool Fast, class T>
+LKR_FORCE_INLINE void features_body(const T* z, const PatchNetShape& s, const T* Wt,
+                                    const T* vt, int64_t a0, int64_t nb, const Scales<T>& k,
+                                    T* h, T* e, T* Sp, T* Gp) {
+  const int64_t Nc = s.Nc, M = s.M, Np = s.Np;
+  const T cg = k.cs * k.inv_sqrt_m;
+  if (!s.local)
+    for (int64_t j = 0; j < nb * M; ++j) Gp[j] = T(0);
+  for (int64_t i = 0; i < Np; ++i) {
+    const T* zi = z + i * M;
+    preact(zi, Wt + (s.local ? i * M * Nc : 0) + a0, Nc, nb, M, k.inv_sqrt_m, h);
+    const T* vi = vt + i * Nc + a0;
+    // contiguous in b here (vectorised), scattered to the (b, i) layout of S below
+#pragma omp simd
+    for (int64_t b = 0; b < nb; ++b) {
+      const T hb = h[b];
+      e[b] = cg * vi[b] * dsig<A, Fast>(hb);
+      h[b] = k.cs * sig<A, Fast>(hb);
+    }
+    for (int64_t b = 0; b < nb; ++b) Sp[b * Np + i] = h[b];
+    if (s.local) {
+      for (int64_t b = 0; b < nb; ++b) Gp[b * Np + i] = e[b];
+    } else {
+      for (int64_t b = 0; b < nb; ++b)
+        for (int64_t m = 0; m < M; ++m) Gp[b * M + m] += e[b] * zi[m];
+    }
+  }
+}
+
+template <Activation A, bool Fast, class T>
+LKR_FORCE_INLINE void activation_body(const T* h, int64_t n, T* s, T* d) {
+  if (d) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) {
+      s[j] = sig<A, Fast>(h[j]);
+      d[j] = dsig<A, Fast>(h[j]);
+    }
+  } else {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) s[j] = sig<A, Fast>(h[j]);
+  }
+}
+
+// The two compiled variants of each body, and the run-time choice between them.
+#define LKR_VARIANTS(ret, name, body, params, args)                                         \
+  template <Activation A, class T>                                                          \
+  LKR_TARGET_FAST ret name##_fast params { return body<A, true, T> args; }                  \
+  template <Activation A, class T>                                                          \
+  ret name##_base params { return body<A, false, T> args; }                                 \
+  template <Activation A, class T>                                                          \
+  inline ret name params { return use_fast() ? name##_fast<A, T> args : name##_base<A, T> args; }
+
+LKR_VARIANTS(T, forward_sample, forward_body,
+             (const T* z, const PatchNetShape& s, const T* wt, const T* vt, const Scales<T>& k,
+              T* h),
+             (z, s, wt, vt, k, h))
+LKR_VARIANTS(void, vjp_sample, vjp_body,
+             (const T* z, T r, const PatchNetShape& s, const T* Wt, const T* vt,
+              const Scales<T>& k, T* h, T* g, T* dWt, T* dvt),
+             (z, r, s, Wt, vt, k, h, g, dWt, dvt))
+LKR_VARIANTS(T, jvp_sample, jvp_body,
+             (const T* z, const PatchNetShape& s, const T* wt, const T* vt, const T* twt,
+              const T* tvt, const Scales<T>& k, T* h, T* dh),
+             (z, s, wt, vt, twt, tvt, k, h, dh))
+LKR_VARIANTS(void, features_sample, features_body,
+             (const T* z, const PatchNetShape& s, const T* Wt, const T* vt, int64_t a0,
+              int64_t nb, const Scales<T>& k, T* h, T* e, T* Sp, T* Gp),
+             (z, s, Wt, vt, a0, nb, k, h, e, Sp, Gp))
+LKR_VARIANTS(void, activation_span, activation_body, (const T* h, int64_t n, T* s, T* d), (h, n, s, d))
+#undef LKR_VARIANTS
 
 template <class T>
 void untranspose(const T* dWt, const T* dvt, const PatchNetShape& s, T* dW, T* dv) {
@@ -147,6 +295,10 @@ void untranspose(const T* dWt, const T* dvt, const PatchNetShape& s, T* dW, T* d
 }
 
 }  // namespace
+
+bool set_fast_math(bool enabled) {
+  return g_fast.exchange(enabled && cpu_has_fast());
+}
 
 template <class T>
 void patch_forward(const T* Z, const PatchNetShape& s, Chained<T> W, Chained<T> v, int64_t C,
@@ -163,20 +315,8 @@ void patch_forward(const T* Z, const PatchNetShape& s, Chained<T> W, Chained<T> 
 #pragma omp for schedule(static)
       for (int64_t cp = 0; cp < C * s.P; ++cp) {
         const int64_t c = cp / s.P, p = cp % s.P;
-        const T* wt = pick(Wt, c);
-        const T* vtc = pick(vt, c);
-        const T* z = Z + p * s.Np * s.M;
-        T acc = T(0);
-        for (int64_t i = 0; i < s.Np; ++i) {
-          preact(z + i * s.M, wt + (s.local ? i * s.M * s.Nc : 0), s.Nc, s.Nc, s.M,
-                 k.inv_sqrt_m, h.data());
-          const T* vi = vtc + i * s.Nc;
-          T part = T(0);
-#pragma omp simd reduction(+ : part)
-          for (int64_t a = 0; a < s.Nc; ++a) part += vi[a] * sig<A>(h[a]);
-          acc += part;
-        }
-        out[cp] = acc * k.cs;
+        out[cp] = forward_sample<A, T>(Z + p * s.Np * s.M, s, pick(Wt, c), pick(vt, c), k,
+                                       h.data());
       }
     }
   });
@@ -204,8 +344,8 @@ void patch_vjp(const T* Z, const PatchNetShape& s, Chained<T> W, Chained<T> v, C
           const T* rc = r.data + c * r.stride;
           for (int64_t p = 0; p < s.P; ++p)
             if (rc[p] != T(0))  // rows of an identity (a Jacobian by vjp) are mostly zero
-              vjp_sample<A>(Z + p * s.Np * s.M, rc[p], s, pick(Wt, c), pick(vt, c), k, h.data(),
-                            g.data(), dWt.data(), dvt.data());
+              vjp_sample<A, T>(Z + p * s.Np * s.M, rc[p], s, pick(Wt, c), pick(vt, c), k,
+                               h.data(), g.data(), dWt.data(), dvt.data());
           untranspose(dWt.data(), dvt.data(), s, dW + c * nw, dv + c * nv);
         }
       }
@@ -229,8 +369,8 @@ void patch_vjp(const T* Z, const PatchNetShape& s, Chained<T> W, Chained<T> v, C
         std::fill(accV[t].begin(), accV[t].end(), T(0));
 #pragma omp for schedule(static)
         for (int64_t p = 0; p < s.P; ++p)
-          vjp_sample<A>(Z + p * s.Np * s.M, rc[p], s, pick(Wt, c), pick(vt, c), k, h.data(),
-                        g.data(), accW[t].data(), accV[t].data());
+          vjp_sample<A, T>(Z + p * s.Np * s.M, rc[p], s, pick(Wt, c), pick(vt, c), k, h.data(),
+                           g.data(), accW[t].data(), accV[t].data());
       }
       std::fill(dWt.begin(), dWt.end(), T(0));
       std::fill(dvt.begin(), dvt.end(), T(0));
@@ -260,21 +400,8 @@ void patch_jvp(const T* Z, const PatchNetShape& s, Chained<T> W, Chained<T> v, C
 #pragma omp for schedule(static)
       for (int64_t cp = 0; cp < C * s.P; ++cp) {
         const int64_t c = cp / s.P, p = cp % s.P;
-        const T *wt = pick(Wt, c), *vtc = pick(vt, c), *twt = pick(tWt, c), *tvc = pick(tvt, c);
-        const T* z = Z + p * s.Np * s.M;
-        T acc = T(0);
-        for (int64_t i = 0; i < s.Np; ++i) {
-          const int64_t wi = s.local ? i * s.M * s.Nc : 0;
-          preact(z + i * s.M, wt + wi, s.Nc, s.Nc, s.M, k.inv_sqrt_m, h.data());
-          preact(z + i * s.M, twt + wi, s.Nc, s.Nc, s.M, k.inv_sqrt_m, dh.data());
-          const T *vi = vtc + i * s.Nc, *tvi = tvc + i * s.Nc;
-          T part = T(0);
-#pragma omp simd reduction(+ : part)
-          for (int64_t a = 0; a < s.Nc; ++a)
-            part += vi[a] * dsig<A>(h[a]) * dh[a] + tvi[a] * sig<A>(h[a]);
-          acc += part;
-        }
-        out[cp] = acc * k.cs;
+        out[cp] = jvp_sample<A, T>(Z + p * s.Np * s.M, s, pick(Wt, c), pick(vt, c),
+                                   pick(tWt, c), pick(tvt, c), k, h.data(), dh.data());
       }
     }
   });
@@ -287,38 +414,17 @@ void patch_features(const T* Z, const PatchNetShape& s, const T* W, const T* v, 
   const auto Wt = transpose_filters(W, s);
   const auto vt = transpose_readout(v, s);
   const Scales<T> k(s);
-  const int64_t nb = a1 - a0, Nc = s.Nc, M = s.M, Np = s.Np;
+  const int64_t nb = a1 - a0;
   const int nt = threads(nthreads, s.P * s.Np * nb * (s.M + 1));
-  const T cg = k.cs * k.inv_sqrt_m;
   with_activation(act, [&](auto tag) {
     constexpr Activation A = decltype(tag)::value;
 #pragma omp parallel num_threads(nt)
     {
       std::vector<T> h(nb), e(nb);
 #pragma omp for schedule(static)
-      for (int64_t p = 0; p < s.P; ++p) {
-        const T* z = Z + p * Np * M;
-        T* Sp = S + p * ldS;
-        T* Gp = G + p * ldG;
-        if (!s.local)
-          for (int64_t j = 0; j < nb * M; ++j) Gp[j] = T(0);
-        for (int64_t i = 0; i < Np; ++i) {
-          const T* zi = z + i * M;
-          preact(zi, Wt.data() + (s.local ? i * M * Nc : 0) + a0, Nc, nb, M, k.inv_sqrt_m,
-                 h.data());
-          const T* vi = vt.data() + i * Nc + a0;
-          for (int64_t b = 0; b < nb; ++b) {
-            Sp[b * Np + i] = k.cs * sig<A>(h[b]);
-            e[b] = cg * vi[b] * dsig<A>(h[b]);
-          }
-          if (s.local) {
-            for (int64_t b = 0; b < nb; ++b) Gp[b * Np + i] = e[b];
-          } else {
-            for (int64_t b = 0; b < nb; ++b)
-              for (int64_t m = 0; m < M; ++m) Gp[b * M + m] += e[b] * zi[m];
-          }
-        }
-      }
+      for (int64_t p = 0; p < s.P; ++p)
+        features_sample<A, T>(Z + p * s.Np * s.M, s, Wt.data(), vt.data(), a0, nb, k, h.data(),
+                              e.data(), S + p * ldS, G + p * ldG);
     }
   });
 }
@@ -326,17 +432,13 @@ void patch_features(const T* Z, const PatchNetShape& s, const T* W, const T* v, 
 template <class T>
 void activation_pair(const T* h, int64_t n, Activation act, int nthreads, T* s, T* d) {
   const int nt = threads(nthreads, 8 * n);
+  constexpr int64_t chunk = 4096;
   with_activation(act, [&](auto tag) {
     constexpr Activation A = decltype(tag)::value;
-    if (d) {
-#pragma omp parallel for simd schedule(static) num_threads(nt)
-      for (int64_t j = 0; j < n; ++j) {
-        s[j] = sig<A>(h[j]);
-        d[j] = dsig<A>(h[j]);
-      }
-    } else {
-#pragma omp parallel for simd schedule(static) num_threads(nt)
-      for (int64_t j = 0; j < n; ++j) s[j] = sig<A>(h[j]);
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t j0 = 0; j0 < n; j0 += chunk) {
+      const int64_t m = std::min(chunk, n - j0);
+      activation_span<A, T>(h + j0, m, s + j0, d ? d + j0 : nullptr);
     }
   });
 }

@@ -60,4 +60,8 @@ void patch_features(const T* Z, const PatchNetShape& s, const T* W, const T* v, 
 template <class T>
 void activation_pair(const T* h, int64_t n, Activation act, int nthreads, T* s, T* d);
 
+// Use the AVX2/FMA variants with the vectorised erf/exp when the CPU has them (the
+// default), or the baseline ones with libm; returns the previous setting. For tests.
+bool set_fast_math(bool enabled);
+
 }  // namespace lkr

@@ -40,3 +40,35 @@ def local_kernel_adjoint(X: _Array, Y: Optional[_Array], W: _Array, w_symmetric:
 
 def nngp_map_inplace(K: _Array, dx: _Array, dy: _Array, activation: str, nthreads: int) -> None:
     """In place on a writeable C-contiguous (P, P2) K: K[m, n] <- K_sigma(dx[m], K[m, n], dy[n])."""
+
+# -- network patch passes (csrc/bindings/nets.cpp; public API in lkr.nets and lkr.ntk) -----
+# Z: patches (P, Np, M), C-contiguous. Chained operands carry a leading chain axis (length
+# 1 = one parameter set broadcast over the chains); CNN filters are (chains, Nc, M), LCN
+# filters (chains, Nc, Np, M), readouts (chains, Nc, Np), residuals r (chains, P).
+# local=True selects the LCN (a filter per patch).
+
+def patch_forward(Z: _Array, W: _Array, v: _Array, *, local: bool, activation: str,
+                  nthreads: int) -> _Array:
+    """f (C, P) = (Nc Np)^{-1/2} sum_{a,i} v_ai sigma(w_a . x_i / sqrt(M)) per chain."""
+
+def patch_vjp(Z: _Array, W: _Array, v: _Array, r: _Array, *, local: bool, activation: str,
+              nthreads: int) -> tuple[_Array, _Array]:
+    """(dW (C, ...), dv (C, Nc, Np)): gradients of sum_p r[c, p] f_c(x_p)."""
+
+def patch_jvp(Z: _Array, W: _Array, v: _Array, tW: _Array, tv: _Array, *, local: bool,
+              activation: str, nthreads: int) -> _Array:
+    """J t (C, P) along the tangents (tW, tv)."""
+
+def patch_features(Z: _Array, W: _Array, v: _Array, a0: int, a1: int, *, local: bool,
+                   activation: str, nthreads: int, combined: bool = False) -> _Array | tuple[_Array, _Array]:
+    """NTK features of channels [a0, a1) for unchained W, v: S (P, nb, Np) = df/dv and
+    G (P, nb, M) = df/dw_a (CNN) or G (P, nb, Np) with df/dw_ai = G_ai x_i (LCN); with
+    combined=True one (P, nb (Np + ng)) array [S | G] (its Gram is the block's NTK)."""
+
+def activation_pair(H: _Array, *, activation: str, derivative: bool,
+                    nthreads: int) -> _Array | tuple[_Array, _Array]:
+    """sigma(H), or (sigma(H), sigma'(H)) with derivative=True, elementwise, any shape."""
+
+def set_fast_math(enabled: bool) -> bool:
+    """Use the AVX2/FMA patch kernels with vectorised erf/exp (when the CPU has them) or the
+    baseline ones with libm; returns the previous setting (for tests)."""

@@ -10,6 +10,9 @@ validates its arguments and calls, with patch tensors ``PX`` (P, Np, M) and ``PY
 ``renormalized_kernel_diag(PX, Q, activation, lambda0, lambda1, nthreads)`` (P,)
 ``local_kernel_adjoint(PX, PY, W, w_symmetric, activation, lambda0, nthreads)`` (Np, Np)
 ``nngp_map_inplace(K, dx, dy, activation, nthreads)``                   None (K in place)
+``patch_forward(Z, W, v, *, local, activation, nthreads)``              (C, P)
+``patch_vjp(Z, W, v, r, *, local, activation, nthreads)``               (dW, dv)
+``patch_jvp(Z, W, v, tW, tv, *, local, activation, nthreads)``          (C, P)
 =====================================================================  =====================
 
 with (DESIGN.md section 2)
@@ -20,7 +23,9 @@ with (DESIGN.md section 2)
     K_R(Q)^{\mu\nu} = \frac{1}{\lambda_1 N_p} \sum_{ij} Q_{ij} K_{ij}^{\mu\nu}, \qquad
     G(W)_{ij} = \sum_{\mu\nu} W_{\mu\nu} K_{ij}^{\mu\nu}
 
-for the prepared patches z and amplitudes s of ``csrc/lkr/activations.hpp``. ``nthreads``
+for the prepared patches z and amplitudes s of ``csrc/lkr/activations.hpp``; the patch
+passes are those of the CNN/LCN nets (``csrc/lkr/nets.hpp``, ``csrc/cuda/nets.cu``), with
+chained parameters (a leading chain axis of length C, or 1 to broadcast). ``nthreads``
 is accepted and ignored. The kernels are ``csrc/cuda/*.cu``, installed as package data in
 ``lkr/cuda/`` (a source checkout falls back to ``<repo>/csrc/cuda``), compiled at run time
 by NVRTC through ``cupy.RawModule`` once per dtype and device (and cached on disk by CuPy).
@@ -40,11 +45,11 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 
 __all__ = ["local_kernel", "renormalized_kernel", "renormalized_kernel_diag",
-           "local_kernel_adjoint", "nngp_map_inplace", "source_dir", "load_source",
+           "local_kernel_adjoint", "nngp_map_inplace", "patch_forward", "patch_vjp", "patch_jvp", "source_dir", "load_source",
            "compile_options", "device_info", "Engine", "SOURCES"]
 
 #: the CUDA translation units lkr compiles (each one RawModule per dtype and device)
-SOURCES = ("local_kernel.cu",)
+SOURCES = ("local_kernel.cu", "nets.cu")
 _ACTIVATIONS = ("linear", "erf", "relu")
 
 # Tiling of csrc/cuda/local_kernel.cu (LKR_TM, LKR_TILE, LKR_THREADS): keep in sync.
@@ -149,24 +154,41 @@ def _cupy():
     return cupy
 
 
+def source_of(name: str) -> str:
+    """The translation unit that defines kernel ``name`` (by its prefix)."""
+    return "nets.cu" if name.startswith("lkr_net_") else "local_kernel.cu"
+
+
 def _cupy_kernel(name: str, dtype):
     """The RawKernel ``name`` from the module for ``dtype`` on the current device."""
     cp = _cupy()
     dev = cp.cuda.runtime.getDevice()
-    key = (SOURCES[0], _suffix(dtype), dev)
+    src = source_of(name)
+    key = (src, _suffix(dtype), dev)
     with _lock:
         mod = _modules.get(key)
         if mod is None:
-            mod = cp.RawModule(code=load_source(SOURCES[0]), options=compile_options(dtype))
+            cc = int(cp.cuda.Device(dev).compute_capability)
+            if cc < 60:  # double-precision atomicAdd, used by G(W)
+                raise RuntimeError(f"lkr's CUDA kernels need compute capability >= 6.0; device "
+                                   f"{dev} has {cc // 10}.{cc % 10}")
+            mod = cp.RawModule(code=load_source(src), options=compile_options(dtype))
             _modules[key] = mod
     return mod.get_function(name)
 
 
+_num_sms: Dict[int, int] = {}
+
+
 def _cupy_num_sms() -> int:
+    """Multiprocessors of the current device (cached: it sizes the adjoint's grid)."""
     cp = _cupy()
     dev = cp.cuda.runtime.getDevice()
-    return int(cp.cuda.runtime.deviceGetAttribute(cp.cuda.runtime.cudaDevAttrMultiProcessorCount,
-                                                  dev))
+    n = _num_sms.get(dev)
+    if n is None:
+        n = _num_sms[dev] = int(cp.cuda.runtime.deviceGetAttribute(
+            cp.cuda.runtime.cudaDevAttrMultiProcessorCount, dev))
+    return n
 
 
 def device_info() -> dict:
@@ -405,6 +427,88 @@ class Engine:
         return None
 
 
+    # -- patch passes of the CNN / LCN nets
+    _NET_TILE_BYTES = 3072 * 8  # LKR_NET_TILE_DOUBLES in nets.cu
+
+    def _net_shapes(self, Z, W, local, chained):
+        """(P, Np, M, Nc, C, chain strides) after checking shapes as lkr._core does.
+        ``chained``: (array, name, per-chain shape) of every chained operand but W."""
+        P, Np, M = Z.shape
+        wnd = 4 if local else 3
+        if W.ndim != wnd or W.shape[-1] != M or (local and W.shape[2] != Np):
+            raise ValueError(f"W must be (chains, Nc, {'Np, ' if local else ''}M) with "
+                             f"(Np, M) = ({Np}, {M}), got {W.shape}")
+        Nc = W.shape[1]
+        ops = [(W, "W", W.shape[1:])] + [(a, n, t(Nc)) for a, n, t in chained]
+        for a, n, tail in ops:
+            if tuple(a.shape[1:]) != tuple(tail) or a.ndim != len(tail) + 1:
+                raise ValueError(f"{n} must have shape (chains, "
+                                 f"{', '.join(map(str, tail))}), got {a.shape}")
+        C = max(a.shape[0] for a, _, _ in ops)
+        for a, n, _ in ops:
+            if a.shape[0] not in (1, C):
+                raise ValueError(f"{n} has {a.shape[0]} chains, expected 1 or {C}")
+        strides = [np.int64(0 if (a.shape[0] == 1 and C > 1) else a.size // max(a.shape[0], 1))
+                   for a, _, _ in ops]
+        return P, Np, M, Nc, C, strides
+
+    def _net_forward(self, Z, W, v, tW, tv, local, activation):
+        jvp = tW is not None
+        arrays = (Z, W, v) + ((tW, tv) if jvp else ())
+        names = ("Z", "W", "v") + (("tW", "tv") if jvp else ())
+        wnd = 4 if local else 3
+        dtype = self._check(arrays, names, (3, wnd, 3, wnd, 3)[:len(arrays)])
+        act = self._activation(activation)
+        chained = [(v, "v", lambda Nc: (Nc, Z.shape[1]))]
+        if jvp:
+            chained += [(tW, "tW", lambda Nc: W.shape[1:]), (tv, "tv", lambda Nc: (Nc, Z.shape[1]))]
+        P, Np, M, Nc, C, st = self._net_shapes(Z, W, local, chained)
+        with self.device_of(Z):
+            out = self._alloc((C, P), dtype)
+            if out.size == 0:
+                return out
+            tWa, tva = (tW, tv) if jvp else (W, v)  # unread when not jvp
+            tw_cs, tv_cs = (st[2], st[3]) if jvp else (np.int64(0), np.int64(0))
+            self._launch(f"lkr_net_forward_{act}_{_suffix(dtype)}", dtype, C * P,
+                         (Z, W, st[0], v, st[1], tWa, tw_cs, tva, tv_cs, out, np.int64(C),
+                          np.int64(P), np.int64(Np), np.int64(M), np.int64(Nc),
+                          np.int32(bool(local)), np.int32(jvp), np.float64(1 / np.sqrt(M)),
+                          np.float64(1 / np.sqrt(Nc * Np))))
+        return out
+
+    def patch_forward(self, Z, W, v, *, local, activation, nthreads=0):
+        """f (C, P) of the CNN (local=False) or LCN (local=True) for C parameter chains."""
+        return self._net_forward(Z, W, v, None, None, local, activation)
+
+    def patch_jvp(self, Z, W, v, tW, tv, *, local, activation, nthreads=0):
+        """J t (C, P) along tangents (tW, tv)."""
+        return self._net_forward(Z, W, v, tW, tv, local, activation)
+
+    def patch_vjp(self, Z, W, v, r, *, local, activation, nthreads=0):
+        """(dW, dv): gradients of sum_p r[c, p] f_c(x_p); shapes (C,) + W/v per chain."""
+        wnd = 4 if local else 3
+        dtype = self._check((Z, W, v, r), ("Z", "W", "v", "r"), (3, wnd, 3, 2))
+        act = self._activation(activation)
+        P, Np, M, Nc, C, st = self._net_shapes(
+            Z, W, local, [(v, "v", lambda Nc: (Nc, Z.shape[1])), (r, "r", lambda Nc: (Z.shape[0],))])
+        PT = min(64, self._NET_TILE_BYTES // (2 * Np * np.dtype(dtype).itemsize))
+        if PT < 1:
+            raise ValueError(f"the CUDA patch vjp holds a tile of (sample, patch) terms in "
+                             f"shared memory and supports Np <= "
+                             f"{self._NET_TILE_BYTES // (2 * np.dtype(dtype).itemsize)}, got {Np}")
+        wshape = (C,) + tuple(W.shape[1:])
+        with self.device_of(Z):
+            dW = self._alloc(wshape, np.float64)
+            dv = self._alloc((C, Nc, Np), np.float64)
+            if C * Nc > 0:
+                self._launch(f"lkr_net_vjp_{act}_{_suffix(dtype)}", dtype, C * Nc,
+                             (Z, W, st[0], v, st[1], r, st[2], dW, dv, np.int64(C), np.int64(P),
+                              np.int64(Np), np.int64(M), np.int64(Nc), np.int32(bool(local)),
+                              np.int64(PT), np.float64(1 / np.sqrt(M)),
+                              np.float64(1 / np.sqrt(Nc * Np))))
+            return dW.astype(dtype), dv.astype(dtype)
+
+
 _engine: Optional[Engine] = None
 
 
@@ -445,3 +549,20 @@ def local_kernel_adjoint(PX, PY, W, w_symmetric, activation, lambda0, nthreads=0
 def nngp_map_inplace(K, dx, dy, activation, nthreads=0):
     """K[m, n] <- K_sigma(dx[m], K[m, n], dy[n]) in place; see :func:`lkr.kernels.nngp`."""
     return _default_engine().nngp_map_inplace(K, dx, dy, activation, nthreads)
+
+
+def patch_forward(Z, W, v, *, local, activation, nthreads=0):
+    """CNN/LCN outputs f (C, P) from patches Z (P, Np, M), chained W and v (as
+    ``lkr._core.patch_forward``)."""
+    return _default_engine().patch_forward(Z, W, v, local=local, activation=activation)
+
+
+def patch_vjp(Z, W, v, r, *, local, activation, nthreads=0):
+    """Gradients (dW, dv) of sum_p r[c, p] f_c(x_p), chained (as ``lkr._core.patch_vjp``)."""
+    return _default_engine().patch_vjp(Z, W, v, r, local=local, activation=activation)
+
+
+def patch_jvp(Z, W, v, tW, tv, *, local, activation, nthreads=0):
+    """Directional derivatives J t (C, P) along (tW, tv), chained (as
+    ``lkr._core.patch_jvp``)."""
+    return _default_engine().patch_jvp(Z, W, v, tW, tv, local=local, activation=activation)

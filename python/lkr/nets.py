@@ -86,6 +86,17 @@ def sigma_prime(activation: str, h):
     return (h > 0).astype(h.dtype)
 
 
+def _activation_pair(activation: str, h, derivative: bool):
+    """(sigma(h), sigma'(h) or None): one compiled pass for NumPy arrays."""
+    xp = backend.array_module(h)
+    if xp is np and activation != "linear" and hasattr(backend.core(), "activation_pair"):
+        h = np.ascontiguousarray(h)
+        out = backend.core().activation_pair(h, activation=activation, derivative=derivative,
+                                             nthreads=backend.get_num_threads())
+        return out if derivative else (out, None)
+    return sigma(activation, h), (sigma_prime(activation, h) if derivative else None)
+
+
 def _positive(value, name):
     try:
         v = float(value)
@@ -360,39 +371,43 @@ class DeepFCNet(_Net):
             raise ValueError(f"X must have shape (P, {self.N0}), got {tuple(X.shape)}")
         return X
 
-    # the layers: pre-activations h^l and activations a^l (a^0 = x)
-    def _layers(self, X, p):
+    # the layers: activations a^l (a^0 = x) and, on request, sigma'(h^l)
+    def _layers(self, X, p, derivative=False):
         dims = (self.N0,) + self.widths
-        a, hs, acts = X, [], [X]
+        a, acts, ders = X, [X], []
         for l, n in enumerate(self._wnames):
-            h = (a @ _T(p[n])) / math.sqrt(dims[l])
-            a = sigma(self.activation, h)
-            hs.append(h)
+            h = a @ _T(p[n])
+            h *= 1.0 / math.sqrt(dims[l])  # h is a fresh array: scale in place
+            a, d = _activation_pair(self.activation, h, derivative)
             acts.append(a)
-        return hs, acts
+            ders.append(d)
+        return acts, ders
 
     def _forward(self, X, p):
-        _, acts = self._layers(X, p)
+        acts, _ = self._layers(X, p)
         v = p["v"]
         return (acts[-1] @ v[..., None])[..., 0] / math.sqrt(self.widths[-1])
 
-    def _deltas(self, hs, p, r):
-        """delta^l = r * d f / d h^l for each layer, shape (..., P, N_l), last layer first."""
+    def _deltas(self, ders, p, r=None):
+        """delta^l = r * d f / d h^l for each layer, shape (..., P, N_l), first layer first
+        (r = None: d f / d h^l itself, as the NTK needs)."""
         dims = (self.N0,) + self.widths
-        v = p["v"]
-        delta = (r[..., :, None] * v[..., None, :] * sigma_prime(self.activation, hs[-1])
-                 / math.sqrt(dims[-1]))
+        v = p["v"] / math.sqrt(dims[-1])
+        delta = ders[-1] * v[..., None, :]
+        if r is not None:
+            delta = delta * r[..., :, None]
         out = [delta]
         for l in range(len(self._wnames) - 1, 0, -1):
-            delta = ((delta @ p[self._wnames[l]]) / math.sqrt(dims[l])
-                     * sigma_prime(self.activation, hs[l - 1]))
+            delta = delta @ p[self._wnames[l]]
+            delta *= 1.0 / math.sqrt(dims[l])
+            delta *= ders[l - 1]
             out.append(delta)
         return out[::-1]
 
     def _vjp(self, X, r, p):
         dims = (self.N0,) + self.widths
-        hs, acts = self._layers(X, p)
-        deltas = self._deltas(hs, p, r)
+        acts, ders = self._layers(X, p, derivative=True)
+        deltas = self._deltas(ders, p, r)
         g = {}
         for l, n in enumerate(self._wnames):
             g[n] = (_T(deltas[l]) @ acts[l]) / math.sqrt(dims[l])
@@ -408,8 +423,8 @@ class DeepFCNet(_Net):
             if da is not None:
                 dh = dh + da @ _T(p[n])
             dh = dh / math.sqrt(dims[l])
-            da = sigma_prime(self.activation, h) * dh
-            a = sigma(self.activation, h)
+            a, d = _activation_pair(self.activation, h, True)
+            da = d * dh
         v, dv = p["v"], t["v"]
         out = (da @ v[..., None])[..., 0] + (a @ dv[..., None])[..., 0]
         return out / math.sqrt(dims[-1])

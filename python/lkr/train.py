@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -131,6 +132,52 @@ def _erf(xp):
     return erf
 
 
+# Elementwise work (erf, the update, the noise) runs on a few threads in cache-sized
+# blocks: NumPy ufuncs and Generator fills release the GIL, and scipy's erf is not
+# vectorised, so on large layers it would otherwise dominate a step on one core.
+_BLOCK = 1 << 14          # elements per block (128 KiB of float64: stays in L2)
+_PARALLEL_MIN = 1 << 16   # below this, threads cost more than they save
+_pool = None
+
+
+def _nthreads():
+    return backend.get_num_threads() or os.cpu_count() or 1
+
+
+def _run_parts(fn, parts):
+    """fn(*args) for each args in parts, on the thread pool when there is more than one."""
+    global _pool
+    n = min(_nthreads(), len(parts))
+    if n <= 1:
+        for args in parts:
+            fn(*args)
+        return
+    if _pool is None or _pool._max_workers < n:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _pool = ThreadPoolExecutor(max_workers=max(n, 2), thread_name_prefix="lkr-train")
+    for fut in [_pool.submit(fn, *args) for args in parts]:
+        fut.result()
+
+
+def _split(size, k):
+    edges = [size * j // k for j in range(k + 1)]
+    return [(edges[j], edges[j + 1]) for j in range(k)]
+
+
+def _erf_and_prime_block(h, s):
+    from scipy.special import erf
+
+    for a in range(0, h.size, _BLOCK):
+        hb, sb = h[a:a + _BLOCK], s[a:a + _BLOCK]
+        erf(hb, out=sb)
+        # erf'(h) = (2/sqrt(pi)) exp(-h^2), into h
+        np.square(hb, out=hb)
+        np.negative(hb, out=hb)
+        np.exp(hb, out=hb)
+        hb *= 2.0 / math.sqrt(math.pi)
+
+
 def _sigma_and_prime(activation, H, xp):
     """sigma(H) and sigma'(H); H is overwritten (it becomes sigma'(H)) to save a pass."""
     if activation == "linear":
@@ -141,8 +188,13 @@ def _sigma_and_prime(activation, H, xp):
         S = xp.maximum(H, 0)
         xp.greater(H, 0, out=H)  # bool -> float in place: the step function
         return S, H
+    if xp is np and H.flags.c_contiguous:
+        S = np.empty_like(H)
+        h, sf = H.reshape(-1), S.reshape(-1)
+        k = _nthreads() if H.size >= _PARALLEL_MIN else 1
+        _run_parts(_erf_and_prime_block, [(h[a:b], sf[a:b]) for a, b in _split(h.size, k)])
+        return S, H
     S = _erf(xp)(H)
-    # erf'(h) = (2/sqrt(pi)) exp(-h^2)
     xp.square(H, out=H)
     xp.negative(H, out=H)
     xp.exp(H, out=H)
@@ -155,6 +207,12 @@ def _sigma(activation, H, xp):
         return H
     if activation == "relu":
         return xp.maximum(H, 0)
+    if xp is np and H.flags.c_contiguous and H.size >= _PARALLEL_MIN:
+        from scipy.special import erf
+
+        h = H.reshape(-1)
+        _run_parts(lambda a, b: erf(h[a:b], out=h[a:b]), _split(h.size, _nthreads()))
+        return H
     return _erf(xp)(H)
 
 
@@ -497,13 +555,18 @@ class _StopFlag:
 
 # -- results ---------------------------------------------------------------------------------
 def _py(x):
-    """JSON-friendly copy: arrays -> lists, NumPy scalars -> Python."""
+    """JSON-friendly copy: arrays -> lists, NumPy scalars -> Python, NaN and inf -> None
+    (strict JSON has no NaN)."""
     if isinstance(x, dict):
         return {str(k): _py(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_py(v) for v in x]
-    if hasattr(x, "tolist") and not isinstance(x, (str, bytes)):
-        return backend.to_numpy(x).tolist() if hasattr(x, "shape") else x.tolist()
+    if hasattr(x, "shape") and hasattr(x, "tolist"):
+        return _py(backend.to_numpy(x).tolist())
+    if isinstance(x, (np.generic,)):
+        return _py(x.item())
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
     if hasattr(x, "to_dict"):
         return _py(x.to_dict())
     return x
@@ -664,24 +727,62 @@ class _State:
                 f"samples_per_chain={self.samples_per_chain})")
 
 
-class _Noise:
-    """Gaussian noise into reusable buffers; one seeded stream, drawn in a fixed order."""
+#: independent noise streams; stream j always fills part j of every parameter, so the
+#: numbers do not depend on how many threads do the filling
+_NOISE_STREAMS = 2
 
-    def __init__(self, seed_seq, xp, dtype):
-        self.xp = xp
-        self.dtype = dtype
+
+class _Updater:
+    """The Langevin update theta <- decay theta - lr g + amp xi, in place, per parameter.
+
+    ``decay = 1 - lr T lambda``; the noise xi ~ N(0, 1) comes from seeded SFC64 streams (the
+    fastest of NumPy's generators for normal fills) into reusable buffers.
+    """
+
+    def __init__(self, seed_seq, params, decay, lr, amp, xp):
+        self.xp, self.decay, self.lr, self.amp = xp, decay, lr, amp
+        self.buf = {k: xp.empty_like(a) for k, a in params.items()}
         if xp is np:
-            # SFC64: the fastest of NumPy's generators for normal fills here (see bench/)
-            self.rng = np.random.Generator(np.random.SFC64(seed_seq))
+            self.rngs = [np.random.Generator(np.random.SFC64(s))
+                         for s in seed_seq.spawn(_NOISE_STREAMS)]
         else:  # pragma: no cover - GPU only
             self.rng = xp.random.RandomState(int(seed_seq.generate_state(1)[0]))
 
-    def fill(self, buf):
-        if self.xp is np:
-            self.rng.standard_normal(out=buf, dtype=buf.dtype)
-        else:  # pragma: no cover - GPU only
-            buf[...] = self.rng.standard_normal(buf.shape, dtype=buf.dtype)
-        return buf
+    def _part(self, rng, a, g, buf, decay, scale):
+        if decay != 1.0:
+            a *= decay
+        if scale != 1.0:
+            g *= scale
+        a -= g
+        rng.standard_normal(out=buf, dtype=buf.dtype)
+        buf *= self.amp
+        a += buf
+
+    def step(self, params, grads, own_grads):
+        """own_grads: the gradient arrays are ours to overwrite (the fused objectives')."""
+        xp = self.xp
+        for k, a in params.items():
+            if xp is not np:  # pragma: no cover - GPU only
+                a *= self.decay[k]
+                a -= self.lr * grads[k]
+                a += self.amp * self.rng.standard_normal(a.shape, dtype=a.dtype)
+                continue
+            decay = self.decay[k]
+            if not isinstance(decay, float):   # per-entry precisions (a linearised net)
+                a *= decay
+                decay = 1.0
+            if own_grads and grads[k].flags.c_contiguous:
+                g, scale = grads[k], self.lr
+            else:
+                g, scale = np.multiply(grads[k], self.lr), 1.0
+            af, gf, bf = a.reshape(-1), g.reshape(-1), self.buf[k].reshape(-1)
+            parts = [(rng, af[i:j], gf[i:j], bf[i:j], decay, scale)
+                     for rng, (i, j) in zip(self.rngs, _split(af.size, _NOISE_STREAMS))]
+            if af.size >= _PARALLEL_MIN:
+                _run_parts(self._part, parts)
+            else:
+                for args in parts:
+                    self._part(*args)
 
 
 # -- Langevin --------------------------------------------------------------------------------
@@ -711,12 +812,13 @@ def langevin(net, X, y, temperature, lr=1e-3, steps=10000, burn_in=None, thin=1,
         eta k_max >= 2 diverge; the bias on a mode of curvature k is a factor
         1 / (1 - eta k / 2) on its variance.
     steps : int
-        Sampling steps after burn-in (the run takes ``burn_in + steps`` steps).
+        Langevin steps in all, burn-in included.
     burn_in : int, optional
-        Steps discarded first; default ``steps // 4``.
+        The first steps, whose states are discarded; default ``steps // 4``. At most
+        ``steps``.
     thin : int
-        Keep every ``thin``-th state of the sampling phase (``steps // thin`` samples per
-        chain).
+        Keep every ``thin``-th state after burn-in: ``(steps - burn_in) // thin`` samples
+        per chain.
     X_test : array (P_test, ...), optional
         Where to accumulate predictions; default the training inputs X (then the samples
         cost nothing extra: f(X) is computed for the gradient anyway).
@@ -762,6 +864,9 @@ def langevin(net, X, y, temperature, lr=1e-3, steps=10000, burn_in=None, thin=1,
     T = _real(temperature, "temperature", positive=True)
     steps = _int(steps, "steps", 0)
     burn_in = steps // 4 if burn_in is None else _int(burn_in, "burn_in", 0)
+    if burn_in > steps:
+        raise ValueError(f"burn_in ({burn_in}) must not exceed steps ({steps}): steps counts "
+                         "every Langevin step, burn-in included")
     thin = _int(thin, "thin", 1)
     chains = _int(chains, "chains", 1)
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -790,7 +895,7 @@ def langevin(net, X, y, temperature, lr=1e-3, steps=10000, burn_in=None, thin=1,
         lr = suggest_lr(net, X, T)
     lr = _real(lr, "lr", positive=True)
     lam = _precisions(net, xp, dtype)
-    total = burn_in + steps
+    total = steps
     trace_every = (max(1, total // 500) if trace_every is None
                    else _int(trace_every, "trace_every", 1))
 
@@ -819,10 +924,8 @@ def langevin(net, X, y, temperature, lr=1e-3, steps=10000, burn_in=None, thin=1,
         raise TypeError(f"init must be 'prior', 'net' or a dict, got {type(init).__name__}")
 
     obj = _objective(net, X, None if test_is_train else X_test, dtype, fused)
-    noise = _Noise(ss_noise, xp, dtype)
-    buf = {k: xp.empty_like(a) for k, a in params.items()}
     decay = {k: 1.0 - lr * T * l for k, l in lam.items()}
-    amp = math.sqrt(2.0 * lr * T)
+    updater = _Updater(ss_noise, params, decay, lr, math.sqrt(2.0 * lr * T), xp)
 
     # running per-chain statistics (Welford)
     count = 0
@@ -835,7 +938,6 @@ def langevin(net, X, y, temperature, lr=1e-3, steps=10000, burn_in=None, thin=1,
     bar = _Progress(total, "langevin", progress)
     interrupted = stopped = False
     done = 0  # steps whose update has completed
-    inplace = obj.fused  # the fused objectives return fresh arrays we may overwrite
     t0 = time.perf_counter()
     with _StopFlag() as stop:
         try:
@@ -866,17 +968,7 @@ def langevin(net, X, y, temperature, lr=1e-3, steps=10000, burn_in=None, thin=1,
                     if ytv is not None:
                         tr_test.append(backend.to_numpy(((ft - ytv) ** 2).mean(axis=1)))
                 # theta <- (1 - lr T lambda) theta - lr J^T (f - y) + sqrt(2 lr T) xi
-                for k, a in params.items():
-                    a *= decay[k]
-                    if inplace:
-                        gk = g[k]
-                        gk *= lr
-                        a -= gk
-                    else:
-                        a -= lr * g[k]
-                    b = noise.fill(buf[k])
-                    b *= amp
-                    a += b
+                updater.step(params, g, own_grads=obj.fused)
                 done = t + 1
                 if callback is not None:
                     state.step, state.params, state.f_train = t, params, f
@@ -898,7 +990,7 @@ def langevin(net, X, y, temperature, lr=1e-3, steps=10000, burn_in=None, thin=1,
         warnings.warn(f"Langevin sampling interrupted after {done} of {total} steps; "
                       f"returning {count} samples per chain", SamplingWarning, stacklevel=2)
     elif count == 0:
-        warnings.warn("no samples were taken (steps // thin == 0)", SamplingWarning, stacklevel=2)
+        warnings.warn("no samples were taken ((steps - burn_in) // thin == 0)", SamplingWarning, stacklevel=2)
     settings = dict(method="langevin (unadjusted, Euler-Maruyama)", net=_net_config(net),
                     temperature=T, lr=lr, steps=steps, burn_in=burn_in, thin=thin,
                     chains=chains, seed=int(seed), init=init if isinstance(init, str) else "given",
@@ -1150,7 +1242,7 @@ def gradient_descent(net, X, y, lr, steps, weight_decay=0.0, batch_size=None, se
 # -- one number for the CLI -------------------------------------------------------------------
 def sampled_test_error(arch, *, width, geometry=None, X, y, X_test, y_test, temperature,
                        activation="erf", lambda0=1.0, lambda1=1.0, chains=4, steps=4000,
-                       burn_in=None, lr=None, seed=0, thin=1, progress=None) -> dict:
+                       burn_in=None, lr=None, seed=0, thin=1, progress=False) -> dict:
     """Sample a 1HL network's posterior by :func:`langevin` and return its test error.
 
     Parameters
@@ -1162,7 +1254,9 @@ def sampled_test_error(arch, *, width, geometry=None, X, y, X_test, y_test, temp
         Required for CNN/LCN; ignored (may be None) for FC.
     X, y, X_test, y_test : the task
     temperature, activation, lambda0, lambda1 : as the theory's
-    chains, steps, burn_in, thin, seed, progress : see :func:`langevin`
+    chains, steps, burn_in, thin, seed : see :func:`langevin` (``steps`` counts burn-in)
+    progress : bool or None
+        Default False: callers such as ``lkr fc-vs-cnn`` draw their own progress line.
     lr : float, optional
         Default :func:`suggest_lr` at the initial parameters.
 

@@ -72,6 +72,10 @@ class Progress:
     def step(self, label: str = "", n: int = 1) -> None:
         """Advance by n steps and show ``label`` (what was just finished)."""
         self.done = min(self.done + n, self.total)
+        self.show(label)
+
+    def show(self, label: str = "") -> None:
+        """Redraw the bar with ``label`` (e.g. what is being computed now) without advancing."""
         if not self.enabled:
             return
         filled = int(self.width * self.done / self.total)
@@ -176,6 +180,8 @@ class Prepared(NamedTuple):
     widths: list
     task_options: dict
     seconds: float
+    spec: str
+    seed: int
 
 
 def prepare(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"],
@@ -216,7 +222,8 @@ def prepare(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"],
     geometry = PatchGeometry(shape, _per_axis(filter_size, len(shape)),
                              _per_axis(stride, len(shape)), channels=info["channels"],
                              boundary=boundary, layout=info["layout"])
-    return Prepared(loaded, geometry, widths, task_options, time.perf_counter() - t0)
+    return Prepared(loaded, geometry, widths, task_options, time.perf_counter() - t0, task,
+                    int(seed))
 
 
 # -- the experiment ------------------------------------------------------------------------------
@@ -264,7 +271,9 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
     progress : callable, optional
         ``progress(total) -> Progress``; called once with the number of steps.
     prepared : Prepared, optional
-        The output of :func:`prepare` (then the task arguments above are ignored).
+        The output of :func:`prepare`; then the task arguments above (task, P, P_test,
+        widths, input_shape, filter_size, stride, boundary, seed, task_options) are taken
+        from it.
 
     Returns
     -------
@@ -284,6 +293,7 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
     X, y, X_test, y_test, info = prepared.task
     geometry, widths = prepared.geometry, prepared.widths
     task_options = prepared.task_options
+    task, seed = prepared.spec, prepared.seed  # what the data were made with
     P, P_test = len(y), len(y_test)
     t_data = prepared.seconds
     common = dict(temperature=temperature, activation=activation, lambda0=lambda0,
@@ -295,6 +305,10 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
     def tick(label):
         if bar is not None:
             bar.step(label)
+
+    def status(label):
+        if bar is not None:
+            bar.show(label)
 
     from ..theory import GPTheory
 
@@ -327,6 +341,7 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
             # the next narrower width.
             order = sorted(widths, reverse=True)
             base = _make_theory(order[0], arch=arch, geometry=geometry, **common)
+            status(f"{_NAMES[arch]}: solving at {len(order)} widths (warm-started) ...")
             rows = []
             for w, th in zip(order, base.fit_path(X, y, order)):
                 rows.append(_row(arch, w, P, th.evaluate(X_test, y_test), th.solution))
@@ -334,6 +349,8 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
             finite[arch] = sorted(rows, key=lambda r: r["width"])
     else:
         mode = "independent fits on an executor (lkr.theory.sweep)"
+        status(f"solving {len(widths) * len(architectures)} (architecture, width) points on "
+               "the executor ...")
         finite = _sweep_finite(architectures, widths, X, y, X_test, y_test, P, executor, tick,
                                geometry=geometry, **common)
     timing["finite_width_s"] = time.perf_counter() - t0
@@ -348,6 +365,7 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
         for arch in architectures:
             rows = []
             for w in widths:
+                status(f"Langevin {_NAMES[arch]} N={w} ...")
                 r = sampled_test_error(arch, width=w, geometry=geometry, X=X, y=y, X_test=X_test,
                                        y_test=y_test, seed=seed, **common, **langevin)
                 rows.append(dict(_jsonable(r), width=w))
@@ -434,20 +452,19 @@ class _RowSolution:
 
 
 def _sweep_finite(architectures, widths, X, y, X_test, y_test, P, executor, tick, **kwargs):
-    """Every (architecture, width) fitted independently through :func:`lkr.theory.sweep`."""
+    """Every (architecture, width) fitted independently through :func:`lkr.theory.sweep`,
+    all points submitted at once so that the executor runs them side by side."""
     from functools import partial
 
     from ..theory.sweep import sweep
 
-    finite = {}
-    for arch in architectures:
-        rows = sweep(partial(_KeepQ, arch=arch, **kwargs), [{"width": w} for w in widths],
-                     X, y, X_test, y_test, executor=executor)
-        out = []
-        for w, r in zip(widths, rows):
-            out.append(_row(arch, w, P, r, _RowSolution(r)))
-            tick(f"{_NAMES[arch]} N={w}")
-        finite[arch] = out
+    grid = [{"arch": a, "width": w} for a in architectures for w in widths]
+    rows = sweep(partial(_KeepQ, **kwargs), grid, X, y, X_test, y_test, executor=executor)
+    finite = {a: [] for a in architectures}
+    for point, r in zip(grid, rows):
+        arch, w = point["arch"], point["width"]
+        finite[arch].append(_row(arch, w, P, r, _RowSolution(r)))
+        tick(f"{_NAMES[arch]} N={w}")
     return finite
 
 
@@ -470,6 +487,8 @@ def format_table(results: dict) -> str:
                  f"{'x'.join(map(str, g['stride']))}, {g['boundary']}: Np = {s['num_patches']} "
                  f"patches of M = {s['patch_size']}")
     lines.append("test error = bias^2 + variance (mean over the test set); alpha = P / N")
+    lines.append("Qbar columns: FC the scalar; CNN the mean diagonal and mean off-diagonal entry; "
+                 "LCN the mean and range of the diagonal")
     inf = results["infinite_width"]
     lang = results.get("langevin") or {}
     for arch in s["architectures"]:
@@ -551,31 +570,43 @@ def plot_results(results: dict, path) -> str:
         raise ImportError("matplotlib is not installed; pip install lkr[plot] for the plot") from None
     s = results["settings"]
     colors = {"fc": "tab:blue", "cnn": "tab:red", "lcn": "tab:green"}
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.9), constrained_layout=True)
-    for ax, key, title in zip(axes, ("error", "bias2", "variance"),
-                              ("test error", "bias$^2$", "variance")):
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
+    panels = (("error", "test error = bias$^2$ + variance"),
+              ("relative", "test error relative to N = $\\infty$ (%)"),
+              ("bias2", "bias$^2$"), ("variance", "variance"))
+    for ax, (key, title) in zip(axes.flat, panels):
         for arch in s["architectures"]:
             rows = results["finite_width"][arch]
-            ax.plot([r["width"] for r in rows], [r[key] for r in rows], "o-", color=colors[arch],
-                    label=_NAMES[arch])
-            inf = results["infinite_width"][arch][key]
-            # LCN's limit is the CNN's: draw it once, dotted over the CNN's dashes
-            style = ":" if arch == "lcn" and "cnn" in s["architectures"] else "--"
-            ax.axhline(inf, ls=style, color=colors[arch], lw=1.2,
-                       label=f"{_NAMES[arch]}, N = $\\infty$" +
-                             (" (= CNN's)" if style == ":" else ""))
+            inf = results["infinite_width"][arch]
+            widths = [r["width"] for r in rows]
+            if key == "relative":
+                vals = [100 * (r["error"] / inf["error"] - 1) for r in rows]
+                ref = 0.0
+            else:
+                vals = [r[key] for r in rows]
+                ref = inf[key]
+            ax.plot(widths, vals, "o-", color=colors[arch], label=_NAMES[arch])
+            # LCN's limit is the CNN's: drawn dotted over the CNN's dashes
+            shared = arch == "lcn" and "cnn" in s["architectures"]
+            if key != "relative" or arch == s["architectures"][0]:
+                ax.axhline(ref, ls=":" if shared else "--",
+                           color="gray" if key == "relative" else colors[arch], lw=1.2,
+                           label=None if key == "relative" else
+                           f"{_NAMES[arch]}, N = $\\infty$" + (" (= CNN's)" if shared else ""))
             lang = (results.get("langevin") or {}).get(arch)
             if lang and key == "error":
                 ax.errorbar([r["width"] for r in lang], [r["error"] for r in lang],
                             yerr=[r["error_se"] for r in lang], fmt="s", mfc="none",
-                            color=colors[arch], capsize=3, label=f"{_NAMES[arch]} Langevin")
+                            color=colors[arch], capsize=3, label=f"{_NAMES[arch]}, Langevin")
         ax.set_xscale("log")
-        ax.set_xlabel("width N (FC units / CNN, LCN channels)")
-        ax.set_title(title)
+        ax.set_xlabel("width N (FC units; CNN, LCN channels)")
+        ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3, which="both")
-    axes[0].legend(fontsize=8, ncol=2)
+    axes[0, 0].legend(fontsize=8, ncol=2)
+    axes[0, 1].legend(fontsize=8)
     fig.suptitle(f"{s['task']}: P = {s['P']}, T = {s['temperature']:g}, {s['activation']}, "
-                 f"Np = {s['num_patches']}, M = {s['patch_size']}", fontsize=10)
+                 f"Np = {s['num_patches']} patches of M = {s['patch_size']} "
+                 "(dashed: infinite-width GP)", fontsize=10)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return os.fspath(path)

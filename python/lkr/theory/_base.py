@@ -250,9 +250,12 @@ class _Theory:
         Solution
             Also stored as ``self.solution``.
         """
+        self.set_data(X, y)
+        return self._fit_bound(Q0, strict, tol, maxiter)
+
+    def _fit_bound(self, Q0, strict, tol, maxiter):
         tol = self.tol if tol is None else tolerance(tol)
         maxiter = self.maxiter if maxiter is None else iterations(maxiter)
-        self.set_data(X, y)
         t0 = time.perf_counter()
         sol = self._solve(Q0, tol, maxiter)
         sol.seconds = time.perf_counter() - t0
@@ -270,7 +273,7 @@ class _Theory:
                    "Raise maxiter, loosen tol, or pass a better Q0.")
             if strict:
                 raise ConvergenceError(msg, sol)
-            warnings.warn(msg, RuntimeWarning, stacklevel=2)
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)
         return sol
 
     @staticmethod
@@ -309,8 +312,7 @@ class _Theory:
             th = copy.copy(self)
             th.width = positive(w, "widths entry")
             th.solution = None
-            th.fit(X, y, Q0=None if prev is None else prev.Q, strict=strict, tol=tol,
-                   maxiter=maxiter)
+            th._fit_bound(None if prev is None else prev.Q, strict, tol, maxiter)
             out.append(th)
             prev = th.solution
         return out

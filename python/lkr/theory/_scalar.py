@@ -67,17 +67,21 @@ class ScalarProblem:
         return float(g), float(rel)
 
     def solve(self, *, xtol=1e-15, smin=-40.0, smax=40.0, n=801):
-        """Global minimiser q* over q > 0. Returns (q, action, evaluations)."""
+        """Global minimiser q* over q > 0.
+
+        Returns (q, action, evaluations, brent_iterations): evaluations of dS/dlog q in
+        all (grid and refinement), and Brent iterations of the chosen root."""
         s = np.linspace(smin, smax, n)
         # grid evaluations in chunks keep memory O(chunk * P)
         vals = np.concatenate([self.phi(c) for c in np.array_split(s, max(1, n * self.P // 2_000_000))])
         nev = n
-        roots = []
+        roots, iters = [], []
         sign = np.sign(vals)
         for k in np.nonzero(sign[:-1] * sign[1:] <= 0)[0]:
             a, b = s[k], s[k + 1]
             if vals[k] == 0:
                 roots.append(a)
+                iters.append(0)
                 continue
             if vals[k + 1] == 0:
                 continue  # picked up as the left end of the next interval
@@ -85,6 +89,7 @@ class ScalarProblem:
                              full_output=True, maxiter=200)
             nev += info.function_calls
             roots.append(r)
+            iters.append(info.iterations)
         if not roots:
             raise ArithmeticError(
                 f"no saddle of the scalar action for log q in [{smin}, {smax}] (dS/dlog q "
@@ -92,4 +97,4 @@ class ScalarProblem:
         qs = np.exp(np.array(roots))
         acts = self.action(qs)
         best = int(np.argmin(acts))
-        return float(qs[best]), float(acts[best]), nev
+        return float(qs[best]), float(acts[best]), nev, int(iters[best])

@@ -102,7 +102,7 @@ class _LocalTheory(_base._Theory):
     # -- the action ---------------------------------------------------------------------
     def _c(self):
         """alpha / (P lambda1 Np): the weight of G(B) in the gradient."""
-        return 1.001 * self.alpha / (self.num_samples * self.lambda1 * self.num_patches)
+        return self.alpha / (self.num_samples * self.lambda1 * self.num_patches)
 
     def _data(self, Q_dev):
         """(alpha/P)[y^T A^{-1} y + log det A] and the Cholesky state for the gradient."""
@@ -181,7 +181,7 @@ class _LocalTheory(_base._Theory):
         _base.check_T0_spectrum(lam, self.temperature, type(self).__name__)
         z = backend.to_numpy(U.T @ self._y)
         try:
-            q, _, _ = ScalarProblem(lam, z * z, alpha=self.alpha, T=self.temperature).solve()
+            q = ScalarProblem(lam, z * z, alpha=self.alpha, T=self.temperature).solve()[0]
         except ArithmeticError:
             return np.eye(Np), "identity"
         return q * np.eye(Np), "scalar saddle"

@@ -91,7 +91,8 @@ class FCTheory(_SpectralMixin, _base._Theory):
     tol : float
         Relative-gradient tolerance, |dS/dQ| / (1 + 1/Q + |data term|).
     maxiter : int
-        Unused by the bracketed root (kept for a uniform interface).
+        Unused by the bracketed root (kept for a uniform interface); so is ``Q0`` in
+        :meth:`fit`, since the root search is global and costs O(P) per step anyway.
 
     Attributes
     ----------
@@ -124,9 +125,9 @@ class FCTheory(_SpectralMixin, _base._Theory):
 
     def _solve(self, Q0, tol, maxiter):
         prob = self._scalar_problem(L=1)
-        q, act, nev = prob.solve()
+        q, act, nev, its = prob.solve()
         g, rel = prob.gradient(q)
-        return Solution(Q=q, action=act, grad_norm=abs(g), rel_grad_norm=rel, iterations=nev,
+        return Solution(Q=q, action=act, grad_norm=abs(g), rel_grad_norm=rel, iterations=its,
                         converged=rel <= tol, tol=tol, evaluations=nev,
                         message="bracketed root in log Q" + ("" if rel <= tol else
                                                               " (stalled at rounding level)"))
@@ -290,11 +291,11 @@ class DeepFCTheory(_SpectralMixin, _base._Theory):
         L = self.depth
         if self.variant == "vanilla":
             prob = self._scalar_problem(L=L)
-            q, act, nev = prob.solve()
+            q, act, nev, its = prob.solve()
             Qs = np.full(L, q)
             S, g, rel = self._vanilla_eval(Qs)
             return Solution(Q=Qs, action=S, grad_norm=float(np.linalg.norm(g)),
-                            rel_grad_norm=float(rel), iterations=nev, converged=rel <= tol,
+                            rel_grad_norm=float(rel), iterations=its, converged=rel <= tol,
                             tol=tol, evaluations=nev,
                             message="all Q_l equal at the saddle; bracketed root in log Q")
         x0 = np.zeros(L) if Q0 is None else np.log(self._qs(Q0))

@@ -112,6 +112,11 @@ class GPTheory(_base._Theory):
                         iterations=0, converged=True, tol=tol, evaluations=0,
                         message="infinite width: Q fixed at its prior value")
 
+    def fit_path(self, X, y, widths, **kwargs):
+        """Not available: the GP is the infinite-width limit and has no width."""
+        raise TypeError("GPTheory has no width (it is the infinite-width limit); use "
+                        "fit_path on FCTheory, DeepFCTheory, CNNTheory or LCNTheory")
+
     def _predict(self, Xt):
         k_cross, k_diag = self._kernels(self._X, Xt)
         return _base.gp_posterior(self._cache["chol"], self._y, k_cross, k_diag)

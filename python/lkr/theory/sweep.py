@@ -242,6 +242,8 @@ def sweep(theory_factory, grid, X, y, X_test, y_test, executor=None, out=None):
         Where the points run: ``None`` runs them one after another in this process; a
         ``ProcessPoolExecutor``, or a Dask client's executor
         (:func:`lkr.distributed.executor`, ``client.get_executor()``) runs them in parallel.
+        Create a process pool with ``mp_context=multiprocessing.get_context("spawn")``: a
+        forked child can deadlock in OpenMP or BLAS (a fork-started pool warns).
     out : str or os.PathLike, optional
         A JSON-lines file. Each finished point is appended at once (one line, flushed), and
         points already in the file are not run again but read back: rerunning an
@@ -270,6 +272,12 @@ def sweep(theory_factory, grid, X, y, X_test, y_test, executor=None, out=None):
             raise TypeError("executor must be a concurrent.futures.Executor (or None for "
                             f"serial), got {type(executor).__name__}")
     if isinstance(executor, cf.ProcessPoolExecutor):
+        ctx = getattr(executor, "_mp_context", None)
+        if ctx is not None and ctx.get_start_method() == "fork":
+            warnings.warn("a fork-started ProcessPoolExecutor can deadlock once OpenMP or BLAS "
+                          "threads have run in this process; create it with "
+                          "mp_context=multiprocessing.get_context('spawn')", RuntimeWarning,
+                          stacklevel=2)
         try:
             pickle.dumps(theory_factory)
         except Exception as exc:

@@ -1,0 +1,304 @@
+"""``lkr train``: sample one network's posterior by Langevin dynamics, beside its theory.
+
+One one-hidden-layer network (FC, CNN or LCN) on one task (:func:`lkr.data.load_task`) is
+sampled by :func:`lkr.train.langevin` at temperature T; its test error (bias^2 + variance,
+with a standard error over the independent chains) is printed next to the effective-action
+theory's at the same width (:mod:`lkr.theory`) and the infinite-width GP's. With ``--out
+DIR`` every setting and result goes to ``DIR/train.json``.
+
+Example::
+
+    lkr train --arch cnn --width 16 -P 64 --steps 4000 --chains 8 --out runs/cnn16
+
+From Python, :func:`run_experiment` does the same and returns the dict that is saved.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+
+import numpy as np
+
+__all__ = ["add_arguments", "run", "run_experiment", "DEFAULTS"]
+
+#: defaults of ``lkr train`` (a run of seconds on two cores)
+DEFAULTS = dict(arch="cnn", task="local-teacher", P=64, P_test=500, width=16, temperature=0.1,
+                activation="erf", lambda0=1.0, lambda1=1.0, input_shape=(64,), filter_size=(4,),
+                stride=None, boundary="periodic", steps=4000, burn_in=None, thin=4, chains=8,
+                lr=None, seed=0)
+
+_THEORY = {"fc": "FCTheory", "cnn": "CNNTheory", "lcn": "LCNTheory"}
+
+
+# -- argument types (each error is one line from argparse) ----------------------------------
+def _int_at_least(minimum):
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        return v
+    return parse
+
+
+def _positive_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (0 < v < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return v
+
+
+def _shape(text):
+    """'64' -> (64,); '8x8' or '8,8' -> (8, 8)."""
+    parts = [p for p in text.lower().replace(",", "x").split("x") if p.strip()]
+    try:
+        out = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}") from None
+    if len(out) not in (1, 2) or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"expected N or HxW with positive sizes, got {text!r}")
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``lkr train``."""
+    d = DEFAULTS
+    g = parser.add_argument_group("network and posterior")
+    g.add_argument("--arch", choices=("fc", "cnn", "lcn"), default=d["arch"],
+                   help=f"architecture (default {d['arch']})")
+    g.add_argument("--width", "-N", type=_int_at_least(1), default=d["width"],
+                   help=f"hidden units (FC) or channels (CNN/LCN) (default {d['width']})")
+    g.add_argument("-T", "--temperature", type=_positive_float, default=d["temperature"],
+                   help=f"posterior temperature T (default {d['temperature']})")
+    g.add_argument("--activation", choices=("erf", "linear", "relu"), default=d["activation"],
+                   help="activation (default erf; relu: the theory is approximate)")
+    g.add_argument("--lambda0", type=_positive_float, default=d["lambda0"],
+                   help="prior precision of the first layer (default 1)")
+    g.add_argument("--lambda1", type=_positive_float, default=d["lambda1"],
+                   help="prior precision of the readout (default 1)")
+    g = parser.add_argument_group("task")
+    g.add_argument("--task", default=d["task"],
+                   help="local-teacher, gaussian-linear, mnist:DIR or cifar10:DIR (local "
+                        "files; nothing is downloaded) (default local-teacher)")
+    g.add_argument("-P", "--P", dest="P", type=_int_at_least(1), default=d["P"],
+                   help=f"training set size (default {d['P']})")
+    g.add_argument("--P-test", dest="P_test", type=_int_at_least(1), default=d["P_test"],
+                   help=f"test set size (default {d['P_test']})")
+    g.add_argument("--seed", type=_int_at_least(0), default=d["seed"],
+                   help="seeds the task, the initial draws and the noise (default 0)")
+    g.add_argument("--classes", default=None, help="image tasks: 'a,b' or 'a,c:b,d'")
+    g.add_argument("--downsample", type=_int_at_least(1), default=1,
+                   help="image tasks: block-average factor")
+    g.add_argument("--input-shape", type=_shape, default=None,
+                   help="synthetic tasks: N0 or HxW (default 64)")
+    g.add_argument("--filter", dest="filter_size", type=_shape, default=d["filter_size"],
+                   help="filter size m or mhxmw (CNN/LCN and the local teacher; default 4)")
+    g.add_argument("--stride", type=_shape, default=None,
+                   help="stride (default: the filter size)")
+    g.add_argument("--boundary", choices=("periodic", "valid"), default=d["boundary"],
+                   help="patch boundary mode (default periodic)")
+    g = parser.add_argument_group("sampling")
+    g.add_argument("--steps", type=_int_at_least(1), default=d["steps"],
+                   help=f"Langevin steps per chain, burn-in included (default {d['steps']})")
+    g.add_argument("--burn-in", type=_int_at_least(0), default=None,
+                   help="steps discarded first (default: half of --steps)")
+    g.add_argument("--thin", type=_int_at_least(1), default=d["thin"],
+                   help=f"keep every k-th state (default {d['thin']})")
+    g.add_argument("--chains", type=_int_at_least(1), default=d["chains"],
+                   help=f"independent chains, sampled together (default {d['chains']})")
+    g.add_argument("--lr", type=_positive_float, default=None,
+                   help="step size (default: lkr.train.suggest_lr, a quarter of the "
+                        "stability limit)")
+    g = parser.add_argument_group("output")
+    g.add_argument("--out", default=None, metavar="DIR",
+                   help="write every setting and result to DIR/train.json")
+    g.add_argument("--no-theory", action="store_true", help="skip the theory's prediction")
+    g.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    g.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+
+
+# -- the experiment --------------------------------------------------------------------------
+def run_experiment(*, arch=DEFAULTS["arch"], task=DEFAULTS["task"], P=DEFAULTS["P"],
+                   P_test=DEFAULTS["P_test"], width=DEFAULTS["width"],
+                   temperature=DEFAULTS["temperature"], activation=DEFAULTS["activation"],
+                   lambda0=DEFAULTS["lambda0"], lambda1=DEFAULTS["lambda1"], input_shape=None,
+                   filter_size=DEFAULTS["filter_size"], stride=None,
+                   boundary=DEFAULTS["boundary"], steps=DEFAULTS["steps"], burn_in=None,
+                   thin=DEFAULTS["thin"], chains=DEFAULTS["chains"], lr=None,
+                   seed=DEFAULTS["seed"], task_options=None, theory=True, progress=None) -> dict:
+    """Sample one network and (optionally) evaluate its theory; returns a JSON-friendly dict.
+
+    Keys: ``settings``, ``task`` (the task's info), ``langevin`` (the
+    :meth:`~lkr.train.LangevinResult.to_dict` of the run, test error included),
+    ``sampled`` (error, error_se, bias2, variance, chains, samples), ``theory`` and ``gp``
+    (error, bias2, variance, Q summary) or None, ``difference_in_se`` and ``versions``.
+    """
+    from .. import nets, train
+    from .fc_vs_cnn import prepare
+
+    if arch not in _THEORY:
+        raise ValueError(f"arch must be one of {tuple(_THEORY)}, got {arch!r}")
+    if burn_in is None:
+        burn_in = steps // 2
+    prepared = prepare(task, P=P, P_test=P_test, widths=[width], input_shape=input_shape,
+                       filter_size=filter_size, stride=stride, boundary=boundary, seed=seed,
+                       task_options=task_options)
+    X, y, X_test, y_test, info = prepared.task
+    g = prepared.geometry
+    common = dict(activation=activation, lambda0=lambda0, lambda1=lambda1)
+    if arch == "fc":
+        X = X.reshape(X.shape[0], -1)
+        X_test = X_test.reshape(X_test.shape[0], -1)
+        net = nets.FCNet(X.shape[1], width, seed=seed, **common)
+    else:
+        cls = nets.CNNNet if arch == "cnn" else nets.LCNNet
+        net = cls(geometry=g, channels=width, seed=seed, **common)
+    t0 = time.perf_counter()
+    res = train.langevin(net, X, y, temperature, lr="auto" if lr is None else lr, steps=steps,
+                         burn_in=burn_in, thin=thin, X_test=X_test, y_test=y_test,
+                         chains=chains, seed=seed, progress=progress)
+    t_sample = time.perf_counter() - t0
+    out = dict(settings=dict(arch=arch, task=task, P=P, P_test=P_test, width=width,
+                             alpha=P / width, temperature=temperature, steps=steps,
+                             burn_in=burn_in, thin=thin, chains=chains, lr=res.settings["lr"],
+                             seed=seed, geometry=None if arch == "fc" else g.to_dict(),
+                             **common),
+               task=info, langevin=res.to_dict(), interrupted=res.interrupted)
+    sampled = res.test_error() if res.samples else None
+    out["sampled"] = sampled
+    out["theory"] = out["gp"] = out["difference_in_se"] = None
+    timing = dict(sampling_s=t_sample)
+    if theory:
+        from .. import theory as th
+
+        t0 = time.perf_counter()
+        if arch == "fc":
+            model = th.FCTheory(width=width, temperature=temperature, **common)
+            gp = th.GPTheory(kernel="fc", temperature=temperature, **common)
+        else:
+            model = getattr(th, _THEORY[arch])(geometry=g, width=width, temperature=temperature,
+                                               **common)
+            gp = th.GPTheory(kernel="cnn", geometry=g, temperature=temperature, **common)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            sol = model.fit(X, y)
+            ev = model.evaluate(X_test, y_test)
+        gp.fit(X, y)
+        Q = np.asarray(sol.Q, dtype=np.float64)
+        out["theory"] = dict(name=type(model).__name__, converged=bool(sol.converged),
+                             Q_mean_diag=float(np.mean(np.diag(Q)) if Q.ndim == 2 else np.mean(Q)),
+                             warnings=[str(w.message) for w in caught],
+                             **{k: float(v) for k, v in ev.items()})
+        out["gp"] = {k: float(v) for k, v in gp.evaluate(X_test, y_test).items()}
+        if sampled is not None and sampled["error_se"] == sampled["error_se"] and sampled["error_se"] > 0:
+            out["difference_in_se"] = (sampled["error"] - ev["error"]) / sampled["error_se"]
+        timing["theory_s"] = time.perf_counter() - t0
+    out["timing"] = timing
+    from .. import __version__
+
+    out["versions"] = dict(lkr=__version__, numpy=np.__version__, python=platform.python_version())
+    return train._py(out)
+
+
+def format_report(out: dict) -> str:
+    """The human-readable summary ``lkr train`` prints."""
+    s = out["settings"]
+    lg = out["langevin"]
+    name = {"fc": "FC", "cnn": "CNN", "lcn": "LCN"}[s["arch"]]
+    unit = "N1" if s["arch"] == "fc" else "Nc"
+    lines = [f"lkr train: {name} {unit}={s['width']} (alpha = P/N = {s['alpha']:.3g}) on "
+             f"{s['task']} (P={s['P']}, P_test={s['P_test']}), T={s['temperature']}, "
+             f"{s['activation']}"]
+    rh = lg.get("rhat_max")
+    lines.append(f"  Langevin: {s['chains']} chains x {lg['samples_per_chain']} samples "
+                 f"({lg['steps_done']} steps, burn-in {s['burn_in']}, thin {s['thin']}, "
+                 f"lr {s['lr']:.3g}), {lg['steps_per_s']:.0f} steps/s"
+                 + (f", R-hat max {rh:.3f}" if rh is not None else "")
+                 + (" [INTERRUPTED]" if out["interrupted"] else ""))
+    sm = out["sampled"]
+    if sm is None:
+        lines.append("  no samples were taken")
+        return "\n".join(lines)
+    se = sm["error_se"]
+    se_txt = f" +- {se:.4f}" if se is not None and se == se else ""
+    lines.append(f"  {'sampled test error':<22}{sm['error']:.4f}{se_txt}   (bias2 {sm['bias2']:.4f}, "
+                 f"variance {sm['variance']:.4f})")
+    th = out.get("theory")
+    if th:
+        lines.append(f"  {th['name'] + ' (theory)':<22}{th['error']:.4f}"
+                     f"{' ' * len(se_txt)}   (bias2 {th['bias2']:.4f}, variance "
+                     f"{th['variance']:.4f}){'' if th['converged'] else '  [not converged]'}")
+        gp = out["gp"]
+        lines.append(f"  {'GP (infinite width)':<22}{gp['error']:.4f}{' ' * len(se_txt)}   "
+                     f"(bias2 {gp['bias2']:.4f}, variance {gp['variance']:.4f})")
+        d = out.get("difference_in_se")
+        if d is not None:
+            lines.append(f"  sampled - theory = {sm['error'] - th['error']:+.4f} "
+                         f"({d:+.1f} standard errors)")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    """Entry point of ``lkr train`` (``args`` from a parser set up by :func:`add_arguments`).
+    Returns the exit status: 0, or 130 when interrupted (partial results are still printed
+    and saved)."""
+    burn_in = args.steps // 2 if args.burn_in is None else args.burn_in
+    if burn_in >= args.steps:
+        print(f"lkr train: error: --burn-in {burn_in} must be smaller than --steps "
+              f"{args.steps}", file=sys.stderr)
+        return 2
+    if args.out is not None:
+        try:
+            os.makedirs(args.out, exist_ok=True)
+        except OSError as exc:
+            print(f"lkr train: error: --out {args.out}: cannot create the directory "
+                  f"({exc.strerror or exc})", file=sys.stderr)
+            return 2
+    name = args.task.partition(":")[0]
+    task_options = {}
+    if name in ("mnist", "cifar10"):
+        task_options.update(classes=args.classes, downsample=args.downsample)
+    try:
+        out = run_experiment(arch=args.arch, task=args.task, P=args.P, P_test=args.P_test,
+                             width=args.width, temperature=args.temperature,
+                             activation=args.activation, lambda0=args.lambda0,
+                             lambda1=args.lambda1, input_shape=args.input_shape,
+                             filter_size=args.filter_size, stride=args.stride,
+                             boundary=args.boundary, steps=args.steps, burn_in=burn_in,
+                             thin=args.thin, chains=args.chains, lr=args.lr, seed=args.seed,
+                             task_options=task_options or None, theory=not args.no_theory,
+                             progress=False if args.quiet else None)
+    except (ValueError, TypeError, FloatingPointError) as exc:
+        print(f"lkr train: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(out, indent=1))
+    else:
+        print(format_report(out))
+    if args.out is not None:
+        path = os.path.join(args.out, "train.json")
+        with open(path, "w") as fh:
+            json.dump(out, fh, indent=1)
+        if not args.quiet:
+            print(f"saved settings and results to {path}", file=sys.stderr)
+    return 130 if out["interrupted"] else 0
+
+
+def main(argv=None) -> int:  # pragma: no cover - `lkr train` is the entry point
+    parser = argparse.ArgumentParser(prog="lkr train", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
