@@ -205,11 +205,12 @@ def _gram_rows(quick):
 
 
 def run(quick: bool = False):
+    # threads: each library's default (torch honours OMP_NUM_THREADS, NumPy's BLAS
+    # OPENBLAS_NUM_THREADS, lkr LKR_NUM_THREADS); set all three to compare at a fixed count
     try:
-        import torch
+        import torch  # noqa: F401
 
         torch_ok = True
-        torch.set_num_threads(os.cpu_count() or 1)
     except ImportError:
         torch_ok = False
     rows = []

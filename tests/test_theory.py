@@ -468,3 +468,27 @@ def test_zero_temperature_rules():
     g, X, y = problem(seed=22, P=8)
     sol = CNNTheory(geometry=g, width=3, temperature=0.0).fit(X, y)
     assert sol.converged and np.all(np.isfinite(sol.Q))
+
+
+def test_deep_fit_path_and_gp_has_no_width():
+    rng = np.random.default_rng(23)
+    X, y = rng.standard_normal((12, 6)), rng.standard_normal(12)
+    widths = [30.0, 6.0, 2.0]
+    path = DeepFCTheory(2, 1, 0.05, variant="nested").fit_path(X, y, widths)
+    for p, w in zip(path, widths):
+        cold = DeepFCTheory(2, w, 0.05, variant="nested").fit(X, y)
+        np.testing.assert_allclose(p.solution.Q, cold.Q, rtol=1e-6)
+    with pytest.raises(TypeError, match="no width"):
+        GPTheory("fc", temperature=0.1).fit_path(X, y, widths)
+    with pytest.raises(ValueError, match="widths"):
+        FCTheory(width=1, temperature=0.1).fit_path(X, y, [3.0, -1.0])
+
+
+def test_prediction_variance_is_nonnegative_and_std():
+    g, X, y = problem(seed=24, P=10)
+    th = CNNTheory(geometry=g, width=2, temperature=1e-3)
+    th.fit(X, y)
+    pred = th.predict(X)  # at training points the variance is ~T-small but never < 0
+    assert np.all(pred.variance >= 0)
+    np.testing.assert_allclose(pred.std ** 2, pred.variance)
+    np.testing.assert_allclose(pred.mean, y, atol=0.05)

@@ -514,3 +514,32 @@ def test_float32_nets_stay_float32():
     assert all(a.dtype == np.float32 for a in res.params.values())
     assert res.settings["dtype"] == "float32"
     assert np.all(np.isfinite(res.mean)) and np.all(res.variance > 0)
+
+
+# -- `lkr train` ------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ["fc", "cnn", "lcn"])
+def test_lkr_train_prints_sampled_and_theory_and_saves_json(arch, tmp_path, capsys):
+    from lkr.cli import main
+
+    out = tmp_path / "run"
+    rc = main(["train", "--arch", arch, "--width", "4", "-P", "8", "--P-test", "20",
+               "--input-shape", "16", "--steps", "60", "--chains", "2", "--thin", "2",
+               "--out", str(out), "--quiet"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "sampled test error" in text and "(theory)" in text and "GP (infinite width)" in text
+    d = json.loads((out / "train.json").read_text())
+    assert d["settings"]["arch"] == arch and d["settings"]["width"] == 4
+    assert d["langevin"]["settings"]["steps"] == 60 and d["langevin"]["samples_per_chain"] == 15
+    assert d["sampled"]["chains"] == 2 and d["theory"]["error"] > 0 and d["gp"]["error"] > 0
+    assert d["task"]["task"] == "local-teacher"
+
+
+def test_lkr_train_rejects_bad_options(capsys):
+    from lkr.cli import main
+
+    assert main(["train", "--steps", "10", "--burn-in", "10", "--quiet"]) == 2
+    assert "burn-in" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--width", "0"])
+    assert exc.value.code == 2

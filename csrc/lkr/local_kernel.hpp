@@ -2,6 +2,10 @@
 // C_ij^{mu nu} = x_i^mu . x_j^nu / (lambda0 M), and its contractions (DESIGN.md section 2).
 // Inputs are patch tensors (P, Np, M) as strided views; outputs are caller-owned,
 // C-contiguous buffers. Nothing here knows about Python.
+//
+// All calls work tile by tile over pairs of sample blocks (memory O(tile) beyond the
+// output), run their tiles in parallel with OpenMP, and give the same result bit for bit
+// whatever the thread count. float32 inputs compute in float32 and sum in float64.
 #pragma once
 #include <cstdint>
 

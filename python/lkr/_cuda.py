@@ -27,11 +27,13 @@ for the prepared patches z and amplitudes s of ``csrc/lkr/activations.hpp``; the
 passes are those of the CNN/LCN nets (``csrc/lkr/nets.hpp``, ``csrc/cuda/nets.cu``), with
 chained parameters (a leading chain axis of length C, or 1 to broadcast). ``nthreads``
 is accepted and ignored. The kernels are ``csrc/cuda/*.cu``, installed as package data in
-``lkr/cuda/`` (a source checkout falls back to ``<repo>/csrc/cuda``), compiled at run time
-by NVRTC through ``cupy.RawModule`` once per dtype and device (and cached on disk by CuPy).
+``lkr/cuda/`` (read from ``<repo>/csrc/cuda`` in a source checkout; see :func:`source_dir`),
+compiled at run time by NVRTC through ``cupy.RawModule`` once per dtype and device (and
+cached on disk by CuPy).
 No device pointer crosses pybind11: everything here is CuPy.
 
-Importing this module needs CuPy but no device; nothing is compiled until a kernel runs.
+Importing this module needs neither CuPy nor a device (CuPy is imported at the first call);
+nothing is compiled until a kernel runs.
 """
 from __future__ import annotations
 
@@ -45,8 +47,9 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 
 __all__ = ["local_kernel", "renormalized_kernel", "renormalized_kernel_diag",
-           "local_kernel_adjoint", "nngp_map_inplace", "patch_forward", "patch_vjp", "patch_jvp", "source_dir", "load_source",
-           "compile_options", "device_info", "Engine", "SOURCES"]
+           "local_kernel_adjoint", "nngp_map_inplace", "patch_forward", "patch_vjp",
+           "patch_jvp", "source_dir", "source_of", "load_source", "compile_options",
+           "device_info", "Engine", "SOURCES"]
 
 #: the CUDA translation units lkr compiles (each one RawModule per dtype and device)
 SOURCES = ("local_kernel.cu", "nets.cu")
@@ -426,7 +429,6 @@ class Engine:
                          (K, dx, dy, np.int64(P), np.int64(P2)))
         return None
 
-
     # -- patch passes of the CNN / LCN nets
     _NET_TILE_BYTES = 3072 * 8  # LKR_NET_TILE_DOUBLES in nets.cu
 
@@ -489,8 +491,8 @@ class Engine:
         wnd = 4 if local else 3
         dtype = self._check((Z, W, v, r), ("Z", "W", "v", "r"), (3, wnd, 3, 2))
         act = self._activation(activation)
-        P, Np, M, Nc, C, st = self._net_shapes(
-            Z, W, local, [(v, "v", lambda Nc: (Nc, Z.shape[1])), (r, "r", lambda Nc: (Z.shape[0],))])
+        chained = [(v, "v", lambda Nc: (Nc, Z.shape[1])), (r, "r", lambda Nc: (Z.shape[0],))]
+        P, Np, M, Nc, C, st = self._net_shapes(Z, W, local, chained)
         PT = min(64, self._NET_TILE_BYTES // (2 * Np * np.dtype(dtype).itemsize))
         if PT < 1:
             raise ValueError(f"the CUDA patch vjp holds a tile of (sample, patch) terms in "

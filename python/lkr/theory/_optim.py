@@ -29,7 +29,7 @@ class OptResult:
     message: str
 
 
-def bfgs(value, gradient, x0, *, tol, maxiter, h0=None, max_step=1.0):
+def bfgs(value, gradient, x0, *, tol, maxiter, h0=None, max_step=1.0, stall=100):
     """Minimise f by BFGS with a backtracking Armijo line search.
 
     Parameters
@@ -46,6 +46,10 @@ def bfgs(value, gradient, x0, *, tol, maxiter, h0=None, max_step=1.0):
         Diagonal of the initial inverse Hessian (default: identity).
     max_step : float
         Largest infinity-norm of one step in x (keeps exp-parametrised entries finite).
+    stall : int
+        Stop (unconverged) when the best relative gradient has not halved in this many
+        iterations: the gradient has reached the rounding noise of its own evaluation
+        (e.g. a nearly singular A at tiny T), and more iterations only cost time.
     """
     x = np.array(x0, dtype=float)
     f = value(x)
@@ -62,6 +66,7 @@ def bfgs(value, gradient, x0, *, tol, maxiter, h0=None, max_step=1.0):
     converged = rel <= tol
     if converged:
         message = "converged"
+    best, best_it = rel, 0
     while not converged and it < maxiter:
         it += 1
         p = -H @ g
@@ -125,4 +130,11 @@ def bfgs(value, gradient, x0, *, tol, maxiter, h0=None, max_step=1.0):
         if rel <= tol:
             converged = True
             message = "converged"
+        elif rel < 0.5 * best:
+            best, best_it = rel, it
+        elif it - best_it >= stall:
+            message = (f"stalled: the relative gradient has not halved in {stall} iterations "
+                       "(likely its rounding-noise floor; an ill-conditioned A, e.g. T tiny "
+                       "against a rank-deficient kernel)")
+            break
     return OptResult(x, f, g, rel, it, nev, converged, message)
