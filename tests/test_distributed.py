@@ -55,6 +55,15 @@ def test_connect_is_local_and_closes():
     assert cluster.status.name == "closed"
 
 
+def test_executor_joins_a_running_scheduler(client):
+    with ld.executor(scheduler=client.scheduler.address) as ex:
+        assert isinstance(ex, cf.Executor)
+        assert ex.client is not client and ex.client.scheduler.address == client.scheduler.address
+        assert ex.submit(pow, 3, 4).result(timeout=30) == 81
+    assert ex.client.status == "closed"
+    assert client.status == "running"  # the cluster itself is not ours to close
+
+
 @pytest.mark.parametrize("tile", [1, 5, 13, 40, 41, 100])
 @pytest.mark.parametrize("activation", ["erf", "relu"])
 def test_renormalized_kernel_symmetric(client, data, tile, activation):

@@ -13,9 +13,12 @@ import numpy as np
 from .. import backend
 from .. import _linalg
 from ..activations import check_activation, is_odd
+from ._threads import blas_threads
 from .result import ConvergenceError, Prediction, Solution
 
 DEFAULT_TOL = 1e-8
+#: Solves with at most this many samples run their dense algebra on one BLAS thread.
+_ONE_THREAD_MAX_P = 2000
 DEFAULT_MAXITER = 1000
 
 RELU_CAVEAT = (
@@ -257,7 +260,10 @@ class _Theory:
         tol = self.tol if tol is None else tolerance(tol)
         maxiter = self.maxiter if maxiter is None else iterations(maxiter)
         t0 = time.perf_counter()
-        sol = self._solve(Q0, tol, maxiter)
+        # many small LAPACK calls: one BLAS thread is as fast and immune to oversubscription
+        small = backend.array_module(self._X) is np and self.num_samples <= _ONE_THREAD_MAX_P
+        with blas_threads(1, enabled=small):
+            sol = self._solve(Q0, tol, maxiter)
         sol.seconds = time.perf_counter() - t0
         sol.theory = type(self).__name__
         sol.tol = tol

@@ -3,11 +3,11 @@ r"""The local-kernel operator behind the CNN and LCN actions: Q -> K_R(Q) and B 
 Both are linear in the local kernel K_ij^{mu nu}, which does not change during a solve. When
 it fits the memory budget it is computed once and stored compressed: only the Np(Np+1)/2
 independent patch pairs (i <= j; Q and G are symmetric) and the P(P+1)/2 sample pairs
-mu <= nu (K_R and B are symmetric), as a matrix T of shape (pairs, sample pairs) with
+mu <= nu (K_R and B are symmetric), as a matrix T of shape (sample pairs, patch pairs) with
 
-    T[(i, j), (mu, nu)] = K_ij^{mu nu} + K_ji^{mu nu}   (i < j),   K_ii^{mu nu}   (i = j).
+    T[(mu, nu), (i, j)] = K_ij^{mu nu} + K_ji^{mu nu}   (i < j),   K_ii^{mu nu}   (i = j).
 
-Then K_R(Q) = T^T q / (lambda1 Np) with q_(ij) = Q_ij, and G(B) from T w with
+Then K_R(Q) = T q / (lambda1 Np) with q_(ij) = Q_ij, and G(B) from w^T T with
 w_(mu nu) = B_{mu nu} (2 B_{mu nu} off the diagonal): two BLAS matrix-vector products per
 evaluation, a quarter of the memory traffic of the plain 4-index tensor. Otherwise each
 evaluation streams through :func:`lkr.renormalized_kernel` and
@@ -86,31 +86,33 @@ class LocalOperator:
     def _pack(self, iu):
         xp, P, Np = self.xp, self.P, self.Np
         pi, pj = self.pairs
-        T = xp.empty((len(pi), P * (P + 1) // 2), dtype=np.float64)
+        # (sample pairs, patch pairs), row-major: a block of sample rows is one contiguous
+        # slab, and both contractions are single GEMVs on it
+        T = xp.empty((P * (P + 1) // 2, len(pi)), dtype=np.float64)
         if self.diagonal:
             for i in range(Np):
                 Ki = nngp(self.patches[:, i, :], activation=self.activation,
                           lambda0=self.lambda0)
-                T[i] = Ki[self.iu]
+                T[:, i] = Ki[self.iu]
             return T
-        # rows mu in [a, b) against columns nu >= a: their (mu <= nu) entries are one
-        # contiguous run of the packed sample-pair index.
         rows = max(1, _BLOCK_BYTES // max(1, P * Np * Np * 8))
         start = np.concatenate([[0], np.cumsum(P - np.arange(P))])
-        offdiag = xp.asarray(pi != pj)
-        pi_d, pj_d = xp.asarray(pi), xp.asarray(pj)
+        ij = xp.asarray(pi * Np + pj)
+        ji = xp.asarray(pj * Np + pi)
+        on_diag = xp.asarray(np.nonzero(pi == pj)[0])
         for a in range(0, P, rows):
             b = min(P, a + rows)
             Kb = local_kernel(self.X[a:b], self.X[a:], geometry=self.geometry,
                               activation=self.activation, lambda0=self.lambda0,
                               max_bytes=4 * _BLOCK_BYTES)
-            lo, hi = int(start[a]), int(start[b])
-            rr = self.iu[0][lo:hi] - a
-            cc = self.iu[1][lo:hi] - a
-            vals = Kb[rr, cc]  # (n, Np, Np)
-            V = vals[:, pi_d, pj_d] + offdiag * vals[:, pj_d, pi_d]
-            T[:, lo:hi] = V.T
-            del Kb, vals, V
+            Kf = Kb.reshape(b - a, P - a, Np * Np)
+            # K_ij + K_ji for i < j; the diagonal pairs get 2 K_ii, halved below
+            V = xp.take(Kf, ij, axis=2)
+            V += xp.take(Kf, ji, axis=2)
+            V[:, :, on_diag] *= 0.5
+            for mu in range(a, b):  # keep nu >= mu of each row
+                T[int(start[mu]):int(start[mu + 1])] = V[mu - a, mu - a:]
+            del Kb, Kf, V
         return T
 
     # -- the two contractions -----------------------------------------------------------
@@ -120,7 +122,7 @@ class LocalOperator:
         scale = 1.0 / (lambda1 * Np)
         if self.materialized:
             q = Q[self._pi, self._pj]
-            v = (self.T.T @ q) * scale
+            v = (self.T @ q) * scale
             K = xp.empty((P, P), dtype=np.float64)
             K[self.iu] = v
             K[self.iu[1], self.iu[0]] = v
@@ -140,7 +142,7 @@ class LocalOperator:
         """G(B) (Np x Np) for a symmetric (P, P) B; only the diagonal when ``diagonal``."""
         xp, Np = self.xp, self.Np
         if self.materialized:
-            g = self.T @ (B[self.iu] * self.w)
+            g = (B[self.iu] * self.w) @ self.T
             G = xp.zeros((Np, Np), dtype=np.float64)
             if self.diagonal:
                 G[self._pi, self._pi] = g
