@@ -136,9 +136,11 @@ def _ntk_rows(kind, P, quick, torch_ok):
         model = _torch_model(kind, net32)
         xt = torch.tensor(X32)
         with torch.no_grad():
+            # large P is timed once, without a warm-up call: the first call's extra cost
+            # (vmap/jacrev tracing, tens of ms) is small next to the run
             med, iqr, n, out = measure(lambda: _torch_recipe(model, xt, xt),
-                                       repeats=1 if P > 1024 else 2, warmup=0 if P > 1024 else 1,
-                                       max_seconds=60)
+                                       repeats=1 if (P > 1024 or quick) else 2,
+                                       warmup=0 if P > 1024 else 1, max_seconds=60)
         t_torch = med
         rows.append(record(SUITE, case, "torch.func float32", med, iqr, n,
                            max_rel_err=_rel(out[:, :, 0, 0].numpy(), ref),
@@ -171,7 +173,7 @@ def _gram_rows(quick):
 
     rows = []
     # a real Jacobian (the bench CNN's, P x 5120), whose spectrum decays like an NTK's
-    R = 512 if quick else 2048
+    R = 256 if quick else 2048
     g = lkr.PatchGeometry((64,), filter_size=4, stride=4)
     net = nets.CNNNet(geometry=g, channels=256, activation="erf", seed=0)
     J = ntk.jacobian(net, np.random.default_rng(2).standard_normal((R, 64)))
@@ -204,6 +206,42 @@ def _gram_rows(quick):
     return rows
 
 
+def _nets_rows(quick):
+    """One Langevin step's work on the bench CNN: outputs and loss gradient of 4 chains."""
+    import lkr
+    from lkr import nets
+    from lkr.nets import _reference_forward, _reference_vjp
+
+    rows = []
+    g = lkr.PatchGeometry((64,), filter_size=4, stride=4)
+    P, C = (128 if quick else 512), 4
+    for dtype in (np.float32, np.float64):
+        net = nets.CNNNet(geometry=g, channels=256, activation="erf", seed=0, dtype=dtype)
+        X = np.random.default_rng(3).standard_normal((P, 64)).astype(dtype)
+        y = np.sign(X[:, 0]).astype(dtype)
+        p = net.init_params(seed=1, chains=C)
+        Z = g.patches(X)
+        case = f"cnn step P={P} C={C} {np.dtype(dtype).name}"
+
+        def reference():
+            f = _reference_forward(Z, p["W"], p["v"], "erf", False)
+            return f, _reference_vjp(Z, p["W"], p["v"], f - y, "erf", False)
+
+        med_ref, iqr, n, (f_ref, _) = measure(reference, repeats=3)
+        rows.append(record(SUITE, case, "NumPy einsum reference", med_ref, iqr, n))
+
+        def two_pass():
+            f = net.forward(X, p)
+            return f, net.vjp(X, f - y, p)
+
+        for label, fn in (("forward + vjp", two_pass),
+                          ("value_and_grad", lambda: net.value_and_grad(X, y, p))):
+            med, iqr, n, (f, _) = measure(fn, repeats=5)
+            rows.append(record(SUITE, case, label, med, iqr, n, ratio=med_ref / med,
+                               vs="NumPy einsum reference", max_rel_err=_rel(f, f_ref)))
+    return rows
+
+
 def run(quick: bool = False):
     # threads: each library's default (torch honours OMP_NUM_THREADS, NumPy's BLAS
     # OPENBLAS_NUM_THREADS, lkr LKR_NUM_THREADS); set all three to compare at a fixed count
@@ -221,6 +259,7 @@ def run(quick: bool = False):
             rows += _ntk_rows(kind, P, quick, torch_ok)
             rows[-1]["case_s"] = time.perf_counter() - t0
     rows += _gram_rows(quick)
+    rows += _nets_rows(quick)
     # the shared table has no memory column: list peaks and notes here
     import sys
 

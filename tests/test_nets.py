@@ -171,6 +171,35 @@ def test_chains_equal_per_chain(kind, X):
             np.testing.assert_allclose(g1[k][c], v, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("kind", KINDS + ["lin"])
+@pytest.mark.parametrize("chains", [None, 3])
+def test_value_and_grad_is_forward_and_minus_vjp(kind, chains, X, fast_math):
+    net = nets.linearize(make("fc")) if kind == "lin" else make(kind)
+    rng = np.random.default_rng(6)
+    p = net.init_params(seed=2, chains=chains)
+    y = rng.standard_normal(X.shape[0] if chains is None else (chains, X.shape[0]))
+    f, g = net.value_and_grad(X, y, p)
+    f_ref = net.forward(X, p)
+    np.testing.assert_allclose(f, f_ref, rtol=1e-13, atol=1e-15)
+    # gradient of the loss (1/2) sum (y - f)^2, against finite differences too
+    for k, v in net.vjp(X, y - f_ref, p).items():
+        np.testing.assert_allclose(g[k], -v, rtol=1e-12, atol=1e-14)
+    if chains is None:
+        th = net.flatten(p)
+        eps = 1e-6
+        loss = lambda t: 0.5 * np.sum((y - net.forward(X, net.unflatten(t))) ** 2)  # noqa: E731
+        k = int(rng.integers(th.size))
+        e = np.zeros_like(th)
+        e[k] = eps
+        assert net.flatten(g)[k] == pytest.approx((loss(th + e) - loss(th - e)) / (2 * eps),
+                                                  rel=1e-6, abs=1e-8)
+    # one parameter set, several label vectors
+    f2, g2 = net.value_and_grad(X, rng.standard_normal((2, X.shape[0])))
+    assert f2.shape == (2, X.shape[0]) and all(v.shape[0] == 2 for v in g2.values())
+    with pytest.raises(ValueError, match="y must have shape"):
+        make(kind if kind != "lin" else "fc").value_and_grad(X, np.ones(5))
+
+
 # -- compiled patch kernels vs the NumPy reference ---------------------------------------------
 @st.composite
 def patch_case(draw):
@@ -226,8 +255,13 @@ def test_compiled_patch_passes_match_reference(case, fast_math):
     f_ref = _reference_forward(Z, W, v, act, local)
     dW_ref, dv_ref = _reference_vjp(Z, W, v, r, act, local)
     j_ref = _reference_jvp(Z, W, v, tW, tv, act, local)
+    # fused forward + gradient of (1/2)(y - f)^2 with y = f + r: the gradient is -vjp(r)
+    y = (f.reshape(f_ref.shape) + r).astype(dtype)
+    fv, gW, gv = c.patch_value_and_grad(chained(Z, 2), chained(W, wd), chained(v, 2),
+                                        chained(y, 1), **kw)
     rtol = 1e-12 if dtype == np.float64 else 2e-5
-    for got, ref in ((f, f_ref), (dW, dW_ref), (dv, dv_ref), (j, j_ref)):
+    for got, ref in ((f, f_ref), (dW, dW_ref), (dv, dv_ref), (j, j_ref), (fv, f_ref),
+                     (-gW, dW_ref), (-gv, dv_ref)):
         assert got.dtype == dtype
         got = got.reshape(ref.shape)
         scale = max(np.abs(ref).max(), 1e-300)
@@ -401,6 +435,10 @@ def test_compiled_patch_passes_threaded(chains, local, fast_math):
         dW, dv = c.patch_vjp(Z, ch(W, wd), ch(v, 2), ch(r, 1), **kw)
         f_ref = _reference_forward(Z, W, v, "erf", local)
         dW_ref, dv_ref = _reference_vjp(Z, W, v, r, "erf", local)
+        fv, gW, gv = c.patch_value_and_grad(Z, ch(W, wd), ch(v, 2), ch(f_ref + r, 1), **kw)
+        np.testing.assert_allclose(fv.reshape(f_ref.shape), f_ref, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(-gW.reshape(dW_ref.shape), dW_ref, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(-gv.reshape(dv_ref.shape), dv_ref, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(f.reshape(f_ref.shape), f_ref, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(dW.reshape(dW_ref.shape), dW_ref, rtol=1e-11, atol=1e-13)
         np.testing.assert_allclose(dv.reshape(dv_ref.shape), dv_ref, rtol=1e-11, atol=1e-13)

@@ -181,3 +181,17 @@ def test_errors(data):
         sweep(lambda **p: object(), {"width": [12]}, X, y, Xt, yt)
     with pytest.raises(RuntimeError, match="unexpected keyword|got an unexpected"):
         sweep(fc, {"depth": [2]}, X, y, Xt, yt)
+
+
+def test_distributed_without_dask_says_how_to_install(monkeypatch):
+    # Here rather than in test_distributed.py, which is skipped as a whole without Dask.
+    import sys
+
+    from lkr import distributed as ld
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # makes `import distributed` fail
+    with pytest.raises(ImportError, match=r"pip install lkr\[distributed\]"):
+        ld.renormalized_kernel(np.zeros((2, 4)), Q=np.eye(1), geometry=None, client=None)
+    with pytest.raises(ImportError, match=r"pip install lkr\[distributed\]"):
+        with ld.executor(workers=1):
+            pass

@@ -24,13 +24,6 @@ def problem(seed=0, P=12, N0=12, filt=4, stride=None, act="erf"):
     return g, X, y
 
 
-def stationary(sol, grad_fn, rtol=1e-6):
-    """Independent check (central differences of the naive action) that dS/dQ ~ 0."""
-    g = grad_fn(sol.Q)
-    assert np.all(np.isfinite(g))
-    return np.linalg.norm(g)
-
-
 def assert_spd(Q):
     Q = np.asarray(Q)
     assert np.array_equal(Q, Q.T)

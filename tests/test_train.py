@@ -543,3 +543,21 @@ def test_lkr_train_rejects_bad_options(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["train", "--width", "0"])
     assert exc.value.code == 2
+
+
+def test_blas_threads_are_restored_after_training():
+    found = train._BlasThreads._find()
+    if not found:
+        pytest.skip("no OpenBLAS entry points found in this process")
+    get = found[0][0]
+    before = int(get())
+    net, X, y, _, _ = _small_fc()
+
+    def cb(state):
+        # small products: one BLAS thread while sampling
+        assert int(get()) == 1
+
+    train.langevin(net, X, y, 0.1, lr=0.01, steps=3, chains=2, callback=cb)
+    assert int(get()) == before
+    train.gradient_descent(net, X, y, 0.01, 3)
+    assert int(get()) == before

@@ -109,6 +109,29 @@ py::tuple vjp_t(const py::array& z, const py::array& w, const py::array& v, cons
 }
 
 template <class T>
+py::tuple value_and_grad_t(const py::array& z, const py::array& w, const py::array& v,
+                           const py::array& y, bool local, Activation act, int nthreads) {
+  check_dtype<T>(w, "W"), check_dtype<T>(v, "v"), check_dtype<T>(y, "y");
+  const auto Z = contiguous<T>(z, "Z");
+  const CArray<T> W = contiguous<T>(w, "W"), V = contiguous<T>(v, "v"), Y = contiguous<T>(y, "y");
+  const auto s = net_shape(Z, W, local);
+  const int64_t C = common_chains({{W.shape(0), "W"},
+                                   {chains_of(V, {s.Nc, s.Np}, "v"), "v"},
+                                   {chains_of(Y, {s.P}, "y"), "y"}});
+  std::vector<py::ssize_t> wshape{C};
+  for (auto d : w_tail<T>(s)) wshape.push_back(d);
+  py::array_t<T> f(std::vector<py::ssize_t>{C, s.P}), dW(wshape),
+      dv(std::vector<py::ssize_t>{C, s.Nc, s.Np});
+  T *pf = f.mutable_data(), *pw = dW.mutable_data(), *pv = dv.mutable_data();
+  const auto cw = chained(W, C), cv = chained(V, C), cy = chained(Y, C);
+  {
+    py::gil_scoped_release release;
+    patch_value_and_grad<T>(Z.data(), s, cw, cv, cy, C, act, nthreads, pf, pw, pv);
+  }
+  return py::make_tuple(f, dW, dv);
+}
+
+template <class T>
 py::array jvp_t(const py::array& z, const py::array& w, const py::array& v, const py::array& tw,
                 const py::array& tv, bool local, Activation act, int nthreads) {
   check_dtype<T>(w, "W"), check_dtype<T>(v, "v"), check_dtype<T>(tw, "tW"), check_dtype<T>(tv, "tv");
@@ -215,6 +238,17 @@ void register_nets(py::module_& m) {
       py::arg("Z"), py::arg("W"), py::arg("v"), py::arg("r"), py::kw_only(), py::arg("local"),
       py::arg("activation"), py::arg("nthreads"),
       "Gradients (dW, dv) of sum_p r[c, p] f_c(x_p), chained.");
+  m.def(
+      "patch_value_and_grad",
+      [](const py::array& Z, const py::array& W, const py::array& v, const py::array& y,
+         bool local, const std::string& activation, int nthreads) {
+        const auto act = activation_from_name(activation);
+        return f32(Z) ? value_and_grad_t<float>(Z, W, v, y, local, act, nthreads)
+                      : value_and_grad_t<double>(Z, W, v, y, local, act, nthreads);
+      },
+      py::arg("Z"), py::arg("W"), py::arg("v"), py::arg("y"), py::kw_only(), py::arg("local"),
+      py::arg("activation"), py::arg("nthreads"),
+      "(f (C, P), dW, dv): outputs and gradients of (1/2) sum_p (y[c, p] - f_c(x_p))^2, fused.");
   m.def(
       "patch_jvp",
       [](const py::array& Z, const py::array& W, const py::array& v, const py::array& tW,

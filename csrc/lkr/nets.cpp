@@ -193,6 +193,50 @@ LKR_FORCE_INLINE void vjp_body(const T* z, T r, const PatchNetShape& s, const T*
   }
 }
 
+// f(x) and the gradient of (1/2)(y - f(x))^2 for one sample in one pass: the activations
+// of the sample are kept (Np x Nc values) between the output and its backward pass, so
+// each erf/exp is evaluated once instead of twice (forward, then vjp).
+template <Activation A, bool Fast, class T>
+LKR_FORCE_INLINE T value_grad_body(const T* z, T y, const PatchNetShape& s, const T* Wt,
+                                   const T* vt, const Scales<T>& k, T* hs, T* hd, T* dWt,
+                                   T* dvt) {
+  const int64_t Nc = s.Nc, M = s.M;
+  T acc = T(0);
+  for (int64_t i = 0; i < s.Np; ++i) {
+    T* si = hs + i * Nc;
+    T* di = hd + i * Nc;
+    preact(z + i * M, Wt + (s.local ? i * M * Nc : 0), Nc, Nc, M, k.inv_sqrt_m, si);
+    const T* vi = vt + i * Nc;
+    T part = T(0);
+#pragma omp simd reduction(+ : part)
+    for (int64_t a = 0; a < Nc; ++a) {
+      const T h = si[a];
+      di[a] = vi[a] * dsig<A, Fast>(h);
+      si[a] = sig<A, Fast>(h);
+      part += vi[a] * si[a];
+    }
+    acc += part;
+  }
+  const T f = acc * k.cs;
+  // d/dtheta (1/2)(y - f)^2 = -(y - f) df/dtheta
+  const T rs = -(y - f) * k.cs, rg = rs * k.inv_sqrt_m;
+  for (int64_t i = 0; i < s.Np; ++i) {
+    const int64_t wi = s.local ? i * M * Nc : 0;
+    const T* zi = z + i * M;
+    const T *si = hs + i * Nc, *di = hd + i * Nc;
+    T* dvi = dvt + i * Nc;
+#pragma omp simd
+    for (int64_t a = 0; a < Nc; ++a) dvi[a] += rs * si[a];
+    for (int64_t m = 0; m < M; ++m) {
+      const T zm = rg * zi[m];
+      T* d = dWt + wi + m * Nc;
+#pragma omp simd
+      for (int64_t a = 0; a < Nc; ++a) d[a] += di[a] * zm;
+    }
+  }
+  return f;
+}
+
 // J(x) t for one sample.
 template <Activation A, bool Fast, class T>
 LKR_FORCE_INLINE T jvp_body(const T* z, const PatchNetShape& s, const T* wt, const T* vt,
@@ -273,6 +317,10 @@ LKR_VARIANTS(void, vjp_sample, vjp_body,
              (const T* z, T r, const PatchNetShape& s, const T* Wt, const T* vt,
               const Scales<T>& k, T* h, T* g, T* dWt, T* dvt),
              (z, r, s, Wt, vt, k, h, g, dWt, dvt))
+LKR_VARIANTS(T, value_grad_sample, value_grad_body,
+             (const T* z, T y, const PatchNetShape& s, const T* Wt, const T* vt,
+              const Scales<T>& k, T* hs, T* hd, T* dWt, T* dvt),
+             (z, y, s, Wt, vt, k, hs, hd, dWt, dvt))
 LKR_VARIANTS(T, jvp_sample, jvp_body,
              (const T* z, const PatchNetShape& s, const T* wt, const T* vt, const T* twt,
               const T* tvt, const Scales<T>& k, T* h, T* dh),
@@ -384,6 +432,68 @@ void patch_vjp(const T* Z, const PatchNetShape& s, Chained<T> W, Chained<T> v, C
 }
 
 template <class T>
+void patch_value_and_grad(const T* Z, const PatchNetShape& s, Chained<T> W, Chained<T> v,
+                          Chained<T> y, int64_t C, Activation act, int nthreads, T* f, T* dW,
+                          T* dv) {
+  const auto Wt = transpose_all(W, C, s, true);
+  const auto vt = transpose_all(v, C, s, false);
+  const Scales<T> k(s);
+  const int nt = threads(nthreads, C * s.P * s.Np * s.Nc * (s.M + 1));
+  const int64_t nw = s.w_size(), nv = s.v_size(), nh = s.Np * s.Nc;
+  with_activation(act, [&](auto tag) {
+    constexpr Activation A = decltype(tag)::value;
+    if (C >= nt) {
+      // one chain per task, no reduction (as patch_vjp)
+#pragma omp parallel num_threads(nt)
+      {
+        std::vector<T> hs(nh), hd(nh), dWt(nw), dvt(nv);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t c = 0; c < C; ++c) {
+          std::fill(dWt.begin(), dWt.end(), T(0));
+          std::fill(dvt.begin(), dvt.end(), T(0));
+          const T* yc = y.data + c * y.stride;
+          for (int64_t p = 0; p < s.P; ++p)
+            f[c * s.P + p] = value_grad_sample<A, T>(Z + p * s.Np * s.M, yc[p], s, pick(Wt, c),
+                                                     pick(vt, c), k, hs.data(), hd.data(),
+                                                     dWt.data(), dvt.data());
+          untranspose(dWt.data(), dvt.data(), s, dW + c * nw, dv + c * nv);
+        }
+      }
+      return;
+    }
+    // few chains: samples split over threads, per-thread sums reduced in a fixed order
+    std::vector<std::vector<T>> accW(nt, std::vector<T>(nw)), accV(nt, std::vector<T>(nv));
+    std::vector<T> dWt(nw), dvt(nv);
+    for (int64_t c = 0; c < C; ++c) {
+      const T* yc = y.data + c * y.stride;
+#pragma omp parallel num_threads(nt)
+      {
+#ifdef _OPENMP
+        const int t = omp_get_thread_num();
+#else
+        const int t = 0;
+#endif
+        std::vector<T> hs(nh), hd(nh);
+        std::fill(accW[t].begin(), accW[t].end(), T(0));
+        std::fill(accV[t].begin(), accV[t].end(), T(0));
+#pragma omp for schedule(static)
+        for (int64_t p = 0; p < s.P; ++p)
+          f[c * s.P + p] = value_grad_sample<A, T>(Z + p * s.Np * s.M, yc[p], s, pick(Wt, c),
+                                                   pick(vt, c), k, hs.data(), hd.data(),
+                                                   accW[t].data(), accV[t].data());
+      }
+      std::fill(dWt.begin(), dWt.end(), T(0));
+      std::fill(dvt.begin(), dvt.end(), T(0));
+      for (int t = 0; t < nt; ++t) {
+        for (int64_t j = 0; j < nw; ++j) dWt[j] += accW[t][j];
+        for (int64_t j = 0; j < nv; ++j) dvt[j] += accV[t][j];
+      }
+      untranspose(dWt.data(), dvt.data(), s, dW + c * nw, dv + c * nv);
+    }
+  });
+}
+
+template <class T>
 void patch_jvp(const T* Z, const PatchNetShape& s, Chained<T> W, Chained<T> v, Chained<T> tW,
                Chained<T> tv, int64_t C, Activation act, int nthreads, T* out) {
   const auto Wt = transpose_all(W, C, s, true);
@@ -448,6 +558,8 @@ void activation_pair(const T* h, int64_t n, Activation act, int nthreads, T* s, 
                                  Activation, int, T*);                                          \
   template void patch_vjp<T>(const T*, const PatchNetShape&, Chained<T>, Chained<T>, Chained<T>, \
                              int64_t, Activation, int, T*, T*);                                 \
+  template void patch_value_and_grad<T>(const T*, const PatchNetShape&, Chained<T>, Chained<T>, \
+                                        Chained<T>, int64_t, Activation, int, T*, T*, T*);        \
   template void patch_jvp<T>(const T*, const PatchNetShape&, Chained<T>, Chained<T>, Chained<T>, \
                              Chained<T>, int64_t, Activation, int, T*);                         \
   template void patch_features<T>(const T*, const PatchNetShape&, const T*, const T*, int64_t,   \

@@ -39,6 +39,13 @@ template <class T>
 void patch_vjp(const T* Z, const PatchNetShape& s, Chained<T> W, Chained<T> v, Chained<T> r,
                int64_t C, Activation act, int nthreads, T* dW, T* dv);
 
+// f (C, P) and dW (C, w_size), dv (C, Nc, Np): the outputs and the gradients of the loss
+// (1/2) sum_p (y[c, p] - f_c(x_p))^2, in one pass (each activation evaluated once).
+template <class T>
+void patch_value_and_grad(const T* Z, const PatchNetShape& s, Chained<T> W, Chained<T> v,
+                          Chained<T> y, int64_t C, Activation act, int nthreads, T* f, T* dW,
+                          T* dv);
+
 // out (C, P): J(x_p) t_c for tangents (tW, tv).
 template <class T>
 void patch_jvp(const T* Z, const PatchNetShape& s, Chained<T> W, Chained<T> v, Chained<T> tW,

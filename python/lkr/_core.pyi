@@ -55,6 +55,11 @@ def patch_vjp(Z: _Array, W: _Array, v: _Array, r: _Array, *, local: bool, activa
               nthreads: int) -> tuple[_Array, _Array]:
     """(dW (C, ...), dv (C, Nc, Np)): gradients of sum_p r[c, p] f_c(x_p)."""
 
+def patch_value_and_grad(Z: _Array, W: _Array, v: _Array, y: _Array, *, local: bool,
+                         activation: str, nthreads: int) -> tuple[_Array, _Array, _Array]:
+    """(f (C, P), dW, dv): outputs and gradients of (1/2) sum_p (y[c, p] - f_c(x_p))^2 in one
+    pass (each activation evaluated once)."""
+
 def patch_jvp(Z: _Array, W: _Array, v: _Array, tW: _Array, tv: _Array, *, local: bool,
               activation: str, nthreads: int) -> _Array:
     """J t (C, P) along the tangents (tW, tv)."""

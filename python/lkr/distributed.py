@@ -43,9 +43,10 @@ __all__ = ["renormalized_kernel", "local_kernel_adjoint", "connect", "executor",
            "DEFAULT_TILE", "DEFAULT_RETRIES"]
 
 #: Default tile side (samples). On a 2-core machine, 2 one-thread workers at P = 4096
-#: (1D, N0 = 64, filter 4, stride 4, erf) stay within 1.3x of one 2-thread process with
-#: tiles from 512 to 1024 (bench/bench_distributed.py); a 1024 x 1024 float64 tile is
-#: 8 MiB, small to move and large enough to amortise a task's ~1 ms of overhead.
+#: (1D, N0 = 64, filter 4, stride 4, erf) stayed within 1.08x-1.21x of one 2-thread process
+#: for tiles from 512 to 2048 (bench/bench_distributed.py); a 1024 x 1024 float64 tile is
+#: 8 MiB, small to move and large enough to amortise a task's ~1 ms of overhead, and
+#: P = 4096 still gives 10 tasks to balance over the workers.
 DEFAULT_TILE = 1024
 
 #: Default ``retries`` of every tile task (re-runs of a task that raised).

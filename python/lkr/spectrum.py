@@ -257,8 +257,8 @@ def top_k(A, k: int, gram: bool = False, *, method: str = "lanczos", rtol: Optio
         accurate to working precision. ``randomized``: randomized subspace iteration with
         ``oversample`` extra vectors (default max(10, k)) and ``power_iters`` power steps; its
         error falls like (sigma_{k+oversample} / sigma_k)^(2 power_iters + 1), so it is cheap
-        and accurate for decaying spectra but only ~1e-3 relative on flat ones (measured on
-        an erf CNN's NTK, k = 20): use Lanczos there.
+        and accurate for decaying spectra but only 1e-3..1e-2 relative on flat ones (measured
+        on an erf CNN's NTK, k = 20): use Lanczos there.
     rtol : float, optional
         The k-th value must exceed ``rtol * sigma_1`` (default as :func:`numerical_rank`);
         otherwise k is larger than the numerical rank and a ValueError says so.

@@ -14,7 +14,7 @@ from .. import backend
 from .. import _linalg
 from ..activations import check_activation, is_odd
 from ._threads import blas_threads
-from .result import ConvergenceError, Prediction, Solution
+from .result import ConvergenceError, Prediction
 
 DEFAULT_TOL = 1e-8
 #: Solves with at most this many samples run their dense algebra on one BLAS thread.
@@ -209,7 +209,9 @@ class _Theory:
             self._cache = None
             self._cache_key = None
             self._X = Xa
-            self._cache = self._bind(Xa)
+            small = xp is np and Xa.shape[0] <= _ONE_THREAD_MAX_P
+            with blas_threads(1, enabled=small):
+                self._cache = self._bind(Xa)
             self._cache_key = key
         self._X = Xa
         self._y = ya

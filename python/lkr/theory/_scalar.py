@@ -73,7 +73,8 @@ class ScalarProblem:
         all (grid and refinement), and Brent iterations of the chosen root."""
         s = np.linspace(smin, smax, n)
         # grid evaluations in chunks keep memory O(chunk * P)
-        vals = np.concatenate([self.phi(c) for c in np.array_split(s, max(1, n * self.P // 2_000_000))])
+        chunks = np.array_split(s, max(1, n * self.P // 2_000_000))
+        vals = np.concatenate([self.phi(c) for c in chunks])
         nev = n
         roots, iters = [], []
         sign = np.sign(vals)

@@ -12,8 +12,6 @@ apply).
 """
 from __future__ import annotations
 
-import numpy as np
-
 from .. import backend
 from ..activations import nngp_map
 from ..geometry import PatchGeometry
