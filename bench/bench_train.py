@@ -23,6 +23,10 @@ Implementations, all float64 (lkr's default), on the same cores:
 ``torch patches``
     CNN only: the same with the patch tensor cut once and a matmul instead of ``conv2d``.
 
+Torch runs at its default thread count and at one thread (``--quick``: default only); the
+faster is the peer. lkr runs OpenBLAS on one thread for small per-step products (see
+``lkr.train``), at the default count for the large ones here.
+
 ``rate`` is steps per second (per chain; the 4-chain lkr row reports chain-steps per
 second), ``ratio`` the speed-up of lkr's fused row over the fastest torch row, and
 ``max_rel_err`` the largest relative difference between lkr's and torch's loss gradients
@@ -131,6 +135,17 @@ def _torch_runner(torch, net, X, y, steps, variant):
     return go, {"W": gW.detach().numpy(), "v": gv.detach().numpy()}
 
 
+def _with_threads(torch, n, go):
+    def run_it():
+        old = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            return go()
+        finally:
+            torch.set_num_threads(old)
+    return run_it
+
+
 def run(quick: bool = False):
     from lkr import train
 
@@ -154,12 +169,18 @@ def run(quick: bool = False):
         errs = {}
         if torch is not None:
             variants = ["autograd"] if case.startswith("FC") else ["conv2d", "patches"]
+            # torch at its default threads and at one thread (the faster one is the peer:
+            # on a busy 2-core machine one thread often wins)
             for variant in variants:
-                name = "torch autograd" if variant in ("autograd", "conv2d") else "torch patches"
-                go, g = _torch_runner(torch, net, X, y, steps, variant)
-                err = max(float(np.abs(g[k] - ours[k]).max() / np.abs(ours[k]).max()) for k in g)
-                runs.append((name + (" (conv2d)" if variant == "conv2d" else ""), go, 1))
-                errs[runs[-1][0]] = err
+                nts = sorted({torch.get_num_threads(), 1}, reverse=True)
+                for nt in (nts[:1] if quick else nts):
+                    name = "torch autograd" if variant in ("autograd", "conv2d") else "torch patches"
+                    name += (" (conv2d)" if variant == "conv2d" else "") + f" {nt} thr"
+                    go, g = _torch_runner(torch, net, X, y, steps, variant)
+                    err = max(float(np.abs(g[k] - ours[k]).max() / np.abs(ours[k]).max())
+                              for k in g)
+                    runs.append((name, _with_threads(torch, nt, go), 1))
+                    errs[name] = err
         measured = []
         for name, go, chains in runs:
             med, iqr, n, _ = measure(go, repeats=repeats, warmup=1, max_seconds=budget)

@@ -15,11 +15,57 @@ What makes them fast (each measured on the benchmark case, P = 1024, Np = 16):
   einsum / tensordot / broadcast-and-sum variants we timed);
 * erf skips ``clip`` when |u| <= max 2c / (1 + 2c) < 1 guarantees the range.
 
-NumPy's ufuncs run on one core (BLAS may use more for the GEMM).
+Everything runs on one core: NumPy's ufuncs are single-threaded, and the GEMMs are kept
+on one OpenBLAS thread (see single_threaded_blas). Compare per core, or scale by the
+``threads`` lkr used.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
+
 import numpy as np
+
+
+def _openblas():
+    """The OpenBLAS that NumPy loaded, with its get/set thread-count functions, or None."""
+    try:
+        with open("/proc/self/maps") as fh:
+            paths = {line.split()[-1] for line in fh if "openblas" in line.lower() and "/" in line}
+    except OSError:
+        return None
+    for path in sorted(paths):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("scipy_openblas", "openblas"):
+            for suffix in ("64_", ""):
+                get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+                put = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+                if get is not None and put is not None:
+                    return get, put
+    return None
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """Run NumPy's GEMMs on one thread (best effort: OpenBLAS only).
+
+    The peer's GEMMs are small (Np b x M by M x Np b'); OpenBLAS threads gain nothing on
+    them, and on a busy machine each call can stall waiting for a descheduled helper
+    thread (we saw 0.2 s to 8 s for the same call). One thread is the honest best case."""
+    fns = _openblas()
+    if fns is None:
+        yield
+        return
+    get, put = fns
+    before = get()
+    put(1)
+    try:
+        yield
+    finally:
+        put(before)
 
 
 def prepare(PX, activation, lambda0):
@@ -101,7 +147,7 @@ class _Blocks:
         return U.reshape(a1 - a0, Np, b1 - b0, Np)
 
 
-def renormalized_kernel(PX, PY, Q, activation="erf", lambda0=1.0, lambda1=1.0, block=None):
+def _renormalized_kernel(PX, PY, Q, activation="erf", lambda0=1.0, lambda1=1.0, block=None):
     """K_R(Q) (P, P') from patch tensors (P, Np, M) in plain NumPy (see the module doc).
     ``block``: samples per block of rows and of columns; by default (256/Np, 1024/Np), so
     that the buffer holds 256k values (2 MB in float64, in L2) whatever Np."""
@@ -122,7 +168,7 @@ def renormalized_kernel(PX, PY, Q, activation="erf", lambda0=1.0, lambda1=1.0, b
     return out
 
 
-def local_kernel_adjoint(PX, PY, W, activation="erf", lambda0=1.0, block=None):
+def _local_kernel_adjoint(PX, PY, W, activation="erf", lambda0=1.0, block=None):
     """G(W) (Np, Np) from patch tensors in plain NumPy. With PY None, W must be symmetric:
     each unordered block pair is then visited once."""
     if activation == "linear":
@@ -167,3 +213,15 @@ def _adjoint_linear(PX, PY, W, lambda0):
     G = np.tensordot(PX, V, axes=([0, 2], [0, 2]))
     G *= PX.dtype.type(1 / (lambda0 * M))
     return G
+
+
+def renormalized_kernel(PX, PY, Q, activation="erf", lambda0=1.0, lambda1=1.0, block=None):
+    """K_R(Q) (P, P') from patch tensors (P, Np, M) in plain NumPy (see the module doc)."""
+    with single_threaded_blas():
+        return _renormalized_kernel(PX, PY, Q, activation, lambda0, lambda1, block)
+
+
+def local_kernel_adjoint(PX, PY, W, activation="erf", lambda0=1.0, block=None):
+    """G(W) (Np, Np) from patch tensors in plain NumPy (see the module doc)."""
+    with single_threaded_blas():
+        return _local_kernel_adjoint(PX, PY, W, activation, lambda0, block)

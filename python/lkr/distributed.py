@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import numbers
 import uuid
+import warnings
 
 import numpy as np
 
@@ -43,8 +44,9 @@ __all__ = ["renormalized_kernel", "local_kernel_adjoint", "connect", "executor",
            "DEFAULT_TILE", "DEFAULT_RETRIES"]
 
 #: Default tile side (samples). On a 2-core machine, 2 one-thread workers at P = 4096
-#: (1D, N0 = 64, filter 4, stride 4, erf) stayed within 1.08x-1.21x of one 2-thread process
-#: for tiles from 512 to 2048 (bench/bench_distributed.py); a 1024 x 1024 float64 tile is
+#: (1D, N0 = 64, filter 4, stride 4, erf) took 1.06x-1.21x the time of one 2-thread
+#: process for tiles from 512 to 1366, 1.4x at 2048 (3 tasks do not balance over 2 workers;
+#: bench/bench_distributed.py, on a shared machine). A 1024 x 1024 float64 tile is
 #: 8 MiB, small to move and large enough to amortise a task's ~1 ms of overhead, and
 #: P = 4096 still gives 10 tasks to balance over the workers.
 DEFAULT_TILE = 1024
@@ -349,11 +351,16 @@ def local_kernel_adjoint(X, W, *, geometry, client, Y=None, tile=DEFAULT_TILE,
             Y_arg = None if diag else (Xf if Yh is None else Yf)
             # Contiguous copies: a view would pickle the whole of W with every task.
             block = np.ascontiguousarray(Wh[a0:a1, b0:b1])
-            fut = client.submit(_adj_tile, Xf, Y_arg, (a0, a1), (b0, b1), block, geometry,
-                                kernel_kwargs, device, symmetric and I != J,
-                                key=f"lkr-local-kernel-adjoint-{run}-{I}-{J}",
-                                retries=retries, pure=False,
-                                priority=_cost((a0, a1), (b0, b1), diag))
+            with warnings.catch_warnings():
+                # Dask warns about task data above 10 MiB; here it is deliberate (the
+                # scheduler keeps each block once, so that a lost task can be re-run).
+                warnings.filterwarnings("ignore", message="Sending large graph",
+                                        category=UserWarning)
+                fut = client.submit(_adj_tile, Xf, Y_arg, (a0, a1), (b0, b1), block,
+                                    geometry, kernel_kwargs, device, symmetric and I != J,
+                                    key=f"lkr-local-kernel-adjoint-{run}-{I}-{J}",
+                                    retries=retries, pure=False,
+                                    priority=_cost((a0, a1), (b0, b1), diag))
             futures[fut] = (I, J)
 
     G = np.zeros(probe.shape, dtype=probe.dtype)

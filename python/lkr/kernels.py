@@ -86,6 +86,35 @@ def _symmetric_Q(Q, Np, xp, dtype):
     return (Q + Q.T) / 2
 
 
+_BLOCK = 512  # side of the blocks below: their temporaries stay small (2 MB in float64)
+
+
+def _symmetrize(A, xp):
+    """A <- (A + A.T) / 2 in place, block by block. A whole-matrix (A + A.T) / 2 allocates
+    two P x P temporaries, whose page faults cost more than the GEMM that made A."""
+    n = A.shape[0]
+    half = A.dtype.type(0.5)
+    for i in range(0, n, _BLOCK):
+        for j in range(i, n, _BLOCK):
+            upper = A[i:i + _BLOCK, j:j + _BLOCK]
+            s = (upper + A[j:j + _BLOCK, i:i + _BLOCK].T) * half
+            A[i:i + _BLOCK, j:j + _BLOCK] = s
+            A[j:j + _BLOCK, i:i + _BLOCK] = s.T
+    return A
+
+
+def _is_symmetric(A, xp):
+    """A == A.T exactly, block by block with an early exit (no P x P temporary)."""
+    n = A.shape[0]
+    if A.ndim != 2 or n != A.shape[1]:
+        return False
+    for i in range(0, n, _BLOCK):
+        for j in range(i, n, _BLOCK):
+            if not bool((A[i:i + _BLOCK, j:j + _BLOCK] == A[j:j + _BLOCK, i:i + _BLOCK].T).all()):
+                return False
+    return True
+
+
 def _prepare(X, Y, geometry, activation, lambda0):
     geometry = _geometry(geometry)
     check_activation(activation)
@@ -246,7 +275,7 @@ def renormalized_kernel(X, Y=None, *, Q, geometry, activation="erf", lambda0=1.0
         out = PX.reshape(PX.shape[0], -1) @ QB.reshape(B.shape[0], -1).T
         out *= dtype.type(1.0 / (lambda0 * lambda1 * M * Np))
         if PY is None:
-            out = (out + out.T) / 2
+            out = _symmetrize(out, xp)
     else:
         out = backend.implementation(xp).renormalized_kernel(
             PX, PY, Qs, activation, lambda0, lambda1, backend.resolve_threads(nthreads))
@@ -317,7 +346,7 @@ def local_kernel_adjoint(X, W, *, geometry, Y=None, activation="erf", lambda0=1.
     Wc = _matrix(Wa, "W", (P, P2), xp, dtype)
     PX, PY = _cast(PX, PY, dtype, xp)
     M = geometry.patch_size
-    symmetric = PY is None and bool((Wc == Wc.T).all())
+    symmetric = PY is None and _is_symmetric(Wc, xp)
     if activation == "linear":
         B = PX if PY is None else PY
         V = (Wc @ B.reshape(P2, -1)).reshape(PX.shape)  # sum_nu W[mu, nu] x^nu_j

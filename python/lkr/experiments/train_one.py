@@ -26,8 +26,8 @@ import numpy as np
 
 __all__ = ["add_arguments", "run", "run_experiment", "DEFAULTS"]
 
-#: defaults of ``lkr train`` (a run of seconds on two cores)
-DEFAULTS = dict(arch="cnn", task="local-teacher", P=64, P_test=500, width=16, temperature=0.1,
+#: defaults of ``lkr train`` (about ten seconds on two cores)
+DEFAULTS = dict(arch="cnn", task="local-teacher", P=64, P_test=200, width=16, temperature=0.1,
                 activation="erf", lambda0=1.0, lambda1=1.0, input_shape=(64,), filter_size=(4,),
                 stride=None, boundary="periodic", steps=4000, burn_in=None, thin=4, chains=8,
                 lr=None, seed=0)
