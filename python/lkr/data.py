@@ -37,6 +37,8 @@ from typing import NamedTuple, Tuple
 
 import numpy as np
 
+from ._validate import count as _count
+
 __all__ = ["Task", "load_task", "gaussian_linear", "local_teacher", "load_mnist", "load_cifar10",
            "read_idx", "parse_classes", "TASKS", "DataError"]
 
@@ -59,12 +61,6 @@ class Task(NamedTuple):
 
 
 # -- validation helpers -------------------------------------------------------------------
-def _count(value, name, minimum=1):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _shape(input_shape):

@@ -29,6 +29,7 @@ import numpy as np
 
 from . import backend
 from .activations import check_activation
+from ._validate import positive as _positive
 from .geometry import PatchGeometry
 
 __all__ = ["nngp", "local_kernel", "renormalized_kernel", "renormalized_kernel_diag",
@@ -39,14 +40,6 @@ DEFAULT_MAX_BYTES = int(float(os.environ.get("LKR_MAX_BYTES", 2 * 1024**3)))
 
 
 # -- validation -----------------------------------------------------------------------
-def _positive(value, name):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number, got {value!r}") from None
-    if not np.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be positive and finite, got {value!r}")
-    return v
 
 
 def _geometry(geometry):

@@ -53,6 +53,9 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 
 from . import backend
+from ._validate import count as _count
+from ._validate import positive as _positive
+
 from .activations import check_activation
 from .geometry import PatchGeometry
 
@@ -100,22 +103,8 @@ def _activation_pair(activation: str, h, derivative: bool):
     return sigma(activation, h), (sigma_prime(activation, h) if derivative else None)
 
 
-def _positive(value, name):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number, got {value!r}") from None
-    if not np.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be positive and finite, got {value!r}")
-    return v
 
 
-def _count(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be positive, got {value!r}")
-    return int(value)
 
 
 # -- the shared protocol ----------------------------------------------------------------

@@ -13,7 +13,8 @@ import numpy as np
 from .. import backend
 from .. import _linalg
 from ..activations import check_activation, is_odd
-from ._threads import blas_threads
+from .._blas import blas_threads
+from .._validate import positive, real  # noqa: F401  (re-exported to the theories)
 from .result import ConvergenceError, Prediction
 
 DEFAULT_TOL = 1e-8
@@ -36,23 +37,6 @@ def warn_relu(activation: str, name: str, stacklevel: int = 3) -> None:
 
 
 # -- argument checks ----------------------------------------------------------------------
-def real(value, name: str) -> float:
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number, got {value!r}") from None
-    if not np.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return v
-
-
-def positive(value, name: str) -> float:
-    v = real(value, name)
-    if v <= 0:
-        raise ValueError(f"{name} must be positive, got {value!r}")
-    return v
 
 
 def temperature(value) -> float:

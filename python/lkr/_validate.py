@@ -1,0 +1,45 @@
+"""Argument checks shared by the public functions: one wording for every message."""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["real", "positive", "integer", "count"]
+
+
+def real(value, name: str, *, positive: bool = False, nonneg: bool = False) -> float:
+    """``float(value)``, or TypeError/ValueError naming ``name`` and the value."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None
+    if not np.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if positive and not v > 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    if nonneg and v < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return v
+
+
+def positive(value, name: str) -> float:
+    """A positive, finite real number."""
+    try:
+        return real(value, name, positive=True)
+    except ValueError:
+        raise ValueError(f"{name} must be positive and finite, got {value!r}") from None
+
+
+def integer(value, name: str, minimum=None) -> int:
+    """An integer (not a bool), at least ``minimum`` when given."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def count(value, name: str, minimum: int = 1) -> int:
+    """A count: an integer of at least ``minimum`` (1 unless said)."""
+    return integer(value, name, minimum)
