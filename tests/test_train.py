@@ -516,6 +516,21 @@ def test_float32_nets_stay_float32():
     assert np.all(np.isfinite(res.mean)) and np.all(res.variance > 0)
 
 
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-15), (np.float32, 1e-6)])
+def test_fused_erf_matches_scipy(dtype, tol):
+    # the fused objectives take erf and erf' from the compiled activation pass
+    from scipy.special import erf
+
+    H = np.random.default_rng(0).standard_normal((3, 40, 50)).astype(dtype) * 2
+    ref_s = erf(H.astype(np.float64))
+    ref_d = 2 / math.sqrt(math.pi) * np.exp(-H.astype(np.float64) ** 2)
+    S, D = train._sigma_and_prime("erf", H.copy(), np)
+    assert S.dtype == dtype and D.dtype == dtype and S.shape == H.shape
+    np.testing.assert_allclose(S, ref_s, rtol=0, atol=4 * tol)
+    np.testing.assert_allclose(D, ref_d, rtol=0, atol=4 * tol)
+    np.testing.assert_allclose(train._sigma("erf", H.copy(), np), ref_s, rtol=0, atol=4 * tol)
+
+
 # -- `lkr train` ------------------------------------------------------------------------------
 @pytest.mark.parametrize("arch", ["fc", "cnn", "lcn"])
 def test_lkr_train_prints_sampled_and_theory_and_saves_json(arch, tmp_path, capsys):
@@ -546,10 +561,12 @@ def test_lkr_train_rejects_bad_options(capsys):
 
 
 def test_blas_threads_are_restored_after_training():
-    found = train._BlasThreads._find()
+    from lkr._blas import _openblas
+
+    found = _openblas()  # (setter, getter) pairs of the loaded OpenBLAS libraries
     if not found:
         pytest.skip("no OpenBLAS entry points found in this process")
-    get = found[0][0]
+    get = found[0][1]
     before = int(get())
     net, X, y, _, _ = _small_fc()
 

@@ -1,9 +1,3 @@
-// No FP traps are ever enabled here, so GCC may compute both sides of a select: without
-// this, -ftrapping-math (the default) keeps the branch-free arcsine from vectorising on
-// AVX2, where there are no masked instructions (3x slower). NaN results are unchanged.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("no-trapping-math")
-#endif
 #include "local_kernel.hpp"
 
 #include <algorithm>

@@ -210,8 +210,10 @@ def _randomized(A, k, gram, oversample, power_iters, seed):
     xp = backend.array_module(A)
     R, N = A.shape
     ell = min(k + oversample, R if gram else min(R, N))
-    rng = np.random.default_rng(seed)
-    Om = xp.asarray(rng.standard_normal((N, ell)), dtype=A.dtype)
+    if xp is np:
+        Om = np.random.default_rng(seed).standard_normal((N, ell)).astype(A.dtype, copy=False)
+    else:  # draw on the device: no host-to-device copy of the test matrix
+        Om = xp.random.default_rng(seed).standard_normal((N, ell), dtype=A.dtype)
     Y = A @ Om
     Q, _ = xp.linalg.qr(Y)
     for _ in range(power_iters):

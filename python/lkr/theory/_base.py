@@ -88,7 +88,8 @@ def targets(y, P: int, xp):
         raise ValueError(f"y must have shape ({P},) (one scalar label per sample of X), "
                          f"got shape {tuple(ya.shape)}")
     if backend.array_module(ya) is not xp:
-        ya = xp.asarray(backend.to_numpy(ya))
+        raise TypeError("y and X live on different devices (one NumPy, one CuPy); move them "
+                        "to one device first")
     ya = xp.ascontiguousarray(ya, dtype=np.float64)
     backend.check_finite(ya, "y")
     return ya
@@ -99,7 +100,13 @@ def fingerprint(*parts) -> str:
     same data, not for an array that was modified in place."""
     h = hashlib.blake2b(digest_size=16)
     for p in parts:
-        if hasattr(p, "shape") and hasattr(p, "dtype"):
+        if backend.is_gpu_array(p):
+            # Hash on the device: only two scalars cross to the host, not the data.
+            xp = backend.array_module(p)
+            v = xp.ascontiguousarray(p).reshape(-1).view(xp.uint8).astype(xp.uint64)
+            w = xp.arange(v.size, dtype=xp.uint64) % xp.uint64(65521) + xp.uint64(1)
+            h.update(repr((p.shape, p.dtype.str, int(v.sum()), int((v * w).sum()))).encode())
+        elif hasattr(p, "shape") and hasattr(p, "dtype"):
             a = np.ascontiguousarray(backend.to_numpy(p))
             h.update(repr((a.shape, a.dtype.str)).encode())
             h.update(a.view(np.uint8).reshape(-1).data)
