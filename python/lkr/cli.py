@@ -12,76 +12,12 @@ import json
 import os
 import sys
 
-
-# -- option parsers: each raises ArgumentTypeError with a message argparse prints as is ------
-def _positive_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
-
-
-def _nonneg_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return v
-
-
-def _positive_float(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (v > 0 and v < float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
-    return v
-
-
-def _nonneg_float(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (v >= 0 and v < float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return v
-
-
-def _widths(text):
-    parts = [p for p in text.replace(" ", "").split(",") if p]
-    if not parts:
-        raise argparse.ArgumentTypeError(f"expected comma-separated widths like 50,100,200, got {text!r}")
-    out = []
-    for p in parts:
-        try:
-            v = int(p)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"widths must be integers, got {p!r} in {text!r}") from None
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"widths must be positive, got {v} in {text!r}")
-        out.append(v)
-    return out
-
-
-def _shape(text):
-    """'64' -> (64,); '8x8' or '8,8' -> (8, 8)."""
-    parts = [p for p in text.lower().replace(",", "x").split("x") if p.strip()]
-    if not 1 <= len(parts) <= 2:
-        raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}")
-    try:
-        vals = tuple(int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected N or HxW with integers, got {text!r}") from None
-    if min(vals) < 1:
-        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
-    return vals
+from .experiments.argtypes import nonneg_float as _nonneg_float
+from .experiments.argtypes import nonneg_int as _nonneg_int
+from .experiments.argtypes import positive_float as _positive_float
+from .experiments.argtypes import positive_int as _positive_int
+from .experiments.argtypes import shape as _shape
+from .experiments.argtypes import widths as _widths
 
 
 def _task(text):

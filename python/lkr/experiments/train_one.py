@@ -24,6 +24,8 @@ import warnings
 
 import numpy as np
 
+from .argtypes import nonneg_int, positive_float, positive_int, shape
+
 __all__ = ["add_arguments", "run", "run_experiment", "DEFAULTS"]
 
 #: defaults of ``lkr train`` (about ten seconds on two cores)
@@ -35,88 +37,53 @@ DEFAULTS = dict(arch="cnn", task="local-teacher", P=64, P_test=200, width=16, te
 _THEORY = {"fc": "FCTheory", "cnn": "CNNTheory", "lcn": "LCNTheory"}
 
 
-# -- argument types (each error is one line from argparse) ----------------------------------
-def _int_at_least(minimum):
-    def parse(text):
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if v < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
-        return v
-    return parse
-
-
-def _positive_float(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (0 < v < float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
-    return v
-
-
-def _shape(text):
-    """'64' -> (64,); '8x8' or '8,8' -> (8, 8)."""
-    parts = [p for p in text.lower().replace(",", "x").split("x") if p.strip()]
-    try:
-        out = tuple(int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}") from None
-    if len(out) not in (1, 2) or min(out) < 1:
-        raise argparse.ArgumentTypeError(f"expected N or HxW with positive sizes, got {text!r}")
-    return out
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``lkr train``."""
     d = DEFAULTS
     g = parser.add_argument_group("network and posterior")
     g.add_argument("--arch", choices=("fc", "cnn", "lcn"), default=d["arch"],
                    help=f"architecture (default {d['arch']})")
-    g.add_argument("--width", "-N", type=_int_at_least(1), default=d["width"],
+    g.add_argument("--width", "-N", type=positive_int, default=d["width"],
                    help=f"hidden units (FC) or channels (CNN/LCN) (default {d['width']})")
-    g.add_argument("-T", "--temperature", type=_positive_float, default=d["temperature"],
+    g.add_argument("-T", "--temperature", type=positive_float, default=d["temperature"],
                    help=f"posterior temperature T (default {d['temperature']})")
     g.add_argument("--activation", choices=("erf", "linear", "relu"), default=d["activation"],
                    help="activation (default erf; relu: the theory is approximate)")
-    g.add_argument("--lambda0", type=_positive_float, default=d["lambda0"],
+    g.add_argument("--lambda0", type=positive_float, default=d["lambda0"],
                    help="prior precision of the first layer (default 1)")
-    g.add_argument("--lambda1", type=_positive_float, default=d["lambda1"],
+    g.add_argument("--lambda1", type=positive_float, default=d["lambda1"],
                    help="prior precision of the readout (default 1)")
     g = parser.add_argument_group("task")
     g.add_argument("--task", default=d["task"],
                    help="local-teacher, gaussian-linear, mnist:DIR or cifar10:DIR (local "
                         "files; nothing is downloaded) (default local-teacher)")
-    g.add_argument("-P", "--P", dest="P", type=_int_at_least(1), default=d["P"],
+    g.add_argument("-P", "--P", dest="P", type=positive_int, default=d["P"],
                    help=f"training set size (default {d['P']})")
-    g.add_argument("--P-test", dest="P_test", type=_int_at_least(1), default=d["P_test"],
+    g.add_argument("--P-test", dest="P_test", type=positive_int, default=d["P_test"],
                    help=f"test set size (default {d['P_test']})")
-    g.add_argument("--seed", type=_int_at_least(0), default=d["seed"],
+    g.add_argument("--seed", type=nonneg_int, default=d["seed"],
                    help="seeds the task, the initial draws and the noise (default 0)")
     g.add_argument("--classes", default=None, help="image tasks: 'a,b' or 'a,c:b,d'")
-    g.add_argument("--downsample", type=_int_at_least(1), default=1,
+    g.add_argument("--downsample", type=positive_int, default=1,
                    help="image tasks: block-average factor")
-    g.add_argument("--input-shape", type=_shape, default=None,
+    g.add_argument("--input-shape", type=shape, default=None,
                    help="synthetic tasks: N0 or HxW (default 64)")
-    g.add_argument("--filter", dest="filter_size", type=_shape, default=d["filter_size"],
+    g.add_argument("--filter", dest="filter_size", type=shape, default=d["filter_size"],
                    help="filter size m or mhxmw (CNN/LCN and the local teacher; default 4)")
-    g.add_argument("--stride", type=_shape, default=None,
+    g.add_argument("--stride", type=shape, default=None,
                    help="stride (default: the filter size)")
     g.add_argument("--boundary", choices=("periodic", "valid"), default=d["boundary"],
                    help="patch boundary mode (default periodic)")
     g = parser.add_argument_group("sampling")
-    g.add_argument("--steps", type=_int_at_least(1), default=d["steps"],
+    g.add_argument("--steps", type=positive_int, default=d["steps"],
                    help=f"Langevin steps per chain, burn-in included (default {d['steps']})")
-    g.add_argument("--burn-in", type=_int_at_least(0), default=None,
+    g.add_argument("--burn-in", type=nonneg_int, default=None,
                    help="steps discarded first (default: half of --steps)")
-    g.add_argument("--thin", type=_int_at_least(1), default=d["thin"],
+    g.add_argument("--thin", type=positive_int, default=d["thin"],
                    help=f"keep every k-th state (default {d['thin']})")
-    g.add_argument("--chains", type=_int_at_least(1), default=d["chains"],
+    g.add_argument("--chains", type=positive_int, default=d["chains"],
                    help=f"independent chains, sampled together (default {d['chains']})")
-    g.add_argument("--lr", type=_positive_float, default=None,
+    g.add_argument("--lr", type=positive_float, default=None,
                    help="step size (default: lkr.train.suggest_lr, a quarter of the "
                         "stability limit)")
     g = parser.add_argument_group("output")

@@ -1,0 +1,80 @@
+"""argparse option types shared by the ``lkr`` subcommands.
+
+Each raises ``argparse.ArgumentTypeError`` with a one-line message that argparse prints as
+is (exit status 2).
+"""
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["positive_int", "nonneg_int", "positive_float", "nonneg_float", "widths", "shape"]
+
+
+def positive_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def nonneg_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
+
+
+def positive_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (v > 0 and v < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return v
+
+
+def nonneg_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (v >= 0 and v < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return v
+
+
+def widths(text):
+    parts = [p for p in text.replace(" ", "").split(",") if p]
+    if not parts:
+        raise argparse.ArgumentTypeError(f"expected comma-separated widths like 50,100,200, got {text!r}")
+    out = []
+    for p in parts:
+        try:
+            v = int(p)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"widths must be integers, got {p!r} in {text!r}") from None
+        if v < 1:
+            raise argparse.ArgumentTypeError(f"widths must be positive, got {v} in {text!r}")
+        out.append(v)
+    return out
+
+
+def shape(text):
+    """'64' -> (64,); '8x8' or '8,8' -> (8, 8)."""
+    parts = [p for p in text.lower().replace(",", "x").split("x") if p.strip()]
+    if not 1 <= len(parts) <= 2:
+        raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}")
+    try:
+        vals = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or HxW with integers, got {text!r}") from None
+    if min(vals) < 1:
+        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
+    return vals
