@@ -11,6 +11,7 @@ from scipy.special import erf
 import lkr
 from lkr import nets
 from lkr.nets import _reference_forward, _reference_jvp, _reference_vjp
+from net_factories import KINDS, geometry, make
 
 ACTS = ["linear", "erf", "relu"]
 
@@ -48,24 +49,6 @@ def loop_patch(Z, W, v, act, local):
                 w = W[a, i] if local else W[a]
                 out[mu] += v[a, i] * _sig(act, float(w @ Z[mu, i]) / math.sqrt(M))
     return out / math.sqrt(Nc * Np)
-
-
-def geometry():
-    return lkr.PatchGeometry((12,), filter_size=3, stride=2, boundary="periodic")
-
-
-def make(kind, act="erf", dtype=np.float64, seed=0):
-    if kind == "fc":
-        return nets.FCNet(12, 7, activation=act, lambda0=2.0, lambda1=0.5, seed=seed, dtype=dtype)
-    if kind == "deep":
-        return nets.DeepFCNet(12, (6, 5), activation=act, lambdas=(1.0, 2.0, 0.5), seed=seed,
-                              dtype=dtype)
-    cls = nets.CNNNet if kind == "cnn" else nets.LCNNet
-    return cls(geometry=geometry(), channels=4, activation=act, lambda0=2.0, lambda1=0.5,
-               seed=seed, dtype=dtype)
-
-
-KINDS = ["fc", "deep", "cnn", "lcn"]
 
 
 @pytest.fixture

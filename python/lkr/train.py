@@ -50,7 +50,6 @@ import sys
 import threading
 import time
 import warnings
-from typing import Callable, Optional
 
 import numpy as np
 
@@ -235,9 +234,28 @@ class _Objective:
         return f, self.net.vjp(X, r, params)
 
 
-class _FCObjective(_Objective):
-    # hT (C, N1, n) = W (C N1, N0) @ Xs^T: one GEMM for all chains; Xs = X / sqrt(N0).
+class _FusedObjective(_Objective):
+    """f = readout(sigma(pre-activations)) on inputs prepared once per run; subclasses give
+    ``_pre`` (pre-activations), ``_f`` (readout) and the prepared (train, test) ``inputs``."""
+
     fused = True
+
+    @property
+    def inputs(self):
+        return self.Z, self.Zt
+
+    def _forward(self, params, Z):
+        return self._f(_sigma(self.act, self._pre(params["W"], Z), self.xp), params["v"])
+
+    def forward_train(self, params):
+        return self._forward(params, self.inputs[0])
+
+    def forward_test(self, params):
+        return self._forward(params, self.inputs[1])
+
+
+class _FCObjective(_FusedObjective):
+    # hT (C, N1, n) = W (C N1, N0) @ Xs^T: one GEMM for all chains; Xs = X / sqrt(N0).
 
     def __init__(self, net, X, X_test, dtype):
         super().__init__(net, X, X_test)
@@ -257,12 +275,6 @@ class _FCObjective(_Objective):
     def _f(self, S, v):
         return (v[:, None, :] @ S)[:, 0, :] * self.c1
 
-    def forward_train(self, params):
-        return self._f(_sigma(self.act, self._pre(params["W"], self.Z), self.xp), params["v"])
-
-    def forward_test(self, params):
-        return self._f(_sigma(self.act, self._pre(params["W"], self.Zt), self.xp), params["v"])
-
     def value_and_grad(self, params, y, rows=None):
         W, v = params["W"], params["v"]
         Z = self.Z if rows is None else self.Z[rows]
@@ -277,10 +289,9 @@ class _FCObjective(_Objective):
         return f, {"W": gW, "v": gv}
 
 
-class _CNNObjective(_Objective):
+class _CNNObjective(_FusedObjective):
     # H (C, Nc, n, Np) = W (C Nc, M) @ Zflat^T with Zflat the (n Np, M) patches / sqrt(M),
     # cut once: the patch tensor of the training set is reused at every step.
-    fused = True
 
     def __init__(self, net, X, X_test, dtype):
         super().__init__(net, X, X_test)
@@ -301,12 +312,6 @@ class _CNNObjective(_Objective):
 
     def _f(self, S, v):
         return self.xp.einsum("capi,cai->cp", S, v) * self.c1
-
-    def forward_train(self, params):
-        return self._f(_sigma(self.act, self._pre(params["W"], self.Z), self.xp), params["v"])
-
-    def forward_test(self, params):
-        return self._f(_sigma(self.act, self._pre(params["W"], self.Zt), self.xp), params["v"])
 
     def value_and_grad(self, params, y, rows=None):
         W, v = params["W"], params["v"]
@@ -339,11 +344,9 @@ class _LCNObjective(_CNNObjective):
     def _f(self, S, v):
         return self.xp.einsum("ipca,cai->cp", S, v) * self.c1
 
-    def forward_train(self, params):
-        return self._f(_sigma(self.act, self._pre(params["W"], self.ZT), self.xp), params["v"])
-
-    def forward_test(self, params):
-        return self._f(_sigma(self.act, self._pre(params["W"], self.ZtT), self.xp), params["v"])
+    @property
+    def inputs(self):
+        return self.ZT, self.ZtT
 
     def value_and_grad(self, params, y, rows=None):
         xp = self.xp
