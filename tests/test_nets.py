@@ -253,7 +253,7 @@ def test_compiled_patch_passes_match_reference(case, fast_math):
 
 
 def test_compiled_features_match_reference(fast_math):
-    from lkr.ntk import _reference_features
+    from lkr.nets import _reference_features
 
     rng = np.random.default_rng(0)
     Z = rng.standard_normal((5, 4, 3))

@@ -43,3 +43,8 @@ def integer(value, name: str, minimum=None) -> int:
 def count(value, name: str, minimum: int = 1) -> int:
     """A count: an integer of at least ``minimum`` (1 unless said)."""
     return integer(value, name, minimum)
+
+
+def seed(value, name: str = "seed") -> int:
+    """A seed: a non-negative integer (TypeError for a non-integer, ValueError when < 0)."""
+    return integer(value, name, 0)

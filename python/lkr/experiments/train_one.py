@@ -24,6 +24,7 @@ import warnings
 
 import numpy as np
 
+from .._json import jsonable
 from .argtypes import nonneg_int, positive_float, positive_int, shape
 
 __all__ = ["add_arguments", "run", "run_experiment", "DEFAULTS"]
@@ -174,7 +175,7 @@ def run_experiment(*, arch=DEFAULTS["arch"], task=DEFAULTS["task"], P=DEFAULTS["
     from .. import __version__
 
     out["versions"] = dict(lkr=__version__, numpy=np.__version__, python=platform.python_version())
-    return train._py(out)
+    return jsonable(out)
 
 
 def format_report(out: dict) -> str:
