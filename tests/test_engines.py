@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_gpu import emulator  # noqa: F401 - the fixture (the CUDA host emulator)
 
 import lkr
 from lkr import _cuda, backend, nets, ntk, train
-from test_gpu import emulator  # noqa: F401 - the fixture (the CUDA host emulator)
 
 STUB = Path(lkr.__file__).with_name("_core.pyi")
 

@@ -55,7 +55,8 @@ def _nets_for_grad():
 
 
 @pytest.mark.parametrize("net,xshape", _nets_for_grad(),
-                         ids=lambda v: getattr(v, "activation", None) and type(v).__name__ + "-" + v.activation)
+                         ids=lambda v: getattr(v, "activation", None)
+                         and type(v).__name__ + "-" + v.activation)
 def test_loss_gradient_matches_central_differences(net, xshape):
     rng = np.random.default_rng(0)
     X = rng.standard_normal(xshape)
@@ -69,7 +70,7 @@ def test_loss_gradient_matches_central_differences(net, xshape):
                                               for k, a in params.items())
     assert loss == pytest.approx(expect, rel=1e-13)
     # directional derivatives along random directions
-    for trial in range(3):
+    for _trial in range(3):
         d = {k: rng.standard_normal(a.shape) for k, a in params.items()}
         eps = 1e-6
         lp, _ = train.loss_and_grad(net, X, y, T, {k: params[k] + eps * d[k] for k in params})
@@ -95,7 +96,8 @@ def test_loss_and_grad_with_chain_axis():
 
 
 @pytest.mark.parametrize("net,xshape", _nets_for_grad(),
-                         ids=lambda v: getattr(v, "activation", None) and type(v).__name__ + "-" + v.activation)
+                         ids=lambda v: getattr(v, "activation", None)
+                         and type(v).__name__ + "-" + v.activation)
 def test_fused_evaluation_matches_the_nets_own(net, xshape):
     rng = np.random.default_rng(2)
     X, Xt = rng.standard_normal(xshape), rng.standard_normal((3,) + xshape[1:])

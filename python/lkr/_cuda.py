@@ -53,7 +53,8 @@ from ._cuda_sources import SOURCES, load_source, source_dir, source_of
 
 __all__ = ["local_kernel", "renormalized_kernel", "renormalized_kernel_diag",
            "local_kernel_adjoint", "nngp_map_inplace", "patch_forward", "patch_vjp",
-           "patch_jvp", "patch_value_and_grad", "patch_features", "activation_pair", "source_dir", "source_of", "load_source", "compile_options",
+           "patch_jvp", "patch_value_and_grad", "patch_features", "activation_pair",
+           "source_dir", "source_of", "load_source", "compile_options",
            "device_info", "Engine", "SOURCES"]
 
 _ACTIVATIONS = ("linear", "erf", "relu")

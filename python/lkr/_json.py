@@ -17,7 +17,8 @@ __all__ = ["jsonable", "dumps", "dump"]
 
 def jsonable(x):
     """A JSON-friendly copy: dicts (keys as str), lists, tuples, arrays (-> lists), NumPy
-    scalars (-> Python), objects with ``to_dict``; non-finite floats -> None."""
+    scalars (-> Python), objects with ``to_dict``; non-finite floats -> None; anything else
+    -> its ``str``."""
     if isinstance(x, dict):
         return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
@@ -32,7 +33,9 @@ def jsonable(x):
         return None
     if hasattr(x, "to_dict"):
         return jsonable(x.to_dict())
-    return x
+    if x is None or isinstance(x, (bool, int, float, str)):
+        return x
+    return str(x)  # e.g. a path: its text
 
 
 def dumps(obj, **kwargs) -> str:

@@ -7,7 +7,7 @@ __all__ = ["progress_bar"]
 
 
 def progress_bar(total: int, desc: str, enabled=None, *, unit: str = "steps", delay: float = 0.0,
-                 stream=None):
+                 stream=None, **options):
     """A ``tqdm`` bar of ``total`` items.
 
     Parameters
@@ -25,4 +25,4 @@ def progress_bar(total: int, desc: str, enabled=None, *, unit: str = "steps", de
     else:
         delay = 0.0
     return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, delay=delay,
-                file=stream, dynamic_ncols=True, leave=True)
+                file=stream, dynamic_ncols=True, leave=True, **options)

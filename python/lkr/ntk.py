@@ -36,6 +36,7 @@ from typing import Optional
 import numpy as np
 
 from . import backend
+from ._validate import integer as _integer
 from .nets import DeepFCNet, LinearizedNet, Net, PatchNet
 
 __all__ = ["empirical_ntk", "jacobian", "gram", "from_torch", "TorchNTK", "DEFAULT_BLOCK_BYTES"]
@@ -72,9 +73,7 @@ def _inputs(net, X, Y):
 def _budget(max_bytes):
     if max_bytes is None:
         return DEFAULT_BLOCK_BYTES
-    if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) or max_bytes <= 0:
-        raise ValueError(f"max_bytes must be a positive integer, got {max_bytes!r}")
-    return int(max_bytes)
+    return _integer(max_bytes, "max_bytes", 1)
 
 
 # -- fully connected ----------------------------------------------------------------------
@@ -270,9 +269,7 @@ def gram(J, block: Optional[int] = None):
     dtype = np.dtype(np.float32) if A.dtype == np.float32 else np.dtype(np.float64)
     if block is None:
         block = max(1, DEFAULT_BLOCK_BYTES // max(1, 2 * N * dtype.itemsize))
-    elif isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
-        raise ValueError(f"block must be a positive integer, got {block!r}")
-    block = int(block)
+    block = _integer(block, "block", 1)
     out = xp.empty((R, R), dtype=dtype)
     starts = list(range(0, R, block))
 
@@ -349,8 +346,7 @@ def from_torch(model, X, *, chunk: int = 256, return_jacobian: bool = False) -> 
 
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
-        raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+    chunk = _integer(chunk, "chunk", 1)
     params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
     if not params:
         raise ValueError("model has no parameters that require grad")

@@ -6,7 +6,6 @@ error (also exported as :func:`lkr.train.sampled_test_error`).
 """
 from __future__ import annotations
 
-
 from .. import backend
 from .._validate import integer as _int
 from ..train.langevin import langevin

@@ -80,7 +80,7 @@ class Net:
             out[name] = (rng.standard_normal(lead + shape) * std).astype(self.dtype)
         return out
 
-    def with_params(self, params) -> "Net":
+    def with_params(self, params) -> Net:
         """A new net of the same configuration with the given (unchained) parameters."""
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
@@ -215,7 +215,7 @@ class Net:
         return out
 
 
-    def prepare(self, X, X_test=None, *, dtype=None, fused=True) -> "Prepared":
+    def prepare(self, X, X_test=None, *, dtype=None, fused=True) -> Prepared:
         """An objective on inputs prepared once: f and the gradient of (1/2) sum (y - f)^2
         for chain-batched params (every array with a leading chain axis).
 

@@ -18,7 +18,7 @@ class ConvergenceError(RuntimeError):
     The unconverged :class:`Solution` is attached as ``.solution``.
     """
 
-    def __init__(self, message: str, solution: "Solution"):
+    def __init__(self, message: str, solution: Solution):
         super().__init__(message)
         self.solution = solution
 

@@ -166,7 +166,7 @@ def _read_done(out, points):
         return done
     wanted = {_key(p): list(p) for p in points}
     names = {tuple(sorted(v)) for v in wanted.values()}
-    with open(out, "r", encoding="utf-8") as fh:
+    with open(out, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue

@@ -45,11 +45,16 @@ Layout: :mod:`~lkr.train.langevin` (sampler, result, updater, step size), :mod:`
 ``_common`` (checks, start-up draws, the loss).
 """
 from __future__ import annotations
-from __future__ import annotations
 
 from ._common import SamplingWarning, loss_and_grad
 from .gd import GDResult, gradient_descent
-from .langevin import DEFAULT_BURN_IN_FRACTION, LangevinResult, default_burn_in, langevin, suggest_lr
+from .langevin import (
+    DEFAULT_BURN_IN_FRACTION,
+    LangevinResult,
+    default_burn_in,
+    langevin,
+    suggest_lr,
+)
 from .linearized import fit_linearized
 
 __all__ = ["langevin", "LangevinResult", "gradient_descent", "GDResult", "loss_and_grad",

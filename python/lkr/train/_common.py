@@ -10,13 +10,10 @@ import numpy as np
 from .. import backend
 from .._json import jsonable
 from .._validate import real as _real
+from .._warnings import SamplingWarning
 from ..nets import Prepared
 
 __all__ = ["SamplingWarning", "loss_and_grad"]
-
-
-class SamplingWarning(UserWarning):
-    """Sampling stopped early (interrupted) or produced no samples."""
 
 
 # -- validation (the shared checks: lkr._validate) ------------------------------------------

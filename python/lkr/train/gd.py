@@ -16,7 +16,16 @@ from .._json import jsonable
 from .._validate import integer as _int
 from .._validate import real as _real
 from .._validate import seed as _seed
-from ._common import chained, check_net, inputs, labels, net_config, objective, params_dtype, small_gemm
+from ._common import (
+    chained,
+    check_net,
+    inputs,
+    labels,
+    net_config,
+    objective,
+    params_dtype,
+    small_gemm,
+)
 
 __all__ = ["gradient_descent", "GDResult"]
 

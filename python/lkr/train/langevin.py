@@ -20,9 +20,23 @@ from .._progress import progress_bar
 from .._validate import integer as _int
 from .._validate import real as _real
 from .._validate import seed as _seed
-from ._common import (PARALLEL_MIN, SamplingWarning, StopFlag, chained, check_net, inputs,
-                      labels, net_config, objective, params_dtype, precisions, prior_draws,
-                      run_parts, small_gemm, split)
+from ._common import (
+    PARALLEL_MIN,
+    SamplingWarning,
+    StopFlag,
+    chained,
+    check_net,
+    inputs,
+    labels,
+    net_config,
+    objective,
+    params_dtype,
+    precisions,
+    prior_draws,
+    run_parts,
+    small_gemm,
+    split,
+)
 
 __all__ = ["langevin", "LangevinResult", "suggest_lr", "DEFAULT_BURN_IN_FRACTION",
            "default_burn_in"]
