@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["real", "positive", "integer", "count"]
+__all__ = ["real", "positive", "integer", "count", "seed", "choice"]
 
 
 def real(value, name: str, *, positive: bool = False, nonneg: bool = False) -> float:
@@ -48,3 +48,10 @@ def count(value, name: str, minimum: int = 1) -> int:
 def seed(value, name: str = "seed") -> int:
     """A seed: a non-negative integer (TypeError for a non-integer, ValueError when < 0)."""
     return integer(value, name, 0)
+
+
+def choice(value, name: str, options):
+    """``value`` if it is one of ``options``, else ValueError naming them."""
+    if value not in options:
+        raise ValueError(f"{name} must be one of {tuple(options)}, got {value!r}")
+    return value

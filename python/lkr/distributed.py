@@ -39,6 +39,7 @@ import numpy as np
 
 from . import backend
 from . import kernels as _kernels
+from ._validate import choice as _choice
 from ._validate import integer as _integer
 
 __all__ = ["renormalized_kernel", "local_kernel_adjoint", "connect", "executor",
@@ -88,9 +89,7 @@ def _check_retries(retries):
 
 
 def _check_device(device):
-    if device not in _DEVICES:
-        raise ValueError(f"device must be one of {_DEVICES}, got {device!r}")
-    return device
+    return _choice(device, "device", _DEVICES)
 
 
 def _host(A, name):

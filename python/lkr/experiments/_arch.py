@@ -7,6 +7,7 @@ error (also exported as :func:`lkr.train.sampled_test_error`).
 from __future__ import annotations
 
 from .. import backend
+from .._validate import choice as _choice
 from .._validate import integer as _int
 from ..train.langevin import langevin
 
@@ -20,9 +21,7 @@ NAMES = {"fc": "FC", "cnn": "CNN", "lcn": "LCN"}
 
 
 def check_arch(arch):
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"arch must be one of {ARCHITECTURES}, got {arch!r}")
-    return arch
+    return _choice(arch, "arch", ARCHITECTURES)
 
 
 def _flat(X, name):

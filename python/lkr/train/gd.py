@@ -16,16 +16,7 @@ from .._json import jsonable
 from .._validate import integer as _int
 from .._validate import real as _real
 from .._validate import seed as _seed
-from ._common import (
-    chained,
-    check_net,
-    inputs,
-    labels,
-    net_config,
-    objective,
-    params_dtype,
-    small_gemm,
-)
+from . import _common as _c
 
 __all__ = ["gradient_descent", "GDResult"]
 
@@ -102,14 +93,14 @@ def gradient_descent(net, X, y, lr, steps, weight_decay=0.0, batch_size=None, se
     -------
     GDResult
     """
-    params0 = check_net(net)
+    params0 = _c.check_net(net)
     lr = _real(lr, "lr", positive=True)
     steps = _int(steps, "steps", 0)
-    X = inputs(X, "X")
+    X = _c.inputs(X, "X")
     xp = backend.array_module(X)
     P = X.shape[0]
-    dtype = params_dtype(params0, X)
-    yv = labels(y, P, "y", xp, dtype)
+    dtype = _c.params_dtype(params0, X)
+    yv = _c.labels(y, P, "y", xp, dtype)
     if batch_size is not None:
         batch_size = _int(batch_size, "batch_size", 1)
         if batch_size > P:
@@ -127,15 +118,15 @@ def gradient_descent(net, X, y, lr, steps, weight_decay=0.0, batch_size=None, se
         w = _real(weight_decay, "weight_decay", nonneg=True)
         wd = {k: w for k in params0}
     if X_test is not None:
-        X_test = inputs(X_test, "X_test")
+        X_test = _c.inputs(X_test, "X_test")
     elif y_test is not None:
         raise ValueError("y_test given without X_test")
-    ytv = None if y_test is None else labels(y_test, X_test.shape[0], "y_test", xp, dtype)
+    ytv = None if y_test is None else _c.labels(y_test, X_test.shape[0], "y_test", xp, dtype)
     record_every = (max(1, steps // 200) if record_every is None
                     else _int(record_every, "record_every", 1))
 
-    obj = objective(net, X, X_test, dtype, fused)
-    params = chained(params0, 1, xp, dtype)
+    obj = _c.objective(net, X, X_test, dtype, fused)
+    params = _c.chained(params0, 1, xp, dtype)
     start = {k: a.copy() for k, a in params.items()}
     norm0 = {k: float(xp.linalg.norm(a)) for k, a in start.items()}
     rng = np.random.default_rng(seed)
@@ -158,7 +149,7 @@ def gradient_descent(net, X, y, lr, steps, weight_decay=0.0, batch_size=None, se
             trace["test_error"].append(float(((ft - ytv) ** 2).mean()))
 
     t0 = time.perf_counter()
-    with blas_threads(1, enabled=small_gemm(obj, 1)):
+    with blas_threads(1, enabled=_c.small_gemm(obj, 1)):
         _gd_loop(obj, params, yv, steps, batch_size, P, rng, lr, wd, record_every, _record, xp)
     final = {k: a[0] for k, a in params.items()}
     f_end = obj.forward_train(params)
@@ -171,7 +162,7 @@ def gradient_descent(net, X, y, lr, steps, weight_decay=0.0, batch_size=None, se
         trained = net.with_params(final)
     except Exception:  # nets without with_params: the parameters are still returned
         trained = None
-    settings = dict(method="gd" if batch_size is None else "sgd", net=net_config(net), lr=lr,
+    settings = dict(method="gd" if batch_size is None else "sgd", net=_c.net_config(net), lr=lr,
                     steps=steps, weight_decay=wd, batch_size=batch_size, seed=seed, P=P,
                     dtype=str(np.dtype(dtype)), fused=bool(obj.fused))
     return GDResult(final, trained, pred, trace, settings, elapsed)
