@@ -1,6 +1,6 @@
 r"""Langevin sampling of a network's Bayesian posterior (:func:`langevin`).
 
-The posterior of DESIGN.md section 2 at temperature T is
+The posterior of docs/theory.md section 2 at temperature T is
 :math:`p(\theta) \propto \exp(-\mathcal{L}(\theta)/T)`, sampled by the unadjusted Langevin
 algorithm (see :mod:`lkr.train`). Here: the sampler, its result, the in-place updater and
 the step-size suggestion.
