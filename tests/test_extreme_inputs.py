@@ -114,12 +114,12 @@ def test_local_kernels_huge_erf(dtype, k):
     ii = np.arange(4)
     assert_erf_close(Kxx[np.arange(5), np.arange(5)][:, ii, ii], 1.0, dtype)
     qs = np.abs(Q).sum() / 4
-    assert_erf_close(lkr.renormalized_kernel(X, Y, Q=Q, geometry=G),
+    assert_erf_close(lkr.renormalized_kernel(X, Y, Q=Q.astype(dtype), geometry=G),
                      np.einsum("abij,ij->ab", L, Q) / 4, dtype, qs)
     Lxx = _erf_limit_local(PX, None)
-    assert_erf_close(lkr.renormalized_kernel_diag(X, Q=Q, geometry=G),
+    assert_erf_close(lkr.renormalized_kernel_diag(X, Q=Q.astype(dtype), geometry=G),
                      np.einsum("aaij,ij->a", Lxx, Q) / 4, dtype, qs)
-    assert_erf_close(lkr.local_kernel_adjoint(X, W, geometry=G, Y=Y),
+    assert_erf_close(lkr.local_kernel_adjoint(X, W.astype(dtype), geometry=G, Y=Y),
                      np.einsum("abij,ab->ij", L, W), dtype, np.abs(W).sum())
 
 
@@ -137,23 +137,24 @@ def test_local_kernels_huge_homogeneous(dtype, act):
     got = lkr.local_kernel(X, Y, geometry=G, activation=act)
     np.testing.assert_allclose(got, want, rtol=0, atol=tol * np.abs(want).max())
     want, _ = ref_renormalized(PX, PY, Q, act)
-    got = lkr.renormalized_kernel(X, Y, Q=Q, geometry=G, activation=act)
+    got = lkr.renormalized_kernel(X, Y, Q=Q.astype(dtype), geometry=G, activation=act)
     np.testing.assert_allclose(got, want * a2, rtol=0, atol=tol * np.abs(want).max() * a2)
     want, _ = ref_renormalized_diag(PX, Q, act)
-    got = lkr.renormalized_kernel_diag(X, Q=Q, geometry=G, activation=act)
+    got = lkr.renormalized_kernel_diag(X, Q=Q.astype(dtype), geometry=G, activation=act)
     np.testing.assert_allclose(got, want * a2, rtol=tol)
     want, _ = ref_adjoint(PX, PY, W, act)
-    got = lkr.local_kernel_adjoint(X, W, geometry=G, Y=Y, activation=act)
+    got = lkr.local_kernel_adjoint(X, W.astype(dtype), geometry=G, Y=Y, activation=act)
     np.testing.assert_allclose(got, want * a2, rtol=0, atol=tol * np.abs(want).max() * a2)
     want = ref_fc_nngp(X0, Y0, act)
     got = lkr.nngp(X, Y, act)
     np.testing.assert_allclose(got, want * a2, rtol=0, atol=tol * np.abs(want).max() * a2)
     # one more factor 2^40 and C no longer fits: every function says so, naming X's scale
     big = np.ldexp(X0, k + 40).astype(dtype)
+    Qd, ones = Q.astype(dtype), np.ones((5, 5), dtype)
     calls = [lambda: lkr.local_kernel(big, geometry=G, activation=act),
-             lambda: lkr.renormalized_kernel(big, Q=Q, geometry=G, activation=act),
-             lambda: lkr.renormalized_kernel_diag(big, Q=Q, geometry=G, activation=act),
-             lambda: lkr.local_kernel_adjoint(big, np.ones((5, 5)), geometry=G, activation=act),
+             lambda: lkr.renormalized_kernel(big, Q=Qd, geometry=G, activation=act),
+             lambda: lkr.renormalized_kernel_diag(big, Q=Qd, geometry=G, activation=act),
+             lambda: lkr.local_kernel_adjoint(big, ones, geometry=G, activation=act),
              lambda: lkr.nngp(big, None, act)]
     for call in calls:
         with pytest.raises(ValueError, match=r"X has entries up to \d\.\d+e\+\d+.*rescale X"):
@@ -162,10 +163,14 @@ def test_local_kernels_huge_homogeneous(dtype, act):
 
 def test_result_overflow_from_Q_raises():
     """Representable inputs, but a K_R too large for float32 through Q: raise, not inf."""
-    X = X0.astype(np.float32)
-    Qbig = (np.full((4, 4), 3e38)).astype(np.float32)
-    with pytest.raises(ValueError, match="renormalized_kernel overflows float32"):
-        lkr.renormalized_kernel(X, Q=Qbig, geometry=G)
+    X = np.ldexp(X0, 50).astype(np.float32)  # C ~ 1e30: representable
+    Qbig = np.full((4, 4), 1e10, dtype=np.float32)  # K_R ~ 1e40: not
+    with pytest.raises(ValueError, match=r"renormalized_kernel overflows float32 for these "
+                                         r"inputs \(max \|X\| = 3.*e\+15, max \|Q\| = 1e\+10\)"):
+        lkr.renormalized_kernel(X, Q=Qbig, geometry=G, activation="relu")
+    with pytest.raises(ValueError, match="local_kernel_adjoint overflows float32"):
+        lkr.local_kernel_adjoint(X, np.full((5, 5), 1e10, np.float32), geometry=G,
+                                 activation="relu")
 
 
 @pytest.mark.parametrize("k", [-600, -1000])
@@ -189,7 +194,7 @@ def test_ordinary_inputs_are_bit_identical_to_the_unscaled_formulas():
         np.testing.assert_array_equal(lkr.local_kernel(np.ldexp(X, 7), geometry=G, activation=act),
                                       np.ldexp(base, 14))
         base = lkr.nngp(X, None, act)
-        np.testing.assert_array_equal(lkr.nngp(np.ldexp(X, 600), None, act), np.ldexp(base, 1200))
+        np.testing.assert_array_equal(lkr.nngp(np.ldexp(X, 300), None, act), np.ldexp(base, 600))
 
 
 def test_nngp_map_python_huge_covariances():

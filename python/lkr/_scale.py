@@ -95,8 +95,10 @@ def check_growth(activation, arrays, lambda0, M, dtype):
         e = math.frexp(amax)[1]
         S = A.astype(np.float64) * 2.0 ** -e  # exact; the sums below cannot overflow
         c = float((S * S).sum(axis=-1).max()) / (lambda0 * M)
-        cmax = math.ldexp(c, 2 * e) if c > 0 else 0.0
-        cmax = cmax if math.isfinite(cmax) else math.inf
+        try:
+            cmax = math.ldexp(c, 2 * e)
+        except OverflowError:
+            cmax = math.inf
         if cmax > limit:
             raise overflow_error(name, amax, cmax, activation, dtype)
 

@@ -84,7 +84,8 @@ def _symmetric_Q(Q, Np, xp, dtype):
     if asym > 1e-10 * max(scale, 1e-300):
         raise ValueError(f"Q must be symmetric: max |Q - Q.T| = {asym:.3g} (max |Q| = {scale:.3g}); "
                          "pass (Q + Q.T) / 2 if that is what you mean")
-    return (Q + Q.T) / 2
+    half = dtype.type(0.5)  # halves first: (Q + Q.T) / 2 overflows for entries near the max
+    return Q * half + Q.T * half
 
 
 _BLOCK = 512  # side of the blocks below: their temporaries stay small (2 MB in float64)
@@ -238,9 +239,10 @@ def _nngp_rescaled(Xf, Yf, ex, ey, activation, scale, xp, dtype, nthreads):
     if Yf is None and xp is not np:
         K = (K + K.T) / 2
     if activation == "erf":
-        ax = 1.0 / xp.sqrt(xp.ldexp(0.5, (-2 * ex).astype(np.int32)) + gx.astype(np.float64))
-        ay = ax if Yf is None else 1.0 / xp.sqrt(
-            xp.ldexp(0.5, (-2 * ey).astype(np.int32)) + gy.astype(np.float64))
+        with np.errstate(over="ignore"):  # 2^(-2e) = inf for tiny rows: then a = 0, K = 0
+            ax = 1.0 / xp.sqrt(xp.ldexp(0.5, (-2 * ex).astype(np.int32)) + gx.astype(np.float64))
+            ay = ax if Yf is None else 1.0 / xp.sqrt(
+                xp.ldexp(0.5, (-2 * ey).astype(np.int32)) + gy.astype(np.float64))
         K *= ax.astype(dtype)[:, None]
         K *= ay.astype(dtype)[None, :]
         K *= dtype.type(0.5)  # the map below doubles it: with C_xx = C_yy = 0, K = F(2 u / 2)
@@ -250,7 +252,8 @@ def _nngp_rescaled(Xf, Yf, ex, ey, activation, scale, xp, dtype, nthreads):
                                                     nthreads)
         return K
     for name, g, e in (("X", gx, ex), ("Y", gy, ey)):
-        c = xp.ldexp(g.astype(np.float64), (2 * e).astype(np.int32))
+        with np.errstate(over="ignore"):
+            c = xp.ldexp(g.astype(np.float64), (2 * e).astype(np.int32))
         cmax = float(c.max()) if c.size else 0.0
         if cmax > float(np.finfo(dtype).max) / 4:
             A = Xf if name == "X" else Yf
@@ -258,7 +261,8 @@ def _nngp_rescaled(Xf, Yf, ex, ey, activation, scale, xp, dtype, nthreads):
     K = xp.ascontiguousarray(K)
     if activation == "relu":
         backend.implementation(xp).nngp_map_inplace(K, gx, gy, "relu", nthreads)
-    return xp.ldexp(K, (ex[:, None] + ey[None, :]).astype(np.int32))
+    with np.errstate(under="ignore"):  # tiny rows: K below the smallest float is 0
+        return xp.ldexp(K, (ex[:, None] + ey[None, :]).astype(np.int32))
 
 
 def local_kernel(X, Y=None, *, geometry, activation="erf", lambda0=1.0, max_bytes=None,
