@@ -212,3 +212,26 @@ def test_scale_helpers():
     assert _scale.row_exponents(X0, np, np.float64, 12) is None
     e = _scale.row_exponents(np.ldexp(X0, 700), np, np.float64, 12)
     assert e is not None and (np.abs(np.ldexp(X0, 700 - e[:, None])).max(1) < 1).all()
+
+
+@pytest.mark.parametrize("call", ["nngp", "local_kernel", "renormalized_kernel",
+                                  "renormalized_kernel_diag", "local_kernel_adjoint"])
+def test_nan_is_reported_at_the_inputs_own_index(call):
+    """Issue 14, item 7: (sample, row, column) of a 2-d input, not (sample, patch, entry)."""
+    g = lkr.PatchGeometry((6, 6), (2, 2), (2, 2))
+    X = RNG.standard_normal((3, 6, 6))
+    X[2, 4, 1] = np.nan
+    Qg, Wg = np.eye(9), np.ones((3, 3))
+    f = {"nngp": lambda: lkr.nngp(X),
+         "local_kernel": lambda: lkr.local_kernel(X, geometry=g),
+         "renormalized_kernel": lambda: lkr.renormalized_kernel(X, Q=Qg, geometry=g),
+         "renormalized_kernel_diag": lambda: lkr.renormalized_kernel_diag(X, Q=Qg, geometry=g),
+         "local_kernel_adjoint": lambda: lkr.local_kernel_adjoint(X, Wg, geometry=g)}[call]
+    with pytest.raises(ValueError, match=r"^X has 1 non-finite value\(s\) \(NaN or inf\), "
+                                         r"first at index \(2, 4, 1\)$"):
+        f()
+    if call != "nngp":
+        Y = RNG.standard_normal((2, 6, 6))
+        Y[1, 0, 5] = np.inf
+        with pytest.raises(ValueError, match=r"^Y has 1 non-finite .*first at index \(1, 0, 5\)$"):
+            lkr.local_kernel(X[:2] * 0 + 1, Y, geometry=g)
