@@ -461,9 +461,11 @@ __device__ void prepare_body(const T* __restrict__ x, T* __restrict__ z, T* __re
     for (long long k = 0; k < M; ++k) amax = fmax(amax, fabs(double(xr[k])));
     int e = 0;
     if (amax > 0.0) frexp(amax, &e);
+    // 2^-e as two normal factors, so that x * h1 * h2 is exact (as the C++ path)
+    const double h1 = ldexp(1.0, -(e / 2)), h2 = ldexp(1.0, -(e - e / 2));
     double sq = 0.0;  // |x 2^-e|^2
     for (long long k = 0; k < M; ++k) {
-      const double v = ldexp(double(xr[k]), -e);
+      const double v = double(xr[k]) * h1 * h2;
       sq += v * v;
     }
     double scale, amp = 1.0;
@@ -475,7 +477,7 @@ __device__ void prepare_body(const T* __restrict__ x, T* __restrict__ z, T* __re
       scale = sq > 0.0 ? 1.0 / sqrt(sq) : 0.0;
       amp = ldexp(sqrt(sq * norm), e);
     }
-    for (long long k = 0; k < M; ++k) zr[k] = T(ldexp(double(xr[k]), -e) * scale);
+    for (long long k = 0; k < M; ++k) zr[k] = T(double(xr[k]) * h1 * h2 * scale);
     s[row] = T(amp);
   }
 }

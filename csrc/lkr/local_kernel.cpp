@@ -72,15 +72,18 @@ Prepared<T> prepare(const View3<T>& x, Activation act, double lambda0, int nthre
       for (int64_t k = 0; k < r.M; ++k) amax = std::max(amax, std::fabs(double(x(mu, i, k))));
       int e = 0;
       if (amax > 0) std::frexp(amax, &e);
+      // 2^-e as two normal factors (2^-e alone is out of range for e = 1024 or e < -1022):
+      // x * h1 * h2 is then exact, and cheaper than an ldexp call per entry.
+      const double h1 = std::ldexp(1.0, -(e / 2)), h2 = std::ldexp(1.0, -(e - e / 2));
       double sq = 0;  // |x 2^-e|^2
       for (int64_t k = 0; k < r.M; ++k) {
-        const double v = std::ldexp(double(x(mu, i, k)), -e);
+        const double v = double(x(mu, i, k)) * h1 * h2;
         sq += v * v;
       }
       const PreparedFactors f = prepared_factors(act, sq, e, norm);
       r.s[mu * r.Np + i] = T(f.amp);
       T* zr = r.z.data() + (mu * r.Np + i) * r.M;
-      for (int64_t k = 0; k < r.M; ++k) zr[k] = T(std::ldexp(double(x(mu, i, k)), -e) * f.scale);
+      for (int64_t k = 0; k < r.M; ++k) zr[k] = T(double(x(mu, i, k)) * h1 * h2 * f.scale);
     }
   }
   return r;
