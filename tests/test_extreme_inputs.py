@@ -78,6 +78,7 @@ def test_nngp_huge_inputs(dtype, k, two):
     assert_erf_close(K, _corr_limit(A @ B.T, (A * A).sum(1), (B * B).sum(1)), dtype)
     if not two:
         assert_erf_close(np.diag(K), 1.0, dtype)
+        np.testing.assert_array_equal(K, K.T)
 
 
 def test_nngp_small_inputs_take_the_exact_map():

@@ -140,7 +140,7 @@ def _unit_scale(A, dtype, xp):
     exponents, exactly (see lkr._scale)."""
     if A is None:
         return None, 0
-    e = _scale.exponent(_scale.max_abs(A), dtype, A.shape[-1])
+    e = _scale.exponent(_scale.max_abs(A), dtype, math.prod(A.shape[1:]))  # terms per sum
     return (A if e == 0 else xp.ldexp(A, -e)), e
 
 
@@ -243,8 +243,7 @@ def _nngp_rescaled(Xf, Yf, ex, ey, activation, scale, xp, dtype, nthreads):
             ax = 1.0 / xp.sqrt(xp.ldexp(0.5, (-2 * ex).astype(np.int32)) + gx.astype(np.float64))
             ay = ax if Yf is None else 1.0 / xp.sqrt(
                 xp.ldexp(0.5, (-2 * ey).astype(np.int32)) + gy.astype(np.float64))
-        K *= ax.astype(dtype)[:, None]
-        K *= ay.astype(dtype)[None, :]
+        K *= (ax[:, None] * ay[None, :]).astype(dtype)  # a product that commutes: K stays symmetric
         K *= dtype.type(0.5)  # the map below doubles it: with C_xx = C_yy = 0, K = F(2 u / 2)
         zx = xp.zeros(P, dtype)
         zy = zx if P2 == P else xp.zeros(P2, dtype)
