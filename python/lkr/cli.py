@@ -1,7 +1,8 @@
 """The ``lkr`` command (also ``python -m lkr``).
 
 Subcommands: ``info`` (versions, backend, threads), ``fc-vs-cnn`` (the main experiment),
-``train`` (one network by Langevin dynamics) and ``bench`` (the microbenchmarks). Bad option
+``nets-vs-linearized`` (networks against their linearisations), ``train`` (one network by
+Langevin dynamics) and ``bench`` (the microbenchmarks). Bad option
 values end with a one-line message on stderr and exit status 2, as argparse does.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ def _task(text):
     from .data import TASKS
 
     name, sep, arg = text.partition(":")
-    if name in ("local-teacher", "gaussian-linear") and not sep:
+    if name in ("local-teacher", "gaussian-linear", "digits") and not sep:
         return text
     if name in ("mnist", "cifar10"):
         if not arg:
@@ -77,6 +78,22 @@ def _add_train(sub):
     p.set_defaults(func=_cmd_train, parser=p)
 
 
+def _add_nets_vs_linearized(sub):
+    from .experiments import nets_vs_linearized
+
+    p = sub.add_parser(
+        "nets-vs-linearized", help="finite-width nets against their linearisations; "
+                                   "effective rank of the Jacobian",
+        description="Train FC, CNN and LCN networks at several widths by gradient descent "
+                    "(one output per class group), and their linearisations around the same "
+                    "initialisation with the same optimiser; compare test accuracy and MSE, "
+                    "and report the effective rank of the Jacobian at initialisation. Prints "
+                    "a table; with --out, writes results.json and nets_vs_linearized.png.",
+        epilog="Example: lkr nets-vs-linearized --out runs/nvl (about a minute on two cores).")
+    nets_vs_linearized.add_arguments(p)
+    p.set_defaults(func=nets_vs_linearized.run, parser=p)
+
+
 def _unavailable(name, exc) -> int:
     print(f"lkr {name}: not available in this installation ({exc})", file=sys.stderr)
     return 1
@@ -94,8 +111,8 @@ def _add_fc_vs_cnn(sub):
         epilog="Example: lkr fc-vs-cnn --out results (about a minute on two cores).")
     g = p.add_argument_group("task")
     g.add_argument("--task", type=_task, default=DEFAULTS["task"],
-                   help="local-teacher, gaussian-linear, mnist:DIR or cifar10:DIR (local files; "
-                        "nothing is downloaded) (default: %(default)s)")
+                   help="local-teacher, gaussian-linear, mnist:DIR, cifar10:DIR (local files; "
+                        "nothing is downloaded) or digits (scikit-learn's) (default: %(default)s)")
     g.add_argument("-P", "--P", dest="P", type=_positive_int, default=DEFAULTS["P"],
                    help="training set size (default: %(default)s)")
     g.add_argument("--P-test", dest="P_test", type=_positive_int, default=DEFAULTS["P_test"],
@@ -104,7 +121,7 @@ def _add_fc_vs_cnn(sub):
                    "(and Langevin sampling) (default: %(default)s)")
     g.add_argument("--classes", default=None,
                    help="image tasks: two classes 'a,b' or groups 'a,c:b,d' (first -> +1); "
-                        "default 0,1 for MNIST, 3,5 for CIFAR-10")
+                        "default 0,1 for MNIST and digits, 3,5 for CIFAR-10")
     g.add_argument("--color", action="store_true",
                    help="cifar10: keep RGB as 3 channels (default: grayscale)")
     g.add_argument("--downsample", type=_positive_int, default=1, metavar="F",
@@ -207,7 +224,7 @@ def _cmd_fc_vs_cnn(args) -> int:
                                input_shape=args.input_shape, filter_size=args.filter_size,
                                stride=args.stride, boundary=args.boundary, seed=args.seed,
                                task_options=task_options)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, ImportError) as exc:
         parser.error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     kwargs = dict(temperature=args.temperature, activation=args.activation,
                   lambda0=args.lambda0, lambda1=args.lambda1, langevin=langevin,
@@ -269,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_info, parser=p)
     _add_fc_vs_cnn(sub)
     _add_train(sub)
+    _add_nets_vs_linearized(sub)
     p = sub.add_parser("bench", help="run the microbenchmarks (see `lkr bench --help`)",
                        add_help=False)
     p.add_argument("bench_args", nargs=argparse.REMAINDER)

@@ -20,6 +20,9 @@ Tasks (see :func:`load_task`)
 ``cifar10:DIR``
     the CIFAR-10 python batches in DIR (``data_batch_1`` ... ``data_batch_5``,
     ``test_batch``), or in ``DIR/cifar-10-batches-py``.
+``digits``
+    the UCI handwritten digits (8 x 8) shipped with scikit-learn (``lkr[data]``), see
+    :mod:`lkr.datasets_sklearn`.
 
 Nothing is ever downloaded. For the image tasks, two groups of classes are selected (labels
 +1 for the first, -1 for the second), images are optionally converted to grayscale and
@@ -43,7 +46,7 @@ __all__ = ["Task", "load_task", "gaussian_linear", "local_teacher", "load_mnist"
            "read_idx", "parse_classes", "TASKS", "DataError"]
 
 #: task names accepted by :func:`load_task` (``mnist`` and ``cifar10`` take ``:DIR``)
-TASKS = ("local-teacher", "gaussian-linear", "mnist:DIR", "cifar10:DIR")
+TASKS = ("local-teacher", "gaussian-linear", "mnist:DIR", "cifar10:DIR", "digits")
 
 
 class DataError(ValueError):
@@ -466,7 +469,8 @@ def load_task(spec, P, P_test, seed=0, *, input_shape=None, filter_size=4, strid
     Parameters
     ----------
     spec : str
-        ``"local-teacher"``, ``"gaussian-linear"``, ``"mnist:DIR"`` or ``"cifar10:DIR"``.
+        ``"local-teacher"``, ``"gaussian-linear"``, ``"mnist:DIR"``, ``"cifar10:DIR"`` or
+        ``"digits"``.
     P, P_test : int
         Training and test set sizes.
     seed : int
@@ -503,6 +507,12 @@ def load_task(spec, P, P_test, seed=0, *, input_shape=None, filter_size=4, strid
         return local_teacher(P, P_test, seed, input_shape=shape, filter_size=filter_size,
                              stride=stride, boundary=boundary, teacher_channels=teacher_channels,
                              noise=noise)
+    if name == "digits" and not sep:  # scikit-learn's UCI digits (lkr.datasets_sklearn)
+        task = load_digits(P, P_test, seed, classes=classes, downsample=downsample)
+        if input_shape is not None and tuple(_shape(input_shape)) != tuple(task.info["input_shape"]):
+            raise ValueError(f"input_shape {tuple(input_shape)} does not match the digits after "
+                             f"downsampling: {tuple(task.info['input_shape'])}")
+        return task
     if name in ("mnist", "cifar10"):
         if not sep or not arg:
             raise ValueError(f"task {name!r} needs a local directory: '{name}:DIR' (nothing is "
@@ -517,3 +527,9 @@ def load_task(spec, P, P_test, seed=0, *, input_shape=None, filter_size=4, strid
                              f"after downsampling: {tuple(task.info['input_shape'])}")
         return task
     raise ValueError(f"unknown task {spec!r}; choose one of {', '.join(TASKS)}")
+
+
+# the UCI digits through scikit-learn (optional extra lkr[data]); a module of its own
+from .datasets_sklearn import digits_groups, load_digits, parse_class_groups  # noqa: E402
+
+__all__ += ["load_digits", "digits_groups", "parse_class_groups"]

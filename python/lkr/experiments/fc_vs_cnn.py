@@ -208,7 +208,7 @@ def prepare(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"],
         raise ValueError("widths must not be empty")
     widths = sorted({int(w) for w in widths})
     task_options = dict(task_options or {})
-    is_synthetic = not (task.startswith("mnist") or task.startswith("cifar10"))
+    is_synthetic = task.partition(":")[0] not in ("mnist", "cifar10", "digits")
     if input_shape is None and is_synthetic:
         input_shape = DEFAULTS["input_shape"]
     if input_shape is not None:
