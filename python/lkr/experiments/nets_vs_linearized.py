@@ -25,6 +25,7 @@ table, ``results.json`` and ``nets_vs_linearized.png``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -186,6 +187,23 @@ def _aggregate(points, arch, width, multiplier):
 
 
 # -- the experiment -----------------------------------------------------------------------------
+@contextlib.contextmanager
+def _one_thread():
+    """BLAS and lkr's compiled kernels on one thread. Why: every step is small (P in the
+    hundreds); on the 2-core machine under load, two threads made a step 2-3x slower in CPU
+    time (and 100x for BLAS alone), see docs/nets-vs-linearized.md."""
+    from .. import backend
+    from .._blas import blas_threads
+
+    old = backend.get_num_threads()
+    backend.set_num_threads(1)
+    try:
+        with blas_threads(1):
+            yield
+    finally:
+        backend.set_num_threads(old)
+
+
 def _base_widths(base_widths, architectures):
     out = {a: ARCHITECTURES[a].base_width for a in architectures}
     out.update(base_widths or {})
@@ -238,6 +256,8 @@ def run_experiment(task=DEFAULTS["task"], *, classes=DEFAULTS["classes"], P=DEFA
     X, g, Xt, gt, info, D = _load(task, P, P_test, seed, classes, downsample)
     shape_ = tuple(info["input_shape"])
     geometry = PatchGeometry(shape_, filter_size, stride, boundary=boundary)
+    # flat inputs (P, N0) serve every architecture (the patch nets cut them themselves)
+    X, Xt = geometry.flatten(X, "X"), geometry.flatten(Xt, "X_test")
     t_data = time.perf_counter() - t_start
 
     grid = [(a, m) for a in architectures for m in multipliers]
@@ -250,8 +270,9 @@ def run_experiment(task=DEFAULTS["task"], *, classes=DEFAULTS["classes"], P=DEFA
             for s in range(seed, seed + seeds):
                 if bar is not None:
                     bar.show(f"{ARCHITECTURES[a].label} N={w} seed {s} ...")
-                done.append(_point(a, w, s, geometry, activation, X, g, Xt, gt, D, steps,
-                                   lr_scale, batch))
+                with _one_thread():
+                    done.append(_point(a, w, s, geometry, activation, X, g, Xt, gt, D, steps,
+                                       lr_scale, batch))
                 points.append(done[-1])
                 if bar is not None:
                     bar.step(f"{ARCHITECTURES[a].label} N={w} seed {s}")
@@ -299,7 +320,7 @@ def format_table(results: dict) -> str:
              "solution; gap = net - lin; erank, srank: effective and stable rank of J = "
              "grad_w f(w0, X) (rows = P x outputs)" + ("; mean+-se over seeds" if se else ""),
              ""]
-    w = 13 if se else 7
+    w = 13 if se else 8
     head = (f"{'arch':<5}{'N':>5}{'params':>8}{'rows':>6}{'erank':>{w + 2}}{'srank':>{w}}"
             f"{'acc net':>{w + 2}}{'acc lin':>{w}}{'acc ker':>{w}}{'gap':>{w + 1}}"
             f"{'mse net':>{w + 2}}{'mse lin':>{w}}{'mse ker':>{w}}{'|dw|/|w0|':>{w + 2}}")
