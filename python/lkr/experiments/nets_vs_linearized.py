@@ -81,7 +81,7 @@ ARCHITECTURES = {
 DEFAULTS = dict(task="digits", classes="0,2,4,6,8:1,3,5,7,9", P=256, P_test=512,
                 architectures=("fc", "cnn", "lcn"), multipliers=(1, 2, 4, 8), base_widths=None,
                 activation="relu", filter_size=(3, 3), stride=(1, 1), boundary="valid",
-                steps=400, lr_scale=1.0, batch=None, seeds=1, seed=0)
+                steps=1000, lr_scale=1.5, batch=None, seeds=1, seed=0)
 
 
 # -- data ---------------------------------------------------------------------------------------
