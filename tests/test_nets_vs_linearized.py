@@ -229,3 +229,21 @@ def test_command_bad_input_is_one_line(argv, what, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and what in err
+
+
+def test_torch_lenet_example(capsys):
+    """examples/torch_lenet_rank.py on a tiny setting; its FC check must agree with lkr."""
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "torch_lenet_rank.py")
+    spec = importlib.util.spec_from_file_location("torch_lenet_rank", path)
+    ex = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ex)
+    out = ex.main(["-P", "6", "--widths", "0.2", "--classes", "0,1"])
+    (er, sr), (er_t, sr_t) = out["check"]["lkr"], out["check"]["torch"]
+    assert er_t == pytest.approx(er, rel=1e-6) and sr_t == pytest.approx(sr, rel=1e-8)
+    row = out["lenet"][0]
+    assert row["rows"] == 12 and 1 <= row["effective_rank"] <= 12
+    assert "LeNet-5" in capsys.readouterr().out
