@@ -5,12 +5,11 @@ import os
 
 import numpy as np
 import pytest
+from net_factories import KINDS, make
 
 from lkr import nets, ntk, spectrum, train
 from lkr.experiments import multioutput as mo
 from lkr.experiments import nets_vs_linearized as nvl
-
-from net_factories import KINDS, make
 
 D = 3
 

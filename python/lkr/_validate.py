@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["real", "positive", "integer", "count"]
+__all__ = ["real", "positive", "integer", "count", "seed", "choice"]
 
 
 def real(value, name: str, *, positive: bool = False, nonneg: bool = False) -> float:
@@ -43,3 +43,15 @@ def integer(value, name: str, minimum=None) -> int:
 def count(value, name: str, minimum: int = 1) -> int:
     """A count: an integer of at least ``minimum`` (1 unless said)."""
     return integer(value, name, minimum)
+
+
+def seed(value, name: str = "seed") -> int:
+    """A seed: a non-negative integer (TypeError for a non-integer, ValueError when < 0)."""
+    return integer(value, name, 0)
+
+
+def choice(value, name: str, options):
+    """``value`` if it is one of ``options``, else ValueError naming them."""
+    if value not in options:
+        raise ValueError(f"{name} must be one of {tuple(options)}, got {value!r}")
+    return value

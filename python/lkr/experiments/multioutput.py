@@ -33,7 +33,8 @@ import math
 
 import numpy as np
 
-from .. import backend, ntk as _ntk
+from .. import backend
+from .. import ntk as _ntk
 
 __all__ = ["MultiOutput", "jacobian", "ntk", "train_net", "train_linearized", "kernel_solution",
            "batches"]

@@ -20,25 +20,29 @@ groups of scikit-learn's 8 x 8 digits), for every architecture and every width i
 Every point is repeated over ``seeds`` initialisations (the data split is fixed by
 ``seed``); tables show mean +- standard error. :func:`run_experiment` returns a JSON-friendly
 dict; :func:`format_table`, :func:`save_results` and :func:`plot_results` turn it into the
-table, ``results.json`` and ``nets_vs_linearized.png``.
+table, ``results.json`` and ``nets_vs_linearized.png``
+(:mod:`lkr.experiments.report_nets_vs_linearized`).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import sys
 import time
-from typing import Callable, NamedTuple, Optional, Sequence
+from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .argtypes import nonneg_int, positive_float, positive_int, shape, widths as _int_list
+from .argtypes import nonneg_int, positive_float, positive_int, shape
+from .argtypes import widths as _int_list
+from .report_nets_vs_linearized import format_table, plot_results, save_results
 
-__all__ = ["add_arguments", "run", "run_experiment", "format_table", "save_results",
-           "plot_results", "ARCHITECTURES", "DEFAULTS"]
+__all__ = ["add_arguments", "command", "run_experiment", "format_table", "save_results",
+           "plot_results", "ARCHITECTURES", "DEFAULTS", "HELP"]
+
+HELP = "finite-width nets against their linearisations; effective rank of the Jacobian"
 
 
 class Arch(NamedTuple):
@@ -52,29 +56,23 @@ class Arch(NamedTuple):
     readout: str = "v"
 
 
-def _fc(width, geometry, activation, seed):
-    from ..nets import FCNet
+def _lkr_net(arch):
+    """make(width, geometry, activation, seed) of lkr's one-hidden-layer ``arch``
+    (:func:`lkr.experiments._arch.make_net`; FC takes the flattened inputs)."""
+    def make(width, geometry, activation, seed):
+        from ._arch import make_net
 
-    return FCNet(geometry.input_size, width, activation=activation, seed=seed)
+        X = np.zeros((1, geometry.input_size))
+        return make_net(arch, width, X, geometry=geometry, activation=activation, seed=seed)[0]
 
-
-def _cnn(width, geometry, activation, seed):
-    from ..nets import CNNNet
-
-    return CNNNet(geometry, width, activation=activation, seed=seed)
-
-
-def _lcn(width, geometry, activation, seed):
-    from ..nets import LCNNet
-
-    return LCNNet(geometry, width, activation=activation, seed=seed)
+    return make
 
 
 #: name -> Arch; a new architecture (e.g. the deep CNN) is one line here
 ARCHITECTURES = {
-    "fc": Arch("FC", 32, _fc),
-    "cnn": Arch("CNN", 4, _cnn),
-    "lcn": Arch("LCN", 2, _lcn),
+    "fc": Arch("FC", 32, _lkr_net("fc")),
+    "cnn": Arch("CNN", 4, _lkr_net("cnn")),
+    "lcn": Arch("LCN", 2, _lkr_net("lcn")),
 }
 
 #: the default run (about a minute of CPU time, see docs/nets-vs-linearized.md)
@@ -231,7 +229,8 @@ def run_experiment(task=DEFAULTS["task"], *, classes=DEFAULTS["classes"], P=DEFA
     activation, filter_size, stride, boundary : the nets (CNN/LCN patches: a PatchGeometry)
     steps, lr_scale, batch : GD (SGD with a batch size), step lr_scale / lambda_max(Theta)
     seeds : number of initialisations (seed, seed + 1, ...); ``seed`` also fixes the data
-    progress : callable(total) -> object with ``step(label)`` and ``show(label)``
+    progress : callable(total) -> a tqdm-like bar (``update``, ``set_description_str``,
+        ``close``), e.g. :func:`lkr._progress.progress_bar`
 
     Returns
     -------
@@ -269,18 +268,21 @@ def run_experiment(task=DEFAULTS["task"], *, classes=DEFAULTS["classes"], P=DEFA
             done = []
             for s in range(seed, seed + seeds):
                 if bar is not None:
-                    bar.show(f"{ARCHITECTURES[a].label} N={w} seed {s} ...")
+                    bar.set_description_str(f"{ARCHITECTURES[a].label} N={w} seed {s}")
                 with _one_thread():
                     done.append(_point(a, w, s, geometry, activation, X, g, Xt, gt, D, steps,
                                        lr_scale, batch))
                 points.append(done[-1])
                 if bar is not None:
-                    bar.step(f"{ARCHITECTURES[a].label} N={w} seed {s}")
+                    bar.update(1)
             rows.append(_aggregate(done, a, w, mult))
     except KeyboardInterrupt:
         interrupted = True  # what is finished is kept (a partial row when seeds were cut)
         if done:
             rows.append(_aggregate(done, a, w, mult))
+    finally:
+        if bar is not None:
+            bar.close()
     settings = dict(task=task, classes=info["classes"], outputs=D, P=int(P), P_test=int(P_test),
                     architectures=list(architectures), multipliers=multipliers,
                     base_widths=bases, activation=activation, geometry=geometry.to_dict(),
@@ -296,118 +298,6 @@ def run_experiment(task=DEFAULTS["task"], *, classes=DEFAULTS["classes"], P=DEFA
                 versions=_versions(), rows=rows, points=points, interrupted=interrupted,
                 timing={"data_s": t_data, "total_s": time.perf_counter() - t_start},
                 created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-
-
-# -- presentation -------------------------------------------------------------------------------
-def _ms(d, digits=3):
-    s = f"{d['mean']:.{digits}f}"
-    return s + (f"+-{d['se']:.{digits}f}" if d.get("se") is not None else "")
-
-
-def format_table(results: dict) -> str:
-    """The results as plain text: one line per architecture and width."""
-    s = results["settings"]
-    g = s["geometry"]
-    se = len(s["seeds"]) > 1
-    lines = [f"nets vs linearisations on {s['task']} {' vs '.join(map(str, s['classes']))}: "
-             f"P = {s['P']}, P_test = {s['P_test']}, {s['outputs']} outputs (one-hot), "
-             f"{s['activation']}, {s['optimizer']}, {s['steps']} steps, lr = {s['lr_scale']:g} / "
-             f"lambda_max, seeds {s['seeds'][0]}..{s['seeds'][-1]}",
-             f"CNN/LCN patches: filter {'x'.join(map(str, g['filter_size']))}, stride "
-             f"{'x'.join(map(str, g['stride']))}, {g['boundary']}: Np = {s['num_patches']}, "
-             f"M = {s['patch_size']}",
-             "acc: test accuracy of the net, its linearisation (same GD) and the kernel "
-             "solution; gap = net - lin; erank, srank: effective and stable rank of J = "
-             "grad_w f(w0, X) (rows = P x outputs)" + ("; mean+-se over seeds" if se else ""),
-             ""]
-    w = 13 if se else 8
-    head = (f"{'arch':<5}{'N':>5}{'params':>8}{'rows':>6}{'erank':>{w + 2}}{'srank':>{w}}"
-            f"{'acc net':>{w + 2}}{'acc lin':>{w}}{'acc ker':>{w}}{'gap':>{w + 1}}"
-            f"{'mse net':>{w + 2}}{'mse lin':>{w}}{'mse ker':>{w}}{'|dw|/|w0|':>{w + 2}}")
-    lines.append(head)
-    prev = None
-    for r in results["rows"]:
-        if prev is not None and r["arch"] != prev:
-            lines.append("")
-        prev = r["arch"]
-        lines.append(
-            f"{ARCHITECTURES[r['arch']].label:<5}{r['width']:>5}{r['num_params']:>8}{r['rows']:>6}"
-            f"{_ms(r['effective_rank'], 1):>{w + 2}}{_ms(r['stable_rank'], 2):>{w}}"
-            f"{_ms(r['net']['test_accuracy']):>{w + 2}}{_ms(r['lin']['test_accuracy']):>{w}}"
-            f"{_ms(r['kernel']['test_accuracy']):>{w}}"
-            f"{_ms(r['gap']['test_accuracy']):>{w + 1}}"
-            f"{_ms(r['net']['test_mse']):>{w + 2}}{_ms(r['lin']['test_mse']):>{w}}"
-            f"{_ms(r['kernel']['test_mse']):>{w}}{_ms(r['relative_weight_change']):>{w + 2}}")
-    if results.get("interrupted"):
-        lines.append("")
-        lines.append("interrupted: the rows above are the finished points only")
-    return "\n".join(lines)
-
-
-def save_results(results: dict, out_dir) -> str:
-    """Write ``results.json`` into out_dir; returns its path."""
-    from .fc_vs_cnn import _jsonable
-
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "results.json")
-    with open(path, "w") as fh:
-        json.dump(_jsonable(results), fh, indent=1, allow_nan=False)
-        fh.write("\n")
-    return path
-
-
-def plot_results(results: dict, path) -> str:
-    """Accuracy of net / linearisation / kernel against width, and the effective rank against
-    width with the number of rows of J as a line. ImportError without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ImportError("matplotlib is not installed; pip install lkr[plot] for the plot") from None
-    s = results["settings"]
-    colors = {"fc": "tab:blue", "cnn": "tab:red", "lcn": "tab:green"}
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.3), constrained_layout=True)
-
-    def err(d):
-        return None if d["se"] is None else d["se"]
-
-    for a in s["architectures"]:
-        rows = [r for r in results["rows"] if r["arch"] == a]
-        if not rows:
-            continue
-        c, lab = colors.get(a), ARCHITECTURES[a].label
-        x = [r["width"] for r in rows]
-        for key, style, what in (("net", "o-", "net"), ("lin", "s--", "linearised, same GD"),
-                                 ("kernel", "^:", "kernel solution")):
-            vals = [r[key]["test_accuracy"] for r in rows]
-            ax1.errorbar(x, [v["mean"] for v in vals],
-                         yerr=None if vals[0]["se"] is None else [v["se"] for v in vals],
-                         fmt=style, color=c, capsize=3, mfc="none" if key != "net" else None,
-                         label=f"{lab} {what}")
-        er = [r["effective_rank"] for r in rows]
-        ax2.errorbar(x, [v["mean"] for v in er], yerr=None if er[0]["se"] is None else
-                     [v["se"] for v in er], fmt="o-", color=c, capsize=3,
-                     label=f"{lab} effective rank")
-        ax2.plot(x, [min(r["num_params"], r["rows"]) for r in rows], ":", color=c, lw=1,
-                 label=f"{lab} min(rows, params)")
-    ax2.axhline(s["P"] * s["outputs"], color="k", lw=1.2, ls="--",
-                label=f"rows of J = P x outputs = {s['P'] * s['outputs']}")
-    for ax in (ax1, ax2):
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("width (FC units; CNN, LCN channels)")
-        ax.grid(alpha=0.3, which="both")
-    ax2.set_yscale("log")
-    ax1.set_ylabel("test accuracy")
-    ax2.set_ylabel("effective rank of grad_w f(w0, X)")
-    ax1.legend(fontsize=7, ncol=1)
-    ax2.legend(fontsize=7)
-    fig.suptitle(f"{s['task']} {' vs '.join(map(str, s['classes']))}: P = {s['P']}, "
-                 f"{s['activation']}, {s['optimizer']}, {s['steps']} steps", fontsize=10)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return os.fspath(path)
 
 
 # -- command line -------------------------------------------------------------------------------
@@ -434,6 +324,13 @@ def _archs(text):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``lkr nets-vs-linearized``."""
     d = DEFAULTS
+    parser.description = (
+        "Train FC, CNN and LCN networks at several widths by gradient descent (one output "
+        "per class group), and their linearisations around the same initialisation with the "
+        "same optimiser; compare test accuracy and MSE, and report the effective rank of the "
+        "Jacobian at initialisation. Prints a table; with --out, writes results.json and "
+        "nets_vs_linearized.png.")
+    parser.epilog = "Example: lkr nets-vs-linearized --out runs/nvl (about a minute on two cores)."
     g = parser.add_argument_group("task")
     g.add_argument("--task", default=d["task"],
                    help="digits (scikit-learn's 8x8 digits, pip install lkr[data]), mnist:DIR "
@@ -481,9 +378,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
-def run(args) -> int:
+def command(args) -> int:
     """``lkr nets-vs-linearized``: the table on stdout, files with --out; 130 on Ctrl-C."""
-    from .fc_vs_cnn import Progress
+    from .._progress import progress_bar
 
     parser = args.parser
     if args.out is not None:
@@ -502,7 +399,9 @@ def run(args) -> int:
               filter_size=args.filter_size, stride=args.stride, boundary=args.boundary,
               downsample=args.downsample, steps=args.steps, lr_scale=args.lr_scale,
               batch=args.batch, seeds=args.seeds, seed=args.seed,
-              progress=lambda n: Progress(n, enabled=not args.quiet))
+              progress=lambda n: progress_bar(n, "", not args.quiet, unit="point", ascii="-#",
+                                              bar_format="[{bar:24}] {n_fmt}/{total_fmt} "
+                                                         "{elapsed}  {desc}"))
     try:
         results = run_experiment(args.task, **kw)
     except (ValueError, TypeError, ImportError) as exc:
