@@ -246,3 +246,15 @@ def test_torch_lenet_example(capsys):
     row = out["lenet"][0]
     assert row["rows"] == 12 and 1 <= row["effective_rank"] <= 12
     assert "LeNet-5" in capsys.readouterr().out
+
+
+def test_help_lists_the_options(capsys):
+    from lkr import cli
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["nets-vs-linearized", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for opt in ("--task", "--classes", "--arch", "--widths", "--base-widths", "--steps",
+                "--lr-scale", "--batch", "--seeds", "--out", "--quiet"):
+        assert opt in text, opt

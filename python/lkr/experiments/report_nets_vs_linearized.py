@@ -112,7 +112,7 @@ def plot_results(results: dict, path) -> str:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("width (FC units; CNN, LCN channels)")
         ax.grid(alpha=0.3, which="both")
-    ax2.set_yscale("log")
+    ax2.set_ylim(0, 1.08 * s["P"] * s["outputs"])
     ax1.set_ylabel("test accuracy")
     ax2.set_ylabel("effective rank of grad_w f(w0, X)")
     ax1.legend(fontsize=7, ncol=1)
