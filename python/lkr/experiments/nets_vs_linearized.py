@@ -39,8 +39,8 @@ from .argtypes import nonneg_int, positive_float, positive_int, shape
 from .argtypes import widths as _int_list
 from .report_nets_vs_linearized import format_table, plot_results, save_results
 
-__all__ = ["add_arguments", "command", "run_experiment", "format_table", "save_results",
-           "plot_results", "ARCHITECTURES", "DEFAULTS", "HELP"]
+__all__ = ["add_arguments", "command", "prepare", "Prepared", "run_experiment", "format_table",
+           "save_results", "plot_results", "ARCHITECTURES", "DEFAULTS", "HELP"]
 
 HELP = "finite-width nets against their linearisations; effective rank of the Jacobian"
 
@@ -208,13 +208,58 @@ def _base_widths(base_widths, architectures):
     return out
 
 
+class Prepared(NamedTuple):
+    """A loaded task, its geometry and the checked grid: every user error surfaces in
+    :func:`prepare`, before any training."""
+
+    task: str
+    data: tuple
+    geometry: object
+    architectures: tuple
+    multipliers: list
+    bases: dict
+    seeds: int
+    seed: int
+    seconds: float
+
+
+def prepare(task=DEFAULTS["task"], *, classes=DEFAULTS["classes"], P=DEFAULTS["P"],
+            P_test=DEFAULTS["P_test"], architectures=DEFAULTS["architectures"],
+            multipliers=DEFAULTS["multipliers"], base_widths=None,
+            filter_size=DEFAULTS["filter_size"], stride=DEFAULTS["stride"],
+            boundary=DEFAULTS["boundary"], downsample=1, seeds=DEFAULTS["seeds"],
+            seed=DEFAULTS["seed"]) -> Prepared:
+    """Check the arguments (as :func:`run_experiment`'s) and load the task; ValueError /
+    TypeError / ImportError (scikit-learn missing) for bad input."""
+    from ..geometry import PatchGeometry
+
+    t0 = time.perf_counter()
+    architectures = tuple(architectures)
+    for a in architectures:
+        if a not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {a!r}; choose from {tuple(ARCHITECTURES)}")
+    multipliers = sorted({int(k) for k in multipliers})
+    if not multipliers or multipliers[0] < 1:
+        raise ValueError(f"multipliers must be positive integers, got {multipliers}")
+    bases = _base_widths(base_widths, architectures)
+    if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
+        raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
+    X, g, Xt, gt, info, D = _load(task, P, P_test, seed, classes, downsample)
+    geometry = PatchGeometry(tuple(info["input_shape"]), filter_size, stride, boundary=boundary)
+    # flat inputs (P, N0) serve every architecture (the patch nets cut them themselves)
+    X, Xt = geometry.flatten(X, "X"), geometry.flatten(Xt, "X_test")
+    return Prepared(task, (X, g, Xt, gt, info, D), geometry, architectures, multipliers, bases,
+                    int(seeds), int(seed), time.perf_counter() - t0)
+
+
 def run_experiment(task=DEFAULTS["task"], *, classes=DEFAULTS["classes"], P=DEFAULTS["P"],
                    P_test=DEFAULTS["P_test"], architectures=DEFAULTS["architectures"],
                    multipliers=DEFAULTS["multipliers"], base_widths=None,
                    activation=DEFAULTS["activation"], filter_size=DEFAULTS["filter_size"],
                    stride=DEFAULTS["stride"], boundary=DEFAULTS["boundary"], downsample=1,
                    steps=DEFAULTS["steps"], lr_scale=DEFAULTS["lr_scale"], batch=None,
-                   seeds=DEFAULTS["seeds"], seed=DEFAULTS["seed"], progress=None) -> dict:
+                   seeds=DEFAULTS["seeds"], seed=DEFAULTS["seed"], progress=None,
+                   prepared=None) -> dict:
     """Run the experiment (see the module docstring) and return every number and setting.
 
     Parameters
@@ -231,6 +276,7 @@ def run_experiment(task=DEFAULTS["task"], *, classes=DEFAULTS["classes"], P=DEFA
     seeds : number of initialisations (seed, seed + 1, ...); ``seed`` also fixes the data
     progress : callable(total) -> a tqdm-like bar (``update``, ``set_description_str``,
         ``close``), e.g. :func:`lkr._progress.progress_bar`
+    prepared : the output of :func:`prepare`; then the task and grid arguments are its
 
     Returns
     -------
@@ -238,26 +284,19 @@ def run_experiment(task=DEFAULTS["task"], *, classes=DEFAULTS["classes"], P=DEFA
         ``settings``, ``task``, ``versions``, ``rows`` (aggregated per arch and width),
         ``points`` (every seed), ``timing``, ``interrupted``.
     """
-    from ..geometry import PatchGeometry
     from .fc_vs_cnn import _versions
 
     t_start = time.perf_counter()
-    architectures = tuple(architectures)
-    for a in architectures:
-        if a not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {a!r}; choose from {tuple(ARCHITECTURES)}")
-    multipliers = sorted({int(k) for k in multipliers})
-    if not multipliers or multipliers[0] < 1:
-        raise ValueError(f"multipliers must be positive integers, got {multipliers}")
-    bases = _base_widths(base_widths, architectures)
-    if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
-        raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
-    X, g, Xt, gt, info, D = _load(task, P, P_test, seed, classes, downsample)
-    shape_ = tuple(info["input_shape"])
-    geometry = PatchGeometry(shape_, filter_size, stride, boundary=boundary)
-    # flat inputs (P, N0) serve every architecture (the patch nets cut them themselves)
-    X, Xt = geometry.flatten(X, "X"), geometry.flatten(Xt, "X_test")
-    t_data = time.perf_counter() - t_start
+    if prepared is None:
+        prepared = prepare(task, classes=classes, P=P, P_test=P_test,
+                           architectures=architectures, multipliers=multipliers,
+                           base_widths=base_widths, filter_size=filter_size, stride=stride,
+                           boundary=boundary, downsample=downsample, seeds=seeds, seed=seed)
+    task, architectures, multipliers = prepared.task, prepared.architectures, prepared.multipliers
+    bases, seeds, seed, geometry = prepared.bases, prepared.seeds, prepared.seed, prepared.geometry
+    X, g, Xt, gt, info, D = prepared.data
+    P, P_test, downsample = X.shape[0], Xt.shape[0], info.get("downsample", downsample)
+    t_data = prepared.seconds
 
     grid = [(a, m) for a in architectures for m in multipliers]
     bar = progress(len(grid) * seeds) if progress else None
@@ -393,19 +432,23 @@ def command(args) -> int:
         if not args.quiet:
             print(msg, file=sys.stderr, flush=True)
 
-    kw = dict(classes=args.classes, P=args.P, P_test=args.P_test,
-              architectures=args.architectures, multipliers=args.multipliers,
-              base_widths=args.base_widths, activation=args.activation,
-              filter_size=args.filter_size, stride=args.stride, boundary=args.boundary,
-              downsample=args.downsample, steps=args.steps, lr_scale=args.lr_scale,
-              batch=args.batch, seeds=args.seeds, seed=args.seed,
+    try:
+        # every user error (no scikit-learn, bad classes, sizes, geometry) shows up here,
+        # before any training; later exceptions are bugs and keep their traceback
+        prepared = prepare(args.task, classes=args.classes, P=args.P, P_test=args.P_test,
+                           architectures=args.architectures, multipliers=args.multipliers,
+                           base_widths=args.base_widths, filter_size=args.filter_size,
+                           stride=args.stride, boundary=args.boundary,
+                           downsample=args.downsample, seeds=args.seeds, seed=args.seed)
+    except (ValueError, TypeError, ImportError) as exc:
+        parser.error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    kw = dict(prepared=prepared, activation=args.activation, steps=args.steps,
+              lr_scale=args.lr_scale, batch=args.batch,
               progress=lambda n: progress_bar(n, "", not args.quiet, unit="point", ascii="-#",
                                               bar_format="[{bar:24}] {n_fmt}/{total_fmt} "
                                                          "{elapsed}  {desc}"))
     try:
         results = run_experiment(args.task, **kw)
-    except (ValueError, TypeError, ImportError) as exc:
-        parser.error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     except FloatingPointError as exc:
         print(f"lkr nets-vs-linearized: {exc}", file=sys.stderr)
         return 1
