@@ -83,10 +83,14 @@ def test_integer_arguments_agree_on_the_error_class(name, call):
 def test_validate_helpers():
     assert _validate.integer(np.int32(3), "n", 1) == 3
     assert _validate.seed(0) == 0
-    with pytest.raises(ValueError, match="seed must be >= 0"):
+    with pytest.raises(ValueError, match="seed must be a non-negative integer, got -2"):
         _validate.seed(-2)
-    with pytest.raises(TypeError, match="seed must be an integer"):
+    with pytest.raises(TypeError, match="seed must be a non-negative integer, got None"):
         _validate.seed(None)
+    with pytest.raises(ValueError, match=r"n must be >= 3 \(an integer\), got 2"):
+        _validate.integer(2, "n", 3)
+    # a wrong type is a TypeError (that older callers may still catch as a ValueError)
+    assert issubclass(_validate.ArgumentTypeError, TypeError)
     assert _validate.choice("a", "x", ("a", "b")) == "a"
     with pytest.raises(ValueError, match=r"x must be one of \('a', 'b'\), got 'c'"):
         _validate.choice("c", "x", ("a", "b"))

@@ -21,7 +21,7 @@ validates its arguments and calls, with patch tensors ``PX`` (P, Np, M) and ``PY
 (the function list of ``lkr._core``, stated in ``_core.pyi``; a test checks both engines
 against it).
 
-with (DESIGN.md section 2)
+with (docs/theory.md section 2)
 
 .. math::
 

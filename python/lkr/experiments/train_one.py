@@ -80,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--steps", type=positive_int, default=d["steps"],
                    help=f"Langevin steps per chain, burn-in included (default {d['steps']})")
     g.add_argument("--burn-in", type=nonneg_int, default=None,
-                   help="steps discarded first (default: lkr.train's, a quarter of --steps)")
+                   help="steps discarded first (default: lkr.train's, half of --steps)")
     g.add_argument("--thin", type=positive_int, default=d["thin"],
                    help=f"keep every k-th state (default {d['thin']})")
     g.add_argument("--chains", type=positive_int, default=d["chains"],

@@ -1,4 +1,4 @@
-r"""Networks with analytic forward passes and parameter gradients (DESIGN.md section 2).
+r"""Networks with analytic forward passes and parameter gradients (docs/theory.md section 2).
 
 Fully connected, one hidden layer (:class:`FCNet`)
 

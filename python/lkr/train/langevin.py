@@ -1,6 +1,6 @@
 r"""Langevin sampling of a network's Bayesian posterior (:func:`langevin`).
 
-The posterior of DESIGN.md section 2 at temperature T is
+The posterior of docs/theory.md section 2 at temperature T is
 :math:`p(\theta) \propto \exp(-\mathcal{L}(\theta)/T)`, sampled by the unadjusted Langevin
 algorithm (see :mod:`lkr.train`). Here: the sampler, its result, the in-place updater and
 the step-size suggestion.
@@ -41,13 +41,14 @@ from ._common import (
 __all__ = ["langevin", "LangevinResult", "suggest_lr", "DEFAULT_BURN_IN_FRACTION",
            "default_burn_in"]
 
-#: the default burn-in is this fraction of the steps (the one default of lkr)
-DEFAULT_BURN_IN_FRACTION = 0.25
+#: the default burn-in is this fraction of the steps (the one default of lkr: the library,
+#: ``lkr train`` and ``lkr fc-vs-cnn --langevin``)
+DEFAULT_BURN_IN_FRACTION = 0.5
 
 
 def default_burn_in(steps: int) -> int:
-    """The default burn-in of ``steps`` Langevin steps: ``steps // 4``."""
-    return int(steps * DEFAULT_BURN_IN_FRACTION)
+    """The default burn-in of ``steps`` Langevin steps: ``steps // 2``."""
+    return steps // 2
 
 
 class LangevinResult:
@@ -293,7 +294,8 @@ def langevin(net, X, y, temperature, lr=1e-3, steps=10000, burn_in=None, thin=1,
     steps : int
         Langevin steps in all, burn-in included.
     burn_in : int, optional
-        The first steps, whose states are discarded; default ``steps // 4``. At most
+        The first steps, whose states are discarded; default ``steps // 2``
+        (:func:`default_burn_in`). At most
         ``steps``.
     thin : int
         Keep every ``thin``-th state after burn-in: ``(steps - burn_in) // thin`` samples
