@@ -1,4 +1,5 @@
 """The digits task (scikit-learn's UCI 8x8 digits): shapes, labels, groups, the missing extra."""
+import importlib.util
 import sys
 
 import numpy as np
@@ -6,11 +7,15 @@ import pytest
 
 from lkr import data
 
-sk = pytest.importorskip("sklearn.datasets")
+# every test but the one about the missing extra needs scikit-learn
+needs_sklearn = pytest.mark.skipif(
+    importlib.util.find_spec("sklearn") is None, reason="scikit-learn missing")
 
 
 def _raw():
-    d = sk.load_digits()
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
     return d.images.reshape(len(d.target), -1), d.target
 
 
@@ -24,6 +29,7 @@ def _originals(X, info):
     return np.array(rows), labels[rows]
 
 
+@needs_sklearn
 def test_shapes_labels_and_standardisation():
     t = data.load_digits(120, 60, seed=3)
     assert t.X.shape == (120, 8, 8) and t.X_test.shape == (60, 8, 8)
@@ -38,6 +44,7 @@ def test_shapes_labels_and_standardisation():
     np.testing.assert_array_equal(np.where(labels_t == 0, 1.0, -1.0), t.y_test)
 
 
+@needs_sklearn
 def test_groups_and_all_ten():
     X, g, Xt, gt, info = data.digits_groups(200, 100, seed=0, classes="0,2,4:1,3,5")
     _, labels = _originals(X, info)
@@ -51,6 +58,7 @@ def test_groups_and_all_ten():
     assert set(np.unique(g)) <= {0, 1, 2}
 
 
+@needs_sklearn
 def test_deterministic_and_downsample():
     a = data.digits_groups(40, 20, seed=5)
     b = data.digits_groups(40, 20, seed=5)
@@ -62,6 +70,7 @@ def test_deterministic_and_downsample():
     assert d.X.shape == (40, 4, 4)
 
 
+@needs_sklearn
 def test_load_task_and_errors():
     t = data.load_task("digits", 30, 10, seed=0, classes="0,1")
     assert t.X.shape == (30, 8, 8)
@@ -94,6 +103,7 @@ def test_message_without_scikit_learn(monkeypatch, capsys):
         assert len(err.splitlines()) == 1 and "lkr[data]" in err
 
 
+@needs_sklearn
 def test_fc_vs_cnn_runs_on_digits():
     from lkr.experiments import fc_vs_cnn
 
