@@ -21,8 +21,7 @@ Tasks (see :func:`load_task`)
     the CIFAR-10 python batches in DIR (``data_batch_1`` ... ``data_batch_5``,
     ``test_batch``), or in ``DIR/cifar-10-batches-py``.
 ``digits``
-    the UCI handwritten digits (8 x 8) shipped with scikit-learn (``lkr[data]``), see
-    :mod:`lkr.datasets_sklearn`.
+    scikit-learn's UCI 8 x 8 digits (``lkr[data]``, :mod:`lkr.datasets_sklearn`).
 
 Nothing is ever downloaded. For the image tasks, two groups of classes are selected (labels
 +1 for the first, -1 for the second), images are optionally converted to grayscale and
@@ -40,6 +39,7 @@ from typing import NamedTuple, Tuple
 
 import numpy as np
 
+from ._task_options import TASK_OPTIONS, check_task_options  # noqa: F401 (re-exported)
 from ._validate import count as _count
 from ._validate import seed as _seed
 
@@ -496,51 +496,6 @@ def load_cifar10(directory, P, P_test, seed=0, *, classes=None, grayscale=True, 
                        _count(P_test, "P_test"), seed, classes, bool(grayscale), downsample, (3, 5))
 
 
-#: The task options that apply to some tasks only, and those tasks.
-TASK_OPTIONS = {
-    "classes": ("mnist", "cifar10"),
-    "downsample": ("mnist", "cifar10"),
-    "color": ("cifar10",),
-    "grayscale": ("cifar10",),
-    "teacher_channels": ("local-teacher",),
-    "noise": ("local-teacher",),
-}
-
-
-def check_task_options(task, **given) -> None:
-    """Refuse options that the task would silently ignore.
-
-    Parameters
-    ----------
-    task : str
-        A task spec as :func:`load_task` takes it (``"mnist:DIR"``, ``"local-teacher"`` ...).
-    **given
-        The options the user set explicitly, by their :data:`TASK_OPTIONS` name
-        (``color=True``, ``noise=0.1``, ``teacher_channels=8`` ...). ``None`` and ``False``
-        mean "not given" and are always accepted.
-
-    Raises
-    ------
-    ValueError
-        One line naming the first option that does not apply and the tasks it applies to.
-    TypeError
-        For an option name not in :data:`TASK_OPTIONS`.
-    """
-    if not isinstance(task, str):
-        raise TypeError(f"task must be a string, got {task!r}")
-    name = task.partition(":")[0]
-    for option, value in given.items():
-        if option not in TASK_OPTIONS:
-            raise TypeError(f"unknown task option {option!r}; known: {', '.join(TASK_OPTIONS)}")
-        if value is None or value is False or name in TASK_OPTIONS[option]:
-            continue
-        flag = "--" + option.replace("_", "-")
-        raise ValueError(f"{flag} ({option}={value!r}) applies only to the "
-                         f"{' and '.join(TASK_OPTIONS[option])} task"
-                         f"{'s' if len(TASK_OPTIONS[option]) > 1 else ''}; task {task!r} would "
-                         "ignore it")
-
-
 def load_task(spec, P, P_test, seed=0, *, input_shape=None, filter_size=4, stride=None,
               boundary="periodic", classes=None, grayscale=True, downsample=1,
               teacher_channels=4, noise=0.0) -> Task:
@@ -587,17 +542,13 @@ def load_task(spec, P, P_test, seed=0, *, input_shape=None, filter_size=4, strid
         return local_teacher(P, P_test, seed, input_shape=shape, filter_size=filter_size,
                              stride=stride, boundary=boundary, teacher_channels=teacher_channels,
                              noise=noise)
-    if name == "digits" and not sep:  # scikit-learn's UCI digits (lkr.datasets_sklearn)
-        task = load_digits(P, P_test, seed, classes=classes, downsample=downsample)
-        if input_shape is not None and tuple(_shape(input_shape)) != tuple(task.info["input_shape"]):
-            raise ValueError(f"input_shape {tuple(input_shape)} does not match the digits after "
-                             f"downsampling: {tuple(task.info['input_shape'])}")
-        return task
-    if name in ("mnist", "cifar10"):
-        if not sep or not arg:
+    if name in ("mnist", "cifar10") or (name == "digits" and not sep):
+        if name == "digits":  # scikit-learn's UCI digits (lkr.datasets_sklearn)
+            task = load_digits(P, P_test, seed, classes=classes, downsample=downsample)
+        elif not sep or not arg:
             raise ValueError(f"task {name!r} needs a local directory: '{name}:DIR' (nothing is "
                              "downloaded)")
-        if name == "mnist":
+        elif name == "mnist":
             task = load_mnist(arg, P, P_test, seed, classes=classes, downsample=downsample)
         else:
             task = load_cifar10(arg, P, P_test, seed, classes=classes, grayscale=grayscale,
@@ -609,7 +560,6 @@ def load_task(spec, P, P_test, seed=0, *, input_shape=None, filter_size=4, strid
     raise ValueError(f"unknown task {spec!r}; choose one of {', '.join(TASKS)}")
 
 
-# the UCI digits through scikit-learn (optional extra lkr[data]); a module of its own
-from .datasets_sklearn import digits_groups, load_digits, parse_class_groups  # noqa: E402
-
+# the UCI digits through scikit-learn (optional extra lkr[data]), a module of its own
+from .datasets_sklearn import digits_groups, load_digits, parse_class_groups  # noqa: E402, I001
 __all__ += ["load_digits", "digits_groups", "parse_class_groups"]
