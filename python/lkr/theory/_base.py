@@ -258,6 +258,7 @@ class _Theory:
             self._cache_key = None
             self._X = Xa
             small = xp is np and Xa.shape[0] <= _ONE_THREAD_MAX_P
+            self._bind_key = key  # lets _bind share a cache between theories (FC spectrum)
             with blas_threads(1, enabled=small):
                 self._cache = self._bind(Xa)
             self._cache_key = key
