@@ -232,3 +232,42 @@ def test_spectrum_is_shared_between_fc_theories():
     a2 = FCTheory(width=4, temperature=0.1, activation="relu")
     a2.fit(X2, y)
     assert a2._cache is not a._cache
+
+
+@pytest.mark.slow
+def test_langevin_relu_net_agrees_with_the_two_parameter_theory():
+    # A ReLU FC net (N1 = 48, P = 12, alpha = 1/4) on labels with a mean (offset 2): Langevin
+    # samples of its posterior must match the non-central theory within sampling error
+    # (4 standard errors + 1 % for the O(lr) discretisation bias), and the one-parameter
+    # action (mean="ignore") and the GP must lie outside that band. Measured when written:
+    # sampled 0.969 +- 0.008, non-central 0.991, one-parameter 0.891, GP 0.776.
+    from lkr import train
+
+    rng = np.random.default_rng(0)
+    P, Pt, T, N0, N = 12, 40, 0.1, 8, 48
+    X = rng.standard_normal((P, N0))
+    Xt = rng.standard_normal((Pt, N0))
+    w = rng.standard_normal(N0)
+
+    def teacher(Z):
+        return np.maximum(Z @ w / np.sqrt(N0), 0) + 2.0
+
+    y, yt = teacher(X), teacher(Xt)
+    nc = FCTheory(width=N, temperature=T, activation="relu")
+    assert nc.fit(X, y).converged
+    expect = nc.evaluate(Xt, yt)["error"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        od = FCTheory(width=N, temperature=T, activation="relu", mean="ignore")
+    od.fit(X, y)
+    gp = GPTheory("fc", temperature=T, activation="relu")
+    gp.fit(X, y)
+    out = train.sampled_test_error("fc", width=N, X=X, y=y, X_test=Xt, y_test=yt,
+                                   temperature=T, activation="relu", chains=32, steps=8000,
+                                   burn_in=8000 // 3, thin=4, seed=0)
+    se = out["error_se"]
+    band = 4 * se + 0.01 * expect
+    assert 0 < se < 0.02 * expect
+    assert abs(out["error"] - expect) < band, (out, expect)
+    for other in (od.evaluate(Xt, yt)["error"], gp.evaluate(Xt, yt)["error"]):
+        assert abs(out["error"] - other) > band, (out, other)
