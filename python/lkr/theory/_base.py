@@ -372,7 +372,10 @@ class _Theory:
             th = copy.copy(self)
             th.width = positive(w, "widths entry")
             th.solution = None
-            th._fit_bound(None if prev is None else prev.Q, strict, tol, maxiter)
+            # warm start; a non-central action continues from the pair (Q, conjugate)
+            start = (None if prev is None else
+                     prev.Q if prev.conjugate is None else (prev.Q, prev.conjugate))
+            th._fit_bound(start, strict, tol, maxiter)
             out.append(th)
             prev = th.solution
         return out
