@@ -271,3 +271,32 @@ def test_langevin_relu_net_agrees_with_the_two_parameter_theory():
     assert abs(out["error"] - expect) < band, (out, expect)
     for other in (od.evaluate(Xt, yt)["error"], gp.evaluate(Xt, yt)["error"]):
         assert abs(out["error"] - other) > band, (out, other)
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), q0=st.floats(0.05, 20.0), q1=st.floats(-0.9, 10.0),
+       T=st.floats(1e-3, 2.0), alpha=st.floats(0.01, 10.0), lam1=st.floats(0.2, 5.0))
+def test_property_sherman_morrison_action_and_gradient(seed, q0, q1, T, alpha, lam1):
+    rng = np.random.default_rng(seed)
+    P = int(rng.integers(2, 12))
+    X = rng.standard_normal((P, 5))
+    y = rng.standard_normal(P) + rng.uniform(-2, 2)
+    C = ref.fc_C(X)
+    c = np.diag(C)
+    K = ref.relu_kernel(C, c, c)
+    m = ref.relu_mean(c)
+    lam, U = np.linalg.eigh(K)
+    prob = NonCentralProblem(np.maximum(lam, 0), U.T @ y, U.T @ m, alpha=alpha, T=T,
+                             lambda1=lam1)
+    ev = prob.evaluate(q0, q1)
+    A = T * np.eye(P) + ref.nc_KR(q0, q1, K, m, lam1)
+    if np.linalg.eigvalsh(A)[0] <= 1e-9 * np.abs(A).max():
+        return  # outside the feasible set (lkr returns None there or is at rounding level)
+    assert ev is not None
+    S = ref.nc_action(q0, q1, K, m, y, T, alpha, lam1)
+    assert ev.S == pytest.approx(S, rel=1e-9, abs=1e-9)
+    np.testing.assert_allclose(ev.grad, ref.nc_grad(q0, q1, K, m, y, T, alpha, lam1),
+                               rtol=1e-7, atol=1e-8 * (1 + np.abs(ev.mag).max()))
