@@ -256,9 +256,8 @@ def _eigh_route_rows(quick):
     """Issue 13 item 5: which LAPACK route to eigenvalues + U^T y is cheapest. The drivers
     run alternately in one process (ratios, not absolute times, are the result on a shared
     machine); "eigenvalues only" is the lower bound a tridiagonal-only route could reach."""
-    import scipy.linalg as sla
-
     import lkr
+    import scipy.linalg as sla
     from lkr._blas import blas_threads
 
     rows = []
@@ -267,11 +266,12 @@ def _eigh_route_rows(quick):
         X = rng.standard_normal((P, 256))
         K = lkr.nngp(X)
         case = f"fc kernel spectrum P={P}"
-        routes = {"evd": lambda: sla.eigh(K, driver="evd", check_finite=False),
-                  "evr": lambda: sla.eigh(K, driver="evr", check_finite=False),
-                  "ev": lambda: sla.eigh(K, driver="ev", check_finite=False),
-                  "eigenvalues only (evr)": lambda: sla.eigh(K, driver="evr", eigvals_only=True,
-                                                             check_finite=False)}
+        routes = {"evd": lambda K=K: sla.eigh(K, driver="evd", check_finite=False),
+                  "evr": lambda K=K: sla.eigh(K, driver="evr", check_finite=False),
+                  "ev": lambda K=K: sla.eigh(K, driver="ev", check_finite=False),
+                  "eigenvalues only (evr)": lambda K=K: sla.eigh(K, driver="evr",
+                                                                 eigvals_only=True,
+                                                                 check_finite=False)}
         for threads in (1, None):
             times = {k: [] for k in routes}
             with blas_threads(threads or 1, enabled=threads is not None):

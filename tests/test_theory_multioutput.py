@@ -2,18 +2,16 @@
 the dense PD x PD reference in tests/theory2_reference.py; GPTheory with D outputs; the
 Prediction / evaluate / sweep shapes; bad input."""
 import json
-import warnings
 
+import lkr
 import numpy as np
 import pytest
-
 import theory2_reference as ref
-from theory_reference import fc_kernel
-import lkr
 from lkr.data import one_hot
-from lkr.theory import CNNTheory, DeepFCTheory, FCTheory, GPTheory, sweep
+from lkr.theory import DeepFCTheory, FCTheory, GPTheory, sweep
 from lkr.theory._multiout import MultiOutputProblem
 from lkr.theory._scalar import ScalarProblem
+from theory_reference import fc_kernel
 
 
 def _problem(seed=0, P=20, N0=8, D=3, Pt=5):
@@ -228,7 +226,8 @@ def test_bad_targets():
         th.action(np.eye(2))
 
 
-from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 @settings(max_examples=20, deadline=None)

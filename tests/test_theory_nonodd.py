@@ -4,12 +4,11 @@ import warnings
 
 import numpy as np
 import pytest
-from scipy.integrate import quad
-
 import theory2_reference as ref
-from lkr.activations import mean_map, has_mean
-from lkr.theory import FCTheory, GPTheory, DeepFCTheory
+from lkr.activations import has_mean, mean_map
+from lkr.theory import DeepFCTheory, FCTheory, GPTheory
 from lkr.theory._noncentral import NonCentralProblem
+from scipy.integrate import quad
 
 
 def _problem(seed=0, P=24, N0=9, Pt=6):
@@ -32,8 +31,8 @@ def _ref_kernels(X, Xt, lambda0=1.0):
 
 def test_mean_map_is_the_gaussian_mean():
     for c in (0.3, 1.0, 4.7):
-        exact = quad(lambda h: max(h, 0) * np.exp(-h * h / (2 * c)) / np.sqrt(2 * np.pi * c),
-                     -np.inf, np.inf)[0]
+        exact = quad(lambda h, c=c: max(h, 0) * np.exp(-h * h / (2 * c))
+                     / np.sqrt(2 * np.pi * c), -np.inf, np.inf)[0]
         assert mean_map("relu", np.array(c)) == pytest.approx(exact, rel=1e-10)
     assert np.all(mean_map("erf", np.array([1.0, 2.0])) == 0)
     assert has_mean("relu") and not has_mean("erf") and not has_mean("linear")
@@ -93,7 +92,7 @@ def test_zero_mean_reduces_to_the_odd_action():
 
 
 def test_odd_activations_keep_todays_theory():
-    X, Xt, y = _problem(4)
+    X, _, y = _problem(4)
     a = FCTheory(width=5, temperature=0.1, activation="erf").fit(X, y)
     b = FCTheory(width=5, temperature=0.1, activation="erf", mean="ignore").fit(X, y)
     assert a.conjugate is None and a.Q == b.Q and a.action == b.action
@@ -127,8 +126,8 @@ def test_corrected_predictions_match_dense_formulas(act):
         kR = q0 / lam1 * (k - np.outer(m0, m)) + np.outer(m0, m) / (lam1 * (1 + q1))
         kap = q0 / lam1 * (kappa - m0 ** 2) + m0 ** 2 / (lam1 * (1 + q1))
     else:
-        from theory_reference import fc_kernel
         import lkr
+        from theory_reference import fc_kernel
         K = fc_kernel(X)
         k = lkr.nngp(Xt, X)
         kappa = np.diag(fc_kernel(Xt))
@@ -273,7 +272,8 @@ def test_langevin_relu_net_agrees_with_the_two_parameter_theory():
         assert abs(out["error"] - other) > band, (out, other)
 
 
-from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 @settings(max_examples=25, deadline=None)

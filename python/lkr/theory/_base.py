@@ -233,7 +233,6 @@ class _Theory:
     def _min_width(self):
         """The smallest admissible width for the bound targets (None: no condition).
         FC with D outputs: D; CNN: Np D. Checked before every solve."""
-        return None
 
     def _check_width(self):
         need = self._min_width()

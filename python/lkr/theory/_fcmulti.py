@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import backend
-from .. import _linalg
+from .. import _linalg, backend
 from . import _base
 from ._multiout import MultiOutputProblem, closed_form_T0
 from .result import Prediction, Solution

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["NonCentralProblem", "NonCentralEval"]
+__all__ = ["NonCentralEval", "NonCentralProblem"]
 
 
 @dataclass
@@ -119,10 +119,10 @@ class NonCentralProblem:
         for j in range(2):
             e = np.zeros(2)
             e[j] = h
-            evp, Fp = self._F(x + e)
-            evm, Fm = self._F(x - e)
+            _, Fp = self._F(x + e)
+            _, Fm = self._F(x - e)
             if Fp is None or Fm is None:  # at the edge of the feasible set: one-sided
-                ev0, F0 = self._F(x)
+                _, F0 = self._F(x)
                 if Fp is not None:
                     J[:, j] = (Fp - F0) / h
                 elif Fm is not None:
