@@ -289,7 +289,8 @@ def _eigh_route_rows(quick):
 
 
 def _fc_beyond_rows(quick):
-    """THEORY2 1.1 and 2.1 at large P: the non-central relu fit and the D = 10 fit after
+    """docs/theory-beyond-odd.md 1.1 and 2.1 at large P: the non-central relu fit and the
+    D = 10 fit after
     the (shared) eigendecomposition."""
     import lkr
     from lkr.theory import FCTheory

@@ -1,4 +1,5 @@
-"""FC with D outputs (THEORY2 2.1): D x D order parameter on the eigenbasis of K, against
+"""FC with D outputs (docs/theory-beyond-odd.md 2.1): D x D order parameter on the
+eigenbasis of K, against
 the dense PD x PD reference in tests/theory2_reference.py; GPTheory with D outputs; the
 Prediction / evaluate / sweep shapes; bad input."""
 import json

@@ -1,4 +1,5 @@
-"""Non-central FC action for relu (THEORY2 1.1), 1/N corrections (section 4) and the
+"""Non-central FC action for relu (docs/theory-beyond-odd.md 1.1), 1/N corrections
+(section 4) and the
 FCTheory argument rules of issue 14 item 7, against tests/theory2_reference.py."""
 import warnings
 

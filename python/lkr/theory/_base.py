@@ -388,8 +388,8 @@ class _Theory:
         ----------
         Xt : array_like, shape (P_test, ...)
         corrected : bool
-            Apply the first-order 1/N corrections to the predictor's kernels (THEORY2
-            section 4; FCTheory only, and where a theory says so).
+            Apply the first-order 1/N corrections to the predictor's kernels
+            (docs/theory-beyond-odd.md section 4; FCTheory, and where a theory says so).
 
         Returns
         -------

@@ -1,5 +1,5 @@
 """Glue of the D-output FC solver (:mod:`._multiout`) to FCTheory and vanilla DeepFCTheory:
-start point, Solution, predictor (THEORY2 section 2.1)."""
+start point, Solution, predictor (docs/theory-beyond-odd.md 2.1)."""
 from __future__ import annotations
 
 import numpy as np

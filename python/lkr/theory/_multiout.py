@@ -1,4 +1,4 @@
-r"""FC with D outputs (THEORY2 section 2.1): a D x D SPD order parameter on the eigenbasis
+r"""FC with D outputs (docs/theory-beyond-odd.md 2.1): a D x D SPD order parameter on the eigenbasis
 of the kernel.
 
 With K' = U diag(l) U^T (K' = K / lambda1 for one hidden layer, K^{(L)} for the vanilla deep

@@ -1,4 +1,4 @@
-r"""The non-central FC action (THEORY2 section 1.1): two scalars (Q0, Q1) for activations
+r"""The non-central FC action (docs/theory-beyond-odd.md 1.1): two scalars (Q0, Q1) for activations
 with a non-zero mean (relu), on a diagonalised kernel.
 
 With the mean activations m (m_mu = E[sigma(h)], h ~ N(0, C^{mu mu})) and M = m m^T,
