@@ -208,6 +208,13 @@ def test_solution_serialises_with_conjugate():
     assert d["conjugate"] == pytest.approx(sol.conjugate)
     assert d["summary"]["conjugate"] == pytest.approx(sol.conjugate)
     assert "conjugate" in repr(sol)
+    import functools
+
+    from lkr.theory import sweep
+    rows = sweep(functools.partial(FCTheory, activation="relu"),
+                 {"width": [4.0], "temperature": [0.1]}, X, y, X[:5], y[:5])
+    assert rows[0]["conjugate"] == pytest.approx(sol.conjugate, rel=1e-12)
+    assert rows[0]["Q"] == pytest.approx(sol.Q, rel=1e-12)
     paths = th.fit_path(X, y, [8.0, 4.0, 2.0])
     for p, w in zip(paths, [8.0, 4.0, 2.0]):
         ind = FCTheory(width=w, temperature=0.1, activation="relu").fit(X, y)
