@@ -338,6 +338,9 @@ class _Theory:
     @staticmethod
     def _check_finite_solution(sol):
         Q = backend.to_numpy(sol.Q)
+        conj = sol.conjugate
+        if conj is not None and not np.all(np.isfinite(backend.to_numpy(conj))):
+            Q = np.nan
         if not np.all(np.isfinite(Q)) or (sol.action is not None and not np.isfinite(sol.action)):
             raise FloatingPointError(f"{sol.theory}: the solver produced a non-finite Qbar or "
                                      f"action ({sol.message}); this is a bug, please report it")
