@@ -20,13 +20,11 @@ import time
 
 import numpy as np
 
-from .. import backend
-from .. import _linalg
+from .. import _linalg, backend
+from .._validate import integer as _integer
 from ..activations import has_mean, mean_map, nngp_map
 from ..kernels import nngp
-from . import _base
-from . import _fcmulti
-from . import _spectral
+from . import _base, _fcmulti, _spectral
 from ._base import DEFAULT_MAXITER, DEFAULT_TOL, positive
 from ._correction import corrected_posterior
 from ._maps import layer_kernels, map_partials
@@ -365,10 +363,7 @@ class DeepFCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
 
     def __init__(self, depth, width, temperature, activation="erf", lambdas=None,
                  variant="vanilla", *, tol=DEFAULT_TOL, maxiter=DEFAULT_MAXITER):
-        if isinstance(depth, (bool, np.bool_)) or not isinstance(depth, (int, np.integer)):
-            raise TypeError(f"depth must be an integer, got {depth!r}")
-        if depth < 1:
-            raise ValueError(f"depth must be >= 1, got {depth}")
+        depth = _integer(depth, "depth", 1)
         self.depth = int(depth)
         self.width = positive(width, "width")
         self.activation = _base.activation_name(activation)
