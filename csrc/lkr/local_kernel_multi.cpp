@@ -120,7 +120,7 @@ void renormalized_kernel_multi(const View3<T>& A, const View3<T>* B, const T* Q,
   for (int64_t mu = 0; mu < P; ++mu)
     for (int64_t nu = sym ? mu : 0; nu < P2; ++nu)
       for (int64_t a = 0; a < D; ++a)
-        for (int64_t b = 0; b < D; ++b) {
+        for (int64_t b = (sym && nu == mu) ? a : 0; b < D; ++b) {  // each entry once
           const double* u = U.data() + (mu * D + a) * ND + b;
           double s = 0;
           for (int64_t j = 0; j < Np; ++j) s += u[j * D] * mB[nu * Np + j];
