@@ -44,6 +44,11 @@ class MultiOutputMixin:
         Yt = backend.to_numpy(U.T @ self._y)
         return MultiOutputProblem(lam_eff, Yt, alpha=self.alpha, T=self.temperature, L=L)
 
+    @property
+    def _multi(self):
+        """The D-output path: the bound targets are a (P, D) matrix."""
+        return self._y is not None and self._y.ndim == 2
+
     def _min_width(self):
         D = self.num_outputs
         return D if D is not None and D > 1 else None

@@ -182,8 +182,7 @@ class FCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
                                  alpha=self.alpha, T=self.temperature, lambda1=self.lambda1)
 
     def _solve(self, Q0, tol, maxiter):
-        D = self.num_outputs
-        if D > 1:
+        if self._multi:
             if self.noncentral:
                 raise ValueError("FCTheory: several outputs with a non-central activation "
                                  f"({self.activation!r}) are not implemented; pass "
@@ -234,7 +233,7 @@ class FCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
         """S at Q on the bound training set (O(P) per call): Q a float (one-parameter
         action), a pair (Q0, Q1) (non-central) or a (D, D) SPD matrix (D outputs)."""
         self._need_data("action")
-        if self.num_outputs > 1:
+        if self._multi:
             return float(self._multi_action(Q, 1))
         if self.noncentral:
             return float(self._noncentral_problem().action(*self._pair(Q)))
@@ -244,7 +243,7 @@ class FCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
         """dS/dQ = 1 - 1/Q + (alpha/P) tr[(A^{-1} - a a^T) K / lambda1]; the pair
         (dS/dQ0, dS/dQ1) for the non-central action; a (D, D) array for D outputs."""
         self._need_data("gradient")
-        if self.num_outputs > 1:
+        if self._multi:
             return self._multi_action(Q, 1, grad=True)
         if self.noncentral:
             ev = self._noncentral_problem().evaluate(*self._pair(Q))
@@ -275,7 +274,7 @@ class FCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
         return sol.Q, 0.0, k_cross, k_diag, None
 
     def _predict(self, Xt):
-        if self.num_outputs > 1:
+        if self._multi:
             k_cross, k_diag, _ = self._test_kernels(Xt)
             return self._multi_predict(self.solution.Q, k_cross, k_diag)
         u, delta, k_cross, k_diag, m0 = self._renormalised(Xt)
@@ -301,7 +300,7 @@ class FCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
     def _predict_corrected(self, Xt):
         """THEORY2 section 4: the predictor with K_R^c = K_R - (alpha/P) K_R B K_R (one
         output; dense P x P algebra, O(P^3))."""
-        if self.num_outputs > 1:
+        if self._multi:
             raise ValueError("FCTheory.predict(corrected=True) is implemented for one output "
                              f"only (this fit has D = {self.num_outputs})")
         u, delta, k_cross, k_diag, m0 = self._renormalised(Xt)
@@ -461,7 +460,7 @@ class DeepFCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
 
     def _solve(self, Q0, tol, maxiter):
         L = self.depth
-        if self.num_outputs > 1:
+        if self._multi:
             sol = self._solve_multi(L, Q0, tol, maxiter)
             q, V = np.linalg.eigh(sol.Q)
             sol.extra["per_layer"] = (V * q ** (1.0 / L)) @ V.T
@@ -519,7 +518,7 @@ class DeepFCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
     def action(self, Q):
         """S(Q_1, ..., Q_L) on the bound training set (a (D, D) SPD Q with D outputs)."""
         self._need_data("action")
-        if self.num_outputs > 1:
+        if self._multi:
             return float(self._multi_action(Q, self.depth))
         Qs = self._qs(Q)
         if self.variant == "vanilla":
@@ -529,7 +528,7 @@ class DeepFCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
     def gradient(self, Q):
         """dS/dQ_l for l = 1..L, shape (L,) (dS/dQ, (D, D), with D outputs)."""
         self._need_data("gradient")
-        if self.num_outputs > 1:
+        if self._multi:
             return self._multi_action(Q, self.depth, grad=True)
         Qs = self._qs(Q)
         if self.variant == "vanilla":
@@ -544,7 +543,7 @@ class DeepFCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
             mult = [1.0 / l for l in self.lambdas[1:]]
             # (P_test, P) cross kernel and the test points' own variances at layer L
             K, dXt, _ = layer_kernels(Xtf, Xf, self.activation, self.lambdas[0], mult)[-1]
-            if self.num_outputs > 1:
+            if self._multi:
                 return self._multi_predict(Qs, K, dXt)
             return self._spectral_predict(float(np.prod(Qs)), K, dXt)
         mult = [q / l for q, l in zip(Qs, self.lambdas[1:])]
