@@ -24,7 +24,12 @@ action of section 1.1.
 
 The saddle is a root of the gradient (S is unbounded: never minimised). The stationarity
 conditions give the fixed point Q = c G_c(B), Qbar = S_ - c S_ G_m(B) S_ (S_ from the new
-Q), iterated from (I, 0) with Anderson acceleration (:mod:`._anderson`). Converged means
+Q), iterated from (I, 0) with Anderson acceleration (:mod:`._anderson`). Where that
+iteration does not converge (large alpha: the map overshoots), damped Newton steps on the
+gradient take over, in coordinates that keep every iterate feasible (Qbar = L1 L1^T and
+(I + Q)^{-1} = L2 L2^T with log-diagonal Cholesky factors: K - M and M are PSD, so A is
+positive definite for T > 0), with a forward-difference Jacobian of the analytic gradient
+(one evaluation per unknown). Converged means
 the relative gradient ||grad|| / (||Q|| + ||c G_c|| + ||Qbar|| + ||S_|| + ||c S_ G_m S_||)
 is at most ``tol``.
 """
@@ -144,6 +149,11 @@ def solve(theory, Q0, tol, maxiter):
         if phi(xs) is not None:
             x0, start = xs, "Q0"
     res = anderson_root(phi, x0, tol=tol, maxiter=maxiter)
+    if not res.converged:
+        best = res.state if res.state is not None else None
+        start_pair = ((best["Qbar"], best["Qc"]) if best is not None and best.get("Qbar")
+                      is not None else (I, np.zeros((n, n))))
+        res = _newton(theory, start_pair, tol, maxiter, res)
     ev = res.state
     gn = float(np.sqrt(np.sum(ev["gbar"]**2) + np.sum(ev["gq"]**2)))
     return Solution(Q=ev["Qbar"], conjugate=ev["Qc"], action=ev["S"], grad_norm=gn,
@@ -152,3 +162,92 @@ def solve(theory, Q0, tol, maxiter):
                     message=res.message,
                     extra=theory._extra(start=start, action="non-central (Qbar, Q), "
                                         "experimental"))
+
+
+def _newton(theory, start, tol, maxiter, prev):
+    """Damped Newton on the gradient in log-Cholesky coordinates of (Qbar, (I + Q)^{-1})."""
+    n = theory._n
+    I = np.eye(n)
+    if theory._diagonal:
+        tri = (np.arange(n), np.arange(n))
+    else:
+        tri = np.tril_indices(n)
+    k = len(tri[0])
+    on_diag = tri[0] == tri[1]
+    idx = (tri[1], tri[0])  # the same entries of the symmetric gradients (upper triangle)
+
+    def factor(x):
+        L = np.zeros((n, n))
+        L[tri] = x
+        L[np.diag_indices(n)] = np.exp(np.diag(L))
+        return L
+
+    def coords(Msym):
+        L = np.linalg.cholesky(Msym)
+        x = L[tri].copy()
+        x[on_diag] = np.log(x[on_diag])
+        return x
+
+    def point(x):
+        L1, L2 = factor(x[:k]), factor(x[k:])
+        Qbar = L1 @ L1.T
+        Sm = L2 @ L2.T
+        return Qbar, np.linalg.inv(Sm) - I
+
+    def resid(x):
+        Qbar, Qc = point(x)
+        ev = evaluate(theory, (Qbar + Qbar.T) / 2, (Qc + Qc.T) / 2)
+        if ev is None:
+            return None, None
+        ev["Qbar"], ev["Qc"] = Qbar, Qc
+        return np.concatenate([ev["gbar"][idx], ev["gq"][idx]]), ev
+
+    Qbar0, Qc0 = start
+    try:
+        x = np.concatenate([coords(Qbar0), coords(np.linalg.inv(I + Qc0))])
+    except np.linalg.LinAlgError:  # the fixed point left the PSD cone: restart at (I, 0)
+        x = np.zeros(2 * k)
+    r, ev = resid(x)
+    if r is None:
+        x = np.zeros(2 * k)
+        r, ev = resid(x)
+    nev = prev.evaluations + 1
+    it = 0
+    message = "maximum number of iterations reached"
+    while ev["rel"] > tol and it < maxiter:
+        it += 1
+        J = np.empty((r.size, x.size))
+        for j in range(x.size):
+            h = 1e-6 * max(1.0, abs(x[j]))
+            xp_ = x.copy()
+            xp_[j] += h
+            rj, _ = resid(xp_)
+            nev += 1
+            if rj is None:
+                xp_[j] -= 2 * h
+                rj, _ = resid(xp_)
+                nev += 1
+                h = -h
+            J[:, j] = (rj - r) / h
+        step = np.linalg.lstsq(J, -r, rcond=None)[0]
+        big = np.max(np.abs(step))
+        t = 1.0 if big <= 2.0 else 2.0 / big
+        f0 = np.linalg.norm(r)
+        accepted = False
+        for _ in range(40):
+            rn, evn = resid(x + t * step)
+            nev += 1
+            if rn is not None and np.linalg.norm(rn) < (1 - 1e-4 * t) * f0:
+                accepted = True
+                break
+            t *= 0.5
+        if not accepted:
+            message = "damped Newton: no step reduces the gradient"
+            break
+        x, r, ev = x + t * step, rn, evn
+    converged = ev["rel"] <= tol
+    if converged:
+        message = "converged: root of the gradient (damped Newton after the fixed point)"
+    from ._anderson import RootResult
+
+    return RootResult(x, ev, float(ev["rel"]), prev.iterations + it, nev, converged, message)
