@@ -192,3 +192,38 @@ def test_bad_input():
         renormalized_kernel_multi(X, Q=np.eye(2), D=2, geometry=g)
     with pytest.raises(ValueError, match="shape"):
         local_kernel_adjoint_multi(X, np.eye(3), D=2, geometry=g)
+
+
+@pytest.mark.parametrize("store32", [False, True])
+@pytest.mark.parametrize("act", ["erf", "relu"])
+def test_pack_compressed_and_symmetric_products(store32, act):
+    """The theories' compressed kernel against the materialised reference tensor, and the
+    products K_R = unpack(T q), g = T^T w(B) against dense contractions."""
+    rng = np.random.default_rng(11)
+    g = lkr.PatchGeometry((6, 6), 3, 3)
+    P, Np = 9, g.num_patches
+    X = rng.standard_normal((P, 6, 6))
+    PX = np.ascontiguousarray(geometry_patches(X, g))
+    K = ref_local_kernel(PX, None, act, 1.0)
+    core = backend.core()
+    mu, nu = np.triu_indices(P)
+    pi, pj = np.triu_indices(Np)
+    want_S = K[mu, nu][:, pi, pj] + np.where(pi == pj, 0.0, K[mu, nu][:, pj, pi])
+    off = pi < pj
+    want_A = K[mu, nu][:, pi[off], pj[off]] - K[mu, nu][:, pj[off], pi[off]]
+    rtol = 1e-6 if store32 else 1e-12
+    TS = core.pack_compressed(PX, False, False, store32, act, 1.0, 0)
+    TA = core.pack_compressed(PX, True, False, store32, act, 1.0, 0)
+    assert TS.dtype == (np.float32 if store32 else np.float64)
+    np.testing.assert_allclose(TS, want_S, rtol=rtol, atol=rtol * np.abs(want_S).max())
+    np.testing.assert_allclose(TA, want_A, rtol=rtol, atol=rtol * np.abs(want_S).max())
+    Q, B = sym(rng, Np), sym(rng, P)
+    kr = core.stored_sym(TS, np.ascontiguousarray(Q[pi, pj]), P, False, 0.5, 0)
+    np.testing.assert_allclose(kr, 0.5 * np.einsum("mnij,ij->mn", K, Q), rtol=10 * rtol,
+                               atol=10 * rtol * np.abs(K).sum(axis=(2, 3)).max())
+    np.testing.assert_array_equal(kr, kr.T)
+    gv = core.stored_sym(TS, B, P, True, 0.0, 0)
+    G = np.einsum("mnij,mn->ij", K, B)
+    got = np.where(pi == pj, gv, gv / 2)
+    np.testing.assert_allclose(got, G[pi, pj], rtol=10 * rtol,
+                               atol=10 * rtol * np.abs(K).sum(axis=(0, 1)).max() * np.abs(B).max())

@@ -6,6 +6,7 @@
 
 #include <optional>
 #include <string>
+#include <type_traits>
 
 #include "../lkr/local_kernel_multi.hpp"
 #include "array_utils.hpp"
@@ -125,6 +126,58 @@ py::array stored_t(const py::array& s, const py::array& x, bool transpose, int n
   return out;
 }
 
+template <class T>
+py::array pack_t(const py::array& x, bool antisym, bool diagonal, bool store32,
+                 const KernelParams& p) {
+  const auto a = view3<T>(x, "X");
+  const int64_t P = a.shape[0], Np = a.shape[1];
+  const int64_t ncols = diagonal ? Np : (antisym ? Np * (Np - 1) / 2 : Np * (Np + 1) / 2);
+  const int64_t rows = P * (P + 1) / 2;
+  if (store32) {
+    py::array_t<float> out({rows, ncols});
+    float* o = out.mutable_data();
+    py::gil_scoped_release release;
+    pack_compressed<T, float>(a, antisym, diagonal, p, o);
+    return out;
+  }
+  if constexpr (std::is_same_v<T, float>) {
+    throw py::type_error("float32 patches pack into float32 storage only");
+  } else {
+    py::array_t<double> out({rows, ncols});
+    double* o = out.mutable_data();
+    py::gil_scoped_release release;
+    pack_compressed<T, double>(a, antisym, diagonal, p, o);
+    return out;
+  }
+}
+
+template <class S>
+py::array stored_sym_t(const py::array& s, const py::array& x, int64_t P, bool adjoint,
+                       double scale, int nthreads) {
+  const auto sc = contiguous<S>(s, "S");
+  const auto xc = contiguous<double>(x, "X");
+  if (sc.ndim() != 2 || sc.shape(0) != P * (P + 1) / 2)
+    throw py::value_error("S must have P(P+1)/2 rows, got " + shape_str(sc));
+  const int64_t ncols = sc.shape(1);
+  const S* sd = sc.data();
+  const double* xd = xc.data();
+  if (adjoint) {
+    if (xc.ndim() != 2 || xc.shape(0) != P || xc.shape(1) != P)
+      throw py::value_error("B must have shape (P, P), got " + shape_str(xc));
+    py::array_t<double> out(ncols);
+    double* o = out.mutable_data();
+    py::gil_scoped_release release;
+    stored_adjoint_sym<S>(sd, P, ncols, xd, nthreads, o);
+    return out;
+  }
+  if (xc.size() != ncols) throw py::value_error("q must have " + std::to_string(ncols) + " entries");
+  py::array_t<double> out({P, P});
+  double* o = out.mutable_data();
+  py::gil_scoped_release release;
+  stored_kr_sym<S>(sd, P, ncols, xd, scale, nthreads, o);
+  return out;
+}
+
 }  // namespace
 
 void register_kernels_multi(py::module_& m) {
@@ -168,6 +221,27 @@ void register_kernels_multi(py::module_& m) {
       },
       py::arg("S"), py::arg("X"), py::arg("transpose"), py::arg("nthreads"),
       "S @ X (or S.T @ X) for a float32/float64 S and a float64 X, accumulated in float64.");
+  m.def(
+      "pack_compressed",
+      [](const py::array& x, bool antisym, bool diagonal, bool store32,
+         const std::string& activation, double lambda0, int nthreads) {
+        const auto p = kparams(activation, lambda0, nthreads);
+        return f32(x) ? pack_t<float>(x, antisym, diagonal, store32, p)
+                      : pack_t<double>(x, antisym, diagonal, store32, p);
+      },
+      py::arg("X"), py::arg("antisym"), py::arg("diagonal"), py::arg("store32"),
+      py::arg("activation"), py::arg("lambda0"), py::arg("nthreads"),
+      "The compressed local kernel (P(P+1)/2, patch pairs) of the theories.");
+  m.def(
+      "stored_sym",
+      [](const py::array& s, const py::array& x, int64_t P, bool adjoint, double scale,
+         int nthreads) {
+        return f32(s) ? stored_sym_t<float>(s, x, P, adjoint, scale, nthreads)
+                      : stored_sym_t<double>(s, x, P, adjoint, scale, nthreads);
+      },
+      py::arg("S"), py::arg("X"), py::arg("P"), py::arg("adjoint"), py::arg("scale"),
+      py::arg("nthreads"),
+      "K_R (P, P) = scale unpack(S q), or the adjoint S^T w(B) (upper triangle of B).");
 }
 
 }  // namespace lkr::bind

@@ -281,6 +281,90 @@ void stored_matmul_t(const T* S, int64_t rows, int64_t cols, const double* W, in
     for (int64_t k = 0; k < n; ++k) out[k] += slots[g * n + k];
 }
 
+template <class T, class S>
+void pack_compressed(const View3<T>& A, bool antisym, bool diagonal, const KernelParams& p,
+                     S* out) {
+  const int64_t P = A.shape[0], Np = A.shape[1], NN = Np * Np;
+  // column -> (i, j) of the stored patch pairs
+  std::vector<int64_t> ci, cj;
+  for (int64_t i = 0; i < Np; ++i)
+    for (int64_t j = diagonal ? i : i + (antisym ? 1 : 0); j < (diagonal ? i + 1 : Np); ++j)
+      ci.push_back(i), cj.push_back(j);
+  const int64_t ncols = static_cast<int64_t>(ci.size());
+  for_each_kernel_tile<T>(A, nullptr, p, true, 0, [&](int64_t, const KernelTile& t) {
+    const T* k = static_cast<const T*>(t.k);
+    const int64_t nb = t.b1 - t.b0;
+    for (int64_t mu = t.a0; mu < t.a1; ++mu)
+      for (int64_t nu = std::max(mu, t.b0); nu < t.b1; ++nu) {
+        const T* kk = k + ((mu - t.a0) * nb + (nu - t.b0)) * NN;
+        S* o = out + (mu * P - mu * (mu - 1) / 2 + nu - mu) * ncols;
+        for (int64_t c = 0; c < ncols; ++c) {
+          const int64_t i = ci[c], j = cj[c];
+          const double kij = double(kk[i * Np + j]);
+          if (i == j) o[c] = S(kij);
+          else if (antisym) o[c] = S(kij - double(kk[j * Np + i]));
+          else o[c] = S(kij + double(kk[j * Np + i]));
+        }
+      }
+  });
+}
+
+template <class S>
+void stored_kr_sym(const S* Sm, int64_t P, int64_t ncols, const double* q, double scale,
+                   int nthreads, double* out) {
+  const int nt = threads_of(nthreads);
+#pragma omp parallel for schedule(dynamic, 8) num_threads(nt)
+  for (int64_t mu = 0; mu < P; ++mu) {
+    const S* row = Sm + (mu * P - mu * (mu - 1) / 2) * ncols;
+    for (int64_t nu = mu; nu < P; ++nu) {
+      const S* r = row + (nu - mu) * ncols;
+      double v = 0;
+#pragma omp simd reduction(+ : v)
+      for (int64_t c = 0; c < ncols; ++c) v += double(r[c]) * q[c];
+      v *= scale;
+      out[mu * P + nu] = v;
+      out[nu * P + mu] = v;
+    }
+  }
+}
+
+template <class S>
+void stored_adjoint_sym(const S* Sm, int64_t P, int64_t ncols, const double* B, int nthreads,
+                        double* g) {
+  const int nt = threads_of(nthreads);
+  const int64_t ngroups = std::max<int64_t>(1, std::min<int64_t>(P, 64));
+  std::vector<double> slots(static_cast<size_t>(ngroups * ncols), 0.0);
+  // groups of rows mu with about equal numbers of pairs (row mu has P - mu of them)
+  std::vector<int64_t> bounds(static_cast<size_t>(ngroups + 1), P);
+  {
+    const double total = double(P) * double(P + 1) / 2;
+    int64_t mu = 0;
+    double done = 0;
+    bounds[0] = 0;
+    for (int64_t gi = 1; gi < ngroups; ++gi) {
+      while (mu < P && done < total * double(gi) / double(ngroups)) done += double(P - mu++);
+      bounds[gi] = mu;
+    }
+  }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+  for (int64_t gi = 0; gi < ngroups; ++gi) {
+    double* acc = slots.data() + gi * ncols;
+    for (int64_t mu = bounds[gi]; mu < bounds[gi + 1]; ++mu) {
+      const S* row = Sm + (mu * P - mu * (mu - 1) / 2) * ncols;
+      for (int64_t nu = mu; nu < P; ++nu) {
+        const double w = (nu == mu ? 1.0 : 2.0) * B[mu * P + nu];
+        if (w == 0.0) continue;
+        const S* r = row + (nu - mu) * ncols;
+#pragma omp simd
+        for (int64_t c = 0; c < ncols; ++c) acc[c] += double(r[c]) * w;
+      }
+    }
+  }
+  std::fill(g, g + ncols, 0.0);
+  for (int64_t gi = 0; gi < ngroups; ++gi)
+    for (int64_t c = 0; c < ncols; ++c) g[c] += slots[gi * ncols + c];
+}
+
 #define LKR_INSTANTIATE_MULTI(T)                                                             \
   template void patch_mean<T>(const View3<T>&, const KernelParams&, T*);                     \
   template void renormalized_kernel_multi<T>(const View3<T>&, const View3<T>*, const T*,     \
@@ -295,5 +379,12 @@ void stored_matmul_t(const T* S, int64_t rows, int64_t cols, const double* W, in
                                    double*);
 LKR_INSTANTIATE_MULTI(float)
 LKR_INSTANTIATE_MULTI(double)
+template void pack_compressed<float, float>(const View3<float>&, bool, bool, const KernelParams&, float*);
+template void pack_compressed<double, float>(const View3<double>&, bool, bool, const KernelParams&, float*);
+template void pack_compressed<double, double>(const View3<double>&, bool, bool, const KernelParams&, double*);
+template void stored_kr_sym<float>(const float*, int64_t, int64_t, const double*, double, int, double*);
+template void stored_kr_sym<double>(const double*, int64_t, int64_t, const double*, double, int, double*);
+template void stored_adjoint_sym<float>(const float*, int64_t, int64_t, const double*, int, double*);
+template void stored_adjoint_sym<double>(const double*, int64_t, int64_t, const double*, int, double*);
 
 }  // namespace lkr

@@ -46,4 +46,24 @@ template <class T>
 void stored_matmul_t(const T* S, int64_t rows, int64_t cols, const double* W, int64_t nrhs,
                      int nthreads, double* out);
 
+// The compressed kernel of the theories (python/lkr/theory/_local.py): rows are the sample
+// pairs mu <= nu in row-major upper-triangle order (row of (mu, nu) = mu P - mu (mu - 1) / 2
+// + nu - mu), columns the patch pairs i <= j in the same order, holding K_ij + K_ji (i < j)
+// and K_ii; with `antisym` the pairs i < j holding K_ij - K_ji; with `diagonal` only the
+// Np columns K_ii. Computed tile by tile from the patches, stored as S (float or double).
+template <class T, class S>
+void pack_compressed(const View3<T>& A, bool antisym, bool diagonal, const KernelParams& p,
+                     S* out);
+
+// K (P, P) symmetric = scale * unpack(Sm q) for a compressed Sm (rows as above, ncols).
+template <class S>
+void stored_kr_sym(const S* Sm, int64_t P, int64_t ncols, const double* q, double scale,
+                   int nthreads, double* out);
+
+// g (ncols) = Sm^T w with w_(mu nu) = B[mu, nu] (mu = nu) or 2 B[mu, nu] (mu < nu), read
+// from the upper triangle of a C-contiguous (P, P) B. Deterministic (fixed row groups).
+template <class S>
+void stored_adjoint_sym(const S* Sm, int64_t P, int64_t ncols, const double* B, int nthreads,
+                        double* g);
+
 }  // namespace lkr

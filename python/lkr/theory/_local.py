@@ -128,20 +128,42 @@ class LocalOperator:
         self._m = None
         self._TA = None
         self._last = None  # (key, K_R) of the last streamed K_R
+        self._iu = None
         if self.materialized:
-            iu = np.triu_indices(P)
-            self.iu = tuple(xp.asarray(i) for i in iu)
-            self._diag_pair = xp.asarray(iu[0] == iu[1])
-            w = np.where(iu[0] == iu[1], 1.0, 2.0)
-            self.w = xp.asarray(w)
             self._pi, self._pj = xp.asarray(pi), xp.asarray(pj)
-            self.T = self._pack(iu, antisym=False)
+            self.T = self._pack(antisym=False)
+
+    def _index(self):
+        """Sample-pair indices (mu <= nu, row order of T), their weights (1 on the diagonal,
+        2 off it) and the diagonal mask; built on first use (the one-output CPU path needs
+        none of them: the compiled products index T directly)."""
+        if self._iu is None:
+            iu = np.triu_indices(self.P)
+            xp = self.xp
+            self._iu = (tuple(xp.asarray(i) for i in iu),
+                        xp.asarray(np.where(iu[0] == iu[1], 1.0, 2.0)),
+                        xp.asarray(iu[0] == iu[1]))
+        return self._iu
+
+    @property
+    def iu(self):
+        return self._index()[0]
+
+    def _fast(self):
+        """The compiled one-output products apply (CPU, CNN)."""
+        return self.xp is np
 
     # -- packing ------------------------------------------------------------------------
-    def _pack(self, iu, antisym):
+    def _pack(self, antisym):
         """T_S (or T_A = K_ij - K_ji over i < j when ``antisym``), rows mu <= nu."""
         xp, P, Np = self.xp, self.P, self.Np
         pi, pj = self.pairs
+        if xp is np and not self.diagonal:
+            # tile by tile in the compiled engine, straight into the compressed layout
+            PX = np.ascontiguousarray(self.patches, dtype=np.float64)
+            return backend.core().pack_compressed(
+                PX, antisym, False, self.dtype == np.float32, self.activation, self.lambda0,
+                backend.resolve_threads(None))
         if antisym:
             keep = pi < pj
             pi, pj = pi[keep], pj[keep]
@@ -154,6 +176,7 @@ class LocalOperator:
                           lambda0=self.lambda0)
                 T[:, i] = Ki[self.iu]
             return T
+        iu = tuple(backend.to_numpy(i) for i in self.iu)
         rows = max(1, _BLOCK_BYTES // max(1, P * Np * Np * 8))
         start = np.concatenate([[0], np.cumsum(P - np.arange(P))])
         ij = xp.asarray(pi * Np + pj)
@@ -179,7 +202,7 @@ class LocalOperator:
 
     def _antisym(self):
         if self._TA is None:
-            self._TA = self._pack(tuple(backend.to_numpy(i) for i in self.iu), antisym=True)
+            self._TA = self._pack(antisym=True)
         return self._TA
 
     def _stored(self, S, X, transpose=False):
@@ -229,6 +252,10 @@ class LocalOperator:
 
     def _kr_stored(self, Q, D, scale):
         xp, P, Np = self.xp, self.P, self.Np
+        if D == 1 and self._fast() and not self.diagonal:
+            q = np.ascontiguousarray(Q[self._pi, self._pj], dtype=np.float64)
+            return backend.core().stored_sym(self.T, q, P, False, scale,
+                                             backend.resolve_threads(None))
         if D == 1:
             q = Q[self._pi, self._pj]
             v = self._stored(self.T, q) * scale
@@ -251,7 +278,8 @@ class LocalOperator:
         v = v.reshape(-1, D, D) * scale
         # diagonal sample pairs hold symmetric D x D blocks: make them so exactly, so the
         # two scatters below agree
-        v[self._diag_pair] = (v[self._diag_pair] + v[self._diag_pair].transpose(0, 2, 1)) / 2
+        dp = self._index()[2]
+        v[dp] = (v[dp] + v[dp].transpose(0, 2, 1)) / 2
         K4 = xp.empty((P, D, P, D), dtype=np.float64)
         mu, nu = self.iu
         K4[mu, :, nu, :] = v
@@ -338,7 +366,11 @@ class LocalOperator:
         xp, P, Np = self.xp, self.P, self.Np
         pi, pj = self._pi, self._pj
         if D == 1:
-            g = self._stored(self.T, B[self.iu] * self.w, transpose=True)
+            if self._fast() and not self.diagonal:
+                g = backend.core().stored_sym(self.T, np.ascontiguousarray(B, dtype=np.float64),
+                                              P, True, 0.0, backend.resolve_threads(None))
+            else:
+                g = self._stored(self.T, B[self.iu] * self._index()[1], transpose=True)
             G = xp.zeros((Np, Np), dtype=np.float64)
             if self.diagonal:
                 G[pi, pi] = g
@@ -351,7 +383,7 @@ class LocalOperator:
         mu, nu = self.iu
         B4 = B.reshape(P, D, P, D)
         Wm = B4[mu, :, nu, :]  # (sample pairs, D, D): B[(mu a), (nu b)]
-        Wm = Wm * xp.where(self._diag_pair, 0.5, 1.0)[:, None, None]
+        Wm = Wm * xp.where(self._index()[2], 0.5, 1.0)[:, None, None]
         Wf = Wm.reshape(-1, D * D)
         XS = self._stored(self.T, Wf, transpose=True).reshape(-1, D, D)
         H = xp.zeros((Np, Np, D, D), dtype=np.float64)  # H[i, j, a, b]
