@@ -604,13 +604,16 @@ int64_t for_each_kernel_tile(const View3<T>& A, const View3<T>* B, const KernelP
           const int64_t Cp = round_up(nb * Np, cw);
           pack_block(bb, tp.b0, tp.b1, Cp, cw, bt, sb);
           rows.resize(static_cast<size_t>(R * Cp));
-          k.resize(static_cast<size_t>(na * nb * Np * Np));
-          run_tile<FullTile<T, ACT>, T>(isa, R, a.z.data() + tp.a0 * Np * M,
-                                        a.s.data() + tp.a0 * Np, na, Np, M,
-                                        static_cast<const T*>(bt.data()),
-                                        static_cast<const T*>(sb.data()), nb, Cp, rows.data(),
-                                        k.data(), nb, int64_t(0), int64_t(0));
-          fn(grp, KernelTile{tp.a0, tp.a1, tp.b0, tp.b1, Np, k.data()});
+          k.resize(static_cast<size_t>(nb * Np * Np));
+          (void)na;
+          for (int64_t mu = tp.a0; mu < tp.a1; ++mu) {
+            run_tile<FullTile<T, ACT>, T>(isa, R, a.z.data() + mu * Np * M, a.s.data() + mu * Np,
+                                          int64_t(1), Np, M, static_cast<const T*>(bt.data()),
+                                          static_cast<const T*>(sb.data()), nb, Cp, rows.data(),
+                                          k.data(), nb, int64_t(0), int64_t(0));
+            fn(grp, KernelTile{mu, mu + 1, tp.b0, tp.b1, Np, upper_only && tp.a0 == tp.b0,
+                               k.data()});
+          }
         }
       }
     }

@@ -144,7 +144,7 @@ void local_kernel_adjoint_multi(const View3<T>& A, const View3<T>* B, const View
         const T* k = static_cast<const T*>(t.k);
         const int64_t nb = t.b1 - t.b0;
         // diagonal tiles visit every ordered pair: half weight, then G = H + H^T below
-        const double weight = (sym && t.a0 == t.b0) ? 0.5 : 1.0;
+        const double weight = (sym && t.diagonal_block) ? 0.5 : 1.0;
         double* h = slots.data() + grp * NN * D2;
         std::vector<double> w(static_cast<size_t>(D2));
         for (int64_t mu = t.a0; mu < t.a1; ++mu)

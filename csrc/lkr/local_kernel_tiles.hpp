@@ -12,11 +12,13 @@ namespace lkr {
 struct KernelTile {
   int64_t a0, a1, b0, b1;  // samples [a0, a1) of A against [b0, b1) of B
   int64_t Np;
+  bool diagonal_block;     // part of a tile whose two sample blocks coincide (B = A)
   // (a1 - a0, b1 - b0, Np, Np) C-contiguous: k[((mu - a0) nb + nu - b0) Np^2 + i Np + j]
   const void* k;
 };
 
-// Calls fn(group, tile) for every tile of sample pairs (only the upper triangle of tiles,
+// Calls fn(group, tile) for every row of every tile of sample pairs (one sample of A
+// against a block of B: the tile's values, nb Np^2 of them, stay in L2) (only the upper triangle of tiles,
 // b0 >= a0, when upper_only; B null means B = A). Tiles are split into `ngroups`
 // contiguous groups (0 or more than the tile count: one group per tile); the groups run in
 // parallel, the tiles of one group in order on one thread, so per-group accumulators give
