@@ -258,15 +258,19 @@ class _LocalTheory(_base._Theory):
         Np = self._n
         if Q0 is not None:
             return self._check_Q(Q0), "Q0"
-        if self.num_samples * (self.num_outputs or 1) > _SCALAR_START_MAX_P:
+        if self.num_samples > _SCALAR_START_MAX_P:
             return np.eye(Np), "identity"
         # best multiple of the identity: K_R(q I) = q K_R(I), an FC-like scalar problem
         op = self._cache
-        K = op.kr(op.xp.eye(Np), self.lambda1)
+        # K_R(I) with D outputs is K_R1(I) (x) I_D: one P x P eigendecomposition serves
+        # all outputs (eigenvalues repeated D times, z = U^T Y per output)
+        K = op.kr(op.xp.eye(self.num_patches), self.lambda1)
         lam, U = _linalg.eigh(K)
         lam = np.maximum(backend.to_numpy(lam), 0.0)
         _base.check_T0_spectrum(lam, self.temperature, type(self).__name__)
-        z = backend.to_numpy(U.T @ self._yvec())
+        D = self.num_outputs
+        z = backend.to_numpy(U.T @ self._y).reshape(-1)
+        lam = np.repeat(lam, D) if D > 1 else lam
         try:
             q = ScalarProblem(lam, z * z, alpha=self.alpha, T=self.temperature).solve()[0]
         except ArithmeticError:
