@@ -316,6 +316,88 @@ def _cnn_multi_rows(quick):
                    note="goal: ratio < 4; the (P D)^3 Cholesky/inverse of A dominates")]
 
 
+def _eigh_route_rows(quick):
+    """Issue 13 item 5: which LAPACK route to eigenvalues + U^T y is cheapest. The drivers
+    run alternately in one process (ratios, not absolute times, are the result on a shared
+    machine); "eigenvalues only" is the lower bound a tridiagonal-only route could reach."""
+    import lkr
+    import scipy.linalg as sla
+    from lkr._blas import blas_threads
+
+    rows = []
+    for P in ((1000,) if quick else (2000, 5000)):
+        rng = np.random.default_rng(2)
+        X = rng.standard_normal((P, 256))
+        K = lkr.nngp(X)
+        case = f"fc kernel spectrum P={P}"
+        routes = {"evd": lambda K=K: sla.eigh(K, driver="evd", check_finite=False),
+                  "evr": lambda K=K: sla.eigh(K, driver="evr", check_finite=False),
+                  "ev": lambda K=K: sla.eigh(K, driver="ev", check_finite=False),
+                  "eigenvalues only (evr)": lambda K=K: sla.eigh(K, driver="evr",
+                                                                 eigvals_only=True,
+                                                                 check_finite=False)}
+        for threads in (1, None):
+            times = {k: [] for k in routes}
+            with blas_threads(threads or 1, enabled=threads is not None):
+                for _ in range(2 if P <= 2000 else 1):
+                    for name, fn in routes.items():  # alternating: the load hits all alike
+                        t0 = time.perf_counter()
+                        fn()
+                        times[name].append(time.perf_counter() - t0)
+            base = min(times["evd"])
+            tn = "1 BLAS thread" if threads else "default BLAS threads"
+            for name, ts in times.items():
+                rows.append(record(SUITE, case, f"scipy eigh driver {name}, {tn}", min(ts), 0.0,
+                                   len(ts), ratio=min(ts) / base, vs="evd (lkr's choice)"))
+    return rows
+
+
+def _fc_beyond_rows(quick):
+    """docs/theory-beyond-odd.md 1.1 and 2.1 at large P: the non-central relu fit and the
+    D = 10 fit after
+    the (shared) eigendecomposition."""
+    import lkr
+    from lkr.theory import FCTheory
+
+    P = 1000 if quick else 5000
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((P, 1024))
+    y = np.maximum(X[:, :8].sum(1) / np.sqrt(8), 0) + 0.5
+    rows = []
+    case = f"fc relu non-central fit P={P} N0=1024 T=0.01 N=100"
+    th = FCTheory(width=100, temperature=0.01, activation="relu")
+    t0 = time.perf_counter()
+    th.set_data(X, y)
+    t_bind = time.perf_counter() - t0
+    med, iqr, n, sol = measure(lambda: th.fit(X, y), repeats=5, warmup=1)
+    rows.append(record(SUITE, case, "lkr kernel + eigendecomposition (once per data set)",
+                       t_bind, 0.0, 1, eigh_s=th._cache["eigh_seconds"]))
+    rows.append(record(SUITE, case, "lkr non-central (Q0, Q1) fit after eigh", med, iqr, n,
+                       solve_s=sol.seconds, rel_grad_norm=sol.rel_grad_norm,
+                       iterations=sol.iterations, goal_s=0.2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        odd = FCTheory(width=100, temperature=0.01, activation="relu", mean="ignore")
+    t0 = time.perf_counter()
+    odd.fit(X, y)
+    rows.append(record(SUITE, case, "lkr one-parameter fit, spectrum shared (incl. bind)",
+                       time.perf_counter() - t0, 0.0, 1, shared=odd._cache is th._cache))
+    D = 10
+    Y = lkr.data.one_hot(rng.integers(0, D, P), D) - 1.0 / D
+    case = f"fc D={D} outputs fit P={P} N0=1024 erf T=0.01 N=100"
+    thD = FCTheory(width=100, temperature=0.01)
+    t0 = time.perf_counter()
+    thD.set_data(X, Y)
+    t_bind = time.perf_counter() - t0
+    med, iqr, n, sol = measure(lambda: thD.fit(X, Y), repeats=3, warmup=1)
+    rows.append(record(SUITE, case, "lkr kernel + eigendecomposition (once per data set)",
+                       t_bind, 0.0, 1))
+    rows.append(record(SUITE, case, "lkr D x D fit after eigh (O(P D^2) per evaluation)", med,
+                       iqr, n, solve_s=sol.seconds, rel_grad_norm=sol.rel_grad_norm,
+                       iterations=sol.iterations, evaluations=sol.evaluations, goal_s=1.0))
+    return rows
+
+
 def run(quick: bool = False):
-    return (_cnn_rows(quick) + _fc_rows(quick) + _cnn_scale_rows(quick)
-            + _cnn_multi_rows(quick))
+    return (_cnn_rows(quick) + _fc_rows(quick) + _fc_beyond_rows(quick) + _eigh_route_rows(quick)
+            + _cnn_scale_rows(quick) + _cnn_multi_rows(quick))

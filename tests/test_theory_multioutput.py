@@ -1,19 +1,18 @@
-"""FC with D outputs (THEORY2 2.1): D x D order parameter on the eigenbasis of K, against
+"""FC with D outputs (docs/theory-beyond-odd.md 2.1): D x D order parameter on the
+eigenbasis of K, against
 the dense PD x PD reference in tests/theory2_reference.py; GPTheory with D outputs; the
 Prediction / evaluate / sweep shapes; bad input."""
 import json
-import warnings
 
+import lkr
 import numpy as np
 import pytest
-
 import theory2_reference as ref
-from theory_reference import fc_kernel
-import lkr
 from lkr.data import one_hot
-from lkr.theory import CNNTheory, DeepFCTheory, FCTheory, GPTheory, sweep
+from lkr.theory import DeepFCTheory, FCTheory, GPTheory, sweep
 from lkr.theory._multiout import MultiOutputProblem
 from lkr.theory._scalar import ScalarProblem
+from theory_reference import fc_kernel
 
 
 def _problem(seed=0, P=20, N0=8, D=3, Pt=5):
@@ -226,3 +225,26 @@ def test_bad_targets():
         th.fit(X, Y, Q0=-np.eye(3))
     with pytest.raises(ValueError, match=r"\(3, 3\)"):
         th.action(np.eye(2))
+
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), T=st.floats(1e-3, 2.0), alpha=st.floats(0.01, 10.0),
+       L=st.integers(1, 3), D=st.integers(1, 4))
+def test_property_eigenbasis_action_equals_dense(seed, T, alpha, L, D):
+    rng = np.random.default_rng(seed)
+    P = int(rng.integers(2, 9))
+    X = rng.standard_normal((P, 4))
+    K = fc_kernel(X)
+    Y = rng.standard_normal((P, D))
+    Bm = rng.standard_normal((D, D))
+    Q = Bm @ Bm.T + 0.1 * np.eye(D)
+    lam, U = np.linalg.eigh(K)
+    prob = MultiOutputProblem(np.maximum(lam, 0), U.T @ Y, alpha=alpha, T=T, L=L)
+    ev = prob.evaluate(Q)
+    assert ev.S == pytest.approx(ref.mo_action(Q, K, Y, T, alpha, L), rel=1e-9, abs=1e-9)
+    G = ref.mo_grad(Q, K, Y, T, alpha, L)
+    np.testing.assert_allclose(ev.grad, G, rtol=1e-7, atol=1e-9 * (1 + np.abs(G).max()))

@@ -1,15 +1,15 @@
-"""Non-central FC action for relu (THEORY2 1.1), 1/N corrections (section 4) and the
+"""Non-central FC action for relu (docs/theory-beyond-odd.md 1.1), 1/N corrections
+(section 4) and the
 FCTheory argument rules of issue 14 item 7, against tests/theory2_reference.py."""
 import warnings
 
 import numpy as np
 import pytest
-from scipy.integrate import quad
-
 import theory2_reference as ref
-from lkr.activations import mean_map, has_mean
-from lkr.theory import FCTheory, GPTheory, DeepFCTheory
+from lkr.activations import has_mean, mean_map
+from lkr.theory import DeepFCTheory, FCTheory, GPTheory
 from lkr.theory._noncentral import NonCentralProblem
+from scipy.integrate import quad
 
 
 def _problem(seed=0, P=24, N0=9, Pt=6):
@@ -32,8 +32,8 @@ def _ref_kernels(X, Xt, lambda0=1.0):
 
 def test_mean_map_is_the_gaussian_mean():
     for c in (0.3, 1.0, 4.7):
-        exact = quad(lambda h: max(h, 0) * np.exp(-h * h / (2 * c)) / np.sqrt(2 * np.pi * c),
-                     -np.inf, np.inf)[0]
+        exact = quad(lambda h, c=c: max(h, 0) * np.exp(-h * h / (2 * c))
+                     / np.sqrt(2 * np.pi * c), -np.inf, np.inf)[0]
         assert mean_map("relu", np.array(c)) == pytest.approx(exact, rel=1e-10)
     assert np.all(mean_map("erf", np.array([1.0, 2.0])) == 0)
     assert has_mean("relu") and not has_mean("erf") and not has_mean("linear")
@@ -93,7 +93,7 @@ def test_zero_mean_reduces_to_the_odd_action():
 
 
 def test_odd_activations_keep_todays_theory():
-    X, Xt, y = _problem(4)
+    X, _, y = _problem(4)
     a = FCTheory(width=5, temperature=0.1, activation="erf").fit(X, y)
     b = FCTheory(width=5, temperature=0.1, activation="erf", mean="ignore").fit(X, y)
     assert a.conjugate is None and a.Q == b.Q and a.action == b.action
@@ -127,8 +127,8 @@ def test_corrected_predictions_match_dense_formulas(act):
         kR = q0 / lam1 * (k - np.outer(m0, m)) + np.outer(m0, m) / (lam1 * (1 + q1))
         kap = q0 / lam1 * (kappa - m0 ** 2) + m0 ** 2 / (lam1 * (1 + q1))
     else:
-        from theory_reference import fc_kernel
         import lkr
+        from theory_reference import fc_kernel
         K = fc_kernel(X)
         k = lkr.nngp(Xt, X)
         kappa = np.diag(fc_kernel(Xt))
@@ -208,6 +208,13 @@ def test_solution_serialises_with_conjugate():
     assert d["conjugate"] == pytest.approx(sol.conjugate)
     assert d["summary"]["conjugate"] == pytest.approx(sol.conjugate)
     assert "conjugate" in repr(sol)
+    import functools
+
+    from lkr.theory import sweep
+    rows = sweep(functools.partial(FCTheory, activation="relu"),
+                 {"width": [4.0], "temperature": [0.1]}, X, y, X[:5], y[:5])
+    assert rows[0]["conjugate"] == pytest.approx(sol.conjugate, rel=1e-12)
+    assert rows[0]["Q"] == pytest.approx(sol.Q, rel=1e-12)
     paths = th.fit_path(X, y, [8.0, 4.0, 2.0])
     for p, w in zip(paths, [8.0, 4.0, 2.0]):
         ind = FCTheory(width=w, temperature=0.1, activation="relu").fit(X, y)
@@ -232,3 +239,72 @@ def test_spectrum_is_shared_between_fc_theories():
     a2 = FCTheory(width=4, temperature=0.1, activation="relu")
     a2.fit(X2, y)
     assert a2._cache is not a._cache
+
+
+@pytest.mark.slow
+def test_langevin_relu_net_agrees_with_the_two_parameter_theory():
+    # A ReLU FC net (N1 = 48, P = 12, alpha = 1/4) on labels with a mean (offset 2): Langevin
+    # samples of its posterior must match the non-central theory within sampling error
+    # (4 standard errors + 1 % for the O(lr) discretisation bias), and the one-parameter
+    # action (mean="ignore") and the GP must lie outside that band. Measured when written:
+    # sampled 0.969 +- 0.008, non-central 0.991, one-parameter 0.891, GP 0.776.
+    from lkr import train
+
+    rng = np.random.default_rng(0)
+    P, Pt, T, N0, N = 12, 40, 0.1, 8, 48
+    X = rng.standard_normal((P, N0))
+    Xt = rng.standard_normal((Pt, N0))
+    w = rng.standard_normal(N0)
+
+    def teacher(Z):
+        return np.maximum(Z @ w / np.sqrt(N0), 0) + 2.0
+
+    y, yt = teacher(X), teacher(Xt)
+    nc = FCTheory(width=N, temperature=T, activation="relu")
+    assert nc.fit(X, y).converged
+    expect = nc.evaluate(Xt, yt)["error"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        od = FCTheory(width=N, temperature=T, activation="relu", mean="ignore")
+    od.fit(X, y)
+    gp = GPTheory("fc", temperature=T, activation="relu")
+    gp.fit(X, y)
+    out = train.sampled_test_error("fc", width=N, X=X, y=y, X_test=Xt, y_test=yt,
+                                   temperature=T, activation="relu", chains=32, steps=8000,
+                                   burn_in=8000 // 3, thin=4, seed=0)
+    se = out["error_se"]
+    band = 4 * se + 0.01 * expect
+    assert 0 < se < 0.02 * expect
+    assert abs(out["error"] - expect) < band, (out, expect)
+    for other in (od.evaluate(Xt, yt)["error"], gp.evaluate(Xt, yt)["error"]):
+        assert abs(out["error"] - other) > band, (out, other)
+
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), q0=st.floats(0.05, 20.0), q1=st.floats(-0.9, 10.0),
+       T=st.floats(1e-3, 2.0), alpha=st.floats(0.01, 10.0), lam1=st.floats(0.2, 5.0))
+def test_property_sherman_morrison_action_and_gradient(seed, q0, q1, T, alpha, lam1):
+    rng = np.random.default_rng(seed)
+    P = int(rng.integers(2, 12))
+    X = rng.standard_normal((P, 5))
+    y = rng.standard_normal(P) + rng.uniform(-2, 2)
+    C = ref.fc_C(X)
+    c = np.diag(C)
+    K = ref.relu_kernel(C, c, c)
+    m = ref.relu_mean(c)
+    lam, U = np.linalg.eigh(K)
+    prob = NonCentralProblem(np.maximum(lam, 0), U.T @ y, U.T @ m, alpha=alpha, T=T,
+                             lambda1=lam1)
+    ev = prob.evaluate(q0, q1)
+    A = T * np.eye(P) + ref.nc_KR(q0, q1, K, m, lam1)
+    if np.linalg.eigvalsh(A)[0] <= 1e-9 * np.abs(A).max():
+        return  # outside the feasible set (lkr returns None there or is at rounding level)
+    assert ev is not None
+    S = ref.nc_action(q0, q1, K, m, y, T, alpha, lam1)
+    assert ev.S == pytest.approx(S, rel=1e-9, abs=1e-9)
+    np.testing.assert_allclose(ev.grad, ref.nc_grad(q0, q1, K, m, y, T, alpha, lam1),
+                               rtol=1e-7, atol=1e-8 * (1 + np.abs(ev.mag).max()))

@@ -1,4 +1,4 @@
-"""Plain-NumPy references for THEORY2 sections 1.1, 2.1 and 4 (test-only).
+"""Plain-NumPy references for docs/theory-beyond-odd.md sections 1.1, 2.1 and 4 (test-only).
 
 Deliberately independent of lkr.theory: dense P x P (non-central FC) and PD x PD
 (D outputs, targets stacked output by output) matrices, np.linalg.slogdet / solve, the

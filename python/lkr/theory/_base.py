@@ -233,7 +233,6 @@ class _Theory:
     def _min_width(self):
         """The smallest admissible width for the bound targets (None: no condition).
         FC with D outputs: D; CNN: Np D. Checked before every solve."""
-        return None
 
     def _check_width(self):
         need = self._min_width()
@@ -339,6 +338,9 @@ class _Theory:
     @staticmethod
     def _check_finite_solution(sol):
         Q = backend.to_numpy(sol.Q)
+        conj = sol.conjugate
+        if conj is not None and not np.all(np.isfinite(backend.to_numpy(conj))):
+            Q = np.nan
         if not np.all(np.isfinite(Q)) or (sol.action is not None and not np.isfinite(sol.action)):
             raise FloatingPointError(f"{sol.theory}: the solver produced a non-finite Qbar or "
                                      f"action ({sol.message}); this is a bug, please report it")
@@ -372,7 +374,10 @@ class _Theory:
             th = copy.copy(self)
             th.width = positive(w, "widths entry")
             th.solution = None
-            th._fit_bound(None if prev is None else prev.Q, strict, tol, maxiter)
+            # warm start; a non-central action continues from the pair (Q, conjugate)
+            start = (None if prev is None else
+                     prev.Q if prev.conjugate is None else (prev.Q, prev.conjugate))
+            th._fit_bound(start, strict, tol, maxiter)
             out.append(th)
             prev = th.solution
         return out
@@ -386,8 +391,8 @@ class _Theory:
         ----------
         Xt : array_like, shape (P_test, ...)
         corrected : bool
-            Apply the first-order 1/N corrections to the predictor's kernels (THEORY2
-            section 4; FCTheory only, and where a theory says so).
+            Apply the first-order 1/N corrections to the predictor's kernels
+            (docs/theory-beyond-odd.md section 4; FCTheory, and where a theory says so).
 
         Returns
         -------

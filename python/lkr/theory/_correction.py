@@ -1,4 +1,5 @@
-r"""First-order 1/N corrections of the predictor (THEORY2 section 4), shared by the theories.
+r"""First-order 1/N corrections of the predictor (docs/theory-beyond-odd.md 4), shared by
+the theories.
 
 The saddle is unchanged; only the predictor's kernels get a correction. With
 A = T I + K_R, a = A^{-1} y, B = A^{-1} - a a^T and c = alpha / P:

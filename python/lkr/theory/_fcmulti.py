@@ -1,11 +1,10 @@
 """Glue of the D-output FC solver (:mod:`._multiout`) to FCTheory and vanilla DeepFCTheory:
-start point, Solution, predictor (THEORY2 section 2.1)."""
+start point, Solution, predictor (docs/theory-beyond-odd.md 2.1)."""
 from __future__ import annotations
 
 import numpy as np
 
-from .. import backend
-from .. import _linalg
+from .. import _linalg, backend
 from . import _base
 from ._multiout import MultiOutputProblem, closed_form_T0
 from .result import Prediction, Solution

@@ -1,4 +1,4 @@
-r"""FC with D outputs (THEORY2 section 2.1): a D x D SPD order parameter on the eigenbasis
+r"""FC with D outputs (docs/theory-beyond-odd.md 2.1): a D x D SPD order parameter on the eigenbasis
 of the kernel.
 
 With K' = U diag(l) U^T (K' = K / lambda1 for one hidden layer, K^{(L)} for the vanilla deep
@@ -21,8 +21,9 @@ At T = 0 and L = 1 the saddle is closed-form: W = Y^T K'^{-1} Y,
 Q = ((1 - alpha) I + ((1 - alpha)^2 I + 4 alpha W / P)^{1/2}) / 2.
 
 Solver: BFGS in a Cholesky parametrisation (Q = L0 M M^T L0^T, M lower triangular with
-log-diagonal, L0 the factor of the start) with the analytic gradient, then damped Newton
-polish steps with a finite-difference Hessian of the analytic gradient (D(D+1)/2 unknowns).
+log-diagonal, L0 the factor of the start) with the analytic gradient, run to tol / 1000;
+where it stalls short of tol, damped Newton polish steps with a finite-difference Hessian of
+the analytic gradient (D(D+1)/2 unknowns).
 """
 from __future__ import annotations
 
@@ -137,9 +138,11 @@ class MultiOutputProblem:
         its = res.iterations
         message = res.message
         n = x.size
+        # Newton polish only where BFGS stopped short of tol (a stall at its rounding floor);
+        # a converged BFGS run is already at tol / 1000
         for _ in range(polish if maxiter > 0 else 0):
             g0, rel0 = gradient(x)
-            if rel0 <= tol * 1e-6:
+            if rel0 <= tol:
                 break
             h = 1e-6
             H = np.empty((n, n))

@@ -1,4 +1,4 @@
-r"""The non-central FC action (THEORY2 section 1.1): two scalars (Q0, Q1) for activations
+r"""The non-central FC action (docs/theory-beyond-odd.md 1.1): two scalars (Q0, Q1) for activations
 with a non-zero mean (relu), on a diagonalised kernel.
 
 With the mean activations m (m_mu = E[sigma(h)], h ~ N(0, C^{mu mu})) and M = m m^T,
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["NonCentralProblem", "NonCentralEval"]
+__all__ = ["NonCentralEval", "NonCentralProblem"]
 
 
 @dataclass
@@ -119,10 +119,10 @@ class NonCentralProblem:
         for j in range(2):
             e = np.zeros(2)
             e[j] = h
-            evp, Fp = self._F(x + e)
-            evm, Fm = self._F(x - e)
+            _, Fp = self._F(x + e)
+            _, Fm = self._F(x - e)
             if Fp is None or Fm is None:  # at the edge of the feasible set: one-sided
-                ev0, F0 = self._F(x)
+                _, F0 = self._F(x)
                 if Fp is not None:
                     J[:, j] = (Fp - F0) / h
                 elif Fm is not None:

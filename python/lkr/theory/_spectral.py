@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import backend
 
-__all__ = ["eigh_psd", "shared", "DRIVER"]
+__all__ = ["DRIVER", "eigh_psd", "shared"]
 
 #: scipy.linalg.eigh driver for the FC kernel spectrum.
 DRIVER = "evd"
@@ -30,7 +30,7 @@ class SpectralCache(dict):
     """A dict that can be weakly referenced (the registry's values)."""
 
 
-_REGISTRY: "weakref.WeakValueDictionary[str, SpectralCache]" = weakref.WeakValueDictionary()
+_REGISTRY: weakref.WeakValueDictionary[str, SpectralCache] = weakref.WeakValueDictionary()
 _LOCK = threading.Lock()
 
 

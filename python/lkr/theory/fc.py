@@ -1,6 +1,6 @@
 r"""Fully-connected theories: one hidden layer (scalar Qbar) and L hidden layers.
 
-One hidden layer of width N1, alpha = P / N1, K = nngp(X) (DESIGN.md section 2):
+One hidden layer of width N1, alpha = P / N1, K = nngp(X) (docs/theory.md section 2):
 
 .. math::
 
@@ -84,7 +84,8 @@ class FCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
     over Q > 0). ``T = 0`` is allowed when K is positive definite on the training set.
 
     Activations with a non-zero mean (relu) and ``mean="auto"`` (default): the non-central
-    action with two scalars (THEORY2 1.1), m_mu = E[sigma(h)] = sqrt(C^{mu mu}/(2 pi)),
+    action with two scalars (docs/theory-beyond-odd.md 1.1),
+    m_mu = E[sigma(h)] = sqrt(C^{mu mu}/(2 pi)),
     M = m m^T,
 
     .. math::
@@ -97,7 +98,8 @@ class FCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
     eigenbasis of K: O(P) per evaluation); ``solution.Q`` = Q0, ``solution.conjugate`` = Q1.
     The predictor uses k_R = (Q0/lambda1)(k - m0 m) + m0 m / (lambda1 (1 + Q1)).
 
-    Several outputs, ``fit(X, Y)`` with Y (P, D), D >= 2 (THEORY2 2.1): a D x D SPD Qbar,
+    Several outputs, ``fit(X, Y)`` with Y (P, D), D >= 2 (docs/theory-beyond-odd.md 2.1):
+    a D x D SPD Qbar,
     K_R = Q (x) K / lambda1, S = tr Q - log det Q + data term, solved on the eigenbasis of K
     (O(P D^2) per evaluation; never a PD x PD matrix); closed form at T = 0. Needs
     width >= D. Several outputs take the odd (or ``mean="ignore"``) action.
@@ -298,7 +300,7 @@ class FCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
         return Prediction(mean=mean, variance=xp.maximum(var, 0.0))
 
     def _predict_corrected(self, Xt):
-        """THEORY2 section 4: the predictor with K_R^c = K_R - (alpha/P) K_R B K_R (one
+        """docs/theory-beyond-odd.md 4: the predictor with K_R^c = K_R - (alpha/P) K_R B K_R (one
         output; dense P x P algebra, O(P^3))."""
         if self._multi:
             raise ValueError("FCTheory.predict(corrected=True) is implemented for one output "
@@ -354,7 +356,8 @@ class DeepFCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
     Notes
     -----
     ``variant="vanilla"`` also takes several outputs, ``fit(X, Y)`` with Y (P, D), D >= 2
-    (THEORY2 2.1): S = L tr Q^{1/L} - log det Q + (alpha/P)[log det(T + Q (x) K^{(L)})
+    (docs/theory-beyond-odd.md 2.1):
+    S = L tr Q^{1/L} - log det Q + (alpha/P)[log det(T + Q (x) K^{(L)})
     + y^T (T + Q (x) K^{(L)})^{-1} y] with a D x D SPD Q (the product of the layers' order
     parameters; ``solution.extra["per_layer"]`` holds Q^{1/L}), solved on the eigenbasis of
     K^{(L)}. Needs width >= D.

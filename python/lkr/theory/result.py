@@ -34,9 +34,9 @@ def _digest(Q):
     n = Qn.shape[0]
     off = Qn[~np.eye(n, dtype=bool)]
     ev = np.linalg.eigvalsh((Qn + Qn.T) / 2)
-    return dict(mean_diagonal=float(np.mean(np.diag(Qn))),
-                mean_off_diagonal=float(off.mean()) if off.size else 0.0,
-                min_eigenvalue=float(ev[0]), max_eigenvalue=float(ev[-1]))
+    return {"mean_diagonal": float(np.mean(np.diag(Qn))),
+            "mean_off_diagonal": float(off.mean()) if off.size else 0.0,
+            "min_eigenvalue": float(ev[0]), "max_eigenvalue": float(ev[-1])}
 
 
 def _jsonable(value):
