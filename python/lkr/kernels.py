@@ -28,8 +28,8 @@ import os
 import numpy as np
 
 from . import backend
-from .activations import check_activation
 from ._validate import positive as _positive
+from .activations import check_activation
 from .geometry import PatchGeometry
 
 __all__ = ["nngp", "local_kernel", "renormalized_kernel", "renormalized_kernel_diag",

@@ -16,14 +16,16 @@ The one-order-parameter actions are exact for odd activations only; for relu FCT
 the non-central (Q0, Q1) action (``mean="auto"``), and with Y of shape (P, D) the FC theories
 and the GP take D outputs (docs/theory-beyond-odd.md).
 """
+from .._warnings import ConvergenceWarning
 from .conv import CNNTheory, LCNTheory
 from .fc import DeepFCTheory, FCTheory
 from .gp import GPTheory
 from .result import ConvergenceError, Prediction, Solution
 
 __all__ = ["GPTheory", "FCTheory", "DeepFCTheory", "CNNTheory", "LCNTheory", "Solution",
-           "Prediction", "ConvergenceError"]
+           "Prediction", "ConvergenceError", "ConvergenceWarning"]
 
 # lkr.theory.sweep (parameter sweeps) is added below by its own module's owner.
 from .sweep import sweep  # noqa: E402
+
 __all__ += ["sweep"]

@@ -8,6 +8,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .. import backend
+from .._json import jsonable
 
 __all__ = ["Solution", "Prediction", "ConvergenceError"]
 
@@ -18,7 +19,7 @@ class ConvergenceError(RuntimeError):
     The unconverged :class:`Solution` is attached as ``.solution``.
     """
 
-    def __init__(self, message: str, solution: "Solution"):
+    def __init__(self, message: str, solution: Solution):
         super().__init__(message)
         self.solution = solution
 
@@ -37,22 +38,6 @@ def _digest(Q):
     return {"mean_diagonal": float(np.mean(np.diag(Qn))),
             "mean_off_diagonal": float(off.mean()) if off.size else 0.0,
             "min_eigenvalue": float(ev[0]), "max_eigenvalue": float(ev[-1])}
-
-
-def _jsonable(value):
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        return v if np.isfinite(v) else str(v)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    arr = backend.to_numpy(value)
-    return _jsonable(arr.tolist())
 
 
 @dataclass
@@ -134,7 +119,7 @@ class Solution:
             out["outputs"] = self.num_outputs
         out.update(action=self.action, converged=self.converged, iterations=self.iterations,
                    rel_grad_norm=self.rel_grad_norm)
-        return _jsonable(out)
+        return jsonable(out)
 
     def to_dict(self) -> dict:
         """Every field, JSON-friendly (arrays as nested lists), plus the summary."""
@@ -143,7 +128,7 @@ class Solution:
                                            "message", "theory", "width", "alpha",
                                            "temperature", "seconds", "extra", "conjugate")}
         d["summary"] = self.summary()
-        return _jsonable(d)
+        return jsonable(d)
 
     def __repr__(self) -> str:
         s = self.summary()
