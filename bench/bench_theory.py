@@ -321,8 +321,9 @@ def _eigh_route_rows(quick):
     """Issue 13 item 5: which LAPACK route to eigenvalues + U^T y is cheapest. The drivers
     run alternately in one process (ratios, not absolute times, are the result on a shared
     machine); "eigenvalues only" is the lower bound a tridiagonal-only route could reach."""
-    import lkr
     import scipy.linalg as sla
+
+    import lkr
     from lkr._blas import blas_threads
 
     rows = []

@@ -3,15 +3,15 @@ NumPy references built on the materialised tensor, by hypothesis; plus the adjoi
 identity, D = 1 against the scalar kernels, and the stored-kernel products."""
 import numpy as np
 import pytest
+from conftest import RTOL
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kernel_strategies import geometries, make_inputs
+from reference import assert_close, geometry_patches, ref_bound, ref_local_kernel
 
 import lkr
 from lkr import backend
 from lkr.kernels_multi import local_kernel_adjoint_multi, patch_mean, renormalized_kernel_multi
-from conftest import RTOL
-from kernel_strategies import geometries, make_inputs
-from reference import assert_close, geometry_patches, ref_bound, ref_local_kernel
 
 ACTS = st.sampled_from(["erf", "relu", "linear"])
 

@@ -5,11 +5,11 @@ import warnings
 
 import numpy as np
 import pytest
+from theory_cnn_reference import Problem
 
 import lkr
 from lkr.theory import CNNTheory, FCTheory, LCNTheory
 from lkr.theory._local import default_budget
-from theory_cnn_reference import Problem
 
 G6 = lkr.PatchGeometry((6,), 2, 2)  # Np = 3, M = 2
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.optimize as so
-
 from reference import geometry_patches, ref_local_kernel
 
 
@@ -53,7 +52,7 @@ class Problem:
         return self.alpha / self.P * (y @ np.linalg.solve(A, y) + np.linalg.slogdet(A)[1])
 
     def G(self, B, centred=False):
-        D, Np, P = self.D, self.Np, self.P
+        D, P = self.D, self.P
         B4 = B.reshape(P, D, P, D)
         G = np.einsum("mnij,manb->iajb", self.K, B4).reshape(self.n, self.n)
         Gm = np.einsum("mi,manb,nj->iajb", self.m, B4, self.m).reshape(self.n, self.n)

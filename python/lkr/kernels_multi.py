@@ -27,7 +27,7 @@ import numpy as np
 
 from . import backend
 from ._validate import positive as _positive
-from .kernels import (_cast, _is_symmetric, _matrix, _prepare, _symmetric_Q, local_kernel)
+from .kernels import _cast, _is_symmetric, _matrix, _prepare, _symmetric_Q, local_kernel
 
 __all__ = ["patch_mean", "renormalized_kernel_multi", "local_kernel_adjoint_multi"]
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import backend
 from ..activations import nngp_map
 from ..kernels import renormalized_kernel, renormalized_kernel_diag
 from ..kernels_multi import patch_mean, renormalized_kernel_multi

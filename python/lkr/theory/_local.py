@@ -176,7 +176,6 @@ class LocalOperator:
                           lambda0=self.lambda0)
                 T[:, i] = Ki[self.iu]
             return T
-        iu = tuple(backend.to_numpy(i) for i in self.iu)
         rows = max(1, _BLOCK_BYTES // max(1, P * Np * Np * 8))
         start = np.concatenate([[0], np.cumsum(P - np.arange(P))])
         ij = xp.asarray(pi * Np + pj)
@@ -225,7 +224,7 @@ class LocalOperator:
     def kr(self, Q, lambda1, Qm=None):
         """K_R (P D, P D), example-major, for a symmetric (Np D, Np D) patch-major Q of the
         array library of X; plus the mean term (1/(lambda1 Np)) sum_ij Qm m_i m_j^T."""
-        xp, P, Np = self.xp, self.P, self.Np
+        Np = self.Np
         D = Q.shape[0] // Np
         scale = 1.0 / (lambda1 * Np)
         if self.materialized:

@@ -40,7 +40,6 @@ import scipy.linalg as sla
 from .. import _linalg, backend
 from ..activations import has_mean
 from ..geometry import PatchGeometry
-from ..kernels import renormalized_kernel, renormalized_kernel_diag
 from . import _base, _cnn_noncentral, _cnn_predict
 from ._base import DEFAULT_MAXITER, DEFAULT_TOL, positive
 from ._local import LocalOperator
