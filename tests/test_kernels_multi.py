@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kernel_strategies import geometries, make_inputs
 from reference import assert_close, geometry_patches, ref_bound, ref_local_kernel
+from test_gpu import emulator  # noqa: F401 - the fixture (the CUDA host emulator)
 
 import lkr
 from lkr import backend
@@ -227,3 +228,36 @@ def test_pack_compressed_and_symmetric_products(store32, act):
     got = np.where(pi == pj, gv, gv / 2)
     np.testing.assert_allclose(got, G[pi, pj], rtol=10 * rtol,
                                atol=10 * rtol * np.abs(K).sum(axis=(0, 1)).max() * np.abs(B).max())
+
+
+def test_cuda_engine_fallbacks_match_the_compiled_calls(emulator):
+    """The CUDA engine's multi-output calls (lkr._cuda_multi, driven through the host
+    emulator's local kernel) give the C++ results."""
+    rng = np.random.default_rng(12)
+    P, Np, M, D = 6, 3, 4, 2
+    PX = rng.standard_normal((P, Np, M))
+    PY = rng.standard_normal((4, Np, M))
+    core = backend.core()
+    Q, Qm, W = sym(rng, Np * D), sym(rng, Np * D), sym(rng, P * D)
+    for act in ("erf", "relu"):
+        np.testing.assert_allclose(emulator.patch_mean(PX, act, 1.0),
+                                   core.patch_mean(PX, act, 1.0, 0), rtol=1e-12)
+        for Y in (None, PY):
+            np.testing.assert_allclose(
+                emulator.renormalized_kernel_multi(PX, Y, Q, Qm, D, act, 1.0, 1.5),
+                core.renormalized_kernel_multi(PX, Y, Q, Qm, D, act, 1.0, 1.5, 0),
+                rtol=1e-10, atol=1e-12)
+        for a, b in zip(emulator.local_kernel_adjoint_multi(PX, None, W, True, D, True, act, 1.0),
+                        core.local_kernel_adjoint_multi(PX, None, W, True, D, True, act, 1.0, 0)):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-11)
+        for anti in (False, True):
+            np.testing.assert_allclose(emulator.pack_compressed(PX, anti, False, False, act, 1.0),
+                                       core.pack_compressed(PX, anti, False, False, act, 1.0, 0),
+                                       rtol=1e-10, atol=1e-12)
+    S = core.pack_compressed(PX, False, False, False, "erf", 1.0, 0)
+    q = rng.standard_normal(S.shape[1])
+    np.testing.assert_allclose(emulator.stored_sym(S, q, P, False, 0.5),
+                               core.stored_sym(S, q, P, False, 0.5, 0), rtol=1e-12)
+    B = sym(rng, P)
+    np.testing.assert_allclose(emulator.stored_sym(S, B, P, True, 0.0),
+                               core.stored_sym(S, B, P, True, 0.0, 0), rtol=1e-11, atol=1e-12)

@@ -19,7 +19,8 @@ sum W * K_R(Q) = (1 / (lambda1 Np)) sum Q * G(W). D = 1 gives
 
 The compiled engine computes each tile of K_ij^{mu nu} once and applies it to every output
 block (no D^2 passes), and ``centred=True`` returns G - G_m and G_m from one call. CuPy
-arrays take a blockwise fallback (materialised row blocks and a tensor contraction).
+arrays go to the CUDA engine's blockwise composition (:mod:`lkr._cuda_multi`: materialised
+row blocks and a tensor contraction; no dedicated CUDA kernel yet).
 """
 from __future__ import annotations
 
@@ -27,12 +28,9 @@ import numpy as np
 
 from . import backend
 from ._validate import positive as _positive
-from .kernels import _cast, _is_symmetric, _matrix, _prepare, _symmetric_Q, local_kernel
+from .kernels import _cast, _is_symmetric, _matrix, _prepare, _symmetric_Q
 
 __all__ = ["patch_mean", "renormalized_kernel_multi", "local_kernel_adjoint_multi"]
-
-_FALLBACK_BYTES = 256 * 1024**2
-
 
 def _outputs(D):
     if isinstance(D, bool) or not isinstance(D, (int, np.integer)) or D < 1:
@@ -51,31 +49,9 @@ def patch_mean(X, *, geometry, activation="erf", lambda0=1.0, nthreads=None):
     geometry, lambda0, xp, PX, _ = _prepare(X, None, geometry, activation, lambda0)
     dtype = backend.result_dtype(PX)
     PX, _ = _cast(PX, None, dtype, xp)
-    if xp is not np:
-        c = (PX * PX).sum(axis=2) / (lambda0 * geometry.patch_size)
-        m = xp.sqrt(c / (2 * np.pi)) if activation == "relu" else xp.zeros_like(c)
-        return m.astype(dtype)
-    return backend.core().patch_mean(PX, activation, lambda0, backend.resolve_threads(nthreads))
-
-
-def _fallback_blocks(PX, PY, activation, lambda0, geometry):
-    """Row blocks (start, K block (rows, P', Np, Np)) of the materialised tensor."""
-    P, Np = PX.shape[0], PX.shape[1]
-    P2 = P if PY is None else PY.shape[0]
-    rows = max(1, _FALLBACK_BYTES // max(1, P2 * Np * Np * PX.dtype.itemsize))
-    other = PX if PY is None else PY
-    for a in range(0, P, rows):
-        yield a, local_kernel(PX[a:a + rows], other, geometry=_identity_geometry(PX),
-                              activation=activation, lambda0=lambda0,
-                              max_bytes=4 * _FALLBACK_BYTES)
-
-
-def _identity_geometry(PX):
-    """A geometry whose patches of a (P, Np, M) tensor are the tensor itself."""
-    from .geometry import PatchGeometry
-
-    Np, M = PX.shape[1], PX.shape[2]
-    return PatchGeometry(input_shape=(Np * M,), filter_size=M, stride=M)
+    out = backend.implementation(xp).patch_mean(PX, activation, lambda0,
+                                                backend.resolve_threads(nthreads))
+    return backend.wrap_like(out, X)
 
 
 def renormalized_kernel_multi(X, Y=None, *, Q, D, geometry, Qm=None, activation="erf",
@@ -110,29 +86,9 @@ def renormalized_kernel_multi(X, Y=None, *, Q, D, geometry, Qm=None, activation=
     Qs = _symmetric_Q(Qa, ND, xp, dtype)
     Qms = None if Qma is None else _symmetric_Q(Qma, ND, xp, dtype)
     PX, PY = _cast(PX, PY, dtype, xp)
-    if xp is np:
-        out = backend.core().renormalized_kernel_multi(
-            PX, PY, Qs, Qms, D, activation, lambda0, lambda1, backend.resolve_threads(nthreads))
-        return backend.wrap_like(out, X)
-    Np = geometry.num_patches
-    P = PX.shape[0]
-    P2 = P if PY is None else PY.shape[0]
-    Q4 = Qs.reshape(Np, D, Np, D)
-    out = xp.empty((P * D, P2 * D), dtype=dtype)
-    for a0, Kb in _fallback_blocks(PX, PY, activation, lambda0, geometry):
-        blk = xp.einsum("mnij,iajb->manb", Kb, Q4)
-        out[a0 * D:(a0 + Kb.shape[0]) * D] = blk.reshape(-1, P2 * D)
-    if Qms is not None:
-        m = patch_mean(PX.reshape(P, -1), geometry=_identity_geometry(PX),
-                       activation=activation, lambda0=lambda0)
-        m2 = m if PY is None else patch_mean(PY.reshape(P2, -1), geometry=_identity_geometry(PX),
-                                             activation=activation, lambda0=lambda0)
-        out += xp.einsum("mi,iajb,nj->manb", m, Qms.reshape(Np, D, Np, D),
-                         m2).reshape(P * D, P2 * D)
-    out *= dtype.type(1.0 / (lambda1 * Np))
-    if PY is None:
-        out = (out + out.T) / 2
-    return out
+    out = backend.implementation(xp).renormalized_kernel_multi(
+        PX, PY, Qs, Qms, D, activation, lambda0, lambda1, backend.resolve_threads(nthreads))
+    return backend.wrap_like(out, X)
 
 
 def local_kernel_adjoint_multi(X, W, *, D, geometry, Y=None, centred=False, activation="erf",
@@ -167,26 +123,7 @@ def local_kernel_adjoint_multi(X, W, *, D, geometry, Y=None, centred=False, acti
     Wc = _matrix(Wa, "W", (P * D, P2 * D), xp, dtype)
     PX, PY = _cast(PX, PY, dtype, xp)
     symmetric = PY is None and _is_symmetric(Wc, xp)
-    if xp is np:
-        out = backend.core().local_kernel_adjoint_multi(
-            PX, PY, Wc, symmetric, D, bool(centred), activation, lambda0,
-            backend.resolve_threads(nthreads))
-        return tuple(backend.wrap_like(o, X) for o in out) if centred else backend.wrap_like(out, X)
-    Np = geometry.num_patches
-    W4 = Wc.reshape(P, D, P2, D)
-    G = xp.zeros((Np, D, Np, D), dtype=np.float64)
-    for a0, Kb in _fallback_blocks(PX, PY, activation, lambda0, geometry):
-        G += xp.einsum("mnij,manb->iajb", Kb, W4[a0:a0 + Kb.shape[0]])
-    G = G.reshape(Np * D, Np * D)
-    if symmetric:
-        G = (G + G.T) / 2
-    if not centred:
-        return G.astype(dtype)
-    m = patch_mean(PX.reshape(P, -1), geometry=_identity_geometry(PX), activation=activation,
-                   lambda0=lambda0)
-    m2 = m if PY is None else patch_mean(PY.reshape(P2, -1), geometry=_identity_geometry(PX),
-                                         activation=activation, lambda0=lambda0)
-    Gm = xp.einsum("mi,manb,nj->iajb", m, W4, m2).reshape(Np * D, Np * D)
-    if symmetric:
-        Gm = (Gm + Gm.T) / 2
-    return (G - Gm).astype(dtype), Gm.astype(dtype)
+    out = backend.implementation(xp).local_kernel_adjoint_multi(
+        PX, PY, Wc, symmetric, D, bool(centred), activation, lambda0,
+        backend.resolve_threads(nthreads))
+    return tuple(backend.wrap_like(o, X) for o in out) if centred else backend.wrap_like(out, X)
