@@ -230,7 +230,7 @@ def test_pack_compressed_and_symmetric_products(store32, act):
                                atol=10 * rtol * np.abs(K).sum(axis=(0, 1)).max() * np.abs(B).max())
 
 
-def test_cuda_engine_fallbacks_match_the_compiled_calls(emulator):
+def test_cuda_engine_fallbacks_match_the_compiled_calls(emulator):  # noqa: F811
     """The CUDA engine's multi-output calls (lkr._cuda_multi, driven through the host
     emulator's local kernel) give the C++ results."""
     rng = np.random.default_rng(12)
