@@ -4,15 +4,18 @@ the dense PD x PD reference in tests/theory2_reference.py; GPTheory with D outpu
 Prediction / evaluate / sweep shapes; bad input."""
 import json
 
-import lkr
 import numpy as np
 import pytest
 import theory2_reference as ref
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from theory_reference import fc_kernel
+
+import lkr
 from lkr.data import one_hot
 from lkr.theory import DeepFCTheory, FCTheory, GPTheory, sweep
 from lkr.theory._multiout import MultiOutputProblem
 from lkr.theory._scalar import ScalarProblem
-from theory_reference import fc_kernel
 
 
 def _problem(seed=0, P=20, N0=8, D=3, Pt=5):
@@ -227,8 +230,6 @@ def test_bad_targets():
         th.action(np.eye(2))
 
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 
 @settings(max_examples=20, deadline=None)

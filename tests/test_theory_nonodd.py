@@ -1,15 +1,18 @@
 """Non-central FC action for relu (docs/theory-beyond-odd.md 1.1), 1/N corrections
-(section 4) and the
-FCTheory argument rules of issue 14 item 7, against tests/theory2_reference.py."""
+(section 4) and the FCTheory argument rules of issue 14 item 7, against
+tests/theory2_reference.py."""
 import warnings
 
 import numpy as np
 import pytest
 import theory2_reference as ref
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.integrate import quad
+
 from lkr.activations import has_mean, mean_map
 from lkr.theory import DeepFCTheory, FCTheory, GPTheory
 from lkr.theory._noncentral import NonCentralProblem
-from scipy.integrate import quad
 
 
 def _problem(seed=0, P=24, N0=9, Pt=6):
@@ -127,8 +130,9 @@ def test_corrected_predictions_match_dense_formulas(act):
         kR = q0 / lam1 * (k - np.outer(m0, m)) + np.outer(m0, m) / (lam1 * (1 + q1))
         kap = q0 / lam1 * (kappa - m0 ** 2) + m0 ** 2 / (lam1 * (1 + q1))
     else:
-        import lkr
         from theory_reference import fc_kernel
+
+        import lkr
         K = fc_kernel(X)
         k = lkr.nngp(Xt, X)
         kappa = np.diag(fc_kernel(Xt))
@@ -280,8 +284,6 @@ def test_langevin_relu_net_agrees_with_the_two_parameter_theory():
         assert abs(out["error"] - other) > band, (out, other)
 
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 
 @settings(max_examples=25, deadline=None)

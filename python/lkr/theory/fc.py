@@ -24,9 +24,7 @@ from .. import _linalg, backend
 from .._validate import integer as _integer
 from ..activations import has_mean, mean_map, nngp_map
 from ..kernels import nngp
-from . import _base
-from . import _fcmulti
-from . import _spectral
+from . import _base, _fcmulti, _spectral
 from ._base import DEFAULT_MAXITER, DEFAULT_TOL, positive
 from ._correction import corrected_posterior
 from ._maps import layer_kernels, map_partials
