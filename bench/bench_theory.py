@@ -253,6 +253,70 @@ def _fc_rows(quick):
     return rows
 
 
+def _cnn_scale_rows(quick):
+    """Issue 13 item 4: the whole CNN fit at P in the thousands against one
+    ``renormalized_kernel`` call on the same data (goal: within 8x). Alternating, in one
+    process; the compressed kernel is float64 when it fits half the available memory."""
+    import lkr
+    from lkr.theory import CNNTheory
+
+    rows = []
+    for P in ((512,) if quick else (2048, 4096)):
+        g, X, y = _cnn_problem(P)
+        case = f"cnn fit at scale P={P} 32x32 m8 s8 Np=16 erf T=0.01 N=20"
+        Q = np.eye(g.num_patches)
+        t_rk, t_fit, info = [], [], {}
+        for _ in range(1 if P >= 4096 else 2):  # alternate the two
+            t0 = time.perf_counter()
+            lkr.renormalized_kernel(X, Q=Q, geometry=g)
+            t_rk.append(time.perf_counter() - t0)
+            th = CNNTheory(geometry=g, width=20, temperature=0.01)
+            t0 = time.perf_counter()
+            sol = th.fit(X, y)
+            t_fit.append(time.perf_counter() - t0)
+            info = dict(evaluations=sol.evaluations, iterations=sol.iterations,
+                        converged=sol.converged, kernel_dtype=sol.extra.get("kernel_dtype"),
+                        materialized=sol.extra.get("materialized"),
+                        kernel_gb=th._cache.nbytes / 1e9)
+            del th
+        rk, fit = float(np.median(t_rk)), float(np.median(t_fit))
+        rows.append(record(SUITE, case, "lkr renormalized_kernel (one call)", rk, 0.0,
+                           len(t_rk)))
+        rows.append(record(SUITE, case, "lkr CNNTheory.fit (kernel + solve)", fit, 0.0,
+                           len(t_fit), ratio=fit / rk, vs="lkr renormalized_kernel (one call)",
+                           note="goal: ratio <= 8", **info))
+    return rows
+
+
+def _cnn_multi_rows(quick):
+    """Issue 11: CNN with D = 10 outputs against D = 1 on the same data (32x32, filter and
+    stride 8, Np = 16: Q of size 160). The P D x P D algebra (Cholesky and inverse of A)
+    grows as D^3, so the full P = 500 problem is timed at a smaller P in quick mode."""
+    from lkr.theory import CNNTheory
+
+    P = 100 if quick else 500
+    g, X, y = _cnn_problem(P)
+    rng = np.random.default_rng(3)
+    D = 10
+    Y = np.stack([y] + [y * rng.uniform(0.5, 1.5) + 0.1 * rng.standard_normal(P)
+                        for _ in range(D - 1)], axis=1)
+    width, T = 200, 0.01  # Nc >= Np D = 160
+    case = f"cnn multi-output fit P={P} 32x32 m8 s8 Np=16 erf T={T} N={width}"
+    t1, tD = [], []
+    for _ in range(2):  # alternate
+        for store, Yk in ((t1, y), (tD, Y)):
+            th = CNNTheory(geometry=g, width=width, temperature=T)
+            t0 = time.perf_counter()
+            sol = th.fit(X, Yk)
+            store.append((time.perf_counter() - t0, sol))
+    (a, s1), (b, sD) = min(t1, key=lambda t: t[0]), min(tD, key=lambda t: t[0])
+    return [record(SUITE, case, "lkr fit D=1", a, 0.0, len(t1), evaluations=s1.evaluations),
+            record(SUITE, case, f"lkr fit D={D}", b, 0.0, len(tD), ratio=b / a,
+                   vs="lkr fit D=1", evaluations=sD.evaluations, converged=sD.converged,
+                   per_eval_ratio=(b / sD.evaluations) / (a / s1.evaluations),
+                   note="goal: ratio < 4; the (P D)^3 Cholesky/inverse of A dominates")]
+
+
 def _eigh_route_rows(quick):
     """Issue 13 item 5: which LAPACK route to eigenvalues + U^T y is cheapest. The drivers
     run alternately in one process (ratios, not absolute times, are the result on a shared
@@ -337,4 +401,5 @@ def _fc_beyond_rows(quick):
 
 
 def run(quick: bool = False):
-    return _cnn_rows(quick) + _fc_rows(quick) + _fc_beyond_rows(quick) + _eigh_route_rows(quick)
+    return (_cnn_rows(quick) + _fc_rows(quick) + _fc_beyond_rows(quick) + _eigh_route_rows(quick)
+            + _cnn_scale_rows(quick) + _cnn_multi_rows(quick))
