@@ -212,11 +212,13 @@ LKR_DEEP_HOT void pair_blocks(const T* az, const T* as, const T* bt, const T* sb
 #pragma omp simd
         for (int64_t q = 0; q < t.n_out; ++q) crow[q] += Krow[it[q]];
       }
-      const T rp = norm * ral[p], sp = sal[p];
+      // (C norm) (r_p r_q): both factors are symmetric in (p, q) when mu = nu, so the
+      // diagonal blocks come out exactly symmetric
+      const T rp = ral[p], sp = sal[p];
       T* o = Kn + p * t.ldn;
 #pragma omp simd
       for (int64_t q = 0; q < t.n_out; ++q) {
-        const T f = map_F_t<ACT>(crow[q] * (rp * rbl[q]));
+        const T f = map_F_t<ACT>((crow[q] * norm) * (rp * rbl[q]));
         o[q] = ACT == Activation::relu ? (sp * sbll[q]) * f : f;
       }
     }
