@@ -308,3 +308,60 @@ def test_memory_budget_and_bad_arguments():
         lkr.renormalized_kernel(np.ones((4, 9)), Q=np.eye(8), geometry=dg)
     with pytest.raises(ValueError, match="non-finite"):
         lkr.local_kernel(np.full((2, 8), np.nan), geometry=dg)
+
+
+# -- the CUDA kernels, in the host emulator of tests/test_gpu.py ---------------------------
+# the fixtures: an lkr._cuda Engine over the emulator (2 "SMs": 16 blocks, so that the
+# larger cases below walk several pairs per block), and NaN-filled outputs
+from test_gpu import emulator, poison  # noqa: E402,F401
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", [
+    ((7,), [3, 2], [1, 2], ["same", "valid"], 1, 7, None),
+    ((6, 5), [(3, 2), 2, 1], [2, 1, 1], ["circular", "same", "valid"], 2, 6, 4),
+    ((9,), [4, 3], [2, 1], ["periodic", "same"], 1, 3, 2),
+    ((5, 5), [3], [1], ["same"], 1, 3, None),  # one layer through the deep kernels
+], ids=["1d-sym", "2d-L3-cross", "1d-cross", "2d-L1"])
+def test_emulated_deep_kernels_match_core(emulator, poison, act, dtype, case):
+    from lkr._cuda_deep import DeepEngine
+    from lkr._deep_kernels import _tables
+
+    shape, filts, strides, pads, C, P, P2 = case
+    dg = DeepGeometry(shape, filts, strides, pads, channels=C)
+    rng = np.random.default_rng(7)
+    lams = (0.9, 1.2, 1.1, 0.8)[:dg.depth + 1]
+    tables, norms = _tables(dg, lams)
+    PX = np.ascontiguousarray(dg.patches(canonical(rng, dg, P)), dtype=dtype)
+    PY = None if P2 is None else np.ascontiguousarray(dg.patches(canonical(rng, dg, P2)),
+                                                     dtype=dtype)
+    PX[0, 0] = 0  # a zero-variance window
+    d = dg.num_patches
+    A = rng.standard_normal((d, d))
+    Q = np.ascontiguousarray((A + A.T) / 2, dtype=dtype)
+    W = np.ascontiguousarray(rng.standard_normal((P, P if P2 is None else P2)), dtype=dtype)
+    if P2 is None:
+        W = np.ascontiguousarray((W + W.T) / 2)
+    eng = DeepEngine(emulator)
+    core = backend.core()
+    tol = 10 * RTOL[np.dtype(dtype)]
+    args = (tables, norms, act, lams[0])
+    assert rel(eng.deep_local_kernel(PX, PY, *args), core.deep_local_kernel(PX, PY, *args, 0)) < tol
+    assert rel(eng.deep_renormalized_kernel(PX, PY, Q, tables, norms, act, lams[0], lams[-1]),
+               core.deep_renormalized_kernel(PX, PY, Q, tables, norms, act, lams[0], lams[-1],
+                                             0)) < tol
+    assert rel(eng.deep_local_kernel_adjoint(PX, PY, W, True, *args),
+               core.deep_local_kernel_adjoint(PX, PY, W, True, *args, 0)) < tol
+    assert rel(eng.deep_renormalized_kernel_diag(PX, Q, tables, norms, act, lams[0], lams[-1]),
+               core.deep_renormalized_kernel_diag(PX, Q, tables, norms, act, lams[0], lams[-1],
+                                                  0)) < tol
+
+
+def test_emulated_deep_rejects_bad_tables(emulator):
+    from lkr._cuda_deep import DeepEngine
+
+    PX = np.zeros((2, 4, 3))
+    with pytest.raises(ValueError, match="outside"):
+        DeepEngine(emulator).deep_local_kernel(PX, None, [np.full((2, 2), 9, np.int32)], [1.0],
+                                               "erf", 1.0)

@@ -13,6 +13,7 @@ validates its arguments and calls, with patch tensors ``PX`` (P, Np, M) and ``PY
 ``patch_forward(Z, W, v, *, local, activation, nthreads)``              (C, P)
 ``patch_vjp(Z, W, v, r, *, local, activation, nthreads)``               (dW, dv)
 ``patch_jvp(Z, W, v, tW, tv, *, local, activation, nthreads)``          (C, P)
+``deep_*(...)``: the deep-CNN kernel, see :mod:`lkr._cuda_deep`
 =====================================================================  =====================
 
 with (DESIGN.md section 2)
@@ -48,11 +49,12 @@ import numpy as np
 
 __all__ = ["local_kernel", "renormalized_kernel", "renormalized_kernel_diag",
            "local_kernel_adjoint", "nngp_map_inplace", "patch_forward", "patch_vjp",
-           "patch_jvp", "source_dir", "source_of", "load_source", "compile_options",
+           "patch_jvp", "deep_local_kernel", "deep_renormalized_kernel",
+           "deep_renormalized_kernel_diag", "deep_local_kernel_adjoint", "source_dir", "source_of", "load_source", "compile_options",
            "device_info", "Engine", "SOURCES"]
 
 #: the CUDA translation units lkr compiles (each one RawModule per dtype and device)
-SOURCES = ("local_kernel.cu", "nets.cu")
+SOURCES = ("local_kernel.cu", "nets.cu", "deep_kernel.cu")
 _ACTIVATIONS = ("linear", "erf", "relu")
 
 # Tiling of csrc/cuda/local_kernel.cu (LKR_TM, LKR_TILE, LKR_THREADS): keep in sync.
@@ -159,6 +161,8 @@ def _cupy():
 
 def source_of(name: str) -> str:
     """The translation unit that defines kernel ``name`` (by its prefix)."""
+    if name.startswith("lkr_deep_"):
+        return "deep_kernel.cu"
     return "nets.cu" if name.startswith("lkr_net_") else "local_kernel.cu"
 
 
@@ -568,3 +572,34 @@ def patch_jvp(Z, W, v, tW, tv, *, local, activation, nthreads=0):
     """Directional derivatives J t (C, P) along (tW, tv), chained (as
     ``lkr._core.patch_jvp``)."""
     return _default_engine().patch_jvp(Z, W, v, tW, tv, local=local, activation=activation)
+
+
+# -- the deep-CNN kernel (csrc/cuda/deep_kernel.cu; planning in lkr._cuda_deep) ---------------
+def _deep():
+    from ._cuda_deep import DeepEngine
+
+    return DeepEngine(_default_engine())
+
+
+def deep_local_kernel(PX, PY, tables, norms, activation, lambda0, nthreads=0):
+    """Final blocks K_L (P, P2, d, d); see :func:`lkr.kernels.local_kernel`."""
+    return _deep().deep_local_kernel(PX, PY, tables, norms, activation, lambda0)
+
+
+def deep_renormalized_kernel(PX, PY, Q, tables, norms, activation, lambda0, lambdaL, nthreads=0):
+    """Deep K_R(Q) (P, P2); see :func:`lkr.kernels.renormalized_kernel`."""
+    return _deep().deep_renormalized_kernel(PX, PY, Q, tables, norms, activation, lambda0,
+                                            lambdaL)
+
+
+def deep_renormalized_kernel_diag(PX, Q, tables, norms, activation, lambda0, lambdaL, nthreads=0):
+    """Deep K_R(Q)(x, x) (P,)."""
+    return _deep().deep_renormalized_kernel_diag(PX, Q, tables, norms, activation, lambda0,
+                                                 lambdaL)
+
+
+def deep_local_kernel_adjoint(PX, PY, W, w_symmetric, tables, norms, activation, lambda0,
+                              nthreads=0):
+    """Deep G(W) (d, d); see :func:`lkr.kernels.local_kernel_adjoint`."""
+    return _deep().deep_local_kernel_adjoint(PX, PY, W, w_symmetric, tables, norms, activation,
+                                             lambda0)
