@@ -323,7 +323,8 @@ from test_gpu import emulator, poison  # noqa: E402,F401
     ((6, 5), [(3, 2), 2, 1], [2, 1, 1], ["circular", "same", "valid"], 2, 6, 4),
     ((9,), [4, 3], [2, 1], ["periodic", "same"], 1, 3, 2),
     ((5, 5), [3], [1], ["same"], 1, 3, None),  # one layer through the deep kernels
-], ids=["1d-sym", "2d-L3-cross", "1d-cross", "2d-L1"])
+    ((60,), [45, 3], [1, 2], ["same", "valid"], 1, 3, None),  # float64 rows too big to stage
+], ids=["1d-sym", "2d-L3-cross", "1d-cross", "2d-L1", "1d-unstaged"])
 def test_emulated_deep_kernels_match_core(emulator, poison, act, dtype, case):
     from lkr._cuda_deep import DeepEngine
     from lkr._deep_kernels import _tables

@@ -26,6 +26,7 @@
 #include "lkr_common.cuh"
 
 #define LKR_DEEP_THREADS 256
+#define LKR_DEEP_STAGE_DOUBLES 5120  // 40 KB of static shared memory for the staged rows
 
 namespace lkr_deep {
 
@@ -154,6 +155,12 @@ __device__ void pairs_body(const T* __restrict__ za, const T* __restrict__ s1a,
                            long long S, long long wsize, long long npairs, int sym,
                            double outnorm) {
   __shared__ double red[LKR_DEEP_THREADS];
+  // The two samples' layer-1 rows, staged when they fit (float32 up to n1 M1 = 5120, float64
+  // up to 2560): every row is then read n1 times from shared memory, not from L1/L2.
+  __shared__ __align__(16) double stage_raw[LKR_DEEP_STAGE_DOUBLES];
+  const bool staged = 2 * N1 * M * (long long)sizeof(T) <= (long long)sizeof(stage_raw);
+  T* sA = reinterpret_cast<T*>(stage_raw);
+  T* sB = sA + N1 * M;
   T* buf1 = work + block_index() * wsize;
   const long long d = nl ? layer_of(meta, nl - 1).n_out : N1;
   double* Hb = H + block_index() * d * d;
@@ -169,11 +176,22 @@ __device__ void pairs_body(const T* __restrict__ za, const T* __restrict__ s1a,
       if (w == 0.0) continue;
     }
     // layer 1: all position pairs
+    const T* rowsA = za + mu * N1 * M;
+    const T* rowsB = zb + nu * N1 * M;
+    if (staged) {
+      for (long long e = threadIdx.x; e < N1 * M; e += blockDim.x) {
+        sA[e] = rowsA[e];
+        sB[e] = rowsB[e];
+      }
+      __syncthreads();
+      rowsA = sA;
+      rowsB = sB;
+    }
     const long long ld1 = N1 + 1;
     for (long long e = threadIdx.x; e < N1 * N1; e += blockDim.x) {
       const long long p = e / N1, q = e - (e / N1) * N1;
-      const T* a = za + (mu * N1 + p) * M;
-      const T* b = zb + (nu * N1 + q) * M;
+      const T* a = rowsA + p * M;
+      const T* b = rowsB + q * M;
       T u = T(0);
       for (long long k = 0; k < M; ++k) u += a[k] * b[k];
       const T f = lkr_cuda::map_F<ACT, T>(u);
