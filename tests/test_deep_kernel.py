@@ -366,3 +366,18 @@ def test_emulated_deep_rejects_bad_tables(emulator):
     with pytest.raises(ValueError, match="outside"):
         DeepEngine(emulator).deep_local_kernel(PX, None, [np.full((2, 2), 9, np.int32)], [1.0],
                                                "erf", 1.0)
+
+
+def test_upper_strides_thin_out_the_layer1_pairs():
+    """After a stride-2 layer only layer-1 pairs with p = q (mod 2) per axis are read: the
+    engines compute a quarter of them in 2D (the results are checked above)."""
+    from lkr._cuda_deep import needed_layer1_pairs
+
+    dg = DeepGeometry((28, 28), [5, 3], 2, padding="same")
+    tables = [t for t, _ in dg.gather_tables()]
+    flat = needed_layer1_pairs(tables, 196)
+    p, q = np.divmod(flat, 196)
+    assert flat.size <= 196 * 196 // 4
+    assert np.all((p // 14 - q // 14) % 2 == 0) and np.all((p % 14 - q % 14) % 2 == 0)
+    assert set(range(196)) <= set(p[p == q].tolist())  # every position is read
+    assert needed_layer1_pairs([], 5).size == 25

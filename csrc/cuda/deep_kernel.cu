@@ -13,7 +13,9 @@
 // recursion, which gives the map factors r, s of every layer l >= 2 (see deep_kernel.cpp).
 //
 // lkr_deep_pairs_*: blocks walk over the sample pairs (grid-stride; the upper triangle
-// when sym). Per pair a block computes every layer's position pairs into its own slice of
+// when sym). Per pair a block computes the layer-1 position pairs the layers above read
+// (the list pairs1, p n1 + q: after a stride-2 layer only p = q mod 2 per axis; entries off
+// the list are never written nor read) and every upper layer's position pairs into its own slice of
 // a global workspace, (n_l + 1)^2 per layer (the extra zero row and column are the padding
 // sentinel of the next layer's windows; they are never written and the host zeroes the
 // workspace), then consumes the final block: MODE 0 writes it out, MODE 1 contracts it with
@@ -149,7 +151,8 @@ __device__ void pairs_body(const T* __restrict__ za, const T* __restrict__ s1a,
                            const T* __restrict__ zb, const T* __restrict__ s1b,
                            const T* __restrict__ rb, const T* __restrict__ sb,
                            const long long* __restrict__ meta, const int* __restrict__ idx,
-                           const double* __restrict__ norms, const T* __restrict__ aux,
+                           const double* __restrict__ norms, const int* __restrict__ pairs1,
+                           long long n1pairs, const T* __restrict__ aux,
                            T* __restrict__ out, double* __restrict__ H, T* __restrict__ work,
                            long long Pa, long long Pb, long long N1, long long M, int nl,
                            long long S, long long wsize, long long npairs, int sym,
@@ -188,8 +191,9 @@ __device__ void pairs_body(const T* __restrict__ za, const T* __restrict__ s1a,
       rowsB = sB;
     }
     const long long ld1 = N1 + 1;
-    for (long long e = threadIdx.x; e < N1 * N1; e += blockDim.x) {
-      const long long p = e / N1, q = e - (e / N1) * N1;
+    for (long long e = threadIdx.x; e < n1pairs; e += blockDim.x) {
+      const long long pq = pairs1[e];
+      const long long p = pq / N1, q = pq - (pq / N1) * N1;
       const T* a = rowsA + p * M;
       const T* b = rowsB + q * M;
       T u = T(0);
@@ -266,10 +270,12 @@ __device__ void pairs_body(const T* __restrict__ za, const T* __restrict__ s1a,
       lkr_deep_##MODENAME##_##ACTNAME##_##SUF(                                                  \
           const T* za, const T* s1a, const T* ra, const T* sa, const T* zb, const T* s1b,      \
           const T* rb, const T* sb, const long long* meta, const int* idx, const double* norms, \
-          const T* aux, T* out, double* H, T* work, long long Pa, long long Pb, long long N1,  \
+          const int* pairs1, long long n1pairs, const T* aux, T* out, double* H, T* work,      \
+          long long Pa, long long Pb, long long N1,                                            \
           long long M, int nl, long long S, long long wsize, long long npairs, int sym,        \
           double outnorm) {                                                                     \
-    lkr_deep::pairs_body<T, ACT, MODE>(za, s1a, ra, sa, zb, s1b, rb, sb, meta, idx, norms, aux, \
+    lkr_deep::pairs_body<T, ACT, MODE>(za, s1a, ra, sa, zb, s1b, rb, sb, meta, idx, norms,     \
+                                       pairs1, n1pairs, aux,                                    \
                                        out, H, work, Pa, Pb, N1, M, nl, S, wsize, npairs, sym,  \
                                        outnorm);                                                \
   }

@@ -41,6 +41,98 @@ constexpr int kRows = 4;
 template <class T>
 constexpr int kCols = 64 / int(sizeof(T));
 
+// Which layer-1 position pairs the layers above read. Layer l + 1 reads K_l only at pairs
+// (w_p(t), w_q(t)) of pairs (p, q) it needs itself (the same offset t on both sides); the
+// last layer needs all of its d x d. Upper strides thin this out: after a stride-2 layer
+// only pairs with p = q (mod 2) per axis are read, a quarter of them in 2D. Layer 1 (the
+// costly one: n1^2 M1 multiply-adds per sample pair) is computed on the connected
+// components of the needed pairs only, each component a dense block: positions are
+// permuted so that a component's rows are consecutive and its columns start a panel.
+// Entries outside the blocks are never written and never read. With one component (e.g.
+// L = 1, or stride-1 layers) this is the plain computation of all pairs.
+struct Layout {
+  int64_t N1 = 0, Ctot = 0, ld1 = 0;
+  std::vector<int64_t> perm;            // permuted row r -> position
+  std::vector<int64_t> rowpos, colpos;  // position -> row / padded column (N1: the sentinel)
+  std::vector<int64_t> roff, rsize, coff;  // per component: first row, size, first column
+};
+
+template <class T>
+Layout layer1_layout(const DeepParams& p, int64_t N1, int CW) {
+  Layout lay;
+  lay.N1 = N1;
+  // needed pairs, top down
+  const size_t nl = p.layers.size();
+  std::vector<char> need;
+  if (nl == 0) {
+    need.assign(static_cast<size_t>(N1 * N1), 1);
+  } else {
+    int64_t n = p.layers.back().n_out;
+    std::vector<char> up(static_cast<size_t>(n * n), 1);
+    for (size_t l = nl; l-- > 0;) {
+      const DeepLayer& L = p.layers[l];
+      std::vector<char> down(static_cast<size_t>(L.n_in * L.n_in), 0);
+      for (int64_t a = 0; a < L.n_out; ++a)
+        for (int64_t b = 0; b < L.n_out; ++b) {
+          if (!up[a * L.n_out + b]) continue;
+          for (int64_t t = 0; t < L.k; ++t) {
+            const int32_t i = L.index[a * L.k + t], j = L.index[b * L.k + t];
+            if (i < L.n_in && j < L.n_in) down[i * L.n_in + j] = 1;
+          }
+        }
+      up.swap(down);
+    }
+    need.swap(up);
+  }
+  // components (union-find over the needed pairs)
+  std::vector<int64_t> parent(static_cast<size_t>(N1));
+  for (int64_t i = 0; i < N1; ++i) parent[i] = i;
+  auto find = [&](int64_t i) {
+    while (parent[i] != i) i = parent[i] = parent[parent[i]];
+    return i;
+  };
+  std::vector<char> used(static_cast<size_t>(N1), 0);
+  for (int64_t i = 0; i < N1; ++i)
+    for (int64_t j = 0; j < N1; ++j)
+      if (need[i * N1 + j]) {
+        used[i] = used[j] = 1;
+        const int64_t a = find(i), b = find(j);
+        if (a != b) parent[std::max(a, b)] = std::min(a, b);
+      }
+  lay.rowpos.assign(static_cast<size_t>(N1 + 1), N1);
+  lay.colpos.assign(static_cast<size_t>(N1 + 1), 0);
+  std::vector<int64_t> comp_of_root(static_cast<size_t>(N1), -1);
+  std::vector<std::vector<int64_t>> comps;
+  for (int64_t i = 0; i < N1; ++i) {
+    if (!used[i]) continue;
+    const int64_t r = find(i);
+    if (comp_of_root[r] < 0) {
+      comp_of_root[r] = int64_t(comps.size());
+      comps.emplace_back();
+    }
+    comps[comp_of_root[r]].push_back(i);
+  }
+  int64_t row = 0, col = 0;
+  for (const auto& c : comps) {
+    lay.roff.push_back(row);
+    lay.rsize.push_back(int64_t(c.size()));
+    lay.coff.push_back(col);
+    for (size_t k = 0; k < c.size(); ++k) {
+      lay.perm.push_back(c[k]);
+      lay.rowpos[c[k]] = row + int64_t(k);
+      lay.colpos[c[k]] = col + int64_t(k);
+    }
+    row += int64_t(c.size());
+    col += round_up(int64_t(c.size()), CW);
+  }
+  lay.Ctot = col;
+  for (int64_t i = 0; i < N1; ++i)
+    if (!used[i]) lay.colpos[i] = col;  // never read; the zero sentinel column to be safe
+  lay.colpos[N1] = col;                 // the sentinel: column Ctot is never written
+  lay.ld1 = col + 1;
+  return lay;
+}
+
 // Per-sample preparation of every layer. Layer 1 (l = 0 here): rows z scaled so that
 // u = z_p . z_q (see activations.hpp), amplitudes s. Layers l >= 1: the factors of the map
 // K = s_p s_q F(C r_p r_q), from the sample's own variances v = C_l,pp(mu, mu):
@@ -53,8 +145,9 @@ template <class T>
 struct Chain {
   int64_t P = 0, N1 = 0, M = 0, Cp = 0;
   std::vector<T> z;      // (P, N1, M)
-  std::vector<T> zt;     // (P, Cp * M): z of each sample packed in panels of CW columns
-  std::vector<T> s1;     // (P, Cp): layer-1 amplitudes, zero past N1
+  std::vector<T> zt;     // (P, Cp * M): z packed in panels of CW columns (Layout::colpos)
+  std::vector<T> s1;     // (P, Cp): layer-1 amplitudes by column, zero in padding columns
+  std::vector<T> s1r;    // (P, N1): the same by permuted row (Layout::perm)
   std::vector<std::vector<T>> r, s;  // layers >= 2: (P, n_l)
 };
 
@@ -70,7 +163,9 @@ double map_factor_s(Activation act, double v) {
 }
 
 template <class T>
-Chain<T> prepare_chain(const View3<T>& x, const DeepParams& p, int64_t Cp, int nthreads) {
+Chain<T> prepare_chain(const View3<T>& x, const DeepParams& p, const Layout& lay,
+                       int nthreads) {
+  const int64_t Cp = lay.Ctot;
   Chain<T> c;
   c.P = x.shape[0];
   c.N1 = x.shape[1];
@@ -82,6 +177,7 @@ Chain<T> prepare_chain(const View3<T>& x, const DeepParams& p, int64_t Cp, int n
   c.z.resize(static_cast<size_t>(P * N1 * M));
   c.zt.assign(static_cast<size_t>(P * Cp * M), T(0));
   c.s1.assign(static_cast<size_t>(P * Cp), T(0));
+  c.s1r.assign(static_cast<size_t>(P * N1), T(0));
   const size_t nl = p.layers.size();
   c.r.resize(nl);
   c.s.resize(nl);
@@ -109,12 +205,17 @@ Chain<T> prepare_chain(const View3<T>& x, const DeepParams& p, int64_t Cp, int n
           case Activation::erf: scale = std::sqrt(2.0 * norm / (1.0 + 2.0 * cv)); break;
           default: scale = sq > 0 ? 1.0 / std::sqrt(sq) : 0.0;
         }
-        c.s1[mu * Cp + i] = T(map_factor_s(act, cv));
+        const int64_t col = lay.colpos[i], row = lay.rowpos[i];
+        const bool placed = row < N1;  // positions no layer above reads are not packed
+        if (placed) {
+          c.s1[mu * Cp + col] = T(map_factor_s(act, cv));
+          c.s1r[mu * N1 + row] = T(map_factor_s(act, cv));
+        }
         T* zr = c.z.data() + (mu * N1 + i) * M;
-        T* panel = c.zt.data() + mu * Cp * M + (i / CW) * M * CW + i % CW;
+        T* panel = c.zt.data() + mu * Cp * M + (col / CW) * M * CW + col % CW;
         for (int64_t k = 0; k < M; ++k) {
           zr[k] = T(double(x(mu, i, k)) * scale);
-          panel[k * CW] = zr[k];
+          if (placed) panel[k * CW] = zr[k];
         }
         kd[i] = nngp_map<double>(act, cv, cv, cv);
       }
@@ -171,22 +272,26 @@ LKR_DEEP_INLINE void dot_panel(const T* const* a, int64_t M, const T* panel, T (
 // one extra zero row and column (position n_l, the padding sentinel of the next layer's
 // windows): rows/columns past n_l are never written, so they stay zero.
 template <class T, Activation ACT>
-LKR_DEEP_HOT void pair_blocks(const T* az, const T* as, const T* bt, const T* sb, int64_t N1,
-                              int64_t M, int64_t Cp, const Tab* tabs, int64_t ntabs,
-                              const T* const* ra, const T* const* sa, const T* const* rb,
-                              const T* const* sbl, T* const* buf, T* crow) {
+LKR_DEEP_HOT void pair_blocks(const T* az, const T* as, const T* bt, const T* sb,
+                              const int64_t* perm, const int64_t* roff, const int64_t* rsize,
+                              const int64_t* coff, int64_t ncomp, int64_t ld1, int64_t M,
+                              const Tab* tabs, int64_t ntabs, const T* const* ra,
+                              const T* const* sa, const T* const* rb, const T* const* sbl,
+                              T* const* buf, T* crow) {
   constexpr int R = kRows, CW = kCols<T>;
   T* K1 = buf[0];
-  for (int64_t i0 = 0; i0 < N1; i0 += R) {
+  for (int64_t comp = 0; comp < ncomp; ++comp) {
+   const int64_t r0 = roff[comp], n = rsize[comp], cb = coff[comp], ce = cb + round_up(n, CW);
+   for (int64_t g = 0; g < n; g += R) {
     const T* a[R];
-    for (int r = 0; r < R; ++r) a[r] = az + (i0 + r < N1 ? i0 + r : i0) * M;
-    for (int64_t c0 = 0; c0 < Cp; c0 += CW) {
+    for (int r = 0; r < R; ++r) a[r] = az + perm[r0 + (g + r < n ? g + r : g)] * M;
+    for (int64_t c0 = cb; c0 < ce; c0 += CW) {
       T u[R][CW];
       dot_panel<T, R, CW>(a, M, bt + c0 * M, u);
-      for (int r = 0; r < R && i0 + r < N1; ++r) {
-        T* o = K1 + (i0 + r) * Cp + c0;
+      for (int r = 0; r < R && g + r < n; ++r) {
+        T* o = K1 + (r0 + g + r) * ld1 + c0;
         const T* s = sb + c0;
-        const T wr = as[i0 + r];
+        const T wr = as[r0 + g + r];
 #pragma omp simd
         for (int c = 0; c < CW; ++c) {
           const T f = map_F_t<ACT>(u[r][c]);
@@ -194,6 +299,7 @@ LKR_DEEP_HOT void pair_blocks(const T* az, const T* as, const T* bt, const T* sb
         }
       }
     }
+   }
   }
   for (int64_t l = 0; l < ntabs; ++l) {
     const Tab& t = tabs[l];
@@ -228,23 +334,36 @@ LKR_DEEP_HOT void pair_blocks(const T* az, const T* as, const T* bt, const T* sb
 template <class T>
 struct Engine {
   const DeepParams& p;
-  std::vector<std::vector<int32_t>> idxT;
+  Layout lay;
+  std::vector<std::vector<int32_t>> idxT, idx1;
   std::vector<Tab> tabs;
   int64_t N1, M, Cp, d, ldf;
   std::vector<int64_t> sizes;  // buffer sizes per layer
 
-  Engine(const DeepParams& params, int64_t n1, int64_t m) : p(params), N1(n1), M(m) {
-    constexpr int CW = kCols<T>;
-    Cp = round_up(N1 + 1, CW);  // + 1: the zero sentinel column
-    int64_t ldp = Cp;
-    sizes.push_back((N1 + 1) * Cp);
-    for (const DeepLayer& L : p.layers) {
+  Engine(const DeepParams& params, int64_t n1, int64_t m)
+      : p(params), lay(layer1_layout<T>(params, n1, kCols<T>)), N1(n1), M(m) {
+    Cp = lay.Ctot;
+    int64_t ldp = lay.ld1;
+    sizes.push_back((N1 + 1) * lay.ld1);
+    for (size_t l = 0; l < p.layers.size(); ++l) {
+      const DeepLayer& L = p.layers[l];
+      // layer 2 reads layer 1 in the permuted layout: rows by rowpos, columns by colpos
+      const int32_t* index = L.index;
+      std::vector<int32_t> rows;
       std::vector<int32_t> tr(static_cast<size_t>(L.k * L.n_out));
+      if (l == 0) {
+        rows.resize(static_cast<size_t>(L.n_out * L.k));
+        for (int64_t e = 0; e < L.n_out * L.k; ++e) rows[e] = int32_t(lay.rowpos[L.index[e]]);
+      }
       for (int64_t q = 0; q < L.n_out; ++q)
-        for (int64_t k = 0; k < L.k; ++k) tr[k * L.n_out + q] = L.index[q * L.k + k];
+        for (int64_t k = 0; k < L.k; ++k)
+          tr[k * L.n_out + q] = l == 0 ? int32_t(lay.colpos[L.index[q * L.k + k]])
+                                       : L.index[q * L.k + k];
       idxT.push_back(std::move(tr));
+      idx1.push_back(std::move(rows));
+      if (l == 0) index = idx1.back().data();
       const int64_t ldn = L.n_out + 1;
-      tabs.push_back(Tab{L.n_in, L.n_out, L.k, ldp, ldn, L.index, nullptr, L.norm});
+      tabs.push_back(Tab{L.n_in, L.n_out, L.k, ldp, ldn, index, nullptr, L.norm});
       sizes.push_back((L.n_out + 1) * ldn);
       ldp = ldn;
     }
@@ -284,11 +403,12 @@ struct Engine {
       w.sb[l] = B.s[l].data() + nu * n;
     }
     const auto run = [&](auto act) {
-      pair_blocks<T, decltype(act)::value>(A.z.data() + mu * N1 * M, A.s1.data() + mu * Cp,
-                                           B.zt.data() + nu * Cp * M, B.s1.data() + nu * Cp, N1,
-                                           M, Cp, tabs.data(), int64_t(tabs.size()), w.ra.data(),
-                                           w.sa.data(), w.rb.data(), w.sb.data(), w.ptr.data(),
-                                           w.crow.data());
+      pair_blocks<T, decltype(act)::value>(
+          A.z.data() + mu * N1 * M, A.s1r.data() + mu * N1, B.zt.data() + nu * Cp * M,
+          B.s1.data() + nu * Cp, lay.perm.data(), lay.roff.data(), lay.rsize.data(),
+          lay.coff.data(), int64_t(lay.roff.size()), lay.ld1, M, tabs.data(),
+          int64_t(tabs.size()), w.ra.data(), w.sa.data(), w.rb.data(), w.sb.data(),
+          w.ptr.data(), w.crow.data());
     };
     switch (p.activation) {
       case Activation::linear: run(std::integral_constant<Activation, Activation::linear>{}); break;
@@ -345,8 +465,8 @@ template <class T>
 void deep_local_kernel(const View3<T>& A, const View3<T>* B, const DeepParams& p, T* out) {
   const int nt = threads_of(p.nthreads);
   Engine<T> e(p, A.shape[1], A.shape[2]);
-  const auto a = prepare_chain(A, p, e.Cp, nt);
-  const auto b = B ? prepare_chain(*B, p, e.Cp, nt) : Chain<T>{};
+  const auto a = prepare_chain(A, p, e.lay, nt);
+  const auto b = B ? prepare_chain(*B, p, e.lay, nt) : Chain<T>{};
   const Chain<T>& bb = B ? b : a;
   const bool sym = B == nullptr;
   const int64_t d = e.d, ldf = e.ldf, P2 = bb.P;
@@ -369,8 +489,8 @@ void deep_renormalized_kernel(const View3<T>& A, const View3<T>* B, const T* Q, 
                               const DeepParams& p, T* out) {
   const int nt = threads_of(p.nthreads);
   Engine<T> e(p, A.shape[1], A.shape[2]);
-  const auto a = prepare_chain(A, p, e.Cp, nt);
-  const auto b = B ? prepare_chain(*B, p, e.Cp, nt) : Chain<T>{};
+  const auto a = prepare_chain(A, p, e.lay, nt);
+  const auto b = B ? prepare_chain(*B, p, e.lay, nt) : Chain<T>{};
   const Chain<T>& bb = B ? b : a;
   const bool sym = B == nullptr;
   const int64_t d = e.d, ldf = e.ldf, P2 = bb.P;
@@ -395,7 +515,7 @@ void deep_renormalized_kernel_diag(const View3<T>& A, const T* Q, double lambdaL
                                    const DeepParams& p, T* out) {
   const int nt = threads_of(p.nthreads);
   Engine<T> e(p, A.shape[1], A.shape[2]);
-  const auto a = prepare_chain(A, p, e.Cp, nt);
+  const auto a = prepare_chain(A, p, e.lay, nt);
   const int64_t d = e.d, ldf = e.ldf;
   const double norm = 1.0 / (lambdaL * double(d));
 #pragma omp parallel num_threads(nt)
@@ -420,8 +540,8 @@ void deep_local_kernel_adjoint(const View3<T>& A, const View3<T>* B, const View2
                                bool w_symmetric, const DeepParams& p, T* out) {
   const int nt = threads_of(p.nthreads);
   Engine<T> e(p, A.shape[1], A.shape[2]);
-  const auto a = prepare_chain(A, p, e.Cp, nt);
-  const auto b = B ? prepare_chain(*B, p, e.Cp, nt) : Chain<T>{};
+  const auto a = prepare_chain(A, p, e.lay, nt);
+  const auto b = B ? prepare_chain(*B, p, e.lay, nt) : Chain<T>{};
   const Chain<T>& bb = B ? b : a;
   const bool sym = B == nullptr && w_symmetric;
   const int64_t d = e.d, ldf = e.ldf;

@@ -24,6 +24,26 @@ _THREADS = 256  # LKR_DEEP_THREADS in deep_kernel.cu
 _WORK_BYTES = 1 << 30  # cap of the per-block workspaces together
 
 
+def needed_layer1_pairs(tables, N1):
+    """Flat indices p N1 + q (int32) of the layer-1 position pairs the layers above read.
+
+    Layer l + 1 reads K_l at (w_p(t), w_q(t)) for the pairs (p, q) it needs (the same offset
+    t on both sides); the last layer needs all its pairs. After a stride-2 layer only pairs
+    with p = q (mod 2) per axis remain (a quarter in 2D): the rest are not computed.
+    """
+    sizes = [N1] + [int(t.shape[0]) for t in tables]
+    up = np.ones((sizes[-1], sizes[-1]), dtype=bool)
+    for l in range(len(tables) - 1, -1, -1):
+        t = np.asarray(tables[l].get() if hasattr(tables[l], "get") else tables[l])
+        n_in = sizes[l]
+        down = np.zeros((n_in + 1, n_in + 1), dtype=bool)  # + 1: the padding sentinel
+        a, b = np.nonzero(up)
+        for k in range(t.shape[1]):
+            down[t[a, k], t[b, k]] = True
+        up = down[:n_in, :n_in]
+    return np.flatnonzero(up).astype(np.int32)
+
+
 class DeepEngine:
     """Launch planning of the deep kernel over an :class:`lkr._cuda.Engine`."""
 
@@ -95,9 +115,11 @@ class DeepEngine:
         elif H.shape[0] != nblocks:
             H = e._alloc((nblocks, d, d), np.float64, zero=True)
         aux = e._alloc((1,), dt, zero=True) if aux is None else aux
+        pairs1 = e.xp.asarray(needed_layer1_pairs(tables, N1))
         name = f"lkr_deep_{mode}_{act}_{_suffix(dt)}"
         e._launch(name, dt, nblocks,
-                  (A[0], A[1], A[2], A[3], B[0], B[1], B[2], B[3], meta, idx, nrm, aux, out, H,
+                  (A[0], A[1], A[2], A[3], B[0], B[1], B[2], B[3], meta, idx, nrm, pairs1,
+                   np.int64(pairs1.size), aux, out, H,
                    work, np.int64(P), np.int64(P2), np.int64(N1), np.int64(M), np.int32(nl),
                    np.int64(max(S, 1)), np.int64(wsize), np.int64(npairs), np.int32(sym),
                    np.float64(outnorm)))
