@@ -16,7 +16,7 @@ validates its arguments and calls, with patch tensors ``PX`` (P, Np, M) and ``PY
 ``deep_*(...)``: the deep-CNN kernel, see :mod:`lkr._cuda_deep`
 =====================================================================  =====================
 
-with (DESIGN.md section 2)
+with (docs/theory.md section 2)
 
 .. math::
 
