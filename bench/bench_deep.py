@@ -1,4 +1,5 @@
-"""Deep-CNN kernel benchmark (issue 12): the two-layer kernel of THEORY2 3.2 against the
+"""Deep-CNN kernel benchmark (issue 12): the two-layer kernel of docs/deep-cnn.md section 4
+against the
 one-layer kernel of the same final grid.
 
 Case: 28 x 28 inputs, layer 1 a 5 x 5 filter at stride 2 with "same" padding (14 x 14
@@ -60,12 +61,14 @@ def run(quick: bool = False):
         case = f"2 layers 28x28 5x5/2 same + 3x3/2 same, d={d}, P={P}, erf, {np.dtype(dtype).name}"
         deep_t, one_t = [], []
         res = None
+        def call(g, X=Xd, Q=Qd):
+            return lambda: lkr.renormalized_kernel(X, Q=Q, geometry=g)
+
         for _ in range(repeats):  # alternate the two kernels
-            med, _, _, res = measure(lambda: lkr.renormalized_kernel(Xd, Q=Qd, geometry=dg),
-                                     repeats=1, warmup=0, max_seconds=None)
+            med, _, _, res = measure(call(dg), repeats=1, warmup=0, max_seconds=None)
             deep_t.append(med)
-            med1, _, _, _ = measure(lambda: lkr.renormalized_kernel(Xd, Q=Qd, geometry=g1),
-                                    repeats=1, warmup=0 if P > 256 else 1, max_seconds=None)
+            med1, _, _, _ = measure(call(g1), repeats=1, warmup=0 if P > 256 else 1,
+                                    max_seconds=None)
             one_t.append(med1)
         td, t1 = float(np.median(deep_t)), float(np.median(one_t))
         spread = lambda t: float(max(t) - min(t))  # noqa: E731

@@ -1,4 +1,5 @@
-"""DeepGeometry and the deep-CNN kernel (THEORY2 3.2) against a plain NumPy recursion:
+"""DeepGeometry and the deep-CNN kernel (docs/deep-cnn.md section 4) against a plain NumPy
+recursion:
 windows built by hand per axis, gather matrices S_t, all position pairs of every layer."""
 import math
 
@@ -75,15 +76,14 @@ def ref_deep(Xc, Yc, shape, filts, strides, pads, act, lams):
     PZ = layer1_patches(Z, shape, filts[0], strides[0], pads[0])
     M = PZ.shape[2]
     C = np.einsum("apm,bqm->abpq", PZ, PZ) / (lams[0] * M)
-    grid = shape
     _, grid = gather_matrices(shape, filts[0], strides[0], pads[0])
-    for l in range(len(filts)):
+    for layer in range(len(filts)):
         v = np.einsum("aapp->ap", C)
         K = ref_map(act, v[:, None, :, None], C, v[None, :, None, :])
-        if l + 1 == len(filts):
+        if layer + 1 == len(filts):
             break
-        S, grid = gather_matrices(grid, filts[l + 1], strides[l + 1], pads[l + 1])
-        C = np.einsum("tpi,abij,tqj->abpq", S, K, S) / (S.shape[0] * lams[l + 1])
+        S, grid = gather_matrices(grid, filts[layer + 1], strides[layer + 1], pads[layer + 1])
+        C = np.einsum("tpi,abij,tqj->abpq", S, K, S) / (S.shape[0] * lams[layer + 1])
     P = Xc.shape[0]
     return K if Yc is None else K[:P, P:]
 
@@ -325,7 +325,7 @@ from test_gpu import emulator, poison  # noqa: E402,F401
     ((5, 5), [3], [1], ["same"], 1, 3, None),  # one layer through the deep kernels
     ((60,), [45, 3], [1, 2], ["same", "valid"], 1, 3, None),  # float64 rows too big to stage
 ], ids=["1d-sym", "2d-L3-cross", "1d-cross", "2d-L1", "1d-unstaged"])
-def test_emulated_deep_kernels_match_core(emulator, poison, act, dtype, case):
+def test_emulated_deep_kernels_match_core(emulator, poison, act, dtype, case):  # noqa: F811
     from lkr._cuda_deep import DeepEngine
     from lkr._deep_kernels import _tables
 
@@ -359,7 +359,7 @@ def test_emulated_deep_kernels_match_core(emulator, poison, act, dtype, case):
                                                   0)) < tol
 
 
-def test_emulated_deep_rejects_bad_tables(emulator):
+def test_emulated_deep_rejects_bad_tables(emulator):  # noqa: F811
     from lkr._cuda_deep import DeepEngine
 
     PX = np.zeros((2, 4, 3))

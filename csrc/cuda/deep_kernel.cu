@@ -1,4 +1,4 @@
-// CUDA kernels of the deep-CNN local kernel (THEORY2 section 3.2; the same maths as
+// CUDA kernels of the deep-CNN local kernel (docs/deep-cnn.md section 4; the same maths as
 // csrc/lkr/deep_kernel.cpp):
 //
 //   C1_pq(mu, nu)      = x_p^mu . x_q^nu / (lambda0 M1),

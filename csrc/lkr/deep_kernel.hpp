@@ -1,4 +1,4 @@
-// The multi-layer local kernel of a deep CNN (THEORY2 section 3.2):
+// The multi-layer local kernel of a deep CNN (docs/deep-cnn.md section 4):
 //
 //   C1_pq(mu, nu)      = x_p^mu . x_q^nu / (lambda0 M1)               (layer-1 patches p, q)
 //   K_l,pq(mu, nu)     = K_sigma(C_l,pp(mu, mu), C_l,pq(mu, nu), C_l,qq(nu, nu))

@@ -50,7 +50,8 @@ import numpy as np
 __all__ = ["local_kernel", "renormalized_kernel", "renormalized_kernel_diag",
            "local_kernel_adjoint", "nngp_map_inplace", "patch_forward", "patch_vjp",
            "patch_jvp", "deep_local_kernel", "deep_renormalized_kernel",
-           "deep_renormalized_kernel_diag", "deep_local_kernel_adjoint", "source_dir", "source_of", "load_source", "compile_options",
+           "deep_renormalized_kernel_diag", "deep_local_kernel_adjoint", "source_dir", "source_of",
+           "load_source", "compile_options",
            "device_info", "Engine", "SOURCES"]
 
 #: the CUDA translation units lkr compiles (each one RawModule per dtype and device)

@@ -1,12 +1,13 @@
 """CUDA host side of the deep-CNN kernel (``csrc/cuda/deep_kernel.cu``): the functions
 ``lkr._core.deep_*`` for CuPy arrays, with the same signatures:
 
-====================================================================================  ===========
-``deep_local_kernel(PX, PY, tables, norms, activation, lambda0, nthreads)``            (P, P2, d, d)
-``deep_renormalized_kernel(PX, PY, Q, tables, norms, activation, lambda0, lambdaL, nthreads)``  (P, P2)
-``deep_renormalized_kernel_diag(PX, Q, tables, norms, activation, lambda0, lambdaL, nthreads)`` (P,)
-``deep_local_kernel_adjoint(PX, PY, W, w_symmetric, tables, norms, activation, lambda0, nthreads)`` (d, d)
-====================================================================================  ===========
+- ``deep_local_kernel(PX, PY, tables, norms, activation, lambda0, nthreads)``: (P, P2, d, d)
+- ``deep_renormalized_kernel(PX, PY, Q, tables, norms, activation, lambda0, lambdaL,
+  nthreads)``: (P, P2)
+- ``deep_renormalized_kernel_diag(PX, Q, tables, norms, activation, lambda0, lambdaL,
+  nthreads)``: (P,)
+- ``deep_local_kernel_adjoint(PX, PY, W, w_symmetric, tables, norms, activation, lambda0,
+  nthreads)``: (d, d)
 
 ``tables`` are the int32 (n_l, k_l) window tables of layers 2..L and ``norms`` their
 1 / (k_l lambda_{l-1}) (see :mod:`lkr._deep_kernels`). The planning runs over any array
@@ -33,9 +34,9 @@ def needed_layer1_pairs(tables, N1):
     """
     sizes = [N1] + [int(t.shape[0]) for t in tables]
     up = np.ones((sizes[-1], sizes[-1]), dtype=bool)
-    for l in range(len(tables) - 1, -1, -1):
-        t = np.asarray(tables[l].get() if hasattr(tables[l], "get") else tables[l])
-        n_in = sizes[l]
+    for i in range(len(tables) - 1, -1, -1):
+        t = np.asarray(tables[i].get() if hasattr(tables[i], "get") else tables[i])
+        n_in = sizes[i]
         down = np.zeros((n_in + 1, n_in + 1), dtype=bool)  # + 1: the padding sentinel
         a, b = np.nonzero(up)
         for k in range(t.shape[1]):
@@ -56,12 +57,12 @@ class DeepEngine:
         if len(tables) != len(norms):
             raise ValueError(f"{len(tables)} layer tables but {len(norms)} norms")
         meta, flat, pos, off, n_in = [], [], 0, 0, N1
-        for l, t in enumerate(tables):
+        for i, t in enumerate(tables):
             t = np.asarray(t.get() if hasattr(t, "get") else t, dtype=np.int32)
             if t.ndim != 2 or t.shape[1] < 1:
-                raise ValueError(f"layer table {l + 2} must be (n_out, k), got {t.shape}")
+                raise ValueError(f"layer table {i + 2} must be (n_out, k), got {t.shape}")
             if t.size and (t.min() < 0 or t.max() > n_in):
-                raise ValueError(f"layer table {l + 2} has indices outside [0, {n_in}]")
+                raise ValueError(f"layer table {i + 2} has indices outside [0, {n_in}]")
             meta += [n_in, t.shape[0], t.shape[1], off, pos]
             flat.append(t.ravel())
             off += t.size

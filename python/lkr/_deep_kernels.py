@@ -1,4 +1,5 @@
-r"""The public kernels of :mod:`lkr.kernels` for a :class:`~lkr.DeepGeometry` (THEORY2 3.2).
+r"""The public kernels of :mod:`lkr.kernels` for a :class:`~lkr.DeepGeometry`
+(docs/deep-cnn.md section 4).
 
 .. math::
 
@@ -40,25 +41,25 @@ def resolve_lambdas(lambdas, lambda0, lambda1, depth):
     """
     if lambdas is None:
         out = [lambda0] + [1.0] * (depth - 1) + [lambda1]
-        names = ["lambda0"] + [f"lambdas[{l}]" for l in range(1, depth)] + ["lambda1"]
+        names = ["lambda0"] + [f"lambdas[{i}]" for i in range(1, depth)] + ["lambda1"]
     else:
         if np.ndim(lambdas) != 1 or len(lambdas) != depth + 1:
-            raise ValueError(f"lambdas must hold {depth + 1} values (lambda_0, ..., lambda_{depth}) "
-                             f"for depth {depth}, got {lambdas!r}")
+            raise ValueError(f"lambdas must hold {depth + 1} values (lambda_0, ..., "
+                             f"lambda_{depth}) for depth {depth}, got {lambdas!r}")
         if lambda0 != 1.0 or lambda1 != 1.0:
             raise ValueError(f"give either lambdas or lambda0/lambda1, not both (lambdas="
                              f"{lambdas!r}, lambda0={lambda0!r}, lambda1={lambda1!r})")
         out = list(lambdas)
-        names = [f"lambdas[{l}]" for l in range(depth + 1)]
+        names = [f"lambdas[{i}]" for i in range(depth + 1)]
     return tuple(_positive(v, n) for v, n in zip(out, names))
 
 
 def _tables(geometry: DeepGeometry, lams):
     """The layer tables (int32 (n_l, k_l)) and norms 1 / (k_l lambda_{l-1}) of layers 2..L."""
     tables, norms = [], []
-    for l, (idx, k) in enumerate(geometry.gather_tables(), start=1):
+    for i, (idx, k) in enumerate(geometry.gather_tables(), start=1):
         tables.append(idx)
-        norms.append(1.0 / (k * lams[l]))
+        norms.append(1.0 / (k * lams[i]))
     return tables, norms
 
 

@@ -1,4 +1,4 @@
-"""Geometry of an L-layer convolutional network (THEORY2 section 3).
+"""Geometry of an L-layer convolutional network (docs/deep-cnn.md).
 
 Layer 1 cuts the input into patches as a :class:`~lkr.geometry.PatchGeometry` does; layer
 l >= 2 cuts the output grid of layer l - 1 the same way (its own filter, stride and
@@ -104,12 +104,12 @@ class DeepGeometry:
                                  f"got {p!r}")
         layers: List[PatchGeometry] = []
         shape = input_shape
-        for l, (f, s, p) in enumerate(zip(fs, ss, ps)):
+        for i, (f, s, p) in enumerate(zip(fs, ss, ps)):
             try:
-                g = PatchGeometry(shape, f, s, channels=channels if l == 0 else 1, boundary=p,
-                                  layout=layout if l == 0 else "channels_last")
+                g = PatchGeometry(shape, f, s, channels=channels if i == 0 else 1, boundary=p,
+                                  layout=layout if i == 0 else "channels_last")
             except (ValueError, TypeError) as exc:
-                raise type(exc)(f"layer {l + 1} of {depth} (input grid {shape}): {exc}") from None
+                raise type(exc)(f"layer {i + 1} of {depth} (input grid {shape}): {exc}") from None
             layers.append(g)
             shape = g.grid_shape
         self.layers = layers
@@ -155,7 +155,7 @@ class DeepGeometry:
     def input_size(self) -> int:
         return self.layers[0].input_size
 
-    def layer(self, l: int, channels: int = 1) -> PatchGeometry:
+    def layer(self, l: int, channels: int = 1) -> PatchGeometry:  # noqa: E741
         """Layer ``l``'s PatchGeometry (0-based) with ``channels`` input channels, for a
         network's own patch extraction of the previous layer's activations (channels last)."""
         g = self.layers[l]
@@ -165,7 +165,8 @@ class DeepGeometry:
                              boundary=g.boundary, layout="channels_last" if l else g.layout)
 
     def __repr__(self) -> str:
-        return (f"DeepGeometry(input_shape={self.input_shape}, filter_sizes={list(self.filter_sizes)}, "
+        return (f"DeepGeometry(input_shape={self.input_shape}, "
+                f"filter_sizes={list(self.filter_sizes)}, "
                 f"strides={list(self.strides)}, padding={list(self.paddings)}, "
                 f"channels={self.channels}, layout={self.layout!r})")
 

@@ -201,7 +201,7 @@ class PatchGeometry:
     @property
     def has_padding(self) -> bool:
         """True when some window reaches into zero padding (boundary ``same``)."""
-        return any(l or r for l, r in self.padding)
+        return any(lo or hi for lo, hi in self.padding)
 
     # -- indexing -----------------------------------------------------------------------
     def patch_index(self) -> np.ndarray:

@@ -17,7 +17,7 @@ never hold the 4-index tensor (memory O(P P' + tile)); ``local_kernel`` material
 only within ``max_bytes``. The linear map uses the GEMM form.
 
 With a :class:`lkr.DeepGeometry` (L convolutional layers) the same functions compute the
-deep-CNN kernel of THEORY2 section 3: the final blocks K_L,ij (P, P', d, d), K_R(Q) with Q
+deep-CNN kernel of docs/deep-cnn.md: the final blocks K_L,ij (P, P', d, d), K_R(Q) with Q
 d x d, and G(W); ``lambdas = (lambda0, ..., lambda_L)`` (see :mod:`lkr._deep_kernels`).
 
 Every function accepts NumPy arrays (C++ kernels, OpenMP), CuPy arrays (CUDA kernels) and
