@@ -49,8 +49,8 @@ DEFAULT_MAX_BYTES = int(float(os.environ.get("LKR_MAX_BYTES", 2 * 1024**3)))
 
 def _geometry(geometry):
     if not isinstance(geometry, PatchGeometry):
-        raise TypeError(f"geometry must be a PatchGeometry or DeepGeometry, got "
-                        f"{type(geometry).__name__}")
+        raise TypeError(f"geometry must be a PatchGeometry, got {type(geometry).__name__} "
+                        "(or a DeepGeometry for the deep-CNN kernel)")
     return geometry
 
 
