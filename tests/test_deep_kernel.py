@@ -1,21 +1,19 @@
 """DeepGeometry and the deep-CNN kernel (docs/deep-cnn.md section 4) against a plain NumPy
-recursion:
-windows built by hand per axis, gather matrices S_t, all position pairs of every layer."""
+recursion: windows built by hand per axis, gather matrices S_t, all position pairs of every
+layer; and the CUDA kernels in the host emulator against the C++ engine."""
 import math
 
 import numpy as np
 import pytest
+from conftest import RTOL
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import ref_map, ref_patches
+from test_geometry_padding import np_same_pads, ref_padded_patches
 
 import lkr
 from lkr import backend
 from lkr.deep_geometry import DeepGeometry
-
-from conftest import RTOL
-from reference import ref_map
-from test_geometry_padding import np_same_pads, ref_padded_patches
-from reference import ref_patches
 
 ACTS = ["erf", "relu", "linear"]
 

@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from kernel_strategies import present
 
 import lkr
 from lkr.geometry import PatchGeometry, same_padding
-
-from kernel_strategies import present
 
 
 def np_same_pads(n, m, s):

@@ -27,11 +27,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import RTOL, skip_or_fail_without_gpu, to_numpy
 
 import lkr
 from lkr import _cuda, backend
-
-from conftest import RTOL, skip_or_fail_without_gpu, to_numpy
 
 CU_FILES = sorted(p.name for p in _cuda.source_dir().glob("*.cu"))
 ACTS = ["erf", "relu", "linear"]

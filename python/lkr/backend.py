@@ -15,6 +15,8 @@ from types import ModuleType
 
 import numpy as np
 
+from ._validate import integer as _integer
+
 __all__ = ["array_module", "asarray", "check_floating", "check_finite", "result_dtype",
            "core", "cuda", "implementation", "get_num_threads", "set_num_threads",
            "wrap_like", "is_gpu_array", "to_numpy", "info", "gpu_available"]
@@ -189,17 +191,13 @@ def get_num_threads() -> int:
 def set_num_threads(n: int) -> None:
     """Set the threads the compiled kernels use; 0 means all cores."""
     global _num_threads
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"nthreads must be a non-negative integer, got {n!r}")
-    _num_threads = int(n)
+    _num_threads = _integer(n, "nthreads", 0)
 
 
 def resolve_threads(nthreads) -> int:
     if nthreads is None:
         return _num_threads
-    if isinstance(nthreads, bool) or not isinstance(nthreads, (int, np.integer)) or nthreads < 0:
-        raise ValueError(f"nthreads must be a non-negative integer, got {nthreads!r}")
-    return int(nthreads)
+    return _integer(nthreads, "nthreads", 0)
 
 
 def _blas_name() -> str:

@@ -38,6 +38,7 @@ from typing import NamedTuple, Tuple
 import numpy as np
 
 from ._validate import count as _count
+from ._validate import seed as _seed
 
 __all__ = ["Task", "load_task", "gaussian_linear", "local_teacher", "load_mnist", "load_cifar10",
            "read_idx", "parse_classes", "TASKS", "DataError"]
@@ -71,9 +72,7 @@ def _shape(input_shape):
 
 
 def _rng(seed):
-    if seed is None or isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an integer, got {seed!r}")
-    return np.random.default_rng(int(seed))
+    return np.random.default_rng(_seed(seed))
 
 
 # -- synthetic tasks ----------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import List, Tuple
 
 import numpy as np
 
-from .geometry import PatchGeometry, _BOUNDARIES, _LAYOUTS
+from .geometry import _BOUNDARIES, _LAYOUTS, PatchGeometry
 
 __all__ = ["DeepGeometry"]
 
@@ -155,7 +155,7 @@ class DeepGeometry:
     def input_size(self) -> int:
         return self.layers[0].input_size
 
-    def layer(self, l: int, channels: int = 1) -> PatchGeometry:  # noqa: E741
+    def layer(self, l: int, channels: int = 1) -> PatchGeometry:
         """Layer ``l``'s PatchGeometry (0-based) with ``channels`` input channels, for a
         network's own patch extraction of the previous layer's activations (channels last)."""
         g = self.layers[l]

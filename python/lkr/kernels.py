@@ -32,8 +32,8 @@ import os
 import numpy as np
 
 from . import backend
-from .activations import check_activation
 from ._validate import positive as _positive
+from .activations import check_activation
 from .deep_geometry import DeepGeometry
 from .geometry import PatchGeometry
 

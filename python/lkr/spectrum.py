@@ -27,6 +27,7 @@ from typing import Optional
 import numpy as np
 
 from . import _linalg, backend
+from ._validate import integer as _integer
 
 __all__ = ["singular_values", "effective_rank", "stable_rank", "condition_number",
            "numerical_rank", "top_k"]
@@ -274,9 +275,7 @@ def top_k(A, k: int, gram: bool = False, *, method: str = "lanczos", rtol: Optio
     A = _matrix(A, gram)
     if gram:
         _symmetry_check(A, backend.array_module(A))
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    k = int(k)
+    k = _integer(k, "k", 1)
     R, N = A.shape
     size = R if gram else min(R, N)
     limit = size - 1 if method == "lanczos" else size
