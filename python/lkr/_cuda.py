@@ -50,6 +50,13 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
+from ._cuda_deep import (
+    DeepEngineMixin,
+    deep_local_kernel,
+    deep_local_kernel_adjoint,
+    deep_renormalized_kernel,
+    deep_renormalized_kernel_diag,
+)
 from ._cuda_sources import SOURCES, load_source, source_dir, source_of
 
 __all__ = ["local_kernel", "renormalized_kernel", "renormalized_kernel_diag",
@@ -172,7 +179,7 @@ def _panels(PNp: int) -> Tuple[int, int, int]:
     return CW, _TILE // CW, -(-PNp // CW)
 
 
-class Engine:
+class Engine(DeepEngineMixin):
     """The launch-level implementation over an array module ``xp`` and a kernel loader.
 
     ``get_kernel(name, dtype)`` returns a callable ``(grid, block, args)`` with CuPy's
@@ -478,34 +485,6 @@ class Engine:
         S = H.copy() if act == "linear" else sigma(act, H)
         return (S, sigma_prime(act, H)) if derivative else S
 
-    # -- the deep-CNN kernel (csrc/cuda/deep_kernel.cu; launch planning in lkr._cuda_deep)
-    def _deep(self):
-        from ._cuda_deep import DeepEngine
-
-        return DeepEngine(self)
-
-    def deep_local_kernel(self, PX, PY, tables, norms, activation, lambda0, nthreads=0):
-        """Final blocks K_L (P, P2, d, d); see :func:`lkr.kernels.local_kernel`."""
-        return self._deep().deep_local_kernel(PX, PY, tables, norms, activation, lambda0)
-
-    def deep_renormalized_kernel(self, PX, PY, Q, tables, norms, activation, lambda0, lambdaL,
-                                 nthreads=0):
-        """Deep K_R(Q) (P, P2); see :func:`lkr.kernels.renormalized_kernel`."""
-        return self._deep().deep_renormalized_kernel(PX, PY, Q, tables, norms, activation,
-                                                     lambda0, lambdaL)
-
-    def deep_renormalized_kernel_diag(self, PX, Q, tables, norms, activation, lambda0, lambdaL,
-                                      nthreads=0):
-        """Deep K_R(Q)(x, x) (P,)."""
-        return self._deep().deep_renormalized_kernel_diag(PX, Q, tables, norms, activation,
-                                                          lambda0, lambdaL)
-
-    def deep_local_kernel_adjoint(self, PX, PY, W, w_symmetric, tables, norms, activation,
-                                  lambda0, nthreads=0):
-        """Deep G(W) (d, d); see :func:`lkr.kernels.local_kernel_adjoint`."""
-        return self._deep().deep_local_kernel_adjoint(PX, PY, W, w_symmetric, tables, norms,
-                                                      activation, lambda0)
-
 
 _engine: Optional[Engine] = None
 
@@ -580,28 +559,3 @@ def patch_features(Z, W, v, a0, a1, *, local, activation, nthreads=0, combined=F
 def activation_pair(H, *, activation, derivative, nthreads=0):
     """sigma(H) (and sigma'(H)), elementwise (as ``lkr._core.activation_pair``)."""
     return _default_engine().activation_pair(H, activation=activation, derivative=derivative)
-
-
-# -- the deep-CNN kernel (csrc/cuda/deep_kernel.cu; planning in lkr._cuda_deep) ---------------
-def deep_local_kernel(PX, PY, tables, norms, activation, lambda0, nthreads=0):
-    """Final blocks K_L (P, P2, d, d); see :func:`lkr.kernels.local_kernel`."""
-    return _default_engine().deep_local_kernel(PX, PY, tables, norms, activation, lambda0)
-
-
-def deep_renormalized_kernel(PX, PY, Q, tables, norms, activation, lambda0, lambdaL, nthreads=0):
-    """Deep K_R(Q) (P, P2); see :func:`lkr.kernels.renormalized_kernel`."""
-    return _default_engine().deep_renormalized_kernel(PX, PY, Q, tables, norms, activation,
-                                                      lambda0, lambdaL)
-
-
-def deep_renormalized_kernel_diag(PX, Q, tables, norms, activation, lambda0, lambdaL, nthreads=0):
-    """Deep K_R(Q)(x, x) (P,)."""
-    return _default_engine().deep_renormalized_kernel_diag(PX, Q, tables, norms, activation,
-                                                           lambda0, lambdaL)
-
-
-def deep_local_kernel_adjoint(PX, PY, W, w_symmetric, tables, norms, activation, lambda0,
-                              nthreads=0):
-    """Deep G(W) (d, d); see :func:`lkr.kernels.local_kernel_adjoint`."""
-    return _default_engine().deep_local_kernel_adjoint(PX, PY, W, w_symmetric, tables, norms,
-                                                       activation, lambda0)

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DeepEngine"]
+__all__ = ["DeepEngine", "DeepEngineMixin", "deep_local_kernel", "deep_renormalized_kernel",
+           "deep_renormalized_kernel_diag", "deep_local_kernel_adjoint"]
 
 _THREADS = 256  # LKR_DEEP_THREADS in deep_kernel.cu
 _WORK_BYTES = 1 << 30  # cap of the per-block workspaces together
@@ -206,3 +207,63 @@ class DeepEngine:
             if sym:
                 G = G + G.T
             return xp.ascontiguousarray(G, dtype=dtype)
+
+
+class DeepEngineMixin:
+    """The deep-kernel calls of :class:`lkr._cuda.Engine` (the functions of ``lkr._core``)."""
+
+    def _deep(self):
+        return DeepEngine(self)
+
+    def deep_local_kernel(self, PX, PY, tables, norms, activation, lambda0, nthreads=0):
+        """Final blocks K_L (P, P2, d, d); see :func:`lkr.kernels.local_kernel`."""
+        return self._deep().deep_local_kernel(PX, PY, tables, norms, activation, lambda0)
+
+    def deep_renormalized_kernel(self, PX, PY, Q, tables, norms, activation, lambda0, lambdaL,
+                                 nthreads=0):
+        """Deep K_R(Q) (P, P2); see :func:`lkr.kernels.renormalized_kernel`."""
+        return self._deep().deep_renormalized_kernel(PX, PY, Q, tables, norms, activation,
+                                                     lambda0, lambdaL)
+
+    def deep_renormalized_kernel_diag(self, PX, Q, tables, norms, activation, lambda0, lambdaL,
+                                      nthreads=0):
+        """Deep K_R(Q)(x, x) (P,)."""
+        return self._deep().deep_renormalized_kernel_diag(PX, Q, tables, norms, activation,
+                                                          lambda0, lambdaL)
+
+    def deep_local_kernel_adjoint(self, PX, PY, W, w_symmetric, tables, norms, activation,
+                                  lambda0, nthreads=0):
+        """Deep G(W) (d, d); see :func:`lkr.kernels.local_kernel_adjoint`."""
+        return self._deep().deep_local_kernel_adjoint(PX, PY, W, w_symmetric, tables, norms,
+                                                      activation, lambda0)
+
+
+# -- the functions lkr.backend dispatches to (on CuPy's default engine) ----------------------
+def _default():
+    from ._cuda import _default_engine  # lkr._cuda imports this module: import at call time
+
+    return _default_engine()
+
+
+def deep_local_kernel(PX, PY, tables, norms, activation, lambda0, nthreads=0):
+    """Final blocks K_L (P, P2, d, d); see :func:`lkr.kernels.local_kernel`."""
+    return _default().deep_local_kernel(PX, PY, tables, norms, activation, lambda0)
+
+
+def deep_renormalized_kernel(PX, PY, Q, tables, norms, activation, lambda0, lambdaL, nthreads=0):
+    """Deep K_R(Q) (P, P2); see :func:`lkr.kernels.renormalized_kernel`."""
+    return _default().deep_renormalized_kernel(PX, PY, Q, tables, norms, activation, lambda0,
+                                               lambdaL)
+
+
+def deep_renormalized_kernel_diag(PX, Q, tables, norms, activation, lambda0, lambdaL, nthreads=0):
+    """Deep K_R(Q)(x, x) (P,)."""
+    return _default().deep_renormalized_kernel_diag(PX, Q, tables, norms, activation, lambda0,
+                                                    lambdaL)
+
+
+def deep_local_kernel_adjoint(PX, PY, W, w_symmetric, tables, norms, activation, lambda0,
+                              nthreads=0):
+    """Deep G(W) (d, d); see :func:`lkr.kernels.local_kernel_adjoint`."""
+    return _default().deep_local_kernel_adjoint(PX, PY, W, w_symmetric, tables, norms,
+                                                activation, lambda0)
