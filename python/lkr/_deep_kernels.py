@@ -66,11 +66,9 @@ def _tables(geometry: DeepGeometry, lams):
 def _prepare(X, Y, geometry, activation, lambdas, lambda0, lambda1):
     check_activation(activation)
     lams = resolve_lambdas(lambdas, lambda0, lambda1, geometry.depth)
-    Xa = backend.asarray(X, "X")
-    Ya = backend.asarray(Y, "Y")
-    xp = backend.array_module(Xa, Ya)
-    PX = geometry.patches(Xa, "X")
-    PY = None if Ya is None else geometry.patches(Ya, "Y")
+    from . import kernels
+
+    xp, PX, PY = kernels._inputs(X, Y, geometry)  # validated and finite
     return lams, xp, PX, PY
 
 
@@ -93,7 +91,7 @@ def local_kernel(X, Y, *, geometry, activation, lambdas, lambda0, max_bytes, nth
     P, d = PX.shape[0], geometry.num_patches
     P2 = P if PY is None else PY.shape[0]
     kernels._check_budget(P, P2, d, dtype, max_bytes)
-    PX, PY = kernels._cast(PX, PY, dtype, xp)
+    PX, PY = kernels._cast(PX, PY, dtype, xp, activation, lams[0])
     tables, norms = _tables(geometry, lams)
     out = backend.implementation(xp).deep_local_kernel(
         PX, PY, _device_tables(tables, xp), norms, activation, lams[0],
@@ -112,7 +110,7 @@ def renormalized_kernel(X, Y, *, Q, geometry, activation, lambdas, lambda0, lamb
     Qa = backend.asarray(Q, "Q")
     dtype = backend.result_dtype(PX, PY, Qa)
     Qs = kernels._symmetric_Q(Qa, geometry.num_patches, xp, dtype)
-    PX, PY = kernels._cast(PX, PY, dtype, xp)
+    PX, PY = kernels._cast(PX, PY, dtype, xp, activation, lams[0])
     tables, norms = _tables(geometry, lams)
     out = backend.implementation(xp).deep_renormalized_kernel(
         PX, PY, Qs, _device_tables(tables, xp), norms, activation, lams[0], lams[-1],
@@ -132,7 +130,7 @@ def renormalized_kernel_diag(X, *, Q, geometry, activation, lambdas, lambda0, la
     Qa = backend.asarray(Q, "Q")
     dtype = backend.result_dtype(PX, Qa)
     Qs = kernels._symmetric_Q(Qa, geometry.num_patches, xp, dtype)
-    PX, _ = kernels._cast(PX, None, dtype, xp)
+    PX, _ = kernels._cast(PX, None, dtype, xp, activation, lams[0])
     tables, norms = _tables(geometry, lams)
     out = backend.implementation(xp).deep_renormalized_kernel_diag(
         PX, Qs, _device_tables(tables, xp), norms, activation, lams[0], lams[-1],
@@ -153,7 +151,7 @@ def local_kernel_adjoint(X, W, *, geometry, Y, activation, lambdas, lambda0, nth
     P = PX.shape[0]
     P2 = P if PY is None else PY.shape[0]
     Wc = kernels._matrix(Wa, "W", (P, P2), xp, dtype)
-    PX, PY = kernels._cast(PX, PY, dtype, xp)
+    PX, PY = kernels._cast(PX, PY, dtype, xp, activation, lams[0])
     symmetric = PY is None and kernels._is_symmetric(Wc, xp)
     tables, norms = _tables(geometry, lams)
     out = backend.implementation(xp).deep_local_kernel_adjoint(
