@@ -109,3 +109,26 @@ def set_fast_math(enabled: bool) -> bool:
     """Use the AVX2/FMA patch kernels with vectorised erf/exp (when the CPU has them) or the
     baseline ones with libm; returns the previous setting (for tests). It caps the
     instruction set of every compiled kernel (the local-kernel tiles too), like LKR_ISA."""
+
+# -- deep-CNN kernel engine (csrc/bindings/deep.cpp) ---------------------------------------
+# X (P, n1, M1): first-layer patches; tables: int32 (n_l, k_l) windows of layers 2..L in the
+# previous grid (n_{l-1} marks padding); norms: 1 / (k_l lambda_{l-1}). d = n_L (n1 if L = 1).
+
+def deep_local_kernel(X: _Array, Y: Optional[_Array], tables: list, norms: list,
+                      activation: str, lambda0: float, nthreads: int) -> _Array:
+    """Final blocks K_L (P, P2, d, d)."""
+
+def deep_renormalized_kernel(X: _Array, Y: Optional[_Array], Q: _Array, tables: list,
+                             norms: list, activation: str, lambda0: float, lambdaL: float,
+                             nthreads: int) -> _Array:
+    """K_R(Q) (P, P2) = (1/(lambdaL d)) sum_ij Q_ij K_L,ij, streamed; Q (d, d) symmetric."""
+
+def deep_renormalized_kernel_diag(X: _Array, Q: _Array, tables: list, norms: list,
+                                  activation: str, lambda0: float, lambdaL: float,
+                                  nthreads: int) -> _Array:
+    """K_R(Q)^{mu mu} (P,)."""
+
+def deep_local_kernel_adjoint(X: _Array, Y: Optional[_Array], W: _Array, w_symmetric: bool,
+                              tables: list, norms: list, activation: str, lambda0: float,
+                              nthreads: int) -> _Array:
+    """G(W) (d, d) = sum_{mu nu} W_{mu nu} K_L,ij^{mu nu}."""

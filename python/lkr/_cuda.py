@@ -16,6 +16,7 @@ validates its arguments and calls, with patch tensors ``PX`` (P, Np, M) and ``PY
 ``patch_value_and_grad(Z, W, v, y, *, local, activation, nthreads)``    (f, dW, dv)
 ``patch_features(Z, W, v, a0, a1, *, local, activation, nthreads)``     (S, G)
 ``activation_pair(H, *, activation, derivative, nthreads)``             sigma(H) (, sigma'(H))
+``deep_*(...)``: the deep-CNN kernel, see :mod:`lkr._cuda_deep`
 =====================================================================  =====================
 
 (the function list of ``lkr._core``, stated in ``_core.pyi``; a test checks both engines
@@ -51,6 +52,13 @@ import numpy as np
 
 from ._cuda_multi import MultiOutputCalls
 from ._cuda_multi import module_functions as _multi_functions
+from ._cuda_deep import (
+    DeepEngineMixin,
+    deep_local_kernel,
+    deep_local_kernel_adjoint,
+    deep_renormalized_kernel,
+    deep_renormalized_kernel_diag,
+)
 from ._cuda_sources import SOURCES, load_source, source_dir, source_of
 
 __all__ = ["local_kernel", "renormalized_kernel", "renormalized_kernel_diag",
@@ -58,7 +66,9 @@ __all__ = ["local_kernel", "renormalized_kernel", "renormalized_kernel_diag",
            "patch_jvp", "patch_value_and_grad", "patch_features", "activation_pair",
            "source_dir", "source_of", "load_source", "compile_options",
            "device_info", "Engine", "SOURCES", "patch_mean", "renormalized_kernel_multi",
-           "local_kernel_adjoint_multi", "stored_matmul", "pack_compressed", "stored_sym"]
+           "local_kernel_adjoint_multi", "stored_matmul", "pack_compressed", "stored_sym",
+           "deep_local_kernel", "deep_renormalized_kernel", "deep_renormalized_kernel_diag",
+           "deep_local_kernel_adjoint"]
 
 _ACTIVATIONS = ("linear", "erf", "relu")
 
@@ -173,7 +183,7 @@ def _panels(PNp: int) -> Tuple[int, int, int]:
     return CW, _TILE // CW, -(-PNp // CW)
 
 
-class Engine(MultiOutputCalls):
+class Engine(MultiOutputCalls, DeepEngineMixin):
     """The launch-level implementation over an array module ``xp`` and a kernel loader.
 
     ``get_kernel(name, dtype)`` returns a callable ``(grid, block, args)`` with CuPy's
