@@ -101,13 +101,6 @@ def _load(task, P, P_test, seed, classes, downsample):
                      f"got {task!r}")
 
 
-def _one_hot(groups, D):
-    # private: lkr.data.one_hot arrives with the theory-fc branch (dedupe then)
-    Y = np.zeros((len(groups), D))
-    Y[np.arange(len(groups)), groups] = 1.0
-    return Y
-
-
 # -- one point ----------------------------------------------------------------------------------
 def _metrics(F, groups, Y):
     return {"accuracy": float(np.mean(np.argmax(F, axis=1) == groups)),
@@ -124,7 +117,9 @@ def _point(arch, width, seed, geometry, activation, X, g, Xt, gt, D, steps, lr_s
     t0 = time.perf_counter()
     net = spec.make(width, geometry, activation, seed)
     m = mo.MultiOutput(net, D, seed=seed, readout=spec.readout)
-    Y, Yt = _one_hot(g, D), _one_hot(gt, D)
+    from ..data import one_hot
+
+    Y, Yt = one_hot(g, D), one_hot(gt, D)
     K = mo.ntk(m, X)                      # Gram path: Theta = J J^T on the training set
     Kt = mo.ntk(m, Xt, X)
     s = spectrum.singular_values(K, gram=True)
