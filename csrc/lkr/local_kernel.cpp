@@ -547,9 +547,9 @@ int64_t for_each_kernel_tile(const View3<T>& A, const View3<T>* B, const KernelP
   const auto tiles = tile_pairs(a.P, bb.P, block_samples(Np, M), upper_only);
   const int64_t ntiles = static_cast<int64_t>(tiles.size());
   if (ngroups <= 0 || ngroups > ntiles) ngroups = ntiles;
-  const Isa isa = cpu_isa();
+  const Isa isa = active_isa();
   const int cw = tile_cw<T>(isa), R = tile_rows(isa, Np);
-  with_activation<T>(p.activation, [&](auto act) {
+  with_activation(p.activation, [&](auto act) {
     constexpr Activation ACT = decltype(act)::value;
 #pragma omp parallel num_threads(nt)
     {
