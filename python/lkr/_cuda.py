@@ -50,8 +50,6 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from ._cuda_multi import MultiOutputCalls
-from ._cuda_multi import module_functions as _multi_functions
 from ._cuda_deep import (
     DeepEngineMixin,
     deep_local_kernel,
@@ -59,6 +57,8 @@ from ._cuda_deep import (
     deep_renormalized_kernel,
     deep_renormalized_kernel_diag,
 )
+from ._cuda_multi import MultiOutputCalls
+from ._cuda_multi import module_functions as _multi_functions
 from ._cuda_sources import SOURCES, load_source, source_dir, source_of
 
 __all__ = ["local_kernel", "renormalized_kernel", "renormalized_kernel_diag",
