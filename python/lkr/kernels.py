@@ -28,6 +28,7 @@ import os
 import numpy as np
 
 from . import backend
+from ._blas import blas_threads
 from .activations import check_activation
 from ._validate import positive as _positive
 from .geometry import PatchGeometry
@@ -82,18 +83,55 @@ def _symmetric_Q(Q, Np, xp, dtype):
 _BLOCK = 512  # side of the blocks below: their temporaries stay small (2 MB in float64)
 
 
-def _symmetrize(A, xp):
-    """A <- (A + A.T) / 2 in place, block by block. A whole-matrix (A + A.T) / 2 allocates
-    two P x P temporaries, whose page faults cost more than the GEMM that made A."""
+def _symmetric_product(A, B, xp, nthreads=None):
+    """A @ B.T for a product known to be symmetric (B = A, or A with the symmetric Q
+    applied), exactly symmetric, without a second pass over the result.
+
+    NumPy: the upper block triangle only (half the flops of the full GEMM), tile by tile
+    into a cache-resident buffer that is written to the tile and to its mirror: every entry
+    of the P x P result is written once. For the short inner dimensions of kernels the
+    product is bound by writing the result, which a symmetrising pass after a full GEMM
+    ((K + K^T) / 2, or NumPy's own mirror after syrk) would double. The tiles are spread
+    over ``nthreads`` Python threads (NumPy releases the GIL in GEMMs and copies) with
+    BLAS on one thread each: multithreaded BLAS on many small GEMMs waits on its own
+    threads on a busy machine (measured 8x slower under load). Other libraries: one GEMM
+    and (K + K^T) / 2.
+    """
+    if xp is not np:
+        K = A @ B.T
+        return (K + K.T) / 2
     n = A.shape[0]
-    half = A.dtype.type(0.5)
-    for i in range(0, n, _BLOCK):
-        for j in range(i, n, _BLOCK):
-            upper = A[i:i + _BLOCK, j:j + _BLOCK]
-            s = (upper + A[j:j + _BLOCK, i:i + _BLOCK].T) * half
-            A[i:i + _BLOCK, j:j + _BLOCK] = s
-            A[j:j + _BLOCK, i:i + _BLOCK] = s.T
-    return A
+    dtype = np.result_type(A, B)
+    K = np.empty((n, n), dtype=dtype)
+    b = 256  # a 256 x 256 float64 tile is 512 KiB: it stays in L2 for its two copies
+    starts = list(range(0, n, b))
+
+    def rows(mine):
+        buf = np.empty((min(b, n), min(b, n)), dtype=dtype)
+        for i in mine:
+            i1 = min(n, i + b)
+            for j in range(i, n, b):
+                j1 = min(n, j + b)
+                T = buf[:i1 - i, :j1 - j]
+                np.matmul(A[i:i1], B[j:j1].T, out=T)
+                if j == i:  # a diagonal tile: its upper triangle, mirrored
+                    K[i:i1, j:j1] = np.triu(T) + np.triu(T, 1).T
+                    continue
+                K[i:i1, j:j1] = T
+                K[j:j1, i:i1] = T.T
+
+    workers = backend.resolve_threads(nthreads) or (os.cpu_count() or 1)
+    workers = max(1, min(workers, len(starts)))
+    with blas_threads(1):
+        if workers == 1:
+            rows(starts)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            # one row of tiles per task, the longest first: dynamic load balance
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(lambda i: rows([i]), starts))
+    return K
 
 
 def _is_symmetric(A, xp):
@@ -169,15 +207,20 @@ def nngp(X, Y=None, activation="erf", lambda0=1.0, *, nthreads=None):
     if Ya is not None:
         backend.check_finite(Yf, "Y")
     scale = 1.0 / max(lambda0 * Xf.shape[1], 1e-300)
-    # in place: a fresh P x P' temporary costs more in page faults than the map itself
-    K = Xf @ Yf.T
-    K *= dtype.type(scale)
-    dx = xp.einsum("pi,pi->p", Xf, Xf) * dtype.type(scale)
-    dy = dx if Ya is None else xp.einsum("pi,pi->p", Yf, Yf) * dtype.type(scale)
-    if Ya is None and xp is not np:
-        # NumPy computes X @ X.T by syrk and mirrors it: exactly symmetric (the tests check
-        # it). Other libraries' GEMMs may round the two triangles differently.
-        K = (K + K.T) / 2
+    P, P2, N0 = Xf.shape[0], Yf.shape[0], Xf.shape[1]
+    fold = (P + P2) * N0 < P * P2
+    if fold:
+        # sqrt(scale) on the inputs costs less than a pass over the P x P' result
+        root = dtype.type(math.sqrt(scale))
+        Xf = Xf * root
+        Yf = Xf if Ya is None else Yf * root
+    # X X^T exactly symmetric (the tests check it), at GEMM speed
+    K = _symmetric_product(Xf, Xf, xp, nthreads) if Ya is None else Xf @ Yf.T
+    rest = dtype.type(1.0 if fold else scale)
+    if not fold:
+        K *= rest  # in place: a fresh P x P' temporary costs more in page faults than the map
+    dx = xp.einsum("pi,pi->p", Xf, Xf) * rest
+    dy = dx if Ya is None else xp.einsum("pi,pi->p", Yf, Yf) * rest
     if activation != "linear":
         K = xp.ascontiguousarray(K)
         backend.implementation(xp).nngp_map_inplace(K, dx, dy, activation,
@@ -262,13 +305,14 @@ def renormalized_kernel(X, Y=None, *, Q, geometry, activation="erf", lambda0=1.0
     Qs = _symmetric_Q(Qa, Np, xp, dtype)
     PX, PY = _cast(PX, PY, dtype, xp)
     if activation == "linear":
-        # K_R = <X^mu, Q X^nu>_F / (lambda0 lambda1 M Np): two GEMMs.
+        # K_R = <X^mu, c Q X^nu>_F, c = 1 / (lambda0 lambda1 M Np): the scale goes into the
+        # Np x Np matrix Q (free) rather than over the P x P' result, then one GEMM
+        # (P, Np M) x (Np M, P'); with Y None only its upper block triangle, mirrored.
         B = PX if PY is None else PY
-        QB = xp.matmul(Qs, B)  # (P', Np, M)
-        out = PX.reshape(PX.shape[0], -1) @ QB.reshape(B.shape[0], -1).T
-        out *= dtype.type(1.0 / (lambda0 * lambda1 * M * Np))
-        if PY is None:
-            out = _symmetrize(out, xp)
+        QB = xp.matmul(Qs * dtype.type(1.0 / (lambda0 * lambda1 * M * Np)), B)  # (P', Np, M)
+        A = PX.reshape(PX.shape[0], -1)
+        QBf = QB.reshape(B.shape[0], -1)
+        out = _symmetric_product(A, QBf, xp, nthreads) if PY is None else A @ QBf.T
     else:
         out = backend.implementation(xp).renormalized_kernel(
             PX, PY, Qs, activation, lambda0, lambda1, backend.resolve_threads(nthreads))
