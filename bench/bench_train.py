@@ -1,7 +1,7 @@
 """Langevin steps per second: lkr against the same update written in PyTorch.
 
 One Langevin step is theta <- (1 - lr T lambda) theta - lr J^T (f - y) + sqrt(2 lr T) xi on
-the full training set (DESIGN.md section 2): a forward pass, the gradient of the squared
+the full training set (docs/theory.md section 2): a forward pass, the gradient of the squared
 loss, one Gaussian draw per parameter. Workloads (the issue's):
 
 FC

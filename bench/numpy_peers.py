@@ -194,7 +194,7 @@ def _local_kernel_adjoint(PX, PY, W, activation="erf", lambda0=1.0, block=None):
     return G.astype(B.dtype)
 
 
-# The linear map needs no local kernel at all: two GEMMs (DESIGN.md section 2).
+# The linear map needs no local kernel at all: two GEMMs (docs/theory.md section 2).
 def _renormalized_linear(PX, PY, Q, lambda0, lambda1):
     """K_R = <X^mu, Q X^nu>_F / (lambda0 lambda1 M Np), X^mu the (Np, M) patch matrix."""
     B = PX if PY is None else PY

@@ -1,4 +1,4 @@
-"""Plain NumPy references for lkr's kernels, written from DESIGN.md section 2 and
+"""Plain NumPy references for lkr's kernels, written from docs/theory.md section 2 and
 independent of lkr's own code: patches by explicit slicing with wrap-around (not
 PatchGeometry.patch_index), the NNGP maps spelt out with np.arcsin / np.arccos, the
 4-index tensor by einsum, and K_R, its diagonal and G as contractions of that tensor.
@@ -74,7 +74,7 @@ def geometry_patches(X, g):
 
 
 def ref_map(activation, cxx, cxy, cyy):
-    """K_sigma(c_xx, c_xy, c_yy) exactly as DESIGN.md writes it."""
+    """K_sigma(c_xx, c_xy, c_yy) exactly as docs/theory.md writes it."""
     cxx, cxy, cyy = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (cxx, cxy, cyy)))
     if activation == "linear":
         return cxy.copy()

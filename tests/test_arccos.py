@@ -92,7 +92,7 @@ def test_values_and_relu_nngp():
     np.testing.assert_allclose(arccos.kappa0([1.0, -1.0, 0.0]), [1.0, 0.0, 0.5])
     np.testing.assert_allclose(arccos.kappa1([1.0, -1.0, 0.0]), [1.0, 0.0, 1 / np.pi])
     np.testing.assert_allclose(arccos.ntk(u), u * arccos.kappa0(u) + arccos.kappa1(u))
-    # kappa1 is twice the relu NNGP map at unit variances (DESIGN.md section 2)
+    # kappa1 is twice the relu NNGP map at unit variances (docs/theory.md section 2)
     np.testing.assert_allclose(arccos.kappa1(u), 2 * nngp_map("relu", 1.0, u, 1.0), rtol=1e-14)
 
 

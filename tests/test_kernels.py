@@ -1,4 +1,4 @@
-"""Compiled kernels against the plain NumPy reference (DESIGN.md oracle 2), by hypothesis
+"""Compiled kernels against the plain NumPy reference (docs/theory.md oracle 2), by hypothesis
 over random geometries, input forms, activations, dtypes and cross sets."""
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""DESIGN.md oracles 1, 3 and 4, the adjoint identity, DLPack intake and thread-count
+"""docs/theory.md oracles 1, 3 and 4, the adjoint identity, DLPack intake and thread-count
 independence of the compiled kernels."""
 import numpy as np
 import pytest

@@ -20,7 +20,7 @@ def _sig(act, h):
     return {"linear": h, "erf": erf(h), "relu": max(h, 0.0)}[act]
 
 
-# -- plain-loop references of DESIGN.md section 2 -------------------------------------------
+# -- plain-loop references of docs/theory.md section 2 -------------------------------------------
 def loop_fc(X, W, v, act):
     N1, N0 = W.shape
     out = np.zeros(X.shape[0])

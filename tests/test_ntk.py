@@ -54,7 +54,7 @@ def test_ntk_equals_gram_of_jacobian(kind, data):
 
 
 def test_fc_formula_of_design(data):
-    # DESIGN.md section 3: Theta = (1/N1) sum_k [s_k s'_k + v_k^2 s._k s.'_k (x.x')/N0]
+    # docs/theory.md section 3: Theta = (1/N1) sum_k [s_k s'_k + v_k^2 s._k s.'_k (x.x')/N0]
     from scipy.special import erf
 
     X, Y = data

@@ -1,4 +1,4 @@
-"""Effective-action solvers (lkr.theory): DESIGN.md section 4, oracles 5-11, plus the
+"""Effective-action solvers (lkr.theory): docs/theory.md section 4, oracles 5-11, plus the
 stationarity of every returned solution, SPD Q, agreement with a naive implementation,
 bad input and convergence reporting."""
 import json

@@ -63,7 +63,7 @@ def test_loss_gradient_matches_central_differences(net, xshape):
     T = 0.3
     params = net.init_params(5)
     loss, grads = train.loss_and_grad(net, X, y, T, params)
-    # the loss itself, written out from DESIGN.md section 2
+    # the loss itself, written out from docs/theory.md section 2
     f = net.forward(X, params)
     expect = 0.5 * np.sum((y - f) ** 2) + sum(0.5 * T * net.priors[k] * np.sum(a * a)
                                               for k, a in params.items())
@@ -194,7 +194,7 @@ def test_wide_net_at_small_temperature_approaches_the_gp_mean():
 @pytest.mark.slow
 @pytest.mark.parametrize("arch,N", [("fc", 12), ("cnn", 4)])
 def test_sampled_test_error_agrees_with_the_theory(arch, N):
-    # DESIGN.md section 4, oracle 15. A tiny task (P = 12) at alpha = P/N = 1 (FC) and
+    # docs/theory.md section 4, oracle 15. A tiny task (P = 12) at alpha = P/N = 1 (FC) and
     # 3 (CNN, whose theory is accurate at smaller widths): the sampled error must match the
     # finite-width theory and must not match the infinite-width GP, which lies > 4 standard
     # errors away, so the test tells the two apart.

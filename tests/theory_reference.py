@@ -1,4 +1,4 @@
-"""Naive, test-only implementations of the effective actions (DESIGN.md section 2).
+"""Naive, test-only implementations of the effective actions (docs/theory.md section 2).
 
 Deliberately independent of lkr.theory: the 4-index local kernel is materialised with
 einsum and lkr.activations.nngp_map, K_R and the actions use np.linalg on dense matrices,

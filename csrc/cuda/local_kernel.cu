@@ -1,4 +1,4 @@
-// CUDA kernels for the patch-wise local kernel and its contractions (DESIGN.md section 2):
+// CUDA kernels for the patch-wise local kernel and its contractions (docs/theory.md section 2):
 //
 //   C_ij^{mu nu} = x_i^mu . x_j^nu / (lambda0 M),
 //   K_ij^{mu nu} = K_sigma(C_ii^{mu mu}, C_ij^{mu nu}, C_jj^{nu nu}) = s_i^mu s_j^nu F(z_i^mu . z_j^nu),

@@ -1,4 +1,4 @@
-// CUDA patch passes of the one-hidden-layer CNN and LCN (DESIGN.md section 2), the GPU
+// CUDA patch passes of the one-hidden-layer CNN and LCN (docs/theory.md section 2), the GPU
 // counterparts of lkr._core.patch_forward / patch_vjp / patch_jvp (csrc/lkr/nets.hpp):
 //
 //   h_{ai}(x) = w_a . x_i / sqrt(M)        (LCN: w_{ai} . x_i / sqrt(M)),

@@ -1,4 +1,4 @@
-// NNGP maps K_sigma(c_xx, c_xy, c_yy) of DESIGN.md section 2, in the factorised form the
+// NNGP maps K_sigma(c_xx, c_xy, c_yy) of docs/theory.md section 2, in the factorised form the
 // kernels use: K = s_x s_y F(u), with u = z_x . z_y for prepared (scaled) patches z.
 //   linear: z = x / sqrt(lambda0 M),                    s = 1,   F(u) = u
 //   erf:    z = x sqrt(2 / (lambda0 M)) / sqrt(1 + 2c), s = 1,   F(u) = (2/pi) asin(u)

@@ -1,5 +1,5 @@
 // The patch-wise local kernel K_ij^{mu nu} = K_sigma(C_ii^{mu mu}, C_ij^{mu nu}, C_jj^{nu nu}),
-// C_ij^{mu nu} = x_i^mu . x_j^nu / (lambda0 M), and its contractions (DESIGN.md section 2).
+// C_ij^{mu nu} = x_i^mu . x_j^nu / (lambda0 M), and its contractions (docs/theory.md section 2).
 // Inputs are patch tensors (P, Np, M) as strided views; outputs are caller-owned,
 // C-contiguous buffers. Nothing here knows about Python.
 //

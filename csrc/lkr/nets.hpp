@@ -1,4 +1,4 @@
-// Patch passes of the one-hidden-layer CNN and LCN (DESIGN.md section 2):
+// Patch passes of the one-hidden-layer CNN and LCN (docs/theory.md section 2):
 //   h_{ai}(x) = w_a . x_i / sqrt(M)   (LCN: w_{ai} . x_i / sqrt(M)),
 //   f(x) = (Nc Np)^{-1/2} sum_{a,i} v_{ai} sigma(h_{ai}).
 // Forward, vector-Jacobian (gradient) and Jacobian-vector passes for a batch of parameter

@@ -15,7 +15,7 @@ validates its arguments and calls, with patch tensors ``PX`` (P, Np, M) and ``PY
 ``patch_jvp(Z, W, v, tW, tv, *, local, activation, nthreads)``          (C, P)
 =====================================================================  =====================
 
-with (DESIGN.md section 2)
+with (docs/theory.md section 2)
 
 .. math::
 

@@ -1,5 +1,5 @@
 r"""NNGP maps K_sigma(c_xx, c_xy, c_yy) = E[sigma(u) sigma(v)] for centred Gaussian (u, v)
-with covariance [[c_xx, c_xy], [c_xy, c_yy]] (DESIGN.md section 2).
+with covariance [[c_xx, c_xy], [c_xy, c_yy]] (docs/theory.md section 2).
 
 ``linear``  K = c_xy
 ``erf``     K = (2/pi) arcsin(2 c_xy / sqrt((1 + 2 c_xx)(1 + 2 c_yy)))

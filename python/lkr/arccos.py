@@ -1,4 +1,4 @@
-r"""Arc-cosine kernels, the ReLU NTK and their Mercer spectra on the sphere (DESIGN.md s. 3).
+r"""Arc-cosine kernels, the ReLU NTK and their Mercer spectra on the sphere (docs/theory.md s. 3).
 
 Normalisation of Bietti & Mairal (2019), for inputs on the unit sphere with u = x.x':
 

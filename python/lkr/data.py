@@ -129,9 +129,10 @@ def local_teacher(P, P_test, seed=0, *, input_shape=(64,), filter_size=4, stride
 
     ``f*(x) = (C* Np)^{-1/2} sum_{a,i} v_ai erf(w_a . x_i / sqrt(M))`` with C* channels
     (filters ``w_a ~ N(0, I_M)`` shared over the patches x_i, readout ``v_ai ~ N(0, 1)``),
-    the DESIGN's CNN convention. The labels are ``f*(x) / s + noise * N(0, 1)`` where s, the
-    teacher's output standard deviation, is estimated on 4096 extra inputs from the same
-    seed, so that the noise-free labels have unit variance whatever the geometry.
+    the CNN convention of docs/theory.md. The labels are ``f*(x) / s + noise * N(0, 1)``
+    where s, the teacher's output standard deviation, is estimated on 4096 extra inputs
+    from the same seed, so that the noise-free labels have unit variance whatever the
+    geometry.
 
     Parameters
     ----------

@@ -1,5 +1,5 @@
 r"""Public kernel API: the FC NNGP kernel and the patch-wise local kernel with its
-contractions (DESIGN.md section 2).
+contractions (docs/theory.md section 2).
 
 With patches x_i of M entries (see :class:`lkr.PatchGeometry`):
 

@@ -1,4 +1,4 @@
-r"""Networks with analytic forward passes and parameter gradients (DESIGN.md section 2).
+r"""Networks with analytic forward passes and parameter gradients (docs/theory.md section 2).
 
 Fully connected, one hidden layer (:class:`FCNet`)
 
@@ -310,7 +310,7 @@ def _T(a):
 
 
 class DeepFCNet(_Net):
-    r"""Fully connected network with L hidden layers (DESIGN.md section 2, deep FC).
+    r"""Fully connected network with L hidden layers (docs/theory.md section 2, deep FC).
 
     .. math:: h^1 = W^1 x / \sqrt{N_0}, \quad h^l = W^l \sigma(h^{l-1}) / \sqrt{N_{l-1}},
               \quad f(x) = N_L^{-1/2} \sum_k v_k \sigma(h^L_k)

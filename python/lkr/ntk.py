@@ -1,4 +1,4 @@
-r"""Jacobian Gram matrices: the empirical neural tangent kernel (DESIGN.md section 3).
+r"""Jacobian Gram matrices: the empirical neural tangent kernel (docs/theory.md section 3).
 
 For a network f(theta, x) with parameters theta (num_params of them) and inputs
 x^1..x^P, the Jacobian J has rows (sample) and columns (parameter),

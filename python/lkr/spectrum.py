@@ -1,4 +1,4 @@
-r"""Singular-value spectra of Jacobians and their Gram matrices (DESIGN.md section 3).
+r"""Singular-value spectra of Jacobians and their Gram matrices (docs/theory.md section 3).
 
 Every measure is defined on the singular values sigma_1 >= sigma_2 >= ... of a Jacobian J
 (R x N). Each function takes either J itself (``gram=False``, the default) or its Gram

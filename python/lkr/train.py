@@ -1,7 +1,7 @@
 r"""Training lkr's networks: Bayesian sampling by Langevin dynamics, and gradient descent.
 
 Langevin sampling (:func:`langevin`)
-    The Bayesian posterior of DESIGN.md section 2 at temperature T is
+    The Bayesian posterior of docs/theory.md section 2 at temperature T is
     :math:`p(\theta) \propto \exp(-\mathcal{L}(\theta)/T)` with
 
     .. math:: \mathcal{L}(\theta) = \tfrac12 \sum_\mu (y^\mu - f(x^\mu))^2

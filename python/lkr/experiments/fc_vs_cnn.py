@@ -1,7 +1,7 @@
 """FC versus CNN versus LCN: test error against width, against the infinite-width limits.
 
 The experiment behind ``lkr fc-vs-cnn``. On one task (seeded), for every width N it fits the
-effective actions of the three one-hidden-layer architectures (DESIGN.md section 2):
+effective actions of the three one-hidden-layer architectures (docs/theory.md section 2):
 
 FC
     one scalar order parameter Qbar renormalises the whole NNGP kernel (*global*
@@ -248,7 +248,7 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
     widths : sequence of int, optional
         Hidden widths N (FC units, CNN/LCN channels); default :func:`default_widths` (P).
     temperature, activation, lambda0, lambda1
-        The Bayesian posterior (DESIGN.md section 2).
+        The Bayesian posterior (docs/theory.md section 2).
     input_shape : tuple of int, optional
         Synthetic tasks: ``(N0,)`` or ``(H, W)``, default ``(64,)``; image tasks: taken
         from the images.

@@ -1,4 +1,4 @@
-r"""Effective-action theory of Bayesian networks at proportional width (DESIGN.md
+r"""Effective-action theory of Bayesian networks at proportional width (docs/theory.md
 section 2).
 
 Each theory has the same shape::

@@ -1,6 +1,6 @@
 r"""Convolutional (CNN) and locally-connected (LCN) theories: local kernel renormalisation.
 
-One hidden layer of Nc channels over Np patches, alpha = P / Nc (DESIGN.md section 2):
+One hidden layer of Nc channels over Np patches, alpha = P / Nc (docs/theory.md section 2):
 
 .. math::
 

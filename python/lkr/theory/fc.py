@@ -1,6 +1,6 @@
 r"""Fully-connected theories: one hidden layer (scalar Qbar) and L hidden layers.
 
-One hidden layer of width N1, alpha = P / N1, K = nngp(X) (DESIGN.md section 2):
+One hidden layer of width N1, alpha = P / N1, K = nngp(X) (docs/theory.md section 2):
 
 .. math::
 
