@@ -28,7 +28,7 @@ def test_symmetric_product_equals_gemm_and_is_exactly_symmetric(n, k, dtype, thr
 
 def _reference_linear_KR(X, Q, g, lambda0, lambda1):
     PX = np.asarray(lkr.patches(X, g), dtype=np.float64)
-    P, Np, M = PX.shape
+    _, Np, M = PX.shape
     C = np.einsum("pim,qjm->pqij", PX, PX) / (lambda0 * M)
     return np.einsum("ij,pqij->pq", Q, C) / (lambda1 * Np)
 
