@@ -27,7 +27,6 @@ Without CuPy or a device the suite returns one row that says why.
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 from .harness import measure, record

@@ -191,8 +191,9 @@ def _cnn_rows(quick):
     # The reference code itself: scipy.optimize.fsolve on the autograd gradient over all
     # Np^2 entries of Q (xtol 1e-6, Q0 = I); its finite-difference Jacobian alone costs
     # Np^2 gradient evaluations. Counted on the same function with a cached tensor.
-    import lkr
     from scipy.optimize import fsolve
+
+    import lkr
 
     K4 = lkr.local_kernel(X, geometry=g)
     Np = g.num_patches

@@ -190,7 +190,8 @@ def ref_fc_bound(X, Y=None, activation="erf", lambda0=1.0):
     Y = X if Y is None else np.asarray(Y, dtype=np.float64).reshape(len(Y), -1)
     cx = np.einsum("pk,pk->p", X, X) / (lambda0 * X.shape[1])
     cy = np.einsum("pk,pk->p", Y, Y) / (lambda0 * X.shape[1])
-    return np.sqrt(np.abs(ref_map(activation, cx, cx, cx))[:, None] * np.abs(ref_map(activation, cy, cy, cy))[None, :])
+    return np.sqrt(np.abs(ref_map(activation, cx, cx, cx))[:, None]
+                   * np.abs(ref_map(activation, cy, cy, cy))[None, :])
 
 
 def assert_close(actual, expected, scale, rtol, what=""):

@@ -3,12 +3,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from kernel_strategies import geometries, make_inputs
+from reference import ref_patches
 
 import lkr
 from lkr.geometry import PatchGeometry
-
-from reference import ref_patches
-from kernel_strategies import geometries, make_inputs
 
 
 def test_design_examples():

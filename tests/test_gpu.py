@@ -27,11 +27,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import RTOL, skip_or_fail_without_gpu, to_numpy
 
 import lkr
 from lkr import _cuda, backend
-
-from conftest import RTOL, skip_or_fail_without_gpu, to_numpy
 
 CU_FILES = sorted(p.name for p in _cuda.source_dir().glob("*.cu"))
 ACTS = ["erf", "relu", "linear"]
@@ -423,6 +422,29 @@ def test_emulated_local_kernel_and_diag(emulator, poison, shape, dtype, act):
     wd = core.renormalized_kernel_diag(PX, Q, act, 1.1, 0.9, 0)
     assert gd.shape == (P,) and np.isfinite(gd).all()
     assert rel_err(gd, wd) < tol(dtype)
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_emulated_huge_and_tiny_rows(emulator, dtype, act):
+    """Patch rows near the largest and smallest floats (issue 14): the CUDA preparation
+    rescales by powers of two as the C++ one does, so both agree (erf: the correlation limit
+    instead of 0; relu and linear, used only where representable: exact scaling)."""
+    rng = np.random.default_rng(5)
+    PX = rng.standard_normal((4, 3, 5))
+    k = {"erf": 600 if dtype == np.float64 else 100, "relu": 500 if dtype == np.float64 else 60,
+         "linear": 500 if dtype == np.float64 else 60}[act]
+    for kk in (k, -k):
+        Z = np.ascontiguousarray(np.ldexp(PX, kk).astype(dtype))
+        got = emulator.local_kernel(Z, None, act, 1.0)
+        want = core.local_kernel(Z, None, act, 1.0, 0)
+        assert np.isfinite(got).all()
+        # erf near u = 1 (the diagonal, for huge rows): an ulp of u moves K by ~sqrt(eps)
+        atol = 4 * np.sqrt(np.finfo(dtype).eps) if act == "erf" else tol(dtype) * np.abs(want).max()
+        np.testing.assert_allclose(got, want, rtol=tol(dtype), atol=atol)
+        if act == "erf" and kk > 0:  # the diagonal tends to 1, not to 0
+            ii = np.arange(3)
+            np.testing.assert_allclose(got[np.arange(4), np.arange(4)][:, ii, ii], 1.0, atol=1e-3)
 
 
 @pytest.mark.parametrize("act", ["erf", "relu"])

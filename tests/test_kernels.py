@@ -2,14 +2,23 @@
 over random geometries, input forms, activations, dtypes and cross sets."""
 import numpy as np
 import pytest
+from conftest import RTOL
 from hypothesis import given
 from hypothesis import strategies as st
+from kernel_strategies import geometries, make_inputs, random_symmetric
+from reference import (
+    assert_close,
+    geometry_patches,
+    ref_adjoint,
+    ref_bound,
+    ref_fc_bound,
+    ref_fc_nngp,
+    ref_local_kernel,
+    ref_renormalized,
+    ref_renormalized_diag,
+)
 
 import lkr
-from conftest import RTOL
-from kernel_strategies import geometries, make_inputs, random_symmetric
-from reference import (assert_close, geometry_patches, ref_adjoint, ref_bound, ref_fc_bound,
-                       ref_fc_nngp, ref_local_kernel, ref_renormalized, ref_renormalized_diag)
 
 ACTS = st.sampled_from(["erf", "relu", "linear"])
 DTYPES = st.sampled_from(["float64", "float32", "int64"])
@@ -114,7 +123,8 @@ def test_fc_nngp_matches_reference(P, P2, N0, act, dtype, lambda0, seed, cross):
     X = rng.standard_normal((P, N0)).astype(dtype) if dtype != "int64" else rng.integers(-3, 4, (P, N0))
     Y = None
     if cross:
-        Y = rng.standard_normal((P2, N0)).astype(X.dtype) if dtype != "int64" else rng.integers(-3, 4, (P2, N0))
+        Y = (rng.standard_normal((P2, N0)).astype(X.dtype) if dtype != "int64"
+             else rng.integers(-3, 4, (P2, N0)))
     got = lkr.nngp(X, Y, activation=act, lambda0=lambda0)
     want = ref_fc_nngp(X, Y, act, lambda0)
     assert got.dtype == expected_dtype(dtype)

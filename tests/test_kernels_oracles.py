@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-import lkr
 from kernel_strategies import geometries, make_inputs, random_symmetric
 from reference import monte_carlo_map, ref_map
+
+import lkr
 
 ACTS = ["linear", "erf", "relu"]
 

@@ -20,8 +20,10 @@ def with_bad(A, value, index=(1, 2)):
 
 
 CALLS = {
-    "renormalized_kernel": lambda X=X, Y=None, Q=Q, **kw: lkr.renormalized_kernel(X, Y, Q=Q, geometry=G, **kw),
-    "renormalized_kernel_diag": lambda X=X, Y=None, Q=Q, **kw: lkr.renormalized_kernel_diag(X, Q=Q, geometry=G, **kw),
+    "renormalized_kernel": lambda X=X, Y=None, Q=Q, **kw: lkr.renormalized_kernel(
+        X, Y, Q=Q, geometry=G, **kw),
+    "renormalized_kernel_diag": lambda X=X, Y=None, Q=Q, **kw: lkr.renormalized_kernel_diag(
+        X, Q=Q, geometry=G, **kw),
     "local_kernel": lambda X=X, Y=None, Q=None, **kw: lkr.local_kernel(X, Y, geometry=G, **kw),
     "local_kernel_adjoint": lambda X=X, Y=None, Q=None, W=None, **kw: lkr.local_kernel_adjoint(
         X, np.ones((len(X), len(X) if Y is None else len(Y))) if W is None else W, geometry=G, Y=Y, **kw),
@@ -36,7 +38,8 @@ WITH_GEOMETRY = ALL[:-1]
 @pytest.mark.parametrize("fn", ALL)
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
 def test_non_finite_X(fn, value):
-    with pytest.raises(ValueError, match=r"X has 1 non-finite value\(s\) \(NaN or inf\), first at index \(1, "):
+    with pytest.raises(ValueError,
+                       match=r"X has 1 non-finite value\(s\) \(NaN or inf\), first at index \(1, "):
         CALLS[fn](X=with_bad(X, value))
 
 

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from net_factories import KINDS, geometry, make
 from scipy.special import erf
 
 import lkr
 from lkr import nets
 from lkr.nets import _reference_forward, _reference_jvp, _reference_vjp
-from net_factories import KINDS, geometry, make
 
 ACTS = ["linear", "erf", "relu"]
 
@@ -117,7 +117,8 @@ def test_vjp_and_jvp_vs_finite_differences(kind, act, X):
     t = rng.standard_normal(net.num_params)
     th = net.flatten()
     eps = 1e-6
-    fd = (net.forward(X, net.unflatten(th + eps * t)) - net.forward(X, net.unflatten(th - eps * t))) / (2 * eps)
+    fd = (net.forward(X, net.unflatten(th + eps * t))
+          - net.forward(X, net.unflatten(th - eps * t))) / (2 * eps)
     np.testing.assert_allclose(net.jvp(X, net.unflatten(t)), fd, rtol=1e-6, atol=1e-8)
 
 
@@ -253,7 +254,7 @@ def test_compiled_patch_passes_match_reference(case, fast_math):
 
 
 def test_compiled_features_match_reference(fast_math):
-    from lkr.ntk import _reference_features
+    from lkr.nets import _reference_features
 
     rng = np.random.default_rng(0)
     Z = rng.standard_normal((5, 4, 3))

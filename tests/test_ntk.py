@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from net_factories import KINDS, make
 
 from lkr import nets, ntk
-from net_factories import KINDS, make
 
 
 def fd_jacobian(net, X, eps=1e-6):

@@ -6,13 +6,20 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+import theory_reference as ref
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import lkr
-from lkr.theory import (CNNTheory, ConvergenceError, DeepFCTheory, FCTheory, GPTheory,
-                        LCNTheory, Solution)
-
-import theory_reference as ref
+from lkr.theory import (
+    CNNTheory,
+    ConvergenceError,
+    DeepFCTheory,
+    FCTheory,
+    GPTheory,
+    LCNTheory,
+    Solution,
+)
 
 
 # -- problems -------------------------------------------------------------------------

@@ -55,7 +55,8 @@ def _nets_for_grad():
 
 
 @pytest.mark.parametrize("net,xshape", _nets_for_grad(),
-                         ids=lambda v: getattr(v, "activation", None) and type(v).__name__ + "-" + v.activation)
+                         ids=lambda v: getattr(v, "activation", None)
+                         and type(v).__name__ + "-" + v.activation)
 def test_loss_gradient_matches_central_differences(net, xshape):
     rng = np.random.default_rng(0)
     X = rng.standard_normal(xshape)
@@ -69,7 +70,7 @@ def test_loss_gradient_matches_central_differences(net, xshape):
                                               for k, a in params.items())
     assert loss == pytest.approx(expect, rel=1e-13)
     # directional derivatives along random directions
-    for trial in range(3):
+    for _trial in range(3):
         d = {k: rng.standard_normal(a.shape) for k, a in params.items()}
         eps = 1e-6
         lp, _ = train.loss_and_grad(net, X, y, T, {k: params[k] + eps * d[k] for k in params})
@@ -95,15 +96,16 @@ def test_loss_and_grad_with_chain_axis():
 
 
 @pytest.mark.parametrize("net,xshape", _nets_for_grad(),
-                         ids=lambda v: getattr(v, "activation", None) and type(v).__name__ + "-" + v.activation)
+                         ids=lambda v: getattr(v, "activation", None)
+                         and type(v).__name__ + "-" + v.activation)
 def test_fused_evaluation_matches_the_nets_own(net, xshape):
     rng = np.random.default_rng(2)
     X, Xt = rng.standard_normal(xshape), rng.standard_normal((3,) + xshape[1:])
     y = rng.standard_normal(xshape[0])
     p = net.init_params(4, chains=2)
-    fused = train._objective(net, X, Xt, np.float64)
+    fused = net.prepare(X, Xt, dtype=np.float64)
     assert fused.fused
-    plain = train._Objective(net, X, Xt)
+    plain = net.prepare(X, Xt, dtype=np.float64, fused=False)
     for rows in (None, np.array([4, 0, 2])):
         yy = y if rows is None else y[rows]
         f1, g1 = fused.value_and_grad(p, yy, rows=rows)
@@ -524,11 +526,11 @@ def test_fused_erf_matches_scipy(dtype, tol):
     H = np.random.default_rng(0).standard_normal((3, 40, 50)).astype(dtype) * 2
     ref_s = erf(H.astype(np.float64))
     ref_d = 2 / math.sqrt(math.pi) * np.exp(-H.astype(np.float64) ** 2)
-    S, D = train._sigma_and_prime("erf", H.copy(), np)
+    S, D = nets.sigma_pair_inplace("erf", H.copy())
     assert S.dtype == dtype and D.dtype == dtype and S.shape == H.shape
     np.testing.assert_allclose(S, ref_s, rtol=0, atol=4 * tol)
     np.testing.assert_allclose(D, ref_d, rtol=0, atol=4 * tol)
-    np.testing.assert_allclose(train._sigma("erf", H.copy(), np), ref_s, rtol=0, atol=4 * tol)
+    np.testing.assert_allclose(nets.sigma_pair("erf", H.copy(), False)[0], ref_s, rtol=0, atol=4 * tol)
 
 
 # -- `lkr train` ------------------------------------------------------------------------------

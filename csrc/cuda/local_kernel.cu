@@ -455,22 +455,29 @@ __device__ void prepare_body(const T* __restrict__ x, T* __restrict__ z, T* __re
       continue;
     }
     const T* xr = x + (mu * Np + i) * M;
-    double sq = 0.0;
+    // Scaled by 2^-e (e: the exponent of the row's largest entry) before squaring, so that
+    // |x|^2 cannot overflow; exact in powers of two, as lkr::prepared_factors (activations.hpp).
+    double amax = 0.0;
+    for (long long k = 0; k < M; ++k) amax = fmax(amax, fabs(double(xr[k])));
+    int e = 0;
+    if (amax > 0.0) frexp(amax, &e);
+    // 2^-e as two normal factors, so that x * h1 * h2 is exact (as the C++ path)
+    const double h1 = ldexp(1.0, -(e / 2)), h2 = ldexp(1.0, -(e - e / 2));
+    double sq = 0.0;  // |x 2^-e|^2
     for (long long k = 0; k < M; ++k) {
-      const double v = double(xr[k]);
+      const double v = double(xr[k]) * h1 * h2;
       sq += v * v;
     }
-    const double c = sq * norm;  // C_ii^{mu mu}
     double scale, amp = 1.0;
     if (ACT == LKR_ACT_LINEAR) {
-      scale = sqrt(norm);
+      scale = ldexp(sqrt(norm), e);
     } else if (ACT == LKR_ACT_ERF) {
-      scale = sqrt(2.0 * norm / (1.0 + 2.0 * c));
+      scale = sqrt(2.0 * norm / (ldexp(1.0, -2 * e) + 2.0 * norm * sq));
     } else {
       scale = sq > 0.0 ? 1.0 / sqrt(sq) : 0.0;
-      amp = sqrt(c);
+      amp = ldexp(sqrt(sq * norm), e);
     }
-    for (long long k = 0; k < M; ++k) zr[k] = T(double(xr[k]) * scale);
+    for (long long k = 0; k < M; ++k) zr[k] = T(double(xr[k]) * h1 * h2 * scale);
     s[row] = T(amp);
   }
 }

@@ -111,6 +111,26 @@ inline T map_F(Activation act, T u) {
   return u;
 }
 
+// Scale and amplitude of one prepared row (see the header comment), from the squared norm
+// sq = |x 2^-e|^2 of the row scaled by a power of two (e: the exponent of its largest entry,
+// so 1/4 <= sq <= M whatever the input's magnitude) and norm = 1 / (lambda0 M). Then
+// z = (x 2^-e) scale, s = amp, and c = sq norm 2^(2e) is never formed: for erf,
+// sqrt(2 norm / (1 + 2c)) 2^e = sqrt(2 norm / (2^(-2e) + 2 norm sq)), which tends to the
+// unit-vector limit sqrt(1 / sq) as c grows instead of overflowing to 0. Every step scales
+// exactly by powers of two, so for inputs whose |x|^2 is a normal double the result is bit
+// for bit that of the unscaled formulas. (Linear and relu results grow like c: whether they
+// are representable is checked before the call, in Python.)
+struct PreparedFactors {
+  double scale, amp;
+};
+inline PreparedFactors prepared_factors(Activation act, double sq, int e, double norm) {
+  switch (act) {
+    case Activation::linear: return {std::ldexp(std::sqrt(norm), e), 1.0};
+    case Activation::erf: return {std::sqrt(2.0 * norm / (std::ldexp(1.0, -2 * e) + 2.0 * norm * sq)), 1.0};
+    default: return {sq > 0 ? 1.0 / std::sqrt(sq) : 0.0, std::ldexp(std::sqrt(sq * norm), e)};
+  }
+}
+
 // The full map from covariances, for the FC kernel and for references.
 template <class T>
 inline T nngp_map(Activation act, T cxx, T cxy, T cyy) {

@@ -64,22 +64,26 @@ Prepared<T> prepare(const View3<T>& x, Activation act, double lambda0, int nthre
 #pragma omp parallel for schedule(static) num_threads(nthreads)
   for (int64_t mu = 0; mu < r.P; ++mu) {
     for (int64_t i = 0; i < r.Np; ++i) {
-      double sq = 0;
+      // The row is scaled by 2^-e (e the exponent of its largest entry) before squaring, so
+      // that |x|^2 cannot overflow (or underflow) even for entries near the largest double.
+      // Powers of two scale exactly: for ordinary inputs z and s are bit for bit what the
+      // unscaled formulas give; see prepared_factors.
+      double amax = 0;
+      for (int64_t k = 0; k < r.M; ++k) amax = std::max(amax, std::fabs(double(x(mu, i, k))));
+      int e = 0;
+      if (amax > 0) std::frexp(amax, &e);
+      // 2^-e as two normal factors (2^-e alone is out of range for e = 1024 or e < -1022):
+      // x * h1 * h2 is then exact, and cheaper than an ldexp call per entry.
+      const double h1 = std::ldexp(1.0, -(e / 2)), h2 = std::ldexp(1.0, -(e - e / 2));
+      double sq = 0;  // |x 2^-e|^2
       for (int64_t k = 0; k < r.M; ++k) {
-        const double v = double(x(mu, i, k));
+        const double v = double(x(mu, i, k)) * h1 * h2;
         sq += v * v;
       }
-      const double c = sq * norm;  // C_ii^{mu mu}
-      double scale;
-      switch (act) {
-        case Activation::linear: scale = std::sqrt(norm); break;
-        case Activation::erf: scale = std::sqrt(2.0 * norm / (1.0 + 2.0 * c)); break;
-        default:
-          scale = sq > 0 ? 1.0 / std::sqrt(sq) : 0.0;
-          r.s[mu * r.Np + i] = T(std::sqrt(c));
-      }
+      const PreparedFactors f = prepared_factors(act, sq, e, norm);
+      r.s[mu * r.Np + i] = T(f.amp);
       T* zr = r.z.data() + (mu * r.Np + i) * r.M;
-      for (int64_t k = 0; k < r.M; ++k) zr[k] = T(double(x(mu, i, k)) * scale);
+      for (int64_t k = 0; k < r.M; ++k) zr[k] = T(double(x(mu, i, k)) * h1 * h2 * f.scale);
     }
   }
   return r;

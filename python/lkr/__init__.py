@@ -19,8 +19,13 @@ from ._version import __version__
 from .activations import ACTIVATIONS, nngp_map
 from .backend import get_num_threads, set_num_threads
 from .geometry import PatchGeometry, patches
-from .kernels import (local_kernel, local_kernel_adjoint, nngp, renormalized_kernel,
-                      renormalized_kernel_diag)
+from .kernels import (
+    local_kernel,
+    local_kernel_adjoint,
+    nngp,
+    renormalized_kernel,
+    renormalized_kernel_diag,
+)
 
 __all__ = ["__version__", "PatchGeometry", "patches", "nngp", "nngp_map", "local_kernel",
            "renormalized_kernel", "renormalized_kernel_diag", "local_kernel_adjoint",

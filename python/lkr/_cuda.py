@@ -13,7 +13,13 @@ validates its arguments and calls, with patch tensors ``PX`` (P, Np, M) and ``PY
 ``patch_forward(Z, W, v, *, local, activation, nthreads)``              (C, P)
 ``patch_vjp(Z, W, v, r, *, local, activation, nthreads)``               (dW, dv)
 ``patch_jvp(Z, W, v, tW, tv, *, local, activation, nthreads)``          (C, P)
+``patch_value_and_grad(Z, W, v, y, *, local, activation, nthreads)``    (f, dW, dv)
+``patch_features(Z, W, v, a0, a1, *, local, activation, nthreads)``     (S, G)
+``activation_pair(H, *, activation, derivative, nthreads)``             sigma(H) (, sigma'(H))
 =====================================================================  =====================
+
+(the function list of ``lkr._core``, stated in ``_core.pyi``; a test checks both engines
+against it).
 
 with (docs/theory.md section 2)
 
@@ -37,22 +43,20 @@ nothing is compiled until a kernel runs.
 """
 from __future__ import annotations
 
-import os
-import re
 import threading
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
+from ._cuda_sources import SOURCES, load_source, source_dir, source_of
+
 __all__ = ["local_kernel", "renormalized_kernel", "renormalized_kernel_diag",
            "local_kernel_adjoint", "nngp_map_inplace", "patch_forward", "patch_vjp",
-           "patch_jvp", "source_dir", "source_of", "load_source", "compile_options",
+           "patch_jvp", "patch_value_and_grad", "patch_features", "activation_pair",
+           "source_dir", "source_of", "load_source", "compile_options",
            "device_info", "Engine", "SOURCES"]
 
-#: the CUDA translation units lkr compiles (each one RawModule per dtype and device)
-SOURCES = ("local_kernel.cu", "nets.cu")
 _ACTIVATIONS = ("linear", "erf", "relu")
 
 # Tiling of csrc/cuda/local_kernel.cu (LKR_TM, LKR_TILE, LKR_THREADS): keep in sync.
@@ -65,71 +69,6 @@ _MAX_GRID_Y = 65535
 #: When true, outputs are allocated filled with NaN instead of left uninitialised, so that
 #: an element a kernel fails to write shows up (tests set it).
 POISON = False
-
-
-# -- sources ----------------------------------------------------------------------------------
-def source_dir() -> Path:
-    """The folder holding the ``.cu``/``.cuh`` sources.
-
-    In a source checkout (this file in ``<repo>/python/lkr``, as in an editable install),
-    ``<repo>/csrc/cuda``: an editable install also has a copy in the package data, but that
-    copy is only refreshed by a rebuild, and an edited kernel must not silently run stale.
-    Otherwise the installed package data ``lkr/cuda/``. The environment variable
-    ``LKR_CUDA_SOURCES`` names another folder (to try a modified kernel without a rebuild).
-    """
-    override = os.environ.get("LKR_CUDA_SOURCES")
-    if override:
-        d = Path(override)
-        missing = [name for name in SOURCES if not (d / name).is_file()]
-        if missing:
-            raise FileNotFoundError(f"LKR_CUDA_SOURCES={override} lacks {missing}")
-        return d
-    here = Path(__file__).resolve().parent
-    candidates = [here.parents[1] / "csrc" / "cuda", here / "cuda"]
-    try:  # the package data, also where lkr is imported through a custom loader
-        from importlib.resources import files
-
-        candidates.append(Path(str(files("lkr") / "cuda")))
-    except Exception:  # pragma: no cover - very old importlib
-        pass
-    for d in candidates:
-        if all((d / name).is_file() for name in SOURCES):
-            return d
-    raise FileNotFoundError(
-        "lkr's CUDA sources (" + ", ".join(SOURCES) + ") were not found in "
-        + " or ".join(str(d) for d in candidates) + "; reinstall lkr (`pip install .`)")
-
-
-_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([^"]+)"[ \t]*$', re.M)
-
-
-def load_source(name: str, directory: Optional[Path] = None) -> str:
-    """The text of ``name`` with its local ``#include "..."`` files inlined.
-
-    Inlining (rather than ``-I``) makes the source self-contained, so CuPy's disk cache,
-    keyed by the source text, sees a change in a header too. Each header is inlined once
-    (the headers use ``#pragma once``).
-    """
-    directory = source_dir() if directory is None else Path(directory)
-    seen = set()
-
-    def expand(fname: str) -> str:
-        path = directory / fname
-        if not path.is_file():
-            raise FileNotFoundError(f"CUDA source {fname!r} not found in {directory}")
-        text = path.read_text()
-
-        def repl(m):
-            inc = m.group(1)
-            if inc in seen:
-                return f"// (already included: {inc})"
-            seen.add(inc)
-            return f"// ---- begin {inc}\n{expand(inc)}\n// ---- end {inc}"
-
-        return _INCLUDE.sub(repl, text)
-
-    seen.add(name)
-    return expand(name)
 
 
 def _suffix(dtype) -> str:
@@ -155,11 +94,6 @@ def _cupy():
     import cupy
 
     return cupy
-
-
-def source_of(name: str) -> str:
-    """The translation unit that defines kernel ``name`` (by its prefix)."""
-    return "nets.cu" if name.startswith("lkr_net_") else "local_kernel.cu"
 
 
 def _cupy_kernel(name: str, dtype):
@@ -510,6 +444,38 @@ class Engine:
                               np.float64(1 / np.sqrt(Nc * Np))))
             return dW.astype(dtype), dv.astype(dtype)
 
+    # -- composed from the passes above and array expressions (no kernels of their own)
+    def patch_value_and_grad(self, Z, W, v, y, *, local, activation, nthreads=0):
+        """(f (C, P), dW, dv): f and the gradient of (1/2) sum_p (y[c, p] - f_c(x_p))^2,
+        i.e. the vjp of f - y (one forward and one vjp pass)."""
+        xp = self.xp
+        f = self.patch_forward(Z, W, v, local=local, activation=activation)
+        r = xp.ascontiguousarray(f - y)  # broadcasts the chains of y and f
+        f = xp.ascontiguousarray(xp.broadcast_to(f, r.shape))
+        dW, dv = self.patch_vjp(Z, W, v, r, local=local, activation=activation)
+        return f, dW, dv
+
+    def patch_features(self, Z, W, v, a0, a1, *, local, activation, nthreads=0,
+                       combined=False):
+        """NTK features (S, G) of channels [a0, a1) for unchained W, v (as
+        ``lkr._core.patch_features``), as array expressions; ``combined``: [S | G]."""
+        from .nets._reference import reference_features
+
+        S, G = reference_features(Z, W[a0:a1], v[a0:a1], self._activation(activation), local,
+                                  W.shape[0])
+        if combined:
+            P = Z.shape[0]
+            return self.xp.concatenate([S.reshape(P, -1), G.reshape(P, -1)], axis=1)
+        return S, G
+
+    def activation_pair(self, H, *, activation, derivative, nthreads=0):
+        """sigma(H), or (sigma(H), sigma'(H)) with derivative=True, elementwise."""
+        from .nets._activations import sigma, sigma_prime
+
+        act = self._activation(activation)
+        S = H.copy() if act == "linear" else sigma(act, H)
+        return (S, sigma_prime(act, H)) if derivative else S
+
 
 _engine: Optional[Engine] = None
 
@@ -568,3 +534,19 @@ def patch_jvp(Z, W, v, tW, tv, *, local, activation, nthreads=0):
     """Directional derivatives J t (C, P) along (tW, tv), chained (as
     ``lkr._core.patch_jvp``)."""
     return _default_engine().patch_jvp(Z, W, v, tW, tv, local=local, activation=activation)
+
+
+def patch_value_and_grad(Z, W, v, y, *, local, activation, nthreads=0):
+    """(f, dW, dv) of the squared loss, chained (as ``lkr._core.patch_value_and_grad``)."""
+    return _default_engine().patch_value_and_grad(Z, W, v, y, local=local, activation=activation)
+
+
+def patch_features(Z, W, v, a0, a1, *, local, activation, nthreads=0, combined=False):
+    """NTK features of a block of channels (as ``lkr._core.patch_features``)."""
+    return _default_engine().patch_features(Z, W, v, a0, a1, local=local, activation=activation,
+                                            combined=combined)
+
+
+def activation_pair(H, *, activation, derivative, nthreads=0):
+    """sigma(H) (and sigma'(H)), elementwise (as ``lkr._core.activation_pair``)."""
+    return _default_engine().activation_pair(H, activation=activation, derivative=derivative)

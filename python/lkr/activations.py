@@ -55,10 +55,12 @@ def nngp_map(activation: str, cxx, cxy, cyy):
     cxx, cxy, cyy = (xp.asarray(a) for a in (cxx, cxy, cyy))
     if activation == "linear":
         return cxy * xp.ones_like(cxx) * xp.ones_like(cyy)
+    # Square roots taken apart, so that covariances up to the largest float do not overflow
+    # in the products (issue 14): erf tends to (2/pi) arcsin(c_xy / sqrt(c_xx c_yy)) there.
     if activation == "erf":
-        u = 2 * cxy / xp.sqrt((1 + 2 * cxx) * (1 + 2 * cyy))
+        u = cxy / (xp.sqrt(0.5 + cxx) * xp.sqrt(0.5 + cyy))
         return (2 / np.pi) * xp.arcsin(xp.clip(u, -1, 1))
-    n = xp.sqrt(cxx * cyy)
+    n = xp.sqrt(cxx) * xp.sqrt(cyy)
     safe = xp.where(n > 0, n, 1)
     u = xp.clip(cxy / safe, -1, 1)
     # (1 - u)(1 + u) rather than 1 - u^2: exact near |u| = 1, where the terms' singularities cancel

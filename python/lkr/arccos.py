@@ -37,6 +37,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import backend
+from ._validate import integer as _integer
 
 __all__ = ["kappa0", "kappa1", "ntk", "deep_nngp", "deep_ntk", "mercer_eigenvalues",
            "mercer_series", "harmonic_dimension", "gegenbauer", "decay_exponent"]
@@ -59,9 +60,7 @@ def _unit(u, name="u"):
 
 
 def _depth(depth):
-    if isinstance(depth, (bool, np.bool_)) or not isinstance(depth, (int, np.integer)) or depth < 0:
-        raise ValueError(f"depth must be a non-negative integer, got {depth!r}")
-    return int(depth)
+    return _integer(depth, "depth", 0)
 
 
 def _k0(xp, u):
@@ -117,18 +116,15 @@ def deep_ntk(u, depth: int):
 
 # -- Mercer decomposition on S^{p-1} ---------------------------------------------------------
 def _dimension(p):
-    if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, np.integer)) or p < 2:
-        raise ValueError(f"p (the ambient dimension of the sphere S^(p-1)) must be an integer "
-                         f">= 2, got {p!r}")
-    return int(p)
+    # p is the ambient dimension of the sphere S^(p-1)
+    return _integer(p, "p", 2)
 
 
 def harmonic_dimension(p: int, k: int) -> int:
     """N(p, k), the number of linearly independent spherical harmonics of degree k on
     S^{p-1}: 1 for k = 0, else (2k + p - 2) / k * binom(k + p - 3, k - 1) (2k + 1 for p = 3)."""
     p = _dimension(p)
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
-        raise ValueError(f"k must be a non-negative integer, got {k!r}")
+    k = _integer(k, "k", 0)
     if k == 0:
         return 1
     return (2 * k + p - 2) * math.comb(k + p - 3, k - 1) // k
@@ -210,15 +206,13 @@ def mercer_eigenvalues(kappa: Callable, p: int = 3, kmax: int = 20, *,
     array([0.5      , 0.125    , 0.       , 0.0078125])
     """
     p = _dimension(p)
-    if isinstance(kmax, bool) or not isinstance(kmax, (int, np.integer)) or kmax < 0:
-        raise ValueError(f"kmax must be a non-negative integer, got {kmax!r}")
+    kmax = _integer(kmax, "kmax", 0)
     if rule not in ("gegenbauer", "angle"):
         raise ValueError(f"rule must be 'gegenbauer' or 'angle', got {rule!r}")
     if not callable(kappa):
         raise TypeError(f"kappa must be a callable of t in [-1, 1], got {type(kappa).__name__}")
     n = max(2000, 20 * int(kmax)) if n_quad is None else n_quad
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < kmax + 1:
-        raise ValueError(f"n_quad must be an integer >= kmax + 1 = {kmax + 1}, got {n_quad!r}")
+    n = _integer(n, "n_quad", kmax + 1)
     t, w = _quadrature(p, int(n), rule)
     k = np.asarray(backend.to_numpy(kappa(t)), dtype=np.float64)
     if k.shape != t.shape:

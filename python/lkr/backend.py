@@ -9,17 +9,21 @@ from ``LKR_NUM_THREADS`` and can be changed with :func:`set_num_threads`.
 """
 from __future__ import annotations
 
-import os
 import sys
 from types import ModuleType
 
 import numpy as np
 
+from . import _env
+from ._validate import integer as _integer
+
 __all__ = ["array_module", "asarray", "check_floating", "check_finite", "result_dtype",
            "core", "cuda", "implementation", "get_num_threads", "set_num_threads",
            "wrap_like", "is_gpu_array", "to_numpy", "info", "gpu_available"]
 
-_num_threads = int(os.environ.get("LKR_NUM_THREADS", "0") or 0)
+# None until first needed: LKR_NUM_THREADS is parsed then (lkr._env), so that a bad value
+# names itself at the first use instead of breaking `import lkr`.
+_num_threads = None
 
 
 def _cupy():
@@ -178,28 +182,28 @@ def gpu_available():
 
 def implementation(xp) -> ModuleType:
     """The module whose functions run the kernels for arrays of library ``xp``."""
+    _env.check_all(cpu=xp is np)  # a bad LKR_* variable fails here, naming itself
     return core() if xp is np else cuda()
 
 
 def get_num_threads() -> int:
-    """Threads the compiled kernels use (0 = all cores)."""
+    """Threads the compiled kernels use (0 = all cores); initially ``LKR_NUM_THREADS``."""
+    global _num_threads
+    if _num_threads is None:
+        _num_threads = _env.num_threads()
     return _num_threads
 
 
 def set_num_threads(n: int) -> None:
     """Set the threads the compiled kernels use; 0 means all cores."""
     global _num_threads
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"nthreads must be a non-negative integer, got {n!r}")
-    _num_threads = int(n)
+    _num_threads = _integer(n, "nthreads", 0)
 
 
 def resolve_threads(nthreads) -> int:
     if nthreads is None:
-        return _num_threads
-    if isinstance(nthreads, bool) or not isinstance(nthreads, (int, np.integer)) or nthreads < 0:
-        raise ValueError(f"nthreads must be a non-negative integer, got {nthreads!r}")
-    return int(nthreads)
+        return get_num_threads()
+    return _integer(nthreads, "nthreads", 0)
 
 
 def _blas_name() -> str:
@@ -209,6 +213,13 @@ def _blas_name() -> str:
         return f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
     except Exception:
         return "unknown"
+
+
+def _threads_for_info(c):
+    try:
+        return get_num_threads() or c.max_threads()
+    except ValueError:
+        return f"{c.max_threads()} (LKR_NUM_THREADS is invalid, see below)"
 
 
 def info() -> dict:
@@ -222,7 +233,7 @@ def info() -> dict:
         "numpy": np.__version__,
         "cpu_backend": "C++ (lkr._core)",
         "openmp": bool(c.openmp),
-        "threads": _num_threads or c.max_threads(),
+        "threads": _threads_for_info(c),
         "blas": _blas_name(),
     }
     try:
@@ -246,6 +257,8 @@ def info() -> dict:
                 out["gpu"] = f"CUDA device present, but it could not be queried ({exc})"
         else:
             out["gpu"] = why
+    # Each LKR_* variable with its value and whether it is valid (`lkr info` never fails).
+    out.update(_env.describe())
     # Which implementation a call takes, by the array type of its inputs.
     out["dispatch_numpy"] = "C++ lkr._core (OpenMP)"
     out["dispatch_cupy"] = ("CUDA lkr._cuda (CuPy RawModule, NVRTC)" if ok

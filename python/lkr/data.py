@@ -38,9 +38,10 @@ from typing import NamedTuple, Tuple
 import numpy as np
 
 from ._validate import count as _count
+from ._validate import seed as _seed
 
 __all__ = ["Task", "load_task", "gaussian_linear", "local_teacher", "load_mnist", "load_cifar10",
-           "read_idx", "parse_classes", "TASKS", "DataError"]
+           "read_idx", "parse_classes", "TASKS", "DataError", "check_task_options"]
 
 #: task names accepted by :func:`load_task` (``mnist`` and ``cifar10`` take ``:DIR``)
 TASKS = ("local-teacher", "gaussian-linear", "mnist:DIR", "cifar10:DIR")
@@ -71,9 +72,7 @@ def _shape(input_shape):
 
 
 def _rng(seed):
-    if seed is None or isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an integer, got {seed!r}")
-    return np.random.default_rng(int(seed))
+    return np.random.default_rng(_seed(seed))
 
 
 # -- synthetic tasks ----------------------------------------------------------------------
@@ -357,10 +356,40 @@ def _block_average(images, factor):
     return images.reshape(n, H // factor, factor, W // factor, factor, C).mean(axis=(2, 4))
 
 
+def _first_nonfinite(images):
+    """(image, pixel index) of the first NaN or inf in an (n, ...) array, or None."""
+    if images.dtype.kind != "f":
+        return None
+    bad = ~np.isfinite(images)
+    if not bad.any():
+        return None
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    return first[0], first[1:]
+
+
+def _check_images(name, directory, train_x, test_x):
+    """Refuse, before any computation, test images of another size than the training
+    images and NaN or infinite pixels (which would otherwise surface much later, as
+    'X and Y differ in input size' or 'the training images are constant')."""
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise DataError(f"{name}: the test images in {directory} are {_dims(test_x)} but the "
+                        f"training images are {_dims(train_x)}; both sets must have one size")
+    for which, images in (("training", train_x), ("test", test_x)):
+        bad = _first_nonfinite(images)
+        if bad is not None:
+            raise DataError(f"{name}: {which} image {bad[0]} in {directory} has a NaN or "
+                            f"infinite pixel at {bad[1]}")
+
+
+def _dims(images):
+    return " x ".join(str(d) for d in images.shape[1:])
+
+
 def _image_task(name, directory, arrays, P, P_test, seed, classes, grayscale, downsample,
                 default_classes):
     train_x, train_y, test_x, test_y = arrays
     pos, neg = parse_classes(default_classes if classes is None else classes)
+    _check_images(name, directory, train_x, test_x)
     rng = _rng(seed)
 
     def select(images, labels, n, which):
@@ -374,6 +403,11 @@ def _image_task(name, directory, arrays, P, P_test, seed, classes, grayscale, do
 
     X, y = select(train_x, train_y, P, "training")
     Xt, yt = select(test_x, test_y, P_test, "test")
+    if y.size and np.all(y == y[0]):
+        group, other = (pos, neg) if y[0] > 0 else (neg, pos)
+        raise ValueError(f"{name}: all {P} training samples are of classes {group}, none of "
+                         f"{other}: a two-class task needs both (raise P, or check that "
+                         f"{directory} has labels {other})")
     if X.ndim == 3:
         X, Xt = X[..., None], Xt[..., None]
     if grayscale and X.shape[-1] == 3:
@@ -457,6 +491,51 @@ def load_cifar10(directory, P, P_test, seed=0, *, classes=None, grayscale=True, 
     downsample = _count(downsample, "downsample")
     return _image_task("cifar10", directory, _read_cifar10(directory), _count(P, "P"),
                        _count(P_test, "P_test"), seed, classes, bool(grayscale), downsample, (3, 5))
+
+
+#: The task options that apply to some tasks only, and those tasks.
+TASK_OPTIONS = {
+    "classes": ("mnist", "cifar10"),
+    "downsample": ("mnist", "cifar10"),
+    "color": ("cifar10",),
+    "grayscale": ("cifar10",),
+    "teacher_channels": ("local-teacher",),
+    "noise": ("local-teacher",),
+}
+
+
+def check_task_options(task, **given) -> None:
+    """Refuse options that the task would silently ignore.
+
+    Parameters
+    ----------
+    task : str
+        A task spec as :func:`load_task` takes it (``"mnist:DIR"``, ``"local-teacher"`` ...).
+    **given
+        The options the user set explicitly, by their :data:`TASK_OPTIONS` name
+        (``color=True``, ``noise=0.1``, ``teacher_channels=8`` ...). ``None`` and ``False``
+        mean "not given" and are always accepted.
+
+    Raises
+    ------
+    ValueError
+        One line naming the first option that does not apply and the tasks it applies to.
+    TypeError
+        For an option name not in :data:`TASK_OPTIONS`.
+    """
+    if not isinstance(task, str):
+        raise TypeError(f"task must be a string, got {task!r}")
+    name = task.partition(":")[0]
+    for option, value in given.items():
+        if option not in TASK_OPTIONS:
+            raise TypeError(f"unknown task option {option!r}; known: {', '.join(TASK_OPTIONS)}")
+        if value is None or value is False or name in TASK_OPTIONS[option]:
+            continue
+        flag = "--" + option.replace("_", "-")
+        raise ValueError(f"{flag} ({option}={value!r}) applies only to the "
+                         f"{' and '.join(TASK_OPTIONS[option])} task"
+                         f"{'s' if len(TASK_OPTIONS[option]) > 1 else ''}; task {task!r} would "
+                         "ignore it")
 
 
 def load_task(spec, P, P_test, seed=0, *, input_shape=None, filter_size=4, stride=None,

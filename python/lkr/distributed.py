@@ -39,6 +39,8 @@ import numpy as np
 
 from . import backend
 from . import kernels as _kernels
+from ._validate import choice as _choice
+from ._validate import integer as _integer
 
 __all__ = ["renormalized_kernel", "local_kernel_adjoint", "connect", "executor",
            "DEFAULT_TILE", "DEFAULT_RETRIES"]
@@ -79,24 +81,15 @@ def _check_client(client):
 
 
 def _check_tile(tile):
-    if isinstance(tile, (bool, np.bool_)) or not isinstance(tile, numbers.Integral):
-        raise TypeError(f"tile must be a positive integer, got {tile!r}")
-    if tile <= 0:
-        raise ValueError(f"tile must be a positive integer, got {tile!r}")
-    return int(tile)
+    return _integer(tile, "tile", 1)
 
 
 def _check_retries(retries):
-    if isinstance(retries, (bool, np.bool_)) or not isinstance(retries, numbers.Integral) \
-            or retries < 0:
-        raise ValueError(f"retries must be a non-negative integer, got {retries!r}")
-    return int(retries)
+    return _integer(retries, "retries", 0)
 
 
 def _check_device(device):
-    if device not in _DEVICES:
-        raise ValueError(f"device must be one of {_DEVICES}, got {device!r}")
-    return device
+    return _choice(device, "device", _DEVICES)
 
 
 def _host(A, name):
@@ -385,7 +378,8 @@ def connect(scheduler=None, workers=None, *, threads_per_worker=1, **cluster_kwa
         Address of a running scheduler (``"tcp://host:8786"``) to connect to.
     workers : int, optional
         Start a ``LocalCluster`` of this many worker processes, listening on 127.0.0.1 only
-        (the dashboard, if bokeh is installed, on a free port of 127.0.0.1). Without ``scheduler`` and ``workers``: one worker per core.
+        (the dashboard, if bokeh is installed, on a free port of 127.0.0.1). Without
+        ``scheduler`` and ``workers``: one worker per core.
     threads_per_worker : int, default 1
         Threads of each local worker (tasks it runs at once).
     **cluster_kwargs

@@ -21,6 +21,8 @@ from typing import Tuple
 import numpy as np
 
 from . import backend
+from ._validate import choice as _choice
+from ._validate import integer as _integer
 
 __all__ = ["PatchGeometry", "patches"]
 
@@ -91,14 +93,9 @@ class PatchGeometry:
         self.input_shape = _as_tuple(shape, ndim, "input_shape")
         self.filter_size = _as_tuple(filter_size, ndim, "filter_size")
         self.stride = self.filter_size if stride is None else _as_tuple(stride, ndim, "stride")
-        if isinstance(channels, (bool, np.bool_)) or not isinstance(channels, (int, np.integer)):
-            raise TypeError(f"channels must be an integer, got {channels!r}")
-        self.channels = int(channels)
-        if boundary not in _BOUNDARIES:
-            raise ValueError(f"boundary must be one of {_BOUNDARIES}, got {boundary!r}")
-        if layout not in _LAYOUTS:
-            raise ValueError(f"layout must be one of {_LAYOUTS}, got {layout!r}")
-        self.boundary = boundary
+        self.channels = _integer(channels, "channels")
+        self.boundary = _choice(boundary, "boundary", _BOUNDARIES)
+        _choice(layout, "layout", _LAYOUTS)
         self.layout = layout
         if min(self.input_shape) < 1:
             raise ValueError(f"input_shape must be positive, got {self.input_shape}")

@@ -27,17 +27,22 @@ import os
 
 import numpy as np
 
-from . import backend
+from . import _env, _scale, backend
 from ._blas import blas_threads
-from .activations import check_activation
 from ._validate import positive as _positive
+from .activations import check_activation
 from .geometry import PatchGeometry
 
 __all__ = ["nngp", "local_kernel", "renormalized_kernel", "renormalized_kernel_diag",
            "local_kernel_adjoint", "DEFAULT_MAX_BYTES"]
 
-#: Default memory budget of :func:`local_kernel` (bytes); ``LKR_MAX_BYTES`` overrides it.
-DEFAULT_MAX_BYTES = int(float(os.environ.get("LKR_MAX_BYTES", 2 * 1024**3)))
+#: Default memory budget of :func:`local_kernel` (bytes): ``LKR_MAX_BYTES`` as it was at
+#: import when valid, else 2 GiB. Calls read the variable again (lkr._env), so that a bad
+#: value is reported, naming itself, at the first use rather than breaking ``import lkr``.
+try:
+    DEFAULT_MAX_BYTES = _env.max_bytes()
+except ValueError:
+    DEFAULT_MAX_BYTES = _env.DEFAULT_MAX_BYTES
 
 
 # -- validation -----------------------------------------------------------------------
@@ -56,6 +61,10 @@ def _inputs(X, Y, geometry):
     xp = backend.array_module(Xa, Ya)
     PX = geometry.patches(Xa, "X")
     PY = None if Ya is None else geometry.patches(Ya, "Y")
+    # on the inputs as given, so that a NaN is reported at its own index, not a patch's
+    backend.check_finite(Xa, "X")
+    if Ya is not None:
+        backend.check_finite(Ya, "Y")
     return xp, PX, PY
 
 
@@ -77,7 +86,8 @@ def _symmetric_Q(Q, Np, xp, dtype):
     if asym > 1e-10 * max(scale, 1e-300):
         raise ValueError(f"Q must be symmetric: max |Q - Q.T| = {asym:.3g} (max |Q| = {scale:.3g}); "
                          "pass (Q + Q.T) / 2 if that is what you mean")
-    return (Q + Q.T) / 2
+    half = dtype.type(0.5)  # halves first: (Q + Q.T) / 2 overflows for entries near the max
+    return Q * half + Q.T * half
 
 
 _BLOCK = 512  # side of the blocks below: their temporaries stay small (2 MB in float64)
@@ -158,13 +168,27 @@ def _prepare(X, Y, geometry, activation, lambda0):
     return geometry, lambda0, xp, PX, PY
 
 
-def _cast(PX, PY, dtype, xp):
+def _cast(PX, PY, dtype, xp, activation, lambda0):
+    """Contiguous patch tensors in ``dtype`` (finite: checked on the inputs), after checking
+    that a relu or linear kernel of them is representable (see lkr._scale)."""
     PX = xp.ascontiguousarray(PX, dtype=dtype)
     PY = None if PY is None else xp.ascontiguousarray(PY, dtype=dtype)
-    backend.check_finite(PX, "X")
-    if PY is not None:
-        backend.check_finite(PY, "Y")
+    _scale.check_growth(activation, (("X", PX), ("Y", PY)), lambda0, PX.shape[-1], dtype)
     return PX, PY
+
+
+def _unit_scale(A, dtype, xp):
+    """(A 2^-e, e) with e = 0 for ordinary inputs: the bilinear (linear-activation) GEMM
+    forms then cannot overflow in their intermediate sums; the result is scaled back by the
+    exponents, exactly (see lkr._scale)."""
+    if A is None:
+        return None, 0
+    e = _scale.exponent(_scale.max_abs(A), dtype, math.prod(A.shape[1:]))  # terms per sum
+    return (A if e == 0 else xp.ldexp(A, -e)), e
+
+
+def _rescaled(out, e, xp):
+    return out if e == 0 else xp.ldexp(out, e)
 
 
 # -- public API -------------------------------------------------------------------------
@@ -207,11 +231,17 @@ def nngp(X, Y=None, activation="erf", lambda0=1.0, *, nthreads=None):
         Ya.reshape(Ya.shape[0], math.prod(Ya.shape[1:])), dtype=dtype)
     if Yf.shape[1] != Xf.shape[1]:
         raise ValueError(f"X and Y differ in input size: {Xf.shape[1]} vs {Yf.shape[1]}")
-    backend.check_finite(Xf, "X")
+    backend.check_finite(Xa, "X")  # in the input's own shape, for the index of a NaN
     if Ya is not None:
-        backend.check_finite(Yf, "Y")
-    scale = 1.0 / max(lambda0 * Xf.shape[1], 1e-300)
+        backend.check_finite(Ya, "Y")
     P, P2, N0 = Xf.shape[0], Yf.shape[0], Xf.shape[1]
+    scale = 1.0 / max(lambda0 * N0, 1e-300)
+    ex = _scale.row_exponents(Xf, xp, dtype, N0, lambda0)
+    ey = ex if Ya is None else _scale.row_exponents(Yf, xp, dtype, N0, lambda0)
+    if ex is not None or ey is not None:
+        K = _nngp_rescaled(Xf, None if Ya is None else Yf, ex, ey, activation, scale, xp,
+                           dtype, backend.resolve_threads(nthreads))
+        return backend.wrap_like(K, X)
     fold = (P + P2) * N0 < P * P2
     if fold:
         # sqrt(scale) on the inputs costs less than a pass over the P x P' result
@@ -230,6 +260,55 @@ def nngp(X, Y=None, activation="erf", lambda0=1.0, *, nthreads=None):
         backend.implementation(xp).nngp_map_inplace(K, dx, dy, activation,
                                                     backend.resolve_threads(nthreads))
     return backend.wrap_like(K, X)
+
+
+def _nngp_rescaled(Xf, Yf, ex, ey, activation, scale, xp, dtype, nthreads):
+    """The FC kernel of rows with huge or tiny entries: each row x is divided by 2^e (e the
+    exponent of its largest entry, exact), the covariances g = C 2^-(e_x + e_y) computed at
+    that scale, and the map evaluated without forming C:
+
+    * linear, relu (homogeneous of degree 1 in C): K = 2^(e_x + e_y) K(g), after checking
+      that max C is representable;
+    * erf: u = 2 C_xy / sqrt((1 + 2 C_xx)(1 + 2 C_yy))
+      = g_xy / (sqrt(2^(-2 e_x) / 2 + g_xx) sqrt(2^(-2 e_y) / 2 + g_yy)),
+      which tends to the correlation as C grows, and K = (2/pi) arcsin(u).
+    """
+    P = Xf.shape[0]
+    P2 = P if Yf is None else Yf.shape[0]
+    ex = xp.zeros(P, np.int64) if ex is None else ex
+    ey = ex if Yf is None else (xp.zeros(P2, np.int64) if ey is None else ey)
+    Xs = xp.ldexp(Xf, (-ex).astype(np.int32)[:, None])
+    Ys = Xs if Yf is None else xp.ldexp(Yf, (-ey).astype(np.int32)[:, None])
+    K = Xs @ Ys.T
+    K *= dtype.type(scale)
+    gx = xp.einsum("pi,pi->p", Xs, Xs) * dtype.type(scale)
+    gy = gx if Yf is None else xp.einsum("pi,pi->p", Ys, Ys) * dtype.type(scale)
+    if Yf is None and xp is not np:
+        K = (K + K.T) / 2
+    if activation == "erf":
+        with np.errstate(over="ignore"):  # 2^(-2e) = inf for tiny rows: then a = 0, K = 0
+            ax = 1.0 / xp.sqrt(xp.ldexp(0.5, (-2 * ex).astype(np.int32)) + gx.astype(np.float64))
+            ay = ax if Yf is None else 1.0 / xp.sqrt(
+                xp.ldexp(0.5, (-2 * ey).astype(np.int32)) + gy.astype(np.float64))
+        K *= (ax[:, None] * ay[None, :]).astype(dtype)  # a product that commutes: K stays symmetric
+        K *= dtype.type(0.5)  # the map below doubles it: with C_xx = C_yy = 0, K = F(2 u / 2)
+        zx = xp.zeros(P, dtype)
+        zy = zx if P2 == P else xp.zeros(P2, dtype)
+        backend.implementation(xp).nngp_map_inplace(xp.ascontiguousarray(K), zx, zy, "erf",
+                                                    nthreads)
+        return K
+    for name, g, e in (("X", gx, ex), ("Y", gy, ey)):
+        with np.errstate(over="ignore"):
+            c = xp.ldexp(g.astype(np.float64), (2 * e).astype(np.int32))
+        cmax = float(c.max()) if c.size else 0.0
+        if cmax > float(np.finfo(dtype).max) / 4:
+            A = Xf if name == "X" else Yf
+            raise _scale.overflow_error(name, _scale.max_abs(A), cmax, activation, dtype)
+    K = xp.ascontiguousarray(K)
+    if activation == "relu":
+        backend.implementation(xp).nngp_map_inplace(K, gx, gy, "relu", nthreads)
+    with np.errstate(under="ignore"):  # tiny rows: K below the smallest float is 0
+        return xp.ldexp(K, (ex[:, None] + ey[None, :]).astype(np.int32))
 
 
 def local_kernel(X, Y=None, *, geometry, activation="erf", lambda0=1.0, max_bytes=None,
@@ -263,13 +342,13 @@ def local_kernel(X, Y=None, *, geometry, activation="erf", lambda0=1.0, max_byte
     P, Np = PX.shape[0], geometry.num_patches
     P2 = P if PY is None else PY.shape[0]
     need = P * P2 * Np * Np * dtype.itemsize
-    budget = DEFAULT_MAX_BYTES if max_bytes is None else int(max_bytes)
+    budget = _env.max_bytes() if max_bytes is None else int(max_bytes)
     if need > budget:
         raise MemoryError(
             f"local_kernel would need {need / 1e9:.3g} GB for a ({P}, {P2}, {Np}, {Np}) {dtype} "
             f"tensor, above max_bytes={budget / 1e9:.3g} GB; use renormalized_kernel / "
             "local_kernel_adjoint, which stream over tiles, or raise max_bytes")
-    PX, PY = _cast(PX, PY, dtype, xp)
+    PX, PY = _cast(PX, PY, dtype, xp, activation, lambda0)
     out = backend.implementation(xp).local_kernel(PX, PY, activation, lambda0,
                                                   backend.resolve_threads(nthreads))
     return backend.wrap_like(out, X)
@@ -307,19 +386,23 @@ def renormalized_kernel(X, Y=None, *, Q, geometry, activation="erf", lambda0=1.0
     dtype = backend.result_dtype(PX, PY, Qa)
     Np, M = geometry.num_patches, geometry.patch_size
     Qs = _symmetric_Q(Qa, Np, xp, dtype)
-    PX, PY = _cast(PX, PY, dtype, xp)
+    PX, PY = _cast(PX, PY, dtype, xp, activation, lambda0)
     if activation == "linear":
         # K_R = <X^mu, c Q X^nu>_F, c = 1 / (lambda0 lambda1 M Np): the scale goes into the
         # Np x Np matrix Q (free) rather than over the P x P' result, then one GEMM
         # (P, Np M) x (Np M, P'); with Y None only its upper block triangle, mirrored.
-        B = PX if PY is None else PY
+        # Inputs scaled by 2^-e where needed so the sums cannot overflow (lkr._scale).
+        A, ea = _unit_scale(PX, dtype, xp)
+        B, eb = (A, ea) if PY is None else _unit_scale(PY, dtype, xp)
         QB = xp.matmul(Qs * dtype.type(1.0 / (lambda0 * lambda1 * M * Np)), B)  # (P', Np, M)
-        A = PX.reshape(PX.shape[0], -1)
+        Af = A.reshape(A.shape[0], -1)
         QBf = QB.reshape(B.shape[0], -1)
-        out = _symmetric_product(A, QBf, xp, nthreads) if PY is None else A @ QBf.T
+        out = _symmetric_product(Af, QBf, xp, nthreads) if PY is None else Af @ QBf.T
+        out = _rescaled(out, ea + eb, xp)
     else:
         out = backend.implementation(xp).renormalized_kernel(
             PX, PY, Qs, activation, lambda0, lambda1, backend.resolve_threads(nthreads))
+    _scale.check_result(out, xp, "renormalized_kernel", (("X", PX), ("Y", PY), ("Q", Qs)))
     return backend.wrap_like(out, X)
 
 
@@ -341,13 +424,16 @@ def renormalized_kernel_diag(X, *, Q, geometry, activation="erf", lambda0=1.0, l
     dtype = backend.result_dtype(PX, Qa)
     Np, M = geometry.num_patches, geometry.patch_size
     Qs = _symmetric_Q(Qa, Np, xp, dtype)
-    PX, _ = _cast(PX, None, dtype, xp)
+    PX, _ = _cast(PX, None, dtype, xp, activation, lambda0)
     if activation == "linear":
-        out = xp.einsum("pim,pim->p", PX, xp.matmul(Qs, PX))
+        A, e = _unit_scale(PX, dtype, xp)
+        out = xp.einsum("pim,pim->p", A, xp.matmul(Qs, A))
         out *= dtype.type(1.0 / (lambda0 * lambda1 * M * Np))
+        out = _rescaled(out, 2 * e, xp)
     else:
         out = backend.implementation(xp).renormalized_kernel_diag(
             PX, Qs, activation, lambda0, lambda1, backend.resolve_threads(nthreads))
+    _scale.check_result(out, xp, "renormalized_kernel_diag", (("X", PX), ("Q", Qs)))
     return backend.wrap_like(out, X)
 
 
@@ -385,16 +471,19 @@ def local_kernel_adjoint(X, W, *, geometry, Y=None, activation="erf", lambda0=1.
     P = PX.shape[0]
     P2 = P if PY is None else PY.shape[0]
     Wc = _matrix(Wa, "W", (P, P2), xp, dtype)
-    PX, PY = _cast(PX, PY, dtype, xp)
+    PX, PY = _cast(PX, PY, dtype, xp, activation, lambda0)
     M = geometry.patch_size
     symmetric = PY is None and _is_symmetric(Wc, xp)
     if activation == "linear":
-        B = PX if PY is None else PY
-        V = (Wc @ B.reshape(P2, -1)).reshape(PX.shape)  # sum_nu W[mu, nu] x^nu_j
-        out = xp.tensordot(PX, V, axes=([0, 2], [0, 2])) * dtype.type(1.0 / (lambda0 * M))
+        A, ea = _unit_scale(PX, dtype, xp)
+        B, eb = (A, ea) if PY is None else _unit_scale(PY, dtype, xp)
+        V = (Wc @ B.reshape(P2, -1)).reshape(A.shape)  # sum_nu W[mu, nu] x^nu_j
+        out = xp.tensordot(A, V, axes=([0, 2], [0, 2])) * dtype.type(1.0 / (lambda0 * M))
         if symmetric:
             out = (out + out.T) / 2
+        out = _rescaled(out, ea + eb, xp)
     else:
         out = backend.implementation(xp).local_kernel_adjoint(
             PX, PY, Wc, symmetric, activation, lambda0, backend.resolve_threads(nthreads))
+    _scale.check_result(out, xp, "local_kernel_adjoint", (("X", PX), ("Y", PY), ("W", Wc)))
     return backend.wrap_like(out, X)

@@ -36,7 +36,8 @@ from typing import Optional
 import numpy as np
 
 from . import backend
-from .nets import (DeepFCNet, LinearizedNet, _Net, _PatchNet, _preact, sigma, sigma_prime)
+from ._validate import integer as _integer
+from .nets import DeepFCNet, LinearizedNet, Net, PatchNet
 
 __all__ = ["empirical_ntk", "jacobian", "gram", "from_torch", "TorchNTK", "DEFAULT_BLOCK_BYTES"]
 
@@ -49,7 +50,7 @@ def _base(net):
     if isinstance(net, LinearizedNet):
         # f_lin is linear in u with Jacobian J(w0): its NTK is the base net's at w0
         return net.base
-    if not isinstance(net, _Net):
+    if not isinstance(net, Net):
         raise TypeError(f"net must be one of lkr's nets (FCNet, DeepFCNet, CNNNet, LCNNet, "
                         f"LinearizedNet), got {type(net).__name__}")
     return net
@@ -57,10 +58,10 @@ def _base(net):
 
 def _inputs(net, X, Y):
     """Validated inputs (in the nets' internal form) and unchained params, one dtype."""
-    Z, p, _, xp, _ = net._resolve(X, None)
+    Z, p, _, xp, _ = net.resolve(X, None)
     ZY = None
     if Y is not None:
-        ZY, _, _, xpy, _ = net._resolve(Y, None)
+        ZY, _, _, xpy, _ = net.resolve(Y, None)
         if xpy is not xp:
             raise TypeError("X and Y must live on the same device")
         dtype = np.result_type(Z.dtype, ZY.dtype)
@@ -72,16 +73,14 @@ def _inputs(net, X, Y):
 def _budget(max_bytes):
     if max_bytes is None:
         return DEFAULT_BLOCK_BYTES
-    if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) or max_bytes <= 0:
-        raise ValueError(f"max_bytes must be a positive integer, got {max_bytes!r}")
-    return int(max_bytes)
+    return _integer(max_bytes, "max_bytes", 1)
 
 
 # -- fully connected ----------------------------------------------------------------------
 def _fc_factors(net, X, p):
     """([delta^l = df/dh^l for l = 1..L], [a^0 = x, a^1, ..., a^L]), unscaled."""
-    acts, ders = net._layers(X, p, derivative=True)
-    return net._deltas(ders, p), acts
+    acts, ders = net.layers(X, p, derivative=True)
+    return net.deltas(ders, p), acts
 
 
 def _sym_product(A, B):
@@ -117,36 +116,6 @@ def _fc_jacobian(net, X, p):
 
 
 # -- convolutional and locally connected ----------------------------------------------------
-def _patch_features(net, Z, p, a0, a1, combined=False):
-    """(S, G) of channels [a0, a1): see csrc/lkr/nets.hpp (scales included). With
-    ``combined``, one (P, nb (Np + ng)) matrix [S | G] whose Gram is the block's NTK (CNN)."""
-    xp = backend.array_module(Z)
-    if xp is np and hasattr(backend.core(), "patch_features"):
-        return backend.core().patch_features(
-            np.ascontiguousarray(Z), np.ascontiguousarray(p["W"]), np.ascontiguousarray(p["v"]),
-            int(a0), int(a1), local=net.local, activation=net.activation,
-            nthreads=backend.get_num_threads(), combined=combined)
-    S, G = _reference_features(Z, p["W"][a0:a1], p["v"][a0:a1], net.activation, net.local,
-                               net.channels)
-    if combined:
-        P = Z.shape[0]
-        return xp.concatenate([S.reshape(P, -1), G.reshape(P, -1)], axis=1)
-    return S, G
-
-
-def _reference_features(Z, W, v, activation, local, Nc):
-    """NumPy/CuPy reference of the compiled features (W, v restricted to a channel block)."""
-    xp = backend.array_module(Z)
-    P, Np, M = Z.shape
-    cs = 1.0 / math.sqrt(Nc * Np)
-    H = _preact(Z, W, local)                       # (P, nb, Np)
-    S = cs * sigma(activation, H)
-    E = (cs / math.sqrt(M)) * v[None] * sigma_prime(activation, H)
-    if local:
-        return S, E
-    return S, xp.einsum("pai,pim->pam", E, Z)
-
-
 def _patch_block(net, P, P2, itemsize, max_bytes):
     g = net.geometry
     per_channel = (P + P2) * (g.num_patches + g.patch_size) * itemsize
@@ -180,12 +149,12 @@ def _patch_ntk(net, Z, ZY, p, max_bytes):
         a1 = min(net.channels, a0 + nb)
         if not net.local:
             # the CNN NTK of a block is the Gram of [S | G]: one GEMM
-            F = _patch_features(net, Z, p, a0, a1, combined=True)
-            FY = F if ZY is None else _patch_features(net, ZY, p, a0, a1, combined=True)
+            F = net.features(Z, p, a0, a1, combined=True)
+            FY = F if ZY is None else net.features(ZY, p, a0, a1, combined=True)
             add(F, FY)
             continue
-        S, G = _patch_features(net, Z, p, a0, a1)
-        SY, GY = (S, G) if ZY is None else _patch_features(net, ZY, p, a0, a1)
+        S, G = net.features(Z, p, a0, a1)
+        SY, GY = (S, G) if ZY is None else net.features(ZY, p, a0, a1)
         Sf = S.reshape(P, -1)
         add(Sf, Sf if ZY is None else SY.reshape(P2, -1))
         for i in range(Np):
@@ -197,7 +166,7 @@ def _patch_ntk(net, Z, ZY, p, max_bytes):
 def _patch_jacobian(net, Z, p):
     xp = backend.array_module(Z)
     P = Z.shape[0]
-    S, G = _patch_features(net, Z, p, 0, net.channels)
+    S, G = net.features(Z, p, 0, net.channels)
     if net.local:
         G = G[:, :, :, None] * Z[:, None, :, :]       # (P, Nc, Np, M): df/dw_{ai}
     return xp.concatenate([G.reshape(P, -1), S.reshape(P, -1)], axis=1)
@@ -240,9 +209,9 @@ def empirical_ntk(net, X, Y=None, *, max_bytes: Optional[int] = None):
     Z, ZY, p, xp = _inputs(net, X, Y)
     if isinstance(net, DeepFCNet):
         theta = _fc_ntk(net, Z, ZY, p)
-    elif isinstance(net, _PatchNet):
+    elif isinstance(net, PatchNet):
         theta = _patch_ntk(net, Z, ZY, p, budget)
-    else:  # pragma: no cover - every _Net subclass is handled above
+    else:  # pragma: no cover - every Net subclass is handled above
         raise TypeError(f"no closed-form NTK for {type(net).__name__}")
     if ZY is None:
         theta = 0.5 * (theta + theta.T)  # exact symmetry (GEMMs of A and A^T round differently)
@@ -311,10 +280,8 @@ def gram(J, block: Optional[int] = None):
     from . import _gram
 
     A = _as_matrix(J, finite=False)
-    if block is not None and (isinstance(block, bool) or not isinstance(block, (int, np.integer))
-                              or block < 1):
-        raise ValueError(f"block must be a positive integer, got {block!r}")
-    G = _gram.gram(A, None if block is None else int(block))
+    block = None if block is None else _integer(block, "block", 1)
+    G = _gram.gram(A, block)
     return backend.wrap_like(G, J)
 
 
@@ -377,8 +344,7 @@ def from_torch(model, X, *, chunk: int = 256, return_jacobian: bool = False) -> 
 
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
-        raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+    chunk = _integer(chunk, "chunk", 1)
     params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
     if not params:
         raise ValueError("model has no parameters that require grad")

@@ -36,6 +36,7 @@ from typing import Optional
 import numpy as np
 
 from . import _gram, _linalg, backend
+from ._validate import integer as _integer
 
 __all__ = ["singular_values", "effective_rank", "stable_rank", "condition_number",
            "numerical_rank", "top_k"]
@@ -372,9 +373,7 @@ def top_k(A, k: int, gram: bool = False, *, method: str = "lanczos", rtol: Optio
         raise ValueError(f"method must be 'lanczos' or 'randomized', got {method!r}")
     # gram=True: finiteness and symmetry in one panel pass (no n x n temporary)
     A = _matrix(A, gram)
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    k = int(k)
+    k = _integer(k, "k", 1)
     R, N = A.shape
     size = R if gram else min(R, N)
     limit = size - 1 if method == "lanczos" else size

@@ -6,8 +6,10 @@ is (exit status 2).
 from __future__ import annotations
 
 import argparse
+import os
 
-__all__ = ["positive_int", "nonneg_int", "positive_float", "nonneg_float", "widths", "shape"]
+__all__ = ["positive_int", "nonneg_int", "positive_float", "nonneg_float", "widths", "shape",
+           "task_spec"]
 
 
 def positive_int(text):
@@ -78,3 +80,20 @@ def shape(text):
     if min(vals) < 1:
         raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
     return vals
+
+
+def task_spec(text):
+    """A task of :func:`lkr.data.load_task`; image tasks need an existing local folder."""
+    from ..data import TASKS
+
+    name, sep, arg = text.partition(":")
+    if name in ("local-teacher", "gaussian-linear") and not sep:
+        return text
+    if name in ("mnist", "cifar10"):
+        if not arg:
+            raise argparse.ArgumentTypeError(f"{name} needs a local directory: {name}:DIR "
+                                             "(nothing is downloaded)")
+        if not os.path.isdir(arg):
+            raise argparse.ArgumentTypeError(f"directory not found: {arg}")
+        return text
+    raise argparse.ArgumentTypeError(f"unknown task {text!r}; choose one of {', '.join(TASKS)}")

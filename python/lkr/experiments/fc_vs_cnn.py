@@ -18,13 +18,17 @@ CNN. The LCN's infinite-width limit is the same GP as the CNN's (with Q = I the 
 terms drop out of both), so one line serves both. The pooled GP (Q = 11^T / Np, a CNN with
 global average pooling at infinite width) is recorded too, for context.
 
-:func:`run` returns a JSON-friendly dict; :func:`format_table`, :func:`save_results` and
-:func:`plot_results` turn it into the table, ``results.json`` and ``fc_vs_cnn.png``.
+:func:`run` returns a JSON-friendly dict, phase by phase (the infinite-width GPs, the
+finite-width theories, optionally Langevin sampling of the networks, the summary);
+:func:`~lkr.experiments.report.format_table`, :func:`~lkr.experiments.report.save_results` and
+:func:`~lkr.experiments.report.plot_results` turn it into the table, ``results.json`` and
+``fc_vs_cnn.png``. :func:`add_arguments` and :func:`command` are the ``lkr fc-vs-cnn``
+subcommand.
 """
 from __future__ import annotations
 
-import json
-import math
+import argparse
+import contextlib
 import os
 import platform
 import sys
@@ -33,11 +37,16 @@ from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["run", "prepare", "Prepared", "default_widths", "format_table", "save_results", "plot_results",
-           "Progress", "ARCHITECTURES", "DEFAULTS"]
+from .._json import jsonable
+from .._progress import progress_bar
+from .._validate import integer as _integer
+from ._arch import ARCHITECTURES, make_theory, sampled_test_error
+from ._arch import NAMES as _NAMES
+from .argtypes import nonneg_float, nonneg_int, positive_float, positive_int, shape, task_spec, widths
+from .report import format_table, plot_results, save_results
 
-ARCHITECTURES = ("fc", "cnn", "lcn")
-_NAMES = {"fc": "FC", "cnn": "CNN", "lcn": "LCN"}
+__all__ = ["run", "prepare", "Prepared", "default_widths", "format_table", "save_results",
+           "plot_results", "Progress", "ARCHITECTURES", "DEFAULTS", "add_arguments", "command"]
 
 #: alpha = P / N of the default widths (from wide to narrow)
 DEFAULT_ALPHAS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -47,48 +56,22 @@ DEFAULTS = dict(task="local-teacher", P=400, P_test=1000, widths=None, temperatu
                 activation="erf", lambda0=1.0, lambda1=1.0, input_shape=(64,),
                 filter_size=(4,), stride=None, boundary="periodic", seed=0)
 
+HELP = "the main experiment: FC vs CNN vs LCN test error against width"
+
 
 def default_widths(P: int, alphas: Sequence[float] = DEFAULT_ALPHAS) -> list:
     """Widths N = round(P / alpha) for the default alphas, ascending, duplicates dropped."""
     return sorted({max(1, int(round(P / a))) for a in alphas})
 
 
-class Progress:
-    """A plain-text progress bar on a stream (stderr by default).
+def Progress(total: int, stream=None, enabled: bool = True):
+    """The experiment's progress bar (lkr's one tqdm bar): ``[####----] k/n time  what``.
 
-    On a terminal it redraws one line; elsewhere (a pipe, a log file) it prints one line
-    per step so that logs stay readable.
+    ``enabled=None`` shows it only on a terminal; ``lkr fc-vs-cnn`` shows it unless
+    ``--quiet`` (one redrawn line on a terminal, updates in a log).
     """
-
-    def __init__(self, total: int, stream=None, width: int = 24, enabled: bool = True):
-        self.total = max(int(total), 1)
-        self.done = 0
-        self.stream = sys.stderr if stream is None else stream
-        self.width = width
-        self.enabled = enabled
-        self.t0 = time.perf_counter()
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-
-    def step(self, label: str = "", n: int = 1) -> None:
-        """Advance by n steps and show ``label`` (what was just finished)."""
-        self.done = min(self.done + n, self.total)
-        self.show(label)
-
-    def show(self, label: str = "") -> None:
-        """Redraw the bar with ``label`` (e.g. what is being computed now) without advancing."""
-        if not self.enabled:
-            return
-        filled = int(self.width * self.done / self.total)
-        bar = "#" * filled + "-" * (self.width - filled)
-        line = (f"[{bar}] {self.done}/{self.total} {time.perf_counter() - self.t0:6.1f}s  "
-                f"{label}")
-        if self.tty:
-            self.stream.write("\r" + line[:100].ljust(100))
-            if self.done == self.total:
-                self.stream.write("\n")
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+    return progress_bar(total, "", enabled, unit="fit", stream=stream, ascii="-#",
+                        bar_format="[{bar:24}] {n_fmt}/{total_fmt} {elapsed}  {desc}")
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -117,36 +100,6 @@ def _q_summary(arch: str, Q) -> dict:
     return out
 
 
-def _jsonable(obj):
-    """Convert NumPy (and CuPy) scalars and arrays inside obj into plain Python."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        v = float(obj)
-        return v if math.isfinite(v) else None if math.isnan(v) else str(v)
-    if hasattr(obj, "__array__") or hasattr(obj, "get"):
-        try:
-            return _jsonable(np.asarray(_to_numpy(obj)).tolist())
-        except Exception:  # not an array after all
-            pass
-    if obj is None or isinstance(obj, (int, str)):
-        return obj
-    return str(obj)
-
-
-def _solution_dict(sol) -> dict:
-    d = sol.to_dict() if hasattr(sol, "to_dict") else {
-        k: getattr(sol, k) for k in ("Q", "action", "grad_norm", "iterations", "converged")
-        if hasattr(sol, k)}
-    return _jsonable(d)
-
-
 def _versions() -> dict:
     import scipy
 
@@ -157,11 +110,12 @@ def _versions() -> dict:
 
 
 def _row(arch, width, P, ev, sol) -> dict:
+    """The one row format of a finite-width fit (the serial and the executor paths)."""
     return {"width": int(width), "alpha": P / width,
             "error": float(ev["error"]), "bias2": float(ev["bias2"]),
             "variance": float(ev["variance"]), "Q_summary": _q_summary(arch, sol.Q),
             "converged": bool(getattr(sol, "converged", True)),
-            "solution": _solution_dict(sol)}
+            "solution": jsonable(sol.to_dict())}
 
 
 def _per_axis(value, ndim):
@@ -175,8 +129,8 @@ def _per_axis(value, ndim):
 class Prepared(NamedTuple):
     """A loaded task with its geometry and widths: everything checked before any fit."""
 
-    task: "object"
-    geometry: "object"
+    task: object
+    geometry: object
     widths: list
     task_options: dict
     seconds: float
@@ -202,8 +156,7 @@ def prepare(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"],
         widths = default_widths(P)
     widths = list(widths)
     for w in widths:
-        if isinstance(w, (bool, np.bool_)) or not isinstance(w, (int, np.integer)) or w < 1:
-            raise ValueError(f"widths must be positive integers, got {widths}")
+        _integer(w, "widths", 1)
     if not widths:
         raise ValueError("widths must not be empty")
     widths = sorted({int(w) for w in widths})
@@ -226,7 +179,7 @@ def prepare(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"],
                     int(seed))
 
 
-# -- the experiment ------------------------------------------------------------------------------
+# -- the experiment, phase by phase ---------------------------------------------------------------
 def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = DEFAULTS["P_test"],
         widths: Optional[Sequence[int]] = None, temperature: float = DEFAULTS["temperature"],
         activation: str = DEFAULTS["activation"], lambda0: float = DEFAULTS["lambda0"],
@@ -234,8 +187,8 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
         stride=None, boundary: str = DEFAULTS["boundary"], seed: int = DEFAULTS["seed"],
         task_options: Optional[dict] = None, architectures: Sequence[str] = ARCHITECTURES,
         executor=None, langevin: Optional[dict] = None,
-        progress: Optional[Callable[[int], Progress]] = None,
-        prepared: Optional["Prepared"] = None) -> dict:
+        progress: Optional[Callable] = None,
+        prepared: Optional[Prepared] = None) -> dict:
     """Run the FC-versus-CNN experiment and return every number and setting.
 
     Parameters
@@ -269,7 +222,8 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
         (:func:`lkr.train.sampled_test_error`); keys ``chains``, ``steps``, ``burn_in``,
         ``lr``.
     progress : callable, optional
-        ``progress(total) -> Progress``; called once with the number of steps.
+        ``progress(total)`` -> a tqdm bar (e.g. :func:`Progress`); called once with the
+        number of steps.
     prepared : Prepared, optional
         The output of :func:`prepare`; then the task arguments above (task, P, P_test,
         widths, input_shape, filter_size, stride, boundary, seed, task_options) are taken
@@ -292,87 +246,147 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
                            task_options=task_options)
     X, y, X_test, y_test, info = prepared.task
     geometry, widths = prepared.geometry, prepared.widths
-    task_options = prepared.task_options
     task, seed = prepared.spec, prepared.seed  # what the data were made with
     P, P_test = len(y), len(y_test)
-    t_data = prepared.seconds
     common = dict(temperature=temperature, activation=activation, lambda0=lambda0,
                   lambda1=lambda1)
+    data = (X, y, X_test, y_test)
+    n_points = len(widths) * len(architectures)
+    bar = _Bar(progress, 3 + n_points + (n_points if langevin else 0))
 
-    n_lang = len(widths) * len(architectures) if langevin else 0
-    bar = progress(3 + len(widths) * len(architectures) + n_lang) if progress else None
-
-    def tick(label):
-        if bar is not None:
-            bar.step(label)
-
-    def status(label):
-        if bar is not None:
-            bar.show(label)
-
-    from ..theory import GPTheory
-
-    timing = {"data_s": t_data}
-    # -- infinite width: Gaussian processes with Q = I (and the pooled one, for context)
+    timing = {"data_s": prepared.seconds}
     t0 = time.perf_counter()
-    infinite = {}
-    for key, kernel, label in (("fc", "fc", "GP with the FC kernel (Qbar = 1)"),
-                               ("cnn", "cnn", "GP with the CNN kernel K_R(I) (Qbar = I)"),
-                               ("pooled", "pooled", "GP with the pooled kernel K_R(11^T/Np) "
-                                                    "(global average pooling)")):
-        gp = GPTheory(kernel=kernel, geometry=None if kernel == "fc" else geometry, **common)
-        gp.fit(X, y)
-        ev = gp.evaluate(X_test, y_test)
-        infinite[key] = {"kernel": kernel, "description": label, "error": float(ev["error"]),
-                         "bias2": float(ev["bias2"]), "variance": float(ev["variance"])}
-        tick(f"infinite width, {kernel} kernel")
-    infinite["lcn"] = dict(infinite["cnn"], description="same as the CNN's: with Qbar = I the "
-                           "LCN and CNN kernels coincide (only the diagonal K_ii enters)",
-                           same_as="cnn")
+    infinite = _infinite_width(data, geometry, common, bar)
     timing["infinite_width_s"] = time.perf_counter() - t0
-
-    # -- finite width
-    finite = {}
     t0 = time.perf_counter()
     if executor is None:
         mode = "serial, warm-started along the widths (Theory.fit_path)"
-        for arch in architectures:
-            # Widest first: the solution at large N is close to Qbar = I, a good start for
-            # the next narrower width.
-            order = sorted(widths, reverse=True)
-            base = _make_theory(order[0], arch=arch, geometry=geometry, **common)
-            status(f"{_NAMES[arch]}: solving at {len(order)} widths (warm-started) ...")
-            rows = []
-            for w, th in zip(order, base.fit_path(X, y, order)):
-                rows.append(_row(arch, w, P, th.evaluate(X_test, y_test), th.solution))
-                tick(f"{_NAMES[arch]} N={w}")
-            finite[arch] = sorted(rows, key=lambda r: r["width"])
+        finite = _finite_width_serial(architectures, widths, data, geometry, common, bar)
     else:
-        mode = "independent fits on an executor (lkr.theory.sweep)"
-        status(f"solving {len(widths) * len(architectures)} (architecture, width) points on "
-               "the executor ...")
-        finite = _sweep_finite(architectures, widths, X, y, X_test, y_test, P, executor, tick,
-                               geometry=geometry, **common)
+        mode = "independent fits on an executor"
+        finite = _finite_width_executor(architectures, widths, data, geometry, common, bar,
+                                        executor)
     timing["finite_width_s"] = time.perf_counter() - t0
-
-    # -- Langevin sampling of the actual networks
     sampled = None
     if langevin:
-        from ..train import sampled_test_error
-
         t0 = time.perf_counter()
-        sampled = {}
-        for arch in architectures:
-            rows = []
-            for w in widths:
-                status(f"Langevin {_NAMES[arch]} N={w} ...")
-                r = sampled_test_error(arch, width=w, geometry=geometry, X=X, y=y, X_test=X_test,
-                                       y_test=y_test, seed=seed, **common, **langevin)
-                rows.append(dict(_jsonable(r), width=w))
-                tick(f"Langevin {_NAMES[arch]} N={w}")
-            sampled[arch] = rows
+        sampled = _sampled(architectures, widths, data, geometry, common, langevin, seed, bar)
         timing["langevin_s"] = time.perf_counter() - t0
+    summary = _summary(architectures, infinite, finite)
+    timing["total_s"] = time.perf_counter() - t_start
+    bar.close()
 
+    settings = dict(task=task, P=int(P), P_test=int(P_test), widths=widths,
+                    temperature=float(temperature), activation=activation,
+                    lambda0=float(lambda0), lambda1=float(lambda1), seed=int(seed),
+                    geometry=geometry.to_dict(), num_patches=geometry.num_patches,
+                    patch_size=geometry.patch_size, input_size=geometry.input_size,
+                    architectures=list(architectures), task_options=prepared.task_options,
+                    mode=mode, langevin=langevin or None)
+    return jsonable(dict(experiment="fc-vs-cnn", settings=settings, task=info,
+                         versions=_versions(), infinite_width=infinite, finite_width=finite,
+                         langevin=sampled, summary=summary, timing=timing,
+                         created=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
+
+
+class _Bar:
+    """The run's progress: ``tick`` after a finished step, ``status`` for the one running."""
+
+    def __init__(self, progress, total):
+        self.bar = progress(total) if progress else None
+
+    def status(self, label):
+        if self.bar is not None:
+            self.bar.set_description_str(label)
+
+    def tick(self, label):
+        if self.bar is not None:
+            self.bar.set_description_str(label, refresh=False)
+            self.bar.update(1)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _infinite_width(data, geometry, common, bar) -> dict:
+    """The Gaussian processes with Q = I (and the pooled one, for context)."""
+    from ..theory import GPTheory
+
+    X, y, X_test, y_test = data
+    infinite = {}
+    for key, label in (("fc", "GP with the FC kernel (Qbar = 1)"),
+                       ("cnn", "GP with the CNN kernel K_R(I) (Qbar = I)"),
+                       ("pooled", "GP with the pooled kernel K_R(11^T/Np) "
+                                  "(global average pooling)")):
+        gp = GPTheory(kernel=key, geometry=None if key == "fc" else geometry, **common)
+        gp.fit(X, y)
+        ev = gp.evaluate(X_test, y_test)
+        infinite[key] = {"kernel": key, "description": label, "error": float(ev["error"]),
+                         "bias2": float(ev["bias2"]), "variance": float(ev["variance"])}
+        bar.tick(f"infinite width, {key} kernel")
+    infinite["lcn"] = dict(infinite["cnn"], description="same as the CNN's: with Qbar = I the "
+                           "LCN and CNN kernels coincide (only the diagonal K_ii enters)",
+                           same_as="cnn")
+    return infinite
+
+
+def _finite_width_serial(architectures, widths, data, geometry, common, bar) -> dict:
+    """Each architecture's theory along the widths, widest first: the solution at large N is
+    close to Qbar = I, a good start for the next narrower width."""
+    X, y, X_test, y_test = data
+    finite = {}
+    for arch in architectures:
+        order = sorted(widths, reverse=True)
+        base = make_theory(arch, order[0], geometry=geometry, **common)
+        bar.status(f"{_NAMES[arch]}: solving at {len(order)} widths (warm-started) ...")
+        rows = []
+        for w, th in zip(order, base.fit_path(X, y, order)):
+            rows.append(_row(arch, w, len(y), th.evaluate(X_test, y_test), th.solution))
+            bar.tick(f"{_NAMES[arch]} N={w}")
+        finite[arch] = sorted(rows, key=lambda r: r["width"])
+    return finite
+
+
+def _fit_row(arch, width, data, geometry, common) -> dict:
+    """One (architecture, width) fitted from scratch (module level, so that it pickles)."""
+    X, y, X_test, y_test = data
+    th = make_theory(arch, width, geometry=geometry, **common)
+    th.fit(X, y)
+    return _row(arch, width, len(y), th.evaluate(X_test, y_test), th.solution)
+
+
+def _finite_width_executor(architectures, widths, data, geometry, common, bar, executor):
+    """Every (architecture, width) fitted independently, all submitted at once so that the
+    executor runs them side by side."""
+    bar.status(f"solving {len(widths) * len(architectures)} (architecture, width) points on "
+               "the executor ...")
+    futures = {(a, w): executor.submit(_fit_row, a, w, data, geometry, common)
+               for a in architectures for w in widths}
+    finite = {a: [] for a in architectures}
+    for (arch, w), fut in futures.items():
+        finite[arch].append(fut.result())
+        bar.tick(f"{_NAMES[arch]} N={w}")
+    return finite
+
+
+def _sampled(architectures, widths, data, geometry, common, langevin, seed, bar) -> dict:
+    """Langevin sampling of the networks themselves at every width."""
+    X, y, X_test, y_test = data
+    sampled = {}
+    for arch in architectures:
+        rows = []
+        for w in widths:
+            bar.status(f"Langevin {_NAMES[arch]} N={w} ...")
+            r = sampled_test_error(arch, width=w, geometry=geometry, X=X, y=y, X_test=X_test,
+                                   y_test=y_test, seed=seed, **common, **langevin)
+            rows.append(dict(jsonable(r), width=w))
+            bar.tick(f"Langevin {_NAMES[arch]} N={w}")
+        sampled[arch] = rows
+    return sampled
+
+
+def _summary(architectures, infinite, finite) -> dict:
     summary = {}
     for arch in architectures:
         inf = infinite[arch]["error"]
@@ -385,228 +399,163 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
             "beats_infinite_at": [r["width"] for r in rows if r["error"] < inf],
             "beats_infinite": best["error"] < inf,
             "relative_change_at_narrowest": (narrow["error"] - inf) / inf}
-    timing["total_s"] = time.perf_counter() - t_start
-
-    settings = dict(task=task, P=int(P), P_test=int(P_test), widths=widths,
-                    temperature=float(temperature), activation=activation,
-                    lambda0=float(lambda0), lambda1=float(lambda1), seed=int(seed),
-                    geometry=geometry.to_dict(), num_patches=geometry.num_patches,
-                    patch_size=geometry.patch_size, input_size=geometry.input_size,
-                    architectures=list(architectures), task_options=_jsonable(task_options),
-                    mode=mode, langevin=_jsonable(langevin) if langevin else None)
-    return _jsonable(dict(experiment="fc-vs-cnn", settings=settings, task=info,
-                          versions=_versions(), infinite_width=infinite, finite_width=finite,
-                          langevin=sampled, summary=summary, timing=timing,
-                          created=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
+    return summary
 
 
-def _make_theory(width, *, arch, geometry, **common):
-    """The theory of one architecture at one width (module level, so it pickles)."""
-    from ..theory import CNNTheory, FCTheory, LCNTheory
-
-    if arch == "fc":
-        return FCTheory(width=width, **common)
-    return {"cnn": CNNTheory, "lcn": LCNTheory}[arch](geometry=geometry, width=width, **common)
-
-
-class _KeepQ:
-    """A theory whose fit returns a solution summary carrying the whole Qbar, so that the
-    sweep's rows hold every number (its own summary keeps only a digest of a matrix)."""
-
-    def __init__(self, width, **kwargs):
-        self.theory = _make_theory(width, **kwargs)
-
-    def fit(self, X, y):
-        return _SolutionWithQ(self.theory.fit(X, y))
-
-    def evaluate(self, X_test, y_test):
-        return self.theory.evaluate(X_test, y_test)
-
-
-class _SolutionWithQ:
-    def __init__(self, sol):
-        self.sol = sol
-        self.converged = sol.converged
-        self.grad_norm = sol.grad_norm
-        self.action = sol.action
-        self.iterations = sol.iterations
-
-    def summary(self):
-        d = dict(self.sol.summary())
-        d["Q"] = _jsonable(self.sol.Q)
-        d["solution"] = _solution_dict(self.sol)
-        return d
-
-
-class _RowSolution:
-    """What :func:`_row` reads from a solution, rebuilt from a sweep row."""
-
-    def __init__(self, row: dict):
-        self.Q = np.asarray(row["Q"], dtype=np.float64)
-        self.converged = bool(row.get("converged", True))
-        self._d = row.get("solution") or {k: v for k, v in row.items()
-                                          if k not in ("error", "bias2", "variance")}
-
-    def to_dict(self):
-        return self._d
-
-
-def _sweep_finite(architectures, widths, X, y, X_test, y_test, P, executor, tick, **kwargs):
-    """Every (architecture, width) fitted independently through :func:`lkr.theory.sweep`,
-    all points submitted at once so that the executor runs them side by side."""
-    from functools import partial
-
-    from ..theory.sweep import sweep
-
-    grid = [{"arch": a, "width": w} for a in architectures for w in widths]
-    rows = sweep(partial(_KeepQ, **kwargs), grid, X, y, X_test, y_test, executor=executor)
-    finite = {a: [] for a in architectures}
-    for point, r in zip(grid, rows):
-        arch, w = point["arch"], point["width"]
-        finite[arch].append(_row(arch, w, P, r, _RowSolution(r)))
-        tick(f"{_NAMES[arch]} N={w}")
-    return finite
-
-
-# -- presentation --------------------------------------------------------------------------------
-def _fmt(v, w=9):
-    return f"{v:{w}.4f}"
-
-
-def format_table(results: dict) -> str:
-    """The results as plain text: one block per architecture, widths ascending, N = inf last."""
-    s = results["settings"]
-    g = s["geometry"]
-    lines = []
-    shape = "x".join(map(str, g["input_shape"]))
-    lines.append(f"FC vs CNN vs LCN on {s['task']}: P = {s['P']}, P_test = {s['P_test']}, "
-                 f"T = {s['temperature']:g}, {s['activation']}, lambda0 = {s['lambda0']:g}, "
-                 f"lambda1 = {s['lambda1']:g}, seed = {s['seed']}")
-    lines.append(f"input {shape} x {g['channels']} ch, filter "
-                 f"{'x'.join(map(str, g['filter_size']))}, stride "
-                 f"{'x'.join(map(str, g['stride']))}, {g['boundary']}: Np = {s['num_patches']} "
-                 f"patches of M = {s['patch_size']}")
-    lines.append("test error = bias^2 + variance (mean over the test set); alpha = P / N")
-    lines.append("Qbar columns: FC the scalar; CNN the mean diagonal and mean off-diagonal entry; "
-                 "LCN the mean and range of the diagonal")
-    inf = results["infinite_width"]
-    lang = results.get("langevin") or {}
-    for arch in s["architectures"]:
-        rows = results["finite_width"][arch]
-        lines.append("")
-        if arch == "fc":
-            title = "FC   (global renormalisation: one scalar Qbar)"
-            qhead = f"{'Qbar':>9}"
-        elif arch == "cnn":
-            title = "CNN  (local renormalisation: Qbar_ij over patch pairs)"
-            qhead = f"{'Qbar_ii':>9}{'Qbar_i!=j':>11}"
-        else:
-            title = "LCN  (local, diagonal: Qbar_ii only)"
-            qhead = f"{'Qbar_ii':>9}{'min-max':>15}"
-        lhead = f"{'sampled':>18}" if arch in lang else ""
-        lines.append(title)
-        lines.append(f"{'N':>7}{'alpha':>8}{'error':>9}{'bias^2':>9}{'variance':>9}  {qhead}{lhead}")
-        by_w = {r["width"]: r for r in lang.get(arch, [])}
-        for r in rows:
-            q = r["Q_summary"]
-            if arch == "fc":
-                qs = _fmt(q["Qbar"])
-            elif arch == "cnn":
-                qs = _fmt(q["diag_mean"]) + f"{q['offdiag_mean']:11.5f}"
-            else:
-                qs = _fmt(q["diag_mean"]) + f"  {q['diag_min']:.3f}-{q['diag_max']:.3f}".rjust(15)
-            flag = "" if r.get("converged", True) else "  (not converged)"
-            ls = ""
-            if r["width"] in by_w:
-                b = by_w[r["width"]]
-                ls = f"{b['error']:10.4f} +- {b['error_se']:.4f}"
-            lines.append(f"{r['width']:>7}{r['alpha']:>8.3g}{r['error']:>9.4f}{r['bias2']:>9.4f}"
-                         f"{r['variance']:>9.4f}  {qs}{ls}{flag}")
-        i = inf[arch]
-        note = {"fc": "GP, FC kernel", "cnn": "GP, CNN kernel, Qbar = I",
-                "lcn": "= CNN's limit (Qbar = I)"}[arch]
-        lines.append(f"{'inf':>7}{0:>8}{i['error']:>9.4f}{i['bias2']:>9.4f}{i['variance']:>9.4f}"
-                     f"  {note}")
-    p = inf.get("pooled")
-    if p:
-        lines.append("")
-        lines.append(f"for context, infinite-width CNN with global average pooling (Qbar = 11^T/Np): "
-                     f"error {p['error']:.4f} (bias^2 {p['bias2']:.4f}, variance {p['variance']:.4f})")
-    lines.append("")
-    for arch in s["architectures"]:
-        sm = results["summary"][arch]
-        verdict = ("below" if sm["best_error"] < sm["infinite_error"] else "not below")
-        lines.append(f"{_NAMES[arch]:>4}: best finite-width error {sm['best_error']:.4f} at "
-                     f"N = {sm['best_width']}, {verdict} its infinite-width {sm['infinite_error']:.4f}; "
-                     f"at N = {sm['narrowest_width']}: {sm['narrowest_error']:.4f} "
-                     f"({100 * sm['relative_change_at_narrowest']:+.1f}%)")
-    return "\n".join(lines)
+# -- `lkr fc-vs-cnn` -------------------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``lkr fc-vs-cnn``."""
+    p.description = ("Fit the effective actions of one-hidden-layer FC, CNN and LCN networks "
+                     "at several widths on one task, and compare their test error (bias^2 + "
+                     "variance) with the infinite-width Gaussian processes. Prints a table; "
+                     "with --out, writes results.json and fc_vs_cnn.png.")
+    p.epilog = "Example: lkr fc-vs-cnn --out results (about a minute on two cores)."
+    g = p.add_argument_group("task")
+    g.add_argument("--task", type=task_spec, default=DEFAULTS["task"],
+                   help="local-teacher, gaussian-linear, mnist:DIR or cifar10:DIR (local files; "
+                        "nothing is downloaded) (default: %(default)s)")
+    g.add_argument("-P", "--P", dest="P", type=positive_int, default=DEFAULTS["P"],
+                   help="training set size (default: %(default)s)")
+    g.add_argument("--P-test", dest="P_test", type=positive_int, default=DEFAULTS["P_test"],
+                   help="test set size (default: %(default)s)")
+    g.add_argument("--seed", type=nonneg_int, default=DEFAULTS["seed"], help="seeds the task "
+                   "(and Langevin sampling) (default: %(default)s)")
+    g.add_argument("--classes", default=None,
+                   help="image tasks: two classes 'a,b' or groups 'a,c:b,d' (first -> +1); "
+                        "default 0,1 for MNIST, 3,5 for CIFAR-10")
+    g.add_argument("--color", action="store_true",
+                   help="cifar10: keep RGB as 3 channels (default: grayscale)")
+    g.add_argument("--downsample", type=positive_int, default=1, metavar="F",
+                   help="image tasks: block-average factor (default: %(default)s)")
+    g.add_argument("--teacher-channels", type=positive_int, default=4, metavar="C",
+                   help="local-teacher: hidden channels of the CNN teacher (default: %(default)s)")
+    g.add_argument("--noise", type=nonneg_float, default=0.0,
+                   help="local-teacher: standard deviation of label noise (default: %(default)s)")
+    g = p.add_argument_group("networks and posterior")
+    g.add_argument("--widths", type=widths, default=None, metavar="N,N,...",
+                   help="comma-separated widths N (FC units, CNN/LCN channels); default: "
+                        "N = P/alpha for alpha in 0.25, 0.5, 1, 2, 4, 8")
+    g.add_argument("-T", "--temperature", type=positive_float, default=DEFAULTS["temperature"],
+                   help="posterior temperature T (default: %(default)s)")
+    g.add_argument("--lambda0", type=positive_float, default=DEFAULTS["lambda0"],
+                   help="inverse prior variance of the first-layer weights (default: %(default)s)")
+    g.add_argument("--lambda1", type=positive_float, default=DEFAULTS["lambda1"],
+                   help="inverse prior variance of the readout (default: %(default)s)")
+    g.add_argument("--activation", choices=("erf", "linear", "relu"),
+                   default=DEFAULTS["activation"], help="activation (relu: the actions are "
+                   "approximate, see the docs) (default: %(default)s)")
+    g = p.add_argument_group("patch geometry (CNN, LCN and the local teacher)")
+    g.add_argument("--input-shape", type=shape, default=None, metavar="SHAPE",
+                   help="synthetic tasks: N0 or HxW (default 64); image tasks: from the files")
+    g.add_argument("--filter", dest="filter_size", type=shape, default=DEFAULTS["filter_size"],
+                   metavar="M", help="filter size m or mhxmw (default: 4; one number is "
+                   "used on every axis)")
+    g.add_argument("--stride", type=shape, default=None, metavar="S", help="stride (default: the filter "
+                   "size, non-overlapping patches)")
+    g.add_argument("--boundary", choices=("periodic", "valid"), default=DEFAULTS["boundary"],
+                   help="patch boundary mode (default: %(default)s)")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", default=None, metavar="DIR",
+                   help="write results.json (and fc_vs_cnn.png with matplotlib) into DIR")
+    g.add_argument("--quiet", action="store_true",
+                   help="no progress bar or notes on stderr (the table still goes to stdout, and a "
+                        "missing plot is still reported)")
+    g = p.add_argument_group("scaling out (pip install lkr[distributed])")
+    g.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="Dask scheduler address: fit every (architecture, width) on it")
+    g.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                   help="start a local Dask cluster of N workers for the fits")
+    g = p.add_argument_group("Langevin sampling of the networks themselves (slow)")
+    g.add_argument("--langevin", action="store_true",
+                   help="also sample each network by Langevin dynamics at every width and show "
+                        "its test error (mean +- standard error over chains)")
+    g.add_argument("--langevin-steps", type=positive_int, default=4000,
+                   help="Langevin steps per chain, burn-in included (default: %(default)s)")
+    g.add_argument("--burn-in", type=nonneg_int, default=None,
+                   help="steps discarded per chain (default: lkr.train's choice)")
+    g.add_argument("--chains", type=positive_int, default=4,
+                   help="independent chains (default: %(default)s)")
+    g.add_argument("--lr", type=positive_float, default=None,
+                   help="Langevin step size (default: lkr.train.suggest_lr for each net)")
 
 
-def save_results(results: dict, out_dir) -> str:
-    """Write ``results.json`` into out_dir (created if needed); returns its path."""
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "results.json")
-    with open(path, "w") as fh:
-        json.dump(results, fh, indent=1, allow_nan=False)
-        fh.write("\n")
-    return path
+def command(args) -> int:
+    """Run ``lkr fc-vs-cnn`` with parsed options; returns the exit status."""
+    parser = args.parser
+    if args.burn_in is not None and args.burn_in >= args.langevin_steps:
+        parser.error(f"--burn-in {args.burn_in} must be smaller than --langevin-steps "
+                     f"{args.langevin_steps}")
+    name = args.task.partition(":")[0]
+    synthetic = name in ("local-teacher", "gaussian-linear")
+    task_options = {}
+    if synthetic:
+        if name == "local-teacher":
+            task_options.update(teacher_channels=args.teacher_channels, noise=args.noise)
+        elif args.noise:
+            parser.error("--noise applies to the local-teacher task only")
+    else:
+        task_options.update(classes=args.classes, downsample=args.downsample)
+        if name == "cifar10":
+            task_options["grayscale"] = not args.color
+    if args.scheduler is not None and args.workers is not None:
+        parser.error("give --scheduler (a running cluster) or --workers (a local one), not both")
+    if args.out is not None:
+        # Made now, not after a run of minutes, so that a bad path fails at once.
+        try:
+            os.makedirs(args.out, exist_ok=True)
+        except OSError as exc:
+            parser.error(f"--out {args.out}: cannot create the directory ({exc.strerror or exc})")
+    langevin = None
+    if args.langevin:
+        langevin = dict(chains=args.chains, steps=args.langevin_steps, burn_in=args.burn_in,
+                        lr=args.lr)
 
+    def progress(total):
+        return Progress(total, enabled=not args.quiet)
 
-def plot_results(results: dict, path) -> str:
-    """Test error, bias^2 and variance against width (log axis), with the N = inf lines.
+    def note(msg):
+        if not args.quiet:
+            print(msg, file=sys.stderr, flush=True)
 
-    Raises
-    ------
-    ImportError
-        When matplotlib is missing, with the install hint ``pip install lkr[plot]``.
-    """
     try:
-        import matplotlib
+        # Every user error (missing files, a filter larger than the input, ...) shows up
+        # here, before any solver runs; later exceptions are bugs and keep their traceback.
+        prepared = prepare(args.task, P=args.P, P_test=args.P_test, widths=args.widths,
+                               input_shape=args.input_shape, filter_size=args.filter_size,
+                               stride=args.stride, boundary=args.boundary, seed=args.seed,
+                               task_options=task_options)
+    except (ValueError, TypeError) as exc:
+        parser.error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    kwargs = dict(temperature=args.temperature, activation=args.activation,
+                  lambda0=args.lambda0, lambda1=args.lambda1, langevin=langevin,
+                  progress=progress, prepared=prepared, boundary=args.boundary, seed=args.seed)
+    with contextlib.ExitStack() as stack:
+        ex = None
+        if args.scheduler is not None or args.workers is not None:
+            try:
+                from ..distributed import executor as dask_executor
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ImportError("matplotlib is not installed; pip install lkr[plot] for the plot") from None
-    s = results["settings"]
-    colors = {"fc": "tab:blue", "cnn": "tab:red", "lcn": "tab:green"}
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
-    panels = (("error", "test error = bias$^2$ + variance"),
-              ("relative", "test error relative to N = $\\infty$ (%)"),
-              ("bias2", "bias$^2$"), ("variance", "variance"))
-    for ax, (key, title) in zip(axes.flat, panels):
-        for arch in s["architectures"]:
-            rows = results["finite_width"][arch]
-            inf = results["infinite_width"][arch]
-            widths = [r["width"] for r in rows]
-            if key == "relative":
-                vals = [100 * (r["error"] / inf["error"] - 1) for r in rows]
-                ref = 0.0
-            else:
-                vals = [r[key] for r in rows]
-                ref = inf[key]
-            ax.plot(widths, vals, "o-", color=colors[arch], label=_NAMES[arch])
-            # LCN's limit is the CNN's: drawn dotted over the CNN's dashes
-            shared = arch == "lcn" and "cnn" in s["architectures"]
-            if key != "relative" or arch == s["architectures"][0]:
-                ax.axhline(ref, ls=":" if shared else "--",
-                           color="gray" if key == "relative" else colors[arch], lw=1.2,
-                           label=None if key == "relative" else
-                           f"{_NAMES[arch]}, N = $\\infty$" + (" (= CNN's)" if shared else ""))
-            lang = (results.get("langevin") or {}).get(arch)
-            if lang and key == "error":
-                ax.errorbar([r["width"] for r in lang], [r["error"] for r in lang],
-                            yerr=[r["error_se"] for r in lang], fmt="s", mfc="none",
-                            color=colors[arch], capsize=3, label=f"{_NAMES[arch]}, Langevin")
-        ax.set_xscale("log")
-        ax.set_xlabel("width N (FC units; CNN, LCN channels)")
-        ax.set_title(title, fontsize=10)
-        ax.grid(alpha=0.3, which="both")
-    axes[0, 0].legend(fontsize=8, ncol=2)
-    axes[0, 1].legend(fontsize=8)
-    fig.suptitle(f"{s['task']}: P = {s['P']}, T = {s['temperature']:g}, {s['activation']}, "
-                 f"Np = {s['num_patches']} patches of M = {s['patch_size']} "
-                 "(dashed: infinite-width GP)", fontsize=10)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return os.fspath(path)
+                ex = stack.enter_context(dask_executor(scheduler=args.scheduler,
+                                                       workers=args.workers))
+            except (OSError, TimeoutError) as exc:
+                parser.error(f"cannot reach the Dask scheduler {args.scheduler}: {exc}")
+            except ImportError as exc:
+                msg = str(exc)
+                if "pip install" not in msg:
+                    msg += "; pip install lkr[distributed]"
+                parser.error(f"--scheduler/--workers need Dask: {msg}")
+            note(f"fitting on Dask: {getattr(ex, 'client', ex)}")
+        results = run(args.task, executor=ex, **kwargs)
+    print(format_table(results), flush=True)
+    if args.out is not None:
+        path = save_results(results, args.out)
+        note(f"wrote {path}")
+        try:
+            png = plot_results(results, os.path.join(args.out, "fc_vs_cnn.png"))
+            note(f"wrote {png}")
+        except ImportError as exc:
+            # said even with --quiet: the plot that --out asks for is missing
+            print(f"no plot: {exc}", file=sys.stderr, flush=True)
+    else:
+        note("(use --out DIR to save results.json and the plot)")
+    return 0

@@ -15,7 +15,6 @@ From Python, :func:`run_experiment` does the same and returns the dict that is s
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -24,9 +23,13 @@ import warnings
 
 import numpy as np
 
+from .._json import dump, dumps, jsonable
+from ._arch import NAMES
 from .argtypes import nonneg_int, positive_float, positive_int, shape
 
-__all__ = ["add_arguments", "run", "run_experiment", "DEFAULTS"]
+__all__ = ["add_arguments", "command", "run", "run_experiment", "DEFAULTS", "HELP"]
+
+HELP = "train one FC/CNN/LCN network by Langevin dynamics"
 
 #: defaults of ``lkr train`` (about ten seconds on two cores)
 DEFAULTS = dict(arch="cnn", task="local-teacher", P=64, P_test=200, width=16, temperature=0.1,
@@ -34,11 +37,10 @@ DEFAULTS = dict(arch="cnn", task="local-teacher", P=64, P_test=200, width=16, te
                 stride=None, boundary="periodic", steps=4000, burn_in=None, thin=4, chains=8,
                 lr=None, seed=0)
 
-_THEORY = {"fc": "FCTheory", "cnn": "CNNTheory", "lcn": "LCNTheory"}
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``lkr train``."""
+    parser.description = ("Sample one network's posterior by Langevin dynamics (lkr.train) "
+                          "and report its test error.")
     d = DEFAULTS
     g = parser.add_argument_group("network and posterior")
     g.add_argument("--arch", choices=("fc", "cnn", "lcn"), default=d["arch"],
@@ -78,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--steps", type=positive_int, default=d["steps"],
                    help=f"Langevin steps per chain, burn-in included (default {d['steps']})")
     g.add_argument("--burn-in", type=nonneg_int, default=None,
-                   help="steps discarded first (default: half of --steps)")
+                   help="steps discarded first (default: lkr.train's, half of --steps)")
     g.add_argument("--thin", type=positive_int, default=d["thin"],
                    help=f"keep every k-th state (default {d['thin']})")
     g.add_argument("--chains", type=positive_int, default=d["chains"],
@@ -110,28 +112,22 @@ def run_experiment(*, arch=DEFAULTS["arch"], task=DEFAULTS["task"], P=DEFAULTS["
     ``sampled`` (error, error_se, bias2, variance, chains, samples), ``theory`` and ``gp``
     (error, bias2, variance, Q summary) or None, ``difference_in_se`` and ``versions``.
     """
-    from .. import nets, train
+    from ..train import default_burn_in, langevin
+    from ._arch import check_arch, make_net, make_theory
     from .fc_vs_cnn import prepare
 
-    if arch not in _THEORY:
-        raise ValueError(f"arch must be one of {tuple(_THEORY)}, got {arch!r}")
+    check_arch(arch)
     if burn_in is None:
-        burn_in = steps // 2
+        burn_in = default_burn_in(steps)
     prepared = prepare(task, P=P, P_test=P_test, widths=[width], input_shape=input_shape,
                        filter_size=filter_size, stride=stride, boundary=boundary, seed=seed,
                        task_options=task_options)
     X, y, X_test, y_test, info = prepared.task
     g = prepared.geometry
     common = dict(activation=activation, lambda0=lambda0, lambda1=lambda1)
-    if arch == "fc":
-        X = X.reshape(X.shape[0], -1)
-        X_test = X_test.reshape(X_test.shape[0], -1)
-        net = nets.FCNet(X.shape[1], width, seed=seed, **common)
-    else:
-        cls = nets.CNNNet if arch == "cnn" else nets.LCNNet
-        net = cls(geometry=g, channels=width, seed=seed, **common)
+    net, X, X_test = make_net(arch, width, X, X_test, geometry=g, seed=seed, **common)
     t0 = time.perf_counter()
-    res = train.langevin(net, X, y, temperature, lr="auto" if lr is None else lr, steps=steps,
+    res = langevin(net, X, y, temperature, lr="auto" if lr is None else lr, steps=steps,
                          burn_in=burn_in, thin=thin, X_test=X_test, y_test=y_test,
                          chains=chains, seed=seed, progress=progress)
     t_sample = time.perf_counter() - t0
@@ -146,16 +142,9 @@ def run_experiment(*, arch=DEFAULTS["arch"], task=DEFAULTS["task"], P=DEFAULTS["
     out["theory"] = out["gp"] = out["difference_in_se"] = None
     timing = dict(sampling_s=t_sample)
     if theory:
-        from .. import theory as th
-
         t0 = time.perf_counter()
-        if arch == "fc":
-            model = th.FCTheory(width=width, temperature=temperature, **common)
-            gp = th.GPTheory(kernel="fc", temperature=temperature, **common)
-        else:
-            model = getattr(th, _THEORY[arch])(geometry=g, width=width, temperature=temperature,
-                                               **common)
-            gp = th.GPTheory(kernel="cnn", geometry=g, temperature=temperature, **common)
+        model = make_theory(arch, width, geometry=g, temperature=temperature, **common)
+        gp = make_theory(arch, None, geometry=g, temperature=temperature, **common)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             sol = model.fit(X, y)
@@ -174,14 +163,14 @@ def run_experiment(*, arch=DEFAULTS["arch"], task=DEFAULTS["task"], P=DEFAULTS["
     from .. import __version__
 
     out["versions"] = dict(lkr=__version__, numpy=np.__version__, python=platform.python_version())
-    return train._py(out)
+    return jsonable(out)
 
 
 def format_report(out: dict) -> str:
     """The human-readable summary ``lkr train`` prints."""
     s = out["settings"]
     lg = out["langevin"]
-    name = {"fc": "FC", "cnn": "CNN", "lcn": "LCN"}[s["arch"]]
+    name = NAMES[s["arch"]]
     unit = "N1" if s["arch"] == "fc" else "Nc"
     lines = [f"lkr train: {name} {unit}={s['width']} (alpha = P/N = {s['alpha']:.3g}) on "
              f"{s['task']} (P={s['P']}, P_test={s['P_test']}), T={s['temperature']}, "
@@ -215,11 +204,13 @@ def format_report(out: dict) -> str:
     return "\n".join(lines)
 
 
-def run(args) -> int:
+def command(args) -> int:
     """Entry point of ``lkr train`` (``args`` from a parser set up by :func:`add_arguments`).
     Returns the exit status: 0, or 130 when interrupted (partial results are still printed
     and saved)."""
-    burn_in = args.steps // 2 if args.burn_in is None else args.burn_in
+    from ..train import default_burn_in
+
+    burn_in = default_burn_in(args.steps) if args.burn_in is None else args.burn_in
     if burn_in >= args.steps:
         print(f"lkr train: error: --burn-in {burn_in} must be smaller than --steps "
               f"{args.steps}", file=sys.stderr)
@@ -249,22 +240,25 @@ def run(args) -> int:
         print(f"lkr train: error: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(out, indent=1))
+        print(dumps(out, indent=1))
     else:
         print(format_report(out))
     if args.out is not None:
         path = os.path.join(args.out, "train.json")
         with open(path, "w") as fh:
-            json.dump(out, fh, indent=1)
+            dump(out, fh, indent=1)
         if not args.quiet:
             print(f"saved settings and results to {path}", file=sys.stderr)
     return 130 if out["interrupted"] else 0
 
 
+run = command  # the name ``lkr train``'s entry point has had
+
+
 def main(argv=None) -> int:  # pragma: no cover - `lkr train` is the entry point
     parser = argparse.ArgumentParser(prog="lkr train", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return command(parser.parse_args(argv))
 
 
 if __name__ == "__main__":  # pragma: no cover

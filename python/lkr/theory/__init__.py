@@ -14,14 +14,16 @@ Each theory has the same shape::
 layer, vanilla or nested), ``CNNTheory`` (Np x Np Qbar), ``LCNTheory`` (diagonal Qbar).
 The one-order-parameter actions are exact for odd activations only; relu warns.
 """
+from .._warnings import ConvergenceWarning
 from .conv import CNNTheory, LCNTheory
 from .fc import DeepFCTheory, FCTheory
 from .gp import GPTheory
 from .result import ConvergenceError, Prediction, Solution
 
 __all__ = ["GPTheory", "FCTheory", "DeepFCTheory", "CNNTheory", "LCNTheory", "Solution",
-           "Prediction", "ConvergenceError"]
+           "Prediction", "ConvergenceError", "ConvergenceWarning"]
 
 # lkr.theory.sweep (parameter sweeps) is added below by its own module's owner.
 from .sweep import sweep  # noqa: E402
+
 __all__ += ["sweep"]

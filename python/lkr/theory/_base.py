@@ -10,11 +10,12 @@ import warnings
 
 import numpy as np
 
-from .. import backend
-from .. import _linalg
-from ..activations import check_activation, is_odd
+from .. import _linalg, backend
 from .._blas import blas_threads
+from .._validate import integer as _integer
 from .._validate import positive, real  # noqa: F401  (re-exported to the theories)
+from .._warnings import ActivationCaveatWarning, ConvergenceWarning
+from ..activations import check_activation, is_odd
 from .result import ConvergenceError, Prediction
 
 DEFAULT_TOL = 1e-8
@@ -30,9 +31,11 @@ RELU_CAVEAT = (
 
 
 def warn_relu(activation: str, name: str, stacklevel: int = 3) -> None:
-    """Warn (UserWarning, once per call site under the default filter) for non-odd sigma."""
+    """Warn (ActivationCaveatWarning, a UserWarning; once per call site under the default
+    filter) for non-odd sigma."""
     if not is_odd(activation):
-        warnings.warn(f"{name} with activation={activation!r}: {RELU_CAVEAT}", UserWarning,
+        warnings.warn(f"{name} with activation={activation!r}: {RELU_CAVEAT}",
+                      ActivationCaveatWarning,
                       stacklevel=stacklevel)
 
 
@@ -53,11 +56,7 @@ def tolerance(value) -> float:
 
 
 def iterations(value) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"maxiter must be an integer, got {value!r}")
-    if value < 0:
-        raise ValueError(f"maxiter must be >= 0, got {value!r}")
-    return int(value)
+    return _integer(value, "maxiter", 0)
 
 
 def activation_name(value) -> str:
@@ -272,7 +271,7 @@ class _Theory:
                    "Raise maxiter, loosen tol, or pass a better Q0.")
             if strict:
                 raise ConvergenceError(msg, sol)
-            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+            warnings.warn(msg, ConvergenceWarning, stacklevel=3)
         return sol
 
     @staticmethod

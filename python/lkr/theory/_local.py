@@ -19,8 +19,13 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from ..kernels import (DEFAULT_MAX_BYTES, local_kernel, local_kernel_adjoint, nngp,
-                       renormalized_kernel)
+from ..kernels import (
+    DEFAULT_MAX_BYTES,
+    local_kernel,
+    local_kernel_adjoint,
+    nngp,
+    renormalized_kernel,
+)
 
 __all__ = ["LocalOperator"]
 

@@ -28,8 +28,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg as sla
 
-from .. import backend
-from .. import _linalg
+from .. import _linalg, backend
 from ..geometry import PatchGeometry
 from ..kernels import renormalized_kernel, renormalized_kernel_diag
 from . import _base

@@ -20,8 +20,8 @@ import time
 
 import numpy as np
 
-from .. import backend
-from .. import _linalg
+from .. import _linalg, backend
+from .._validate import integer as _integer
 from ..activations import nngp_map
 from ..kernels import nngp
 from . import _base
@@ -192,10 +192,7 @@ class DeepFCTheory(_SpectralMixin, _base._Theory):
 
     def __init__(self, depth, width, temperature, activation="erf", lambdas=None,
                  variant="vanilla", *, tol=DEFAULT_TOL, maxiter=DEFAULT_MAXITER):
-        if isinstance(depth, (bool, np.bool_)) or not isinstance(depth, (int, np.integer)):
-            raise TypeError(f"depth must be an integer, got {depth!r}")
-        if depth < 1:
-            raise ValueError(f"depth must be >= 1, got {depth}")
+        depth = _integer(depth, "depth", 1)
         self.depth = int(depth)
         self.width = positive(width, "width")
         self.activation = _base.activation_name(activation)

@@ -8,6 +8,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .. import backend
+from .._json import jsonable
 
 __all__ = ["Solution", "Prediction", "ConvergenceError"]
 
@@ -18,25 +19,9 @@ class ConvergenceError(RuntimeError):
     The unconverged :class:`Solution` is attached as ``.solution``.
     """
 
-    def __init__(self, message: str, solution: "Solution"):
+    def __init__(self, message: str, solution: Solution):
         super().__init__(message)
         self.solution = solution
-
-
-def _jsonable(value):
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        return v if np.isfinite(v) else str(v)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    arr = backend.to_numpy(value)
-    return _jsonable(arr.tolist())
 
 
 @dataclass
@@ -114,7 +99,7 @@ class Solution:
                        min_eigenvalue=float(ev[0]), max_eigenvalue=float(ev[-1]))
         out.update(action=self.action, converged=self.converged, iterations=self.iterations,
                    rel_grad_norm=self.rel_grad_norm)
-        return _jsonable(out)
+        return jsonable(out)
 
     def to_dict(self) -> dict:
         """Every field, JSON-friendly (arrays as nested lists), plus the summary."""
@@ -123,7 +108,7 @@ class Solution:
                                            "message", "theory", "width", "alpha",
                                            "temperature", "seconds", "extra")}
         d["summary"] = self.summary()
-        return _jsonable(d)
+        return jsonable(d)
 
     def __repr__(self) -> str:
         s = self.summary()

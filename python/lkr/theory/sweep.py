@@ -20,6 +20,8 @@ import warnings
 
 import numpy as np
 
+from .._json import dumps
+
 __all__ = ["sweep", "grid_points"]
 
 #: Result columns of the rows (lkr's solution summary and the scores), which parameter
@@ -140,23 +142,7 @@ def _run_point(theory_factory, point, X, y, X_test, y_test):
     row = dict(point)
     row.update(results)
     # Through JSON so that a fresh row and one read back on resume are the same values.
-    return json.loads(json.dumps(_jsonable(row)))
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (np.bool_,)):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    return value
+    return json.loads(dumps(row))
 
 
 def _read_done(out, points):
@@ -166,7 +152,7 @@ def _read_done(out, points):
         return done
     wanted = {_key(p): list(p) for p in points}
     names = {tuple(sorted(v)) for v in wanted.values()}
-    with open(out, "r", encoding="utf-8") as fh:
+    with open(out, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -208,7 +194,7 @@ class _Writer:
     def write(self, row):
         if self.fh is None:
             return
-        self.fh.write(json.dumps(row) + "\n")
+        self.fh.write(dumps(row) + "\n")
         self.fh.flush()
         os.fsync(self.fh.fileno())
 

@@ -1,0 +1,28 @@
+"""The one progress bar of lkr: tqdm on stderr, shown only on a terminal."""
+from __future__ import annotations
+
+import sys
+
+__all__ = ["progress_bar"]
+
+
+def progress_bar(total: int, desc: str, enabled=None, *, unit: str = "steps", delay: float = 0.0,
+                 stream=None, **options):
+    """A ``tqdm`` bar of ``total`` items.
+
+    Parameters
+    ----------
+    enabled : bool or None
+        None (auto): only when the stream (stderr by default) is a terminal, so logs and
+        pipes stay clean; then also ``delay`` seconds late, so short runs stay quiet.
+    """
+    from tqdm.auto import tqdm
+
+    stream = sys.stderr if stream is None else stream
+    if enabled is None:
+        isatty = getattr(stream, "isatty", None)
+        enabled = bool(isatty and isatty())
+    else:
+        delay = 0.0
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, delay=delay,
+                file=stream, dynamic_ncols=True, leave=True, **options)

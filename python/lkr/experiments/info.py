@@ -1,0 +1,29 @@
+"""``lkr info``: versions, backend, threads, BLAS and GPU."""
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["add_arguments", "command", "HELP"]
+
+HELP = "versions, backend, threads, BLAS, GPU"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``lkr info``."""
+    p.description = "Print versions, the compute backend, threads, BLAS and GPU."
+    p.add_argument("--json", action="store_true", help="print as JSON")
+
+
+def command(args) -> int:
+    """Print :func:`lkr.backend.info` as aligned lines, or JSON with ``--json``."""
+    from .._json import dumps
+    from ..backend import info
+
+    data = info()
+    if args.json:
+        print(dumps(data, indent=2))
+    else:
+        width = max(map(len, data))
+        for k, v in data.items():
+            print(f"{k:<{width}}  {v}")
+    return 0

@@ -1,0 +1,152 @@
+"""Tables and plots of the experiments' results (``lkr fc-vs-cnn``)."""
+from __future__ import annotations
+
+import os
+
+from .._json import dump
+from ._arch import NAMES as _NAMES
+
+__all__ = ["format_table", "save_results", "plot_results"]
+
+
+def _fmt(v, w=9):
+    return f"{v:{w}.4f}"
+
+
+def format_table(results: dict) -> str:
+    """The results as plain text: one block per architecture, widths ascending, N = inf last."""
+    s = results["settings"]
+    g = s["geometry"]
+    lines = []
+    shape = "x".join(map(str, g["input_shape"]))
+    lines.append(f"FC vs CNN vs LCN on {s['task']}: P = {s['P']}, P_test = {s['P_test']}, "
+                 f"T = {s['temperature']:g}, {s['activation']}, lambda0 = {s['lambda0']:g}, "
+                 f"lambda1 = {s['lambda1']:g}, seed = {s['seed']}")
+    lines.append(f"input {shape} x {g['channels']} ch, filter "
+                 f"{'x'.join(map(str, g['filter_size']))}, stride "
+                 f"{'x'.join(map(str, g['stride']))}, {g['boundary']}: Np = {s['num_patches']} "
+                 f"patches of M = {s['patch_size']}")
+    lines.append("test error = bias^2 + variance (mean over the test set); alpha = P / N")
+    lines.append("Qbar columns: FC the scalar; CNN the mean diagonal and mean off-diagonal entry; "
+                 "LCN the mean and range of the diagonal")
+    inf = results["infinite_width"]
+    lang = results.get("langevin") or {}
+    for arch in s["architectures"]:
+        rows = results["finite_width"][arch]
+        lines.append("")
+        if arch == "fc":
+            title = "FC   (global renormalisation: one scalar Qbar)"
+            qhead = f"{'Qbar':>9}"
+        elif arch == "cnn":
+            title = "CNN  (local renormalisation: Qbar_ij over patch pairs)"
+            qhead = f"{'Qbar_ii':>9}{'Qbar_i!=j':>11}"
+        else:
+            title = "LCN  (local, diagonal: Qbar_ii only)"
+            qhead = f"{'Qbar_ii':>9}{'min-max':>15}"
+        lhead = f"{'sampled':>18}" if arch in lang else ""
+        lines.append(title)
+        lines.append(f"{'N':>7}{'alpha':>8}{'error':>9}{'bias^2':>9}{'variance':>9}  {qhead}{lhead}")
+        by_w = {r["width"]: r for r in lang.get(arch, [])}
+        for r in rows:
+            q = r["Q_summary"]
+            if arch == "fc":
+                qs = _fmt(q["Qbar"])
+            elif arch == "cnn":
+                qs = _fmt(q["diag_mean"]) + f"{q['offdiag_mean']:11.5f}"
+            else:
+                qs = _fmt(q["diag_mean"]) + f"  {q['diag_min']:.3f}-{q['diag_max']:.3f}".rjust(15)
+            flag = "" if r.get("converged", True) else "  (not converged)"
+            ls = ""
+            if r["width"] in by_w:
+                b = by_w[r["width"]]
+                ls = f"{b['error']:10.4f} +- {b['error_se']:.4f}"
+            lines.append(f"{r['width']:>7}{r['alpha']:>8.3g}{r['error']:>9.4f}{r['bias2']:>9.4f}"
+                         f"{r['variance']:>9.4f}  {qs}{ls}{flag}")
+        i = inf[arch]
+        note = {"fc": "GP, FC kernel", "cnn": "GP, CNN kernel, Qbar = I",
+                "lcn": "= CNN's limit (Qbar = I)"}[arch]
+        lines.append(f"{'inf':>7}{0:>8}{i['error']:>9.4f}{i['bias2']:>9.4f}{i['variance']:>9.4f}"
+                     f"  {note}")
+    p = inf.get("pooled")
+    if p:
+        lines.append("")
+        lines.append(f"for context, infinite-width CNN with global average pooling (Qbar = 11^T/Np): "
+                     f"error {p['error']:.4f} (bias^2 {p['bias2']:.4f}, variance {p['variance']:.4f})")
+    lines.append("")
+    for arch in s["architectures"]:
+        sm = results["summary"][arch]
+        verdict = ("below" if sm["best_error"] < sm["infinite_error"] else "not below")
+        lines.append(f"{_NAMES[arch]:>4}: best finite-width error {sm['best_error']:.4f} at "
+                     f"N = {sm['best_width']}, {verdict} its infinite-width {sm['infinite_error']:.4f}; "
+                     f"at N = {sm['narrowest_width']}: {sm['narrowest_error']:.4f} "
+                     f"({100 * sm['relative_change_at_narrowest']:+.1f}%)")
+    return "\n".join(lines)
+
+
+def save_results(results: dict, out_dir) -> str:
+    """Write ``results.json`` into out_dir (created if needed); returns its path."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "results.json")
+    with open(path, "w") as fh:
+        dump(results, fh, indent=1)
+        fh.write("\n")
+    return path
+
+
+def plot_results(results: dict, path) -> str:
+    """Test error, bias^2 and variance against width (log axis), with the N = inf lines.
+
+    Raises
+    ------
+    ImportError
+        When matplotlib is missing, with the install hint ``pip install lkr[plot]``.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError("matplotlib is not installed; pip install lkr[plot] for the plot") from None
+    s = results["settings"]
+    colors = {"fc": "tab:blue", "cnn": "tab:red", "lcn": "tab:green"}
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
+    panels = (("error", "test error = bias$^2$ + variance"),
+              ("relative", "test error relative to N = $\\infty$ (%)"),
+              ("bias2", "bias$^2$"), ("variance", "variance"))
+    for ax, (key, title) in zip(axes.flat, panels):
+        for arch in s["architectures"]:
+            rows = results["finite_width"][arch]
+            inf = results["infinite_width"][arch]
+            widths = [r["width"] for r in rows]
+            if key == "relative":
+                vals = [100 * (r["error"] / inf["error"] - 1) for r in rows]
+                ref = 0.0
+            else:
+                vals = [r[key] for r in rows]
+                ref = inf[key]
+            ax.plot(widths, vals, "o-", color=colors[arch], label=_NAMES[arch])
+            # LCN's limit is the CNN's: drawn dotted over the CNN's dashes
+            shared = arch == "lcn" and "cnn" in s["architectures"]
+            if key != "relative" or arch == s["architectures"][0]:
+                ax.axhline(ref, ls=":" if shared else "--",
+                           color="gray" if key == "relative" else colors[arch], lw=1.2,
+                           label=None if key == "relative" else
+                           f"{_NAMES[arch]}, N = $\\infty$" + (" (= CNN's)" if shared else ""))
+            lang = (results.get("langevin") or {}).get(arch)
+            if lang and key == "error":
+                ax.errorbar([r["width"] for r in lang], [r["error"] for r in lang],
+                            yerr=[r["error_se"] for r in lang], fmt="s", mfc="none",
+                            color=colors[arch], capsize=3, label=f"{_NAMES[arch]}, Langevin")
+        ax.set_xscale("log")
+        ax.set_xlabel("width N (FC units; CNN, LCN channels)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+    axes[0, 0].legend(fontsize=8, ncol=2)
+    axes[0, 1].legend(fontsize=8)
+    fig.suptitle(f"{s['task']}: P = {s['P']}, T = {s['temperature']:g}, {s['activation']}, "
+                 f"Np = {s['num_patches']} patches of M = {s['patch_size']} "
+                 "(dashed: infinite-width GP)", fontsize=10)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return os.fspath(path)

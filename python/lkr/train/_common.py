@@ -1,0 +1,227 @@
+"""Shared pieces of the trainers: checks, start-up draws, the objective, threads, Ctrl-C."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import numpy as np
+
+from .. import backend
+from .._json import jsonable
+from .._validate import real as _real
+from .._warnings import SamplingWarning
+from ..nets import Prepared
+
+__all__ = ["SamplingWarning", "loss_and_grad"]
+
+
+# -- validation (the shared checks: lkr._validate) ------------------------------------------
+def check_net(net):
+    for attr in ("params", "priors", "forward", "vjp"):
+        if not hasattr(net, attr):
+            raise TypeError(f"net must follow lkr's network protocol (params, priors, forward, "
+                            f"vjp); {type(net).__name__} has no {attr!r}")
+    params = net.params
+    if not isinstance(params, dict) or not params:
+        raise TypeError(f"net.params must be a non-empty dict, got {type(params).__name__}")
+    missing = [k for k in params if k not in net.priors]
+    if missing:
+        raise ValueError(f"net.priors has no precision for parameter(s) {missing}")
+    return params
+
+
+def labels(y, P, name, xp, dtype):
+    a = backend.asarray(y, name)
+    backend.check_floating(a, name)
+    if a.ndim != 1 or a.shape[0] != P:
+        raise ValueError(f"{name} must have shape ({P},), got {tuple(a.shape)}")
+    a = xp.asarray(a, dtype=dtype)
+    backend.check_finite(a, name)
+    return a
+
+
+def inputs(X, name):
+    a = backend.asarray(X, name)
+    backend.check_floating(a, name)
+    if a.ndim < 2 or a.shape[0] < 1:
+        raise ValueError(f"{name} must have shape (P, ...) with P >= 1 samples first, got "
+                         f"{tuple(a.shape)}")
+    backend.check_finite(a, name)
+    return a
+
+
+# The update and the noise of large parameter arrays run on a few threads, in parts
+# (NumPy ufuncs and Generator fills release the GIL); erf and erf' come from the compiled
+# activation pass (lkr.nets), which has its own threads.
+PARALLEL_MIN = 1 << 16   # below this, threads cost more than they save
+_pool = None
+
+
+def nthreads():
+    return backend.get_num_threads() or os.cpu_count() or 1
+
+
+def run_parts(fn, parts):
+    """fn(*args) for each args in parts, on the thread pool when there is more than one."""
+    global _pool
+    n = min(nthreads(), len(parts))
+    if n <= 1:
+        for args in parts:
+            fn(*args)
+        return
+    if _pool is None or _pool._max_workers < n:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _pool = ThreadPoolExecutor(max_workers=max(n, 2), thread_name_prefix="lkr-train")
+    for fut in [_pool.submit(fn, *args) for args in parts]:
+        fut.result()
+
+
+#: below this many flops per product, OpenBLAS runs on one thread during training
+_SMALL_GEMM = 3e7
+
+
+def split(size, k):
+    edges = [size * j // k for j in range(k + 1)]
+    return [(edges[j], edges[j + 1]) for j in range(k)]
+
+
+
+def objective(net, X, X_test, dtype, fused=True):
+    """The net's prepared objective (:meth:`lkr.nets.Net.prepare`: fused for FC, CNN and
+    LCN), or the generic one for other objects that follow the network protocol."""
+    prepare = getattr(net, "prepare", None)
+    if prepare is None:
+        return Prepared(net, X, X_test)
+    return prepare(X, X_test, dtype=dtype, fused=fused)
+
+
+def small_gemm(obj, chains):
+    """True when the objective's products are small enough that OpenBLAS should run on one
+    thread (its threads then cost more than they save)."""
+    flops = obj.gemm_flops(chains) if obj.fused else None
+    return flops is not None and flops < _SMALL_GEMM
+
+
+def params_dtype(params, X):
+    dts = [np.dtype(a.dtype) for a in params.values()] + [np.dtype(X.dtype)]
+    return np.dtype(np.float32) if all(d == np.float32 for d in dts) else np.dtype(np.float64)
+
+
+def chained(params, chains, xp, dtype):
+    # a fresh writable copy: the chains are updated in place
+    return {k: xp.array(xp.broadcast_to(xp.asarray(a, dtype=dtype), (chains,) + tuple(a.shape)),
+                        copy=True)
+            for k, a in params.items()}
+
+
+def prior_draws(net, chains, rng, xp, dtype):
+    """theta ~ N(0, 1/lambda) per entry, with the precisions of net.priors (scalars or
+    per-entry arrays, as a linearised net's)."""
+    out = {}
+    for k, a in net.params.items():
+        prec = np.asarray(backend.to_numpy(xp.asarray(net.priors[k])), dtype=np.float64)
+        z = rng.standard_normal((chains,) + tuple(a.shape))
+        out[k] = xp.asarray(z / np.sqrt(prec), dtype=dtype)
+    return out
+
+
+def precisions(net, xp, dtype):
+    out = {}
+    for k, a in net.params.items():
+        lam = xp.asarray(net.priors[k], dtype=dtype)
+        if not bool(xp.all(lam > 0)) or not bool(xp.all(xp.isfinite(lam))):
+            raise ValueError(f"prior precision of {k!r} must be positive and finite")
+        if lam.ndim and tuple(lam.shape) != tuple(a.shape):
+            raise ValueError(f"prior precision of {k!r} has shape {tuple(lam.shape)}, expected a "
+                             f"scalar or {tuple(a.shape)}")
+        out[k] = float(lam) if lam.ndim == 0 else lam
+    return out
+
+
+# -- the loss, for users and for the tests --------------------------------------------------
+def loss_and_grad(net, X, y, temperature, params=None):
+    r"""The Langevin loss and its gradient.
+
+    .. math:: \mathcal{L} = \tfrac12 \sum_\mu (y^\mu - f(x^\mu))^2
+              + \tfrac{T}{2} \sum_{\rm name} \lambda_{\rm name} |\theta_{\rm name}|^2,
+              \qquad \nabla \mathcal{L} = J^T (f - y) + T \lambda \theta .
+
+    Parameters
+    ----------
+    net : a network of :mod:`lkr.nets` (or any object following its protocol)
+    X : array (P, ...)
+    y : array (P,)
+    temperature : float
+        T >= 0.
+    params : dict, optional
+        Parameters (default ``net.params``), optionally with a leading chain axis.
+
+    Returns
+    -------
+    loss : float, or array (chains,)
+    grads : dict shaped like params
+    """
+    check_net(net)
+    T = _real(temperature, "temperature", nonneg=True)
+    X = inputs(X, "X")
+    xp = backend.array_module(X)
+    p = net.params if params is None else params
+    if not isinstance(p, dict) or set(p) != set(net.params):
+        raise ValueError(f"params must be a dict with keys {sorted(net.params)}")
+    dtype = params_dtype(p, X)
+    f = net.forward(X, p)
+    yv = labels(y, X.shape[0], "y", xp, dtype)
+    r = f - yv
+    g = net.vjp(X, r, p)
+    lam = precisions(net, xp, dtype)
+    loss = 0.5 * (r * r).sum(axis=-1)
+    grads = {}
+    for k, a in p.items():
+        a = xp.asarray(a, dtype=dtype)
+        base_nd = np.ndim(net.params[k])
+        axes = tuple(range(a.ndim - base_nd, a.ndim))
+        loss = loss + 0.5 * T * (lam[k] * a * a).sum(axis=axes)
+        grads[k] = g[k] + T * lam[k] * a
+    if np.ndim(loss) == 0:
+        loss = float(loss)
+    return loss, grads
+
+
+
+class StopFlag:
+    """Turns the first Ctrl-C into a request to stop at the end of the current step (so the
+    parameters and the running statistics stay consistent); a second Ctrl-C interrupts at
+    once. Installed only in the main thread, and restored afterwards."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            try:
+                self._old = signal.signal(signal.SIGINT, self._handler)
+            except (ValueError, OSError):  # pragma: no cover - e.g. embedded interpreters
+                self._old = None
+        return self
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False
+
+
+
+def net_config(net):
+    cfg = getattr(net, "config", None)
+    if isinstance(cfg, dict):
+        return jsonable(cfg)
+    return dict(type=type(net).__name__)
+
