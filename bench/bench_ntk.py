@@ -214,7 +214,7 @@ def _gram_rows(quick):
                     extra["max_rel_err"] = _rel(t[name][3], s_ref)
                 rows.append(record(SUITE, case, f"spectrum.{name}", *t[name][:3], **common,
                                    ratio=base / t[name][0], vs="numpy eigvalsh(J @ J.T)", **extra))
-        del J
+        J = None  # free it before the next dtype
     # top_k of a PSD Gram against the eigsh call it wraps; memory by tracemalloc
     n = 1024 if quick else 4096
     X = rng.standard_normal((n, n // 2))
