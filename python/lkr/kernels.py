@@ -16,6 +16,10 @@ They satisfy the adjoint identity sum W * K_R(Q) = (1 / (lambda1 Np)) sum Q * G(
 never hold the 4-index tensor (memory O(P P' + tile)); ``local_kernel`` materialises it
 only within ``max_bytes``. The linear map uses the GEMM form.
 
+With a :class:`lkr.DeepGeometry` (L convolutional layers) the same functions compute the
+deep-CNN kernel of docs/deep-cnn.md: the final blocks K_L,ij (P, P', d, d), K_R(Q) with Q
+d x d, and G(W); ``lambdas = (lambda0, ..., lambda_L)`` (see :mod:`lkr._deep_kernels`).
+
 Every function accepts NumPy arrays (C++ kernels, OpenMP), CuPy arrays (CUDA kernels) and
 CPU arrays of other libraries through DLPack, and returns the input's array library.
 Dtypes: float32 when every array argument is float32, float64 otherwise.
@@ -23,12 +27,15 @@ Dtypes: float32 when every array argument is float32, float64 otherwise.
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
 from . import _env, _scale, backend
+from ._blas import blas_threads
 from ._validate import positive as _positive
 from .activations import check_activation
+from .deep_geometry import DeepGeometry
 from .geometry import PatchGeometry
 
 __all__ = ["nngp", "local_kernel", "renormalized_kernel", "renormalized_kernel_diag",
@@ -48,8 +55,32 @@ except ValueError:
 
 def _geometry(geometry):
     if not isinstance(geometry, PatchGeometry):
-        raise TypeError(f"geometry must be a PatchGeometry, got {type(geometry).__name__}")
+        raise TypeError(f"geometry must be a PatchGeometry, got {type(geometry).__name__} "
+                        "(or a DeepGeometry for the deep-CNN kernel)")
     return geometry
+
+
+def _deep():
+    from . import _deep_kernels
+
+    return _deep_kernels
+
+
+def _one_layer_lambdas(lambdas, lambda0, lambda1):
+    """lambda0, lambda1 of a one-layer call, from ``lambdas`` = (lambda0, lambda1) if given."""
+    if lambdas is None:
+        return lambda0, lambda1
+    return _deep().resolve_lambdas(lambdas, lambda0, lambda1, 1)
+
+
+def _check_budget(P, P2, Np, dtype, max_bytes):
+    need = P * P2 * Np * Np * dtype.itemsize
+    budget = _env.max_bytes() if max_bytes is None else int(max_bytes)
+    if need > budget:
+        raise MemoryError(
+            f"local_kernel would need {need / 1e9:.3g} GB for a ({P}, {P2}, {Np}, {Np}) {dtype} "
+            f"tensor, above max_bytes={budget / 1e9:.3g} GB; use renormalized_kernel / "
+            "local_kernel_adjoint, which stream over tiles, or raise max_bytes")
 
 
 def _inputs(X, Y, geometry):
@@ -91,18 +122,59 @@ def _symmetric_Q(Q, Np, xp, dtype):
 _BLOCK = 512  # side of the blocks below: their temporaries stay small (2 MB in float64)
 
 
-def _symmetrize(A, xp):
-    """A <- (A + A.T) / 2 in place, block by block. A whole-matrix (A + A.T) / 2 allocates
-    two P x P temporaries, whose page faults cost more than the GEMM that made A."""
+def _symmetric_product(A, B, xp, nthreads=None):
+    """A @ B.T for a product known to be symmetric (B = A, or A with the symmetric Q
+    applied), exactly symmetric, without a second pass over the result.
+
+    NumPy: the upper block triangle only (half the flops of the full GEMM), tile by tile
+    into a cache-resident buffer that is written to the tile and to its mirror: every entry
+    of the P x P result is written once. For the short inner dimensions of kernels the
+    product is bound by writing the result, which a symmetrising pass after a full GEMM
+    ((K + K^T) / 2, or NumPy's own mirror after syrk) would double. The tiles are spread
+    over ``nthreads`` Python threads (NumPy releases the GIL in GEMMs and copies) with
+    BLAS on one thread each: multithreaded BLAS on many small GEMMs waits on its own
+    threads on a busy machine (measured 8x slower under load). Other libraries: one GEMM
+    and (K + K^T) / 2.
+    """
+    if xp is not np:
+        K = A @ B.T
+        return (K + K.T) / 2
     n = A.shape[0]
-    half = A.dtype.type(0.5)
-    for i in range(0, n, _BLOCK):
-        for j in range(i, n, _BLOCK):
-            upper = A[i:i + _BLOCK, j:j + _BLOCK]
-            s = (upper + A[j:j + _BLOCK, i:i + _BLOCK].T) * half
-            A[i:i + _BLOCK, j:j + _BLOCK] = s
-            A[j:j + _BLOCK, i:i + _BLOCK] = s.T
-    return A
+    if B is A and n <= 2048:
+        # NumPy's syrk and its mirror: at this size the mirror is cheap and one call beats
+        # the tile loop (measured at P = 1024; the tiles win at P = 4096)
+        return A @ A.T
+    dtype = np.result_type(A, B)
+    K = np.empty((n, n), dtype=dtype)
+    b = 256  # a 256 x 256 float64 tile is 512 KiB: it stays in L2 for its two copies
+    starts = list(range(0, n, b))
+
+    def rows(mine):
+        buf = np.empty((min(b, n), min(b, n)), dtype=dtype)
+        for i in mine:
+            i1 = min(n, i + b)
+            for j in range(i, n, b):
+                j1 = min(n, j + b)
+                T = buf[:i1 - i, :j1 - j]
+                np.matmul(A[i:i1], B[j:j1].T, out=T)
+                if j == i:  # a diagonal tile: its upper triangle, mirrored
+                    K[i:i1, j:j1] = np.triu(T) + np.triu(T, 1).T
+                    continue
+                K[i:i1, j:j1] = T
+                K[j:j1, i:i1] = T.T
+
+    workers = backend.resolve_threads(nthreads) or (os.cpu_count() or 1)
+    workers = max(1, min(workers, len(starts)))
+    with blas_threads(1):
+        if workers == 1:
+            rows(starts)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            # one row of tiles per task, the longest first: dynamic load balance
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(lambda i: rows([i]), starts))
+    return K
 
 
 def _is_symmetric(A, xp):
@@ -191,7 +263,7 @@ def nngp(X, Y=None, activation="erf", lambda0=1.0, *, nthreads=None):
     backend.check_finite(Xa, "X")  # in the input's own shape, for the index of a NaN
     if Ya is not None:
         backend.check_finite(Ya, "Y")
-    N0 = Xf.shape[1]
+    P, P2, N0 = Xf.shape[0], Yf.shape[0], Xf.shape[1]
     scale = 1.0 / max(lambda0 * N0, 1e-300)
     ex = _scale.row_exponents(Xf, xp, dtype, N0, lambda0)
     ey = ex if Ya is None else _scale.row_exponents(Yf, xp, dtype, N0, lambda0)
@@ -199,15 +271,19 @@ def nngp(X, Y=None, activation="erf", lambda0=1.0, *, nthreads=None):
         K = _nngp_rescaled(Xf, None if Ya is None else Yf, ex, ey, activation, scale, xp,
                            dtype, backend.resolve_threads(nthreads))
         return backend.wrap_like(K, X)
-    # in place: a fresh P x P' temporary costs more in page faults than the map itself
-    K = Xf @ Yf.T
-    K *= dtype.type(scale)
-    dx = xp.einsum("pi,pi->p", Xf, Xf) * dtype.type(scale)
-    dy = dx if Ya is None else xp.einsum("pi,pi->p", Yf, Yf) * dtype.type(scale)
-    if Ya is None and xp is not np:
-        # NumPy computes X @ X.T by syrk and mirrors it: exactly symmetric (the tests check
-        # it). Other libraries' GEMMs may round the two triangles differently.
-        K = (K + K.T) / 2
+    fold = (P + P2) * N0 < P * P2
+    if fold:
+        # sqrt(scale) on the inputs costs less than a pass over the P x P' result
+        root = dtype.type(math.sqrt(scale))
+        Xf = Xf * root
+        Yf = Xf if Ya is None else Yf * root
+    # X X^T exactly symmetric (the tests check it), at GEMM speed
+    K = _symmetric_product(Xf, Xf, xp, nthreads) if Ya is None else Xf @ Yf.T
+    rest = dtype.type(1.0 if fold else scale)
+    if not fold:
+        K *= rest  # in place: a fresh P x P' temporary costs more in page faults than the map
+    dx = xp.einsum("pi,pi->p", Xf, Xf) * rest
+    dy = dx if Ya is None else xp.einsum("pi,pi->p", Yf, Yf) * rest
     if activation != "linear":
         K = xp.ascontiguousarray(K)
         backend.implementation(xp).nngp_map_inplace(K, dx, dy, activation,
@@ -265,7 +341,7 @@ def _nngp_rescaled(Xf, Yf, ex, ey, activation, scale, xp, dtype, nthreads):
 
 
 def local_kernel(X, Y=None, *, geometry, activation="erf", lambda0=1.0, max_bytes=None,
-                 nthreads=None):
+                 nthreads=None, lambdas=None):
     r"""The 4-index local kernel tensor K_ij^{mu nu}, materialised.
 
     .. math:: K_{ij}^{\mu\nu} = K_\sigma(C_{ii}^{\mu\mu}, C_{ij}^{\mu\nu}, C_{jj}^{\nu\nu}),
@@ -275,9 +351,14 @@ def local_kernel(X, Y=None, *, geometry, activation="erf", lambda0=1.0, max_byte
     ----------
     X, Y : array_like
         Inputs (Y defaults to X) in a shape ``geometry`` accepts.
-    geometry : PatchGeometry
+    geometry : PatchGeometry or DeepGeometry
+        With a DeepGeometry the result is the final blocks K_L,ij (P, P', d, d) of the
+        L-layer recursion.
     activation : {"linear", "erf", "relu"}
     lambda0 : float
+    lambdas : sequence of float, optional
+        ``(lambda0, ..., lambda_L)``: the layers' weight precisions and the readout's
+        (the last one does not enter the local kernel). Instead of ``lambda0``.
     max_bytes : int, optional
         Memory budget for the result (default :data:`DEFAULT_MAX_BYTES`, 2 GiB, or the
         ``LKR_MAX_BYTES`` environment variable). Above it a ``MemoryError`` says how large
@@ -290,17 +371,16 @@ def local_kernel(X, Y=None, *, geometry, activation="erf", lambda0=1.0, max_byte
     K : ndarray, shape (P, P', Np, Np)
         ``K[mu, nu, i, j]``; K[mu, nu].T == K[nu, mu] when Y is None.
     """
+    if isinstance(geometry, DeepGeometry):
+        return _deep().local_kernel(X, Y, geometry=geometry, activation=activation,
+                                    lambdas=lambdas, lambda0=lambda0, max_bytes=max_bytes,
+                                    nthreads=nthreads)
+    lambda0, _ = _one_layer_lambdas(lambdas, lambda0, 1.0)
     geometry, lambda0, xp, PX, PY = _prepare(X, Y, geometry, activation, lambda0)
     dtype = backend.result_dtype(PX, PY)
     P, Np = PX.shape[0], geometry.num_patches
     P2 = P if PY is None else PY.shape[0]
-    need = P * P2 * Np * Np * dtype.itemsize
-    budget = _env.max_bytes() if max_bytes is None else int(max_bytes)
-    if need > budget:
-        raise MemoryError(
-            f"local_kernel would need {need / 1e9:.3g} GB for a ({P}, {P2}, {Np}, {Np}) {dtype} "
-            f"tensor, above max_bytes={budget / 1e9:.3g} GB; use renormalized_kernel / "
-            "local_kernel_adjoint, which stream over tiles, or raise max_bytes")
+    _check_budget(P, P2, Np, dtype, max_bytes)
     PX, PY = _cast(PX, PY, dtype, xp, activation, lambda0)
     out = backend.implementation(xp).local_kernel(PX, PY, activation, lambda0,
                                                   backend.resolve_threads(nthreads))
@@ -308,7 +388,7 @@ def local_kernel(X, Y=None, *, geometry, activation="erf", lambda0=1.0, max_byte
 
 
 def renormalized_kernel(X, Y=None, *, Q, geometry, activation="erf", lambda0=1.0, lambda1=1.0,
-                        nthreads=None):
+                        nthreads=None, lambdas=None):
     r"""The renormalised kernel K_R(Q), streamed tile by tile.
 
     .. math:: K_R(Q)^{\mu\nu} = \frac{1}{\lambda_1 N_p} \sum_{ij} Q_{ij} K_{ij}^{\mu\nu}
@@ -321,11 +401,14 @@ def renormalized_kernel(X, Y=None, *, Q, geometry, activation="erf", lambda0=1.0
         Inputs (Y defaults to X).
     Q : array_like, shape (Np, Np)
         Symmetric order parameter (the result is linear in Q; positive definiteness is
-        not required here).
-    geometry : PatchGeometry
+        not required here). d x d with a DeepGeometry.
+    geometry : PatchGeometry or DeepGeometry
+        With a DeepGeometry: K_R(Q) = (1 / (lambda_L d)) sum_ij Q_ij K_L,ij.
     activation : {"linear", "erf", "relu"}
     lambda0, lambda1 : float
         Inverse prior variances of filters and readout.
+    lambdas : sequence of float, optional
+        ``(lambda0, ..., lambda_L)``, the readout's last; instead of lambda0/lambda1.
     nthreads : int, optional
 
     Returns
@@ -333,6 +416,11 @@ def renormalized_kernel(X, Y=None, *, Q, geometry, activation="erf", lambda0=1.0
     K_R : ndarray, shape (P, P')
         Symmetric when Y is None. Memory O(P P' + tile); the tensor is never held.
     """
+    if isinstance(geometry, DeepGeometry):
+        return _deep().renormalized_kernel(X, Y, Q=Q, geometry=geometry, activation=activation,
+                                           lambdas=lambdas, lambda0=lambda0, lambda1=lambda1,
+                                           nthreads=nthreads)
+    lambda0, lambda1 = _one_layer_lambdas(lambdas, lambda0, lambda1)
     geometry, lambda0, xp, PX, PY = _prepare(X, Y, geometry, activation, lambda0)
     lambda1 = _positive(lambda1, "lambda1")
     Qa = backend.asarray(Q, "Q")
@@ -341,14 +429,16 @@ def renormalized_kernel(X, Y=None, *, Q, geometry, activation="erf", lambda0=1.0
     Qs = _symmetric_Q(Qa, Np, xp, dtype)
     PX, PY = _cast(PX, PY, dtype, xp, activation, lambda0)
     if activation == "linear":
-        # K_R = <X^mu, Q X^nu>_F / (lambda0 lambda1 M Np): two GEMMs.
+        # K_R = <X^mu, c Q X^nu>_F, c = 1 / (lambda0 lambda1 M Np): the scale goes into the
+        # Np x Np matrix Q (free) rather than over the P x P' result, then one GEMM
+        # (P, Np M) x (Np M, P'); with Y None only its upper block triangle, mirrored.
+        # Inputs scaled by 2^-e where needed so the sums cannot overflow (lkr._scale).
         A, ea = _unit_scale(PX, dtype, xp)
         B, eb = (A, ea) if PY is None else _unit_scale(PY, dtype, xp)
-        QB = xp.matmul(Qs, B)  # (P', Np, M)
-        out = A.reshape(A.shape[0], -1) @ QB.reshape(B.shape[0], -1).T
-        out *= dtype.type(1.0 / (lambda0 * lambda1 * M * Np))
-        if PY is None:
-            out = _symmetrize(out, xp)
+        QB = xp.matmul(Qs * dtype.type(1.0 / (lambda0 * lambda1 * M * Np)), B)  # (P', Np, M)
+        Af = A.reshape(A.shape[0], -1)
+        QBf = QB.reshape(B.shape[0], -1)
+        out = _symmetric_product(Af, QBf, xp, nthreads) if PY is None else Af @ QBf.T
         out = _rescaled(out, ea + eb, xp)
     else:
         out = backend.implementation(xp).renormalized_kernel(
@@ -358,7 +448,7 @@ def renormalized_kernel(X, Y=None, *, Q, geometry, activation="erf", lambda0=1.0
 
 
 def renormalized_kernel_diag(X, *, Q, geometry, activation="erf", lambda0=1.0, lambda1=1.0,
-                             nthreads=None):
+                             nthreads=None, lambdas=None):
     r"""The diagonal K_R(Q)(x, x) of the renormalised kernel, O(P Np^2 M).
 
     .. math:: K_R(Q)^{\mu\mu} = \frac{1}{\lambda_1 N_p} \sum_{ij} Q_{ij} K_{ij}^{\mu\mu}
@@ -369,6 +459,11 @@ def renormalized_kernel_diag(X, *, Q, geometry, activation="erf", lambda0=1.0, l
     -------
     ndarray, shape (P,)
     """
+    if isinstance(geometry, DeepGeometry):
+        return _deep().renormalized_kernel_diag(X, Q=Q, geometry=geometry, activation=activation,
+                                                lambdas=lambdas, lambda0=lambda0,
+                                                lambda1=lambda1, nthreads=nthreads)
+    lambda0, lambda1 = _one_layer_lambdas(lambdas, lambda0, lambda1)
     geometry, lambda0, xp, PX, _ = _prepare(X, None, geometry, activation, lambda0)
     lambda1 = _positive(lambda1, "lambda1")
     Qa = backend.asarray(Q, "Q")
@@ -389,13 +484,15 @@ def renormalized_kernel_diag(X, *, Q, geometry, activation="erf", lambda0=1.0, l
 
 
 def local_kernel_adjoint(X, W, *, geometry, Y=None, activation="erf", lambda0=1.0,
-                         nthreads=None):
+                         nthreads=None, lambdas=None):
     r"""The adjoint contraction G(W) of the local kernel, streamed tile by tile.
 
     .. math:: G(W)_{ij} = \sum_{\mu\nu} W_{\mu\nu} K_{ij}^{\mu\nu}
 
     It is the adjoint of Q -> K_R(Q): sum W * K_R(Q) = (1 / (lambda1 Np)) sum Q * G(W),
-    and so the gradient of any function of K_R with respect to Q.
+    and so the gradient of any function of K_R with respect to Q. With a DeepGeometry,
+    G(W)_ij = sum W_{mu nu} K_L,ij^{mu nu} (d, d) and the identity reads
+    sum W * K_R(Q) = (1 / (lambda_L d)) sum Q * G(W).
 
     Parameters
     ----------
@@ -416,6 +513,10 @@ def local_kernel_adjoint(X, W, *, geometry, Y=None, activation="erf", lambda0=1.
     G : ndarray, shape (Np, Np)
         Symmetric when W is symmetric and Y is None.
     """
+    if isinstance(geometry, DeepGeometry):
+        return _deep().local_kernel_adjoint(X, W, geometry=geometry, Y=Y, activation=activation,
+                                            lambdas=lambdas, lambda0=lambda0, nthreads=nthreads)
+    lambda0, _ = _one_layer_lambdas(lambdas, lambda0, 1.0)
     geometry, lambda0, xp, PX, PY = _prepare(X, Y, geometry, activation, lambda0)
     Wa = backend.asarray(W, "W")
     dtype = backend.result_dtype(PX, PY, Wa)
