@@ -130,7 +130,8 @@ def _nngp_rows(quick):
             pmed, piqr, pn, pres = measure(peer, repeats=5)
             case = f"nngp N0=64 P={P} erf {np.dtype(dtype).name}"
             rows.append(record(SUITE, case, "lkr", med, iqr, n, rate=P * P / med,
-                               rate_unit="entries/s", threads=threads, ratio=pmed / med, vs="numpy", max_rel_err=_rel_err(res, pres)))
+                               rate_unit="entries/s", threads=threads, ratio=pmed / med,
+                               vs="numpy", max_rel_err=_rel_err(res, pres)))
             rows.append(record(SUITE, case, "numpy", pmed, piqr, pn, rate=P * P / pmed,
                                rate_unit="entries/s"))
     return rows

@@ -305,7 +305,7 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
             timing["langevin_s"] = time.perf_counter() - t0
     except KeyboardInterrupt:
         bar.close()
-        during = bar.label or "start-up"
+        during = (bar.label or "start-up").replace(" ...", "")
         raise _interrupt.Interrupted(results(interrupted=True, interrupted_during=during),
                                      during) from None
     finally:

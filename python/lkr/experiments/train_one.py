@@ -128,6 +128,9 @@ def run_experiment(*, arch=DEFAULTS["arch"], task=DEFAULTS["task"], P=DEFAULTS["
     g = prepared.geometry
     common = dict(activation=activation, lambda0=lambda0, lambda1=lambda1)
     net, X, X_test = make_net(arch, width, X, X_test, geometry=g, seed=seed, **common)
+    if progress is not False:  # a line to show the sampling has started (Ctrl-C stops it)
+        print(f"lkr train: sampling {chains} chains x {steps} steps (Ctrl-C stops and keeps "
+              "what is finished) ...", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     res = langevin(net, X, y, temperature, lr="auto" if lr is None else lr, steps=steps,
                          burn_in=burn_in, thin=thin, X_test=X_test, y_test=y_test,
