@@ -147,7 +147,7 @@ def test_divergent_langevin_keeps_the_theory(tmp_path, capsys):
 
 
 def test_stale_plot_is_removed_when_no_plot_is_made(tmp_path, capsys):
-    from lkr.experiments.fc_vs_cnn import _write_outputs
+    from lkr.experiments.report import write_outputs as _write_outputs
 
     (tmp_path / "fc_vs_cnn.png").write_bytes(b"old plot")
     results = {"interrupted": True, "settings": {}}

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import platform
 import sys
 import time
@@ -40,12 +39,12 @@ import numpy as np
 from .. import _interrupt
 from .._io import check_writable_dir, describe
 from .._json import jsonable
-from .._progress import progress_bar
+from .._progress import PhaseBar, progress_bar
 from .._validate import integer as _integer
 from ._arch import ARCHITECTURES, make_theory, sampled_test_error
 from ._arch import NAMES as _NAMES
 from .argtypes import nonneg_float, nonneg_int, positive_float, positive_int, shape, task_spec, widths
-from .report import format_table, plot_results, save_results
+from .report import format_table, plot_results, save_results, write_outputs
 
 __all__ = ["run", "prepare", "Prepared", "default_widths", "format_table", "save_results",
            "plot_results", "Progress", "ARCHITECTURES", "DEFAULTS", "add_arguments", "command"]
@@ -254,7 +253,7 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
                   lambda1=lambda1)
     data = (X, y, X_test, y_test)
     n_points = len(widths) * len(architectures)
-    bar = _Bar(progress, 3 + n_points + (n_points if langevin else 0))
+    bar = PhaseBar(progress, 3 + n_points + (n_points if langevin else 0))
 
     settings = dict(task=task, P=int(P), P_test=int(P_test), widths=widths,
                     temperature=float(temperature), activation=activation,
@@ -320,30 +319,6 @@ class LangevinFailed(FloatingPointError):
     def __init__(self, results, message):
         super().__init__(message)
         self.results = results
-
-
-class _Bar:
-    """The run's progress: ``tick`` after a finished step, ``status`` for the one running."""
-
-    def __init__(self, progress, total):
-        self.bar = progress(total) if progress else None
-        self.label = ""  # the step running now (what an interrupt cut short)
-
-    def status(self, label):
-        self.label = label
-        if self.bar is not None:
-            self.bar.set_description_str(label)
-
-    def tick(self, label):
-        self.label = ""
-        if self.bar is not None:
-            self.bar.set_description_str(label, refresh=False)
-            self.bar.update(1)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
 
 
 def _infinite_width(infinite, data, geometry, common, bar) -> None:
@@ -611,42 +586,6 @@ def command(args) -> int:
         print(f"lkr fc-vs-cnn: error: Langevin sampling failed: {failure}", file=sys.stderr,
               flush=True)
     if args.out is not None:
-        return _write_outputs(results, args.out, note) or status
+        return write_outputs(results, args.out, note) or status
     note("(use --out DIR to save results.json and the plot)")
     return status
-
-
-def _write_outputs(results, out, note) -> int:
-    """results.json and the plot, each written atomically; 0, or 2 after a one-line
-    message when a file cannot be written (the table is printed already)."""
-    png = os.path.join(out, "fc_vs_cnn.png")
-    try:
-        note(f"wrote {save_results(results, out)}")
-    except OSError as exc:
-        print(f"lkr fc-vs-cnn: error: cannot write {os.path.join(out, 'results.json')}: "
-              f"{describe(exc)}", file=sys.stderr, flush=True)
-        return 2
-    why = None
-    if results.get("interrupted"):
-        why = "the run was interrupted"
-    else:
-        try:
-            note(f"wrote {plot_results(results, png)}")
-        except ImportError as exc:
-            why = str(exc)
-        except OSError as exc:
-            print(f"lkr fc-vs-cnn: error: cannot write {png}: {describe(exc)}", file=sys.stderr,
-                  flush=True)
-            return 2
-    if why is not None:
-        # said even with --quiet: the plot that --out asks for is missing; an old one from
-        # an earlier run would sit beside the new results.json as if it were theirs
-        stale = ""
-        if os.path.exists(png):
-            try:
-                os.remove(png)
-                stale = f"; removed the old {png} of an earlier run"
-            except OSError as exc:
-                stale = f"; the old {png} of an earlier run is still there ({describe(exc)})"
-        print(f"no plot: {why}{stale}", file=sys.stderr, flush=True)
-    return 0

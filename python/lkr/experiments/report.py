@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import os
+import sys
 
-from .._io import savefig, write_json
+from .._io import describe, savefig, write_json
 from ._arch import NAMES as _NAMES
 
-__all__ = ["format_table", "save_results", "plot_results", "RHAT_WARN"]
+__all__ = ["format_table", "save_results", "plot_results", "write_outputs", "RHAT_WARN"]
 
 #: R-hat above this: the chains have not mixed, and the table says so
 RHAT_WARN = 1.1
@@ -179,3 +180,43 @@ def plot_results(results: dict, path) -> str:
     finally:
         plt.close(fig)
     return os.fspath(path)
+
+
+def write_outputs(results: dict, out, note) -> int:
+    """``lkr fc-vs-cnn --out``: results.json and the plot, each written atomically.
+
+    Returns 0, or 2 after a one-line message on stderr when a file cannot be written. With
+    no plot (an interrupted run, no matplotlib) an old plot of an earlier run is removed,
+    and stderr says so. ``note(msg)`` reports what was written.
+    """
+    png = os.path.join(out, "fc_vs_cnn.png")
+    try:
+        note(f"wrote {save_results(results, out)}")
+    except OSError as exc:
+        print(f"lkr fc-vs-cnn: error: cannot write {os.path.join(out, 'results.json')}: "
+              f"{describe(exc)}", file=sys.stderr, flush=True)
+        return 2
+    why = None
+    if results.get("interrupted"):
+        why = "the run was interrupted"
+    else:
+        try:
+            note(f"wrote {plot_results(results, png)}")
+        except ImportError as exc:
+            why = str(exc)
+        except OSError as exc:
+            print(f"lkr fc-vs-cnn: error: cannot write {png}: {describe(exc)}", file=sys.stderr,
+                  flush=True)
+            return 2
+    if why is not None:
+        # said even with --quiet: the plot that --out asks for is missing; an old one from
+        # an earlier run would sit beside the new results.json as if it were theirs
+        stale = ""
+        if os.path.exists(png):
+            try:
+                os.remove(png)
+                stale = f"; removed the old {png} of an earlier run"
+            except OSError as exc:
+                stale = f"; the old {png} of an earlier run is still there ({describe(exc)})"
+        print(f"no plot: {why}{stale}", file=sys.stderr, flush=True)
+    return 0
