@@ -4,10 +4,10 @@ import struct
 
 import numpy as np
 import pytest
+from test_data import make_cifar, make_mnist, write_idx
 
 from lkr import data
 from lkr.data import DataError
-from test_data import make_cifar, make_mnist, write_idx
 
 
 def write_idx_f8(path, arr):

@@ -13,12 +13,17 @@ import math
 
 import numpy as np
 import pytest
+from reference import (
+    geometry_patches,
+    ref_adjoint,
+    ref_fc_nngp,
+    ref_local_kernel,
+    ref_renormalized,
+    ref_renormalized_diag,
+)
 
 import lkr
 from lkr import _scale
-
-from reference import (geometry_patches, ref_adjoint, ref_fc_nngp, ref_local_kernel,
-                        ref_renormalized, ref_renormalized_diag)
 
 G = lkr.PatchGeometry((12,), 3, 3)  # Np = 4, M = 3
 RNG = np.random.default_rng(14)
