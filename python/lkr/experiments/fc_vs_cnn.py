@@ -234,7 +234,17 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
     -------
     dict
         ``settings``, ``task``, ``versions``, ``infinite_width``, ``finite_width``
-        (per architecture, a row per width), ``langevin`` (or None), ``summary``, ``timing``.
+        (per architecture, a row per width), ``langevin`` (or None), ``summary``, ``timing``,
+        ``interrupted`` (False).
+
+    Raises
+    ------
+    lkr._interrupt.Interrupted
+        On Ctrl-C (a KeyboardInterrupt); its ``results`` hold what was finished, with
+        ``interrupted=True`` and ``interrupted_during`` (a cut Langevin run is dropped).
+    LangevinFailed
+        When Langevin sampling diverges (a FloatingPointError); its ``results`` hold the
+        theory and the sampled rows finished before, with ``langevin_error``.
     """
     t_start = time.perf_counter()
     architectures = tuple(architectures)
