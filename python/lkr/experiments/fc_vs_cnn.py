@@ -323,8 +323,7 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
 
 
 class LangevinFailed(FloatingPointError):
-    """Langevin sampling diverged; ``results`` holds everything finished before (the
-    infinite- and finite-width theory and the sampled rows so far)."""
+    """Langevin sampling diverged; ``results``: the theory and the sampled rows so far."""
 
     def __init__(self, results, message):
         super().__init__(message)
