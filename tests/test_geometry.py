@@ -93,7 +93,7 @@ def test_sizes_formulas(g):
     (dict(input_shape=(8,), filter_size=0), "filter_size must be positive"),
     (dict(input_shape=(0,), filter_size=1), "input_shape must be positive"),
     (dict(input_shape=(8,), filter_size=2, channels=0), "channels must be positive"),
-    (dict(input_shape=(8,), filter_size=2, boundary="same"), "boundary must be one of"),
+    (dict(input_shape=(8,), filter_size=2, boundary="zeros"), "boundary must be one of"),
     (dict(input_shape=(8,), filter_size=2, layout="NCHW"), "layout must be one of"),
     (dict(input_shape=(2, 2, 2), filter_size=1), r"input_shape must be \(N0,\) or \(H, W\)"),
     (dict(input_shape=(8, 8), filter_size=(2, 2, 2)), "filter_size must have 2 entries"),

@@ -18,7 +18,8 @@ from importlib import import_module as _import_module
 from ._version import __version__
 from .activations import ACTIVATIONS, nngp_map
 from .backend import get_num_threads, set_num_threads
-from .geometry import PatchGeometry, patches
+from .deep_geometry import DeepGeometry
+from .geometry import PatchGeometry, patches, patches_adjoint
 from .kernels import (
     local_kernel,
     local_kernel_adjoint,
@@ -27,7 +28,8 @@ from .kernels import (
     renormalized_kernel_diag,
 )
 
-__all__ = ["__version__", "PatchGeometry", "patches", "nngp", "nngp_map", "local_kernel",
+__all__ = ["__version__", "PatchGeometry", "DeepGeometry", "patches", "patches_adjoint", "nngp",
+           "nngp_map", "local_kernel",
            "renormalized_kernel", "renormalized_kernel_diag", "local_kernel_adjoint",
            "ACTIVATIONS", "get_num_threads", "set_num_threads", "info"]
 

@@ -10,7 +10,7 @@ against this stub. The rest (openmp, max_threads, set_fast_math) is host-only. A
 float64 (the dtype of X decides; other operands must match it); patch tensors are
 (P, Np, M) and may be strided; results are new C-contiguous arrays.
 """
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import numpy.typing as npt
@@ -45,6 +45,32 @@ def local_kernel_adjoint(X: _Array, Y: Optional[_Array], W: _Array, w_symmetric:
 
 def nngp_map_inplace(K: _Array, dx: _Array, dy: _Array, activation: str, nthreads: int) -> None:
     """In place on a writeable C-contiguous (P, P2) K: K[m, n] <- K_sigma(dx[m], K[m, n], dy[n])."""
+
+# -- multi-output / non-central contractions, compressed kernel (csrc/bindings/kernels_multi.cpp)
+
+def patch_mean(X: _Array, activation: str, lambda0: float, nthreads: int) -> _Array:
+    """Mean patch activations m (P, Np) of a patch tensor (P, Np, M)."""
+
+def renormalized_kernel_multi(X: _Array, Y: Optional[_Array], Q: _Array, Qm: Optional[_Array],
+                              D: int, activation: str, lambda0: float, lambda1: float,
+                              nthreads: int) -> _Array:
+    """K_R (P D, P2 D) for an (Np D, Np D) Q, plus the mean term with Qm."""
+
+def local_kernel_adjoint_multi(X: _Array, Y: Optional[_Array], W: _Array, w_symmetric: bool,
+                               D: int, centred: bool, activation: str, lambda0: float,
+                               nthreads: int) -> Any:
+    """G(W) (Np D, Np D), or (G - G_m, G_m) with centred."""
+
+def stored_matmul(S: _Array, X: _Array, transpose: bool, nthreads: int) -> _Array:
+    """S @ X (S.T @ X) for a float32/float64 S, float64 X, float64 accumulation."""
+
+def pack_compressed(X: _Array, antisym: bool, diagonal: bool, store32: bool, activation: str,
+                    lambda0: float, nthreads: int) -> _Array:
+    """The theories' compressed local kernel (P(P+1)/2, patch pairs)."""
+
+def stored_sym(S: _Array, X: _Array, P: int, adjoint: bool, scale: float,
+               nthreads: int) -> _Array:
+    """unpack(S q) * scale (P, P), or S^T w(B) from B's upper triangle."""
 
 # -- network patch passes (csrc/bindings/nets.cpp; public API in lkr.nets and lkr.ntk) -----
 # Z: patches (P, Np, M), C-contiguous. Chained operands carry a leading chain axis (length
@@ -83,3 +109,26 @@ def set_fast_math(enabled: bool) -> bool:
     """Use the AVX2/FMA patch kernels with vectorised erf/exp (when the CPU has them) or the
     baseline ones with libm; returns the previous setting (for tests). It caps the
     instruction set of every compiled kernel (the local-kernel tiles too), like LKR_ISA."""
+
+# -- deep-CNN kernel engine (csrc/bindings/deep.cpp) ---------------------------------------
+# X (P, n1, M1): first-layer patches; tables: int32 (n_l, k_l) windows of layers 2..L in the
+# previous grid (n_{l-1} marks padding); norms: 1 / (k_l lambda_{l-1}). d = n_L (n1 if L = 1).
+
+def deep_local_kernel(X: _Array, Y: Optional[_Array], tables: list, norms: list,
+                      activation: str, lambda0: float, nthreads: int) -> _Array:
+    """Final blocks K_L (P, P2, d, d)."""
+
+def deep_renormalized_kernel(X: _Array, Y: Optional[_Array], Q: _Array, tables: list,
+                             norms: list, activation: str, lambda0: float, lambdaL: float,
+                             nthreads: int) -> _Array:
+    """K_R(Q) (P, P2) = (1/(lambdaL d)) sum_ij Q_ij K_L,ij, streamed; Q (d, d) symmetric."""
+
+def deep_renormalized_kernel_diag(X: _Array, Q: _Array, tables: list, norms: list,
+                                  activation: str, lambda0: float, lambdaL: float,
+                                  nthreads: int) -> _Array:
+    """K_R(Q)^{mu mu} (P,)."""
+
+def deep_local_kernel_adjoint(X: _Array, Y: Optional[_Array], W: _Array, w_symmetric: bool,
+                              tables: list, norms: list, activation: str, lambda0: float,
+                              nthreads: int) -> _Array:
+    """G(W) (d, d) = sum_{mu nu} W_{mu nu} K_L,ij^{mu nu}."""

@@ -9,7 +9,7 @@ from typing import Optional
 __all__ = ["SOURCES", "source_dir", "load_source", "source_of"]
 
 #: the CUDA translation units lkr compiles (each one RawModule per dtype and device)
-SOURCES = ("local_kernel.cu", "nets.cu")
+SOURCES = ("local_kernel.cu", "nets.cu", "deep_kernel.cu")
 
 
 def source_dir() -> Path:
@@ -78,4 +78,6 @@ def load_source(name: str, directory: Optional[Path] = None) -> str:
 
 def source_of(name: str) -> str:
     """The translation unit that defines kernel ``name`` (by its prefix)."""
+    if name.startswith("lkr_deep_"):
+        return "deep_kernel.cu"
     return "nets.cu" if name.startswith("lkr_net_") else "local_kernel.cu"

@@ -8,6 +8,15 @@ explicit:
     indices wrap around; Np = floor(N0 / S) patches per axis.
 ``valid``
     no wrap; Np = floor((N0 - m) / S) + 1 patches per axis.
+``same``
+    zero padding, the TensorFlow/PyTorch "SAME" convention: Np = ceil(N0 / S) per axis, a
+    total padding pad = max((Np - 1) S + m - N0, 0) of which left = floor(pad / 2) goes
+    before the input and the rest after it (the extra one on the right/bottom). Window i
+    covers sites S i - left ... S i - left + m - 1; sites outside the input are zeros. The
+    normalisation of the kernels stays the full window M (it does not shrink at the border).
+``circular``
+    periodic with the "same" offset (neural-tangents' and JAX's CIRCULAR padding):
+    Np = ceil(N0 / S), window i starts at S i - left (left as for ``same``) and wraps.
 
 Patch i of a 1D input is x[S i : S i + m] (mod N0 when periodic). In 2D, patch (a, b) of
 the patch grid has index i = a * n_w + b (row-major) and its M = m_h m_w C entries are
@@ -24,9 +33,20 @@ from . import backend
 from ._validate import choice as _choice
 from ._validate import integer as _integer
 
-__all__ = ["PatchGeometry", "patches"]
+__all__ = ["PatchGeometry", "patches", "patches_adjoint", "same_padding"]
 
-_BOUNDARIES = ("periodic", "valid")
+_BOUNDARIES = ("periodic", "valid", "same", "circular")
+
+
+def same_padding(n: int, m: int, s: int) -> Tuple[int, int, int]:
+    """``(out, left, right)`` of TensorFlow/PyTorch "SAME" padding along one axis.
+
+    out = ceil(n / s); total = max((out - 1) s + m - n, 0); left = floor(total / 2),
+    right = total - left (the extra site goes to the right/bottom).
+    """
+    out = -(-n // s)
+    total = max((out - 1) * s + m - n, 0)
+    return out, total // 2, total - total // 2
 _LAYOUTS = ("channels_last", "channels_first")
 
 
@@ -57,9 +77,12 @@ class PatchGeometry:
         Step S between patches per axis; defaults to ``filter_size`` (non-overlapping).
     channels : int, default 1
         Input channels C; each patch holds M = prod(filter_size) * C entries.
-    boundary : {"periodic", "valid"}
+    boundary : {"periodic", "valid", "same", "circular"}
         ``periodic`` wraps indices (Np = floor(N / S) per axis); ``valid`` keeps only
-        patches inside the input (Np = floor((N - m) / S) + 1 per axis).
+        patches inside the input (Np = floor((N - m) / S) + 1 per axis); ``same`` pads
+        with zeros (Np = ceil(N / S), left padding floor(pad / 2)); ``circular`` wraps with
+        the window offset of ``same`` (see the module docstring). With ``same`` and
+        ``circular`` a filter may be larger than the input.
     layout : {"channels_last", "channels_first"}
         Where the channel axis sits in inputs with channels: ``(P, ..., C)`` or
         ``(P, C, ...)``. Never guessed.
@@ -74,6 +97,9 @@ class PatchGeometry:
         N0 = prod(input_shape) * channels, the length of a flattened input.
     grid_shape : tuple of int
         Patches per axis.
+    padding : tuple of (int, int)
+        (left, right) zero padding per axis (non-zero only for ``same``; ``circular``
+        windows start at ``-left``, see :attr:`offsets`).
 
     Examples
     --------
@@ -106,11 +132,20 @@ class PatchGeometry:
         if self.channels < 1:
             raise ValueError(f"channels must be positive, got {self.channels}")
         for n, m in zip(self.input_shape, self.filter_size):
-            if m > n:
+            if m > n and boundary in ("periodic", "valid"):
                 raise ValueError(f"filter_size {self.filter_size} is larger than input_shape "
-                                 f"{self.input_shape}")
+                                 f"{self.input_shape} (boundary {boundary!r}; 'same' pads)")
+        self.padding = tuple((0, 0) for _ in self.input_shape)
+        self.offsets = tuple(0 for _ in self.input_shape)
         if boundary == "periodic":
             self.grid_shape = tuple(n // s for n, s in zip(self.input_shape, self.stride))
+        elif boundary in ("same", "circular"):
+            sp = [same_padding(n, m, s) for n, m, s in zip(self.input_shape, self.filter_size,
+                                                             self.stride)]
+            self.grid_shape = tuple(o for o, _, _ in sp)
+            self.offsets = tuple(-left for _, left, _ in sp)
+            if boundary == "same":
+                self.padding = tuple((left, right) for _, left, right in sp)
         else:
             self.grid_shape = tuple((n - m) // s + 1
                                     for n, m, s in zip(self.input_shape, self.filter_size, self.stride))
@@ -160,27 +195,42 @@ class PatchGeometry:
                     stride=list(self.stride), channels=self.channels, boundary=self.boundary,
                     layout=self.layout)
 
+    @property
+    def has_padding(self) -> bool:
+        """True when some window reaches into zero padding (boundary ``same``)."""
+        return any(lo or hi for lo, hi in self.padding)
+
     # -- indexing -----------------------------------------------------------------------
     def patch_index(self) -> np.ndarray:
         """Flat indices (Np, M) of each patch's entries in a channels-last flattened input.
 
         Row i lists the entries of patch i in (row, column, channel) order; entry k of patch
         i is ``x_flat[index[i, k]]`` where ``x_flat`` is the input flattened channels-last.
+        A padded entry (boundary ``same``) has the index ``input_size``, one past the end:
+        append a zero to ``x_flat`` (as :meth:`patches` does) and the lookup gives 0.
         """
         if self._index is None:
-            axes = []
-            for n, m, s, g in zip(self.input_shape, self.filter_size, self.stride, self.grid_shape):
-                pos = s * np.arange(g)[:, None] + np.arange(m)[None, :]  # (g, m)
+            axes, valid = [], []
+            for n, m, s, g, o in zip(self.input_shape, self.filter_size, self.stride,
+                                     self.grid_shape, self.offsets):
+                pos = s * np.arange(g)[:, None] + np.arange(m)[None, :] + o  # (g, m)
+                valid.append((pos >= 0) & (pos < n) if self.boundary == "same"
+                             else np.ones(pos.shape, dtype=bool))
                 axes.append(pos % n)
             C = self.channels
             if self.ndim == 1:
-                (r,) = axes
+                (r,), (vr,) = axes, valid
                 idx = r[:, :, None] * C + np.arange(C)  # (g, m, C)
+                ok = np.broadcast_to(vr[:, :, None], idx.shape)
             else:
                 r, c = axes
+                vr, vc = valid
                 W = self.input_shape[1]
                 idx = ((r[:, None, :, None, None] * W + c[None, :, None, :, None]) * C
                        + np.arange(C))  # (gh, gw, mh, mw, C)
+                ok = np.broadcast_to((vr[:, None, :, None, None] & vc[None, :, None, :, None]),
+                                     idx.shape)
+            idx = np.where(ok, idx, self.input_size)
             idx = idx.reshape(self.num_patches, self.patch_size).astype(np.intp)
             idx.setflags(write=False)
             self._index = idx
@@ -227,7 +277,43 @@ class PatchGeometry:
         index = self.patch_index()
         if xp is not np:
             index = xp.asarray(index)
+        if self.has_padding:  # padded entries read the appended zero column
+            flat = xp.concatenate([flat, xp.zeros((flat.shape[0], 1), dtype=flat.dtype)], axis=1)
         return flat[:, index]
+
+    def patches_adjoint(self, G, name: str = "G"):
+        """The adjoint of :meth:`patches`: scatter-add patch values back onto the input.
+
+        ``out[mu, n] = sum over (i, k) with index[i, k] == n of G[mu, i, k]``, so that
+        ``sum(G * patches(X)) == sum(patches_adjoint(G) * flatten(X))`` for every X; padded
+        entries are dropped. This is the backward pass of patch extraction (gradients of a
+        convolution with respect to its input).
+
+        Parameters
+        ----------
+        G : array, shape (P, Np, M)
+
+        Returns
+        -------
+        array, shape (P, input_size), flattened channels-last (see :meth:`flatten`).
+        """
+        G = backend.asarray(G, name)
+        backend.check_floating(G, name)
+        if G.ndim != 3 or G.shape[1:] != (self.num_patches, self.patch_size):
+            raise ValueError(f"{name} must have shape (P, {self.num_patches}, {self.patch_size}) "
+                             f"for {self!r}, got {tuple(G.shape)}")
+        xp = backend.array_module(G)
+        dtype = G.dtype if G.dtype.kind == "f" else np.float64
+        index = self.patch_index()
+        if xp is not np:
+            index = xp.asarray(index)
+        out = xp.zeros((G.shape[0], self.input_size + 1), dtype=dtype)
+        # For a fixed entry k the windows' sites are distinct (the strides of the windows
+        # along an axis are distinct modulo N), so one fancy-indexed += per k is exact; only
+        # the padding column repeats, and it is dropped.
+        for k in range(self.patch_size):
+            out[:, index[:, k]] += G[:, :, k]
+        return out[:, :self.input_size]
 
 
 def patches(X, geometry: PatchGeometry):
@@ -248,3 +334,13 @@ def patches(X, geometry: PatchGeometry):
     if not isinstance(geometry, PatchGeometry):
         raise TypeError(f"geometry must be a PatchGeometry, got {type(geometry).__name__}")
     return geometry.patches(X)
+
+
+def patches_adjoint(G, geometry: PatchGeometry):
+    """The adjoint of :func:`patches`: (P, Np, M) -> (P, input_size), scatter-added.
+
+    See :meth:`PatchGeometry.patches_adjoint`.
+    """
+    if not isinstance(geometry, PatchGeometry):
+        raise TypeError(f"geometry must be a PatchGeometry, got {type(geometry).__name__}")
+    return geometry.patches_adjoint(G)

@@ -16,6 +16,10 @@ They satisfy the adjoint identity sum W * K_R(Q) = (1 / (lambda1 Np)) sum Q * G(
 never hold the 4-index tensor (memory O(P P' + tile)); ``local_kernel`` materialises it
 only within ``max_bytes``. The linear map uses the GEMM form.
 
+With a :class:`lkr.DeepGeometry` (L convolutional layers) the same functions compute the
+deep-CNN kernel of docs/deep-cnn.md: the final blocks K_L,ij (P, P', d, d), K_R(Q) with Q
+d x d, and G(W); ``lambdas = (lambda0, ..., lambda_L)`` (see :mod:`lkr._deep_kernels`).
+
 Every function accepts NumPy arrays (C++ kernels, OpenMP), CuPy arrays (CUDA kernels) and
 CPU arrays of other libraries through DLPack, and returns the input's array library.
 Dtypes: float32 when every array argument is float32, float64 otherwise.
@@ -29,6 +33,7 @@ import numpy as np
 from . import _env, _scale, backend
 from ._validate import positive as _positive
 from .activations import check_activation
+from .deep_geometry import DeepGeometry
 from .geometry import PatchGeometry
 
 __all__ = ["nngp", "local_kernel", "renormalized_kernel", "renormalized_kernel_diag",
@@ -48,8 +53,32 @@ except ValueError:
 
 def _geometry(geometry):
     if not isinstance(geometry, PatchGeometry):
-        raise TypeError(f"geometry must be a PatchGeometry, got {type(geometry).__name__}")
+        raise TypeError(f"geometry must be a PatchGeometry, got {type(geometry).__name__} "
+                        "(or a DeepGeometry for the deep-CNN kernel)")
     return geometry
+
+
+def _deep():
+    from . import _deep_kernels
+
+    return _deep_kernels
+
+
+def _one_layer_lambdas(lambdas, lambda0, lambda1):
+    """lambda0, lambda1 of a one-layer call, from ``lambdas`` = (lambda0, lambda1) if given."""
+    if lambdas is None:
+        return lambda0, lambda1
+    return _deep().resolve_lambdas(lambdas, lambda0, lambda1, 1)
+
+
+def _check_budget(P, P2, Np, dtype, max_bytes):
+    need = P * P2 * Np * Np * dtype.itemsize
+    budget = _env.max_bytes() if max_bytes is None else int(max_bytes)
+    if need > budget:
+        raise MemoryError(
+            f"local_kernel would need {need / 1e9:.3g} GB for a ({P}, {P2}, {Np}, {Np}) {dtype} "
+            f"tensor, above max_bytes={budget / 1e9:.3g} GB; use renormalized_kernel / "
+            "local_kernel_adjoint, which stream over tiles, or raise max_bytes")
 
 
 def _inputs(X, Y, geometry):
@@ -265,7 +294,7 @@ def _nngp_rescaled(Xf, Yf, ex, ey, activation, scale, xp, dtype, nthreads):
 
 
 def local_kernel(X, Y=None, *, geometry, activation="erf", lambda0=1.0, max_bytes=None,
-                 nthreads=None):
+                 nthreads=None, lambdas=None):
     r"""The 4-index local kernel tensor K_ij^{mu nu}, materialised.
 
     .. math:: K_{ij}^{\mu\nu} = K_\sigma(C_{ii}^{\mu\mu}, C_{ij}^{\mu\nu}, C_{jj}^{\nu\nu}),
@@ -275,9 +304,14 @@ def local_kernel(X, Y=None, *, geometry, activation="erf", lambda0=1.0, max_byte
     ----------
     X, Y : array_like
         Inputs (Y defaults to X) in a shape ``geometry`` accepts.
-    geometry : PatchGeometry
+    geometry : PatchGeometry or DeepGeometry
+        With a DeepGeometry the result is the final blocks K_L,ij (P, P', d, d) of the
+        L-layer recursion.
     activation : {"linear", "erf", "relu"}
     lambda0 : float
+    lambdas : sequence of float, optional
+        ``(lambda0, ..., lambda_L)``: the layers' weight precisions and the readout's
+        (the last one does not enter the local kernel). Instead of ``lambda0``.
     max_bytes : int, optional
         Memory budget for the result (default :data:`DEFAULT_MAX_BYTES`, 2 GiB, or the
         ``LKR_MAX_BYTES`` environment variable). Above it a ``MemoryError`` says how large
@@ -290,17 +324,16 @@ def local_kernel(X, Y=None, *, geometry, activation="erf", lambda0=1.0, max_byte
     K : ndarray, shape (P, P', Np, Np)
         ``K[mu, nu, i, j]``; K[mu, nu].T == K[nu, mu] when Y is None.
     """
+    if isinstance(geometry, DeepGeometry):
+        return _deep().local_kernel(X, Y, geometry=geometry, activation=activation,
+                                    lambdas=lambdas, lambda0=lambda0, max_bytes=max_bytes,
+                                    nthreads=nthreads)
+    lambda0, _ = _one_layer_lambdas(lambdas, lambda0, 1.0)
     geometry, lambda0, xp, PX, PY = _prepare(X, Y, geometry, activation, lambda0)
     dtype = backend.result_dtype(PX, PY)
     P, Np = PX.shape[0], geometry.num_patches
     P2 = P if PY is None else PY.shape[0]
-    need = P * P2 * Np * Np * dtype.itemsize
-    budget = _env.max_bytes() if max_bytes is None else int(max_bytes)
-    if need > budget:
-        raise MemoryError(
-            f"local_kernel would need {need / 1e9:.3g} GB for a ({P}, {P2}, {Np}, {Np}) {dtype} "
-            f"tensor, above max_bytes={budget / 1e9:.3g} GB; use renormalized_kernel / "
-            "local_kernel_adjoint, which stream over tiles, or raise max_bytes")
+    _check_budget(P, P2, Np, dtype, max_bytes)
     PX, PY = _cast(PX, PY, dtype, xp, activation, lambda0)
     out = backend.implementation(xp).local_kernel(PX, PY, activation, lambda0,
                                                   backend.resolve_threads(nthreads))
@@ -308,7 +341,7 @@ def local_kernel(X, Y=None, *, geometry, activation="erf", lambda0=1.0, max_byte
 
 
 def renormalized_kernel(X, Y=None, *, Q, geometry, activation="erf", lambda0=1.0, lambda1=1.0,
-                        nthreads=None):
+                        nthreads=None, lambdas=None):
     r"""The renormalised kernel K_R(Q), streamed tile by tile.
 
     .. math:: K_R(Q)^{\mu\nu} = \frac{1}{\lambda_1 N_p} \sum_{ij} Q_{ij} K_{ij}^{\mu\nu}
@@ -321,11 +354,14 @@ def renormalized_kernel(X, Y=None, *, Q, geometry, activation="erf", lambda0=1.0
         Inputs (Y defaults to X).
     Q : array_like, shape (Np, Np)
         Symmetric order parameter (the result is linear in Q; positive definiteness is
-        not required here).
-    geometry : PatchGeometry
+        not required here). d x d with a DeepGeometry.
+    geometry : PatchGeometry or DeepGeometry
+        With a DeepGeometry: K_R(Q) = (1 / (lambda_L d)) sum_ij Q_ij K_L,ij.
     activation : {"linear", "erf", "relu"}
     lambda0, lambda1 : float
         Inverse prior variances of filters and readout.
+    lambdas : sequence of float, optional
+        ``(lambda0, ..., lambda_L)``, the readout's last; instead of lambda0/lambda1.
     nthreads : int, optional
 
     Returns
@@ -333,6 +369,11 @@ def renormalized_kernel(X, Y=None, *, Q, geometry, activation="erf", lambda0=1.0
     K_R : ndarray, shape (P, P')
         Symmetric when Y is None. Memory O(P P' + tile); the tensor is never held.
     """
+    if isinstance(geometry, DeepGeometry):
+        return _deep().renormalized_kernel(X, Y, Q=Q, geometry=geometry, activation=activation,
+                                           lambdas=lambdas, lambda0=lambda0, lambda1=lambda1,
+                                           nthreads=nthreads)
+    lambda0, lambda1 = _one_layer_lambdas(lambdas, lambda0, lambda1)
     geometry, lambda0, xp, PX, PY = _prepare(X, Y, geometry, activation, lambda0)
     lambda1 = _positive(lambda1, "lambda1")
     Qa = backend.asarray(Q, "Q")
@@ -358,7 +399,7 @@ def renormalized_kernel(X, Y=None, *, Q, geometry, activation="erf", lambda0=1.0
 
 
 def renormalized_kernel_diag(X, *, Q, geometry, activation="erf", lambda0=1.0, lambda1=1.0,
-                             nthreads=None):
+                             nthreads=None, lambdas=None):
     r"""The diagonal K_R(Q)(x, x) of the renormalised kernel, O(P Np^2 M).
 
     .. math:: K_R(Q)^{\mu\mu} = \frac{1}{\lambda_1 N_p} \sum_{ij} Q_{ij} K_{ij}^{\mu\mu}
@@ -369,6 +410,11 @@ def renormalized_kernel_diag(X, *, Q, geometry, activation="erf", lambda0=1.0, l
     -------
     ndarray, shape (P,)
     """
+    if isinstance(geometry, DeepGeometry):
+        return _deep().renormalized_kernel_diag(X, Q=Q, geometry=geometry, activation=activation,
+                                                lambdas=lambdas, lambda0=lambda0,
+                                                lambda1=lambda1, nthreads=nthreads)
+    lambda0, lambda1 = _one_layer_lambdas(lambdas, lambda0, lambda1)
     geometry, lambda0, xp, PX, _ = _prepare(X, None, geometry, activation, lambda0)
     lambda1 = _positive(lambda1, "lambda1")
     Qa = backend.asarray(Q, "Q")
@@ -389,13 +435,15 @@ def renormalized_kernel_diag(X, *, Q, geometry, activation="erf", lambda0=1.0, l
 
 
 def local_kernel_adjoint(X, W, *, geometry, Y=None, activation="erf", lambda0=1.0,
-                         nthreads=None):
+                         nthreads=None, lambdas=None):
     r"""The adjoint contraction G(W) of the local kernel, streamed tile by tile.
 
     .. math:: G(W)_{ij} = \sum_{\mu\nu} W_{\mu\nu} K_{ij}^{\mu\nu}
 
     It is the adjoint of Q -> K_R(Q): sum W * K_R(Q) = (1 / (lambda1 Np)) sum Q * G(W),
-    and so the gradient of any function of K_R with respect to Q.
+    and so the gradient of any function of K_R with respect to Q. With a DeepGeometry,
+    G(W)_ij = sum W_{mu nu} K_L,ij^{mu nu} (d, d) and the identity reads
+    sum W * K_R(Q) = (1 / (lambda_L d)) sum Q * G(W).
 
     Parameters
     ----------
@@ -416,6 +464,10 @@ def local_kernel_adjoint(X, W, *, geometry, Y=None, activation="erf", lambda0=1.
     G : ndarray, shape (Np, Np)
         Symmetric when W is symmetric and Y is None.
     """
+    if isinstance(geometry, DeepGeometry):
+        return _deep().local_kernel_adjoint(X, W, geometry=geometry, Y=Y, activation=activation,
+                                            lambdas=lambdas, lambda0=lambda0, nthreads=nthreads)
+    lambda0, _ = _one_layer_lambdas(lambdas, lambda0, 1.0)
     geometry, lambda0, xp, PX, PY = _prepare(X, Y, geometry, activation, lambda0)
     Wa = backend.asarray(W, "W")
     dtype = backend.result_dtype(PX, PY, Wa)
