@@ -227,3 +227,47 @@ def test_sweep_keeps_finished_points_on_ctrl_c(tmp_path):
     assert [r["width"] for r in lines] == [4, 8]
     rows = sweep(_Stop(), grid, X, y, Xt, yt, out=out)   # resumes: only 16 and 32 run
     assert [r["width"] for r in rows] == [4, 8, 16, 32]
+
+
+# -- lkr nets-vs-linearized: the same mechanism ------------------------------------------------
+def test_nets_vs_linearized_ctrl_c(tmp_path):
+    pytest.importorskip("sklearn")
+    out = tmp_path / "out"
+    p = Proc("lkr", "nets-vs-linearized", "-P", "24", "--P-test", "30", "--widths", "1,2,4,8",
+             "--base-widths", "fc=4,cnn=2,lcn=1", "--steps", "20000000", "--classes", "0:1:2",
+             "--out", str(out))
+    p.wait_for("N=")
+    time.sleep(1.0)
+    rc, dt = p.interrupt()
+    assert rc == 130, p.err
+    assert dt < 30 and "Traceback" not in p.err
+    r = json.loads((out / "results.json").read_text())
+    assert r["interrupted"] is True
+    assert len(r["points"]) < 4 * 3
+
+
+def test_nets_vs_linearized_write_failure(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("sklearn")
+    from lkr import _io
+    from lkr.cli import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_text("old\n")
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_io.os, "replace", full)
+    rc = main(["nets-vs-linearized", "-P", "24", "--P-test", "30", "--widths", "1",
+               "--base-widths", "fc=4,cnn=2,lcn=1", "--steps", "5", "--classes", "0:1",
+               "--quiet", "--out", str(out)])
+    assert rc == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "No space left" in lines[0], captured.err
+    assert (out / "results.json").read_text() == "old\n"
+    monkeypatch.setattr(_io.tempfile, "mkstemp", lambda **kw: full())
+    with pytest.raises(SystemExit) as exc:
+        main(["nets-vs-linearized", "--quiet", "--out", str(out)])
+    assert exc.value.code == 2

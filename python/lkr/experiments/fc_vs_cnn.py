@@ -162,7 +162,7 @@ def prepare(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"],
         raise ValueError("widths must not be empty")
     widths = sorted({int(w) for w in widths})
     task_options = dict(task_options or {})
-    is_synthetic = not (task.startswith("mnist") or task.startswith("cifar10"))
+    is_synthetic = task.partition(":")[0] not in ("mnist", "cifar10", "digits")
     if input_shape is None and is_synthetic:
         input_shape = DEFAULTS["input_shape"]
     if input_shape is not None:
@@ -440,8 +440,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = "Example: lkr fc-vs-cnn --out results (about a minute on two cores)."
     g = p.add_argument_group("task")
     g.add_argument("--task", type=task_spec, default=DEFAULTS["task"],
-                   help="local-teacher, gaussian-linear, mnist:DIR or cifar10:DIR (local files; "
-                        "nothing is downloaded) (default: %(default)s)")
+                   help="local-teacher, gaussian-linear, mnist:DIR, cifar10:DIR (local files; "
+                        "nothing is downloaded) or digits (scikit-learn's) (default: %(default)s)")
     g.add_argument("-P", "--P", dest="P", type=positive_int, default=DEFAULTS["P"],
                    help="training set size (default: %(default)s)")
     g.add_argument("--P-test", dest="P_test", type=positive_int, default=DEFAULTS["P_test"],
@@ -450,7 +450,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(and Langevin sampling) (default: %(default)s)")
     g.add_argument("--classes", default=None,
                    help="image tasks: two classes 'a,b' or groups 'a,c:b,d' (first -> +1); "
-                        "default 0,1 for MNIST, 3,5 for CIFAR-10")
+                        "default 0,1 for MNIST and digits, 3,5 for CIFAR-10")
     g.add_argument("--color", action="store_true",
                    help="cifar10: keep RGB as 3 channels (default: grayscale)")
     g.add_argument("--downsample", type=positive_int, default=None, metavar="F",
@@ -513,7 +513,7 @@ def command(args) -> int:
     if args.burn_in is not None and args.burn_in >= args.langevin_steps:
         parser.error(f"--burn-in {args.burn_in} must be smaller than --langevin-steps "
                      f"{args.langevin_steps}")
-    from ..data import check_task_options
+    from ..data import TASK_OPTIONS, check_task_options
 
     try:
         # options the task would silently ignore are refused before anything runs
@@ -528,7 +528,7 @@ def command(args) -> int:
         task_options.update(teacher_channels=4 if args.teacher_channels is None
                             else args.teacher_channels,
                             noise=0.0 if args.noise is None else args.noise)
-    elif name in ("mnist", "cifar10"):
+    elif name in TASK_OPTIONS["classes"]:  # the image tasks
         task_options.update(classes=args.classes, downsample=args.downsample or 1)
         if name == "cifar10":
             task_options["grayscale"] = not args.color
@@ -560,7 +560,7 @@ def command(args) -> int:
                                input_shape=args.input_shape, filter_size=args.filter_size,
                                stride=args.stride, boundary=args.boundary, seed=args.seed,
                                task_options=task_options)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, ImportError) as exc:
         parser.error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     kwargs = dict(temperature=args.temperature, activation=args.activation,
                   lambda0=args.lambda0, lambda1=args.lambda1, langevin=langevin,

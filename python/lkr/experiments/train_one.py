@@ -242,7 +242,7 @@ def command(args) -> int:
             print(f"lkr train: error: --out {args.out}: cannot write there ({describe(exc)})",
                   file=sys.stderr)
             return 2
-    from ..data import check_task_options
+    from ..data import TASK_OPTIONS, check_task_options
 
     try:
         check_task_options(args.task, classes=args.classes, downsample=args.downsample)
@@ -251,7 +251,7 @@ def command(args) -> int:
         return 2
     name = args.task.partition(":")[0]
     task_options = {}
-    if name in ("mnist", "cifar10"):
+    if name in TASK_OPTIONS["classes"]:  # the image tasks
         task_options.update(classes=args.classes, downsample=args.downsample or 1)
     try:
         out = run_experiment(arch=args.arch, task=args.task, P=args.P, P_test=args.P_test,
