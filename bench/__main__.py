@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import pkgutil
 import platform
 import sys
 import time
 
+from . import harness
 from .harness import format_table
 
 _pkg = __package__ or "bench"
@@ -36,22 +36,43 @@ def main(argv=None) -> int:
         print("\n".join(available_suites()))
         return 0
     import lkr
+    from lkr._io import check_writable_dir, describe, write_json
 
-    rows = []
+    try:  # a bad --out fails now, not after minutes of benchmarks
+        check_writable_dir(os.path.dirname(os.path.abspath(args.out)))
+    except OSError as exc:
+        print(f"lkr bench: error: --out {args.out}: cannot write there ({describe(exc)})",
+              file=sys.stderr)
+        return 2
+    print(harness.header(), flush=True)
+    rows, interrupted = [], None
     for name in args.suite or available_suites():
-        mod = importlib.import_module(f"{_pkg}.bench_{name}")
+        harness.reset()
         print(f"# suite {name}", file=sys.stderr, flush=True)
-        suite_rows = mod.run(quick=args.quick)
+        try:
+            mod = importlib.import_module(f"{_pkg}.bench_{name}")
+            suite_rows = mod.run(quick=args.quick)
+        except KeyboardInterrupt:
+            # Ctrl-C: keep the rows this suite finished, then stop (lkr._interrupt)
+            suite_rows, interrupted = harness.collected(), name
         print(format_table(suite_rows), flush=True)
         print(flush=True)
         rows += suite_rows
+        if interrupted:
+            print(f"lkr bench: interrupted during suite {name}; saving the {len(rows)} rows "
+                  "finished", file=sys.stderr, flush=True)
+            break
     meta = dict(time=time.strftime("%Y-%m-%dT%H:%M:%S"), machine=platform.machine(),
                 processor=platform.processor(), cpus=os.cpu_count(), quick=args.quick,
-                info=lkr.info())
-    with open(args.out, "w") as fh:
-        json.dump(dict(meta=meta, results=rows), fh, indent=1, default=str)
+                threads=harness.lkr_threads(), **harness.load(), info=lkr.info(),
+                interrupted=interrupted is not None, interrupted_during=interrupted)
+    try:
+        write_json(args.out, dict(meta=meta, results=rows), indent=1)  # atomically
+    except OSError as exc:
+        print(f"lkr bench: error: cannot write {args.out}: {describe(exc)}", file=sys.stderr)
+        return 2
     print(f"saved {len(rows)} results to {args.out}", file=sys.stderr)
-    return 0
+    return 130 if interrupted else 0
 
 
 if __name__ == "__main__":

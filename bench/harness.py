@@ -9,9 +9,80 @@ this implementation over the reference named in ``vs``), ``gflops``, ``rate`` wi
 from __future__ import annotations
 
 import gc
+import os
 import statistics
 import time
 from typing import Callable, Optional
+
+#: every row made by :func:`record` since the last :func:`reset` (so that an interrupted
+#: suite still has its finished rows)
+_collected: list = []
+
+
+def reset() -> None:
+    """Forget the rows collected so far (the runner calls it before each suite)."""
+    _collected.clear()
+
+
+def collected() -> list:
+    """The rows :func:`record` made since the last :func:`reset`."""
+    return list(_collected)
+
+
+def lkr_threads() -> int:
+    """The threads lkr's compiled kernels use now (its setting; 0 = all cores, resolved)."""
+    import lkr
+
+    n = lkr.get_num_threads()
+    return n if n > 0 else (os.cpu_count() or 1)
+
+
+def load() -> dict:
+    """Cores, load average (1, 5, 15 min; None where the OS has none) and whether the
+    machine is loaded (1-minute load average above the core count)."""
+    cores = os.cpu_count() or 1
+    try:
+        avg = os.getloadavg()
+    except (AttributeError, OSError):  # pragma: no cover - Windows
+        avg = None
+    return dict(cores=cores, loadavg=None if avg is None else [round(a, 2) for a in avg],
+                loaded=avg is not None and avg[0] > cores)
+
+
+def header() -> str:
+    """The lines above the tables: threads, cores, load average and, on a loaded machine,
+    what that means for the numbers."""
+    ld = load()
+    avg = "n/a" if ld["loadavg"] is None else " ".join(f"{a:.2f}" for a in ld["loadavg"])
+    env = os.environ.get("LKR_NUM_THREADS")
+    lines = [f"# lkr threads {lkr_threads()}"
+             + (f" (LKR_NUM_THREADS={env})" if env is not None else " (default: all cores)")
+             + f", {ld['cores']} cores, load average {avg}"]
+    if ld["loaded"]:
+        lines.append(f"# LOADED: load average {ld['loadavg'][0]:.2f} > {ld['cores']} cores: other "
+                     "processes compete for the cores, timings are noisy and multi-threaded "
+                     "rows suffer most; lkr rows that measure it use the faster of "
+                     f"{lkr_threads()} and 1 thread (the threads column says which)")
+    return "\n".join(lines)
+
+
+def measure_threads(fn: Callable[[], object], **kwargs):
+    """:func:`measure` at lkr's thread setting and, on a loaded machine, at one thread too;
+    returns ``(median_s, iqr_s, n, last_result, threads)`` of the faster."""
+    import lkr
+
+    threads = lkr_threads()
+    best = measure(fn, **kwargs) + (threads,)
+    if threads > 1 and load()["loaded"]:
+        old = lkr.get_num_threads()
+        lkr.set_num_threads(1)
+        try:
+            one = measure(fn, **kwargs) + (1,)
+        finally:
+            lkr.set_num_threads(old)
+        if one[0] < best[0]:
+            best = one
+    return best
 
 
 def measure(fn: Callable[[], object], *, repeats: int = 5, warmup: int = 1,
@@ -52,10 +123,13 @@ def measure(fn: Callable[[], object], *, repeats: int = 5, warmup: int = 1,
 
 def record(suite: str, case: str, impl: str, median_s: float, iqr_s: float, repeats: int,
            **extra) -> dict:
-    """One benchmark result row."""
+    """One benchmark result row (lkr's rows carry ``threads``, the thread count measured)."""
     row = dict(suite=suite, case=case, impl=impl, median_s=median_s, iqr_s=iqr_s,
                repeats=repeats)
+    if impl.startswith("lkr") and "threads" not in extra:
+        row["threads"] = lkr_threads()
     row.update(extra)
+    _collected.append(row)
     return row
 
 

@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from . import _interrupt
+
 #: subcommand -> module of lkr.experiments, in the order ``lkr --help`` lists them
 COMMANDS = {"info": "info", "fc-vs-cnn": "fc_vs_cnn", "nets-vs-linearized": "nets_vs_linearized",
             "train": "train_one", "bench": "bench"}
@@ -64,6 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Entry point of the ``lkr`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # One Ctrl-C handling for every subcommand (lkr._interrupt): the first Ctrl-C stops the
+    # job and the command writes what is finished (exit status 130); a second one ends the
+    # process at once.
+    with _interrupt.handling(hard_exit=True):
+        try:
+            return _main(argv)
+        except KeyboardInterrupt:
+            print("lkr: interrupted", file=sys.stderr)
+            return 130
+
+
+def _main(argv) -> int:
     if argv[:1] == ["bench"]:
         # Everything after `bench` belongs to the bench runner (its own --help included);
         # argparse's REMAINDER would not pass on a leading option.
@@ -76,11 +90,7 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return args.func(args)
 
 
 if __name__ == "__main__":  # pragma: no cover

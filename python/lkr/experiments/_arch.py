@@ -94,7 +94,9 @@ def sampled_test_error(arch, *, width, geometry=None, X, y, X_test, y_test, temp
     -------
     dict
         ``error``, ``error_se`` (over chains), ``bias2``, ``variance``, ``chains``,
-        ``samples``, and ``lr``, ``steps_per_s``, ``rhat_max``, ``interrupted``.
+        ``samples``, and ``lr``, ``steps_per_s``, ``rhat_max``, ``interrupted``; a run
+        interrupted by Ctrl-C gives only ``interrupted`` (True), ``steps_done``,
+        ``samples`` (per chain) and ``lr``.
     """
     net, X, X_test = make_net(arch, width, X, X_test, geometry=geometry, activation=activation,
                               lambda0=lambda0, lambda1=lambda1, seed=seed)
@@ -102,6 +104,11 @@ def sampled_test_error(arch, *, width, geometry=None, X, y, X_test, y_test, temp
         lr = "auto"
     res = langevin(net, X, y, temperature, lr=lr, steps=steps, burn_in=burn_in, thin=thin,
                    X_test=X_test, y_test=y_test, chains=chains, seed=seed, progress=progress)
+    if res.interrupted:
+        # cut short (Ctrl-C): during burn-in there are no samples at all, after it too few
+        # for an estimate; the caller decides (lkr fc-vs-cnn drops the run and stops)
+        return dict(interrupted=True, steps_done=res.steps_done,
+                    samples=res.samples_per_chain, lr=res.settings["lr"])
     out = res.test_error()
     out.update(lr=res.settings["lr"], steps_per_s=res.steps_per_s,
                rhat_max=res.to_dict()["rhat_max"], interrupted=res.interrupted)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import platform
 import sys
 import time
@@ -37,13 +36,15 @@ from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from .. import _interrupt
+from .._io import check_writable_dir, describe
 from .._json import jsonable
-from .._progress import progress_bar
+from .._progress import PhaseBar, progress_bar
 from .._validate import integer as _integer
 from ._arch import ARCHITECTURES, make_theory, sampled_test_error
 from ._arch import NAMES as _NAMES
 from .argtypes import nonneg_float, nonneg_int, positive_float, positive_int, shape, task_spec, widths
-from .report import format_table, plot_results, save_results
+from .report import format_table, plot_results, save_results, write_outputs
 
 __all__ = ["run", "prepare", "Prepared", "default_widths", "format_table", "save_results",
            "plot_results", "Progress", "ARCHITECTURES", "DEFAULTS", "add_arguments", "command"]
@@ -233,7 +234,17 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
     -------
     dict
         ``settings``, ``task``, ``versions``, ``infinite_width``, ``finite_width``
-        (per architecture, a row per width), ``langevin`` (or None), ``summary``, ``timing``.
+        (per architecture, a row per width), ``langevin`` (or None), ``summary``, ``timing``,
+        ``interrupted`` (False).
+
+    Raises
+    ------
+    lkr._interrupt.Interrupted
+        On Ctrl-C (a KeyboardInterrupt); its ``results`` hold what was finished, with
+        ``interrupted=True`` and ``interrupted_during`` (a cut Langevin run is dropped).
+    LangevinFailed
+        When Langevin sampling diverges (a FloatingPointError); its ``results`` hold the
+        theory and the sampled rows finished before, with ``langevin_error``.
     """
     t_start = time.perf_counter()
     architectures = tuple(architectures)
@@ -252,29 +263,7 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
                   lambda1=lambda1)
     data = (X, y, X_test, y_test)
     n_points = len(widths) * len(architectures)
-    bar = _Bar(progress, 3 + n_points + (n_points if langevin else 0))
-
-    timing = {"data_s": prepared.seconds}
-    t0 = time.perf_counter()
-    infinite = _infinite_width(data, geometry, common, bar)
-    timing["infinite_width_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    if executor is None:
-        mode = "serial, warm-started along the widths (Theory.fit_path)"
-        finite = _finite_width_serial(architectures, widths, data, geometry, common, bar)
-    else:
-        mode = "independent fits on an executor"
-        finite = _finite_width_executor(architectures, widths, data, geometry, common, bar,
-                                        executor)
-    timing["finite_width_s"] = time.perf_counter() - t0
-    sampled = None
-    if langevin:
-        t0 = time.perf_counter()
-        sampled = _sampled(architectures, widths, data, geometry, common, langevin, seed, bar)
-        timing["langevin_s"] = time.perf_counter() - t0
-    summary = _summary(architectures, infinite, finite)
-    timing["total_s"] = time.perf_counter() - t_start
-    bar.close()
+    bar = PhaseBar(progress, 3 + n_points + (n_points if langevin else 0))
 
     settings = dict(task=task, P=int(P), P_test=int(P_test), widths=widths,
                     temperature=float(temperature), activation=activation,
@@ -282,43 +271,75 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
                     geometry=geometry.to_dict(), num_patches=geometry.num_patches,
                     patch_size=geometry.patch_size, input_size=geometry.input_size,
                     architectures=list(architectures), task_options=prepared.task_options,
-                    mode=mode, langevin=langevin or None)
-    return jsonable(dict(experiment="fc-vs-cnn", settings=settings, task=info,
-                         versions=_versions(), infinite_width=infinite, finite_width=finite,
-                         langevin=sampled, summary=summary, timing=timing,
-                         created=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
+                    mode=("serial, warm-started along the widths (Theory.fit_path)"
+                          if executor is None else "independent fits on an executor"),
+                    langevin=langevin or None)
+    # Every phase fills these as it goes, so that an interrupted or failed run still has
+    # every finished row to report and save.
+    infinite, finite = {}, {a: [] for a in architectures}
+    sampled = {a: [] for a in architectures} if langevin else None
+    timing = {"data_s": prepared.seconds}
+
+    def results(**extra):
+        for rows in finite.values():
+            rows.sort(key=lambda r: r["width"])
+        timing["total_s"] = time.perf_counter() - t_start
+        return jsonable(dict(experiment="fc-vs-cnn", settings=settings, task=info,
+                             versions=_versions(), infinite_width=infinite,
+                             finite_width=finite, langevin=sampled,
+                             summary=_summary(architectures, infinite, finite, len(widths)),
+                             timing=timing, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                             **extra))
+
+    try:
+        t0 = time.perf_counter()
+        _infinite_width(infinite, data, geometry, common, bar)
+        timing["infinite_width_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if executor is None:
+            _finite_width_serial(finite, architectures, widths, data, geometry, common, bar)
+        else:
+            _finite_width_executor(finite, architectures, widths, data, geometry, common, bar,
+                                   executor)
+        timing["finite_width_s"] = time.perf_counter() - t0
+        if langevin:
+            t0 = time.perf_counter()
+            try:
+                _sampled(sampled, architectures, widths, data, geometry, common, langevin,
+                         seed, bar)
+            except FloatingPointError as exc:
+                msg = str(exc).splitlines()[0]
+                raise LangevinFailed(results(interrupted=False, langevin_error=msg),
+                                     msg) from None
+            timing["langevin_s"] = time.perf_counter() - t0
+    except KeyboardInterrupt:
+        bar.close()
+        during = (bar.label or "start-up").replace(" ...", "")
+        raise _interrupt.Interrupted(results(interrupted=True, interrupted_during=during),
+                                     during) from None
+    finally:
+        bar.close()
+    return results(interrupted=False)
 
 
-class _Bar:
-    """The run's progress: ``tick`` after a finished step, ``status`` for the one running."""
+class LangevinFailed(FloatingPointError):
+    """Langevin sampling diverged; ``results``: the theory and the sampled rows so far."""
 
-    def __init__(self, progress, total):
-        self.bar = progress(total) if progress else None
-
-    def status(self, label):
-        if self.bar is not None:
-            self.bar.set_description_str(label)
-
-    def tick(self, label):
-        if self.bar is not None:
-            self.bar.set_description_str(label, refresh=False)
-            self.bar.update(1)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
+    def __init__(self, results, message):
+        super().__init__(message)
+        self.results = results
 
 
-def _infinite_width(data, geometry, common, bar) -> dict:
-    """The Gaussian processes with Q = I (and the pooled one, for context)."""
+def _infinite_width(infinite, data, geometry, common, bar) -> None:
+    """The Gaussian processes with Q = I (and the pooled one, for context), into infinite."""
     from ..theory import GPTheory
 
     X, y, X_test, y_test = data
-    infinite = {}
     for key, label in (("fc", "GP with the FC kernel (Qbar = 1)"),
                        ("cnn", "GP with the CNN kernel K_R(I) (Qbar = I)"),
                        ("pooled", "GP with the pooled kernel K_R(11^T/Np) "
                                   "(global average pooling)")):
+        bar.status(f"infinite width, {key} kernel ...")
         gp = GPTheory(kernel=key, geometry=None if key == "fc" else geometry, **common)
         gp.fit(X, y)
         ev = gp.evaluate(X_test, y_test)
@@ -328,24 +349,21 @@ def _infinite_width(data, geometry, common, bar) -> dict:
     infinite["lcn"] = dict(infinite["cnn"], description="same as the CNN's: with Qbar = I the "
                            "LCN and CNN kernels coincide (only the diagonal K_ii enters)",
                            same_as="cnn")
-    return infinite
 
 
-def _finite_width_serial(architectures, widths, data, geometry, common, bar) -> dict:
+def _finite_width_serial(finite, architectures, widths, data, geometry, common, bar) -> None:
     """Each architecture's theory along the widths, widest first: the solution at large N is
-    close to Qbar = I, a good start for the next narrower width."""
+    close to Qbar = I, a good start for the next narrower width. Rows go into finite[arch]
+    as they are finished."""
     X, y, X_test, y_test = data
-    finite = {}
     for arch in architectures:
         order = sorted(widths, reverse=True)
         base = make_theory(arch, order[0], geometry=geometry, **common)
         bar.status(f"{_NAMES[arch]}: solving at {len(order)} widths (warm-started) ...")
-        rows = []
         for w, th in zip(order, base.fit_path(X, y, order)):
-            rows.append(_row(arch, w, len(y), th.evaluate(X_test, y_test), th.solution))
+            finite[arch].append(_row(arch, w, len(y), th.evaluate(X_test, y_test), th.solution))
             bar.tick(f"{_NAMES[arch]} N={w}")
-        finite[arch] = sorted(rows, key=lambda r: r["width"])
-    return finite
+            bar.status(f"{_NAMES[arch]}: solving the next width ...")
 
 
 def _fit_row(arch, width, data, geometry, common) -> dict:
@@ -356,41 +374,51 @@ def _fit_row(arch, width, data, geometry, common) -> dict:
     return _row(arch, width, len(y), th.evaluate(X_test, y_test), th.solution)
 
 
-def _finite_width_executor(architectures, widths, data, geometry, common, bar, executor):
+def _finite_width_executor(finite, architectures, widths, data, geometry, common, bar,
+                           executor) -> None:
     """Every (architecture, width) fitted independently, all submitted at once so that the
     executor runs them side by side."""
     bar.status(f"solving {len(widths) * len(architectures)} (architecture, width) points on "
                "the executor ...")
     futures = {(a, w): executor.submit(_fit_row, a, w, data, geometry, common)
                for a in architectures for w in widths}
-    finite = {a: [] for a in architectures}
-    for (arch, w), fut in futures.items():
-        finite[arch].append(fut.result())
-        bar.tick(f"{_NAMES[arch]} N={w}")
-    return finite
+    try:
+        for (arch, w), fut in futures.items():
+            finite[arch].append(fut.result())
+            bar.tick(f"{_NAMES[arch]} N={w}")
+    except BaseException:
+        for fut in futures.values():
+            fut.cancel()
+        raise
 
 
-def _sampled(architectures, widths, data, geometry, common, langevin, seed, bar) -> dict:
-    """Langevin sampling of the networks themselves at every width."""
+def _sampled(sampled, architectures, widths, data, geometry, common, langevin, seed,
+             bar) -> None:
+    """Langevin sampling of the networks themselves at every width, rows into sampled[arch].
+
+    A run cut short by Ctrl-C is dropped (its few samples are no estimate) and the
+    interrupt goes on to stop the whole job.
+    """
     X, y, X_test, y_test = data
-    sampled = {}
     for arch in architectures:
-        rows = []
         for w in widths:
             bar.status(f"Langevin {_NAMES[arch]} N={w} ...")
             r = sampled_test_error(arch, width=w, geometry=geometry, X=X, y=y, X_test=X_test,
                                    y_test=y_test, seed=seed, **common, **langevin)
-            rows.append(dict(jsonable(r), width=w))
+            if r["interrupted"] or _interrupt.requested():
+                raise KeyboardInterrupt
+            sampled[arch].append(dict(jsonable(r), width=w))
             bar.tick(f"Langevin {_NAMES[arch]} N={w}")
-        sampled[arch] = rows
-    return sampled
 
 
-def _summary(architectures, infinite, finite) -> dict:
+def _summary(architectures, infinite, finite, n_widths) -> dict:
+    """Per architecture whose infinite-width limit and every width are finished."""
     summary = {}
     for arch in architectures:
+        rows = finite.get(arch) or []
+        if arch not in infinite or len(rows) < n_widths:
+            continue
         inf = infinite[arch]["error"]
-        rows = finite[arch]
         best = min(rows, key=lambda r: r["error"])
         narrow = rows[0]
         summary[arch] = {
@@ -425,12 +453,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "default 0,1 for MNIST and digits, 3,5 for CIFAR-10")
     g.add_argument("--color", action="store_true",
                    help="cifar10: keep RGB as 3 channels (default: grayscale)")
-    g.add_argument("--downsample", type=positive_int, default=1, metavar="F",
-                   help="image tasks: block-average factor (default: %(default)s)")
-    g.add_argument("--teacher-channels", type=positive_int, default=4, metavar="C",
-                   help="local-teacher: hidden channels of the CNN teacher (default: %(default)s)")
-    g.add_argument("--noise", type=nonneg_float, default=0.0,
-                   help="local-teacher: standard deviation of label noise (default: %(default)s)")
+    g.add_argument("--downsample", type=positive_int, default=None, metavar="F",
+                   help="image tasks: block-average factor (default: 1)")
+    g.add_argument("--teacher-channels", type=positive_int, default=None, metavar="C",
+                   help="local-teacher: hidden channels of the CNN teacher (default: 4)")
+    g.add_argument("--noise", type=nonneg_float, default=None,
+                   help="local-teacher: standard deviation of label noise (default: 0)")
     g = p.add_argument_group("networks and posterior")
     g.add_argument("--widths", type=widths, default=None, metavar="N,N,...",
                    help="comma-separated widths N (FC units, CNN/LCN channels); default: "
@@ -485,26 +513,34 @@ def command(args) -> int:
     if args.burn_in is not None and args.burn_in >= args.langevin_steps:
         parser.error(f"--burn-in {args.burn_in} must be smaller than --langevin-steps "
                      f"{args.langevin_steps}")
+    from ..data import TASK_OPTIONS, check_task_options
+
+    try:
+        # options the task would silently ignore are refused before anything runs
+        check_task_options(args.task, classes=args.classes, downsample=args.downsample,
+                           color=args.color or None, teacher_channels=args.teacher_channels,
+                           noise=args.noise)
+    except ValueError as exc:
+        parser.error(str(exc))
     name = args.task.partition(":")[0]
-    synthetic = name in ("local-teacher", "gaussian-linear")
     task_options = {}
-    if synthetic:
-        if name == "local-teacher":
-            task_options.update(teacher_channels=args.teacher_channels, noise=args.noise)
-        elif args.noise:
-            parser.error("--noise applies to the local-teacher task only")
-    else:
-        task_options.update(classes=args.classes, downsample=args.downsample)
+    if name == "local-teacher":
+        task_options.update(teacher_channels=4 if args.teacher_channels is None
+                            else args.teacher_channels,
+                            noise=0.0 if args.noise is None else args.noise)
+    elif name in TASK_OPTIONS["classes"]:  # the image tasks
+        task_options.update(classes=args.classes, downsample=args.downsample or 1)
         if name == "cifar10":
             task_options["grayscale"] = not args.color
     if args.scheduler is not None and args.workers is not None:
         parser.error("give --scheduler (a running cluster) or --workers (a local one), not both")
     if args.out is not None:
-        # Made now, not after a run of minutes, so that a bad path fails at once.
+        # Checked now, not after a run of minutes: a path that cannot be created or written
+        # (read-only, full, a file in the way) fails at once.
         try:
-            os.makedirs(args.out, exist_ok=True)
+            check_writable_dir(args.out)
         except OSError as exc:
-            parser.error(f"--out {args.out}: cannot create the directory ({exc.strerror or exc})")
+            parser.error(f"--out {args.out}: cannot write there ({describe(exc)})")
     langevin = None
     if args.langevin:
         langevin = dict(chains=args.chains, steps=args.langevin_steps, burn_in=args.burn_in,
@@ -545,17 +581,20 @@ def command(args) -> int:
                     msg += "; pip install lkr[distributed]"
                 parser.error(f"--scheduler/--workers need Dask: {msg}")
             note(f"fitting on Dask: {getattr(ex, 'client', ex)}")
-        results = run(args.task, executor=ex, **kwargs)
-    print(format_table(results), flush=True)
-    if args.out is not None:
-        path = save_results(results, args.out)
-        note(f"wrote {path}")
+        status, failure = 0, None
         try:
-            png = plot_results(results, os.path.join(args.out, "fc_vs_cnn.png"))
-            note(f"wrote {png}")
-        except ImportError as exc:
-            # said even with --quiet: the plot that --out asks for is missing
-            print(f"no plot: {exc}", file=sys.stderr, flush=True)
-    else:
-        note("(use --out DIR to save results.json and the plot)")
-    return 0
+            results = run(args.task, executor=ex, **kwargs)
+        except _interrupt.Interrupted as exc:
+            results, status = exc.results, 130
+            print(f"lkr fc-vs-cnn: interrupted during {exc.during}; writing what is finished "
+                  "(Ctrl-C again to abort at once)", file=sys.stderr, flush=True)
+        except LangevinFailed as exc:
+            results, status, failure = exc.results, 2, str(exc)
+    print(format_table(results), flush=True)
+    if failure:
+        print(f"lkr fc-vs-cnn: error: Langevin sampling failed: {failure}", file=sys.stderr,
+              flush=True)
+    if args.out is not None:
+        return write_outputs(results, args.out, note) or status
+    note("(use --out DIR to save results.json and the plot)")
+    return status

@@ -35,6 +35,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from .._io import check_writable_dir, describe
 from .argtypes import nonneg_int, positive_float, positive_int, shape
 from .argtypes import widths as _int_list
 from .report_nets_vs_linearized import format_table, plot_results, save_results
@@ -313,7 +314,7 @@ def run_experiment(task=DEFAULTS["task"], *, classes=DEFAULTS["classes"], P=DEFA
     except KeyboardInterrupt:
         interrupted = True  # what is finished is kept (a partial row when seeds were cut)
         if done:
-            rows.append(_aggregate(done, a, w, mult))
+            rows.append(dict(_aggregate(done, a, w, mult), interrupted=True))
     finally:
         if bar is not None:
             bar.close()
@@ -418,10 +419,12 @@ def command(args) -> int:
 
     parser = args.parser
     if args.out is not None:
+        # really creates (and removes) a file: a read-only or full --out fails now, not
+        # after the training (lkr._io)
         try:
-            os.makedirs(args.out, exist_ok=True)
+            check_writable_dir(args.out)
         except OSError as exc:
-            parser.error(f"--out {args.out}: cannot create the directory ({exc.strerror or exc})")
+            parser.error(f"--out {args.out}: cannot write there ({describe(exc)})")
 
     def note(msg):
         if not args.quiet:
@@ -445,15 +448,31 @@ def command(args) -> int:
     try:
         results = run_experiment(args.task, **kw)
     except FloatingPointError as exc:
-        print(f"lkr nets-vs-linearized: {exc}", file=sys.stderr)
-        return 1
+        # as lkr train: one line, exit status 2
+        print(f"lkr nets-vs-linearized: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
     print(format_table(results), flush=True)
-    if args.out is not None:
-        note(f"wrote {save_results(results, args.out)}")
-        try:
-            note(f"wrote {plot_results(results, os.path.join(args.out, 'nets_vs_linearized.png'))}")
-        except ImportError as exc:
-            print(f"no plot: {exc}", file=sys.stderr, flush=True)
-    else:
+    status = 130 if results["interrupted"] else 0
+    if args.out is None:
         note("(use --out DIR to save results.json and the plot)")
-    return 130 if results["interrupted"] else 0
+        return status
+    # each file atomically (lkr._io); a failed write is one line and exit status 2
+    png = os.path.join(args.out, "nets_vs_linearized.png")
+    for what, write in (("results.json", lambda: save_results(results, args.out)),
+                        ("the plot", lambda: plot_results(results, png))):
+        try:
+            note(f"wrote {write()}")
+        except ImportError as exc:
+            msg = f"no plot: {exc}"
+            if os.path.exists(png):  # an old plot would pass for this run's
+                try:
+                    os.remove(png)
+                    msg += f"; removed the old {png} of an earlier run"
+                except OSError as err:
+                    msg += f"; the old {png} of an earlier run is still there ({describe(err)})"
+            print(msg, file=sys.stderr, flush=True)
+        except OSError as exc:
+            print(f"lkr nets-vs-linearized: error: cannot write {what} in {args.out}: "
+                  f"{describe(exc)}", file=sys.stderr, flush=True)
+            return 2
+    return status

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import os
+import sys
 
-from .._json import dump
+from .._io import describe, savefig, write_json
 from ._arch import NAMES as _NAMES
 
-__all__ = ["format_table", "save_results", "plot_results"]
+__all__ = ["format_table", "save_results", "plot_results", "write_outputs", "RHAT_WARN"]
+
+#: R-hat above this: the chains have not mixed, and the table says so
+RHAT_WARN = 1.1
 
 
 def _fmt(v, w=9):
@@ -29,10 +33,19 @@ def format_table(results: dict) -> str:
     lines.append("test error = bias^2 + variance (mean over the test set); alpha = P / N")
     lines.append("Qbar columns: FC the scalar; CNN the mean diagonal and mean off-diagonal entry; "
                  "LCN the mean and range of the diagonal")
+    if results.get("interrupted"):
+        lines.append(f"INTERRUPTED during {results.get('interrupted_during') or 'the run'}: "
+                     "only the finished rows below (the run cut short is dropped)")
+    if results.get("langevin_error"):
+        lines.append(f"LANGEVIN FAILED: {results['langevin_error']}; the theory rows are "
+                     "complete, the sampled column only where it finished")
     inf = results["infinite_width"]
     lang = results.get("langevin") or {}
+    unmixed = []
     for arch in s["architectures"]:
-        rows = results["finite_width"][arch]
+        rows = (results.get("finite_width") or {}).get(arch) or []
+        if not rows and arch not in inf:
+            continue
         lines.append("")
         if arch == "fc":
             title = "FC   (global renormalisation: one scalar Qbar)"
@@ -59,10 +72,17 @@ def format_table(results: dict) -> str:
             ls = ""
             if r["width"] in by_w:
                 b = by_w[r["width"]]
-                ls = f"{b['error']:10.4f} +- {b['error_se']:.4f}"
+                se = b.get("error_se")
+                ls = f"{b['error']:10.4f} +- " + (f"{se:.4f}" if se is not None else "  n/a ")
+                rh = b.get("rhat_max")
+                if rh is not None and rh > RHAT_WARN:
+                    ls += f" R-hat {rh:.2g}!"
+                    unmixed.append(f"{_NAMES[arch]} N={r['width']} (R-hat {rh:.2g})")
             lines.append(f"{r['width']:>7}{r['alpha']:>8.3g}{r['error']:>9.4f}{r['bias2']:>9.4f}"
                          f"{r['variance']:>9.4f}  {qs}{ls}{flag}")
-        i = inf[arch]
+        i = inf.get(arch)
+        if i is None:
+            continue
         note = {"fc": "GP, FC kernel", "cnn": "GP, CNN kernel, Qbar = I",
                 "lcn": "= CNN's limit (Qbar = I)"}[arch]
         lines.append(f"{'inf':>7}{0:>8}{i['error']:>9.4f}{i['bias2']:>9.4f}{i['variance']:>9.4f}"
@@ -72,9 +92,17 @@ def format_table(results: dict) -> str:
         lines.append("")
         lines.append(f"for context, infinite-width CNN with global average pooling (Qbar = 11^T/Np): "
                      f"error {p['error']:.4f} (bias^2 {p['bias2']:.4f}, variance {p['variance']:.4f})")
+    if unmixed:
+        lines.append("")
+        lines.append(f"WARNING: Langevin chains not mixed (R-hat > {RHAT_WARN}) at "
+                     f"{', '.join(unmixed)}: those sampled errors and their standard errors "
+                     "are not reliable; run longer (--langevin-steps) or more chains (--chains)")
     lines.append("")
     for arch in s["architectures"]:
-        sm = results["summary"][arch]
+        sm = (results.get("summary") or {}).get(arch)
+        if sm is None:
+            lines.append(f"{_NAMES[arch]:>4}: not finished")
+            continue
         verdict = ("below" if sm["best_error"] < sm["infinite_error"] else "not below")
         lines.append(f"{_NAMES[arch]:>4}: best finite-width error {sm['best_error']:.4f} at "
                      f"N = {sm['best_width']}, {verdict} its infinite-width {sm['infinite_error']:.4f}; "
@@ -86,11 +114,8 @@ def format_table(results: dict) -> str:
 def save_results(results: dict, out_dir) -> str:
     """Write ``results.json`` into out_dir (created if needed); returns its path."""
     os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "results.json")
-    with open(path, "w") as fh:
-        dump(results, fh, indent=1)
-        fh.write("\n")
-    return path
+    # atomically: a failed write leaves the previous results.json, never a truncated one
+    return write_json(os.path.join(out_dir, "results.json"), results, indent=1)
 
 
 def plot_results(results: dict, path) -> str:
@@ -111,10 +136,10 @@ def plot_results(results: dict, path) -> str:
     s = results["settings"]
     colors = {"fc": "tab:blue", "cnn": "tab:red", "lcn": "tab:green"}
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
-    panels = (("error", "test error = bias$^2$ + variance"),
-              ("relative", "test error relative to N = $\\infty$ (%)"),
-              ("bias2", "bias$^2$"), ("variance", "variance"))
-    for ax, (key, title) in zip(axes.flat, panels):
+    panels = (("error", "test error = bias$^2$ + variance", "test error"),
+              ("relative", "test error relative to N = $\\infty$ (%)", "change in test error (%)"),
+              ("bias2", "bias$^2$", "bias$^2$"), ("variance", "variance", "variance"))
+    for ax, (key, title, ylabel) in zip(axes.flat, panels):
         for arch in s["architectures"]:
             rows = results["finite_width"][arch]
             inf = results["infinite_width"][arch]
@@ -126,10 +151,12 @@ def plot_results(results: dict, path) -> str:
                 vals = [r[key] for r in rows]
                 ref = inf[key]
             ax.plot(widths, vals, "o-", color=colors[arch], label=_NAMES[arch])
-            # LCN's limit is the CNN's: drawn dotted over the CNN's dashes
+            # LCN's limit is the CNN's (the same line): red and green dashes interleaved
+            # (one starts where the other's gap is), so that both stay visible
             shared = arch == "lcn" and "cnn" in s["architectures"]
+            style = {"cnn": (0, (4, 4)), "lcn": (4, (4, 4))}.get(arch, "--")
             if key != "relative" or arch == s["architectures"][0]:
-                ax.axhline(ref, ls=":" if shared else "--",
+                ax.axhline(ref, ls=style if key != "relative" else "--",
                            color="gray" if key == "relative" else colors[arch], lw=1.2,
                            label=None if key == "relative" else
                            f"{_NAMES[arch]}, N = $\\infty$" + (" (= CNN's)" if shared else ""))
@@ -140,6 +167,7 @@ def plot_results(results: dict, path) -> str:
                             color=colors[arch], capsize=3, label=f"{_NAMES[arch]}, Langevin")
         ax.set_xscale("log")
         ax.set_xlabel("width N (FC units; CNN, LCN channels)")
+        ax.set_ylabel(ylabel)
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3, which="both")
     axes[0, 0].legend(fontsize=8, ncol=2)
@@ -147,6 +175,48 @@ def plot_results(results: dict, path) -> str:
     fig.suptitle(f"{s['task']}: P = {s['P']}, T = {s['temperature']:g}, {s['activation']}, "
                  f"Np = {s['num_patches']} patches of M = {s['patch_size']} "
                  "(dashed: infinite-width GP)", fontsize=10)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        savefig(fig, path, dpi=110)  # atomically, as results.json
+    finally:
+        plt.close(fig)
     return os.fspath(path)
+
+
+def write_outputs(results: dict, out, note) -> int:
+    """``lkr fc-vs-cnn --out``: results.json and the plot, each written atomically.
+
+    Returns 0, or 2 after a one-line message on stderr when a file cannot be written. With
+    no plot (an interrupted run, no matplotlib) an old plot of an earlier run is removed,
+    and stderr says so. ``note(msg)`` reports what was written.
+    """
+    png = os.path.join(out, "fc_vs_cnn.png")
+    try:
+        note(f"wrote {save_results(results, out)}")
+    except OSError as exc:
+        print(f"lkr fc-vs-cnn: error: cannot write {os.path.join(out, 'results.json')}: "
+              f"{describe(exc)}", file=sys.stderr, flush=True)
+        return 2
+    why = None
+    if results.get("interrupted"):
+        why = "the run was interrupted"
+    else:
+        try:
+            note(f"wrote {plot_results(results, png)}")
+        except ImportError as exc:
+            why = str(exc)
+        except OSError as exc:
+            print(f"lkr fc-vs-cnn: error: cannot write {png}: {describe(exc)}", file=sys.stderr,
+                  flush=True)
+            return 2
+    if why is not None:
+        # said even with --quiet: the plot that --out asks for is missing; an old one from
+        # an earlier run would sit beside the new results.json as if it were theirs
+        stale = ""
+        if os.path.exists(png):
+            try:
+                os.remove(png)
+                stale = f"; removed the old {png} of an earlier run"
+            except OSError as exc:
+                stale = f"; the old {png} of an earlier run is still there ({describe(exc)})"
+        print(f"no plot: {why}{stale}", file=sys.stderr, flush=True)
+    return 0

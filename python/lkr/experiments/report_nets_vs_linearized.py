@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .._json import dump
+from .._io import savefig, write_json
 
 __all__ = ["format_table", "save_results", "plot_results"]
 
@@ -63,11 +63,8 @@ def format_table(results: dict) -> str:
 def save_results(results: dict, out_dir) -> str:
     """Write ``results.json`` into out_dir (lkr's one JSON writer); returns its path."""
     os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "results.json")
-    with open(path, "w") as fh:
-        dump(results, fh, indent=1)
-        fh.write("\n")
-    return path
+    # atomically: a failed write leaves the previous results.json, never a truncated one
+    return write_json(os.path.join(out_dir, "results.json"), results, indent=1)
 
 
 def plot_results(results: dict, path) -> str:
@@ -119,6 +116,8 @@ def plot_results(results: dict, path) -> str:
     ax2.legend(fontsize=7)
     fig.suptitle(f"{s['task']} {' vs '.join(map(str, s['classes']))}: P = {s['P']}, "
                  f"{s['activation']}, {s['optimizer']}, {s['steps']} steps", fontsize=10)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        savefig(fig, path, dpi=110)  # atomically
+    finally:
+        plt.close(fig)
     return os.fspath(path)

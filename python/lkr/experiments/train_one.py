@@ -23,9 +23,11 @@ import warnings
 
 import numpy as np
 
-from .._json import dump, dumps, jsonable
+from .._io import check_writable_dir, describe, write_json
+from .._json import dumps, jsonable
 from ._arch import NAMES
 from .argtypes import nonneg_int, positive_float, positive_int, shape
+from .report import RHAT_WARN
 
 __all__ = ["add_arguments", "command", "run", "run_experiment", "DEFAULTS", "HELP"]
 
@@ -66,8 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=nonneg_int, default=d["seed"],
                    help="seeds the task, the initial draws and the noise (default 0)")
     g.add_argument("--classes", default=None, help="image tasks: 'a,b' or 'a,c:b,d'")
-    g.add_argument("--downsample", type=positive_int, default=1,
-                   help="image tasks: block-average factor")
+    g.add_argument("--downsample", type=positive_int, default=None,
+                   help="image tasks: block-average factor (default 1)")
     g.add_argument("--input-shape", type=shape, default=None,
                    help="synthetic tasks: N0 or HxW (default 64)")
     g.add_argument("--filter", dest="filter_size", type=shape, default=d["filter_size"],
@@ -126,6 +128,9 @@ def run_experiment(*, arch=DEFAULTS["arch"], task=DEFAULTS["task"], P=DEFAULTS["
     g = prepared.geometry
     common = dict(activation=activation, lambda0=lambda0, lambda1=lambda1)
     net, X, X_test = make_net(arch, width, X, X_test, geometry=g, seed=seed, **common)
+    if progress is not False:  # a line to show the sampling has started (Ctrl-C stops it)
+        print(f"lkr train: sampling {chains} chains x {steps} steps (Ctrl-C stops and keeps "
+              "what is finished) ...", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     res = langevin(net, X, y, temperature, lr="auto" if lr is None else lr, steps=steps,
                          burn_in=burn_in, thin=thin, X_test=X_test, y_test=y_test,
@@ -141,23 +146,31 @@ def run_experiment(*, arch=DEFAULTS["arch"], task=DEFAULTS["task"], P=DEFAULTS["
     out["sampled"] = sampled
     out["theory"] = out["gp"] = out["difference_in_se"] = None
     timing = dict(sampling_s=t_sample)
-    if theory:
+    if theory and not res.interrupted:  # Ctrl-C stops the whole job: no theory after it
         t0 = time.perf_counter()
-        model = make_theory(arch, width, geometry=g, temperature=temperature, **common)
-        gp = make_theory(arch, None, geometry=g, temperature=temperature, **common)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            sol = model.fit(X, y)
-            ev = model.evaluate(X_test, y_test)
-        gp.fit(X, y)
-        Q = np.asarray(sol.Q, dtype=np.float64)
-        out["theory"] = dict(name=type(model).__name__, converged=bool(sol.converged),
-                             Q_mean_diag=float(np.mean(np.diag(Q)) if Q.ndim == 2 else np.mean(Q)),
-                             warnings=[str(w.message) for w in caught],
-                             **{k: float(v) for k, v in ev.items()})
-        out["gp"] = {k: float(v) for k, v in gp.evaluate(X_test, y_test).items()}
-        if sampled is not None and sampled["error_se"] == sampled["error_se"] and sampled["error_se"] > 0:
-            out["difference_in_se"] = (sampled["error"] - ev["error"]) / sampled["error_se"]
+        try:
+            model = make_theory(arch, width, geometry=g, temperature=temperature, **common)
+            gp = make_theory(arch, None, geometry=g, temperature=temperature, **common)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                sol = model.fit(X, y)
+                ev = model.evaluate(X_test, y_test)
+            gp.fit(X, y)
+            Q = np.asarray(sol.Q, dtype=np.float64)
+            out["theory"] = dict(name=type(model).__name__, converged=bool(sol.converged),
+                                 Q_mean_diag=float(np.mean(np.diag(Q)) if Q.ndim == 2
+                                                   else np.mean(Q)),
+                                 warnings=[str(w.message) for w in caught],
+                                 **{k: float(v) for k, v in ev.items()})
+            out["gp"] = {k: float(v) for k, v in gp.evaluate(X_test, y_test).items()}
+            se = None if sampled is None else sampled["error_se"]
+            if se is not None and se == se and se > 0:
+                out["difference_in_se"] = (sampled["error"] - ev["error"]) / se
+        except KeyboardInterrupt:
+            # Ctrl-C during the theory: keep the sampled part, say what is missing
+            out["theory"] = out["gp"] = out["difference_in_se"] = None
+            out["interrupted"] = True
+            out["interrupted_during"] = "theory"
         timing["theory_s"] = time.perf_counter() - t0
     out["timing"] = timing
     from .. import __version__
@@ -201,6 +214,12 @@ def format_report(out: dict) -> str:
         if d is not None:
             lines.append(f"  sampled - theory = {sm['error'] - th['error']:+.4f} "
                          f"({d:+.1f} standard errors)")
+    elif out.get("interrupted_during") == "theory":
+        lines.append("  theory: interrupted (not computed)")
+    if rh is not None and rh > RHAT_WARN:
+        lines.append(f"  WARNING: R-hat {rh:.2g} > {RHAT_WARN}: the chains have not mixed, so the "
+                     "sampled error, its standard error and the comparison above are not "
+                     "reliable; run longer (--steps) or more chains (--chains)")
     return "\n".join(lines)
 
 
@@ -216,16 +235,24 @@ def command(args) -> int:
               f"{args.steps}", file=sys.stderr)
         return 2
     if args.out is not None:
+        # really writes (and removes) a file: a read-only or full --out fails now
         try:
-            os.makedirs(args.out, exist_ok=True)
+            check_writable_dir(args.out)
         except OSError as exc:
-            print(f"lkr train: error: --out {args.out}: cannot create the directory "
-                  f"({exc.strerror or exc})", file=sys.stderr)
+            print(f"lkr train: error: --out {args.out}: cannot write there ({describe(exc)})",
+                  file=sys.stderr)
             return 2
+    from ..data import TASK_OPTIONS, check_task_options
+
+    try:
+        check_task_options(args.task, classes=args.classes, downsample=args.downsample)
+    except ValueError as exc:
+        print(f"lkr train: error: {exc}", file=sys.stderr)
+        return 2
     name = args.task.partition(":")[0]
     task_options = {}
-    if name in ("mnist", "cifar10"):
-        task_options.update(classes=args.classes, downsample=args.downsample)
+    if name in TASK_OPTIONS["classes"]:  # the image tasks
+        task_options.update(classes=args.classes, downsample=args.downsample or 1)
     try:
         out = run_experiment(arch=args.arch, task=args.task, P=args.P, P_test=args.P_test,
                              width=args.width, temperature=args.temperature,
@@ -243,13 +270,20 @@ def command(args) -> int:
         print(dumps(out, indent=1))
     else:
         print(format_report(out))
+    status = 130 if out["interrupted"] else 0
+    if out["interrupted"]:
+        print("lkr train: interrupted; the results above are what was finished",
+              file=sys.stderr)
     if args.out is not None:
         path = os.path.join(args.out, "train.json")
-        with open(path, "w") as fh:
-            dump(out, fh, indent=1)
+        try:
+            write_json(path, out, indent=1)  # atomically: never a truncated train.json
+        except OSError as exc:
+            print(f"lkr train: error: cannot write {path}: {describe(exc)}", file=sys.stderr)
+            return 2
         if not args.quiet:
             print(f"saved settings and results to {path}", file=sys.stderr)
-    return 130 if out["interrupted"] else 0
+    return status
 
 
 run = command  # the name ``lkr train``'s entry point has had

@@ -1,9 +1,7 @@
-"""Shared pieces of the trainers: checks, start-up draws, the objective, threads, Ctrl-C."""
+"""Shared pieces of the trainers: checks, start-up draws, the objective, threads (Ctrl-C: lkr._interrupt)."""
 from __future__ import annotations
 
 import os
-import signal
-import threading
 
 import numpy as np
 
@@ -198,35 +196,6 @@ def loss_and_grad(net, X, y, temperature, params=None):
     if np.ndim(loss) == 0:
         loss = float(loss)
     return loss, grads
-
-
-
-class StopFlag:
-    """Turns the first Ctrl-C into a request to stop at the end of the current step (so the
-    parameters and the running statistics stay consistent); a second Ctrl-C interrupts at
-    once. Installed only in the main thread, and restored afterwards."""
-
-    def __init__(self):
-        self.requested = False
-        self._old = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            try:
-                self._old = signal.signal(signal.SIGINT, self._handler)
-            except (ValueError, OSError):  # pragma: no cover - e.g. embedded interpreters
-                self._old = None
-        return self
-
-    def _handler(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-        return False
 
 
 

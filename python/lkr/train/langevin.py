@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from .. import backend
+from .. import _interrupt, backend
 from .._blas import blas_threads
 from .._json import dumps, jsonable
 from .._progress import progress_bar
@@ -23,7 +23,6 @@ from .._validate import seed as _seed
 from ._common import (
     PARALLEL_MIN,
     SamplingWarning,
-    StopFlag,
     blas_count,
     chained,
     check_net,
@@ -393,7 +392,7 @@ def langevin(net, X, y, temperature, lr=1e-3, steps=10000, burn_in=None, thin=1,
     done = 0  # steps whose update has completed
     t0 = time.perf_counter()
     nblas = blas_count(obj, chains)
-    with StopFlag() as stop, blas_threads(nblas or 1, enabled=nblas is not None), \
+    with _interrupt.polling(), blas_threads(nblas or 1, enabled=nblas is not None), \
             progress_bar(total, "langevin", progress, delay=1.0) as bar:
         try:
             for t in range(total):
@@ -430,8 +429,7 @@ def langevin(net, X, y, temperature, lr=1e-3, steps=10000, burn_in=None, thin=1,
                 if not bar.disable:
                     bar.update(1)
                     bar.set_postfix_str(f"train mse {float(sq.mean()):.4g}", refresh=False)
-                if stop.requested:
-                    raise KeyboardInterrupt
+                _interrupt.check()
         except KeyboardInterrupt:
             interrupted = True
     elapsed = time.perf_counter() - t0
