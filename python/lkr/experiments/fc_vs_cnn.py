@@ -44,7 +44,7 @@ from .._validate import integer as _integer
 from ._arch import ARCHITECTURES, make_theory, sampled_test_error
 from ._arch import NAMES as _NAMES
 from .argtypes import nonneg_float, nonneg_int, positive_float, positive_int, shape, task_spec, widths
-from .report import format_table, plot_results, save_results, write_outputs
+from .report import format_table, plot_results, save_results, stderr_note, write_outputs
 
 __all__ = ["run", "prepare", "Prepared", "default_widths", "format_table", "save_results",
            "plot_results", "Progress", "ARCHITECTURES", "DEFAULTS", "add_arguments", "command"]
@@ -549,9 +549,7 @@ def command(args) -> int:
     def progress(total):
         return Progress(total, enabled=not args.quiet)
 
-    def note(msg):
-        if not args.quiet:
-            print(msg, file=sys.stderr, flush=True)
+    note = stderr_note(args.quiet)
 
     try:
         # Every user error (missing files, a filter larger than the input, ...) shows up

@@ -38,6 +38,7 @@ import numpy as np
 from .._io import check_writable_dir, describe
 from .argtypes import nonneg_int, positive_float, positive_int, shape
 from .argtypes import widths as _int_list
+from .report import stderr_note
 from .report_nets_vs_linearized import format_table, plot_results, save_results
 
 __all__ = ["add_arguments", "command", "prepare", "Prepared", "run_experiment", "format_table",
@@ -426,9 +427,7 @@ def command(args) -> int:
         except OSError as exc:
             parser.error(f"--out {args.out}: cannot write there ({describe(exc)})")
 
-    def note(msg):
-        if not args.quiet:
-            print(msg, file=sys.stderr, flush=True)
+    note = stderr_note(args.quiet)
 
     try:
         # every user error (no scikit-learn, bad classes, sizes, geometry) shows up here,

@@ -118,6 +118,27 @@ def save_results(results: dict, out_dir) -> str:
     return write_json(os.path.join(out_dir, "results.json"), results, indent=1)
 
 
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend; ImportError with the install
+    hint ``pip install lkr[plot]`` when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError("matplotlib is not installed; pip install lkr[plot] for the plot") from None
+    return plt
+
+
+def stderr_note(quiet: bool):
+    """A ``note(msg)`` function printing progress messages on stderr unless ``quiet``."""
+    def note(msg):
+        if not quiet:
+            print(msg, file=sys.stderr, flush=True)
+    return note
+
+
 def plot_results(results: dict, path) -> str:
     """Test error, bias^2 and variance against width (log axis), with the N = inf lines.
 
@@ -126,13 +147,7 @@ def plot_results(results: dict, path) -> str:
     ImportError
         When matplotlib is missing, with the install hint ``pip install lkr[plot]``.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ImportError("matplotlib is not installed; pip install lkr[plot] for the plot") from None
+    plt = pyplot()
     s = results["settings"]
     colors = {"fc": "tab:blue", "cnn": "tab:red", "lcn": "tab:green"}
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)

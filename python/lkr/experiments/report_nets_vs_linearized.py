@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from .._io import savefig, write_json
+from .report import pyplot
 
 __all__ = ["format_table", "save_results", "plot_results"]
 
@@ -70,13 +71,7 @@ def save_results(results: dict, out_dir) -> str:
 def plot_results(results: dict, path) -> str:
     """Accuracy of net / linearisation / kernel against width, and the effective rank against
     width with the number of rows of J as a line. ImportError without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ImportError("matplotlib is not installed; pip install lkr[plot] for the plot") from None
+    plt = pyplot()
     s = results["settings"]
     colors = {"fc": "tab:blue", "cnn": "tab:red", "lcn": "tab:green"}
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.3), constrained_layout=True)
