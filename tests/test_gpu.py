@@ -24,6 +24,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -168,119 +169,9 @@ def test_grid_and_panels():
 # ---------------------------------------------------------------------------------------------
 # Host emulator of the CUDA kernels
 # ---------------------------------------------------------------------------------------------
-EMULATOR_HEADER = r"""
-// A minimal host emulation of the CUDA features lkr's kernels use. Blocks run one after
-// another; the threads of a block are fibers (ucontext) on one OS thread, switched at
-// __syncthreads: each runs from one barrier to the next before the next thread starts, so
-// a missing barrier shows as a read of data not yet written, deterministically. __shared__
-// is a function-local static (one block at a time).
-#include <math.h>
-#include <ucontext.h>
-#include <cstddef>
-#include <cstdlib>
-#include <type_traits>
-#include <utility>
-#include <vector>
-
-struct dim3 {
-  unsigned x, y, z;
-  constexpr dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
-};
-namespace lkr_emu {
-inline dim3 t_idx, b_idx, b_dim, g_dim;
-struct Fiber {
-  ucontext_t ctx;
-  std::vector<char> stack;
-  bool done = false;
-};
-inline ucontext_t scheduler;
-inline Fiber* current = nullptr;
-inline void (*body)(void*) = nullptr;
-inline void* body_arg = nullptr;
-inline void sync() { swapcontext(&current->ctx, &scheduler); }
-inline void fiber_main() {
-  body(body_arg);
-  current->done = true;  // returning resumes the scheduler (uc_link)
-}
-}  // namespace lkr_emu
-#define threadIdx lkr_emu::t_idx
-#define blockIdx lkr_emu::b_idx
-#define blockDim lkr_emu::b_dim
-#define gridDim lkr_emu::g_dim
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __shared__ static
-#define __launch_bounds__(...)
-#define __align__(n) __attribute__((aligned(n)))
-#define __syncthreads() lkr_emu::sync()
-inline double atomicAdd(double* p, double v) {
-  const double old = *p;
-  *p = old + v;
-  return old;
-}
-inline float atomicAdd(float* p, float v) {
-  const float old = *p;
-  *p = old + v;
-  return old;
-}
-namespace lkr_emu {
-template <class... A, std::size_t... I>
-void invoke(void (*k)(A...), void** args, std::index_sequence<I...>) {
-  k(*static_cast<std::remove_cv_t<std::remove_reference_t<A>>*>(args[I])...);
-}
-template <class... A>
-struct Call {
-  void (*k)(A...);
-  void** args;
-  static void run(void* self) {
-    auto* c = static_cast<Call*>(self);
-    invoke(c->k, c->args, std::index_sequence_for<A...>{});
-  }
-};
-template <class... A>
-void launch(void (*k)(A...), unsigned gx, unsigned gy, unsigned bx, void** args) {
-  g_dim = dim3(gx, gy);
-  b_dim = dim3(bx);
-  Call<A...> call{k, args};
-  body = &Call<A...>::run;
-  body_arg = &call;
-  static std::vector<Fiber> fibers;  // stacks reused across launches
-  if (fibers.size() < bx) fibers.resize(bx);
-  for (auto& f : fibers)
-    if (f.stack.empty()) f.stack.resize(64 * 1024);
-  for (unsigned y = 0; y < gy; ++y)
-    for (unsigned x = 0; x < gx; ++x) {
-      b_idx = dim3(x, y);
-      for (unsigned t = 0; t < bx; ++t) {
-        Fiber& f = fibers[t];
-        f.done = false;
-        getcontext(&f.ctx);
-        f.ctx.uc_stack.ss_sp = f.stack.data();
-        f.ctx.uc_stack.ss_size = f.stack.size();
-        f.ctx.uc_link = &scheduler;
-        makecontext(&f.ctx, fiber_main, 0);
-      }
-      // Rounds: every live thread runs up to its next barrier (or its end).
-      for (bool live = true; live;) {
-        live = false;
-        for (unsigned t = 0; t < bx; ++t) {
-          Fiber& f = fibers[t];
-          if (f.done) continue;
-          t_idx = dim3(t);
-          current = &f;
-          swapcontext(&scheduler, &f.ctx);
-          live = live || !f.done;
-        }
-      }
-    }
-}
-}  // namespace lkr_emu
-#define LKR_EMU_EXPORT(name)                                                          \
-  extern "C" void emu_##name(unsigned gx, unsigned gy, unsigned bx, void** args) {    \
-    lkr_emu::launch(name, gx, gy, bx, args);                                          \
-  }
-"""
+# The emulation layer, tests/cuda_host_emulator.hpp, is a plain header: the glue file below
+# includes it, then the .cu sources, then exports one C entry point per kernel.
+EMULATOR_HEADER = Path(__file__).with_name("cuda_host_emulator.hpp")
 
 
 class EmulatedKernel:
@@ -326,7 +217,8 @@ def emulator(tmp_path_factory):
         names += re.findall(r'extern "C" __global__ void.*?\b(lkr_\w+)\s*\(', pre.stdout, re.S)
     assert names, "no kernels found"
     glue = tmp / "emu.cpp"
-    glue.write_text(EMULATOR_HEADER + "".join(f'#include "{cu}"\n' for cu in _cuda.SOURCES)
+    glue.write_text(f'#include "{EMULATOR_HEADER.as_posix()}"\n'
+                    + "".join(f'#include "{cu}"\n' for cu in _cuda.SOURCES)
                     + "".join(f"LKR_EMU_EXPORT({n})\n" for n in names))
     lib = tmp / "emu.so"
     res = subprocess.run([cxx, "-std=c++17", "-O1", "-shared", "-fPIC",

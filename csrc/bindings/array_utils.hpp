@@ -57,6 +57,20 @@ View2<T> view2(const py::array& a, const char* name) {
   return v;
 }
 
+// The one place the bindings choose the compiled precision: f(TypeTag<float>{}) for a
+// float32 array, f(TypeTag<double>{}) otherwise (the Python layer has already converted
+// anything that is not float32 to float64). In f, `using T = typename decltype(tag)::type;`.
+template <class T>
+struct TypeTag {
+  using type = T;
+};
+
+template <class F>
+decltype(auto) dispatch_float(const py::array& a, F&& f) {
+  if (a.dtype().is(py::dtype::of<float>())) return f(TypeTag<float>{});
+  return f(TypeTag<double>{});
+}
+
 // A C-contiguous copy (or the array itself when it already is one) of the given dtype.
 template <class T>
 py::array_t<T, py::array::c_style> contiguous(const py::array& a, const char* name) {

@@ -14,8 +14,6 @@ namespace py = pybind11;
 
 namespace {
 
-bool is_float32(const py::array& a) { return a.dtype().is(py::dtype::of<float>()); }
-
 KernelParams params(const std::string& activation, double lambda0, int nthreads) {
   KernelParams p;
   p.activation = activation_from_name(activation);
@@ -138,7 +136,9 @@ void register_kernels(py::module_& m) {
       [](const py::array& x, const std::optional<py::array>& y, const std::string& activation,
          double lambda0, int nthreads) {
         const auto p = params(activation, lambda0, nthreads);
-        return is_float32(x) ? local_kernel_t<float>(x, y, p) : local_kernel_t<double>(x, y, p);
+        return dispatch_float(x, [&](auto tag) {
+          return local_kernel_t<typename decltype(tag)::type>(x, y, p);
+        });
       },
       py::arg("X"), py::arg("Y"), py::arg("activation"), py::arg("lambda0"), py::arg("nthreads"),
       "Materialised local kernel (P, P2, Np, Np) from patch tensors (P, Np, M).");
@@ -147,8 +147,9 @@ void register_kernels(py::module_& m) {
       [](const py::array& x, const std::optional<py::array>& y, const py::array& q,
          const std::string& activation, double lambda0, double lambda1, int nthreads) {
         const auto p = params(activation, lambda0, nthreads);
-        return is_float32(x) ? renormalized_t<float>(x, y, q, lambda1, p)
-                             : renormalized_t<double>(x, y, q, lambda1, p);
+        return dispatch_float(x, [&](auto tag) {
+          return renormalized_t<typename decltype(tag)::type>(x, y, q, lambda1, p);
+        });
       },
       py::arg("X"), py::arg("Y"), py::arg("Q"), py::arg("activation"), py::arg("lambda0"),
       py::arg("lambda1"), py::arg("nthreads"), "Streaming K_R(Q) (P, P2) from patch tensors.");
@@ -157,8 +158,9 @@ void register_kernels(py::module_& m) {
       [](const py::array& x, const py::array& q, const std::string& activation, double lambda0,
          double lambda1, int nthreads) {
         const auto p = params(activation, lambda0, nthreads);
-        return is_float32(x) ? renormalized_diag_t<float>(x, q, lambda1, p)
-                             : renormalized_diag_t<double>(x, q, lambda1, p);
+        return dispatch_float(x, [&](auto tag) {
+          return renormalized_diag_t<typename decltype(tag)::type>(x, q, lambda1, p);
+        });
       },
       py::arg("X"), py::arg("Q"), py::arg("activation"), py::arg("lambda0"), py::arg("lambda1"),
       py::arg("nthreads"), "Diagonal K_R(Q)^{mu mu} (P,) from a patch tensor.");
@@ -167,8 +169,9 @@ void register_kernels(py::module_& m) {
       [](const py::array& x, const std::optional<py::array>& y, const py::array& w,
          bool w_symmetric, const std::string& activation, double lambda0, int nthreads) {
         const auto p = params(activation, lambda0, nthreads);
-        return is_float32(x) ? adjoint_t<float>(x, y, w, w_symmetric, p)
-                             : adjoint_t<double>(x, y, w, w_symmetric, p);
+        return dispatch_float(x, [&](auto tag) {
+          return adjoint_t<typename decltype(tag)::type>(x, y, w, w_symmetric, p);
+        });
       },
       py::arg("X"), py::arg("Y"), py::arg("W"), py::arg("w_symmetric"), py::arg("activation"),
       py::arg("lambda0"), py::arg("nthreads"), "Adjoint G(W) (Np, Np) from patch tensors.");
@@ -177,8 +180,9 @@ void register_kernels(py::module_& m) {
       [](py::array& k, const py::array& dx, const py::array& dy, const std::string& activation,
          int nthreads) {
         const auto act = activation_from_name(activation);
-        if (is_float32(k)) nngp_map_t<float>(k, dx, dy, act, nthreads);
-        else nngp_map_t<double>(k, dx, dy, act, nthreads);
+        dispatch_float(k, [&](auto tag) {
+          nngp_map_t<typename decltype(tag)::type>(k, dx, dy, act, nthreads);
+        });
       },
       py::arg("K"), py::arg("dx"), py::arg("dy"), py::arg("activation"), py::arg("nthreads"),
       "In place K[m, n] <- K_sigma(dx[m], K[m, n], dy[n]).");

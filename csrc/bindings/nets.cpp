@@ -211,8 +211,6 @@ py::object activation_pair_t(const py::array& h, Activation act, bool derivative
   return py::make_tuple(S, D);
 }
 
-bool f32(const py::array& a) { return a.dtype().is(py::dtype::of<float>()); }
-
 }  // namespace
 
 void register_nets(py::module_& m) {
@@ -221,8 +219,9 @@ void register_nets(py::module_& m) {
       [](const py::array& Z, const py::array& W, const py::array& v, bool local,
          const std::string& activation, int nthreads) {
         const auto act = activation_from_name(activation);
-        return f32(Z) ? forward_t<float>(Z, W, v, local, act, nthreads)
-                      : forward_t<double>(Z, W, v, local, act, nthreads);
+        return dispatch_float(Z, [&](auto tag) {
+          return forward_t<typename decltype(tag)::type>(Z, W, v, local, act, nthreads);
+        });
       },
       py::arg("Z"), py::arg("W"), py::arg("v"), py::kw_only(), py::arg("local"),
       py::arg("activation"), py::arg("nthreads"),
@@ -232,8 +231,9 @@ void register_nets(py::module_& m) {
       [](const py::array& Z, const py::array& W, const py::array& v, const py::array& r,
          bool local, const std::string& activation, int nthreads) {
         const auto act = activation_from_name(activation);
-        return f32(Z) ? vjp_t<float>(Z, W, v, r, local, act, nthreads)
-                      : vjp_t<double>(Z, W, v, r, local, act, nthreads);
+        return dispatch_float(Z, [&](auto tag) {
+          return vjp_t<typename decltype(tag)::type>(Z, W, v, r, local, act, nthreads);
+        });
       },
       py::arg("Z"), py::arg("W"), py::arg("v"), py::arg("r"), py::kw_only(), py::arg("local"),
       py::arg("activation"), py::arg("nthreads"),
@@ -243,8 +243,9 @@ void register_nets(py::module_& m) {
       [](const py::array& Z, const py::array& W, const py::array& v, const py::array& y,
          bool local, const std::string& activation, int nthreads) {
         const auto act = activation_from_name(activation);
-        return f32(Z) ? value_and_grad_t<float>(Z, W, v, y, local, act, nthreads)
-                      : value_and_grad_t<double>(Z, W, v, y, local, act, nthreads);
+        return dispatch_float(Z, [&](auto tag) {
+          return value_and_grad_t<typename decltype(tag)::type>(Z, W, v, y, local, act, nthreads);
+        });
       },
       py::arg("Z"), py::arg("W"), py::arg("v"), py::arg("y"), py::kw_only(), py::arg("local"),
       py::arg("activation"), py::arg("nthreads"),
@@ -254,8 +255,9 @@ void register_nets(py::module_& m) {
       [](const py::array& Z, const py::array& W, const py::array& v, const py::array& tW,
          const py::array& tv, bool local, const std::string& activation, int nthreads) {
         const auto act = activation_from_name(activation);
-        return f32(Z) ? jvp_t<float>(Z, W, v, tW, tv, local, act, nthreads)
-                      : jvp_t<double>(Z, W, v, tW, tv, local, act, nthreads);
+        return dispatch_float(Z, [&](auto tag) {
+          return jvp_t<typename decltype(tag)::type>(Z, W, v, tW, tv, local, act, nthreads);
+        });
       },
       py::arg("Z"), py::arg("W"), py::arg("v"), py::arg("tW"), py::arg("tv"), py::kw_only(),
       py::arg("local"), py::arg("activation"), py::arg("nthreads"),
@@ -265,8 +267,10 @@ void register_nets(py::module_& m) {
       [](const py::array& Z, const py::array& W, const py::array& v, int64_t a0, int64_t a1,
          bool local, const std::string& activation, int nthreads, bool combined) {
         const auto act = activation_from_name(activation);
-        return f32(Z) ? features_t<float>(Z, W, v, a0, a1, local, combined, act, nthreads)
-                      : features_t<double>(Z, W, v, a0, a1, local, combined, act, nthreads);
+        return dispatch_float(Z, [&](auto tag) {
+          return features_t<typename decltype(tag)::type>(Z, W, v, a0, a1, local, combined, act,
+                                                           nthreads);
+        });
       },
       py::arg("Z"), py::arg("W"), py::arg("v"), py::arg("a0"), py::arg("a1"), py::kw_only(),
       py::arg("local"), py::arg("activation"), py::arg("nthreads"), py::arg("combined") = false,
@@ -279,8 +283,9 @@ void register_nets(py::module_& m) {
       "activation_pair",
       [](const py::array& H, const std::string& activation, bool derivative, int nthreads) {
         const auto act = activation_from_name(activation);
-        return f32(H) ? activation_pair_t<float>(H, act, derivative, nthreads)
-                      : activation_pair_t<double>(H, act, derivative, nthreads);
+        return dispatch_float(H, [&](auto tag) {
+          return activation_pair_t<typename decltype(tag)::type>(H, act, derivative, nthreads);
+        });
       },
       py::arg("H"), py::kw_only(), py::arg("activation"), py::arg("derivative"),
       py::arg("nthreads"),

@@ -2,33 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
-#include <cstring>
-#include <type_traits>
 #include <vector>
+
+#include "dispatch.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
-#endif
-
-// Hot loops are compiled for AVX-512 (x86-64-v4), AVX2+FMA (x86-64-v3) and the baseline,
-// and picked at run time, so the default build stays portable without -march=native. The
-// tile kernels are dispatched by hand (not with target_clones) because their register
-// blocking differs per instruction set; small loops use target_clones.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(LKR_NO_CLONES)
-#define LKR_DISPATCH 1
-#define LKR_HOT __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#define LKR_TARGET_V4 __attribute__((target("arch=x86-64-v4")))
-#define LKR_TARGET_V3 __attribute__((target("arch=x86-64-v3")))
-#else
-#define LKR_DISPATCH 0
-#define LKR_HOT
-#endif
-// Helpers of the hot loops must inline into each clone to get its instruction set.
-#if defined(__GNUC__)
-#define LKR_INLINE inline __attribute__((always_inline))
-#else
-#define LKR_INLINE inline
 #endif
 
 namespace lkr {
@@ -98,27 +77,9 @@ Prepared<T> prepare(const View3<T>& x, Activation act, double lambda0, int nthre
 // few L1 sets). Rows (mu, i) of A are taken R at a time; for each panel the R x CW dot
 // products sit in registers, F is applied there, and the epilogue of the calling
 // contraction consumes them at once: the local kernel never exists beyond R x CW values.
-enum class Isa { base, v3, v4 };
-
-// The instruction set of the tile kernels: the best the CPU has, capped by the environment
-// variable LKR_ISA ("v3" or "base"), which lets the tests run every code path on one machine.
-Isa cpu_isa() {
-#if LKR_DISPATCH
-  static const Isa isa = [] {
-    __builtin_cpu_init();
-    Isa best = Isa::base;
-    if (__builtin_cpu_supports("x86-64-v4")) best = Isa::v4;
-    else if (__builtin_cpu_supports("x86-64-v3")) best = Isa::v3;
-    const char* cap = std::getenv("LKR_ISA");
-    if (cap && std::strcmp(cap, "base") == 0) return Isa::base;
-    if (cap && std::strcmp(cap, "v3") == 0 && best == Isa::v4) return Isa::v3;
-    return best;
-  }();
-  return isa;
-#else
-  return Isa::base;
-#endif
-}
+// The instruction set of the tile kernels (dispatch.hpp); their per-ISA variants exist only
+// where the compiler has arch= targets.
+inline Isa tile_isa() { return LKR_DISPATCH ? active_isa() : Isa::base; }
 
 // Register blocking: CW columns = two vector registers, R rows such that the 2R
 // accumulators stay in registers (16 of 32 zmm; 8 of 16 ymm or xmm). R = 8 reuses each
@@ -305,7 +266,9 @@ struct FullTile {
   }
 };
 
-// Runs K::run<R, CW> compiled for the CPU's instruction set (see tile_cw, tile_rows).
+// Runs K::run<R, CW> compiled for the CPU's instruction set (see tile_cw, tile_rows). The
+// tile kernels are dispatched by hand (not with target_clones) because their register
+// blocking differs per instruction set; small loops use target_clones (LKR_HOT).
 #if LKR_DISPATCH
 template <class K, class T, class... A>
 LKR_TARGET_V4 void run_v4(int R, A... a) {
@@ -359,7 +322,7 @@ void renormalized_impl(const Prepared<T>& A, const Prepared<T>& B, bool sym, con
   const int64_t bs = block_samples(Np, M);
   const auto tiles = tile_pairs(P, P2, bs, sym);
   const double norm = 1.0 / (lambda1 * double(Np));
-  const Isa isa = cpu_isa();
+  const Isa isa = tile_isa();
   const int cw = tile_cw<T>(isa), R = tile_rows(isa, Np);
 #pragma omp parallel num_threads(nthreads)
   {
@@ -405,7 +368,7 @@ void adjoint_impl(const Prepared<T>& A, const Prepared<T>& B, bool sym, const Vi
   // or schedule (a per-thread sum would depend on both).
   const int64_t ngroups = std::min<int64_t>(ntiles, 64);
   std::vector<double> slots(static_cast<size_t>(ngroups * Np * Np), 0.0);
-  const Isa isa = cpu_isa();
+  const Isa isa = tile_isa();
   const int cw = tile_cw<T>(isa), R = tile_rows(isa, Np);
 #pragma omp parallel num_threads(nthreads)
   {
@@ -448,7 +411,7 @@ void full_impl(const Prepared<T>& A, const Prepared<T>& B, int nthreads, T* out)
   const int64_t Np = A.Np, M = A.M, P = A.P, P2 = B.P;
   const int64_t bs = block_samples(Np, M);
   const auto tiles = tile_pairs(P, P2, bs, false);
-  const Isa isa = cpu_isa();
+  const Isa isa = tile_isa();
   const int cw = tile_cw<T>(isa), R = tile_rows(isa, Np);
 #pragma omp parallel num_threads(nthreads)
   {
@@ -479,15 +442,6 @@ LKR_HOT void nngp_row(T* row, int64_t n, T rx, T sx, const T* ry, const T* sy) {
   }
 }
 
-template <class T, class F>
-void with_activation(Activation act, F&& f) {
-  switch (act) {
-    case Activation::linear: f(std::integral_constant<Activation, Activation::linear>{}); break;
-    case Activation::erf: f(std::integral_constant<Activation, Activation::erf>{}); break;
-    case Activation::relu: f(std::integral_constant<Activation, Activation::relu>{}); break;
-  }
-}
-
 }  // namespace
 
 template <class T>
@@ -495,7 +449,7 @@ void local_kernel(const View3<T>& A, const View3<T>* B, const KernelParams& p, T
   const int nt = resolve_threads(p.nthreads);
   const auto a = prepare(A, p.activation, p.lambda0, nt);
   const auto b = B ? prepare(*B, p.activation, p.lambda0, nt) : Prepared<T>{};
-  with_activation<T>(p.activation, [&](auto act) {
+  with_activation(p.activation, [&](auto act) {
     full_impl<T, decltype(act)::value>(a, B ? b : a, nt, out);
   });
 }
@@ -506,7 +460,7 @@ void renormalized_kernel(const View3<T>& A, const View3<T>* B, const T* Q, doubl
   const int nt = resolve_threads(p.nthreads);
   const auto a = prepare(A, p.activation, p.lambda0, nt);
   const auto b = B ? prepare(*B, p.activation, p.lambda0, nt) : Prepared<T>{};
-  with_activation<T>(p.activation, [&](auto act) {
+  with_activation(p.activation, [&](auto act) {
     renormalized_impl<T, decltype(act)::value>(a, B ? b : a, B == nullptr, Q, lambda1, nt, out);
   });
 }
@@ -542,7 +496,7 @@ void local_kernel_adjoint(const View3<T>& A, const View3<T>* B, const View2<T>& 
   const auto a = prepare(A, p.activation, p.lambda0, nt);
   const auto b = B ? prepare(*B, p.activation, p.lambda0, nt) : Prepared<T>{};
   const bool sym = B == nullptr && w_symmetric;
-  with_activation<T>(p.activation, [&](auto act) {
+  with_activation(p.activation, [&](auto act) {
     adjoint_impl<T, decltype(act)::value>(a, B ? b : a, sym, W, nt, out);
   });
 }
@@ -571,7 +525,7 @@ void nngp_map_inplace(Activation act, T* K, int64_t P, int64_t P2, const T* dx, 
   };
   factors(dx, P, rx.data(), sx.data());
   factors(dy, P2, ry.data(), sy.data());
-  with_activation<T>(act, [&](auto a) {
+  with_activation(act, [&](auto a) {
     constexpr Activation ACT = decltype(a)::value;
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t m = 0; m < P; ++m)

@@ -1,11 +1,10 @@
 #include "nets.hpp"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
-#include <type_traits>
 #include <vector>
 
+#include "dispatch.hpp"
 #include "fast_math.hpp"
 
 #ifdef _OPENMP
@@ -14,38 +13,15 @@
 
 // Every hot routine (one sample's pass) exists twice: compiled for AVX2 + FMA with the
 // vectorisable erf/exp of fast_math.hpp, and for the baseline ISA with libm (where the fast
-// double erf cannot vectorise and would be slower than libm). The choice is made once at
-// run time from the CPU, so the default build stays portable without -march=native.
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && \
-    !defined(LKR_NO_CLONES)
-#define LKR_NETS_FAST 1
-#define LKR_TARGET_FAST __attribute__((target("avx2,fma")))
-#else
-#define LKR_NETS_FAST 0
-#define LKR_TARGET_FAST
-#endif
-#if defined(__GNUC__) || defined(__clang__)
-#define LKR_FORCE_INLINE inline __attribute__((always_inline))
-#else
-#define LKR_FORCE_INLINE inline
-#endif
+// double erf cannot vectorise and would be slower than libm). The choice is made at run
+// time from the CPU (dispatch.hpp), so the default build stays portable without
+// -march=native.
 
 namespace lkr {
 namespace {
 
-bool cpu_has_fast() {
-#if LKR_NETS_FAST
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-  return false;
-#endif
-}
-
-// Whether the fast variants run; settable (for tests of the baseline path) but never on a
-// CPU that lacks them.
-std::atomic<bool> g_fast{cpu_has_fast()};
-
-bool use_fast() { return g_fast.load(std::memory_order_relaxed); }
+// Whether the AVX2/FMA variants run (never on a CPU that lacks them).
+bool use_fast() { return active_isa() >= Isa::v3; }
 
 // Threads for a pass of `work` multiply-adds: one for small problems, where waking the
 // pool costs more than the pass (and much more on an oversubscribed machine).
@@ -59,22 +35,8 @@ int threads(int n, int64_t work) {
 #endif
 }
 
-template <Activation A>
-using ActTag = std::integral_constant<Activation, A>;
-
-// Call f with the activation as a compile-time constant, so that the inner loops of linear
-// and relu vectorise and none of them branches on the activation per element.
-template <class F>
-void with_activation(Activation act, F&& f) {
-  switch (act) {
-    case Activation::linear: f(ActTag<Activation::linear>{}); break;
-    case Activation::erf: f(ActTag<Activation::erf>{}); break;
-    case Activation::relu: f(ActTag<Activation::relu>{}); break;
-  }
-}
-
 template <Activation A, bool Fast, class T>
-LKR_FORCE_INLINE T sig(T h) {
+LKR_INLINE T sig(T h) {
   if constexpr (A == Activation::linear) return h;
   else if constexpr (A == Activation::erf) {
     if constexpr (Fast) return fastmath::erf(h);
@@ -83,7 +45,7 @@ LKR_FORCE_INLINE T sig(T h) {
 }
 
 template <Activation A, bool Fast, class T>
-LKR_FORCE_INLINE T dsig(T h) {
+LKR_INLINE T dsig(T h) {
   constexpr T two_over_sqrt_pi = T(1.1283791670955125738961589031215452);
   if constexpr (A == Activation::linear) return T(1);
   else if constexpr (A == Activation::erf) {
@@ -132,7 +94,7 @@ const T* pick(const std::vector<std::vector<T>>& sets, int64_t c) {
 
 // h[a] = scale * sum_m Wt[m, a] z[m] for a < n; Wt has leading dimension ld.
 template <class T>
-LKR_FORCE_INLINE void preact(const T* z, const T* Wt, int64_t ld, int64_t n, int64_t M, T scale, T* h) {
+LKR_INLINE void preact(const T* z, const T* Wt, int64_t ld, int64_t n, int64_t M, T scale, T* h) {
   for (int64_t a = 0; a < n; ++a) h[a] = T(0);
   for (int64_t m = 0; m < M; ++m) {
     const T zm = z[m] * scale;
@@ -153,8 +115,8 @@ struct Scales {
 
 // f(x) for one sample.
 template <Activation A, bool Fast, class T>
-LKR_FORCE_INLINE T forward_body(const T* z, const PatchNetShape& s, const T* wt, const T* vt,
-                                const Scales<T>& k, T* h) {
+LKR_INLINE T forward_body(const T* z, const PatchNetShape& s, const T* wt, const T* vt,
+                          const Scales<T>& k, T* h) {
   T acc = T(0);
   for (int64_t i = 0; i < s.Np; ++i) {
     preact(z + i * s.M, wt + (s.local ? i * s.M * s.Nc : 0), s.Nc, s.Nc, s.M, k.inv_sqrt_m, h);
@@ -169,8 +131,8 @@ LKR_FORCE_INLINE T forward_body(const T* z, const PatchNetShape& s, const T* wt,
 
 // Accumulate the gradient of r f(x) for one sample into transposed buffers dWt, dvt.
 template <Activation A, bool Fast, class T>
-LKR_FORCE_INLINE void vjp_body(const T* z, T r, const PatchNetShape& s, const T* Wt,
-                               const T* vt, const Scales<T>& k, T* h, T* g, T* dWt, T* dvt) {
+LKR_INLINE void vjp_body(const T* z, T r, const PatchNetShape& s, const T* Wt,
+                         const T* vt, const Scales<T>& k, T* h, T* g, T* dWt, T* dvt) {
   const int64_t Nc = s.Nc, M = s.M;
   for (int64_t i = 0; i < s.Np; ++i) {
     const int64_t wi = s.local ? i * M * Nc : 0;
@@ -197,9 +159,9 @@ LKR_FORCE_INLINE void vjp_body(const T* z, T r, const PatchNetShape& s, const T*
 // of the sample are kept (Np x Nc values) between the output and its backward pass, so
 // each erf/exp is evaluated once instead of twice (forward, then vjp).
 template <Activation A, bool Fast, class T>
-LKR_FORCE_INLINE T value_grad_body(const T* z, T y, const PatchNetShape& s, const T* Wt,
-                                   const T* vt, const Scales<T>& k, T* hs, T* hd, T* dWt,
-                                   T* dvt) {
+LKR_INLINE T value_grad_body(const T* z, T y, const PatchNetShape& s, const T* Wt,
+                             const T* vt, const Scales<T>& k, T* hs, T* hd, T* dWt,
+                             T* dvt) {
   const int64_t Nc = s.Nc, M = s.M;
   T acc = T(0);
   for (int64_t i = 0; i < s.Np; ++i) {
@@ -239,8 +201,8 @@ LKR_FORCE_INLINE T value_grad_body(const T* z, T y, const PatchNetShape& s, cons
 
 // J(x) t for one sample.
 template <Activation A, bool Fast, class T>
-LKR_FORCE_INLINE T jvp_body(const T* z, const PatchNetShape& s, const T* wt, const T* vt,
-                            const T* twt, const T* tvt, const Scales<T>& k, T* h, T* dh) {
+LKR_INLINE T jvp_body(const T* z, const PatchNetShape& s, const T* wt, const T* vt,
+                      const T* twt, const T* tvt, const Scales<T>& k, T* h, T* dh) {
   T acc = T(0);
   for (int64_t i = 0; i < s.Np; ++i) {
     const int64_t wi = s.local ? i * s.M * s.Nc : 0;
@@ -258,9 +220,9 @@ LKR_FORCE_INLINE T jvp_body(const T* z, const PatchNetShape& s, const T* wt, con
 
 // NTK features of one sample for channels [a0, a0 + nb) (see nets.hpp).
 template <Activation A, bool Fast, class T>
-LKR_FORCE_INLINE void features_body(const T* z, const PatchNetShape& s, const T* Wt,
-                                    const T* vt, int64_t a0, int64_t nb, const Scales<T>& k,
-                                    T* h, T* e, T* Sp, T* Gp) {
+LKR_INLINE void features_body(const T* z, const PatchNetShape& s, const T* Wt,
+                              const T* vt, int64_t a0, int64_t nb, const Scales<T>& k,
+                              T* h, T* e, T* Sp, T* Gp) {
   const int64_t Nc = s.Nc, M = s.M, Np = s.Np;
   const T cg = k.cs * k.inv_sqrt_m;
   if (!s.local)
@@ -287,7 +249,7 @@ LKR_FORCE_INLINE void features_body(const T* z, const PatchNetShape& s, const T*
 }
 
 template <Activation A, bool Fast, class T>
-LKR_FORCE_INLINE void activation_body(const T* h, int64_t n, T* s, T* d) {
+LKR_INLINE void activation_body(const T* h, int64_t n, T* s, T* d) {
   if (d) {
 #pragma omp simd
     for (int64_t j = 0; j < n; ++j) {
@@ -342,10 +304,61 @@ void untranspose(const T* dWt, const T* dvt, const PatchNetShape& s, T* dW, T* d
   }
 }
 
+// The gradient passes' sum over samples, for C chains: sample(c, p, a, b, dWt, dvt) adds
+// sample p of chain c to the transposed gradients dWt, dvt, with a and b two scratch buffers
+// of `scratch` values; the sums are untransposed into dW (C, w_size) and dv (C, v_size).
+// With enough chains to go round, each thread takes whole chains (no reduction); with few,
+// the samples of each chain are split over the threads and the per-thread sums added in a
+// fixed order, so that the result does not depend on scheduling.
+template <class T, class Sample>
+void sum_over_samples(const PatchNetShape& s, int64_t C, int nt, int64_t scratch, T* dW, T* dv,
+                      Sample&& sample) {
+  const int64_t nw = s.w_size(), nv = s.v_size();
+  if (C >= nt) {
+#pragma omp parallel num_threads(nt)
+    {
+      std::vector<T> a(scratch), b(scratch), dWt(nw), dvt(nv);
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t c = 0; c < C; ++c) {
+        std::fill(dWt.begin(), dWt.end(), T(0));
+        std::fill(dvt.begin(), dvt.end(), T(0));
+        for (int64_t p = 0; p < s.P; ++p) sample(c, p, a.data(), b.data(), dWt.data(), dvt.data());
+        untranspose(dWt.data(), dvt.data(), s, dW + c * nw, dv + c * nv);
+      }
+    }
+    return;
+  }
+  std::vector<std::vector<T>> accW(nt, std::vector<T>(nw)), accV(nt, std::vector<T>(nv));
+  std::vector<T> dWt(nw), dvt(nv);
+  for (int64_t c = 0; c < C; ++c) {
+#pragma omp parallel num_threads(nt)
+    {
+#ifdef _OPENMP
+      const int t = omp_get_thread_num();
+#else
+      const int t = 0;
+#endif
+      std::vector<T> a(scratch), b(scratch);
+      std::fill(accW[t].begin(), accW[t].end(), T(0));
+      std::fill(accV[t].begin(), accV[t].end(), T(0));
+#pragma omp for schedule(static)
+      for (int64_t p = 0; p < s.P; ++p)
+        sample(c, p, a.data(), b.data(), accW[t].data(), accV[t].data());
+    }
+    std::fill(dWt.begin(), dWt.end(), T(0));
+    std::fill(dvt.begin(), dvt.end(), T(0));
+    for (int t = 0; t < nt; ++t) {
+      for (int64_t j = 0; j < nw; ++j) dWt[j] += accW[t][j];
+      for (int64_t j = 0; j < nv; ++j) dvt[j] += accV[t][j];
+    }
+    untranspose(dWt.data(), dvt.data(), s, dW + c * nw, dv + c * nv);
+  }
+}
+
 }  // namespace
 
 bool set_fast_math(bool enabled) {
-  return g_fast.exchange(enabled && cpu_has_fast());
+  return set_isa_cap(enabled ? Isa::v4 : Isa::base) >= Isa::v3;
 }
 
 template <class T>
@@ -377,57 +390,16 @@ void patch_vjp(const T* Z, const PatchNetShape& s, Chained<T> W, Chained<T> v, C
   const auto vt = transpose_all(v, C, s, false);
   const Scales<T> k(s);
   const int nt = threads(nthreads, C * s.P * s.Np * s.Nc * (s.M + 1));
-  const int64_t nw = s.w_size(), nv = s.v_size();
   with_activation(act, [&](auto tag) {
     constexpr Activation A = decltype(tag)::value;
-    if (C >= nt) {
-      // Enough chains to go round: one chain per task, no reduction.
-#pragma omp parallel num_threads(nt)
-      {
-        std::vector<T> h(s.Nc), g(s.Nc), dWt(nw), dvt(nv);
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t c = 0; c < C; ++c) {
-          std::fill(dWt.begin(), dWt.end(), T(0));
-          std::fill(dvt.begin(), dvt.end(), T(0));
-          const T* rc = r.data + c * r.stride;
-          for (int64_t p = 0; p < s.P; ++p)
-            if (rc[p] != T(0))  // rows of an identity (a Jacobian by vjp) are mostly zero
-              vjp_sample<A, T>(Z + p * s.Np * s.M, rc[p], s, pick(Wt, c), pick(vt, c), k,
-                               h.data(), g.data(), dWt.data(), dvt.data());
-          untranspose(dWt.data(), dvt.data(), s, dW + c * nw, dv + c * nv);
-        }
-      }
-      return;
-    }
-    // Few chains: split the samples over threads, reduce the per-thread sums in a fixed
-    // order so that results do not depend on scheduling.
-    std::vector<std::vector<T>> accW(nt, std::vector<T>(nw)), accV(nt, std::vector<T>(nv));
-    std::vector<T> dWt(nw), dvt(nv);
-    for (int64_t c = 0; c < C; ++c) {
-      const T* rc = r.data + c * r.stride;
-#pragma omp parallel num_threads(nt)
-      {
-#ifdef _OPENMP
-        const int t = omp_get_thread_num();
-#else
-        const int t = 0;
-#endif
-        std::vector<T> h(s.Nc), g(s.Nc);
-        std::fill(accW[t].begin(), accW[t].end(), T(0));
-        std::fill(accV[t].begin(), accV[t].end(), T(0));
-#pragma omp for schedule(static)
-        for (int64_t p = 0; p < s.P; ++p)
-          vjp_sample<A, T>(Z + p * s.Np * s.M, rc[p], s, pick(Wt, c), pick(vt, c), k, h.data(),
-                           g.data(), accW[t].data(), accV[t].data());
-      }
-      std::fill(dWt.begin(), dWt.end(), T(0));
-      std::fill(dvt.begin(), dvt.end(), T(0));
-      for (int t = 0; t < nt; ++t) {
-        for (int64_t j = 0; j < nw; ++j) dWt[j] += accW[t][j];
-        for (int64_t j = 0; j < nv; ++j) dvt[j] += accV[t][j];
-      }
-      untranspose(dWt.data(), dvt.data(), s, dW + c * nw, dv + c * nv);
-    }
+    sum_over_samples<T>(s, C, nt, s.Nc, dW, dv,
+                        [&](int64_t c, int64_t p, T* h, T* g, T* dWt, T* dvt) {
+                          // rows of an identity (a Jacobian by vjp) are mostly zero
+                          const T rp = r.data[c * r.stride + p];
+                          if (rp != T(0))
+                            vjp_sample<A, T>(Z + p * s.Np * s.M, rp, s, pick(Wt, c), pick(vt, c), k,
+                                             h, g, dWt, dvt);
+                        });
   });
 }
 
@@ -439,57 +411,14 @@ void patch_value_and_grad(const T* Z, const PatchNetShape& s, Chained<T> W, Chai
   const auto vt = transpose_all(v, C, s, false);
   const Scales<T> k(s);
   const int nt = threads(nthreads, C * s.P * s.Np * s.Nc * (s.M + 1));
-  const int64_t nw = s.w_size(), nv = s.v_size(), nh = s.Np * s.Nc;
   with_activation(act, [&](auto tag) {
     constexpr Activation A = decltype(tag)::value;
-    if (C >= nt) {
-      // one chain per task, no reduction (as patch_vjp)
-#pragma omp parallel num_threads(nt)
-      {
-        std::vector<T> hs(nh), hd(nh), dWt(nw), dvt(nv);
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t c = 0; c < C; ++c) {
-          std::fill(dWt.begin(), dWt.end(), T(0));
-          std::fill(dvt.begin(), dvt.end(), T(0));
-          const T* yc = y.data + c * y.stride;
-          for (int64_t p = 0; p < s.P; ++p)
-            f[c * s.P + p] = value_grad_sample<A, T>(Z + p * s.Np * s.M, yc[p], s, pick(Wt, c),
-                                                     pick(vt, c), k, hs.data(), hd.data(),
-                                                     dWt.data(), dvt.data());
-          untranspose(dWt.data(), dvt.data(), s, dW + c * nw, dv + c * nv);
-        }
-      }
-      return;
-    }
-    // few chains: samples split over threads, per-thread sums reduced in a fixed order
-    std::vector<std::vector<T>> accW(nt, std::vector<T>(nw)), accV(nt, std::vector<T>(nv));
-    std::vector<T> dWt(nw), dvt(nv);
-    for (int64_t c = 0; c < C; ++c) {
-      const T* yc = y.data + c * y.stride;
-#pragma omp parallel num_threads(nt)
-      {
-#ifdef _OPENMP
-        const int t = omp_get_thread_num();
-#else
-        const int t = 0;
-#endif
-        std::vector<T> hs(nh), hd(nh);
-        std::fill(accW[t].begin(), accW[t].end(), T(0));
-        std::fill(accV[t].begin(), accV[t].end(), T(0));
-#pragma omp for schedule(static)
-        for (int64_t p = 0; p < s.P; ++p)
-          f[c * s.P + p] = value_grad_sample<A, T>(Z + p * s.Np * s.M, yc[p], s, pick(Wt, c),
-                                                   pick(vt, c), k, hs.data(), hd.data(),
-                                                   accW[t].data(), accV[t].data());
-      }
-      std::fill(dWt.begin(), dWt.end(), T(0));
-      std::fill(dvt.begin(), dvt.end(), T(0));
-      for (int t = 0; t < nt; ++t) {
-        for (int64_t j = 0; j < nw; ++j) dWt[j] += accW[t][j];
-        for (int64_t j = 0; j < nv; ++j) dvt[j] += accV[t][j];
-      }
-      untranspose(dWt.data(), dvt.data(), s, dW + c * nw, dv + c * nv);
-    }
+    sum_over_samples<T>(s, C, nt, s.Np * s.Nc, dW, dv,
+                        [&](int64_t c, int64_t p, T* hs, T* hd, T* dWt, T* dvt) {
+                          f[c * s.P + p] = value_grad_sample<A, T>(
+                              Z + p * s.Np * s.M, y.data[c * y.stride + p], s, pick(Wt, c),
+                              pick(vt, c), k, hs, hd, dWt, dvt);
+                        });
   });
 }
 

@@ -68,7 +68,8 @@ template <class T>
 void activation_pair(const T* h, int64_t n, Activation act, int nthreads, T* s, T* d);
 
 // Use the AVX2/FMA variants with the vectorised erf/exp when the CPU has them (the
-// default), or the baseline ones with libm; returns the previous setting. For tests.
+// default), or the baseline ones with libm; returns the previous setting. For tests: it is
+// set_isa_cap (dispatch.hpp), so it switches the local-kernel tiles to the baseline too.
 bool set_fast_math(bool enabled);
 
 }  // namespace lkr

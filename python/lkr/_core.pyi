@@ -81,7 +81,8 @@ def activation_pair(H: _Array, *, activation: str, derivative: bool,
 
 def set_fast_math(enabled: bool) -> bool:
     """Use the AVX2/FMA patch kernels with vectorised erf/exp (when the CPU has them) or the
-    baseline ones with libm; returns the previous setting (for tests)."""
+    baseline ones with libm; returns the previous setting (for tests). It caps the
+    instruction set of every compiled kernel (the local-kernel tiles too), like LKR_ISA."""
 
 # -- deep-CNN kernel engine (csrc/bindings/deep.cpp) ---------------------------------------
 # X (P, n1, M1): first-layer patches; tables: int32 (n_l, k_l) windows of layers 2..L in the

@@ -10,7 +10,7 @@ LKR_MAX_BYTES      memory budget of ``lkr.local_kernel``: a positive size in byt
                    integer (``2147483648``), in exponent form (``2e9``) or with a unit:
                    ``kB MB GB TB`` (powers of 1000), ``KiB MiB GiB TiB`` or bare
                    ``K M G T`` (powers of 1024); case-insensitive, e.g. ``2GB``, ``512M``
-LKR_ISA            cap on the CPU instruction set of the tile kernels: ``base``, ``v3``
+LKR_ISA            cap on the CPU instruction set of the compiled kernels: ``base``, ``v3``
                    (AVX2) or ``v4`` (AVX-512, i.e. no cap); read by the C++ core
 LKR_CUDA_SOURCES   a folder holding the CUDA sources to compile instead of the installed ones
 =================  ==========================================================================
