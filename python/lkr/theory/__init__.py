@@ -11,16 +11,19 @@ Each theory has the same shape::
     th.fit_path(X, y, widths)     # warm-started sweep, shared kernel cache
 
 ``GPTheory`` (infinite width), ``FCTheory`` (scalar Qbar), ``DeepFCTheory`` (one Q_l per
-layer, vanilla or nested), ``CNNTheory`` (Np x Np Qbar), ``LCNTheory`` (diagonal Qbar).
+layer, vanilla or nested), ``CNNTheory`` (Np x Np Qbar), ``LCNTheory`` (diagonal Qbar),
+``DeepCNNTheory`` (L convolutional layers, d x d Qbar = R^L).
 The one-order-parameter actions are exact for odd activations only; relu warns.
 """
 from .._warnings import ConvergenceWarning
 from .conv import CNNTheory, LCNTheory
+from .deep_conv import DeepCNNTheory
 from .fc import DeepFCTheory, FCTheory
 from .gp import GPTheory
 from .result import ConvergenceError, Prediction, Solution
 
-__all__ = ["GPTheory", "FCTheory", "DeepFCTheory", "CNNTheory", "LCNTheory", "Solution",
+__all__ = ["GPTheory", "FCTheory", "DeepFCTheory", "CNNTheory", "LCNTheory", "DeepCNNTheory",
+           "Solution",
            "Prediction", "ConvergenceError", "ConvergenceWarning"]
 
 # lkr.theory.sweep (parameter sweeps) is added below by its own module's owner.
