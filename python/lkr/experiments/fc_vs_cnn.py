@@ -40,6 +40,7 @@ import numpy as np
 from .._json import jsonable
 from .._progress import progress_bar
 from .._validate import integer as _integer
+from . import _deep
 from ._arch import ARCHITECTURES, make_theory, sampled_test_error
 from ._arch import NAMES as _NAMES
 from .argtypes import nonneg_float, nonneg_int, positive_float, positive_int, shape, task_spec, widths
@@ -90,7 +91,7 @@ def _q_summary(arch: str, Q) -> dict:
         Q = np.diag(Q)
     d = np.diag(Q)
     out = {"diag_mean": float(d.mean()), "diag_min": float(d.min()), "diag_max": float(d.max())}
-    if arch == "cnn":
+    if arch in ("cnn", "deepcnn"):
         n = Q.shape[0]
         off = Q[~np.eye(n, dtype=bool)]
         ev = np.linalg.eigvalsh((Q + Q.T) / 2)
@@ -136,13 +137,19 @@ class Prepared(NamedTuple):
     seconds: float
     spec: str
     seed: int
+    deep_geometry: object = None
 
 
 def prepare(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"],
             P_test: int = DEFAULTS["P_test"], widths=None, input_shape=None,
             filter_size=DEFAULTS["filter_size"], stride=None, boundary=DEFAULTS["boundary"],
-            seed: int = DEFAULTS["seed"], task_options: Optional[dict] = None) -> Prepared:
+            seed: int = DEFAULTS["seed"], task_options: Optional[dict] = None,
+            depth: Optional[int] = None, padding="valid") -> Prepared:
     """Load the task and build the patch geometry (arguments as in :func:`run`).
+
+    With ``depth`` L, ``filter_size`` and ``stride`` are lists of L per-layer entries and
+    ``padding`` one or L paddings: the deep CNN's :class:`~lkr.DeepGeometry`; the one-layer
+    geometry (and the teacher's) takes the first layer's filter and stride.
 
     Every user error (unknown task, missing or corrupt files, a geometry that does not fit
     the input, bad widths) surfaces here as a ``ValueError``/``TypeError``, before any
@@ -161,6 +168,10 @@ def prepare(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"],
         raise ValueError("widths must not be empty")
     widths = sorted({int(w) for w in widths})
     task_options = dict(task_options or {})
+    deep_filters, deep_strides = filter_size, stride
+    if depth is not None:
+        depth = _integer(depth, "depth", 1)
+        filter_size, stride = _deep.first_layer(filter_size), _deep.first_layer(stride)
     is_synthetic = not (task.startswith("mnist") or task.startswith("cifar10"))
     if input_shape is None and is_synthetic:
         input_shape = DEFAULTS["input_shape"]
@@ -175,8 +186,14 @@ def prepare(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"],
     geometry = PatchGeometry(shape, _per_axis(filter_size, len(shape)),
                              _per_axis(stride, len(shape)), channels=info["channels"],
                              boundary=boundary, layout=info["layout"])
+    dg = None
+    if depth is not None:
+        dg = _deep.deep_geometry(info, depth, deep_filters, deep_strides, padding)
+        if not _deep.deep_widths(widths, dg):
+            raise ValueError(f"the deep CNN needs widths >= its d = {dg.num_patches} final "
+                             f"patches; got widths {widths}")
     return Prepared(loaded, geometry, widths, task_options, time.perf_counter() - t0, task,
-                    int(seed))
+                    int(seed), dg)
 
 
 # -- the experiment, phase by phase ---------------------------------------------------------------
@@ -188,7 +205,8 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
         task_options: Optional[dict] = None, architectures: Sequence[str] = ARCHITECTURES,
         executor=None, langevin: Optional[dict] = None,
         progress: Optional[Callable] = None,
-        prepared: Optional[Prepared] = None) -> dict:
+        prepared: Optional[Prepared] = None, depth: Optional[int] = None,
+        padding="valid") -> dict:
     """Run the FC-versus-CNN experiment and return every number and setting.
 
     Parameters
@@ -228,6 +246,10 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
         The output of :func:`prepare`; then the task arguments above (task, P, P_test,
         widths, input_shape, filter_size, stride, boundary, seed, task_options) are taken
         from it.
+    depth, padding : optional
+        Add the deep CNN of ``depth`` layers (architecture ``"deepcnn"``): ``filter_size``
+        and ``stride`` per layer, ``padding`` one or per layer (see :func:`prepare` and
+        :mod:`lkr.experiments._deep`).
 
     Returns
     -------
@@ -243,9 +265,13 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
     if prepared is None:
         prepared = prepare(task, P=P, P_test=P_test, widths=widths, input_shape=input_shape,
                            filter_size=filter_size, stride=stride, boundary=boundary, seed=seed,
-                           task_options=task_options)
+                           task_options=task_options, depth=depth, padding=padding)
     X, y, X_test, y_test, info = prepared.task
     geometry, widths = prepared.geometry, prepared.widths
+    dg = prepared.deep_geometry
+    if dg is not None and "deepcnn" not in architectures:
+        architectures += ("deepcnn",)
+    geoms = {a: (dg if a == "deepcnn" else geometry) for a in architectures}
     task, seed = prepared.spec, prepared.seed  # what the data were made with
     P, P_test = len(y), len(y_test)
     common = dict(temperature=temperature, activation=activation, lambda0=lambda0,
@@ -256,21 +282,21 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
 
     timing = {"data_s": prepared.seconds}
     t0 = time.perf_counter()
-    infinite = _infinite_width(data, geometry, common, bar)
+    infinite = _infinite_width(data, geometry, common, bar, dg)
     timing["infinite_width_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if executor is None:
         mode = "serial, warm-started along the widths (Theory.fit_path)"
-        finite = _finite_width_serial(architectures, widths, data, geometry, common, bar)
+        finite = _finite_width_serial(architectures, widths, data, geoms, common, bar)
     else:
         mode = "independent fits on an executor"
-        finite = _finite_width_executor(architectures, widths, data, geometry, common, bar,
+        finite = _finite_width_executor(architectures, widths, data, geoms, common, bar,
                                         executor)
     timing["finite_width_s"] = time.perf_counter() - t0
     sampled = None
     if langevin:
         t0 = time.perf_counter()
-        sampled = _sampled(architectures, widths, data, geometry, common, langevin, seed, bar)
+        sampled = _sampled(architectures, widths, data, geoms, common, langevin, seed, bar)
         timing["langevin_s"] = time.perf_counter() - t0
     summary = _summary(architectures, infinite, finite)
     timing["total_s"] = time.perf_counter() - t_start
@@ -282,6 +308,8 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
                     geometry=geometry.to_dict(), num_patches=geometry.num_patches,
                     patch_size=geometry.patch_size, input_size=geometry.input_size,
                     architectures=list(architectures), task_options=prepared.task_options,
+                    deep_geometry=None if dg is None else dg.to_dict(),
+                    deep_num_patches=None if dg is None else dg.num_patches,
                     mode=mode, langevin=langevin or None)
     return jsonable(dict(experiment="fc-vs-cnn", settings=settings, task=info,
                          versions=_versions(), infinite_width=infinite, finite_width=finite,
@@ -309,7 +337,7 @@ class _Bar:
             self.bar.close()
 
 
-def _infinite_width(data, geometry, common, bar) -> dict:
+def _infinite_width(data, geometry, common, bar, dg=None) -> dict:
     """The Gaussian processes with Q = I (and the pooled one, for context)."""
     from ..theory import GPTheory
 
@@ -328,17 +356,30 @@ def _infinite_width(data, geometry, common, bar) -> dict:
     infinite["lcn"] = dict(infinite["cnn"], description="same as the CNN's: with Qbar = I the "
                            "LCN and CNN kernels coincide (only the diagonal K_ii enters)",
                            same_as="cnn")
+    if dg is not None:
+        gp = make_theory("deepcnn", None, geometry=dg, **common)
+        gp.fit(X, y)
+        ev = gp.evaluate(X_test, y_test)
+        infinite["deepcnn"] = {"kernel": "deepcnn", "description": "GP with the deep CNN "
+                               "kernel K_R(I) of the L-layer recursion (Qbar = I)",
+                               "error": float(ev["error"]), "bias2": float(ev["bias2"]),
+                               "variance": float(ev["variance"])}
     return infinite
 
 
-def _finite_width_serial(architectures, widths, data, geometry, common, bar) -> dict:
+def _widths(arch, widths, geoms):
+    """The widths of ``arch``: all, but the deep CNN's at least its d final patches."""
+    return _deep.deep_widths(widths, geoms[arch]) if arch == "deepcnn" else widths
+
+
+def _finite_width_serial(architectures, widths, data, geoms, common, bar) -> dict:
     """Each architecture's theory along the widths, widest first: the solution at large N is
     close to Qbar = I, a good start for the next narrower width."""
     X, y, X_test, y_test = data
     finite = {}
     for arch in architectures:
-        order = sorted(widths, reverse=True)
-        base = make_theory(arch, order[0], geometry=geometry, **common)
+        order = sorted(_widths(arch, widths, geoms), reverse=True)
+        base = make_theory(arch, order[0], geometry=geoms[arch], **common)
         bar.status(f"{_NAMES[arch]}: solving at {len(order)} widths (warm-started) ...")
         rows = []
         for w, th in zip(order, base.fit_path(X, y, order)):
@@ -356,13 +397,13 @@ def _fit_row(arch, width, data, geometry, common) -> dict:
     return _row(arch, width, len(y), th.evaluate(X_test, y_test), th.solution)
 
 
-def _finite_width_executor(architectures, widths, data, geometry, common, bar, executor):
+def _finite_width_executor(architectures, widths, data, geoms, common, bar, executor):
     """Every (architecture, width) fitted independently, all submitted at once so that the
     executor runs them side by side."""
     bar.status(f"solving {len(widths) * len(architectures)} (architecture, width) points on "
                "the executor ...")
-    futures = {(a, w): executor.submit(_fit_row, a, w, data, geometry, common)
-               for a in architectures for w in widths}
+    futures = {(a, w): executor.submit(_fit_row, a, w, data, geoms[a], common)
+               for a in architectures for w in _widths(a, widths, geoms)}
     finite = {a: [] for a in architectures}
     for (arch, w), fut in futures.items():
         finite[arch].append(fut.result())
@@ -370,15 +411,15 @@ def _finite_width_executor(architectures, widths, data, geometry, common, bar, e
     return finite
 
 
-def _sampled(architectures, widths, data, geometry, common, langevin, seed, bar) -> dict:
+def _sampled(architectures, widths, data, geoms, common, langevin, seed, bar) -> dict:
     """Langevin sampling of the networks themselves at every width."""
     X, y, X_test, y_test = data
     sampled = {}
     for arch in architectures:
         rows = []
-        for w in widths:
+        for w in _widths(arch, widths, geoms):
             bar.status(f"Langevin {_NAMES[arch]} N={w} ...")
-            r = sampled_test_error(arch, width=w, geometry=geometry, X=X, y=y, X_test=X_test,
+            r = sampled_test_error(arch, width=w, geometry=geoms[arch], X=X, y=y, X_test=X_test,
                                    y_test=y_test, seed=seed, **common, **langevin)
             rows.append(dict(jsonable(r), width=w))
             bar.tick(f"Langevin {_NAMES[arch]} N={w}")
@@ -447,13 +488,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("patch geometry (CNN, LCN and the local teacher)")
     g.add_argument("--input-shape", type=shape, default=None, metavar="SHAPE",
                    help="synthetic tasks: N0 or HxW (default 64); image tasks: from the files")
-    g.add_argument("--filter", dest="filter_size", type=shape, default=DEFAULTS["filter_size"],
-                   metavar="M", help="filter size m or mhxmw (default: 4; one number is "
-                   "used on every axis)")
-    g.add_argument("--stride", type=shape, default=None, metavar="S", help="stride (default: the filter "
-                   "size, non-overlapping patches)")
+    g.add_argument("--filter", dest="filter_size", type=_deep.shapes,
+                   default=DEFAULTS["filter_size"], metavar="M",
+                   help="filter size m or mhxmw (default: 4; one number is used on every "
+                        "axis); with --depth one per layer, e.g. 3x3,2x2")
+    g.add_argument("--stride", type=_deep.shapes, default=None, metavar="S",
+                   help="stride (default: the filter size, non-overlapping patches); with "
+                        "--depth one per layer, e.g. 1,2")
     g.add_argument("--boundary", choices=("periodic", "valid"), default=DEFAULTS["boundary"],
                    help="patch boundary mode (default: %(default)s)")
+    _deep.add_arguments(g)
     g = p.add_argument_group("output")
     g.add_argument("--out", default=None, metavar="DIR",
                    help="write results.json (and fc_vs_cnn.png with matplotlib) into DIR")
@@ -505,6 +549,7 @@ def command(args) -> int:
             os.makedirs(args.out, exist_ok=True)
         except OSError as exc:
             parser.error(f"--out {args.out}: cannot create the directory ({exc.strerror or exc})")
+    filter_size, stride = _deep.layer_options(args, parser)
     langevin = None
     if args.langevin:
         langevin = dict(chains=args.chains, steps=args.langevin_steps, burn_in=args.burn_in,
@@ -521,9 +566,10 @@ def command(args) -> int:
         # Every user error (missing files, a filter larger than the input, ...) shows up
         # here, before any solver runs; later exceptions are bugs and keep their traceback.
         prepared = prepare(args.task, P=args.P, P_test=args.P_test, widths=args.widths,
-                               input_shape=args.input_shape, filter_size=args.filter_size,
-                               stride=args.stride, boundary=args.boundary, seed=args.seed,
-                               task_options=task_options)
+                               input_shape=args.input_shape, filter_size=filter_size,
+                               stride=stride, boundary=args.boundary, seed=args.seed,
+                               task_options=task_options, depth=args.depth,
+                               padding=args.padding)
     except (ValueError, TypeError) as exc:
         parser.error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     kwargs = dict(temperature=args.temperature, activation=args.activation,
