@@ -253,5 +253,153 @@ def _fc_rows(quick):
     return rows
 
 
+def _cnn_scale_rows(quick):
+    """Issue 13 item 4: the whole CNN fit at P in the thousands against one
+    ``renormalized_kernel`` call on the same data (goal: within 8x). Alternating, in one
+    process; the compressed kernel is float64 when it fits half the available memory."""
+    import lkr
+    from lkr.theory import CNNTheory
+
+    rows = []
+    for P in ((512,) if quick else (2048, 4096)):
+        g, X, y = _cnn_problem(P)
+        case = f"cnn fit at scale P={P} 32x32 m8 s8 Np=16 erf T=0.01 N=20"
+        Q = np.eye(g.num_patches)
+        t_rk, t_fit, info = [], [], {}
+        for _ in range(1 if P >= 4096 else 2):  # alternate the two
+            t0 = time.perf_counter()
+            lkr.renormalized_kernel(X, Q=Q, geometry=g)
+            t_rk.append(time.perf_counter() - t0)
+            th = CNNTheory(geometry=g, width=20, temperature=0.01)
+            t0 = time.perf_counter()
+            sol = th.fit(X, y)
+            t_fit.append(time.perf_counter() - t0)
+            info = dict(evaluations=sol.evaluations, iterations=sol.iterations,
+                        converged=sol.converged, kernel_dtype=sol.extra.get("kernel_dtype"),
+                        materialized=sol.extra.get("materialized"),
+                        kernel_gb=th._cache.nbytes / 1e9)
+            del th
+        rk, fit = float(np.median(t_rk)), float(np.median(t_fit))
+        rows.append(record(SUITE, case, "lkr renormalized_kernel (one call)", rk, 0.0,
+                           len(t_rk)))
+        rows.append(record(SUITE, case, "lkr CNNTheory.fit (kernel + solve)", fit, 0.0,
+                           len(t_fit), ratio=fit / rk, vs="lkr renormalized_kernel (one call)",
+                           note="goal: ratio <= 8", **info))
+    return rows
+
+
+def _cnn_multi_rows(quick):
+    """Issue 11: CNN with D = 10 outputs against D = 1 on the same data (32x32, filter and
+    stride 8, Np = 16: Q of size 160). The P D x P D algebra (Cholesky and inverse of A)
+    grows as D^3, so the full P = 500 problem is timed at a smaller P in quick mode."""
+    from lkr.theory import CNNTheory
+
+    P = 100 if quick else 500
+    g, X, y = _cnn_problem(P)
+    rng = np.random.default_rng(3)
+    D = 10
+    Y = np.stack([y] + [y * rng.uniform(0.5, 1.5) + 0.1 * rng.standard_normal(P)
+                        for _ in range(D - 1)], axis=1)
+    width, T = 200, 0.01  # Nc >= Np D = 160
+    case = f"cnn multi-output fit P={P} 32x32 m8 s8 Np=16 erf T={T} N={width}"
+    t1, tD = [], []
+    for _ in range(2):  # alternate
+        for store, Yk in ((t1, y), (tD, Y)):
+            th = CNNTheory(geometry=g, width=width, temperature=T)
+            t0 = time.perf_counter()
+            sol = th.fit(X, Yk)
+            store.append((time.perf_counter() - t0, sol))
+    (a, s1), (b, sD) = min(t1, key=lambda t: t[0]), min(tD, key=lambda t: t[0])
+    return [record(SUITE, case, "lkr fit D=1", a, 0.0, len(t1), evaluations=s1.evaluations),
+            record(SUITE, case, f"lkr fit D={D}", b, 0.0, len(tD), ratio=b / a,
+                   vs="lkr fit D=1", evaluations=sD.evaluations, converged=sD.converged,
+                   per_eval_ratio=(b / sD.evaluations) / (a / s1.evaluations),
+                   note="goal: ratio < 4; the (P D)^3 Cholesky/inverse of A dominates")]
+
+
+def _eigh_route_rows(quick):
+    """Issue 13 item 5: which LAPACK route to eigenvalues + U^T y is cheapest. The drivers
+    run alternately in one process (ratios, not absolute times, are the result on a shared
+    machine); "eigenvalues only" is the lower bound a tridiagonal-only route could reach."""
+    import scipy.linalg as sla
+
+    import lkr
+    from lkr._blas import blas_threads
+
+    rows = []
+    for P in ((1000,) if quick else (2000, 5000)):
+        rng = np.random.default_rng(2)
+        X = rng.standard_normal((P, 256))
+        K = lkr.nngp(X)
+        case = f"fc kernel spectrum P={P}"
+        routes = {"evd": lambda K=K: sla.eigh(K, driver="evd", check_finite=False),
+                  "evr": lambda K=K: sla.eigh(K, driver="evr", check_finite=False),
+                  "ev": lambda K=K: sla.eigh(K, driver="ev", check_finite=False),
+                  "eigenvalues only (evr)": lambda K=K: sla.eigh(K, driver="evr",
+                                                                 eigvals_only=True,
+                                                                 check_finite=False)}
+        for threads in (1, None):
+            times = {k: [] for k in routes}
+            with blas_threads(threads or 1, enabled=threads is not None):
+                for _ in range(2 if P <= 2000 else 1):
+                    for name, fn in routes.items():  # alternating: the load hits all alike
+                        t0 = time.perf_counter()
+                        fn()
+                        times[name].append(time.perf_counter() - t0)
+            base = min(times["evd"])
+            tn = "1 BLAS thread" if threads else "default BLAS threads"
+            for name, ts in times.items():
+                rows.append(record(SUITE, case, f"scipy eigh driver {name}, {tn}", min(ts), 0.0,
+                                   len(ts), ratio=min(ts) / base, vs="evd (lkr's choice)"))
+    return rows
+
+
+def _fc_beyond_rows(quick):
+    """docs/theory-beyond-odd.md 1.1 and 2.1 at large P: the non-central relu fit and the
+    D = 10 fit after
+    the (shared) eigendecomposition."""
+    import lkr
+    from lkr.theory import FCTheory
+
+    P = 1000 if quick else 5000
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((P, 1024))
+    y = np.maximum(X[:, :8].sum(1) / np.sqrt(8), 0) + 0.5
+    rows = []
+    case = f"fc relu non-central fit P={P} N0=1024 T=0.01 N=100"
+    th = FCTheory(width=100, temperature=0.01, activation="relu")
+    t0 = time.perf_counter()
+    th.set_data(X, y)
+    t_bind = time.perf_counter() - t0
+    med, iqr, n, sol = measure(lambda: th.fit(X, y), repeats=5, warmup=1)
+    rows.append(record(SUITE, case, "lkr kernel + eigendecomposition (once per data set)",
+                       t_bind, 0.0, 1, eigh_s=th._cache["eigh_seconds"]))
+    rows.append(record(SUITE, case, "lkr non-central (Q0, Q1) fit after eigh", med, iqr, n,
+                       solve_s=sol.seconds, rel_grad_norm=sol.rel_grad_norm,
+                       iterations=sol.iterations, goal_s=0.2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        odd = FCTheory(width=100, temperature=0.01, activation="relu", mean="ignore")
+    t0 = time.perf_counter()
+    odd.fit(X, y)
+    rows.append(record(SUITE, case, "lkr one-parameter fit, spectrum shared (incl. bind)",
+                       time.perf_counter() - t0, 0.0, 1, shared=odd._cache is th._cache))
+    D = 10
+    Y = lkr.data.one_hot(rng.integers(0, D, P), D) - 1.0 / D
+    case = f"fc D={D} outputs fit P={P} N0=1024 erf T=0.01 N=100"
+    thD = FCTheory(width=100, temperature=0.01)
+    t0 = time.perf_counter()
+    thD.set_data(X, Y)
+    t_bind = time.perf_counter() - t0
+    med, iqr, n, sol = measure(lambda: thD.fit(X, Y), repeats=3, warmup=1)
+    rows.append(record(SUITE, case, "lkr kernel + eigendecomposition (once per data set)",
+                       t_bind, 0.0, 1))
+    rows.append(record(SUITE, case, "lkr D x D fit after eigh (O(P D^2) per evaluation)", med,
+                       iqr, n, solve_s=sol.seconds, rel_grad_norm=sol.rel_grad_norm,
+                       iterations=sol.iterations, evaluations=sol.evaluations, goal_s=1.0))
+    return rows
+
+
 def run(quick: bool = False):
-    return _cnn_rows(quick) + _fc_rows(quick)
+    return (_cnn_rows(quick) + _fc_rows(quick) + _fc_beyond_rows(quick) + _eigh_route_rows(quick)
+            + _cnn_scale_rows(quick) + _cnn_multi_rows(quick))

@@ -205,7 +205,7 @@ def test_relu_warns_and_bad_input():
         DeepCNNTheory(dg, 10, 0.1, activation="relu")
     with pytest.raises(TypeError, match="DeepGeometry"):
         DeepCNNTheory(dg.layers[0], 10, 0.1)
-    with pytest.raises(ValueError, match="width 2 is below d = 4"):
+    with pytest.raises(ValueError, match="width 2 is below 4"):
         DeepCNNTheory(dg, 2, 0.1)
     with pytest.raises(ValueError, match="lambdas must hold 3"):
         DeepCNNTheory(dg, 10, 0.1, lambdas=(1.0, 1.0))

@@ -133,7 +133,8 @@ def test_fc_predicts_as_gp_with_rescaled_readout_prior(act):
     y = rng.standard_normal(14)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # relu caveat
-        fc = FCTheory(width=3, temperature=0.05, activation=act, lambda1=1.3)
+        # the one-parameter action (mean="ignore") is the GP with a rescaled readout prior
+        fc = FCTheory(width=3, temperature=0.05, activation=act, lambda1=1.3, mean="ignore")
     q = fc.fit(X, y).Q
     gp = GPTheory("fc", temperature=0.05, activation=act, lambda1=1.3 / q)
     gp.fit(X, y)
@@ -394,15 +395,19 @@ def test_solution_serialises():
 
 def test_relu_warns_once_per_theory():
     with pytest.warns(UserWarning, match="odd activations"):
-        FCTheory(width=3, temperature=0.1, activation="relu")
+        FCTheory(width=3, temperature=0.1, activation="relu", mean="ignore")
     g = lkr.PatchGeometry((8,), 4)
     for cls in (CNNTheory, LCNTheory):
         with pytest.warns(UserWarning, match="odd activations"):
-            cls(geometry=g, width=3, temperature=0.1, activation="relu")
+            cls(geometry=g, width=3, temperature=0.1, activation="relu", mean="ignore")
     with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for cls in (CNNTheory, LCNTheory):  # non-central action (experimental): no caveat
+            cls(geometry=g, width=3, temperature=0.1, activation="relu")
         warnings.simplefilter("error")
         GPTheory("fc", temperature=0.1, activation="relu")  # exact: no warning
         FCTheory(width=3, temperature=0.1, activation="erf")
+        FCTheory(width=3, temperature=0.1, activation="relu")  # non-central action: exact
 
 
 # -- bad input ---------------------------------------------------------------------------

@@ -1,4 +1,5 @@
 #include "local_kernel.hpp"
+#include "local_kernel_tiles.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -533,6 +534,51 @@ void nngp_map_inplace(Activation act, T* K, int64_t P, int64_t P2, const T* dx, 
   });
 }
 
+
+template <class T>
+int64_t for_each_kernel_tile(const View3<T>& A, const View3<T>* B, const KernelParams& p,
+                             bool upper_only, int64_t ngroups,
+                             const std::function<void(int64_t, const KernelTile&)>& fn) {
+  const int nt = resolve_threads(p.nthreads);
+  const auto a = prepare(A, p.activation, p.lambda0, nt);
+  const auto b = B ? prepare(*B, p.activation, p.lambda0, nt) : Prepared<T>{};
+  const Prepared<T>& bb = B ? b : a;
+  const int64_t Np = a.Np, M = a.M;
+  const auto tiles = tile_pairs(a.P, bb.P, block_samples(Np, M), upper_only);
+  const int64_t ntiles = static_cast<int64_t>(tiles.size());
+  if (ngroups <= 0 || ngroups > ntiles) ngroups = ntiles;
+  const Isa isa = tile_isa();
+  const int cw = tile_cw<T>(isa), R = tile_rows(isa, Np);
+  with_activation(p.activation, [&](auto act) {
+    constexpr Activation ACT = decltype(act)::value;
+#pragma omp parallel num_threads(nt)
+    {
+      std::vector<T> bt, sb, rows, k;
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t grp = 0; grp < ngroups; ++grp) {
+        for (int64_t t = grp * ntiles / ngroups; t < (grp + 1) * ntiles / ngroups; ++t) {
+          const TilePair tp = tiles[t];
+          const int64_t na = tp.a1 - tp.a0, nb = tp.b1 - tp.b0;
+          const int64_t Cp = round_up(nb * Np, cw);
+          pack_block(bb, tp.b0, tp.b1, Cp, cw, bt, sb);
+          rows.resize(static_cast<size_t>(R * Cp));
+          k.resize(static_cast<size_t>(nb * Np * Np));
+          (void)na;
+          for (int64_t mu = tp.a0; mu < tp.a1; ++mu) {
+            run_tile<FullTile<T, ACT>, T>(isa, R, a.z.data() + mu * Np * M, a.s.data() + mu * Np,
+                                          int64_t(1), Np, M, static_cast<const T*>(bt.data()),
+                                          static_cast<const T*>(sb.data()), nb, Cp, rows.data(),
+                                          k.data(), nb, int64_t(0), int64_t(0));
+            fn(grp, KernelTile{mu, mu + 1, tp.b0, tp.b1, Np, upper_only && tp.a0 == tp.b0,
+                               k.data()});
+          }
+        }
+      }
+    }
+  });
+  return ngroups;
+}
+
 #define LKR_INSTANTIATE(T)                                                                      \
   template void local_kernel<T>(const View3<T>&, const View3<T>*, const KernelParams&, T*);     \
   template void renormalized_kernel<T>(const View3<T>&, const View3<T>*, const T*, double,      \
@@ -541,7 +587,10 @@ void nngp_map_inplace(Activation act, T* K, int64_t P, int64_t P2, const T* dx, 
                                             const KernelParams&, T*);                           \
   template void local_kernel_adjoint<T>(const View3<T>&, const View3<T>*, const View2<T>&, bool, \
                                         const KernelParams&, T*);                               \
-  template void nngp_map_inplace<T>(Activation, T*, int64_t, int64_t, const T*, const T*, int);
+  template void nngp_map_inplace<T>(Activation, T*, int64_t, int64_t, const T*, const T*, int); \
+  template int64_t for_each_kernel_tile<T>(const View3<T>&, const View3<T>*, const KernelParams&, \
+                                           bool, int64_t,                                      \
+                                           const std::function<void(int64_t, const KernelTile&)>&);
 LKR_INSTANTIATE(float)
 LKR_INSTANTIATE(double)
 

@@ -10,7 +10,7 @@ against this stub. The rest (openmp, max_threads, set_fast_math) is host-only. A
 float64 (the dtype of X decides; other operands must match it); patch tensors are
 (P, Np, M) and may be strided; results are new C-contiguous arrays.
 """
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import numpy.typing as npt
@@ -45,6 +45,32 @@ def local_kernel_adjoint(X: _Array, Y: Optional[_Array], W: _Array, w_symmetric:
 
 def nngp_map_inplace(K: _Array, dx: _Array, dy: _Array, activation: str, nthreads: int) -> None:
     """In place on a writeable C-contiguous (P, P2) K: K[m, n] <- K_sigma(dx[m], K[m, n], dy[n])."""
+
+# -- multi-output / non-central contractions, compressed kernel (csrc/bindings/kernels_multi.cpp)
+
+def patch_mean(X: _Array, activation: str, lambda0: float, nthreads: int) -> _Array:
+    """Mean patch activations m (P, Np) of a patch tensor (P, Np, M)."""
+
+def renormalized_kernel_multi(X: _Array, Y: Optional[_Array], Q: _Array, Qm: Optional[_Array],
+                              D: int, activation: str, lambda0: float, lambda1: float,
+                              nthreads: int) -> _Array:
+    """K_R (P D, P2 D) for an (Np D, Np D) Q, plus the mean term with Qm."""
+
+def local_kernel_adjoint_multi(X: _Array, Y: Optional[_Array], W: _Array, w_symmetric: bool,
+                               D: int, centred: bool, activation: str, lambda0: float,
+                               nthreads: int) -> Any:
+    """G(W) (Np D, Np D), or (G - G_m, G_m) with centred."""
+
+def stored_matmul(S: _Array, X: _Array, transpose: bool, nthreads: int) -> _Array:
+    """S @ X (S.T @ X) for a float32/float64 S, float64 X, float64 accumulation."""
+
+def pack_compressed(X: _Array, antisym: bool, diagonal: bool, store32: bool, activation: str,
+                    lambda0: float, nthreads: int) -> _Array:
+    """The theories' compressed local kernel (P(P+1)/2, patch pairs)."""
+
+def stored_sym(S: _Array, X: _Array, P: int, adjoint: bool, scale: float,
+               nthreads: int) -> _Array:
+    """unpack(S q) * scale (P, P), or S^T w(B) from B's upper triangle."""
 
 # -- network patch passes (csrc/bindings/nets.cpp; public API in lkr.nets and lkr.ntk) -----
 # Z: patches (P, Np, M), C-contiguous. Chained operands carry a leading chain axis (length

@@ -57,14 +57,18 @@ from ._cuda_deep import (
     deep_renormalized_kernel,
     deep_renormalized_kernel_diag,
 )
+from ._cuda_multi import MultiOutputCalls
+from ._cuda_multi import module_functions as _multi_functions
 from ._cuda_sources import SOURCES, load_source, source_dir, source_of
 
 __all__ = ["local_kernel", "renormalized_kernel", "renormalized_kernel_diag",
            "local_kernel_adjoint", "nngp_map_inplace", "patch_forward", "patch_vjp",
            "patch_jvp", "patch_value_and_grad", "patch_features", "activation_pair",
+           "source_dir", "source_of", "load_source", "compile_options",
+           "device_info", "Engine", "SOURCES", "patch_mean", "renormalized_kernel_multi",
+           "local_kernel_adjoint_multi", "stored_matmul", "pack_compressed", "stored_sym",
            "deep_local_kernel", "deep_renormalized_kernel", "deep_renormalized_kernel_diag",
-           "deep_local_kernel_adjoint", "source_dir", "source_of", "load_source",
-           "compile_options", "device_info", "Engine", "SOURCES"]
+           "deep_local_kernel_adjoint"]
 
 _ACTIVATIONS = ("linear", "erf", "relu")
 
@@ -179,7 +183,7 @@ def _panels(PNp: int) -> Tuple[int, int, int]:
     return CW, _TILE // CW, -(-PNp // CW)
 
 
-class Engine(DeepEngineMixin):
+class Engine(MultiOutputCalls, DeepEngineMixin):
     """The launch-level implementation over an array module ``xp`` and a kernel loader.
 
     ``get_kernel(name, dtype)`` returns a callable ``(grid, block, args)`` with CuPy's
@@ -559,3 +563,13 @@ def patch_features(Z, W, v, a0, a1, *, local, activation, nthreads=0, combined=F
 def activation_pair(H, *, activation, derivative, nthreads=0):
     """sigma(H) (and sigma'(H)), elementwise (as ``lkr._core.activation_pair``)."""
     return _default_engine().activation_pair(H, activation=activation, derivative=derivative)
+
+
+# the multi-output / compressed-kernel calls (lkr._cuda_multi): the same engine
+_multi = _multi_functions(_default_engine)
+patch_mean = _multi["patch_mean"]
+renormalized_kernel_multi = _multi["renormalized_kernel_multi"]
+local_kernel_adjoint_multi = _multi["local_kernel_adjoint_multi"]
+stored_matmul = _multi["stored_matmul"]
+pack_compressed = _multi["pack_compressed"]
+stored_sym = _multi["stored_sym"]

@@ -10,8 +10,14 @@ with covariance [[c_xx, c_xy], [c_xy, c_yy]] (docs/theory.md section 2).
 These are the plain array-library versions (NumPy or CuPy, whichever the inputs are); the
 compiled kernels implement the same maps in ``csrc/lkr/activations.hpp``.
 
-ReLU is not odd: the one-order-parameter effective actions of :mod:`lkr.theory` are exact
-only for odd activations (linear, erf), and the theory warns when relu is used.
+Mean activations m(c) = E[sigma(h)], h ~ N(0, c) (:func:`mean_map`):
+
+``linear``, ``erf``  m = 0 (odd)
+``relu``            m = sqrt(c / (2 pi))
+
+ReLU is not odd: its post-activations have a non-zero mean, which the non-central actions
+of :mod:`lkr.theory` (``mean="auto"``) treat exactly; the one-order-parameter actions
+(``mean="ignore"``) are exact only for odd activations and warn for relu.
 """
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ import numpy as np
 
 from . import backend
 
-__all__ = ["ACTIVATIONS", "check_activation", "nngp_map", "is_odd"]
+__all__ = ["ACTIVATIONS", "check_activation", "nngp_map", "is_odd", "mean_map", "has_mean"]
 
 ACTIVATIONS = ("linear", "erf", "relu")
 
@@ -66,3 +72,32 @@ def nngp_map(activation: str, cxx, cxy, cyy):
     # (1 - u)(1 + u) rather than 1 - u^2: exact near |u| = 1, where the terms' singularities cancel
     k = n / (2 * np.pi) * (u * (np.pi - xp.arccos(u)) + xp.sqrt((1 - u) * (1 + u)))
     return xp.where(n > 0, k, 0)
+
+
+def has_mean(activation: str) -> bool:
+    """True when E[sigma(h)] != 0 for centred Gaussian h (relu): the non-central actions
+    apply."""
+    return not is_odd(activation)
+
+
+def mean_map(activation: str, c):
+    """Mean activation m(c) = E[sigma(h)], h ~ N(0, c), elementwise.
+
+    Parameters
+    ----------
+    activation : {"linear", "erf", "relu"}
+    c : array_like
+        Pre-activation variances (>= 0).
+
+    Returns
+    -------
+    ndarray
+        ``sqrt(c / (2 pi))`` for relu (note: c / (2 pi), not c / 2 * pi), zeros for the odd
+        activations; same array library as ``c``.
+    """
+    check_activation(activation)
+    xp = backend.array_module(c)
+    c = xp.asarray(c)
+    if activation == "relu":
+        return xp.sqrt(xp.maximum(c, 0) / (2 * np.pi))
+    return xp.zeros_like(c, dtype=np.result_type(c.dtype, np.float64))

@@ -37,11 +37,12 @@ from typing import NamedTuple, Tuple
 
 import numpy as np
 
+from ._labels import one_hot
 from ._validate import count as _count
 from ._validate import seed as _seed
 
 __all__ = ["Task", "load_task", "gaussian_linear", "local_teacher", "load_mnist", "load_cifar10",
-           "read_idx", "parse_classes", "TASKS", "DataError", "check_task_options"]
+           "read_idx", "parse_classes", "TASKS", "DataError", "check_task_options", "one_hot"]
 
 #: task names accepted by :func:`load_task` (``mnist`` and ``cifar10`` take ``:DIR``)
 TASKS = ("local-teacher", "gaussian-linear", "mnist:DIR", "cifar10:DIR")

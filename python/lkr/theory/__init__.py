@@ -12,8 +12,10 @@ Each theory has the same shape::
 
 ``GPTheory`` (infinite width), ``FCTheory`` (scalar Qbar), ``DeepFCTheory`` (one Q_l per
 layer, vanilla or nested), ``CNNTheory`` (Np x Np Qbar), ``LCNTheory`` (diagonal Qbar),
-``DeepCNNTheory`` (L convolutional layers, d x d Qbar = R^L).
-The one-order-parameter actions are exact for odd activations only; relu warns.
+``DeepCNNTheory`` (L convolutional layers, d x d Qbar = R^L; one output, central action).
+The one-order-parameter actions are exact for odd activations only; for relu FCTheory uses
+the non-central (Q0, Q1) action (``mean="auto"``), and with Y of shape (P, D) the FC theories
+and the GP take D outputs (docs/theory-beyond-odd.md).
 """
 from .._warnings import ConvergenceWarning
 from .conv import CNNTheory, LCNTheory

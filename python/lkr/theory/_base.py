@@ -77,21 +77,50 @@ def inputs(X, name: str = "X"):
     return Xa
 
 
-def targets(y, P: int, xp):
-    """y as a float64 vector of length P (accepts (P,) or (P, 1))."""
+def targets(y, P: int, xp, *, multi: bool = False, what: str = "this theory"):
+    """Training targets as float64: a vector of length P, or with ``multi`` a (P, D) matrix.
+
+    (P,) and (P, 1) give a vector (today's single-output behaviour, shapes unchanged);
+    (P, D) with D >= 2 gives a matrix when ``multi`` is true and a ValueError naming
+    ``what`` otherwise. D = 0, a row count other than P and NaN/inf raise ValueError.
+    """
     ya = backend.asarray(y, "y")
     backend.check_floating(ya, "y")
     if ya.ndim == 2 and ya.shape[1] == 1:
         ya = ya[:, 0]
-    if ya.ndim != 1 or ya.shape[0] != P:
-        raise ValueError(f"y must have shape ({P},) (one scalar label per sample of X), "
-                         f"got shape {tuple(ya.shape)}")
+    if ya.ndim not in (1, 2) or ya.shape[0] != P:
+        raise ValueError(f"y must have shape ({P},) or ({P}, D) (one row of labels per "
+                         f"sample of X), got shape {tuple(ya.shape)}")
+    if ya.ndim == 2:
+        if ya.shape[1] == 0:
+            raise ValueError(f"y has D = 0 outputs (shape {tuple(ya.shape)}); need D >= 1")
+        if not multi:
+            raise ValueError(f"{what} takes one output: y must have shape ({P},), got shape "
+                             f"{tuple(ya.shape)} (D = {ya.shape[1]} outputs)")
     if backend.array_module(ya) is not xp:
         raise TypeError("y and X live on different devices (one NumPy, one CuPy); move them "
                         "to one device first")
     ya = xp.ascontiguousarray(ya, dtype=np.float64)
     backend.check_finite(ya, "y")
     return ya
+
+
+MEAN_MODES = ("auto", "ignore")
+
+
+def mean_mode(value) -> str:
+    """The ``mean`` constructor argument: "auto" (the non-central action when the
+    activation's mean is non-zero) or "ignore" (the one-parameter action, with its caveat)."""
+    if not isinstance(value, str) or value not in MEAN_MODES:
+        raise ValueError(f"mean must be one of {MEAN_MODES}, got {value!r}")
+    return value
+
+
+def width_condition(width: float, needed: int, what: str, reason: str) -> None:
+    """Refuse width < needed with one line naming both numbers (e.g. N1 >= D for FC)."""
+    if width < needed:
+        raise ValueError(f"{what}: width {width:g} is below {needed} ({reason}); the prior of "
+                         f"the order parameter is singular there: use width >= {needed}")
 
 
 def fingerprint(*parts) -> str:
@@ -141,7 +170,9 @@ def check_T0_spectrum(lam, T: float, what: str) -> None:
 def gp_posterior(chol, y, k_cross, k_diag) -> Prediction:
     """mean = k^T A^{-1} y, variance = k00 - k^T A^{-1} k from a Cholesky of A.
 
-    ``k_cross`` is (P_test, P), ``k_diag`` (P_test,).
+    ``k_cross`` is (P_test, P), ``k_diag`` (P_test,). A (P, D) ``y`` gives D independent
+    GPs with one kernel: mean (P_test, D), the same variance for every output (P_test, D)
+    and covariance variance * I_D.
     """
     xp = backend.array_module(k_cross)
     a = chol.solve(y)
@@ -149,6 +180,8 @@ def gp_posterior(chol, y, k_cross, k_diag) -> Prediction:
     V = chol.half_solve(k_cross.T)  # L^{-1} k: the variance without forming A^{-1}
     var = k_diag - xp.einsum("ij,ij->j", V, V)
     var = xp.maximum(var, 0.0)  # rounding can push a zero variance below 0
+    if y.ndim == 2:
+        var = xp.repeat(var[:, None], y.shape[1], axis=1)
     return Prediction(mean=mean, variance=var)
 
 
@@ -158,6 +191,10 @@ class _Theory:
     ``_solve`` (returns a Solution), ``_predict`` and, for actions, ``action``/``gradient``."""
 
     _name = "theory"
+    #: Whether fit accepts Y of shape (P, D), D >= 2 (set by the theories that do).
+    _multi_output = False
+    #: Whether predict/evaluate accept corrected=True (the 1/N corrections).
+    _corrected = False
 
     def __init__(self, *, temperature_value, tol, maxiter):
         self.temperature = temperature(temperature_value)
@@ -184,6 +221,25 @@ class _Theory:
             return None
         return P / w if np.isfinite(w) else 0.0
 
+    @property
+    def num_outputs(self):
+        """D of the bound targets: 1 for a vector y, D for Y of shape (P, D); None before
+        ``fit``/``set_data``."""
+        if self._y is None:
+            return None
+        return 1 if self._y.ndim == 1 else int(self._y.shape[1])
+
+    def _min_width(self):
+        """The smallest admissible width for the bound targets (None: no condition).
+        FC with D outputs: D; CNN: Np D. Checked before every solve."""
+
+    def _check_width(self):
+        need = self._min_width()
+        w = getattr(self, "width", None)
+        if need is not None and w is not None and np.isfinite(w):
+            width_condition(w, need, type(self).__name__,
+                            f"{self.num_outputs} outputs need a {need} x {need} Wishart prior")
+
     def set_data(self, X, y):
         """Bind a training set (validated) and build or reuse the kernel cache.
 
@@ -193,13 +249,14 @@ class _Theory:
         """
         Xa = self._validate_X(X)
         xp = backend.array_module(Xa)
-        ya = targets(y, Xa.shape[0], xp)
+        ya = targets(y, Xa.shape[0], xp, multi=self._multi_output, what=type(self).__name__)
         key = fingerprint(Xa, self._cache_settings())
         if key != self._cache_key:
             self._cache = None
             self._cache_key = None
             self._X = Xa
             small = xp is np and Xa.shape[0] <= _ONE_THREAD_MAX_P
+            self._bind_key = key  # lets _bind share a cache between theories (FC spectrum)
             with blas_threads(1, enabled=small):
                 self._cache = self._bind(Xa)
             self._cache_key = key
@@ -231,10 +288,12 @@ class _Theory:
         ----------
         X : array_like, shape (P, ...)
             Training inputs.
-        y : array_like, shape (P,)
-            Training labels.
+        y : array_like, shape (P,) or (P, D)
+            Training labels; (P, D) with D >= 2 for the theories with several outputs
+            (FCTheory, DeepFCTheory vanilla, GPTheory, ...).
         Q0 : optional
-            Starting point (warm start); must be admissible (positive, SPD).
+            Starting point (warm start); must be admissible (positive, SPD). None (the
+            default) starts from the infinite-width point.
         strict : bool
             Raise :class:`ConvergenceError` instead of warning when not converged.
         tol, maxiter : optional
@@ -251,6 +310,7 @@ class _Theory:
     def _fit_bound(self, Q0, strict, tol, maxiter):
         tol = self.tol if tol is None else tolerance(tol)
         maxiter = self.maxiter if maxiter is None else iterations(maxiter)
+        self._check_width()
         t0 = time.perf_counter()
         # many small LAPACK calls: one BLAS thread is as fast and immune to oversubscription
         small = backend.array_module(self._X) is np and self.num_samples <= _ONE_THREAD_MAX_P
@@ -277,6 +337,9 @@ class _Theory:
     @staticmethod
     def _check_finite_solution(sol):
         Q = backend.to_numpy(sol.Q)
+        conj = sol.conjugate
+        if conj is not None and not np.all(np.isfinite(backend.to_numpy(conj))):
+            Q = np.nan
         if not np.all(np.isfinite(Q)) or (sol.action is not None and not np.isfinite(sol.action)):
             raise FloatingPointError(f"{sol.theory}: the solver produced a non-finite Qbar or "
                                      f"action ({sol.message}); this is a bug, please report it")
@@ -310,32 +373,49 @@ class _Theory:
             th = copy.copy(self)
             th.width = positive(w, "widths entry")
             th.solution = None
-            th._fit_bound(None if prev is None else prev.Q, strict, tol, maxiter)
+            # warm start; a non-central action continues from the pair (Q, conjugate)
+            start = (None if prev is None else
+                     prev.Q if prev.conjugate is None else (prev.Q, prev.conjugate))
+            th._fit_bound(start, strict, tol, maxiter)
             out.append(th)
             prev = th.solution
         return out
 
     # predictions -------------------------------------------------------------------------
-    def predict(self, Xt) -> Prediction:
+    def predict(self, Xt, corrected=False) -> Prediction:
         """Posterior mean k_R^T A^{-1} y and variance K_R^00 - k_R^T A^{-1} k_R at test
         inputs (T not added), with K_R at the fitted Qbar.
 
         Parameters
         ----------
         Xt : array_like, shape (P_test, ...)
+        corrected : bool
+            Apply the first-order 1/N corrections to the predictor's kernels
+            (docs/theory-beyond-odd.md section 4; FCTheory, and where a theory says so).
 
         Returns
         -------
         Prediction
+            ``mean`` (P_test,) and ``variance`` (P_test,) for one output; (P_test, D),
+            and ``covariance`` (P_test, D, D), for D outputs. Unpacks as ``mean, var``.
         """
         self._need_fit("predict")
+        if corrected not in (True, False):
+            raise TypeError(f"corrected must be True or False, got {corrected!r}")
+        if corrected and not self._corrected:
+            raise ValueError(f"{type(self).__name__}.predict: corrected=True (1/N corrections)"
+                             " is not available for this theory")
         Xt = self._validate_X(Xt)
         xp = backend.array_module(self._X)
         if backend.array_module(Xt) is not xp:
             raise TypeError("Xt must live on the same device as the training X")
+        if corrected:
+            return self._predict_corrected(Xt)
         return self._predict(Xt)
 
-    def evaluate(self, Xt, yt) -> dict:
-        """Test-set means: ``{"error": bias2 + variance, "bias2", "variance"}`` (T not added)."""
-        pred = self.predict(Xt)
+    def evaluate(self, Xt, yt, corrected=False) -> dict:
+        """Test-set means ``{"error": bias2 + variance, "bias2", "variance"}`` (T not added);
+        with D outputs the means run over test points and outputs, and ``per_output`` holds
+        the three as length-D arrays. ``corrected`` as in :meth:`predict`."""
+        pred = self.predict(Xt, corrected=corrected)
         return pred.error(yt)

@@ -1,39 +1,73 @@
-r"""The local-kernel operator behind the CNN and LCN actions: Q -> K_R(Q) and B -> G(B).
+r"""The local-kernel operator behind the CNN and LCN actions: Q -> K_R(Q) and B -> G(B),
+for one or D outputs and with the mean (non-central) terms.
 
-Both are linear in the local kernel K_ij^{mu nu}, which does not change during a solve. When
-it fits the memory budget it is computed once and stored compressed: only the Np(Np+1)/2
-independent patch pairs (i <= j; Q and G are symmetric) and the P(P+1)/2 sample pairs
-mu <= nu (K_R and B are symmetric), as a matrix T of shape (sample pairs, patch pairs) with
+All maps are linear in the local kernel K_ij^{mu nu}, which does not change during a solve.
+When it fits the memory budget it is computed once and stored compressed: the sample
+pairs mu <= nu (K_R and B are symmetric) times the patch pairs i <= j, as a matrix
+T_S of shape (sample pairs, patch pairs) with
 
-    T[(mu, nu), (i, j)] = K_ij^{mu nu} + K_ji^{mu nu}   (i < j),   K_ii^{mu nu}   (i = j).
+    T_S[(mu, nu), (i, j)] = K_ij^{mu nu} + K_ji^{mu nu}   (i < j),   K_ii^{mu nu}   (i = j).
 
-Then K_R(Q) = T q / (lambda1 Np) with q_(ij) = Q_ij, and G(B) from w^T T with
-w_(mu nu) = B_{mu nu} (2 B_{mu nu} off the diagonal): two BLAS matrix-vector products per
-evaluation, a quarter of the memory traffic of the plain 4-index tensor. Otherwise each
-evaluation streams through :func:`lkr.renormalized_kernel` and
-:func:`lkr.local_kernel_adjoint` (the LCN, which needs only the Np diagonal blocks, streams
-through one NNGP kernel per patch).
+One output: K_R(Q) = T_S q / (lambda1 Np) with q_(ij) = Q_ij, and G(B) from w^T T_S with
+w_(mu nu) = B_{mu nu} (2 B_{mu nu} off the diagonal): two matrix-vector products per
+evaluation. D outputs: Q's (i, j) block is not symmetric in the output indices, so the
+antisymmetric part T_A = K_ij - K_ji (i < j) is stored too (on first use), and both maps
+become GEMMs with D^2 right-hand sides (K_ij q + K_ji q' = T_S (q + q')/2 + T_A (q - q')/2).
+The LCN keeps only the Np diagonal blocks K_ii (symmetric in mu, nu).
+
+Storage is float64, or float32 (``kernel_dtype``; the products then accumulate in float64,
+through :func:`lkr._core.stored_matmul`): half the memory and memory traffic, at a relative
+error of the stored entries of 6e-8. The budget (``max_bytes``) defaults to
+``LKR_MAX_BYTES`` when set, else half of the memory available now (MemAvailable of
+/proc/meminfo). Above it every evaluation streams through the compiled kernels
+(:func:`lkr.renormalized_kernel` / :func:`lkr.local_kernel_adjoint` for one odd output,
+:mod:`lkr.kernels_multi` otherwise), and the last K_R is kept so that the line search's
+final point is not streamed twice.
+
+Mean terms: m (P, Np) the mean patch activations, M_ij^{mu nu} = m_i^mu m_j^nu; the
+non-central K_R adds (1 / (lambda1 Np)) m Qm m^T (by output blocks), and the centred
+adjoint returns G - G_m and G_m with G_m(B) = m^T B m.
 """
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
 from .. import backend
-from ..kernels import (
-    DEFAULT_MAX_BYTES,
-    local_kernel,
-    local_kernel_adjoint,
-    nngp,
-    renormalized_kernel,
-)
+from ..kernels import local_kernel, local_kernel_adjoint, nngp, renormalized_kernel
+from ..kernels_multi import local_kernel_adjoint_multi, patch_mean, renormalized_kernel_multi
 
-__all__ = ["LocalOperator"]
+__all__ = ["LocalOperator", "default_budget"]
 
 _BLOCK_BYTES = 64 * 1024**2  # working set of one block of the tensor while packing
+_KERNEL_DTYPES = (None, "float64", "float32")
+
+
+def default_budget():
+    """Bytes for the compressed kernel: ``LKR_MAX_BYTES`` when set, else half of
+    MemAvailable (/proc/meminfo), else 2 GiB where that file does not exist."""
+    env = os.environ.get("LKR_MAX_BYTES")
+    if env:
+        return int(float(env))
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // 2
+    except OSError:
+        pass
+    return 2 * 1024**3
+
+
+def _pairs_of(Np, diagonal):
+    if diagonal:
+        return np.arange(Np), np.arange(Np)
+    return np.triu_indices(Np)
 
 
 class LocalOperator:
-    """K_R(Q) and G(B) on one training set.
+    """K_R(Q), G(B) and their mean terms on one training set.
 
     Parameters
     ----------
@@ -42,14 +76,20 @@ class LocalOperator:
     diagonal : bool
         Only the diagonal blocks K_ii enter (LCN).
     max_bytes : int, optional
-        Budget for the compressed tensor (default :data:`lkr.kernels.DEFAULT_MAX_BYTES`).
+        Budget for the compressed tensor (default :func:`default_budget`).
     materialize : bool or None
         True: materialise (MemoryError above the budget); False: stream; None: materialise
         when it fits.
+    kernel_dtype : {None, "float64", "float32"}
+        Storage of the compressed tensor; None: float64 when it fits the budget, else
+        float32 when ``allow_float32`` and that fits.
+    allow_float32 : bool
+        Whether the automatic choice may take float32 (the theories allow it when their
+        tolerance is above float32's accuracy floor).
     """
 
     def __init__(self, X, geometry, activation, lambda0, *, diagonal=False, max_bytes=None,
-                 materialize=None):
+                 materialize=None, kernel_dtype=None, allow_float32=False):
         self.X = X
         self.geometry = geometry
         self.activation = activation
@@ -60,14 +100,22 @@ class LocalOperator:
         P = X.shape[0]
         Np = geometry.num_patches
         self.P, self.Np = P, Np
-        if diagonal:
-            pi = pj = np.arange(Np)
-        else:
-            pi, pj = np.triu_indices(Np)
+        pi, pj = _pairs_of(Np, diagonal)
         self.pairs = (pi, pj)
         nvec = P * (P + 1) // 2
-        self.nbytes = len(pi) * nvec * 8
-        budget = DEFAULT_MAX_BYTES if max_bytes is None else int(max_bytes)
+        budget = default_budget() if max_bytes is None else int(max_bytes)
+        self.budget = budget
+        if kernel_dtype not in _KERNEL_DTYPES:
+            raise ValueError(f"kernel_dtype must be None, 'float64' or 'float32', got "
+                             f"{kernel_dtype!r}")
+        if kernel_dtype is None:
+            fits64 = len(pi) * nvec * 8 <= budget
+            kernel_dtype = "float32" if (not fits64 and allow_float32
+                                         and len(pi) * nvec * 4 <= budget) else "float64"
+        if xp is not np:
+            kernel_dtype = "float64"  # the mixed-precision products are CPU kernels
+        self.dtype = np.dtype(kernel_dtype)
+        self.nbytes = len(pi) * nvec * self.dtype.itemsize
         if materialize is None:
             materialize = self.nbytes <= budget
         elif materialize and self.nbytes > budget:
@@ -77,23 +125,51 @@ class LocalOperator:
                 "materialize=False to stream, or raise max_bytes")
         self.materialized = bool(materialize)
         self.patches = geometry.patches(X)  # (P, Np, M)
+        self._m = None
+        self._TA = None
+        self._last = None  # (key, K_R) of the last streamed K_R
+        self._iu = None
         if self.materialized:
-            iu = np.triu_indices(P)
-            self.iu = tuple(xp.asarray(i) for i in iu)
-            w = np.where(iu[0] == iu[1], 1.0, 2.0)
-            self.w = xp.asarray(w)
             self._pi, self._pj = xp.asarray(pi), xp.asarray(pj)
-            self.T = self._pack(iu)
-        elif diagonal:
-            self._diag_blocks = None  # computed per evaluation
+            self.T = self._pack(antisym=False)
+
+    def _index(self):
+        """Sample-pair indices (mu <= nu, row order of T), their weights (1 on the diagonal,
+        2 off it) and the diagonal mask; built on first use (the one-output CPU path needs
+        none of them: the compiled products index T directly)."""
+        if self._iu is None:
+            iu = np.triu_indices(self.P)
+            xp = self.xp
+            self._iu = (tuple(xp.asarray(i) for i in iu),
+                        xp.asarray(np.where(iu[0] == iu[1], 1.0, 2.0)),
+                        xp.asarray(iu[0] == iu[1]))
+        return self._iu
+
+    @property
+    def iu(self):
+        return self._index()[0]
+
+    def _fast(self):
+        """The compiled one-output products apply (CPU, CNN)."""
+        return self.xp is np
 
     # -- packing ------------------------------------------------------------------------
-    def _pack(self, iu):
+    def _pack(self, antisym):
+        """T_S (or T_A = K_ij - K_ji over i < j when ``antisym``), rows mu <= nu."""
         xp, P, Np = self.xp, self.P, self.Np
         pi, pj = self.pairs
+        if xp is np and not self.diagonal:
+            # tile by tile in the compiled engine, straight into the compressed layout
+            PX = np.ascontiguousarray(self.patches, dtype=np.float64)
+            return backend.core().pack_compressed(
+                PX, antisym, False, self.dtype == np.float32, self.activation, self.lambda0,
+                backend.resolve_threads(None))
+        if antisym:
+            keep = pi < pj
+            pi, pj = pi[keep], pj[keep]
         # (sample pairs, patch pairs), row-major: a block of sample rows is one contiguous
-        # slab, and both contractions are single GEMVs on it
-        T = xp.empty((P * (P + 1) // 2, len(pi)), dtype=np.float64)
+        # slab, and both contractions are single GEMVs (GEMMs for D outputs) on it
+        T = xp.empty((P * (P + 1) // 2, len(pi)), dtype=self.dtype)
         if self.diagonal:
             for i in range(Np):
                 Ki = nngp(self.patches[:, i, :], activation=self.activation,
@@ -111,59 +187,217 @@ class LocalOperator:
                               activation=self.activation, lambda0=self.lambda0,
                               max_bytes=4 * _BLOCK_BYTES)
             Kf = Kb.reshape(b - a, P - a, Np * Np)
-            # K_ij + K_ji for i < j; the diagonal pairs get 2 K_ii, halved below
             V = xp.take(Kf, ij, axis=2)
-            V += xp.take(Kf, ji, axis=2)
-            V[:, :, on_diag] *= 0.5
+            if antisym:
+                V -= xp.take(Kf, ji, axis=2)
+            else:
+                # K_ij + K_ji for i < j; the diagonal pairs get 2 K_ii, halved below
+                V += xp.take(Kf, ji, axis=2)
+                V[:, :, on_diag] *= 0.5
             for mu in range(a, b):  # keep nu >= mu of each row
                 T[int(start[mu]):int(start[mu + 1])] = V[mu - a, mu - a:]
             del Kb, Kf, V
         return T
 
-    # -- the two contractions -----------------------------------------------------------
-    def kr(self, Q, lambda1):
-        """K_R(Q) (P x P) for a symmetric (Np, Np) Q of the array library of X."""
-        xp, P, Np = self.xp, self.P, self.Np
+    def _antisym(self):
+        if self._TA is None:
+            self._TA = self._pack(antisym=True)
+        return self._TA
+
+    def _stored(self, S, X, transpose=False):
+        """S @ X (S^T @ X) in float64 for a float64 or float32 stored S; X 1-D or 2-D."""
+        if S.dtype == np.float64:
+            return (S.T if transpose else S) @ X
+        X2 = np.ascontiguousarray(X.reshape(X.shape[0], -1), dtype=np.float64)
+        out = backend.core().stored_matmul(S, X2, transpose, backend.resolve_threads(None))
+        return out.reshape((out.shape[0],) + X.shape[1:])
+
+    @property
+    def means(self):
+        """m (P, Np): mean patch activations (zero for odd activations)."""
+        if self._m is None:
+            self._m = patch_mean(self.X, geometry=self.geometry, activation=self.activation,
+                                 lambda0=self.lambda0).astype(np.float64)
+        return self._m
+
+    # -- K_R -----------------------------------------------------------------------------
+    def kr(self, Q, lambda1, Qm=None):
+        """K_R (P D, P D), example-major, for a symmetric (Np D, Np D) patch-major Q of the
+        array library of X; plus the mean term (1/(lambda1 Np)) sum_ij Qm m_i m_j^T."""
+        Np = self.Np
+        D = Q.shape[0] // Np
         scale = 1.0 / (lambda1 * Np)
         if self.materialized:
+            K = self._kr_stored(Q, D, scale)
+        else:
+            key = (D, float(lambda1), backend.to_numpy(Q).tobytes(),
+                   None if Qm is None else backend.to_numpy(Qm).tobytes())
+            if self._last is not None and self._last[0] == key:
+                return self._last[1].copy()
+            K = self._kr_streamed(Q, D, lambda1, Qm)
+            self._last = (key, K.copy())
+            return K
+        if Qm is not None:
+            K += self._mean_term(Qm, D, scale)
+        return K
+
+    def _mean_term(self, Qm, D, scale):
+        m = self.xp.asarray(self.means)
+        P, Np = self.P, self.Np
+        if D == 1:
+            return scale * (m @ Qm @ m.T)
+        Qm4 = Qm.reshape(Np, D, Np, D)
+        return scale * self.xp.einsum("mi,iajb,nj->manb", m, Qm4, m).reshape(P * D, P * D)
+
+    def _kr_stored(self, Q, D, scale):
+        xp, P, Np = self.xp, self.P, self.Np
+        if D == 1 and self._fast() and not self.diagonal:
+            q = np.ascontiguousarray(Q[self._pi, self._pj], dtype=np.float64)
+            return backend.core().stored_sym(self.T, q, P, False, scale,
+                                             backend.resolve_threads(None))
+        if D == 1:
             q = Q[self._pi, self._pj]
-            v = (self.T @ q) * scale
+            v = self._stored(self.T, q) * scale
             K = xp.empty((P, P), dtype=np.float64)
             K[self.iu] = v
             K[self.iu[1], self.iu[0]] = v
             return K
+        Q4 = Q.reshape(Np, D, Np, D)
+        pi, pj = self._pi, self._pj
+        Qij = Q4[pi, :, pj, :]  # (pairs, D, D): block (i, j)
         if self.diagonal:
-            K = xp.zeros((P, P), dtype=np.float64)
-            for i in range(Np):
-                K += Q[i, i] * nngp(self.patches[:, i, :], activation=self.activation,
-                                    lambda0=self.lambda0)
-            K *= scale
-            return (K + K.T) / 2
-        return renormalized_kernel(self.X, Q=Q, geometry=self.geometry,
-                                   activation=self.activation, lambda0=self.lambda0,
-                                   lambda1=lambda1)
+            v = self._stored(self.T, Qij.reshape(len(pi), D * D))
+        else:
+            Qji = Q4[pj, :, pi, :]
+            v = self._stored(self.T, ((Qij + Qji) / 2).reshape(len(pi), D * D))
+            off = pi < pj
+            cA = ((Qij - Qji) / 2)[off].reshape(-1, D * D)
+            if cA.shape[0]:
+                v += self._stored(self._antisym(), cA)
+        v = v.reshape(-1, D, D) * scale
+        # diagonal sample pairs hold symmetric D x D blocks: make them so exactly, so the
+        # two scatters below agree
+        dp = self._index()[2]
+        v[dp] = (v[dp] + v[dp].transpose(0, 2, 1)) / 2
+        K4 = xp.empty((P, D, P, D), dtype=np.float64)
+        mu, nu = self.iu
+        K4[mu, :, nu, :] = v
+        K4[nu, :, mu, :] = v.transpose(0, 2, 1)
+        return K4.reshape(P * D, P * D)
 
-    def adjoint(self, B):
-        """G(B) (Np x Np) for a symmetric (P, P) B; only the diagonal when ``diagonal``."""
+    def _kr_streamed(self, Q, D, lambda1, Qm):
         xp, Np = self.xp, self.Np
-        if self.materialized:
-            g = (B[self.iu] * self.w) @ self.T
-            G = xp.zeros((Np, Np), dtype=np.float64)
-            if self.diagonal:
-                G[self._pi, self._pi] = g
-                return G
-            # off-diagonal pairs hold G_ij + G_ji = 2 G_ij
-            g = xp.where(self._pi == self._pj, g, g / 2)
-            G[self._pi, self._pj] = g
-            G[self._pj, self._pi] = g
-            return G
         if self.diagonal:
-            G = xp.zeros((Np, Np), dtype=np.float64)
+            P = self.P
+            K4 = xp.zeros((P, D, P, D), dtype=np.float64)
             for i in range(Np):
                 Ki = nngp(self.patches[:, i, :], activation=self.activation,
                           lambda0=self.lambda0)
-                G[i, i] = (B * Ki).sum()
+                Qi = Q[i * D:(i + 1) * D, i * D:(i + 1) * D]
+                K4 += Ki[:, None, :, None] * Qi[None, :, None, :]
+            K = K4.reshape(P * D, P * D) / (lambda1 * Np)
+            if Qm is not None:
+                K += self._mean_term(Qm, D, 1.0 / (lambda1 * Np))
+            return (K + K.T) / 2
+        if D == 1:
+            # the fused one-output kernel, and the mean term as a GEMM (O(P^2 Np))
+            K = renormalized_kernel(self.X, Q=Q, geometry=self.geometry,
+                                    activation=self.activation, lambda0=self.lambda0,
+                                    lambda1=lambda1)
+            if Qm is not None:
+                K += self._mean_term(Qm, 1, 1.0 / (lambda1 * Np))
+                K = (K + K.T) / 2
+            return K
+        return renormalized_kernel_multi(self.X, Q=Q, D=D, Qm=Qm, geometry=self.geometry,
+                                         activation=self.activation, lambda0=self.lambda0,
+                                         lambda1=lambda1)
+
+    # -- G -------------------------------------------------------------------------------
+    def adjoint(self, B, centred=False):
+        """G(B) (Np D, Np D) for a symmetric (P D, P D) B (LCN: block-diagonal); with
+        ``centred``, the pair (G(B) - G_m(B), G_m(B))."""
+        xp, P, Np = self.xp, self.P, self.Np
+        D = B.shape[0] // P
+        if self.materialized:
+            G = self._adjoint_stored(B, D)
+        elif self.diagonal:
+            B4 = B.reshape(P, D, P, D)
+            G = xp.zeros((Np * D, Np * D), dtype=np.float64)
+            for i in range(Np):
+                Ki = nngp(self.patches[:, i, :], activation=self.activation,
+                          lambda0=self.lambda0)
+                blk = xp.einsum("mn,manb->ab", Ki, B4)
+                G[i * D:(i + 1) * D, i * D:(i + 1) * D] = (blk + blk.T) / 2
+        elif D == 1:
+            G = local_kernel_adjoint(self.X, B, geometry=self.geometry,
+                                     activation=self.activation, lambda0=self.lambda0)
+            G = (G + G.T) / 2
+        else:
+            # each tile once for all D^2 blocks, G and G_m in one call
+            out = local_kernel_adjoint_multi(self.X, B, D=D, centred=centred,
+                                             geometry=self.geometry,
+                                             activation=self.activation, lambda0=self.lambda0)
+            if centred:
+                Gc, Gm = out
+                return (Gc + Gc.T) / 2, (Gm + Gm.T) / 2
+            return (out + out.T) / 2
+        if not centred:
             return G
-        G = local_kernel_adjoint(self.X, B, geometry=self.geometry, activation=self.activation,
-                                 lambda0=self.lambda0)
+        Gm = self._mean_adjoint(B, D)
+        return G - Gm, Gm
+
+    def _mean_adjoint(self, B, D):
+        """G_m(B) = m^T B m by output blocks (LCN: its block diagonal)."""
+        xp, P, Np = self.xp, self.P, self.Np
+        m = xp.asarray(self.means)
+        if D == 1:
+            Gm = m.T @ B @ m
+        else:
+            Gm = xp.einsum("mi,manb,nj->iajb", m, B.reshape(P, D, P, D), m).reshape(
+                Np * D, Np * D)
+        Gm = (Gm + Gm.T) / 2
+        if self.diagonal:
+            mask = np.kron(np.eye(Np), np.ones((D, D)))
+            Gm = Gm * xp.asarray(mask)
+        return Gm
+
+    def _adjoint_stored(self, B, D):
+        xp, P, Np = self.xp, self.P, self.Np
+        pi, pj = self._pi, self._pj
+        if D == 1:
+            if self._fast() and not self.diagonal:
+                g = backend.core().stored_sym(self.T, np.ascontiguousarray(B, dtype=np.float64),
+                                              P, True, 0.0, backend.resolve_threads(None))
+            else:
+                g = self._stored(self.T, B[self.iu] * self._index()[1], transpose=True)
+            G = xp.zeros((Np, Np), dtype=np.float64)
+            if self.diagonal:
+                G[pi, pi] = g
+                return G
+            # off-diagonal pairs hold G_ij + G_ji = 2 G_ij
+            g = xp.where(pi == pj, g, g / 2)
+            G[pi, pj] = g
+            G[pj, pi] = g
+            return G
+        mu, nu = self.iu
+        B4 = B.reshape(P, D, P, D)
+        Wm = B4[mu, :, nu, :]  # (sample pairs, D, D): B[(mu a), (nu b)]
+        Wm = Wm * xp.where(self._index()[2], 0.5, 1.0)[:, None, None]
+        Wf = Wm.reshape(-1, D * D)
+        XS = self._stored(self.T, Wf, transpose=True).reshape(-1, D, D)
+        H = xp.zeros((Np, Np, D, D), dtype=np.float64)  # H[i, j, a, b]
+        if self.diagonal:
+            H[pi, pi] = XS
+        else:
+            off = backend.to_numpy(pi < pj)
+            H[pi, pj] = XS
+            if off.any():
+                XA = self._stored(self._antisym(), Wf, transpose=True).reshape(-1, D, D)
+                oi, oj = pi[xp.asarray(off)], pj[xp.asarray(off)]
+                XSo = XS[xp.asarray(off)]
+                H[oi, oj] = (XSo + XA) / 2
+                H[oj, oi] = (XSo - XA) / 2
+        G4 = H.transpose(0, 2, 1, 3) + H.transpose(1, 3, 0, 2)
+        G = G4.reshape(Np * D, Np * D)
         return (G + G.T) / 2
+

@@ -16,6 +16,70 @@ import numpy as np
 
 __all__ = ["bfgs", "OptResult"]
 
+#: Above this many unknowns ``bfgs`` keeps a limited-memory model (dense n x n costs O(n^2)
+#: memory and time per step: 1.3 GB at the 12,880 unknowns of a 160 x 160 Q).
+DENSE_MAX = 2000
+
+
+class _DenseH:
+    """The dense BFGS inverse-Hessian approximation."""
+
+    def __init__(self, h0):
+        self.h0 = h0
+        self.reset()
+
+    def reset(self):
+        self.H = np.diag(self.h0)
+        self.fresh = True  # still the initial guess (rescale after the first good step)
+
+    def apply(self, g):
+        return self.H @ g
+
+    def update(self, s, yv, sy):
+        if self.fresh:
+            # Shanno-Phua scaling of the initial guess before the first update
+            self.H = np.eye(s.size) * (sy / float(yv @ yv))
+            self.fresh = False
+        rho = 1.0 / sy
+        Hy = self.H @ yv
+        self.H = (self.H - rho * (np.outer(s, Hy) + np.outer(Hy, s))
+                  + (rho * rho * float(yv @ Hy) + rho) * np.outer(s, s))
+
+
+class _LimitedH:
+    """L-BFGS two-loop recursion over the last ``m`` pairs (same initial scaling)."""
+
+    def __init__(self, h0, m=20):
+        self.h0, self.m = h0, m
+        self.reset()
+
+    def reset(self):
+        self.S, self.Y = [], []
+        self.gamma = None
+        self.fresh = True
+
+    def apply(self, g):
+        q = g.copy()
+        alphas = []
+        for s, yv in zip(reversed(self.S), reversed(self.Y)):
+            a = float(s @ q) / float(s @ yv)
+            alphas.append(a)
+            q -= a * yv
+        r = q * (self.h0 if self.gamma is None else self.gamma)
+        for (s, yv), a in zip(zip(self.S, self.Y), reversed(alphas)):
+            b = float(yv @ r) / float(s @ yv)
+            r += (a - b) * s
+        return r
+
+    def update(self, s, yv, sy):
+        self.gamma = sy / float(yv @ yv)
+        self.fresh = False
+        self.S.append(s)
+        self.Y.append(yv)
+        if len(self.S) > self.m:
+            self.S.pop(0)
+            self.Y.pop(0)
+
 
 @dataclass
 class OptResult:
@@ -52,15 +116,15 @@ def bfgs(value, gradient, x0, *, tol, maxiter, h0=None, max_step=1.0, stall=100)
         (e.g. a nearly singular A at tiny T), and more iterations only cost time.
     """
     x = np.array(x0, dtype=float)
+    n = x.size
+    h0v = np.ones(n) if h0 is None else np.asarray(h0, float)
+    model = _DenseH(h0v) if n <= DENSE_MAX else _LimitedH(h0v)
     f = value(x)
     nev = 1
     if not np.isfinite(f):
         return OptResult(x, f, np.full_like(x, np.nan), np.inf, 0, nev, False,
                          "the starting point is infeasible (A not positive definite)")
     g, rel = gradient(x)
-    n = x.size
-    H = np.diag(np.ones(n) if h0 is None else np.asarray(h0, float))
-    fresh = True  # H is still the initial guess (rescale after the first good step)
     it = 0
     message = "maximum number of iterations reached"
     converged = rel <= tol
@@ -69,12 +133,11 @@ def bfgs(value, gradient, x0, *, tol, maxiter, h0=None, max_step=1.0, stall=100)
     best, best_it = rel, 0
     while not converged and it < maxiter:
         it += 1
-        p = -H @ g
+        p = -model.apply(g)
         slope = float(g @ p)
         if not slope < 0:  # H lost positive definiteness to rounding: restart
-            H = np.diag(np.ones(n) if h0 is None else np.asarray(h0, float))
-            fresh = True
-            p = -H @ g
+            model.reset()
+            p = -model.apply(g)
             slope = float(g @ p)
         big = np.max(np.abs(p))
         t = 1.0 if big <= max_step else max_step / big
@@ -102,9 +165,8 @@ def bfgs(value, gradient, x0, *, tol, maxiter, h0=None, max_step=1.0, stall=100)
             else:
                 t *= 0.25
         if not accepted:
-            if not fresh:  # a stale curvature model can point badly: restart once
-                H = np.diag(np.ones(n) if h0 is None else np.asarray(h0, float))
-                fresh = True
+            if not model.fresh:  # a stale curvature model can point badly: restart once
+                model.reset()
                 value(x)
                 nev += 1
                 continue
@@ -118,14 +180,7 @@ def bfgs(value, gradient, x0, *, tol, maxiter, h0=None, max_step=1.0, stall=100)
         yv = gn - g
         sy = float(s @ yv)
         if sy > 1e-12 * np.linalg.norm(s) * np.linalg.norm(yv):
-            if fresh:
-                # Shanno-Phua scaling of the initial guess before the first update
-                H = np.eye(n) * (sy / float(yv @ yv))
-                fresh = False
-            rho = 1.0 / sy
-            Hy = H @ yv
-            H = (H - rho * (np.outer(s, Hy) + np.outer(Hy, s))
-                 + (rho * rho * float(yv @ Hy) + rho) * np.outer(s, s))
+            model.update(s, yv, sy)
         x, f, g, rel = xn, fn, gn, reln
         if rel <= tol:
             converged = True

@@ -66,8 +66,11 @@ class ScalarProblem:
         rel = abs(g) / (1.0 + 1.0 / q + self.c * mag / q)
         return float(g), float(rel)
 
-    def solve(self, *, xtol=1e-15, smin=-40.0, smax=40.0, n=801):
+    def solve(self, *, xtol=1e-15, smin=-40.0, smax=40.0, n=801, maxiter=200):
         """Global minimiser q* over q > 0.
+
+        ``maxiter`` caps Brent's iterations per bracketed root (0: the bracket's midpoint,
+        which is then reported unconverged by the caller's gradient check).
 
         Returns (q, action, evaluations, brent_iterations): evaluations of dS/dlog q in
         all (grid and refinement), and Brent iterations of the chosen root."""
@@ -86,8 +89,12 @@ class ScalarProblem:
                 continue
             if vals[k + 1] == 0:
                 continue  # picked up as the left end of the next interval
+            if maxiter == 0:
+                roots.append(0.5 * (a + b))
+                iters.append(0)
+                continue
             r, info = brentq(self.phi, a, b, xtol=xtol, rtol=4 * np.finfo(float).eps,
-                             full_output=True, maxiter=200)
+                             full_output=True, maxiter=maxiter, disp=False)
             nev += info.function_calls
             roots.append(r)
             iters.append(info.iterations)

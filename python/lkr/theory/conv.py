@@ -22,6 +22,15 @@ det is exact; a backtracking line search on S; convergence when the relative gra
 ||dS/dQ||_F / (||I||_F + ||Q^{-1}||_F + ||c G(B)||_F) <= tol (default 1e-8). The start is
 the best multiple of the identity (a scalar saddle on the spectrum of K_R(I)) unless Q0 is
 given. The local kernel is computed once per training set (see :mod:`._local`).
+
+Several outputs (Y of shape (P, D), THEORY2 section 2.2): Q is (Np D) x (Np D) SPD,
+patch-major (index i D + a), K_R[(mu a), (nu b)] = (1/(lambda1 Np)) sum_ij K_ij^{mu nu}
+Q[(i a), (j b)] on the targets stacked example-major, y = Y.reshape(-1); the same action
+and solver (limited-memory BFGS above 2000 unknowns). LCN: Np blocks of D x D.
+
+Activations with a non-zero mean (relu), ``mean="auto"`` (EXPERIMENTAL: a derivation with
+no published implementation, held against Langevin sampling in the tests): the non-central
+action of THEORY2 section 1.2 with Qbar and its conjugate Q (see :mod:`._cnn_noncentral`).
 """
 from __future__ import annotations
 
@@ -29,14 +38,17 @@ import numpy as np
 import scipy.linalg as sla
 
 from .. import _linalg, backend
+from ..activations import has_mean
 from ..geometry import PatchGeometry
-from ..kernels import renormalized_kernel, renormalized_kernel_diag
-from . import _base
+from . import _base, _cnn_noncentral, _cnn_predict
 from ._base import DEFAULT_MAXITER, DEFAULT_TOL, positive
 from ._local import LocalOperator
 from ._optim import bfgs
 from ._scalar import ScalarProblem
 from .result import Solution
+
+#: The automatic kernel storage takes float32 only for tolerances above its accuracy floor.
+FLOAT32_MIN_TOL = 1e-6
 
 __all__ = ["CNNTheory", "LCNTheory"]
 
@@ -58,10 +70,12 @@ def _inverse_from_cholesky(chol):
 
 class _LocalTheory(_base._Theory):
     _diagonal = False
+    _multi_output = True
+    _corrected = True
 
     def __init__(self, geometry, width, temperature, activation="erf", lambda0=1.0,
-                 lambda1=1.0, *, tol=DEFAULT_TOL, maxiter=DEFAULT_MAXITER, max_bytes=None,
-                 materialize=None):
+                 lambda1=1.0, *, mean="auto", tol=DEFAULT_TOL, maxiter=DEFAULT_MAXITER,
+                 max_bytes=None, materialize=None, kernel_dtype=None):
         if not isinstance(geometry, PatchGeometry):
             raise TypeError(f"geometry must be a PatchGeometry, got {type(geometry).__name__}")
         self.geometry = geometry
@@ -73,8 +87,19 @@ class _LocalTheory(_base._Theory):
             raise ValueError(f"materialize must be None, True or False, got {materialize!r}")
         self.materialize = materialize
         self.max_bytes = None if max_bytes is None else int(positive(max_bytes, "max_bytes"))
+        if kernel_dtype not in (None, "float64", "float32"):
+            raise ValueError(f"kernel_dtype must be None, 'float64' or 'float32', got "
+                             f"{kernel_dtype!r}")
+        self.kernel_dtype = kernel_dtype
+        self.mean = _base.mean_mode(mean)
         super().__init__(temperature_value=temperature, tol=tol, maxiter=maxiter)
-        _base.warn_relu(self.activation, type(self).__name__)
+        if self.mean == "ignore":
+            _base.warn_relu(self.activation, f"{type(self).__name__}(mean='ignore')")
+
+    @property
+    def noncentral(self):
+        """Whether the non-central (Qbar, conjugate) action is used (relu, mean="auto")."""
+        return self.mean == "auto" and has_mean(self.activation)
 
     @property
     def num_patches(self):
@@ -86,12 +111,36 @@ class _LocalTheory(_base._Theory):
 
     def _cache_settings(self):
         return (type(self).__name__, self.geometry._key(), self.activation, self.lambda0,
-                self.max_bytes, self.materialize)
+                self.max_bytes, self.materialize, self.kernel_dtype,
+                self.tol >= FLOAT32_MIN_TOL)
 
     def _bind(self, X):
         return LocalOperator(X, self.geometry, self.activation, self.lambda0,
                              diagonal=self._diagonal, max_bytes=self.max_bytes,
-                             materialize=self.materialize)
+                             materialize=self.materialize, kernel_dtype=self.kernel_dtype,
+                             allow_float32=self.tol >= FLOAT32_MIN_TOL)
+
+    def _min_width(self):
+        D = self.num_outputs
+        if D is None or D == 1:
+            return None  # one output: any width (today's behaviour)
+        return D if self._diagonal else self.num_patches * D
+
+    @property
+    def _n(self):
+        """Size of the order parameter: Np D."""
+        return self.num_patches * (self.num_outputs or 1)
+
+    def _block_mask(self):
+        """LCN: the block-diagonal pattern (Np blocks of D x D); None for the CNN."""
+        if not self._diagonal:
+            return None
+        D = self.num_outputs or 1
+        return np.kron(np.eye(self.num_patches), np.ones((D, D))).astype(bool)
+
+    def _yvec(self):
+        """Targets stacked example-major (index mu D + a)."""
+        return self._y.reshape(-1)
 
     @property
     def materialized(self):
@@ -103,18 +152,19 @@ class _LocalTheory(_base._Theory):
         """alpha / (P lambda1 Np): the weight of G(B) in the gradient."""
         return self.alpha / (self.num_samples * self.lambda1 * self.num_patches)
 
-    def _data(self, Q_dev):
+    def _data(self, Q_dev, Qm_dev=None):
         """(alpha/P)[y^T A^{-1} y + log det A] and the Cholesky state for the gradient."""
         op = self._cache
         xp = op.xp
-        A = op.kr(Q_dev, self.lambda1)
+        A = op.kr(Q_dev, self.lambda1, Qm_dev)
         A[xp.diag_indices(A.shape[0])] += self.temperature
         chol = _base.cholesky_of_A(A, self.temperature, type(self).__name__)
-        a = chol.solve(self._y)
-        val = (self.alpha / self.num_samples) * (float(self._y @ a) + chol.logdet())
+        y = self._yvec()
+        a = chol.solve(y)
+        val = (self.alpha / self.num_samples) * (float(y @ a) + chol.logdet())
         return val, (chol, a)
 
-    def _G(self, state):
+    def _B(self, state):
         chol, a = state
         xp = self._cache.xp
         B = _inverse_from_cholesky(chol) - xp.outer(a, a)
@@ -122,67 +172,103 @@ class _LocalTheory(_base._Theory):
             # cuSOLVER's inverse is symmetric only to rounding; an exactly symmetric B lets
             # the adjoint visit each unordered pair of samples once.
             B = 0.5 * (B + B.T)
-        return backend.to_numpy(self._cache.adjoint(B))
+        return B
 
-    def _check_Q(self, Q):
-        Np = self.num_patches
+    def _G(self, state, centred=False):
+        out = self._cache.adjoint(self._B(state), centred=centred)
+        if centred:
+            return tuple(backend.to_numpy(g) for g in out)
+        return backend.to_numpy(out)
+
+    def _check_Q(self, Q, name="Q", definite=True):
+        Np = self._n
         Qn = np.asarray(backend.to_numpy(Q), dtype=float)
-        if self._diagonal and Qn.shape == (Np,):
+        D1 = (self.num_outputs or 1) == 1
+        if self._diagonal and D1 and Qn.shape == (Np,):
             Qn = np.diag(Qn)
         if Qn.shape != (Np, Np):
-            raise ValueError(f"Q must have shape ({Np}, {Np})"
-                             + (f" or ({Np},)" if self._diagonal else "") +
+            raise ValueError(f"{name} must have shape ({Np}, {Np})"
+                             + (f" or ({Np},)" if self._diagonal and D1 else "") +
                              f", got {Qn.shape}")
         if not np.all(np.isfinite(Qn)):
-            raise ValueError("Q has non-finite entries")
+            raise ValueError(f"{name} has non-finite entries")
         scale = max(np.abs(Qn).max(), 1e-300)
         if np.abs(Qn - Qn.T).max() > 1e-10 * scale:
-            raise ValueError(f"Q must be symmetric (max |Q - Q.T| = "
+            raise ValueError(f"{name} must be symmetric (max |{name} - {name}.T| = "
                              f"{np.abs(Qn - Qn.T).max():.3g})")
-        if self._diagonal and np.abs(Qn - np.diag(np.diag(Qn))).max() > 0:
-            raise ValueError("LCN: Q must be diagonal")
+        mask = self._block_mask()
+        if mask is not None and np.abs(Qn[~mask]).max(initial=0.0) > 0:
+            raise ValueError(f"LCN: {name} must be " + ("diagonal" if D1 else
+                             f"block diagonal ({self.num_patches} blocks of "
+                             f"{self.num_outputs} x {self.num_outputs})"))
         Qn = (Qn + Qn.T) / 2
-        try:
-            sla.cholesky(Qn, lower=True)
-        except np.linalg.LinAlgError:
-            raise ValueError("Q must be positive definite") from None
+        if definite:
+            try:
+                sla.cholesky(Qn, lower=True)
+            except np.linalg.LinAlgError:
+                raise ValueError(f"{name} must be positive definite") from None
         return Qn
 
     def _to_dev(self, Qn):
         return self._cache.xp.asarray(Qn)
 
-    def action(self, Q):
-        r"""S(Q) = Tr Q - log det Q + (alpha/P)[y^T A^{-1} y + log det A] on the bound data."""
+    def action(self, Q, conjugate=None):
+        r"""S(Q) = Tr Q - log det Q + (alpha/P)[y^T A^{-1} y + log det A] on the bound data.
+
+        Non-central action (relu, mean="auto"): pass the conjugate too,
+        S(Qbar, Q) = -Tr(Qbar Q) + log det(I + Q) + (alpha/P)[...]."""
         self._need_data("action")
+        if self._need_conjugate(conjugate):
+            return _cnn_noncentral.action(self, Q, conjugate)
         Qn = self._check_Q(Q)
         data, _ = self._data(self._to_dev(Qn))
         return float(np.trace(Qn) - np.linalg.slogdet(Qn)[1] + data)
 
-    def gradient(self, Q):
-        r"""dS/dQ = I - Q^{-1} + (alpha/(P lambda1 Np)) G(B), an (Np, Np) symmetric array
-        (LCN: the diagonal matrix of dS/dQ_ii)."""
+    def gradient(self, Q, conjugate=None):
+        r"""dS/dQ = I - Q^{-1} + (alpha/(P lambda1 Np)) G(B), an (Np D, Np D) symmetric array
+        (LCN: its block diagonal). Non-central: the pair (dS/dQbar, dS/dQ) of
+        :mod:`._cnn_noncentral` at (Q, conjugate)."""
         self._need_data("gradient")
+        if self._need_conjugate(conjugate):
+            return _cnn_noncentral.gradient(self, Q, conjugate)
         Qn = self._check_Q(Q)
         _, state = self._data(self._to_dev(Qn))
-        g = np.eye(self.num_patches) - np.linalg.inv(Qn) + self._c() * self._G(state)
-        if self._diagonal:
-            g = np.diag(np.diag(g))
+        g = np.eye(self._n) - np.linalg.inv(Qn) + self._c() * self._G(state)
+        mask = self._block_mask()
+        if mask is not None:
+            g = np.where(mask, g, 0.0)
         return g
+
+    def _need_conjugate(self, conjugate):
+        if not self.noncentral:
+            if conjugate is not None:
+                raise ValueError(f"{type(self).__name__}: conjugate is only for the non-central"
+                                 " action (relu with mean='auto')")
+            return False
+        if conjugate is None:
+            raise ValueError(f"{type(self).__name__}: the non-central action (relu, "
+                             "mean='auto') takes the order parameter and its conjugate: "
+                             "action(Qbar, conjugate)")
+        return True
 
     # -- solver -------------------------------------------------------------------------
     def _start(self, Q0):
-        Np = self.num_patches
+        Np = self._n
         if Q0 is not None:
             return self._check_Q(Q0), "Q0"
         if self.num_samples > _SCALAR_START_MAX_P:
             return np.eye(Np), "identity"
         # best multiple of the identity: K_R(q I) = q K_R(I), an FC-like scalar problem
         op = self._cache
-        K = op.kr(op.xp.eye(Np), self.lambda1)
+        # K_R(I) with D outputs is K_R1(I) (x) I_D: one P x P eigendecomposition serves
+        # all outputs (eigenvalues repeated D times, z = U^T Y per output)
+        K = op.kr(op.xp.eye(self.num_patches), self.lambda1)
         lam, U = _linalg.eigh(K)
         lam = np.maximum(backend.to_numpy(lam), 0.0)
         _base.check_T0_spectrum(lam, self.temperature, type(self).__name__)
-        z = backend.to_numpy(U.T @ self._y)
+        D = self.num_outputs
+        z = backend.to_numpy(U.T @ self._y).reshape(-1)
+        lam = np.repeat(lam, D) if D > 1 else lam
         try:
             q = ScalarProblem(lam, z * z, alpha=self.alpha, T=self.temperature).solve()[0]
         except ArithmeticError:
@@ -190,17 +276,27 @@ class _LocalTheory(_base._Theory):
         return q * np.eye(Np), "scalar saddle"
 
     def _solve(self, Q0, tol, maxiter):
-        Np = self.num_patches
+        if self.noncentral:
+            if self.num_outputs > 1:
+                raise ValueError(f"{type(self).__name__}: several outputs with a non-central "
+                                 f"activation ({self.activation!r}) are not implemented; pass "
+                                 "mean='ignore' for the one-parameter multi-output action")
+            return _cnn_noncentral.solve(self, Q0, tol, maxiter)
+        Np = self._n
         Qs, how = self._start(Q0)
         self._data(self._to_dev(Qs))  # an infeasible start (T = 0, singular K_R) raises here
         c = self._c()
-        diag = self._diagonal
+        diag = self._diagonal and self.num_outputs == 1
+        mask = self._block_mask()
         if diag:
             q0 = np.diag(Qs).copy()
             x0 = np.zeros(Np)
         else:
             L0 = np.linalg.cholesky(Qs)
             tril = np.tril_indices(Np)
+            if mask is not None:  # LCN with D outputs: Cholesky factors of the D x D blocks
+                keep = mask[tril]
+                tril = (tril[0][keep], tril[1][keep])
             on_diag = tril[0] == tril[1]
             x0 = np.zeros(len(tril[0]))
         state = {}
@@ -243,6 +339,8 @@ class _LocalTheory(_base._Theory):
                 else:
                     Minv = sla.solve_triangular(M, np.eye(Np), lower=True)
                     Qinv = Minv.T @ Minv
+                    if mask is not None:
+                        G = np.where(mask, G, 0.0)
                     gQ = np.eye(Np) - Qinv + c * G
                     gQ = (gQ + gQ.T) / 2
                     D = 2.0 * L0.T @ gQ @ M
@@ -263,22 +361,20 @@ class _LocalTheory(_base._Theory):
                        rel_grad_norm=float(rel), iterations=res.iterations,
                        converged=bool(rel <= tol), tol=tol, evaluations=res.evaluations + 1,
                        message=res.message,
-                       extra={"start": how, "materialized": bool(self._cache.materialized)})
+                       extra=self._extra(start=how))
         return sol
+
+    def _extra(self, **kw):
+        out = {"materialized": bool(self._cache.materialized),
+               "kernel_dtype": str(self._cache.dtype), "outputs": self.num_outputs, **kw}
+        return out
 
     # -- predictions --------------------------------------------------------------------
     def _predict(self, Xt):
-        Q = self._to_dev(self.solution.Q)
-        op = self._cache
-        xp = op.xp
-        A = op.kr(Q, self.lambda1)
-        A[xp.diag_indices(A.shape[0])] += self.temperature
-        chol = _base.cholesky_of_A(A, self.temperature, f"{type(self).__name__}.predict")
-        kw = dict(Q=Q, geometry=self.geometry, activation=self.activation,
-                  lambda0=self.lambda0, lambda1=self.lambda1)
-        k_cross = renormalized_kernel(Xt, self._X, **kw)
-        k_diag = renormalized_kernel_diag(Xt, **kw)
-        return _base.gp_posterior(chol, self._y, k_cross, k_diag)
+        return _cnn_predict.predict(self, Xt, corrected=False)
+
+    def _predict_corrected(self, Xt):
+        return _cnn_predict.predict(self, Xt, corrected=True)
 
 
 class CNNTheory(_LocalTheory):

@@ -172,6 +172,7 @@ class DeepCNNTheory(CNNTheory):
     """
 
     _multi_output = False
+    _corrected = False
 
     def __init__(self, geometry, width, temperature, activation="erf", lambdas=None, *,
                  tol=DEFAULT_TOL, maxiter=DEFAULT_MAXITER, max_bytes=None, materialize=None):
@@ -180,10 +181,8 @@ class DeepCNNTheory(CNNTheory):
         self.geometry = geometry
         self.depth = geometry.depth
         self.width = positive(width, "width")
-        if self.width < geometry.num_patches:
-            raise ValueError(f"DeepCNNTheory: width {self.width:g} is below d = "
-                             f"{geometry.num_patches} final patches; the prior of the d x d Q "
-                             f"is singular there: use width >= {geometry.num_patches}")
+        _base.width_condition(self.width, geometry.num_patches, "DeepCNNTheory",
+                              f"d = {geometry.num_patches} final patches")
         self.activation = _base.activation_name(activation)
         self.lambdas = resolve_lambdas(lambdas, 1.0, 1.0, self.depth)
         self.lambda0, self.lambda1 = self.lambdas[0], self.lambdas[-1]
@@ -204,12 +203,8 @@ class DeepCNNTheory(CNNTheory):
         return DeepLocalOperator(X, self.geometry, self.activation, self.lambdas,
                                  max_bytes=self.max_bytes, materialize=self.materialize)
 
-    def set_data(self, X, y):
-        ya = np.asarray(backend.to_numpy(y))
-        if ya.ndim == 2 and ya.shape[1] > 1:
-            raise ValueError(f"DeepCNNTheory has one output: y must have shape (P,) or (P, 1), "
-                             f"got {ya.shape}")
-        return super().set_data(X, y)
+    def _min_width(self):
+        return self.num_patches  # Nc >= d, checked again before every solve (fit_path)
 
     # -- the prior term -----------------------------------------------------------------
     def _prior(self, Q, logdetQ=None):
@@ -336,6 +331,3 @@ class DeepCNNTheory(CNNTheory):
         k_cross = renormalized_kernel(Xt, self._X, **kw)
         k_diag = renormalized_kernel_diag(Xt, **kw)
         return _base.gp_posterior(chol, self._y.reshape(-1), k_cross, k_diag)
-
-    def _predict_corrected(self, Xt):
-        raise NotImplementedError("DeepCNNTheory has no corrected predictor")

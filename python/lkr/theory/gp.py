@@ -51,9 +51,12 @@ class GPTheory(_base._Theory):
     -----
     ``fit`` returns a Solution with the fixed Q (1, I or 11^T/Np), ``action=None``,
     ``iterations=0`` and ``converged=True``; ``width`` is infinite and ``alpha`` 0.
+    ``fit(X, Y)`` with Y (P, D) fits D independent GPs (the infinite-width limit of every
+    multi-output theory, Q = I): mean (P_test, D), the same variance for every output.
     """
 
     width = float("inf")
+    _multi_output = True  # Y (P, D): D independent GPs with one kernel
 
     def __init__(self, kernel="fc", geometry=None, temperature=0.0, activation="erf",
                  lambda0=1.0, lambda1=1.0, *, lambdas=None, tol=DEFAULT_TOL,
@@ -127,7 +130,8 @@ class GPTheory(_base._Theory):
         xp = backend.array_module(self._X)
         return Solution(Q=self._Q(xp), action=None, grad_norm=0.0, rel_grad_norm=0.0,
                         iterations=0, converged=True, tol=tol, evaluations=0,
-                        message="infinite width: Q fixed at its prior value")
+                        message="infinite width: Q fixed at its prior value",
+                        extra={"outputs": self.num_outputs} if self.num_outputs > 1 else {})
 
     def fit_path(self, X, y, widths, **kwargs):
         """Not available: the GP is the infinite-width limit and has no width."""

@@ -28,7 +28,7 @@ __all__ = ["sweep", "grid_points"]
 #: names must not shadow.
 _RESULT_KEYS = ("Q", "mean_diagonal", "mean_off_diagonal", "min_eigenvalue", "max_eigenvalue",
                 "action", "converged", "iterations", "rel_grad_norm", "grad_norm", "error",
-                "bias2", "variance", "elapsed_s")
+                "bias2", "variance", "elapsed_s", "conjugate", "outputs", "per_output")
 
 
 def _plain(value, where):
@@ -135,6 +135,9 @@ def _run_point(theory_factory, point, X, y, X_test, y_test):
     results = _summary(solution)
     results.update(error=scores["error"], bias2=scores["bias2"], variance=scores["variance"],
                    elapsed_s=elapsed)
+    if "per_output" in scores:  # several outputs: the length-D breakdown as lists
+        results["per_output"] = {k: list(map(float, v))
+                                 for k, v in scores["per_output"].items()}
     clash = sorted(set(point) & set(results))
     if clash:
         raise ValueError(f"parameter name(s) {clash} clash with result columns of the sweep; "
@@ -241,8 +244,10 @@ def sweep(theory_factory, grid, X, y, X_test, y_test, executor=None, out=None):
         One row per point, in grid order: the point's parameters, the solution summary
         (``action``, ``converged``, ``iterations``, ``rel_grad_norm``, ``grad_norm`` and
         ``Q`` or, for a matrix Q, its mean diagonal, mean off-diagonal and extreme
-        eigenvalues), ``error``, ``bias2``, ``variance`` and ``elapsed_s`` (seconds of fit and
-        evaluation on the worker). ``pandas.DataFrame(rows)`` makes it a table.
+        eigenvalues), ``conjugate`` (non-central actions) and ``outputs`` (D > 1) when
+        present, ``error``, ``bias2``, ``variance`` (means over test points and outputs),
+        ``per_output`` (D outputs: the three as length-D lists) and ``elapsed_s`` (seconds of
+        fit and evaluation on the worker). ``pandas.DataFrame(rows)`` makes it a table.
 
     Raises
     ------
