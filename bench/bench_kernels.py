@@ -99,7 +99,7 @@ def _case_rows(kind, gname, P, act, dtype, X, Q, W, peer64, quick, repeats):
         pmed, piqr, pn, peer = measure(pfn, repeats=reps, warmup=0 if est > 2 else 1,
                                        max_seconds=PEER_LIMIT_S)
         rows.append(record(SUITE, case, "numpy", pmed, piqr, pn, rate=entries / pmed,
-                           rate_unit="entries/s"))
+                           rate_unit="entries/s", threads=1))  # the peer pins BLAS to 1
         lkr_row.update(ratio=pmed / med, vs="numpy")
     ref = peer64 if peer64 is not None else peer
     if ref is not None:
@@ -112,33 +112,43 @@ def _case_rows(kind, gname, P, act, dtype, X, Q, W, peer64, quick, repeats):
 
 
 def _nngp_rows(quick):
+    """nngp (erf and linear) against the plain NumPy formula, alternating in one process."""
     import lkr
+
+    from .harness import alternate, blas_threads
 
     rows = []
     rng = np.random.default_rng(1)
     for P in ((1024,) if quick else (1024, 4096)):
         X = rng.standard_normal((P, 64))
-        for dtype in (np.float64, np.float32):
-            Xd = X.astype(dtype)
-            med, iqr, n, res = measure(lambda: lkr.nngp(Xd, activation="erf"), repeats=5)
+        for act in ("erf", "linear"):
+            for dtype in (np.float64, np.float32):
+                Xd = X.astype(dtype)
 
-            def peer():
-                C = Xd @ Xd.T
-                C *= Xd.dtype.type(1 / 64)
-                d = np.sqrt(1 + 2 * np.diag(C))
-                C *= 2
-                C /= d[:, None]
-                C /= d[None, :]
-                np.arcsin(C, out=C)
-                C *= Xd.dtype.type(2 / np.pi)
-                return C
+                def peer():
+                    C = Xd @ Xd.T
+                    C *= Xd.dtype.type(1 / 64)
+                    if act == "linear":
+                        return C
+                    d = np.sqrt(1 + 2 * np.diag(C))
+                    C *= 2
+                    C /= d[:, None]
+                    C /= d[None, :]
+                    np.arcsin(C, out=C)
+                    C *= Xd.dtype.type(2 / np.pi)
+                    return C
 
-            pmed, piqr, pn, pres = measure(peer, repeats=5)
-            case = f"nngp N0=64 P={P} erf {np.dtype(dtype).name}"
-            rows.append(record(SUITE, case, "lkr", med, iqr, n, rate=P * P / med, rate_unit="entries/s",
-                               ratio=pmed / med, vs="numpy", max_rel_err=_rel_err(res, pres)))
-            rows.append(record(SUITE, case, "numpy", pmed, piqr, pn, rate=P * P / pmed,
-                               rate_unit="entries/s"))
+                t = alternate({"lkr": lambda: lkr.nngp(Xd, activation=act), "numpy": peer},
+                              repeats=5 if quick else 9)
+                med, iqr, n, res = t["lkr"]
+                pmed, piqr, pn, pres = t["numpy"]
+                case = f"nngp N0=64 P={P} {act} {np.dtype(dtype).name}"
+                rows.append(record(SUITE, case, "lkr", med, iqr, n, rate=P * P / med,
+                                   rate_unit="entries/s", ratio=pmed / med, vs="numpy",
+                                   max_rel_err=_rel_err(res, pres), threads=_threads(),
+                                   blas_threads=blas_threads()))
+                rows.append(record(SUITE, case, "numpy", pmed, piqr, pn, rate=P * P / pmed,
+                                   rate_unit="entries/s", threads=blas_threads()))
     return rows
 
 

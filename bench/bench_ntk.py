@@ -10,9 +10,12 @@ default) for both, and lkr in float64 too. Each lkr row has its peak NumPy memor
 form (for torch rows: against the same).
 
 torch rows are skipped, with the reason in the ``note`` column, when torch is missing or
-its two Jacobians would exceed ``LKR_BENCH_TORCH_BYTES`` (default 4 GiB). Also timed:
-``ntk.gram`` of a tall Jacobian against ``J @ J.T``, and ``spectrum.singular_values`` /
-``top_k`` of the NTK.
+its two Jacobians would exceed ``LKR_BENCH_TORCH_BYTES`` (default 4 GiB). Also timed
+(issue 13), alternating in one process with the BLAS thread count and load average in each
+row: ``ntk.gram`` against ``J @ J.T`` (J 512 x 206,848, float64 and float32), the spectrum
+functions against ``eigvalsh(J @ J.T)``, and ``top_k`` against the ``eigsh`` it wraps
+(time and tracemalloc peak). Where OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are set for old
+OpenBLAS builds they slow a current NumPy: unset both for the bench command alone.
 """
 from __future__ import annotations
 
@@ -168,41 +171,72 @@ def _ntk_rows(kind, P, quick, torch_ok):
 
 
 def _gram_rows(quick):
-    import lkr
-    from lkr import nets, ntk, spectrum
+    """Issue 13: ntk.gram against J @ J.T, the spectrum functions (Gram route by default)
+    against eigvalsh(J @ J.T), top_k against eigsh, timed alternating in one process; every
+    row carries the BLAS thread count and the machine's load average."""
+    from scipy.sparse.linalg import eigsh
+
+    from lkr import ntk, spectrum
+
+    from .harness import alternate, blas_threads
 
     rows = []
-    # a real Jacobian (the bench CNN's, P x 5120), whose spectrum decays like an NTK's
-    R = 256 if quick else 2048
-    g = lkr.PatchGeometry((64,), filter_size=4, stride=4)
-    net = nets.CNNNet(geometry=g, channels=256, activation="erf", seed=0)
-    J = ntk.jacobian(net, np.random.default_rng(2).standard_normal((R, 64)))
-    N = J.shape[1]
-    case = f"gram J {R}x{N}"
-    med_np, iqr_np, n_np, ref = measure(lambda: J @ J.T, repeats=3)
-    rows.append(record(SUITE, case, "numpy J @ J.T", med_np, iqr_np, n_np))
-    med, iqr, n, out = measure(lambda: ntk.gram(J), repeats=3)
-    rows.append(record(SUITE, case, "ntk.gram", med, iqr, n, ratio=med_np / med,
-                       vs="numpy J @ J.T", max_rel_err=_rel(out, ref),
-                       gflops=R * R * N / med / 1e9))
-    Jt = J[:, ::2]  # strided: gram converts row blocks, numpy copies
-    med, iqr, n, _ = measure(lambda: ntk.gram(Jt, block=256), repeats=3)
-    rows.append(record(SUITE, f"gram J[:, ::2] {R}x{N // 2}", "ntk.gram block=256", med, iqr, n))
-
-    G = ref
-    med, iqr, n, s = measure(lambda: spectrum.singular_values(G, gram=True), repeats=3)
-    via_gram = record(SUITE, f"spectrum {R}x{R} Gram", "singular_values(gram=True)", med, iqr, n)
-    rows.append(via_gram)
-    med, iqr, n, s_ref = measure(lambda: spectrum.singular_values(J), repeats=1 if not quick else 2)
-    rows.append(record(SUITE, f"spectrum J {R}x{N}", "singular_values(J)", med, iqr, n))
-    # top singular values: Lanczos and randomized, accuracy against the full SVD of J
-    for method in ("lanczos", "randomized"):
-        med, iqr, n, top = measure(lambda: spectrum.top_k(G, 20, gram=True, method=method),
-                                   repeats=3)
-        rows.append(record(SUITE, f"spectrum {R}x{R} Gram", f"top_k(20, {method})", med, iqr, n,
-                           max_rel_err=_rel(top, s_ref[:20])))
-    # through the Gram, small sigma are resolved only to ~sqrt(eps) sigma_1: compare the top 20
-    via_gram["max_rel_err"] = _rel(s[:20], s_ref[:20])
+    threads = blas_threads()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    common = dict(threads=threads, load1=load)
+    rng = np.random.default_rng(2)
+    # the issue's case, 512 x 206,848 float64 (847 MB); quick: 256 x 20,000
+    R, N = (256, 20_000) if quick else (512, 206_848)
+    for dtype in (np.float64, np.float32):
+        J = rng.standard_normal((R, N)).astype(dtype)
+        case = f"gram J {R}x{N} {np.dtype(dtype).name}"
+        t = alternate({"J @ J.T": lambda: J @ J.T, "ntk.gram": lambda: ntk.gram(J)},
+                      repeats=3 if quick else 5)
+        ref = t["J @ J.T"][3]
+        rows.append(record(SUITE, case, "numpy J @ J.T", *t["J @ J.T"][:3], **common))
+        rows.append(record(SUITE, case, "ntk.gram", *t["ntk.gram"][:3], **common,
+                           ratio=t["J @ J.T"][0] / t["ntk.gram"][0], vs="numpy J @ J.T",
+                           max_rel_err=_rel(t["ntk.gram"][3], ref),
+                           gflops=R * R * N / t["ntk.gram"][0] / 1e9))
+        if dtype == np.float64:
+            case = f"spectrum J {R}x{N} float64"
+            fns = {"eigvalsh(J @ J.T)": lambda: np.linalg.eigvalsh(J @ J.T),
+                   "effective_rank(J)": lambda: spectrum.effective_rank(J),
+                   "singular_values(J)": lambda: spectrum.singular_values(J)}
+            t = alternate(fns, repeats=3 if quick else 5)
+            base = t["eigvalsh(J @ J.T)"][0]
+            rows.append(record(SUITE, case, "numpy eigvalsh(J @ J.T)", *t["eigvalsh(J @ J.T)"][:3],
+                               **common))
+            s_ref = np.sqrt(np.clip(t["eigvalsh(J @ J.T)"][3][::-1], 0, None))
+            for name in ("effective_rank(J)", "singular_values(J)"):
+                extra = {}
+                if name == "singular_values(J)":
+                    extra["max_rel_err"] = _rel(t[name][3], s_ref)
+                rows.append(record(SUITE, case, f"spectrum.{name}", *t[name][:3], **common,
+                                   ratio=base / t[name][0], vs="numpy eigvalsh(J @ J.T)", **extra))
+        J = None  # free it before the next dtype
+    # top_k of a PSD Gram against the eigsh call it wraps; memory by tracemalloc
+    n = 1024 if quick else 4096
+    X = rng.standard_normal((n, n // 2))
+    A = X @ X.T
+    del X
+    case = f"top_k 20 of a {n}x{n} PSD Gram"
+    fns = {"eigsh": lambda: eigsh(A, k=20, which="LA", return_eigenvectors=False),
+           "top_k": lambda: spectrum.top_k(A, 20, gram=True)}
+    t = alternate(fns, repeats=3 if quick else 5)
+    peaks = {}
+    for k, fn in fns.items():
+        tracemalloc.start()
+        fn()
+        peaks[k] = tracemalloc.get_traced_memory()[1] / 1e6
+        tracemalloc.stop()
+    w = np.sqrt(np.sort(t["eigsh"][3])[::-1])
+    rows.append(record(SUITE, case, "scipy eigsh", *t["eigsh"][:3], **common,
+                       peak_mb=peaks["eigsh"]))
+    rows.append(record(SUITE, case, "spectrum.top_k(gram=True)", *t["top_k"][:3], **common,
+                       ratio=t["eigsh"][0] / t["top_k"][0], vs="scipy eigsh",
+                       peak_mb=peaks["top_k"], matrix_mb=A.nbytes / 1e6,
+                       max_rel_err=_rel(t["top_k"][3], w)))
     return rows
 
 

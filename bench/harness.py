@@ -73,8 +73,8 @@ def _fmt(v) -> str:
 
 def format_table(rows) -> str:
     """A fixed-width text table of records (the columns every suite shares)."""
-    cols = ["suite", "case", "impl", "median_s", "iqr_s", "ratio", "vs", "gflops", "rate",
-            "rate_unit", "max_rel_err"]
+    cols = ["suite", "case", "impl", "threads", "median_s", "iqr_s", "ratio", "vs", "gflops",
+            "rate", "rate_unit", "max_rel_err"]
     cols = [c for c in cols if any(c in r for r in rows)]
     cells = [[_fmt(r.get(c)) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c)
@@ -83,3 +83,45 @@ def format_table(rows) -> str:
              "  ".join("-" * w for w in widths)]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
     return "\n".join(lines)
+
+
+def alternate(fns, *, repeats: int = 5, warmup: int = 1, max_seconds: Optional[float] = 60.0):
+    """Time several callables in one process, alternating: round r calls each of ``fns``
+    (a dict name -> callable) once, so that a change in machine load hits all of them
+    alike. Returns {name: (median_s, iqr_s, n, last_result)}; ratios of these medians
+    are the figures to quote on a shared machine."""
+    results = {k: None for k in fns}
+    for _ in range(warmup):
+        for k, fn in fns.items():
+            results[k] = fn()
+    times = {k: [] for k in fns}
+    spent = 0.0
+    for _ in range(max(1, repeats)):
+        for k, fn in fns.items():
+            gc.collect()
+            t0 = time.perf_counter()
+            results[k] = fn()
+            dt = time.perf_counter() - t0
+            times[k].append(dt)
+            spent += dt
+        if max_seconds is not None and spent > max_seconds:
+            break
+    out = {}
+    for k, ts in times.items():
+        ts.sort()
+        med = statistics.median(ts)
+        iqr = (statistics.quantiles(ts, n=4)[2] - statistics.quantiles(ts, n=4)[0]
+               if len(ts) >= 4 else ts[-1] - ts[0])
+        out[k] = (med, iqr, len(ts), results[k])
+    return out
+
+
+def blas_threads() -> int:
+    """Threads of the BLAS NumPy uses (threadpoolctl; 0 when unknown)."""
+    try:
+        from threadpoolctl import threadpool_info
+
+        return max((int(i.get("num_threads", 0)) for i in threadpool_info()
+                    if i.get("user_api") == "blas"), default=0)
+    except ImportError:
+        return 0

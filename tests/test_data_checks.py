@@ -66,8 +66,8 @@ def test_single_class_cifar(tmp_path):
     ("gaussian-linear", "noise", 0.1, "local-teacher task;"),
     ("mnist:/d", "teacher_channels", 8, "local-teacher task;"),
     ("cifar10:/d", "noise", 0.5, "local-teacher task;"),
-    ("local-teacher", "classes", "0,1", "mnist and cifar10 tasks;"),
-    ("gaussian-linear", "downsample", 2, "mnist and cifar10 tasks;"),
+    ("local-teacher", "classes", "0,1", "mnist, cifar10 and digits tasks;"),
+    ("gaussian-linear", "downsample", 2, "mnist, cifar10 and digits tasks;"),
 ])
 def test_check_task_options_refuses(task, option, value, where):
     flag = "--" + option.replace("_", "-")
@@ -78,6 +78,7 @@ def test_check_task_options_refuses(task, option, value, where):
 
 def test_check_task_options_accepts():
     data.check_task_options("cifar10:/d", color=True, classes="3,5", downsample=2)
+    data.check_task_options("digits", classes="0,1", downsample=2)
     data.check_task_options("local-teacher", noise=0.1, teacher_channels=8)
     data.check_task_options("mnist:/d", color=False, noise=None, teacher_channels=None)
     with pytest.raises(TypeError, match="unknown task option 'colour'"):

@@ -46,18 +46,31 @@ def _openblas():
     return found
 
 
+_controller_cache = []
+
+
+def _controller():
+    """One threadpoolctl controller for the process (None without threadpoolctl): its
+    library scan reads /proc/self/maps, ~5 ms, too slow to repeat for every call."""
+    if not _controller_cache:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _controller_cache.append(ThreadpoolController())
+        except ImportError:
+            _controller_cache.append(None)
+    return _controller_cache[0]
+
+
 @contextlib.contextmanager
 def blas_threads(n: int, enabled: bool = True):
     """Limit BLAS to ``n`` threads inside the block (no-op when ``enabled`` is False)."""
     if not enabled:
         yield
         return
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        threadpool_limits = None
-    if threadpool_limits is not None:
-        with threadpool_limits(limits=n, user_api="blas"):
+    controller = _controller()
+    if controller is not None:
+        with controller.limit(limits=n, user_api="blas"):
             yield
         return
     libs = _openblas()

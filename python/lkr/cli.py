@@ -11,7 +11,8 @@ import importlib
 import sys
 
 #: subcommand -> module of lkr.experiments, in the order ``lkr --help`` lists them
-COMMANDS = {"info": "info", "fc-vs-cnn": "fc_vs_cnn", "train": "train_one", "bench": "bench"}
+COMMANDS = {"info": "info", "fc-vs-cnn": "fc_vs_cnn", "nets-vs-linearized": "nets_vs_linearized",
+            "train": "train_one", "bench": "bench"}
 
 
 class _Parser(argparse.ArgumentParser):

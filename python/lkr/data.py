@@ -20,6 +20,8 @@ Tasks (see :func:`load_task`)
 ``cifar10:DIR``
     the CIFAR-10 python batches in DIR (``data_batch_1`` ... ``data_batch_5``,
     ``test_batch``), or in ``DIR/cifar-10-batches-py``.
+``digits``
+    scikit-learn's UCI 8 x 8 digits (``lkr[data]``, :mod:`lkr.datasets_sklearn`).
 
 Nothing is ever downloaded. For the image tasks, two groups of classes are selected (labels
 +1 for the first, -1 for the second), images are optionally converted to grayscale and
@@ -38,6 +40,7 @@ from typing import NamedTuple, Tuple
 import numpy as np
 
 from ._labels import one_hot
+from ._task_options import TASK_OPTIONS, check_task_options  # noqa: F401 (re-exported)
 from ._validate import count as _count
 from ._validate import seed as _seed
 
@@ -45,7 +48,7 @@ __all__ = ["Task", "load_task", "gaussian_linear", "local_teacher", "load_mnist"
            "read_idx", "parse_classes", "TASKS", "DataError", "check_task_options", "one_hot"]
 
 #: task names accepted by :func:`load_task` (``mnist`` and ``cifar10`` take ``:DIR``)
-TASKS = ("local-teacher", "gaussian-linear", "mnist:DIR", "cifar10:DIR")
+TASKS = ("local-teacher", "gaussian-linear", "mnist:DIR", "cifar10:DIR", "digits")
 
 
 class DataError(ValueError):
@@ -494,51 +497,6 @@ def load_cifar10(directory, P, P_test, seed=0, *, classes=None, grayscale=True, 
                        _count(P_test, "P_test"), seed, classes, bool(grayscale), downsample, (3, 5))
 
 
-#: The task options that apply to some tasks only, and those tasks.
-TASK_OPTIONS = {
-    "classes": ("mnist", "cifar10"),
-    "downsample": ("mnist", "cifar10"),
-    "color": ("cifar10",),
-    "grayscale": ("cifar10",),
-    "teacher_channels": ("local-teacher",),
-    "noise": ("local-teacher",),
-}
-
-
-def check_task_options(task, **given) -> None:
-    """Refuse options that the task would silently ignore.
-
-    Parameters
-    ----------
-    task : str
-        A task spec as :func:`load_task` takes it (``"mnist:DIR"``, ``"local-teacher"`` ...).
-    **given
-        The options the user set explicitly, by their :data:`TASK_OPTIONS` name
-        (``color=True``, ``noise=0.1``, ``teacher_channels=8`` ...). ``None`` and ``False``
-        mean "not given" and are always accepted.
-
-    Raises
-    ------
-    ValueError
-        One line naming the first option that does not apply and the tasks it applies to.
-    TypeError
-        For an option name not in :data:`TASK_OPTIONS`.
-    """
-    if not isinstance(task, str):
-        raise TypeError(f"task must be a string, got {task!r}")
-    name = task.partition(":")[0]
-    for option, value in given.items():
-        if option not in TASK_OPTIONS:
-            raise TypeError(f"unknown task option {option!r}; known: {', '.join(TASK_OPTIONS)}")
-        if value is None or value is False or name in TASK_OPTIONS[option]:
-            continue
-        flag = "--" + option.replace("_", "-")
-        raise ValueError(f"{flag} ({option}={value!r}) applies only to the "
-                         f"{' and '.join(TASK_OPTIONS[option])} task"
-                         f"{'s' if len(TASK_OPTIONS[option]) > 1 else ''}; task {task!r} would "
-                         "ignore it")
-
-
 def load_task(spec, P, P_test, seed=0, *, input_shape=None, filter_size=4, stride=None,
               boundary="periodic", classes=None, grayscale=True, downsample=1,
               teacher_channels=4, noise=0.0) -> Task:
@@ -547,7 +505,8 @@ def load_task(spec, P, P_test, seed=0, *, input_shape=None, filter_size=4, strid
     Parameters
     ----------
     spec : str
-        ``"local-teacher"``, ``"gaussian-linear"``, ``"mnist:DIR"`` or ``"cifar10:DIR"``.
+        ``"local-teacher"``, ``"gaussian-linear"``, ``"mnist:DIR"``, ``"cifar10:DIR"`` or
+        ``"digits"``.
     P, P_test : int
         Training and test set sizes.
     seed : int
@@ -584,11 +543,13 @@ def load_task(spec, P, P_test, seed=0, *, input_shape=None, filter_size=4, strid
         return local_teacher(P, P_test, seed, input_shape=shape, filter_size=filter_size,
                              stride=stride, boundary=boundary, teacher_channels=teacher_channels,
                              noise=noise)
-    if name in ("mnist", "cifar10"):
-        if not sep or not arg:
+    if name in ("mnist", "cifar10") or (name == "digits" and not sep):
+        if name == "digits":  # scikit-learn's UCI digits (lkr.datasets_sklearn)
+            task = load_digits(P, P_test, seed, classes=classes, downsample=downsample)
+        elif not sep or not arg:
             raise ValueError(f"task {name!r} needs a local directory: '{name}:DIR' (nothing is "
                              "downloaded)")
-        if name == "mnist":
+        elif name == "mnist":
             task = load_mnist(arg, P, P_test, seed, classes=classes, downsample=downsample)
         else:
             task = load_cifar10(arg, P, P_test, seed, classes=classes, grayscale=grayscale,
@@ -598,3 +559,8 @@ def load_task(spec, P, P_test, seed=0, *, input_shape=None, filter_size=4, strid
                              f"after downsampling: {tuple(task.info['input_shape'])}")
         return task
     raise ValueError(f"unknown task {spec!r}; choose one of {', '.join(TASKS)}")
+
+
+# the UCI digits through scikit-learn (optional extra lkr[data]), a module of its own
+from .datasets_sklearn import digits_groups, load_digits, parse_class_groups  # noqa: E402, I001
+__all__ += ["load_digits", "digits_groups", "parse_class_groups"]

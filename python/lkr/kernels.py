@@ -27,10 +27,12 @@ Dtypes: float32 when every array argument is float32, float64 otherwise.
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
 from . import _env, _scale, backend
+from ._blas import blas_threads
 from ._validate import positive as _positive
 from .activations import check_activation
 from .deep_geometry import DeepGeometry
@@ -120,18 +122,59 @@ def _symmetric_Q(Q, Np, xp, dtype):
 _BLOCK = 512  # side of the blocks below: their temporaries stay small (2 MB in float64)
 
 
-def _symmetrize(A, xp):
-    """A <- (A + A.T) / 2 in place, block by block. A whole-matrix (A + A.T) / 2 allocates
-    two P x P temporaries, whose page faults cost more than the GEMM that made A."""
+def _symmetric_product(A, B, xp, nthreads=None):
+    """A @ B.T for a product known to be symmetric (B = A, or A with the symmetric Q
+    applied), exactly symmetric, without a second pass over the result.
+
+    NumPy: the upper block triangle only (half the flops of the full GEMM), tile by tile
+    into a cache-resident buffer that is written to the tile and to its mirror: every entry
+    of the P x P result is written once. For the short inner dimensions of kernels the
+    product is bound by writing the result, which a symmetrising pass after a full GEMM
+    ((K + K^T) / 2, or NumPy's own mirror after syrk) would double. The tiles are spread
+    over ``nthreads`` Python threads (NumPy releases the GIL in GEMMs and copies) with
+    BLAS on one thread each: multithreaded BLAS on many small GEMMs waits on its own
+    threads on a busy machine (measured 8x slower under load). Other libraries: one GEMM
+    and (K + K^T) / 2.
+    """
+    if xp is not np:
+        K = A @ B.T
+        return (K + K.T) / 2
     n = A.shape[0]
-    half = A.dtype.type(0.5)
-    for i in range(0, n, _BLOCK):
-        for j in range(i, n, _BLOCK):
-            upper = A[i:i + _BLOCK, j:j + _BLOCK]
-            s = (upper + A[j:j + _BLOCK, i:i + _BLOCK].T) * half
-            A[i:i + _BLOCK, j:j + _BLOCK] = s
-            A[j:j + _BLOCK, i:i + _BLOCK] = s.T
-    return A
+    if B is A and n <= 2048:
+        # NumPy's syrk and its mirror: at this size the mirror is cheap and one call beats
+        # the tile loop (measured at P = 1024; the tiles win at P = 4096)
+        return A @ A.T
+    dtype = np.result_type(A, B)
+    K = np.empty((n, n), dtype=dtype)
+    b = 256  # a 256 x 256 float64 tile is 512 KiB: it stays in L2 for its two copies
+    starts = list(range(0, n, b))
+
+    def rows(mine):
+        buf = np.empty((min(b, n), min(b, n)), dtype=dtype)
+        for i in mine:
+            i1 = min(n, i + b)
+            for j in range(i, n, b):
+                j1 = min(n, j + b)
+                T = buf[:i1 - i, :j1 - j]
+                np.matmul(A[i:i1], B[j:j1].T, out=T)
+                if j == i:  # a diagonal tile: its upper triangle, mirrored
+                    K[i:i1, j:j1] = np.triu(T) + np.triu(T, 1).T
+                    continue
+                K[i:i1, j:j1] = T
+                K[j:j1, i:i1] = T.T
+
+    workers = backend.resolve_threads(nthreads) or (os.cpu_count() or 1)
+    workers = max(1, min(workers, len(starts)))
+    with blas_threads(1):
+        if workers == 1:
+            rows(starts)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            # one row of tiles per task, the longest first: dynamic load balance
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(lambda i: rows([i]), starts))
+    return K
 
 
 def _is_symmetric(A, xp):
@@ -220,7 +263,7 @@ def nngp(X, Y=None, activation="erf", lambda0=1.0, *, nthreads=None):
     backend.check_finite(Xa, "X")  # in the input's own shape, for the index of a NaN
     if Ya is not None:
         backend.check_finite(Ya, "Y")
-    N0 = Xf.shape[1]
+    P, P2, N0 = Xf.shape[0], Yf.shape[0], Xf.shape[1]
     scale = 1.0 / max(lambda0 * N0, 1e-300)
     ex = _scale.row_exponents(Xf, xp, dtype, N0, lambda0)
     ey = ex if Ya is None else _scale.row_exponents(Yf, xp, dtype, N0, lambda0)
@@ -228,15 +271,19 @@ def nngp(X, Y=None, activation="erf", lambda0=1.0, *, nthreads=None):
         K = _nngp_rescaled(Xf, None if Ya is None else Yf, ex, ey, activation, scale, xp,
                            dtype, backend.resolve_threads(nthreads))
         return backend.wrap_like(K, X)
-    # in place: a fresh P x P' temporary costs more in page faults than the map itself
-    K = Xf @ Yf.T
-    K *= dtype.type(scale)
-    dx = xp.einsum("pi,pi->p", Xf, Xf) * dtype.type(scale)
-    dy = dx if Ya is None else xp.einsum("pi,pi->p", Yf, Yf) * dtype.type(scale)
-    if Ya is None and xp is not np:
-        # NumPy computes X @ X.T by syrk and mirrors it: exactly symmetric (the tests check
-        # it). Other libraries' GEMMs may round the two triangles differently.
-        K = (K + K.T) / 2
+    fold = (P + P2) * N0 < P * P2
+    if fold:
+        # sqrt(scale) on the inputs costs less than a pass over the P x P' result
+        root = dtype.type(math.sqrt(scale))
+        Xf = Xf * root
+        Yf = Xf if Ya is None else Yf * root
+    # X X^T exactly symmetric (the tests check it), at GEMM speed
+    K = _symmetric_product(Xf, Xf, xp, nthreads) if Ya is None else Xf @ Yf.T
+    rest = dtype.type(1.0 if fold else scale)
+    if not fold:
+        K *= rest  # in place: a fresh P x P' temporary costs more in page faults than the map
+    dx = xp.einsum("pi,pi->p", Xf, Xf) * rest
+    dy = dx if Ya is None else xp.einsum("pi,pi->p", Yf, Yf) * rest
     if activation != "linear":
         K = xp.ascontiguousarray(K)
         backend.implementation(xp).nngp_map_inplace(K, dx, dy, activation,
@@ -382,14 +429,16 @@ def renormalized_kernel(X, Y=None, *, Q, geometry, activation="erf", lambda0=1.0
     Qs = _symmetric_Q(Qa, Np, xp, dtype)
     PX, PY = _cast(PX, PY, dtype, xp, activation, lambda0)
     if activation == "linear":
-        # K_R = <X^mu, Q X^nu>_F / (lambda0 lambda1 M Np): two GEMMs.
+        # K_R = <X^mu, c Q X^nu>_F, c = 1 / (lambda0 lambda1 M Np): the scale goes into the
+        # Np x Np matrix Q (free) rather than over the P x P' result, then one GEMM
+        # (P, Np M) x (Np M, P'); with Y None only its upper block triangle, mirrored.
+        # Inputs scaled by 2^-e where needed so the sums cannot overflow (lkr._scale).
         A, ea = _unit_scale(PX, dtype, xp)
         B, eb = (A, ea) if PY is None else _unit_scale(PY, dtype, xp)
-        QB = xp.matmul(Qs, B)  # (P', Np, M)
-        out = A.reshape(A.shape[0], -1) @ QB.reshape(B.shape[0], -1).T
-        out *= dtype.type(1.0 / (lambda0 * lambda1 * M * Np))
-        if PY is None:
-            out = _symmetrize(out, xp)
+        QB = xp.matmul(Qs * dtype.type(1.0 / (lambda0 * lambda1 * M * Np)), B)  # (P', Np, M)
+        Af = A.reshape(A.shape[0], -1)
+        QBf = QB.reshape(B.shape[0], -1)
+        out = _symmetric_product(Af, QBf, xp, nthreads) if PY is None else Af @ QBf.T
         out = _rescaled(out, ea + eb, xp)
     else:
         out = backend.implementation(xp).renormalized_kernel(

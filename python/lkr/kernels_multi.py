@@ -48,7 +48,7 @@ def patch_mean(X, *, geometry, activation="erf", lambda0=1.0, nthreads=None):
     """
     geometry, lambda0, xp, PX, _ = _prepare(X, None, geometry, activation, lambda0)
     dtype = backend.result_dtype(PX)
-    PX, _ = _cast(PX, None, dtype, xp)
+    PX, _ = _cast(PX, None, dtype, xp, activation, lambda0)
     out = backend.implementation(xp).patch_mean(PX, activation, lambda0,
                                                 backend.resolve_threads(nthreads))
     return backend.wrap_like(out, X)
@@ -85,7 +85,7 @@ def renormalized_kernel_multi(X, Y=None, *, Q, D, geometry, Qm=None, activation=
     ND = geometry.num_patches * D
     Qs = _symmetric_Q(Qa, ND, xp, dtype)
     Qms = None if Qma is None else _symmetric_Q(Qma, ND, xp, dtype)
-    PX, PY = _cast(PX, PY, dtype, xp)
+    PX, PY = _cast(PX, PY, dtype, xp, activation, lambda0)
     out = backend.implementation(xp).renormalized_kernel_multi(
         PX, PY, Qs, Qms, D, activation, lambda0, lambda1, backend.resolve_threads(nthreads))
     return backend.wrap_like(out, X)
@@ -121,7 +121,7 @@ def local_kernel_adjoint_multi(X, W, *, D, geometry, Y=None, centred=False, acti
     P = PX.shape[0]
     P2 = P if PY is None else PY.shape[0]
     Wc = _matrix(Wa, "W", (P * D, P2 * D), xp, dtype)
-    PX, PY = _cast(PX, PY, dtype, xp)
+    PX, PY = _cast(PX, PY, dtype, xp, activation, lambda0)
     symmetric = PY is None and _is_symmetric(Wc, xp)
     out = backend.implementation(xp).local_kernel_adjoint_multi(
         PX, PY, Wc, symmetric, D, bool(centred), activation, lambda0,

@@ -247,8 +247,8 @@ def jacobian(net, X):
     return _patch_jacobian(net, Z, p)
 
 
-def _as_matrix(J, name="J"):
-    """A 2-D real finite array from NumPy, CuPy or any __dlpack__ object."""
+def _as_matrix(J, name="J", finite: bool = True):
+    """A 2-D real array from NumPy, CuPy or any __dlpack__ object (finite when ``finite``)."""
     A = backend.asarray(J, name)
     if not hasattr(A, "ndim") or A.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (rows: samples x outputs, columns: "
@@ -256,12 +256,26 @@ def _as_matrix(J, name="J"):
     backend.check_floating(A, name)
     if A.dtype.kind == "c":  # pragma: no cover - rejected by check_floating
         raise TypeError(f"{name} must be real")
-    backend.check_finite(A, name)
+    if finite:
+        backend.check_finite(A, name)
     return A
 
 
 def gram(J, block: Optional[int] = None):
-    """Gram matrix J J^T of a Jacobian, computed in row blocks.
+    """Gram matrix J J^T of a Jacobian by a symmetric rank-k update (BLAS syrk).
+
+    .. math:: G_{ab} = \\sum_p J_{ap} J_{bp}
+
+    One triangle is computed (half the flops of the GEMM ``J @ J.T.copy()``) and mirrored
+    once, so G is exactly symmetric. A C- or F-contiguous float32/float64 NumPy J goes to
+    BLAS in one call (as NumPy's own ``J @ J.T``, which also detects the symmetric product);
+    otherwise J is converted in column panels J[:, k0:k1] accumulated as
+    G += J_k J_k^T, so it is never copied whole. CuPy: cuBLAS syrk on the same panels.
+
+    Memory: the (R, R) result, plus one converted panel of R x max(R, 2^20 / R) numbers
+    when J is not already contiguous float32/float64 (at most max(R^2, 2^20) numbers; for a
+    huge R, pass ``block``). J's finiteness is checked on G's diagonal (a NaN or inf in row
+    a of J reaches G_aa, since squares cannot cancel), so J is not scanned a second time.
 
     Parameters
     ----------
@@ -269,9 +283,9 @@ def gram(J, block: Optional[int] = None):
         NumPy, CuPy, or any object with ``__dlpack__`` (e.g. a torch tensor, taken without a
         copy). Rows are (sample, output) pairs, columns parameters.
     block : int, optional
-        Rows per block. Each block is converted (dtype, contiguity) on its own, so a large
-        J that is not already float32/float64 C-contiguous is never copied whole. Default:
-        as many rows as fit :data:`DEFAULT_BLOCK_BYTES`.
+        Columns per converted panel; forces the panel path. Default: chosen from the shape
+        (a single BLAS call for contiguous J, else max(R, 2^20 / R) columns, so each panel
+        update is compute-bound).
 
     Returns
     -------
@@ -279,28 +293,12 @@ def gram(J, block: Optional[int] = None):
         Symmetric; float32 for float32 J, float64 otherwise; in the array library of J
         (a torch tensor for a torch J, NumPy for NumPy, CuPy for CuPy).
     """
-    A = _as_matrix(J)
-    xp = backend.array_module(A)
-    R, N = A.shape
-    dtype = np.dtype(np.float32) if A.dtype == np.float32 else np.dtype(np.float64)
-    if block is None:
-        block = max(1, DEFAULT_BLOCK_BYTES // max(1, 2 * N * dtype.itemsize))
-    block = _integer(block, "block", 1)
-    out = xp.empty((R, R), dtype=dtype)
-    starts = list(range(0, R, block))
+    from . import _gram
 
-    def rows(i):
-        return xp.ascontiguousarray(A[i:i + block], dtype=dtype)
-
-    for bi, i in enumerate(starts):
-        Ai = rows(i)
-        # A_i @ A_i.T on the same buffer goes to BLAS syrk (half the work of a GEMM)
-        out[i:i + block, i:i + block] = Ai @ Ai.T
-        for j in starts[bi + 1:]:
-            Gij = Ai @ rows(j).T
-            out[i:i + block, j:j + block] = Gij
-            out[j:j + block, i:i + block] = Gij.T
-    return backend.wrap_like(out, J)
+    A = _as_matrix(J, finite=False)
+    block = None if block is None else _integer(block, "block", 1)
+    G = _gram.gram(A, block)
+    return backend.wrap_like(G, J)
 
 
 # -- PyTorch -------------------------------------------------------------------------------

@@ -6,6 +6,15 @@ matrix Theta = J J^T (``gram=True``; the singular values are then the square roo
 Theta's eigenvalues, computed by a symmetric eigensolver), or a 1-D array of singular
 values (``values=True``).
 
+How the singular values of a J are computed (``via``): ``"auto"`` (default) takes the
+smaller Gram of a wide or tall J (J J^T for R < N, J^T J for R > N; BLAS syrk, half the
+flops of a GEMM) and its eigenvalues, one pass over J (its finiteness is read off the
+Gram's diagonal); a square J goes to the SVD. ``"gram"`` and ``"svd"`` force one route. The
+Gram route gives sigma_k to relative accuracy ~ n eps (sigma_1 / sigma_k)^2 and resolves
+singular values only down to ~ sqrt(n eps) sigma_1 (below that they are rounding and
+are set to 0); :func:`condition_number` and :func:`numerical_rank`, which hinge on the
+smallest values, recompute by SVD in "auto" when the Gram cannot resolve them.
+
 - effective rank (Roy & Vetterli 2007): exp(-sum_k p_k log p_k), p_k = sigma_k / sum sigma;
   erank(I_n) = n, erank(rank one) = 1, erank(c A) = erank(A);
 - stable rank: sum_k sigma_k^2 / sigma_1^2 = |J|_F^2 / |J|_2^2;
@@ -26,14 +35,14 @@ from typing import Optional
 
 import numpy as np
 
-from . import _linalg, backend
+from . import _gram, _linalg, backend
 from ._validate import integer as _integer
 
 __all__ = ["singular_values", "effective_rank", "stable_rank", "condition_number",
            "numerical_rank", "top_k"]
 
 
-def _matrix(A, gram: bool, name: str = "A"):
+def _matrix(A, gram: bool, name: str = "A", finite: bool = True):
     A = backend.asarray(A, name)
     if not hasattr(A, "ndim") or A.ndim != 2:
         what = "a Gram matrix J J^T" if gram else "a Jacobian J"
@@ -43,21 +52,54 @@ def _matrix(A, gram: bool, name: str = "A"):
         raise ValueError(f"{name} is empty, shape {tuple(A.shape)}")
     if gram and A.shape[0] != A.shape[1]:
         raise ValueError(f"{name} must be square when gram=True, got shape {tuple(A.shape)}")
-    backend.check_finite(A, name)
     if A.dtype.kind != "f":
         A = A.astype(np.float64)
+    if gram:
+        # finiteness and symmetry in one panel pass, no n x n temporary
+        _gram.check_symmetric(A, name)
+    elif finite:
+        backend.check_finite(A, name)
     return A
 
 
-def _symmetry_check(A, xp):
-    scale = float(xp.abs(A).max())
-    asym = float(xp.abs(A - A.T).max())
-    if asym > 1e-6 * max(scale, np.finfo(A.dtype).tiny):
-        raise ValueError(f"A is not symmetric (max |A - A^T| = {asym:.3g} vs max |A| = "
-                         f"{scale:.3g}); pass gram=False for a Jacobian")
+_VIA = ("auto", "gram", "svd")
 
 
-def singular_values(A, gram: bool = False, *, values: bool = False):
+def _check_via(via):
+    if via not in _VIA:
+        raise ValueError(f"via must be 'auto', 'gram' or 'svd', got {via!r}")
+
+
+def _use_gram(A, via):
+    R, N = A.shape
+    return via == "gram" or (via == "auto" and R != N)
+
+
+def _gram_eigvals(G, n_eps: float):
+    """Eigenvalues of a symmetric PSD G, descending, those within the rounding of zero
+    (<= n_eps * lambda_max, n_eps = n eps) set to 0."""
+    xp = backend.array_module(G)
+    w = _linalg.eigh(G)[0] if xp is not np else _eigvalsh(G)
+    w = w[::-1]
+    top = float(w[0]) if w.shape[0] else 0.0
+    return xp.where(w > n_eps * max(top, 0.0), w, 0)
+
+
+def _sv_of_jacobian(A, via):
+    """(singular values of J descending, resolution): resolution is the relative eigenvalue
+    floor lambda_k / lambda_1 below which the Gram route cannot resolve (0 for the SVD)."""
+    xp = backend.array_module(A)
+    R, N = A.shape
+    if not _use_gram(A, via):
+        backend.check_finite(A, "A")
+        return _linalg.svdvals(A if A.dtype.kind == "f" else A.astype(np.float64)), 0.0
+    G = _gram.gram(A if R <= N else A.T, name="A")
+    dtype = G.dtype
+    n_eps = max(R, N) * float(np.finfo(dtype).eps)
+    return xp.sqrt(_gram_eigvals(G, n_eps)), n_eps
+
+
+def singular_values(A, gram: bool = False, *, values: bool = False, via: str = "auto"):
     """Singular values of J, descending.
 
     Parameters
@@ -68,6 +110,10 @@ def singular_values(A, gram: bool = False, *, values: bool = False):
         or, with ``values=True``, singular values already (any order, non-negative).
     gram : bool
         Whether A is a Gram matrix.
+    via : {"auto", "gram", "svd"}
+        For a J: through its smaller Gram (default for a non-square J; relative accuracy
+        ~ n eps (sigma_1 / sigma_k)^2, values below ~ sqrt(n eps) sigma_1 returned as 0) or
+        by SVD (absolute accuracy ~ eps sigma_1). See the module docstring.
 
     Returns
     -------
@@ -83,13 +129,18 @@ def singular_values(A, gram: bool = False, *, values: bool = False):
         if bool((s < 0).any()):
             raise ValueError("singular values must be non-negative")
         return xp.sort(s)[::-1]
-    A = _matrix(A, gram)
+    return _singular_values(A, gram, via)[0]
+
+
+def _singular_values(A, gram, via):
+    """(sigma descending, resolution) of J or of a Gram matrix; see _sv_of_jacobian."""
+    _check_via(via)
+    A = _matrix(A, gram, finite=False)
     xp = backend.array_module(A)
     if gram:
-        _symmetry_check(A, xp)
-        w = _linalg.eigh(A)[0] if xp is not np else _eigvalsh(A)
-        return xp.sqrt(xp.clip(w, 0, None))[::-1]
-    return _linalg.svdvals(A)
+        n_eps = A.shape[0] * float(np.finfo(A.dtype).eps)
+        return xp.sqrt(_gram_eigvals(A, n_eps)), n_eps
+    return _sv_of_jacobian(A, via)
 
 
 def _eigvalsh(A):
@@ -98,20 +149,22 @@ def _eigvalsh(A):
     return sla.eigvalsh(A, check_finite=False)
 
 
-def _sv(A, gram, values):
-    s = singular_values(A, gram, values=values)
+def _sv(A, gram, values, via="auto"):
+    s = singular_values(A, gram, values=values, via=via)
     return backend.array_module(s), s
 
 
-def effective_rank(A, gram: bool = False, *, values: bool = False) -> float:
+def effective_rank(A, gram: bool = False, *, values: bool = False, via: str = "auto") -> float:
     r"""Effective rank (Roy & Vetterli 2007) of J: exp(H(p)), p_k = sigma_k / sum_j sigma_j.
 
     .. math:: \mathrm{erank}(J) = \exp\Big(-\sum_k p_k \log p_k\Big), \quad 0 \log 0 = 0.
 
     Between 1 (rank one) and min(R, N) (all singular values equal); scale invariant.
-    Singular values of J, also when a Gram matrix is given (``gram=True``).
+    Singular values of J, also when a Gram matrix is given (``gram=True``); ``via`` as in
+    :func:`singular_values` (the Gram route changes the result by at most ~ n sqrt(n eps)
+    relative, from the unresolved smallest values).
     """
-    xp, s = _sv(A, gram, values)
+    xp, s = _sv(A, gram, values, via)
     s = s.astype(np.float64)
     total = float(s.sum())
     if total == 0:
@@ -121,9 +174,10 @@ def effective_rank(A, gram: bool = False, *, values: bool = False) -> float:
     return float(math.exp(-float((p * xp.log(p)).sum())))
 
 
-def stable_rank(A, gram: bool = False, *, values: bool = False) -> float:
-    """Stable rank sum_k sigma_k^2 / sigma_1^2 = |J|_F^2 / |J|_2^2 of J (<= rank J)."""
-    _, s = _sv(A, gram, values)
+def stable_rank(A, gram: bool = False, *, values: bool = False, via: str = "auto") -> float:
+    """Stable rank sum_k sigma_k^2 / sigma_1^2 = |J|_F^2 / |J|_2^2 of J (<= rank J);
+    ``via`` as in :func:`singular_values`."""
+    _, s = _sv(A, gram, values, via)
     s = s.astype(np.float64)
     top = float(s[0])
     if top == 0:
@@ -132,7 +186,7 @@ def stable_rank(A, gram: bool = False, *, values: bool = False) -> float:
 
 
 def condition_number(A, gram: bool = False, *, of: str = "matrix", rtol: Optional[float] = None,
-                     values: bool = False) -> float:
+                     values: bool = False, via: str = "auto") -> float:
     """Condition number sigma_max / sigma_min, of J or of its Gram matrix.
 
     Parameters
@@ -149,6 +203,9 @@ def condition_number(A, gram: bool = False, *, of: str = "matrix", rtol: Optiona
         When given, only singular values of J above ``rtol * sigma_1`` count (the condition
         number on the numerical range); otherwise sigma_min is the smallest of all, and a
         rank-deficient matrix gives ``inf``.
+    via : {"auto", "gram", "svd"}
+        As in :func:`singular_values`; "auto" falls back to the SVD of J when the Gram
+        route would not give sigma_min to ~1e-8 relative.
 
     Returns
     -------
@@ -156,20 +213,55 @@ def condition_number(A, gram: bool = False, *, of: str = "matrix", rtol: Optiona
     """
     if of not in ("matrix", "jacobian", "gram"):
         raise ValueError(f"of must be 'matrix', 'jacobian' or 'gram', got {of!r}")
-    _, s = _sv(A, gram, values)
+    if rtol is not None:
+        rtol = float(rtol)
+        if not (0 <= rtol < 1):
+            raise ValueError(f"rtol must be in [0, 1), got {rtol!r}")
+    if values:
+        _, s = _sv(A, gram, values)
+    else:
+        route = _route(A, gram, via, rtol)
+        s, res = _singular_values(A, gram, route)
+        if rtol is None and not gram:
+            s = _refine(A, route, s, res)
     s = s.astype(np.float64)
     top = float(s[0])
     if top == 0:
         raise ValueError("the matrix is zero: its condition number is undefined")
     if rtol is not None:
-        rtol = float(rtol)
-        if not (0 <= rtol < 1):
-            raise ValueError(f"rtol must be in [0, 1), got {rtol!r}")
         s = s[s > rtol * top]
     low = float(s[-1])
     kappa = math.inf if low == 0 else top / low
     square = (of == "gram") or (of == "matrix" and gram)
     return kappa * kappa if square else kappa
+
+
+#: the Gram route is trusted by condition_number / numerical_rank in "auto" when the values
+#: they hinge on carry a relative eigenvalue error n eps lambda_1 / lambda_k below this
+_RESOLVE = 1e-8
+
+
+def _route(A, gram, via, rtol):
+    """The route for a function that needs the values above ``rtol * sigma_1``: "auto" goes
+    to the SVD up front when the Gram route could not resolve that threshold."""
+    if gram or via != "auto" or rtol is None or not hasattr(A, "shape") or len(A.shape) != 2:
+        return via
+    dtype = np.float32 if A.dtype == np.float32 else np.float64
+    res = max(A.shape) * float(np.finfo(dtype).eps)
+    return via if rtol >= math.sqrt(res / _RESOLVE) else "svd"
+
+
+def _refine(A, via, s, res):
+    """s, or the SVD's values when "auto" took the Gram route and sigma_min is unresolved
+    (relative eigenvalue error res (sigma_1 / sigma_min)^2 above _RESOLVE, or rounded to 0)."""
+    if via != "auto" or res == 0.0:
+        return s
+    top, low = float(s[0]), float(s[-1])
+    if top == 0 or (low > 0 and res * (top / low) ** 2 <= _RESOLVE):
+        return s
+    A = backend.asarray(A, "A")
+    backend.check_finite(A, "A")
+    return _linalg.svdvals(A if A.dtype.kind == "f" else A.astype(np.float64))
 
 
 def _default_rtol(A, gram, dtype):
@@ -180,7 +272,8 @@ def _default_rtol(A, gram, dtype):
     return math.sqrt(n * eps) if gram else n * eps
 
 
-def numerical_rank(A, gram: bool = False, *, rtol: Optional[float] = None) -> int:
+def numerical_rank(A, gram: bool = False, *, rtol: Optional[float] = None,
+                   via: str = "auto") -> int:
     """The number of singular values of J above ``rtol * sigma_1``.
 
     Parameters
@@ -191,14 +284,20 @@ def numerical_rank(A, gram: bool = False, *, rtol: Optional[float] = None) -> in
         Relative threshold on singular values of J. Default ``max(R, N) * eps`` for J and
         ``sqrt(R * eps)`` for a Gram matrix (its eigenvalues resolve sigma only to
         ~sqrt(eps) sigma_1).
+    via : {"auto", "gram", "svd"}
+        As in :func:`singular_values`; "auto" falls back to the SVD of J when the Gram
+        route cannot resolve the threshold.
     """
-    A = _matrix(A, gram)
+    _check_via(via)
+    A = backend.asarray(A, "A")
+    if not hasattr(A, "ndim") or A.ndim != 2:
+        A = _matrix(A, gram)  # raises the shape error
     if rtol is None:
-        rtol = _default_rtol(A, gram, A.dtype)
+        rtol = _default_rtol(A, gram, A.dtype if A.dtype.kind == "f" else np.float64)
     rtol = float(rtol)
     if not (0 <= rtol < 1):
         raise ValueError(f"rtol must be in [0, 1), got {rtol!r}")
-    s = singular_values(A, gram)
+    s = _singular_values(A, gram, _route(A, gram, via, rtol))[0]
     top = float(s[0])
     if top == 0:
         return 0
@@ -272,9 +371,8 @@ def top_k(A, k: int, gram: bool = False, *, method: str = "lanczos", rtol: Optio
     """
     if method not in ("lanczos", "randomized"):
         raise ValueError(f"method must be 'lanczos' or 'randomized', got {method!r}")
+    # gram=True: finiteness and symmetry in one panel pass (no n x n temporary)
     A = _matrix(A, gram)
-    if gram:
-        _symmetry_check(A, backend.array_module(A))
     k = _integer(k, "k", 1)
     R, N = A.shape
     size = R if gram else min(R, N)

@@ -87,7 +87,7 @@ def task_spec(text):
     from ..data import TASKS
 
     name, sep, arg = text.partition(":")
-    if name in ("local-teacher", "gaussian-linear") and not sep:
+    if name in ("local-teacher", "gaussian-linear", "digits") and not sep:
         return text
     if name in ("mnist", "cifar10"):
         if not arg:

@@ -172,7 +172,7 @@ def prepare(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"],
     if depth is not None:
         depth = _integer(depth, "depth", 1)
         filter_size, stride = _deep.first_layer(filter_size), _deep.first_layer(stride)
-    is_synthetic = not (task.startswith("mnist") or task.startswith("cifar10"))
+    is_synthetic = task.partition(":")[0] not in ("mnist", "cifar10", "digits")
     if input_shape is None and is_synthetic:
         input_shape = DEFAULTS["input_shape"]
     if input_shape is not None:
@@ -453,8 +453,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = "Example: lkr fc-vs-cnn --out results (about a minute on two cores)."
     g = p.add_argument_group("task")
     g.add_argument("--task", type=task_spec, default=DEFAULTS["task"],
-                   help="local-teacher, gaussian-linear, mnist:DIR or cifar10:DIR (local files; "
-                        "nothing is downloaded) (default: %(default)s)")
+                   help="local-teacher, gaussian-linear, mnist:DIR, cifar10:DIR (local files; "
+                        "nothing is downloaded) or digits (scikit-learn's) (default: %(default)s)")
     g.add_argument("-P", "--P", dest="P", type=positive_int, default=DEFAULTS["P"],
                    help="training set size (default: %(default)s)")
     g.add_argument("--P-test", dest="P_test", type=positive_int, default=DEFAULTS["P_test"],
@@ -463,7 +463,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(and Langevin sampling) (default: %(default)s)")
     g.add_argument("--classes", default=None,
                    help="image tasks: two classes 'a,b' or groups 'a,c:b,d' (first -> +1); "
-                        "default 0,1 for MNIST, 3,5 for CIFAR-10")
+                        "default 0,1 for MNIST and digits, 3,5 for CIFAR-10")
     g.add_argument("--color", action="store_true",
                    help="cifar10: keep RGB as 3 channels (default: grayscale)")
     g.add_argument("--downsample", type=positive_int, default=1, metavar="F",
@@ -570,7 +570,7 @@ def command(args) -> int:
                                stride=stride, boundary=args.boundary, seed=args.seed,
                                task_options=task_options, depth=args.depth,
                                padding=args.padding)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, ImportError) as exc:
         parser.error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     kwargs = dict(temperature=args.temperature, activation=args.activation,
                   lambda0=args.lambda0, lambda1=args.lambda1, langevin=langevin,
