@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Optional
 
 __all__ = ["per_layer_option", "deep_geometry", "deep_widths", "first_layer", "add_arguments",
-           "layer_options"]
+           "layer_options", "gp_row"]
 
 PADDINGS = ("valid", "same", "circular", "periodic")
 
@@ -93,6 +93,19 @@ def parse_padding(text: str):
     if not parts:
         raise argparse.ArgumentTypeError("expected a padding such as same or same,valid")
     return parts[0] if len(parts) == 1 else parts
+
+
+def gp_row(data, dg, common) -> dict:
+    """The deep CNN-GP's test error (the N = inf row of "deepcnn")."""
+    from ._arch import make_theory
+
+    X, y, X_test, y_test = data
+    gp = make_theory("deepcnn", None, geometry=dg, **common)
+    gp.fit(X, y)
+    ev = gp.evaluate(X_test, y_test)
+    return {"kernel": "deepcnn", "description": "GP with the deep CNN kernel K_R(I) of the "
+            "L-layer recursion (Qbar = I)", "error": float(ev["error"]),
+            "bias2": float(ev["bias2"]), "variance": float(ev["variance"])}
 
 
 def add_arguments(g) -> None:

@@ -247,9 +247,7 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
         widths, input_shape, filter_size, stride, boundary, seed, task_options) are taken
         from it.
     depth, padding : optional
-        Add the deep CNN of ``depth`` layers (architecture ``"deepcnn"``): ``filter_size``
-        and ``stride`` per layer, ``padding`` one or per layer (see :func:`prepare` and
-        :mod:`lkr.experiments._deep`).
+        Add the deep CNN of ``depth`` layers (``"deepcnn"``; :mod:`lkr.experiments._deep`).
 
     Returns
     -------
@@ -357,13 +355,7 @@ def _infinite_width(data, geometry, common, bar, dg=None) -> dict:
                            "LCN and CNN kernels coincide (only the diagonal K_ii enters)",
                            same_as="cnn")
     if dg is not None:
-        gp = make_theory("deepcnn", None, geometry=dg, **common)
-        gp.fit(X, y)
-        ev = gp.evaluate(X_test, y_test)
-        infinite["deepcnn"] = {"kernel": "deepcnn", "description": "GP with the deep CNN "
-                               "kernel K_R(I) of the L-layer recursion (Qbar = I)",
-                               "error": float(ev["error"]), "bias2": float(ev["bias2"]),
-                               "variance": float(ev["variance"])}
+        infinite["deepcnn"] = _deep.gp_row(data, dg, common)
     return infinite
 
 
