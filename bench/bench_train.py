@@ -10,7 +10,9 @@ CNN
     32 x 32 inputs, one channel, 8 x 8 filters at stride 8 (Np = 16 patches of M = 64),
     64 channels, P = 500, erf.
 
-Implementations, all float64 (lkr's default), on the same cores:
+Each workload runs in float64 and float32, at 1 and 2 threads (lkr: ``lkr.set_num_threads``
+and the BLAS threads; torch: ``torch.set_num_threads``); every row names its thread count
+and dtype. Implementations:
 
 ``lkr.train.langevin``
     the fused evaluation (inputs or patches prepared once, f and the gradient from one set
@@ -23,24 +25,27 @@ Implementations, all float64 (lkr's default), on the same cores:
 ``torch patches``
     CNN only: the same with the patch tensor cut once and a matmul instead of ``conv2d``.
 
-Torch runs at its default thread count and at one thread (``--quick``: default only); the
-faster is the peer. lkr runs OpenBLAS on one thread for small per-step products (see
-``lkr.train``), at the default count for the large ones here.
+The implementations of one (workload, dtype, threads) group are timed alternating, one run
+of each per round, so that the machine's load falls on all of them alike.
 
 ``rate`` is steps per second (per chain; the 4-chain lkr row reports chain-steps per
-second), ``ratio`` the speed-up of lkr's fused row over the fastest torch row, and
+second), ``ratio`` the speed-up of an lkr row over the fastest torch row at the same thread
+count and dtype, and
 ``max_rel_err`` the largest relative difference between lkr's and torch's loss gradients
 at the same parameters. Torch rows are skipped when torch is not installed (it is never a
 dependency of lkr).
 """
 from __future__ import annotations
 
+import gc
 import math
+import statistics
 import sys
+import time
 
 import numpy as np
 
-from .harness import measure, record
+from .harness import record
 
 SUITE = "train"
 
@@ -67,10 +72,11 @@ def _workloads():
             ("CNN 32x32 m=8 s=8 Nc=64 P=500", cnn, Xcnn, y)]
 
 
-def _lkr_runner(net, X, y, steps, chains, fused):
+def _lkr_runner(net, X, y, steps, chains, fused, dtype):
     from lkr import train
 
-    init = net.init_params(1, chains=chains)
+    init = {k: a.astype(dtype) for k, a in net.init_params(1, chains=chains).items()}
+    X, y = X.astype(dtype), y.astype(dtype)
 
     def go():
         return train.langevin(net, X, y, _T, lr=_LR, steps=steps, burn_in=0, chains=chains,
@@ -78,11 +84,12 @@ def _lkr_runner(net, X, y, steps, chains, fused):
     return go
 
 
-def _torch_runner(torch, net, X, y, steps, variant):
+def _torch_runner(torch, net, X, y, steps, variant, dtype):
     """The update in PyTorch; returns (run k steps, gradient at the initial params)."""
     from lkr import nets
 
-    dt = torch.float64
+    dt = torch.float64 if dtype == np.float64 else torch.float32
+    X, y = X.astype(dtype), y.astype(dtype)
     p0 = net.params
     lam = net.priors
     Xt = torch.from_numpy(np.ascontiguousarray(X))
@@ -104,7 +111,7 @@ def _torch_runner(torch, net, X, y, steps, variant):
                 H = torch.nn.functional.conv2d(Ximg, W.reshape(Nc, 1, 8, 8), stride=8)
                 return (torch.erf(H / math.sqrt(M)).reshape(-1, Nc, Np) * v).sum((1, 2)) * c1
         else:
-            Z = torch.from_numpy(np.ascontiguousarray(g.patches(X))) / math.sqrt(M)
+            Z = torch.from_numpy(np.ascontiguousarray(g.patches(X), dtype=dtype)) / math.sqrt(M)
 
             def f_of(W, v):
                 S = torch.erf(Z @ W.T)                                   # (P, Np, Nc)
@@ -146,6 +153,49 @@ def _with_threads(torch, n, go):
     return run_it
 
 
+def _lkr_threads(n, go):
+    """lkr at n threads: the compiled passes and the BLAS products."""
+    import lkr
+    from lkr._blas import blas_threads
+
+    def run_it():
+        old = lkr.get_num_threads()
+        lkr.set_num_threads(n)
+        try:
+            with blas_threads(n):
+                return go()
+        finally:
+            lkr.set_num_threads(old)
+    return run_it
+
+
+def _alternating(runs, repeats, budget):
+    """Median and IQR of each run's time, timing one call of each per round (after one
+    warm-up round), until ``repeats`` rounds or ``budget`` seconds."""
+    for _, go, _ in runs:
+        go()
+    times = [[] for _ in runs]
+    spent = 0.0
+    for _ in range(repeats):
+        for j, (_, go, _) in enumerate(runs):
+            gc.collect()
+            t0 = time.perf_counter()
+            go()
+            dt = time.perf_counter() - t0
+            times[j].append(dt)
+            spent += dt
+        if spent > budget:
+            break
+    out = []
+    for t in times:
+        iqr = 0.0
+        if len(t) >= 4:
+            q = statistics.quantiles(t, n=4)
+            iqr = q[2] - q[0]
+        out.append((statistics.median(t), iqr, len(t)))
+    return out
+
+
 def run(quick: bool = False):
     from lkr import train
 
@@ -155,48 +205,53 @@ def run(quick: bool = False):
         torch = None
         _log("torch is not installed: torch rows skipped (pip install torch to compare)")
     steps = 5 if quick else 20
-    repeats = 3 if quick else 5
-    budget = 6.0 if quick else 30.0
+    repeats = 3 if quick else 7
+    budget = 6.0 if quick else 40.0
     rows = []
     for case, net, X, y in _workloads():
-        # lkr's gradient at the initial params, for the accuracy column
-        ours = train.loss_and_grad(net, X, y, _T)[1]
-        runs = [("lkr.train.langevin", _lkr_runner(net, X, y, steps, 1, True), 1)]
-        if not quick:
-            runs.append(("lkr.train.langevin 4 chains", _lkr_runner(net, X, y, steps, 4, True), 4))
-        runs.append(("lkr nets forward+vjp", _lkr_runner(net, X, y, steps, 1, False), 1))
-        torch_rates = {}
-        errs = {}
-        if torch is not None:
-            variants = ["autograd"] if case.startswith("FC") else ["conv2d", "patches"]
-            # torch at its default threads and at one thread (the faster one is the peer:
-            # on a busy 2-core machine one thread often wins)
-            for variant in variants:
-                nts = sorted({torch.get_num_threads(), 1}, reverse=True)
-                for nt in (nts[:1] if quick else nts):
-                    name = "torch autograd" if variant in ("autograd", "conv2d") else "torch patches"
-                    name += (" (conv2d)" if variant == "conv2d" else "") + f" {nt} thr"
-                    go, g = _torch_runner(torch, net, X, y, steps, variant)
-                    err = max(float(np.abs(g[k] - ours[k]).max() / np.abs(ours[k]).max())
-                              for k in g)
-                    runs.append((name, _with_threads(torch, nt, go), 1))
-                    errs[name] = err
-        measured = []
-        for name, go, chains in runs:
-            med, iqr, n, _ = measure(go, repeats=repeats, warmup=1, max_seconds=budget)
-            rate = steps * chains / med
-            measured.append((name, med, iqr, n, rate, chains))
-            if name.startswith("torch"):
-                torch_rates[name] = rate
-            _log(f"{case}: {name}: {rate:.1f} steps/s")
-        best_torch = max(torch_rates.items(), key=lambda kv: kv[1]) if torch_rates else None
-        for name, med, iqr, n, rate, chains in measured:
-            extra = dict(rate=rate, rate_unit="chain-steps/s" if chains > 1 else "steps/s",
-                         steps=steps, chains=chains)
-            if name in errs:
-                extra["max_rel_err"] = errs[name]
-            if best_torch is not None and not name.startswith("torch"):
-                extra["ratio"] = rate / best_torch[1]
-                extra["vs"] = best_torch[0]
-            rows.append(record(SUITE, case, name, med / steps, iqr / steps, n, **extra))
+        for dtype in (np.float64, np.float32):
+            dname = np.dtype(dtype).name
+            # lkr's gradient at the initial params, for the accuracy column
+            ours = train.loss_and_grad(net, X.astype(dtype), y.astype(dtype), _T,
+                                       params={k: a.astype(dtype)
+                                               for k, a in net.params.items()})[1]
+            for nt in (1, 2):
+                tag = f"{dname} {nt} thr"
+                runs = [(f"lkr.train.langevin {tag}",
+                         _lkr_threads(nt, _lkr_runner(net, X, y, steps, 1, True, dtype)), 1)]
+                if not quick:
+                    runs.append((f"lkr.train.langevin 4 chains {tag}",
+                                 _lkr_threads(nt, _lkr_runner(net, X, y, steps, 4, True, dtype)),
+                                 4))
+                    runs.append((f"lkr nets forward+vjp {tag}",
+                                 _lkr_threads(nt, _lkr_runner(net, X, y, steps, 1, False, dtype)),
+                                 1))
+                errs = {}
+                if torch is not None:
+                    variants = ["autograd"] if case.startswith("FC") else ["conv2d", "patches"]
+                    for variant in variants:
+                        name = ("torch autograd" if variant in ("autograd", "conv2d")
+                                else "torch patches")
+                        name += (" (conv2d)" if variant == "conv2d" else "") + f" {tag}"
+                        go, g = _torch_runner(torch, net, X, y, steps, variant, dtype)
+                        errs[name] = max(float(np.abs(g[k] - ours[k]).max()
+                                               / np.abs(ours[k]).max()) for k in g)
+                        runs.append((name, _with_threads(torch, nt, go), 1))
+                timed = _alternating(runs, repeats, budget)
+                rates = {name: steps * chains / med
+                         for (name, _, chains), (med, _, _) in zip(runs, timed)}
+                for name, rate in rates.items():
+                    _log(f"{case}: {name}: {rate:.1f} steps/s")
+                torch_rates = {k: r for k, r in rates.items() if k.startswith("torch")}
+                best = max(torch_rates.items(), key=lambda kv: kv[1]) if torch_rates else None
+                for (name, _, chains), (med, iqr, n) in zip(runs, timed):
+                    extra = dict(rate=rates[name], steps=steps, chains=chains, threads=nt,
+                                 dtype=dname,
+                                 rate_unit="chain-steps/s" if chains > 1 else "steps/s")
+                    if name in errs:
+                        extra["max_rel_err"] = errs[name]
+                    if best is not None and not name.startswith("torch"):
+                        extra["ratio"] = rates[name] / best[1]
+                        extra["vs"] = best[0]
+                    rows.append(record(SUITE, case, name, med / steps, iqr / steps, n, **extra))
     return rows

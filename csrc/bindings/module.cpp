@@ -8,6 +8,7 @@
 namespace lkr::bind {
 void register_kernels(pybind11::module_& m);
 void register_nets(pybind11::module_& m);
+void register_readout(pybind11::module_& m);
 void register_kernels_multi(pybind11::module_& m);
 void register_deep(pybind11::module_& m);
 }  // namespace lkr::bind
@@ -29,6 +30,7 @@ PYBIND11_MODULE(_core, m) {
 #endif
   lkr::bind::register_kernels(m);
   lkr::bind::register_nets(m);
+  lkr::bind::register_readout(m);
   lkr::bind::register_kernels_multi(m);
   lkr::bind::register_deep(m);
 }

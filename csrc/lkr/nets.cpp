@@ -6,6 +6,7 @@
 
 #include "dispatch.hpp"
 #include "fast_math.hpp"
+#include "sigma.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -33,25 +34,6 @@ int threads(int n, int64_t work) {
   (void)n, (void)work;
   return 1;
 #endif
-}
-
-template <Activation A, bool Fast, class T>
-LKR_INLINE T sig(T h) {
-  if constexpr (A == Activation::linear) return h;
-  else if constexpr (A == Activation::erf) {
-    if constexpr (Fast) return fastmath::erf(h);
-    else return std::erf(h);
-  } else return h > T(0) ? h : T(0);
-}
-
-template <Activation A, bool Fast, class T>
-LKR_INLINE T dsig(T h) {
-  constexpr T two_over_sqrt_pi = T(1.1283791670955125738961589031215452);
-  if constexpr (A == Activation::linear) return T(1);
-  else if constexpr (A == Activation::erf) {
-    if constexpr (Fast) return two_over_sqrt_pi * fastmath::exp_neg(h * h);
-    else return two_over_sqrt_pi * std::exp(-h * h);
-  } else return h > T(0) ? T(1) : T(0);
 }
 
 // Filters transposed to (Np' , M, Nc) (Np' = Np for LCN, 1 for CNN) and readouts to

@@ -105,6 +105,17 @@ def activation_pair(H: _Array, *, activation: str, derivative: bool,
                     nthreads: int) -> _Array | tuple[_Array, _Array]:
     """sigma(H), or (sigma(H), sigma'(H)) with derivative=True, elementwise, any shape."""
 
+# -- the training objectives' elementwise passes (csrc/bindings/readout.cpp; lkr.nets fc/patch)
+# In place on caller-owned writeable C-contiguous buffers of one dtype: H, S, D (C, P, K),
+# u, g (C, K), f, rc (C, P). Every sum is done in a fixed order: the same bits at any nthreads.
+
+def readout_forward(H: _Array, u: _Array, S: _Array, f: _Array, *, scale: float,
+                    activation: str, nthreads: int) -> None:
+    """S = sigma(H); H <- sigma'(H) u; f[c, p] = scale sum_k u[c, k] S[c, p, k]."""
+
+def readout_backward(D: _Array, S: _Array, rc: _Array, g: _Array, *, nthreads: int) -> None:
+    """g[c, k] = sum_p rc[c, p] S[c, p, k]; D[c, p, k] *= rc[c, p]."""
+
 def set_fast_math(enabled: bool) -> bool:
     """Use the AVX2/FMA patch kernels with vectorised erf/exp (when the CPU has them) or the
     baseline ones with libm; returns the previous setting (for tests). It caps the

@@ -489,6 +489,20 @@ class Engine(MultiOutputCalls, DeepEngineMixin):
         S = H.copy() if act == "linear" else sigma(act, H)
         return (S, sigma_prime(act, H)) if derivative else S
 
+    def readout_forward(self, H, u, S, f, *, scale, activation, nthreads=0):
+        """In place: S = sigma(H), H <- sigma'(H) u, f = scale sum_k u S (readout.hpp)."""
+        from .nets._activations import sigma, sigma_prime
+
+        act = self._activation(activation)
+        S[...] = H if act == "linear" else sigma(act, H)
+        H[...] = sigma_prime(act, H) * u[:, None, :]
+        f[...] = scale * (S * u[:, None, :]).sum(axis=2)
+
+    def readout_backward(self, D, S, rc, g, *, nthreads=0):
+        """In place: g[c, k] = sum_p rc[c, p] S[c, p, k]; D *= rc[..., None]."""
+        g[...] = (rc[:, :, None] * S).sum(axis=1)
+        D *= rc[:, :, None]
+
 
 _engine: Optional[Engine] = None
 
@@ -573,3 +587,13 @@ local_kernel_adjoint_multi = _multi["local_kernel_adjoint_multi"]
 stored_matmul = _multi["stored_matmul"]
 pack_compressed = _multi["pack_compressed"]
 stored_sym = _multi["stored_sym"]
+
+
+def readout_forward(H, u, S, f, *, scale, activation, nthreads=0):
+    """The training objectives' forward pass, in place (as ``lkr._core.readout_forward``)."""
+    _default_engine().readout_forward(H, u, S, f, scale=scale, activation=activation)
+
+
+def readout_backward(D, S, rc, g, *, nthreads=0):
+    """The readout gradient and D *= rc, in place (as ``lkr._core.readout_backward``)."""
+    _default_engine().readout_backward(D, S, rc, g)

@@ -306,6 +306,34 @@ class FusedPrepared(Prepared):
     def forward_test(self, params):
         return self._forward(params, self.inputs[1])
 
+    # -- the training step: two BLAS products around two compiled elementwise passes ------
+    def _work(self, C, n, K, dtype):
+        """The step's (C, n, K) work buffers H and S, kept between steps (a run calls with
+        the same shapes every step, so a step allocates no (P, K) arrays). Not thread-safe:
+        one prepared objective per thread of work."""
+        key = (C, n, K, np.dtype(dtype))
+        if getattr(self, "_work_key", None) != key:
+            xp = self.xp
+            self._work_bufs = (xp.empty((C, n, K), dtype=dtype), xp.empty((C, n, K), dtype=dtype))
+            self._work_key = key
+        return self._work_bufs
+
+    def _readout_step(self, H, S, u, y, scale):
+        """From pre-activations H (C, n, K) (overwritten: D = sigma'(H) u rc on return) and
+        the readout u (C, K): f (C, n), the readout gradient g (C, K) = S^T rc and D, with
+        rc = scale (f - y), for the loss (1/2) sum (y - f)^2 and f = scale sum_k u S."""
+        xp = self.xp
+        eng = backend.implementation(xp)
+        nt = backend.get_num_threads()
+        C, n, K = H.shape
+        f = xp.empty((C, n), dtype=H.dtype)
+        eng.readout_forward(H, u, S, f, scale=scale, activation=self.act, nthreads=nt)
+        rc = f - y
+        rc *= scale
+        g = xp.empty((C, K), dtype=H.dtype)
+        eng.readout_backward(H, S, rc, g, nthreads=nt)
+        return f, g
+
 
 def init_params(net, seed=None, chains: Optional[int] = None) -> dict:
     """Fresh prior draws for ``net`` (see :meth:`Net.init_params`)."""

@@ -14,7 +14,7 @@ from .. import backend
 from .._validate import count as _count
 from .._validate import positive as _positive
 from ..activations import check_activation
-from ._activations import sigma_pair, sigma_pair_inplace
+from ._activations import sigma_pair
 from ._base import FusedPrepared, Net
 
 __all__ = ["DeepFCNet", "FCNet"]
@@ -242,18 +242,19 @@ class _FCPrepared(FusedPrepared):
         return (v[:, None, :] @ S)[:, 0, :] * self.c1
 
     def value_and_grad(self, params, y, rows=None):
+        # H (C, n, N1) = Z @ W^T: one row of hidden units per sample; the readout and its
+        # gradient come from the compiled passes, the filter gradient from the GEMM D^T Z.
+        xp = self.xp
         W, v = params["W"], params["v"]
         Z = self.Z if rows is None else self.Z[rows]
         C, N1, N0 = W.shape
-        S, D = sigma_pair_inplace(self.act, self._pre(W, Z))
-        f = self._f(S, v)
-        r = f - y
-        gv = (S @ r[:, :, None])[:, :, 0] * self.c1
-        D *= v[:, :, None]
-        D *= (r * self.c1)[:, None, :]
-        gW = (D.reshape(C * N1, -1) @ Z).reshape(C, N1, N0)
+        dt = np.result_type(Z.dtype, W.dtype)
+        H, S = self._work(C, Z.shape[0], N1, dt)
+        xp.matmul(Z, W.transpose(0, 2, 1), out=H)
+        u = xp.ascontiguousarray(v, dtype=dt)
+        f, gv = self._readout_step(H, S, u, xp.asarray(y, dtype=dt), self.c1)
+        gW = xp.matmul(H.transpose(0, 2, 1), Z)                                # (C, N1, N0)
         return f, {"W": gW, "v": gv}
-
 
     def gemm_flops(self, chains):
         return 2.0 * chains * self.net.N1 * self.net.N0 * self.Z.shape[0]

@@ -166,17 +166,22 @@ class _CNNPrepared(FusedPrepared):
         return 2.0 * chains * self.net.channels * self.M * self.Np * self.Z.shape[0]
 
     def value_and_grad(self, params, y, rows=None):
+        # H (C, n Np, Nc) = Z (n Np, M) @ W^T: one row of K = Np Nc pre-activations per sample
+        # (patch-major), so that the readout and its gradient are row and column sums of the
+        # compiled passes and the filter gradient is the GEMM D^T Z.
+        xp = self.xp
         W, v = params["W"], params["v"]
         Z = self.Z if rows is None else self.Z[rows]
         C, Nc, M = W.shape
-        n = Z.shape[0]
-        S, D = sigma_pair_inplace(self.act, self._pre(W, Z))
-        f = self._f(S, v)
-        rc = (f - y) * self.c1
-        gv = (rc[:, None, None, :] @ S)[:, :, 0, :]                    # (C, Nc, Np)
-        D *= v[:, :, None, :]
-        D *= rc[:, None, :, None]
-        gW = (D.reshape(C * Nc, n * self.Np) @ Z.reshape(n * self.Np, M)).reshape(C, Nc, M)
+        n, Np = Z.shape[0], self.Np
+        dt = np.result_type(Z.dtype, W.dtype)
+        Z2 = Z.reshape(n * Np, M)
+        H, S = self._work(C, n, Np * Nc, dt)
+        xp.matmul(Z2, W.transpose(0, 2, 1), out=H.reshape(C, n * Np, Nc))
+        u = xp.ascontiguousarray(v.transpose(0, 2, 1), dtype=dt).reshape(C, Np * Nc)
+        f, g = self._readout_step(H, S, u, xp.asarray(y, dtype=dt), self.c1)
+        gv = xp.ascontiguousarray(g.reshape(C, Np, Nc).transpose(0, 2, 1))
+        gW = xp.matmul(H.reshape(C, n * Np, Nc).transpose(0, 2, 1), Z2)        # (C, Nc, M)
         return f, {"W": gW, "v": gv}
 
 

@@ -104,6 +104,17 @@ def small_gemm(obj, chains):
     return flops is not None and flops < _SMALL_GEMM
 
 
+def blas_count(obj, chains):
+    """OpenBLAS threads for a training run, chosen from the size of its products: one for
+    small ones (:func:`small_gemm`), else lkr's thread count (``lkr.set_num_threads``, so
+    that one setting governs the compiled passes and the BLAS products alike); None leaves
+    BLAS as it is (lkr at 0 = all cores, or an objective whose products are unknown)."""
+    if small_gemm(obj, chains):
+        return 1
+    n = backend.get_num_threads()
+    return n if n > 0 and obj.fused else None
+
+
 def params_dtype(params, X):
     dts = [np.dtype(a.dtype) for a in params.values()] + [np.dtype(X.dtype)]
     return np.dtype(np.float32) if all(d == np.float32 for d in dts) else np.dtype(np.float64)

@@ -149,7 +149,8 @@ def gradient_descent(net, X, y, lr, steps, weight_decay=0.0, batch_size=None, se
             trace["test_error"].append(float(((ft - ytv) ** 2).mean()))
 
     t0 = time.perf_counter()
-    with blas_threads(1, enabled=_c.small_gemm(obj, 1)):
+    nblas = _c.blas_count(obj, 1)
+    with blas_threads(nblas or 1, enabled=nblas is not None):
         _gd_loop(obj, params, yv, steps, batch_size, P, rng, lr, wd, record_every, _record, xp)
     final = {k: a[0] for k, a in params.items()}
     f_end = obj.forward_train(params)

@@ -24,6 +24,7 @@ from ._common import (
     PARALLEL_MIN,
     SamplingWarning,
     StopFlag,
+    blas_count,
     chained,
     check_net,
     inputs,
@@ -34,7 +35,6 @@ from ._common import (
     precisions,
     prior_draws,
     run_parts,
-    small_gemm,
     split,
 )
 
@@ -392,7 +392,8 @@ def langevin(net, X, y, temperature, lr=1e-3, steps=10000, burn_in=None, thin=1,
     interrupted = stopped = False
     done = 0  # steps whose update has completed
     t0 = time.perf_counter()
-    with StopFlag() as stop, blas_threads(1, enabled=small_gemm(obj, chains)), \
+    nblas = blas_count(obj, chains)
+    with StopFlag() as stop, blas_threads(nblas or 1, enabled=nblas is not None), \
             progress_bar(total, "langevin", progress, delay=1.0) as bar:
         try:
             for t in range(total):
