@@ -400,6 +400,38 @@ def _fc_beyond_rows(quick):
     return rows
 
 
+def _deep_cnn_rows(quick):
+    """Issue 12: DeepCNNTheory fit (kernel + solve), L = 2, P = 500 (goal: < 10 s on 2 cores)
+    on 8 x 8 inputs (3 x 3 stride 1 "same", then 2 x 2 stride 2 "same": d = 16), against the
+    one-layer CNNTheory of the same final grid (4 x 4 stride 2 "same"). Alternating."""
+    import lkr
+    from lkr.theory import CNNTheory, DeepCNNTheory
+
+    P = 100 if quick else 500
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((P, 8, 8))
+    y = np.tanh(3 * X[:, 2:6, 2:6].mean((1, 2))) + 0.1 * rng.standard_normal(P)
+    dg = lkr.DeepGeometry((8, 8), filter_sizes=[3, 2], strides=[1, 2], padding="same")
+    g1 = lkr.PatchGeometry((8, 8), 4, 2, boundary="same")
+    case = f"deep cnn fit L=2 P={P} 8x8 [3x3/1, 2x2/2] same d=16 erf T=0.01 N=100"
+    times = {"deep": [], "one": []}
+    info = {}
+    for _ in range(2):  # alternate
+        for key in ("deep", "one"):
+            th = (DeepCNNTheory(dg, 100, 0.01) if key == "deep"
+                  else CNNTheory(g1, 100, 0.01))
+            t0 = time.perf_counter()
+            sol = th.fit(X, y)
+            times[key].append(time.perf_counter() - t0)
+            info[key] = dict(evaluations=sol.evaluations, converged=sol.converged)
+    deep, one = min(times["deep"]), min(times["one"])
+    return [record(SUITE, case, "lkr CNNTheory.fit (one layer, same final grid)", one, 0.0, 2,
+                   **info["one"]),
+            record(SUITE, case, "lkr DeepCNNTheory.fit (kernel + solve)", deep, 0.0, 2,
+                   ratio=deep / one, vs="lkr CNNTheory.fit (one layer, same final grid)",
+                   note="goal: < 10 s at P = 500 on 2 cores", **info["deep"])]
+
+
 def run(quick: bool = False):
     return (_cnn_rows(quick) + _fc_rows(quick) + _fc_beyond_rows(quick) + _eigh_route_rows(quick)
-            + _cnn_scale_rows(quick) + _cnn_multi_rows(quick))
+            + _cnn_scale_rows(quick) + _cnn_multi_rows(quick) + _deep_cnn_rows(quick))

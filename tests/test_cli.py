@@ -179,6 +179,11 @@ BAD = [
     (["--burn-in", "500", "--langevin-steps", "100"], "must be smaller than"),
     (["--scheduler", "tcp://127.0.0.1:1", "--workers", "2"], "not both"),
     (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--filter", "3x3,2x2"], "one entry per layer needs --depth"),
+    (["--depth", "2", "--filter", "3,2,2"], "--filter has 3 entries for --depth 2"),
+    (["--padding", "same"], "it needs --depth"),
+    (["--depth", "2", "--padding", "zeros"], "padding must be one of"),
+    (["--depth", "2", "--filter", "4", "--widths", "2"], "needs widths >= its d"),
 ]
 
 
@@ -259,3 +264,19 @@ def test_langevin_columns(tmp_path):
         assert row["error_se"] >= 0 and np.isfinite(row["error"])
     assert res["settings"]["langevin"] == {"chains": 2, "steps": 200, "burn_in": 100, "lr": 1e-3}
     assert "+-" in proc.stdout
+
+
+def test_fc_vs_cnn_depth_adds_the_deep_cnn_rows(tmp_path):
+    proc = lkr("fc-vs-cnn", "--P", "16", "--P-test", "8", "--widths", "4,16", "--input-shape",
+               "12", "--filter", "3,2", "--stride", "1,2", "--padding", "same,valid",
+               "--depth", "2", "-T", "0.1", "--quiet", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "DCNN (deep CNN, 2 layers [3/1 same, 2/2 valid]" in proc.stdout
+    with open(tmp_path / "results.json") as fh:
+        res = json.load(fh)
+    s = res["settings"]
+    assert s["architectures"][-1] == "deepcnn" and s["deep_num_patches"] == 6
+    rows = res["finite_width"]["deepcnn"]
+    assert [r["width"] for r in rows] == [16]  # N = 4 < d = 6 is skipped
+    assert res["infinite_width"]["deepcnn"]["error"] > 0
+    assert "deepcnn" in res["summary"]

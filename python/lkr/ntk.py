@@ -173,6 +173,18 @@ def _patch_jacobian(net, Z, p):
 
 
 # -- public --------------------------------------------------------------------------------
+def _jacobian_ntk(net, Z, ZY, p, max_bytes):
+    """J(X) J(Y)^T from the per-sample Jacobians of a net without closed-form features
+    (:class:`~lkr.nets.DeepCNNNet`), in blocks of samples within ``max_bytes``."""
+    xp = backend.array_module(Z)
+    rows = max(1, int(max_bytes) // max(1, 2 * net.num_params * Z.dtype.itemsize))
+    JY = None if ZY is None else [net.per_sample_jacobian(ZY[b:b + rows], p)
+                                  for b in range(0, ZY.shape[0], rows)]
+    JX = [net.per_sample_jacobian(Z[b:b + rows], p) for b in range(0, Z.shape[0], rows)]
+    JY = JX if JY is None else JY
+    return xp.concatenate([xp.concatenate([a @ b.T for b in JY], axis=1) for a in JX], axis=0)
+
+
 def empirical_ntk(net, X, Y=None, *, max_bytes: Optional[int] = None):
     r"""Empirical NTK Theta(X, Y) = J(X) J(Y)^T of one of lkr's nets, from closed forms.
 
@@ -181,7 +193,7 @@ def empirical_ntk(net, X, Y=None, *, max_bytes: Optional[int] = None):
 
     Parameters
     ----------
-    net : FCNet, DeepFCNet, CNNNet, LCNNet or LinearizedNet
+    net : FCNet, DeepFCNet, CNNNet, LCNNet, DeepCNNNet or LinearizedNet
         At its current parameters (a LinearizedNet's NTK is its base net's at w0, for any u).
     X : array, (P, ...)
         Inputs in any shape the net accepts.
@@ -211,6 +223,8 @@ def empirical_ntk(net, X, Y=None, *, max_bytes: Optional[int] = None):
         theta = _fc_ntk(net, Z, ZY, p)
     elif isinstance(net, PatchNet):
         theta = _patch_ntk(net, Z, ZY, p, budget)
+    elif hasattr(net, "per_sample_jacobian"):
+        theta = _jacobian_ntk(net, Z, ZY, p, budget)
     else:  # pragma: no cover - every Net subclass is handled above
         raise TypeError(f"no closed-form NTK for {type(net).__name__}")
     if ZY is None:
@@ -228,6 +242,8 @@ def jacobian(net, X):
     Z, _, p, _ = _inputs(net, X, None)
     if isinstance(net, DeepFCNet):
         return _fc_jacobian(net, Z, p)
+    if hasattr(net, "per_sample_jacobian"):
+        return net.per_sample_jacobian(Z, p)
     return _patch_jacobian(net, Z, p)
 
 

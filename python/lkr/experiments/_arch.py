@@ -1,4 +1,5 @@
-"""One home for the architecture names of the experiments: ``"fc"``, ``"cnn"``, ``"lcn"``.
+"""One home for the architecture names of the experiments: ``"fc"``, ``"cnn"``, ``"lcn"`` and
+``"deepcnn"`` (L convolutional layers on a :class:`~lkr.DeepGeometry`; ``lkr fc-vs-cnn --depth``).
 
 :func:`make_net` builds the one-hidden-layer network, :func:`make_theory` its finite-width
 theory, :func:`sampled_test_error` samples the network's posterior and returns its test
@@ -16,12 +17,20 @@ __all__ = ["ARCHITECTURES", "NAMES", "make_net", "make_theory", "sampled_test_er
 #: architectures that :func:`make_net`, :func:`make_theory` and :func:`sampled_test_error` build
 ARCHITECTURES = ("fc", "cnn", "lcn")
 
+#: every architecture the helpers build ("deepcnn" only with a DeepGeometry)
+ALL_ARCHITECTURES = ARCHITECTURES + ("deepcnn",)
+
 #: display names
-NAMES = {"fc": "FC", "cnn": "CNN", "lcn": "LCN"}
+NAMES = {"fc": "FC", "cnn": "CNN", "lcn": "LCN", "deepcnn": "DCNN"}
 
 
 def check_arch(arch):
-    return _choice(arch, "arch", ARCHITECTURES)
+    return _choice(arch, "arch", ALL_ARCHITECTURES)
+
+
+def _deep_lambdas(geometry, lambda0, lambda1):
+    """(lambda0, 1, ..., 1, lambda1): the experiments' two precisions, hidden layers 1."""
+    return (lambda0,) + (1.0,) * (geometry.depth - 1) + (lambda1,)
 
 
 def _flat(X, name):
@@ -50,6 +59,9 @@ def make_net(arch, width, X=None, X_test=None, *, geometry=None, activation="erf
         return nets.FCNet(X.shape[1], width, **common), X, X_test
     if geometry is None:
         raise ValueError(f"arch {arch!r} needs a geometry (a PatchGeometry)")
+    if arch == "deepcnn":
+        return nets.DeepCNNNet(geometry, width, activation=activation, seed=seed,
+                               lambdas=_deep_lambdas(geometry, lambda0, lambda1)), X, X_test
     cls = nets.CNNNet if arch == "cnn" else nets.LCNNet
     return cls(geometry=geometry, channels=width, **common), X, X_test
 
@@ -60,6 +72,11 @@ def make_theory(arch, width, *, geometry=None, **common):
     from .. import theory as th
 
     check_arch(arch)
+    if arch == "deepcnn":
+        lams = _deep_lambdas(geometry, common.pop("lambda0", 1.0), common.pop("lambda1", 1.0))
+        if width is None:
+            return th.GPTheory(kernel="cnn", geometry=geometry, lambdas=lams, **common)
+        return th.DeepCNNTheory(geometry=geometry, width=width, lambdas=lams, **common)
     if width is None:
         if arch == "fc":
             return th.GPTheory(kernel="fc", **common)
@@ -77,7 +94,7 @@ def sampled_test_error(arch, *, width, geometry=None, X, y, X_test, y_test, temp
 
     Parameters
     ----------
-    arch : {"fc", "cnn", "lcn"}
+    arch : {"fc", "cnn", "lcn", "deepcnn"}
     width : int
         N1 for FC, the channels Nc for CNN/LCN.
     geometry : PatchGeometry

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import platform
 import sys
 import time
 from typing import Callable, NamedTuple, Optional, Sequence
@@ -41,8 +40,10 @@ from .._io import check_writable_dir, describe
 from .._json import jsonable
 from .._progress import PhaseBar, progress_bar
 from .._validate import integer as _integer
+from . import _deep
 from ._arch import ARCHITECTURES, make_theory, sampled_test_error
 from ._arch import NAMES as _NAMES
+from ._rows import _q_summary, _row, _summary, _versions  # noqa: F401 (_q_summary: tests)
 from .argtypes import nonneg_float, nonneg_int, positive_float, positive_int, shape, task_spec, widths
 from .report import format_table, plot_results, save_results, stderr_note, write_outputs
 
@@ -76,49 +77,6 @@ def Progress(total: int, stream=None, enabled: bool = True):
 
 
 # -- helpers ----------------------------------------------------------------------------------
-def _to_numpy(a):
-    from ..backend import to_numpy
-
-    return to_numpy(a)
-
-
-def _q_summary(arch: str, Q) -> dict:
-    """A few numbers that describe the order parameter Qbar (the full matrix is kept too)."""
-    if arch == "fc":
-        return {"Qbar": float(np.asarray(_to_numpy(Q)).reshape(()))}
-    Q = np.asarray(_to_numpy(Q), dtype=np.float64)
-    if Q.ndim == 1:  # an LCN solver may return only the diagonal
-        Q = np.diag(Q)
-    d = np.diag(Q)
-    out = {"diag_mean": float(d.mean()), "diag_min": float(d.min()), "diag_max": float(d.max())}
-    if arch == "cnn":
-        n = Q.shape[0]
-        off = Q[~np.eye(n, dtype=bool)]
-        ev = np.linalg.eigvalsh((Q + Q.T) / 2)
-        out.update(offdiag_mean=float(off.mean()) if off.size else 0.0,
-                   offdiag_absmax=float(np.abs(off).max()) if off.size else 0.0,
-                   eig_min=float(ev[0]), eig_max=float(ev[-1]))
-    return out
-
-
-def _versions() -> dict:
-    import scipy
-
-    from .._version import __version__
-
-    return {"lkr": __version__, "numpy": np.__version__, "scipy": scipy.__version__,
-            "python": platform.python_version(), "platform": platform.platform()}
-
-
-def _row(arch, width, P, ev, sol) -> dict:
-    """The one row format of a finite-width fit (the serial and the executor paths)."""
-    return {"width": int(width), "alpha": P / width,
-            "error": float(ev["error"]), "bias2": float(ev["bias2"]),
-            "variance": float(ev["variance"]), "Q_summary": _q_summary(arch, sol.Q),
-            "converged": bool(getattr(sol, "converged", True)),
-            "solution": jsonable(sol.to_dict())}
-
-
 def _per_axis(value, ndim):
     """A filter or stride per axis: one number serves every axis (a square filter in 2D)."""
     if value is None:
@@ -137,13 +95,19 @@ class Prepared(NamedTuple):
     seconds: float
     spec: str
     seed: int
+    deep_geometry: object = None
 
 
 def prepare(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"],
             P_test: int = DEFAULTS["P_test"], widths=None, input_shape=None,
             filter_size=DEFAULTS["filter_size"], stride=None, boundary=DEFAULTS["boundary"],
-            seed: int = DEFAULTS["seed"], task_options: Optional[dict] = None) -> Prepared:
+            seed: int = DEFAULTS["seed"], task_options: Optional[dict] = None,
+            depth: Optional[int] = None, padding="valid") -> Prepared:
     """Load the task and build the patch geometry (arguments as in :func:`run`).
+
+    With ``depth`` L, ``filter_size`` and ``stride`` are lists of L per-layer entries and
+    ``padding`` one or L paddings: the deep CNN's :class:`~lkr.DeepGeometry`; the one-layer
+    geometry (and the teacher's) takes the first layer's filter and stride.
 
     Every user error (unknown task, missing or corrupt files, a geometry that does not fit
     the input, bad widths) surfaces here as a ``ValueError``/``TypeError``, before any
@@ -162,6 +126,10 @@ def prepare(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"],
         raise ValueError("widths must not be empty")
     widths = sorted({int(w) for w in widths})
     task_options = dict(task_options or {})
+    deep_filters, deep_strides = filter_size, stride
+    if depth is not None:
+        depth = _integer(depth, "depth", 1)
+        filter_size, stride = _deep.first_layer(filter_size), _deep.first_layer(stride)
     is_synthetic = task.partition(":")[0] not in ("mnist", "cifar10", "digits")
     if input_shape is None and is_synthetic:
         input_shape = DEFAULTS["input_shape"]
@@ -176,8 +144,14 @@ def prepare(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"],
     geometry = PatchGeometry(shape, _per_axis(filter_size, len(shape)),
                              _per_axis(stride, len(shape)), channels=info["channels"],
                              boundary=boundary, layout=info["layout"])
+    dg = None
+    if depth is not None:
+        dg = _deep.deep_geometry(info, depth, deep_filters, deep_strides, padding)
+        if not _deep.deep_widths(widths, dg):
+            raise ValueError(f"the deep CNN needs widths >= its d = {dg.num_patches} final "
+                             f"patches; got widths {widths}")
     return Prepared(loaded, geometry, widths, task_options, time.perf_counter() - t0, task,
-                    int(seed))
+                    int(seed), dg)
 
 
 # -- the experiment, phase by phase ---------------------------------------------------------------
@@ -189,7 +163,8 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
         task_options: Optional[dict] = None, architectures: Sequence[str] = ARCHITECTURES,
         executor=None, langevin: Optional[dict] = None,
         progress: Optional[Callable] = None,
-        prepared: Optional[Prepared] = None) -> dict:
+        prepared: Optional[Prepared] = None, depth: Optional[int] = None,
+        padding="valid") -> dict:
     """Run the FC-versus-CNN experiment and return every number and setting.
 
     Parameters
@@ -229,6 +204,8 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
         The output of :func:`prepare`; then the task arguments above (task, P, P_test,
         widths, input_shape, filter_size, stride, boundary, seed, task_options) are taken
         from it.
+    depth, padding : optional
+        Add the deep CNN of ``depth`` layers (``"deepcnn"``; :mod:`lkr.experiments._deep`).
 
     Returns
     -------
@@ -254,15 +231,20 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
     if prepared is None:
         prepared = prepare(task, P=P, P_test=P_test, widths=widths, input_shape=input_shape,
                            filter_size=filter_size, stride=stride, boundary=boundary, seed=seed,
-                           task_options=task_options)
+                           task_options=task_options, depth=depth, padding=padding)
     X, y, X_test, y_test, info = prepared.task
     geometry, widths = prepared.geometry, prepared.widths
+    dg = prepared.deep_geometry
+    if dg is not None and "deepcnn" not in architectures:
+        architectures = tuple(architectures) + ("deepcnn",)
+    geoms = {a: (dg if a == "deepcnn" else geometry) for a in architectures}
     task, seed = prepared.spec, prepared.seed  # what the data were made with
     P, P_test = len(y), len(y_test)
     common = dict(temperature=temperature, activation=activation, lambda0=lambda0,
                   lambda1=lambda1)
     data = (X, y, X_test, y_test)
-    n_points = len(widths) * len(architectures)
+    n_rows = {a: len(_widths(a, widths, geoms)) for a in architectures}
+    n_points = sum(n_rows.values())
     bar = PhaseBar(progress, 3 + n_points + (n_points if langevin else 0))
 
     settings = dict(task=task, P=int(P), P_test=int(P_test), widths=widths,
@@ -271,6 +253,8 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
                     geometry=geometry.to_dict(), num_patches=geometry.num_patches,
                     patch_size=geometry.patch_size, input_size=geometry.input_size,
                     architectures=list(architectures), task_options=prepared.task_options,
+                    deep_geometry=None if dg is None else dg.to_dict(),
+                    deep_num_patches=None if dg is None else dg.num_patches,
                     mode=("serial, warm-started along the widths (Theory.fit_path)"
                           if executor is None else "independent fits on an executor"),
                     langevin=langevin or None)
@@ -287,25 +271,25 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
         return jsonable(dict(experiment="fc-vs-cnn", settings=settings, task=info,
                              versions=_versions(), infinite_width=infinite,
                              finite_width=finite, langevin=sampled,
-                             summary=_summary(architectures, infinite, finite, len(widths)),
+                             summary=_summary(architectures, infinite, finite, n_rows),
                              timing=timing, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                              **extra))
 
     try:
         t0 = time.perf_counter()
-        _infinite_width(infinite, data, geometry, common, bar)
+        _infinite_width(infinite, data, geometry, common, bar, dg)
         timing["infinite_width_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         if executor is None:
-            _finite_width_serial(finite, architectures, widths, data, geometry, common, bar)
+            _finite_width_serial(finite, architectures, widths, data, geoms, common, bar)
         else:
-            _finite_width_executor(finite, architectures, widths, data, geometry, common, bar,
+            _finite_width_executor(finite, architectures, widths, data, geoms, common, bar,
                                    executor)
         timing["finite_width_s"] = time.perf_counter() - t0
         if langevin:
             t0 = time.perf_counter()
             try:
-                _sampled(sampled, architectures, widths, data, geometry, common, langevin,
+                _sampled(sampled, architectures, widths, data, geoms, common, langevin,
                          seed, bar)
             except FloatingPointError as exc:
                 msg = str(exc).splitlines()[0]
@@ -330,7 +314,7 @@ class LangevinFailed(FloatingPointError):
         self.results = results
 
 
-def _infinite_width(infinite, data, geometry, common, bar) -> None:
+def _infinite_width(infinite, data, geometry, common, bar, dg=None) -> None:
     """The Gaussian processes with Q = I (and the pooled one, for context), into infinite."""
     from ..theory import GPTheory
 
@@ -349,16 +333,23 @@ def _infinite_width(infinite, data, geometry, common, bar) -> None:
     infinite["lcn"] = dict(infinite["cnn"], description="same as the CNN's: with Qbar = I the "
                            "LCN and CNN kernels coincide (only the diagonal K_ii enters)",
                            same_as="cnn")
+    if dg is not None:
+        infinite["deepcnn"] = _deep.gp_row(data, dg, common)
 
 
-def _finite_width_serial(finite, architectures, widths, data, geometry, common, bar) -> None:
+def _widths(arch, widths, geoms):
+    """The widths of ``arch``: all, but the deep CNN's at least its d final patches."""
+    return _deep.deep_widths(widths, geoms[arch]) if arch == "deepcnn" else widths
+
+
+def _finite_width_serial(finite, architectures, widths, data, geoms, common, bar) -> None:
     """Each architecture's theory along the widths, widest first: the solution at large N is
     close to Qbar = I, a good start for the next narrower width. Rows go into finite[arch]
     as they are finished."""
     X, y, X_test, y_test = data
     for arch in architectures:
-        order = sorted(widths, reverse=True)
-        base = make_theory(arch, order[0], geometry=geometry, **common)
+        order = sorted(_widths(arch, widths, geoms), reverse=True)
+        base = make_theory(arch, order[0], geometry=geoms[arch], **common)
         bar.status(f"{_NAMES[arch]}: solving at {len(order)} widths (warm-started) ...")
         for w, th in zip(order, base.fit_path(X, y, order)):
             finite[arch].append(_row(arch, w, len(y), th.evaluate(X_test, y_test), th.solution))
@@ -374,14 +365,14 @@ def _fit_row(arch, width, data, geometry, common) -> dict:
     return _row(arch, width, len(y), th.evaluate(X_test, y_test), th.solution)
 
 
-def _finite_width_executor(finite, architectures, widths, data, geometry, common, bar,
+def _finite_width_executor(finite, architectures, widths, data, geoms, common, bar,
                            executor) -> None:
     """Every (architecture, width) fitted independently, all submitted at once so that the
     executor runs them side by side."""
     bar.status(f"solving {len(widths) * len(architectures)} (architecture, width) points on "
                "the executor ...")
-    futures = {(a, w): executor.submit(_fit_row, a, w, data, geometry, common)
-               for a in architectures for w in widths}
+    futures = {(a, w): executor.submit(_fit_row, a, w, data, geoms[a], common)
+               for a in architectures for w in _widths(a, widths, geoms)}
     try:
         for (arch, w), fut in futures.items():
             finite[arch].append(fut.result())
@@ -392,7 +383,7 @@ def _finite_width_executor(finite, architectures, widths, data, geometry, common
         raise
 
 
-def _sampled(sampled, architectures, widths, data, geometry, common, langevin, seed,
+def _sampled(sampled, architectures, widths, data, geoms, common, langevin, seed,
              bar) -> None:
     """Langevin sampling of the networks themselves at every width, rows into sampled[arch].
 
@@ -401,33 +392,14 @@ def _sampled(sampled, architectures, widths, data, geometry, common, langevin, s
     """
     X, y, X_test, y_test = data
     for arch in architectures:
-        for w in widths:
+        for w in _widths(arch, widths, geoms):
             bar.status(f"Langevin {_NAMES[arch]} N={w} ...")
-            r = sampled_test_error(arch, width=w, geometry=geometry, X=X, y=y, X_test=X_test,
+            r = sampled_test_error(arch, width=w, geometry=geoms[arch], X=X, y=y, X_test=X_test,
                                    y_test=y_test, seed=seed, **common, **langevin)
             if r["interrupted"] or _interrupt.requested():
                 raise KeyboardInterrupt
             sampled[arch].append(dict(jsonable(r), width=w))
             bar.tick(f"Langevin {_NAMES[arch]} N={w}")
-
-
-def _summary(architectures, infinite, finite, n_widths) -> dict:
-    """Per architecture whose infinite-width limit and every width are finished."""
-    summary = {}
-    for arch in architectures:
-        rows = finite.get(arch) or []
-        if arch not in infinite or len(rows) < n_widths:
-            continue
-        inf = infinite[arch]["error"]
-        best = min(rows, key=lambda r: r["error"])
-        narrow = rows[0]
-        summary[arch] = {
-            "infinite_error": inf, "best_width": best["width"], "best_error": best["error"],
-            "narrowest_width": narrow["width"], "narrowest_error": narrow["error"],
-            "beats_infinite_at": [r["width"] for r in rows if r["error"] < inf],
-            "beats_infinite": best["error"] < inf,
-            "relative_change_at_narrowest": (narrow["error"] - inf) / inf}
-    return summary
 
 
 # -- `lkr fc-vs-cnn` -------------------------------------------------------------------------------
@@ -475,13 +447,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("patch geometry (CNN, LCN and the local teacher)")
     g.add_argument("--input-shape", type=shape, default=None, metavar="SHAPE",
                    help="synthetic tasks: N0 or HxW (default 64); image tasks: from the files")
-    g.add_argument("--filter", dest="filter_size", type=shape, default=DEFAULTS["filter_size"],
-                   metavar="M", help="filter size m or mhxmw (default: 4; one number is "
-                   "used on every axis)")
-    g.add_argument("--stride", type=shape, default=None, metavar="S", help="stride (default: the filter "
-                   "size, non-overlapping patches)")
+    g.add_argument("--filter", dest="filter_size", type=_deep.shapes,
+                   default=DEFAULTS["filter_size"], metavar="M",
+                   help="filter size m or mhxmw (default: 4; one number is used on every "
+                        "axis); with --depth one per layer, e.g. 3x3,2x2")
+    g.add_argument("--stride", type=_deep.shapes, default=None, metavar="S",
+                   help="stride (default: the filter size, non-overlapping patches); with "
+                        "--depth one per layer, e.g. 1,2")
     g.add_argument("--boundary", choices=("periodic", "valid"), default=DEFAULTS["boundary"],
                    help="patch boundary mode (default: %(default)s)")
+    _deep.add_arguments(g)
     g = p.add_argument_group("output")
     g.add_argument("--out", default=None, metavar="DIR",
                    help="write results.json (and fc_vs_cnn.png with matplotlib) into DIR")
@@ -542,6 +517,7 @@ def command(args) -> int:
         except OSError as exc:
             parser.error(f"--out {args.out}: cannot write there ({describe(exc)})")
     langevin = None
+    filter_size, stride = _deep.layer_options(args, parser)
     if args.langevin:
         langevin = dict(chains=args.chains, steps=args.langevin_steps, burn_in=args.burn_in,
                         lr=args.lr)
@@ -555,9 +531,10 @@ def command(args) -> int:
         # Every user error (missing files, a filter larger than the input, ...) shows up
         # here, before any solver runs; later exceptions are bugs and keep their traceback.
         prepared = prepare(args.task, P=args.P, P_test=args.P_test, widths=args.widths,
-                               input_shape=args.input_shape, filter_size=args.filter_size,
-                               stride=args.stride, boundary=args.boundary, seed=args.seed,
-                               task_options=task_options)
+                               input_shape=args.input_shape, filter_size=filter_size,
+                               stride=stride, boundary=args.boundary, seed=args.seed,
+                               task_options=task_options, depth=args.depth,
+                               padding=args.padding)
     except (ValueError, TypeError, ImportError) as exc:
         parser.error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     kwargs = dict(temperature=args.temperature, activation=args.activation,

@@ -53,6 +53,14 @@ def format_table(results: dict) -> str:
         elif arch == "cnn":
             title = "CNN  (local renormalisation: Qbar_ij over patch pairs)"
             qhead = f"{'Qbar_ii':>9}{'Qbar_i!=j':>11}"
+        elif arch == "deepcnn":
+            dg = s["deep_geometry"]
+            layers = ", ".join(f"{'x'.join(map(str, f))}/{'x'.join(map(str, st))} {p}"
+                               for f, st, p in zip(dg["filter_sizes"], dg["strides"],
+                                                   dg["padding"]))
+            title = (f"DCNN (deep CNN, {len(dg['padding'])} layers [{layers}]: Qbar = R^L over "
+                     f"its d = {s['deep_num_patches']} final patches)")
+            qhead = f"{'Qbar_ii':>9}{'Qbar_i!=j':>11}"
         else:
             title = "LCN  (local, diagonal: Qbar_ii only)"
             qhead = f"{'Qbar_ii':>9}{'min-max':>15}"
@@ -64,7 +72,7 @@ def format_table(results: dict) -> str:
             q = r["Q_summary"]
             if arch == "fc":
                 qs = _fmt(q["Qbar"])
-            elif arch == "cnn":
+            elif arch in ("cnn", "deepcnn"):
                 qs = _fmt(q["diag_mean"]) + f"{q['offdiag_mean']:11.5f}"
             else:
                 qs = _fmt(q["diag_mean"]) + f"  {q['diag_min']:.3f}-{q['diag_max']:.3f}".rjust(15)
@@ -84,7 +92,7 @@ def format_table(results: dict) -> str:
         if i is None:
             continue
         note = {"fc": "GP, FC kernel", "cnn": "GP, CNN kernel, Qbar = I",
-                "lcn": "= CNN's limit (Qbar = I)"}[arch]
+                "lcn": "= CNN's limit (Qbar = I)", "deepcnn": "GP, deep CNN kernel"}[arch]
         lines.append(f"{'inf':>7}{0:>8}{i['error']:>9.4f}{i['bias2']:>9.4f}{i['variance']:>9.4f}"
                      f"  {note}")
     p = inf.get("pooled")
@@ -149,7 +157,7 @@ def plot_results(results: dict, path) -> str:
     """
     plt = pyplot()
     s = results["settings"]
-    colors = {"fc": "tab:blue", "cnn": "tab:red", "lcn": "tab:green"}
+    colors = {"fc": "tab:blue", "cnn": "tab:red", "lcn": "tab:green", "deepcnn": "tab:purple"}
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
     panels = (("error", "test error = bias$^2$ + variance", "test error"),
               ("relative", "test error relative to N = $\\infty$ (%)", "change in test error (%)"),

@@ -61,11 +61,12 @@ from ._reference import (  # noqa: F401 - the references the tests and benchmark
     _reference_jvp,
     _reference_vjp,
 )
+from .deep_cnn import DeepCNNNet
 from .fc import DeepFCNet, FCNet
 from .linearized import LinearizedNet, linearize
 from .patch import CNNNet, LCNNet, PatchNet
 
-__all__ = ["FCNet", "DeepFCNet", "CNNNet", "LCNNet", "LinearizedNet", "init_params",
+__all__ = ["FCNet", "DeepFCNet", "CNNNet", "LCNNet", "DeepCNNNet", "LinearizedNet", "init_params",
            "linearize", "fit_linearized", "sigma", "sigma_prime", "sigma_pair", "sigma_pair_inplace",
            "Net", "PatchNet", "Prepared"]
 

@@ -11,18 +11,21 @@ Each theory has the same shape::
     th.fit_path(X, y, widths)     # warm-started sweep, shared kernel cache
 
 ``GPTheory`` (infinite width), ``FCTheory`` (scalar Qbar), ``DeepFCTheory`` (one Q_l per
-layer, vanilla or nested), ``CNNTheory`` (Np x Np Qbar), ``LCNTheory`` (diagonal Qbar).
+layer, vanilla or nested), ``CNNTheory`` (Np x Np Qbar), ``LCNTheory`` (diagonal Qbar),
+``DeepCNNTheory`` (L convolutional layers, d x d Qbar = R^L; one output, central action).
 The one-order-parameter actions are exact for odd activations only; for relu FCTheory uses
 the non-central (Q0, Q1) action (``mean="auto"``), and with Y of shape (P, D) the FC theories
 and the GP take D outputs (docs/theory-beyond-odd.md).
 """
 from .._warnings import ConvergenceWarning
 from .conv import CNNTheory, LCNTheory
+from .deep_conv import DeepCNNTheory
 from .fc import DeepFCTheory, FCTheory
 from .gp import GPTheory
 from .result import ConvergenceError, Prediction, Solution
 
-__all__ = ["GPTheory", "FCTheory", "DeepFCTheory", "CNNTheory", "LCNTheory", "Solution",
+__all__ = ["GPTheory", "FCTheory", "DeepFCTheory", "CNNTheory", "LCNTheory", "DeepCNNTheory",
+           "Solution",
            "Prediction", "ConvergenceError", "ConvergenceWarning"]
 
 # lkr.theory.sweep (parameter sweeps) is added below by its own module's owner.

@@ -13,7 +13,9 @@ apply).
 from __future__ import annotations
 
 from .. import backend
+from .._deep_kernels import resolve_lambdas
 from ..activations import nngp_map
+from ..deep_geometry import DeepGeometry
 from ..geometry import PatchGeometry
 from ..kernels import nngp, renormalized_kernel, renormalized_kernel_diag
 from . import _base
@@ -34,12 +36,16 @@ class GPTheory(_base._Theory):
     Parameters
     ----------
     kernel : {"fc", "cnn", "pooled"}
-    geometry : PatchGeometry, optional
-        Required for "cnn" and "pooled".
+    geometry : PatchGeometry or DeepGeometry, optional
+        Required for "cnn" and "pooled". A DeepGeometry gives the deep CNN-GP: K_R of the
+        final blocks of the L-layer kernel recursion (docs/deep-cnn.md section 4).
     temperature : float
         T >= 0 (0 allowed when K_R is positive definite on the training set).
     activation : {"erf", "linear", "relu"}
     lambda0, lambda1 : float
+    lambdas : sequence of L + 1 floats, optional
+        With a DeepGeometry: (lambda_0, ..., lambda_L), instead of lambda0/lambda1 (which
+        then give lambda_0 and lambda_L, the hidden layers' precisions being 1).
 
     Notes
     -----
@@ -53,12 +59,21 @@ class GPTheory(_base._Theory):
     _multi_output = True  # Y (P, D): D independent GPs with one kernel
 
     def __init__(self, kernel="fc", geometry=None, temperature=0.0, activation="erf",
-                 lambda0=1.0, lambda1=1.0, *, tol=DEFAULT_TOL, maxiter=DEFAULT_MAXITER):
+                 lambda0=1.0, lambda1=1.0, *, lambdas=None, tol=DEFAULT_TOL,
+                 maxiter=DEFAULT_MAXITER):
         if kernel not in _KINDS:
             raise ValueError(f"kernel must be one of {_KINDS}, got {kernel!r}")
-        if kernel != "fc" and not isinstance(geometry, PatchGeometry):
-            raise TypeError(f"kernel={kernel!r} needs geometry=PatchGeometry(...), got "
-                            f"{type(geometry).__name__}")
+        if kernel != "fc" and not isinstance(geometry, (PatchGeometry, DeepGeometry)):
+            raise TypeError(f"kernel={kernel!r} needs geometry=PatchGeometry(...) or "
+                            f"DeepGeometry(...), got {type(geometry).__name__}")
+        self.lambdas = None
+        if isinstance(geometry, DeepGeometry) and kernel != "fc":
+            # the deep CNN-GP: (lambda_0, ..., lambda_L); lambda0/lambda1 = first and last
+            self.lambdas = resolve_lambdas(lambdas, lambda0, lambda1, geometry.depth)
+            lambda0, lambda1 = self.lambdas[0], self.lambdas[-1]
+        elif lambdas is not None:
+            raise ValueError("lambdas is for a DeepGeometry (kernel='cnn' or 'pooled'); use "
+                             "lambda0 and lambda1 here")
         self.kernel = kernel
         self.geometry = geometry
         self.activation = _base.activation_name(activation)
@@ -74,7 +89,8 @@ class GPTheory(_base._Theory):
 
     def _cache_settings(self):
         g = None if self.geometry is None else self.geometry._key()
-        return ("gp", self.kernel, g, self.activation, self.lambda0, self.lambda1)
+        return ("gp", self.kernel, g, self.activation, self.lambda0, self.lambda1,
+                self.lambdas)
 
     def _Q(self, xp):
         if self.kernel == "fc":
@@ -95,8 +111,11 @@ class GPTheory(_base._Theory):
                 return K, None
             c = xp.einsum("pi,pi->p", Y, Y) / (self.lambda0 * Y.shape[1])
             return K, nngp_map(self.activation, c, c, c) / self.lambda1
-        kw = dict(Q=self._Q(xp), geometry=self.geometry, activation=self.activation,
-                  lambda0=self.lambda0, lambda1=self.lambda1)
+        kw = dict(Q=self._Q(xp), geometry=self.geometry, activation=self.activation)
+        if self.lambdas is not None:
+            kw["lambdas"] = self.lambdas
+        else:
+            kw.update(lambda0=self.lambda0, lambda1=self.lambda1)
         if Y is None:
             return renormalized_kernel(X, **kw), None
         return renormalized_kernel(Y, X, **kw), renormalized_kernel_diag(Y, **kw)
