@@ -193,3 +193,16 @@ def bfgs(value, gradient, x0, *, tol, maxiter, h0=None, max_step=1.0, stall=100)
                        "against a rank-deficient kernel)")
             break
     return OptResult(x, f, g, rel, it, nev, converged, message)
+
+
+def cholesky_point(L0, x, tril, on_diag):
+    """The SPD point of the Cholesky parametrisation used by the matrix solvers:
+    Q = M M^T with M = L0 Lt, Lt lower triangular with entries x (its diagonal stored as
+    logs). Returns ``(Q, M, log det Q)``; Q is symmetrised exactly."""
+    n = L0.shape[0]
+    Lt = np.zeros((n, n))
+    Lt[tril] = x
+    Lt[np.diag_indices(n)] = np.exp(np.diag(Lt))
+    M = L0 @ Lt
+    Q = M @ M.T
+    return (Q + Q.T) / 2, M, 2 * np.sum(np.log(np.diag(L0)) + x[on_diag])

@@ -43,7 +43,7 @@ from ..geometry import PatchGeometry
 from . import _base, _cnn_noncentral, _cnn_predict
 from ._base import DEFAULT_MAXITER, DEFAULT_TOL, positive
 from ._local import LocalOperator
-from ._optim import bfgs
+from ._optim import bfgs, cholesky_point
 from ._scalar import ScalarProblem
 from .result import Solution
 
@@ -305,12 +305,7 @@ class _LocalTheory(_base._Theory):
             if diag:
                 qd = q0 * np.exp(x)
                 return np.diag(qd), None, float(np.sum(np.log(q0) + x))
-            Lt = np.zeros((Np, Np))
-            Lt[tril] = x
-            Lt[np.diag_indices(Np)] = np.exp(np.diag(Lt))
-            M = L0 @ Lt
-            Q = M @ M.T
-            return (Q + Q.T) / 2, M, 2 * np.sum(np.log(np.diag(L0)) + x[on_diag])
+            return cholesky_point(L0, x, tril, on_diag)
 
         def value(x):
             Q, M, logdetQ = unpack(x)

@@ -35,7 +35,7 @@ from ..kernels import (
 )
 from . import _base
 from ._base import DEFAULT_MAXITER, DEFAULT_TOL, positive
-from ._optim import bfgs
+from ._optim import bfgs, cholesky_point
 from ._scalar import ScalarProblem
 from .conv import CNNTheory
 from .result import Solution
@@ -269,12 +269,7 @@ class DeepCNNTheory(CNNTheory):
         state = {}
 
         def unpack(x):
-            Lt = np.zeros((d, d))
-            Lt[tril] = x
-            Lt[np.diag_indices(d)] = np.exp(np.diag(Lt))
-            M = L0 @ Lt
-            Q = M @ M.T
-            return (Q + Q.T) / 2, M, 2 * np.sum(np.log(np.diag(L0)) + x[on_diag])
+            return cholesky_point(L0, x, tril, on_diag)
 
         def value(x):
             Q, M, logdetQ = unpack(x)
