@@ -5,6 +5,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "dispatch.hpp"
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -25,14 +27,7 @@
 namespace lkr {
 namespace {
 
-int threads_of(int n) {
-#ifdef _OPENMP
-  return n > 0 ? n : omp_get_max_threads();
-#else
-  (void)n;
-  return 1;
-#endif
-}
+int threads_of(int n) { return omp_threads(n); }
 
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 

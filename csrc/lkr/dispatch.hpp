@@ -5,7 +5,12 @@
 // Hot loops are compiled for AVX-512 (x86-64-v4), AVX2+FMA (x86-64-v3) and the baseline,
 // and picked at run time, so the default build stays portable without -march=native.
 #pragma once
+#include <cstdint>
 #include <type_traits>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "activations.hpp"
 
@@ -63,6 +68,22 @@ void with_activation(Activation act, F&& f) {
     case Activation::erf: f(ActTag<Activation::erf>{}); break;
     case Activation::relu: f(ActTag<Activation::relu>{}); break;
   }
+}
+
+// OpenMP threads for a call: n > 0 as given, else all (1 without OpenMP).
+inline int omp_threads(int n) {
+#ifdef _OPENMP
+  return n > 0 ? n : omp_get_max_threads();
+#else
+  (void)n;
+  return 1;
+#endif
+}
+
+// Threads for a pass of `work` elements or multiply-adds: one below ~64k, where waking the
+// pool costs more than the pass (much more on an oversubscribed machine).
+inline int omp_threads_for(int n, int64_t work) {
+  return work < (int64_t(1) << 16) ? 1 : omp_threads(n);
 }
 
 }  // namespace lkr

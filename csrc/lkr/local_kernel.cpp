@@ -14,14 +14,7 @@
 namespace lkr {
 namespace {
 
-int resolve_threads(int n) {
-#ifdef _OPENMP
-  return n > 0 ? n : omp_get_max_threads();
-#else
-  (void)n;
-  return 1;
-#endif
-}
+int resolve_threads(int n) { return omp_threads(n); }
 
 // Prepared patches: z (P, Np, M) contiguous, scaled so that u = z_i . z_j (see
 // activations.hpp), and s (P, Np) the relu amplitudes (1 otherwise).

@@ -8,19 +8,13 @@
 #include <omp.h>
 #endif
 
+#include "dispatch.hpp"
 #include "local_kernel_tiles.hpp"
 
 namespace lkr {
 namespace {
 
-int threads_of(int n) {
-#ifdef _OPENMP
-  return n > 0 ? n : omp_get_max_threads();
-#else
-  (void)n;
-  return 1;
-#endif
-}
+int threads_of(int n) { return omp_threads(n); }
 
 // m_i^mu in double, (P, Np).
 template <class T>

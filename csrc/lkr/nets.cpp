@@ -26,15 +26,7 @@ bool use_fast() { return active_isa() >= Isa::v3; }
 
 // Threads for a pass of `work` multiply-adds: one for small problems, where waking the
 // pool costs more than the pass (and much more on an oversubscribed machine).
-int threads(int n, int64_t work) {
-#ifdef _OPENMP
-  if (work < (int64_t(1) << 16)) return 1;
-  return n > 0 ? n : omp_get_max_threads();
-#else
-  (void)n, (void)work;
-  return 1;
-#endif
-}
+int threads(int n, int64_t work) { return omp_threads_for(n, work); }
 
 // Filters transposed to (Np' , M, Nc) (Np' = Np for LCN, 1 for CNN) and readouts to
 // (Np, Nc): the channel index becomes the contiguous one, so that h_{a i} for all a is a

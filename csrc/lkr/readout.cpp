@@ -14,15 +14,7 @@ namespace {
 
 // Threads for `work` elements: one below ~64k, where waking the pool costs more than it saves
 // (more so on an oversubscribed machine).
-int pool_size(int n, int64_t work) {
-#ifdef _OPENMP
-  if (work < (int64_t(1) << 16)) return 1;
-  return n > 0 ? n : omp_get_max_threads();
-#else
-  (void)n, (void)work;
-  return 1;
-#endif
-}
+int pool_size(int n, int64_t work) { return omp_threads_for(n, work); }
 
 // One row: s = sigma(h), h <- sigma'(h) u, returns sum_k u_k s_k.
 template <Activation A, bool Fast, class T>
