@@ -234,11 +234,14 @@ def test_one_layer_equals_todays_kernels(act, padding):
         lkr.local_kernel_adjoint(X, W, geometry=g, lambda0=0.7, **kw))
     # the deep engine itself, with no layer above the first, is today's kernel too
     core = backend.core()
-    PX = np.ascontiguousarray(g.patches(X))
-    np.testing.assert_allclose(core.deep_local_kernel(PX, None, [], [], act, 0.7, 0),
+    FX = g.flatten(X)
+    layers = (np.ascontiguousarray(g.patch_index(), dtype=np.int32), [], [])
+    plan = dg.pair_plan("dense").arrays()
+    np.testing.assert_allclose(core.deep_local_kernel(FX, None, layers, plan, act, 0.7, 0),
                                lkr.local_kernel(X, geometry=g, lambda0=0.7, **kw),
                                rtol=1e-13, atol=1e-15)
-    np.testing.assert_allclose(core.deep_renormalized_kernel(PX, None, Q, [], [], act, 0.7, 2.0, 0),
+    np.testing.assert_allclose(core.deep_renormalized_kernel(FX, None, Q, layers, plan, act, 0.7,
+                                                             2.0, 0),
                                lkr.renormalized_kernel(X, Q=Q, geometry=g, lambda0=0.7,
                                                        lambda1=2.0, **kw), rtol=1e-13, atol=1e-15)
 
