@@ -86,6 +86,37 @@ def ref_deep(Xc, Yc, shape, filts, strides, pads, act, lams):
     return K if Yc is None else K[:P, P:]
 
 
+def ref_deep_diagonal(Xc, Yc, shape, filts, strides, pads, act, lams):
+    """diag K_L (P, P', d): the recursion on the diagonal pairs (p, p) only, which read only
+    diagonal pairs below (same offset on both sides): the flatten readout's O(positions)."""
+    Z = np.concatenate([Xc, Yc]) if Yc is not None else Xc
+    Z = Z.astype(np.float64)
+    PZ = layer1_patches(Z, shape, filts[0], strides[0], pads[0])
+    M = PZ.shape[2]
+    C = np.einsum("apm,bpm->abp", PZ, PZ) / (lams[0] * M)
+    _, grid = gather_matrices(shape, filts[0], strides[0], pads[0])
+    for layer in range(len(filts)):
+        v = np.einsum("aap->ap", C)
+        K = ref_map(act, v[:, None, :], C, v[None, :, :])
+        if layer + 1 == len(filts):
+            break
+        S, grid = gather_matrices(grid, filts[layer + 1], strides[layer + 1], pads[layer + 1])
+        C = np.einsum("tpi,abi->abp", S, K) / (S.shape[0] * lams[layer + 1])
+    P = Xc.shape[0]
+    return K if Yc is None else K[:P, P:]
+
+
+def ref_pack(K):
+    """The stored kernel of K (P, P, d, d): rows mu <= nu, columns i <= j (triu order),
+    K_ij + K_ji off the patch diagonal, K_ii on it."""
+    P, d = K.shape[0], K.shape[2]
+    mu, nu = np.triu_indices(P)
+    i, j = np.triu_indices(d)
+    V = K[mu, nu][:, i, j] + K[mu, nu][:, j, i]
+    V[:, i == j] /= 2
+    return V
+
+
 def canonical(rng, dg, P, dtype=np.float64):
     return rng.standard_normal((P,) + dg.input_shape + (dg.channels,)).astype(dtype)
 
@@ -95,9 +126,9 @@ def given_form(Xc, dg):
 
 
 @st.composite
-def deep_geometries(draw, max_depth=3):
+def deep_geometries(draw, max_depth=3, min_depth=2):
     ndim = draw(st.sampled_from([1, 2]))
-    depth = draw(st.integers(2, max_depth))
+    depth = draw(st.integers(min_depth, max_depth))
     shape = tuple(draw(st.integers(3, 12 if ndim == 1 else 7)) for _ in range(ndim))
     filts, strides, pads = [], [], []
     grid = shape
@@ -197,6 +228,154 @@ def test_deep_kernels_match_reference(dg, act, dtype, with_y, seed):
         Kd = lkr.renormalized_kernel_diag(X, Q=Q.astype(dtype), geometry=dg, activation=act,
                                           lambdas=lams)
         assert rel(Kd, np.diag(want_R)) < tol
+
+
+def pattern_mask(rng, dg, pattern):
+    d = dg.num_patches
+    if pattern == "diagonal":
+        return np.eye(d, dtype=bool)
+    if pattern == "banded":
+        return banded_mask(dg)
+    m = rng.random((d, d)) < 0.3
+    return m | m.T
+
+
+@given(deep_geometries(min_depth=1), st.sampled_from(ACTS),
+       st.sampled_from([np.float64, np.float32]), st.booleans(),
+       st.sampled_from(["diagonal", "banded", "random"]), st.integers(0, 2**31 - 1))
+@settings(max_examples=30)
+def test_every_plan_matches_reference(dg, act, dtype, with_y, pattern, seed):
+    """K_R(Q) picks its plan from the support of Q (diagonal, banded, any); on every plan
+    the engines agree with the all-pairs recursion (and the diagonal plan with the
+    diagonal-only one), L = 1..3, strides 1-2, every padding."""
+    from lkr import _deep_kernels
+
+    rng = np.random.default_rng(seed)
+    lams = tuple(rng.uniform(0.5, 2.0, dg.depth + 1))
+    Xc = canonical(rng, dg, 4, dtype)
+    Yc = canonical(rng, dg, 3, dtype) if with_y else None
+    X = given_form(Xc, dg)
+    Y = None if Yc is None else given_form(Yc, dg)
+    tol = 10 * RTOL[np.dtype(dtype)]
+    want = ref_for(dg, Xc, Yc, act, lams)
+    d = dg.num_patches
+    mask = pattern_mask(rng, dg, pattern)
+    A = rng.standard_normal((d, d))
+    Q = np.where(mask, A + A.T, 0.0)
+    plan = _deep_kernels.plan_for(dg, Q)
+    if pattern == "diagonal":
+        assert plan.pattern == ("dense" if d == 1 else "diagonal") and plan.counts[-1] == d
+        assert all(c <= n for c, n in zip(plan.counts, dg.num_positions))  # the read ones
+        assert all(np.all(p[:, 0] == p[:, 1]) for p in plan.pairs)
+        diag = ref_deep_diagonal(Xc, Yc, dg.input_shape, dg.filter_sizes, dg.strides,
+                                 dg.paddings, act, lams)
+        assert rel(diag, np.einsum("abii->abi", want)) < 1e-12  # the two references agree
+    kw = dict(geometry=dg, activation=act, lambdas=lams)
+    KR = lkr.renormalized_kernel(X, Y, Q=Q.astype(dtype), **kw)
+    want_R = np.einsum("ij,abij->ab", Q, want) / (lams[-1] * d)
+    assert KR.dtype == dtype and rel(KR, want_R) < tol
+    W = rng.standard_normal(want.shape[:2])
+    if Y is None:
+        W = W + W.T
+    G = _deep_kernels.local_kernel_adjoint(X, W.astype(dtype), Y=Y, lambda0=1.0, nthreads=None,
+                                           pattern=mask, **kw)
+    assert rel(G, np.einsum("ab,abij->ij", W, want) * mask) < tol
+    if Y is None:
+        Kd = lkr.renormalized_kernel_diag(X, Q=Q.astype(dtype), **kw)
+        assert rel(Kd, np.diag(want_R)) < tol
+        S, plan = _deep_kernels.pack_compressed(X, pattern=mask, **kw)
+        i, j = np.triu_indices(d)
+        cols = np.flatnonzero(mask[i, j])
+        np.testing.assert_array_equal(plan.col_pairs, np.stack([i, j], 1)[cols])
+        assert S.dtype == dtype and rel(S, ref_pack(want)[:, cols]) < tol
+
+
+def test_plans_cost_what_they_should():
+    """The pairs a plan computes: the diagonal plan n_l per layer; the dense one d^2 at the
+    top and, below a stride-S layer, only the displacements S times those above; every
+    chunk holds whole components (its gathers stay inside it)."""
+    dg = DeepGeometry((12, 12), [3, 3, 2], [1, 2, 1], ["same", "circular", "valid"])
+    n1, n2, d = dg.num_positions
+    diag = dg.pair_plan("diagonal")
+    assert diag.counts == (n1, n2, d)
+    dense = dg.pair_plan("dense")
+    assert dense.counts[2] == d * d and dense.counts[1] < n2 * n2 and dense.counts[0] < n1 * n1
+    for lev in (1, 2):
+        g, ch = dense.gathers[lev - 1], dense.chunks
+        for c in range(len(ch) - 1):
+            rows = g[ch[c, lev]:ch[c + 1, lev]]
+            inside = (rows >= ch[c, lev - 1]) & (rows < ch[c + 1, lev - 1])
+            assert np.all(inside | (rows == dense.counts[lev - 1]))
+    with pytest.raises(ValueError, match="pattern must be"):
+        dg.pair_plan("banded")
+    with pytest.raises(ValueError, match=r"shape \(25, 25\)"):
+        dg.pair_plan(np.ones((3, 3), dtype=bool))
+    empty = dg.pair_plan(np.zeros((d, d), dtype=bool))
+    assert empty.counts == (0, 0, 0)
+    X = np.random.default_rng(0).standard_normal((3, 12, 12))
+    np.testing.assert_array_equal(lkr.renormalized_kernel(X, Q=np.zeros((d, d)), geometry=dg),
+                                  np.zeros((3, 3)))
+
+
+_ISA_SCRIPT = """
+import sys
+import numpy as np
+import lkr
+dg = lkr.DeepGeometry((9, 8), [3, 2], [2, 1], ["same", "circular"], channels=2)
+rng = np.random.default_rng(3)
+out = {}
+for dt in ("float64", "float32"):
+    X = rng.standard_normal((21, 9, 8, 2)).astype(dt)
+    Y = rng.standard_normal((10, 9, 8, 2)).astype(dt)
+    d = dg.num_patches
+    A = rng.standard_normal((d, d))
+    Q = (A @ A.T / d).astype(dt)
+    W = rng.standard_normal((21, 21)).astype(dt)
+    for act in ("erf", "relu"):
+        k = f"{dt}_{act}"
+        kw = dict(geometry=dg, activation=act)
+        out[k + "_X"], out[k + "_Y"], out[k + "_Q"], out[k + "_W"] = X, Y, Q, W + W.T
+        out[k + "_KR"] = lkr.renormalized_kernel(X, Q=Q, **kw)
+        out[k + "_KRI"] = lkr.renormalized_kernel(X, Y, Q=np.eye(d, dtype=dt), **kw)
+        out[k + "_G"] = lkr.local_kernel_adjoint(X, W + W.T, **kw)
+        out[k + "_K"] = lkr.local_kernel(X[:5], Y[:4], **kw)
+np.savez(sys.argv[1], **out)
+"""
+
+
+@pytest.mark.parametrize("isa", ["base", "v3", "fast-math-off"])
+def test_deep_every_instruction_set_path(isa, tmp_path):
+    """The deep tiles are compiled per instruction set and honour the cap (LKR_ISA, or
+    set_fast_math(False) within a process) like every other kernel: each path against the
+    reference."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "out.npz"
+    env = dict(os.environ)
+    script = _ISA_SCRIPT
+    if isa == "fast-math-off":
+        script = script.replace("import lkr\n", "import lkr\nfrom lkr import backend\n"
+                                "backend.core().set_fast_math(False)\n")
+    else:
+        env["LKR_ISA"] = isa
+    subprocess.run([sys.executable, "-c", script, str(path)], check=True, env=env, timeout=300)
+    data = np.load(path)
+    dg = DeepGeometry((9, 8), [3, 2], [2, 1], ["same", "circular"], channels=2)
+    d = dg.num_patches
+    for dt in ("float64", "float32"):
+        tol = RTOL[np.dtype(dt)]
+        for act in ("erf", "relu"):
+            k = f"{dt}_{act}"
+            X, Y, Q, W = (data[k + s].astype(np.float64) for s in ("_X", "_Y", "_Q", "_W"))
+            lams = (1.0, 1.0, 1.0)
+            want = ref_for(dg, X, None, act, lams)
+            wxy = ref_for(dg, X, Y, act, lams)
+            assert rel(data[k + "_KR"], np.einsum("ij,abij->ab", Q, want) / d) < tol, (isa, k)
+            assert rel(data[k + "_KRI"], np.einsum("abii->ab", wxy) / d) < tol, (isa, k)
+            assert rel(data[k + "_G"], np.einsum("ab,abij->ij", W, want)) < tol, (isa, k)
+            assert rel(data[k + "_K"], wxy[:5, :4]) < tol, (isa, k)
 
 
 @pytest.mark.parametrize("act", ACTS)
@@ -317,6 +496,12 @@ def test_memory_budget_and_bad_arguments():
 from test_gpu import emulator, poison  # noqa: E402,F401
 
 
+def banded_mask(dg, width=1):
+    """|i - j| <= width along each axis of the final grid (a banded Q)."""
+    grid = np.indices(dg.output_shapes[-1]).reshape(dg.ndim, -1)
+    return (np.abs(grid[:, :, None] - grid[:, None, :]) <= width).all(axis=0)
+
+
 @pytest.mark.parametrize("act", ACTS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("case", [
@@ -326,59 +511,84 @@ from test_gpu import emulator, poison  # noqa: E402,F401
     ((5, 5), [3], [1], ["same"], 1, 3, None),  # one layer through the deep kernels
     ((60,), [45, 3], [1, 2], ["same", "valid"], 1, 3, None),  # float64 rows too big to stage
 ], ids=["1d-sym", "2d-L3-cross", "1d-cross", "2d-L1", "1d-unstaged"])
-def test_emulated_deep_kernels_match_core(emulator, poison, act, dtype, case):  # noqa: F811
+@pytest.mark.parametrize("pattern", ["dense", "diagonal", "banded"])
+def test_emulated_deep_kernels_match_core(emulator, poison, act, dtype, case, pattern):  # noqa: F811
+    """The CUDA kernels (host emulator) against the C++ engine on every plan pattern."""
     from lkr._cuda_deep import DeepEngine
-    from lkr._deep_kernels import _tables
+    from lkr._deep_kernels import _layers
 
     shape, filts, strides, pads, C, P, P2 = case
     dg = DeepGeometry(shape, filts, strides, pads, channels=C)
     rng = np.random.default_rng(7)
     lams = (0.9, 1.2, 1.1, 0.8)[:dg.depth + 1]
-    tables, norms = _tables(dg, lams)
-    PX = np.ascontiguousarray(dg.patches(canonical(rng, dg, P)), dtype=dtype)
-    PY = None if P2 is None else np.ascontiguousarray(dg.patches(canonical(rng, dg, P2)),
+    layers = _layers(dg, lams, np)
+    plan = dg.pair_plan(banded_mask(dg) if pattern == "banded" else pattern)
+    Xc = canonical(rng, dg, P)
+    Xc[0, :dg.layers[0].filter_size[0]] = 0  # zero-variance windows
+    FX = np.ascontiguousarray(dg.flatten(Xc), dtype=dtype)
+    FY = None if P2 is None else np.ascontiguousarray(dg.flatten(canonical(rng, dg, P2)),
                                                      dtype=dtype)
-    PX[0, 0] = 0  # a zero-variance window
     d = dg.num_patches
     A = rng.standard_normal((d, d))
-    Q = np.ascontiguousarray((A + A.T) / 2, dtype=dtype)
+    keep = np.zeros((d, d), dtype=bool)
+    keep[plan.pairs[-1][:, 0], plan.pairs[-1][:, 1]] = True
+    Q = np.ascontiguousarray(np.where(keep, (A + A.T) / 2, 0), dtype=dtype)
     W = np.ascontiguousarray(rng.standard_normal((P, P if P2 is None else P2)), dtype=dtype)
     if P2 is None:
         W = np.ascontiguousarray((W + W.T) / 2)
     eng = DeepEngine(emulator)
     core = backend.core()
     tol = 10 * RTOL[np.dtype(dtype)]
-    args = (tables, norms, act, lams[0])
-    assert rel(eng.deep_local_kernel(PX, PY, *args), core.deep_local_kernel(PX, PY, *args, 0)) < tol
-    assert rel(eng.deep_renormalized_kernel(PX, PY, Q, tables, norms, act, lams[0], lams[-1]),
-               core.deep_renormalized_kernel(PX, PY, Q, tables, norms, act, lams[0], lams[-1],
+    pa = plan.arrays()
+    args = (layers, pa, act, lams[0])
+    K = core.deep_local_kernel(FX, FY, *args, 0)
+    assert rel(eng.deep_local_kernel(FX, FY, *args), K) < tol
+    assert np.all(K[:, :, ~keep] == 0)  # entries off the plan
+    assert rel(eng.deep_renormalized_kernel(FX, FY, Q, layers, pa, act, lams[0], lams[-1]),
+               core.deep_renormalized_kernel(FX, FY, Q, layers, pa, act, lams[0], lams[-1],
                                              0)) < tol
-    assert rel(eng.deep_local_kernel_adjoint(PX, PY, W, True, *args),
-               core.deep_local_kernel_adjoint(PX, PY, W, True, *args, 0)) < tol
-    assert rel(eng.deep_renormalized_kernel_diag(PX, Q, tables, norms, act, lams[0], lams[-1]),
-               core.deep_renormalized_kernel_diag(PX, Q, tables, norms, act, lams[0], lams[-1],
-                                                  0)) < tol
+    assert rel(eng.deep_local_kernel_adjoint(FX, FY, W, True, *args),
+               core.deep_local_kernel_adjoint(FX, FY, W, True, *args, 0)) < tol
+    if FY is None:
+        assert rel(eng.deep_renormalized_kernel_diag(FX, Q, layers, pa, act, lams[0], lams[-1]),
+                   core.deep_renormalized_kernel_diag(FX, Q, layers, pa, act, lams[0], lams[-1],
+                                                      0)) < tol
+        assert rel(eng.deep_pack_compressed(FX, plan.cols, plan.ncols, *args),
+                   core.deep_pack_compressed(FX, plan.cols, plan.ncols, *args, 0)) < tol
 
 
 def test_emulated_deep_rejects_bad_tables(emulator):  # noqa: F811
     from lkr._cuda_deep import DeepEngine
 
-    PX = np.zeros((2, 4, 3))
+    dg = DeepGeometry((4,), [1, 2], [1, 2], "valid")
+    FX = np.zeros((2, 4))
+    index1 = np.arange(4, dtype=np.int32)[:, None]
+    plan = dg.pair_plan().arrays()
+    eng = DeepEngine(emulator)
     with pytest.raises(ValueError, match="outside"):
-        DeepEngine(emulator).deep_local_kernel(PX, None, [np.full((2, 2), 9, np.int32)], [1.0],
-                                               "erf", 1.0)
+        eng.deep_local_kernel(FX, None, (index1, [np.full((2, 2), 9, np.int32)], [1.0]), plan,
+                              "erf", 1.0)
+    with pytest.raises(ValueError, match="outside"):
+        eng.deep_local_kernel(FX, None, (index1 + 5, [t for t, _ in dg.gather_tables()], [1.0]),
+                              plan, "erf", 1.0)
+    bad = (plan[0], [np.full_like(plan[1][0], 99)], plan[2])
+    with pytest.raises(ValueError, match="reads pairs outside"):
+        eng.deep_local_kernel(FX, None, (index1, [t for t, _ in dg.gather_tables()], [1.0]), bad,
+                              "erf", 1.0)
 
 
 def test_upper_strides_thin_out_the_layer1_pairs():
     """After a stride-2 layer only layer-1 pairs with p = q (mod 2) per axis are read: the
-    engines compute a quarter of them in 2D (the results are checked above)."""
-    from lkr._cuda_deep import needed_layer1_pairs
-
+    dense plan holds a quarter of them in 2D; the diagonal plan only the n_l diagonal pairs
+    of every layer (the results are checked above and below)."""
     dg = DeepGeometry((28, 28), [5, 3], 2, padding="same")
-    tables = [t for t, _ in dg.gather_tables()]
-    flat = needed_layer1_pairs(tables, 196)
-    p, q = np.divmod(flat, 196)
-    assert flat.size <= 196 * 196 // 4
+    plan = dg.pair_plan("dense")
+    p, q = plan.pairs[0][:, 0], plan.pairs[0][:, 1]
+    assert len(p) <= 196 * 196 // 4 and plan.counts[1] == 49 * 49
     assert np.all((p // 14 - q // 14) % 2 == 0) and np.all((p % 14 - q % 14) % 2 == 0)
     assert set(range(196)) <= set(p[p == q].tolist())  # every position is read
-    assert needed_layer1_pairs([], 5).size == 25
+    diag = dg.pair_plan("diagonal")
+    assert diag.counts == (196, 49)
+    assert np.all(diag.pairs[0][:, 0] == diag.pairs[0][:, 1])
+    assert dg.pair_plan(np.eye(49, dtype=bool)) is diag  # cached, found by its mask
+    assert DeepGeometry((5,), [3], [1], "valid").pair_plan().counts == (9,)

@@ -54,6 +54,7 @@ from ._cuda_deep import (
     DeepEngineMixin,
     deep_local_kernel,
     deep_local_kernel_adjoint,
+    deep_pack_compressed,
     deep_renormalized_kernel,
     deep_renormalized_kernel_diag,
 )
@@ -68,7 +69,7 @@ __all__ = ["local_kernel", "renormalized_kernel", "renormalized_kernel_diag",
            "device_info", "Engine", "SOURCES", "patch_mean", "renormalized_kernel_multi",
            "local_kernel_adjoint_multi", "stored_matmul", "pack_compressed", "stored_sym",
            "deep_local_kernel", "deep_renormalized_kernel", "deep_renormalized_kernel_diag",
-           "deep_local_kernel_adjoint"]
+           "deep_local_kernel_adjoint", "deep_pack_compressed"]
 
 _ACTIVATIONS = ("linear", "erf", "relu")
 
