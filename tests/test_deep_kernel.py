@@ -592,3 +592,59 @@ def test_upper_strides_thin_out_the_layer1_pairs():
     assert np.all(diag.pairs[0][:, 0] == diag.pairs[0][:, 1])
     assert dg.pair_plan(np.eye(49, dtype=bool)) is diag  # cached, found by its mask
     assert DeepGeometry((5,), [3], [1], "valid").pair_plan().counts == (9,)
+
+
+# -- on a GPU (bench/gpu_check.sh runs these with LKR_REQUIRE_GPU=1) -------------------------
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("pattern", ["dense", "diagonal", "banded"])
+def test_gpu_deep_kernels_match_core(pattern, dtype):
+    """The deep kernel's CUDA path on the device, every plan pattern, CuPy in -> CuPy out,
+    against the C++ engine; and the theories on CuPy arrays against NumPy."""
+    from conftest import skip_or_fail_without_gpu, to_numpy
+
+    from lkr import _deep_kernels
+    from lkr.theory import DeepCNNTheory, GPTheory
+
+    skip_or_fail_without_gpu()
+    import cupy as cp
+
+    dg = DeepGeometry((12, 11), [(3, 3), 2, 2], [2, 1, (1, 2)], ["same", "circular", "valid"],
+                      channels=2)
+    rng = np.random.default_rng(11)
+    d = dg.num_patches
+    X = canonical(rng, dg, 37, dtype)
+    Y = canonical(rng, dg, 23, dtype)
+    mask = pattern_mask(rng, dg, pattern)
+    A = rng.standard_normal((d, d))
+    Q = np.where(mask, A + A.T, 0).astype(dtype)
+    W = rng.standard_normal((37, 37)).astype(dtype)
+    W = W + W.T
+    Xd, Yd, Qd, Wd = (cp.asarray(a) for a in (X, Y, Q, W))
+    kw = dict(geometry=dg, activation="erf", lambdas=(0.9, 1.1, 1.2, 0.8))
+    tol = 10 * RTOL[np.dtype(dtype)]
+    cases = [
+        (lkr.renormalized_kernel(Xd, Q=Qd, **kw), lkr.renormalized_kernel(X, Q=Q, **kw)),
+        (lkr.renormalized_kernel(Xd, Yd, Q=Qd, **kw), lkr.renormalized_kernel(X, Y, Q=Q, **kw)),
+        (lkr.renormalized_kernel_diag(Xd, Q=Qd, **kw), lkr.renormalized_kernel_diag(X, Q=Q, **kw)),
+        (_deep_kernels.local_kernel_adjoint(Xd, Wd, Y=None, lambda0=1.0, nthreads=None,
+                                            pattern=mask, **kw),
+         _deep_kernels.local_kernel_adjoint(X, W, Y=None, lambda0=1.0, nthreads=None,
+                                            pattern=mask, **kw)),
+        (_deep_kernels.pack_compressed(Xd, pattern=mask, **kw)[0],
+         _deep_kernels.pack_compressed(X, pattern=mask, **kw)[0]),
+    ]
+    if pattern == "dense":
+        cases.append((lkr.local_kernel(Xd[:9], Yd[:7], **kw), lkr.local_kernel(X[:9], Y[:7], **kw)))
+    for got, want in cases:
+        assert isinstance(got, cp.ndarray) and got.dtype == dtype and got.shape == want.shape
+        got = to_numpy(got)
+        assert np.isfinite(got).all() and rel(got, want) < tol
+    if pattern == "diagonal" and dtype == np.float64:
+        y = rng.standard_normal(37)
+        for th_gpu, th_cpu in ((GPTheory("cnn", geometry=dg, temperature=0.1),
+                                GPTheory("cnn", geometry=dg, temperature=0.1)),
+                               (DeepCNNTheory(dg, 40, 0.1), DeepCNNTheory(dg, 40, 0.1))):
+            th_gpu.fit(Xd, cp.asarray(y))
+            th_cpu.fit(X, y)
+            assert rel(to_numpy(th_gpu.predict(Yd).mean), th_cpu.predict(Y).mean) < 1e-9

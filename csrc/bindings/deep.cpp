@@ -38,7 +38,8 @@ struct Deep {
 
 Deep deep_params(const py::array& x, const Layers& layers, const Plan& plan,
                  const std::string& activation, double lambda0, int nthreads) {
-  if (x.ndim() != 2) throw py::value_error("X must be flattened inputs (P, n0), got " + shape_str(x));
+  if (x.ndim() != 2)
+    throw py::value_error("X must be flattened inputs (P, n0), got " + shape_str(x));
   Deep r;
   r.layers = layers;
   r.plan = plan;
@@ -98,9 +99,9 @@ Deep deep_params(const py::array& x, const Layers& layers, const Plan& plan,
     if (l > 0) {
       const auto& g = gathers[l - 1];
       if (g.ndim() != 2 || g.shape(0) != v.npairs || g.shape(1) != p.layers[l - 1].k)
-        throw py::value_error("deep pair plan: level " + std::to_string(l + 1) + " gathers must be (" +
-                              std::to_string(v.npairs) + ", " + std::to_string(p.layers[l - 1].k) +
-                              "), got " + shape_str(g));
+        throw py::value_error("deep pair plan: level " + std::to_string(l + 1) +
+                              " gathers must be (" + std::to_string(v.npairs) + ", " +
+                              std::to_string(p.layers[l - 1].k) + "), got " + shape_str(g));
       v.gather = g.data();
     }
     p.plan.levels.push_back(v);
@@ -216,64 +217,63 @@ void register_deep(py::module_& m) {
   m.def(
       "deep_local_kernel",
       [](const py::array& x, const std::optional<py::array>& y, const Layers& layers,
-         const Plan& plan, const std::string& activation,
-         double lambda0, int nthreads) {
+         const Plan& plan, const std::string& activation, double lambda0, int nthreads) {
         const auto dp = deep_params(x, layers, plan, activation, lambda0, nthreads);
         return dispatch_float(x, [&](auto tag) {
           return full_t<typename decltype(tag)::type>(x, y, dp);
         });
       },
-      py::arg("X"), py::arg("Y"), py::arg("layers"), py::arg("plan"),
-      py::arg("activation"), py::arg("lambda0"), py::arg("nthreads"),
+      py::arg("X"), py::arg("Y"), py::arg("layers"), py::arg("plan"), py::arg("activation"),
+      py::arg("lambda0"), py::arg("nthreads"),
       "Final blocks K_L (P, P2, d, d) of the deep-CNN kernel from layer-1 patches (P, n1, M1).");
   m.def(
       "deep_renormalized_kernel",
       [](const py::array& x, const std::optional<py::array>& y, const py::array& q,
-         const Layers& layers, const Plan& plan, const std::string& activation,
-         double lambda0, double lambdaL, int nthreads) {
+         const Layers& layers, const Plan& plan, const std::string& activation, double lambda0,
+         double lambdaL, int nthreads) {
         const auto dp = deep_params(x, layers, plan, activation, lambda0, nthreads);
         return dispatch_float(x, [&](auto tag) {
           return renorm_t<typename decltype(tag)::type>(x, y, q, lambdaL, dp);
         });
       },
-      py::arg("X"), py::arg("Y"), py::arg("Q"), py::arg("layers"), py::arg("plan"), py::arg("activation"), py::arg("lambda0"), py::arg("lambdaL"),
-      py::arg("nthreads"), "Streaming deep K_R(Q) (P, P2) over the plan's pairs.");
+      py::arg("X"), py::arg("Y"), py::arg("Q"), py::arg("layers"), py::arg("plan"),
+      py::arg("activation"), py::arg("lambda0"), py::arg("lambdaL"), py::arg("nthreads"),
+      "Streaming deep K_R(Q) (P, P2) over the plan's pairs.");
   m.def(
       "deep_renormalized_kernel_diag",
-      [](const py::array& x, const py::array& q, const Layers& layers,
-         const Plan& plan, const std::string& activation,
-         double lambda0, double lambdaL, int nthreads) {
+      [](const py::array& x, const py::array& q, const Layers& layers, const Plan& plan,
+         const std::string& activation, double lambda0, double lambdaL, int nthreads) {
         const auto dp = deep_params(x, layers, plan, activation, lambda0, nthreads);
         return dispatch_float(x, [&](auto tag) {
           return diag_t<typename decltype(tag)::type>(x, q, lambdaL, dp);
         });
       },
-      py::arg("X"), py::arg("Q"), py::arg("layers"), py::arg("plan"),
-      py::arg("activation"), py::arg("lambda0"), py::arg("lambdaL"), py::arg("nthreads"),
-      "Deep K_R(Q)^{mu mu} (P,).");
+      py::arg("X"), py::arg("Q"), py::arg("layers"), py::arg("plan"), py::arg("activation"),
+      py::arg("lambda0"), py::arg("lambdaL"), py::arg("nthreads"), "Deep K_R(Q)^{mu mu} (P,).");
   m.def(
       "deep_local_kernel_adjoint",
       [](const py::array& x, const std::optional<py::array>& y, const py::array& w,
-         bool w_symmetric, const Layers& layers, const Plan& plan,
-         const std::string& activation, double lambda0, int nthreads) {
+         bool w_symmetric, const Layers& layers, const Plan& plan, const std::string& activation,
+         double lambda0, int nthreads) {
         const auto dp = deep_params(x, layers, plan, activation, lambda0, nthreads);
         return dispatch_float(x, [&](auto tag) {
           return adjoint_t<typename decltype(tag)::type>(x, y, w, w_symmetric, dp);
         });
       },
-      py::arg("X"), py::arg("Y"), py::arg("W"), py::arg("w_symmetric"), py::arg("layers"), py::arg("plan"), py::arg("activation"), py::arg("lambda0"),
-      py::arg("nthreads"), "Deep adjoint G(W) (d, d) on the plan's final pairs (0 elsewhere).");
+      py::arg("X"), py::arg("Y"), py::arg("W"), py::arg("w_symmetric"), py::arg("layers"),
+      py::arg("plan"), py::arg("activation"), py::arg("lambda0"), py::arg("nthreads"),
+      "Deep adjoint G(W) (d, d) on the plan's final pairs (0 elsewhere).");
   m.def(
       "deep_pack_compressed",
       [](const py::array& x, const Int32& cols, int64_t ncols, const Layers& layers,
-         const Plan& plan, const std::string& activation,
-         double lambda0, int nthreads) {
+         const Plan& plan, const std::string& activation, double lambda0, int nthreads) {
         const auto dp = deep_params(x, layers, plan, activation, lambda0, nthreads);
         return dispatch_float(x, [&](auto tag) {
           return pack_t<typename decltype(tag)::type>(x, cols, ncols, dp);
         });
       },
-      py::arg("X"), py::arg("cols"), py::arg("ncols"), py::arg("layers"), py::arg("plan"), py::arg("activation"), py::arg("lambda0"), py::arg("nthreads"),
+      py::arg("X"), py::arg("cols"), py::arg("ncols"), py::arg("layers"), py::arg("plan"),
+      py::arg("activation"), py::arg("lambda0"), py::arg("nthreads"),
       "The stored deep kernel (P (P + 1) / 2, ncols): final pair e adds K_L,ij into column "
       "cols[e] of the row of (mu <= nu).");
 }

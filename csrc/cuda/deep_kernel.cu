@@ -155,11 +155,11 @@ __device__ void pairs_body(const T* __restrict__ za, const T* __restrict__ s1a,
                            const T* __restrict__ rb, const T* __restrict__ sb,
                            const long long* __restrict__ pmeta, const int* __restrict__ pairs,
                            const int* __restrict__ gathers, const double* __restrict__ norms,
-                           const T* __restrict__ aux, const int* __restrict__ cols,
-                           long long ncols, T* __restrict__ out, double* __restrict__ H,
-                           T* __restrict__ work, long long Pa, long long Pb, long long N1,
-                           long long M, int L, long long S, long long d, long long wsize,
-                           long long npairs, int sym, double outnorm) {
+                           const T* __restrict__ aux, const int* __restrict__ cols, long long ncols,
+                           T* __restrict__ out, double* __restrict__ H, T* __restrict__ work,
+                           long long Pa, long long Pb, long long N1, long long M, int L,
+                           long long S, long long d, long long wsize, long long npairs, int sym,
+                           double outnorm) {
   __shared__ double red[LKR_DEEP_THREADS];
   // The two samples' layer-1 rows, staged when they fit (float32 up to n1 M1 = 5120, float64
   // up to 2560): every row is then read from shared memory, not from L1/L2.
@@ -272,39 +272,37 @@ __device__ void pairs_body(const T* __restrict__ za, const T* __restrict__ s1a,
 
 }  // namespace lkr_deep
 
-#define LKR_DEEP_PAIRS(T, SUF, ACT, ACTNAME, MODE, MODENAME)                                   \
-  extern "C" __global__ void __launch_bounds__(LKR_DEEP_THREADS)                               \
-      lkr_deep_##MODENAME##_##ACTNAME##_##SUF(                                                 \
-          const T* za, const T* s1a, const T* ra, const T* sa, const T* zb, const T* s1b,     \
-          const T* rb, const T* sb, const long long* pmeta, const int* pairs,                  \
-          const int* gathers, const double* norms, const T* aux, const int* cols,              \
-          long long ncols, T* out, double* H, T* work, long long Pa, long long Pb,             \
-          long long N1, long long M, int L, long long S, long long d, long long wsize,         \
-          long long npairs, int sym, double outnorm) {                                         \
-    lkr_deep::pairs_body<T, ACT, MODE>(za, s1a, ra, sa, zb, s1b, rb, sb, pmeta, pairs,        \
-                                       gathers, norms, aux, cols, ncols, out, H, work, Pa, Pb, \
-                                       N1, M, L, S, d, wsize, npairs, sym, outnorm);           \
+#define LKR_DEEP_PAIRS(T, SUF, ACT, ACTNAME, MODE, MODENAME)                                       \
+  extern "C" __global__ void __launch_bounds__(LKR_DEEP_THREADS)                                   \
+      lkr_deep_##MODENAME##_##ACTNAME##_##SUF(                                                     \
+          const T* za, const T* s1a, const T* ra, const T* sa, const T* zb, const T* s1b,          \
+          const T* rb, const T* sb, const long long* pmeta, const int* pairs, const int* gathers,  \
+          const double* norms, const T* aux, const int* cols, long long ncols, T* out, double* H,  \
+          T* work, long long Pa, long long Pb, long long N1, long long M, int L, long long S,      \
+          long long d, long long wsize, long long npairs, int sym, double outnorm) {               \
+    lkr_deep::pairs_body<T, ACT, MODE>(za, s1a, ra, sa, zb, s1b, rb, sb, pmeta, pairs, gathers,    \
+                                       norms, aux, cols, ncols, out, H, work, Pa, Pb, N1, M, L, S, \
+                                       d, wsize, npairs, sym, outnorm);                            \
   }
 
-#define LKR_DEEP_ACT(T, SUF, ACT, ACTNAME)                                                    \
-  extern "C" __global__ void __launch_bounds__(LKR_DEEP_THREADS)                              \
-      lkr_deep_prepare_##ACTNAME##_##SUF(                                                     \
-          const T* x, const int* index1, T* z, T* s1, T* r, T* s, double* kd,                 \
-          const long long* tmeta, const int* idx, const double* norms, long long P,           \
-          long long N0, long long N1, long long M, int nl, long long S, long long nmax,       \
-          double norm1) {                                                                      \
-    lkr_deep::prepare_body<T, ACT>(x, index1, z, s1, r, s, kd, tmeta, idx, norms, P, N0, N1, \
-                                   M, nl, S, nmax, norm1);                                    \
-  }                                                                                            \
-  LKR_DEEP_PAIRS(T, SUF, ACT, ACTNAME, 0, full)                                                \
-  LKR_DEEP_PAIRS(T, SUF, ACT, ACTNAME, 1, renormalized)                                        \
-  LKR_DEEP_PAIRS(T, SUF, ACT, ACTNAME, 2, adjoint)                                             \
-  LKR_DEEP_PAIRS(T, SUF, ACT, ACTNAME, 3, diag)                                                \
+#define LKR_DEEP_ACT(T, SUF, ACT, ACTNAME)                                                         \
+  extern "C" __global__ void __launch_bounds__(LKR_DEEP_THREADS)                                   \
+      lkr_deep_prepare_##ACTNAME##_##SUF(                                                          \
+          const T* x, const int* index1, T* z, T* s1, T* r, T* s, double* kd,                      \
+          const long long* tmeta, const int* idx, const double* norms, long long P, long long N0,  \
+          long long N1, long long M, int nl, long long S, long long nmax, double norm1) {          \
+    lkr_deep::prepare_body<T, ACT>(x, index1, z, s1, r, s, kd, tmeta, idx, norms, P, N0, N1, M,    \
+                                   nl, S, nmax, norm1);                                            \
+  }                                                                                                \
+  LKR_DEEP_PAIRS(T, SUF, ACT, ACTNAME, 0, full)                                                    \
+  LKR_DEEP_PAIRS(T, SUF, ACT, ACTNAME, 1, renormalized)                                            \
+  LKR_DEEP_PAIRS(T, SUF, ACT, ACTNAME, 2, adjoint)                                                 \
+  LKR_DEEP_PAIRS(T, SUF, ACT, ACTNAME, 3, diag)                                                    \
   LKR_DEEP_PAIRS(T, SUF, ACT, ACTNAME, 4, pack)
 
-#define LKR_DEEP_DTYPE(T, SUF)                 \
-  LKR_DEEP_ACT(T, SUF, LKR_ACT_LINEAR, linear) \
-  LKR_DEEP_ACT(T, SUF, LKR_ACT_ERF, erf)       \
+#define LKR_DEEP_DTYPE(T, SUF)                                                                     \
+  LKR_DEEP_ACT(T, SUF, LKR_ACT_LINEAR, linear)                                                     \
+  LKR_DEEP_ACT(T, SUF, LKR_ACT_ERF, erf)                                                           \
   LKR_DEEP_ACT(T, SUF, LKR_ACT_RELU, relu)
 
 #ifndef LKR_ONLY_F64

@@ -14,7 +14,9 @@ void check_deep_plan(const DeepParams& p) {
   const int64_t n1 = p.n1;
   const DeepPlan& pl = p.plan;
   const int64_t L = int64_t(p.layers.size()) + 1;
-  auto fail = [](const std::string& what) { throw std::invalid_argument("deep pair plan: " + what); };
+  auto fail = [](const std::string& what) {
+    throw std::invalid_argument("deep pair plan: " + what);
+  };
   if (int64_t(pl.levels.size()) != L)
     fail(std::to_string(pl.levels.size()) + " levels for " + std::to_string(L) + " layers");
   if (p.n1 < 0 || p.m1 < 1 || (p.n1 > 0 && !p.index1)) fail("no layer-1 index");
@@ -26,7 +28,8 @@ void check_deep_plan(const DeepParams& p) {
   for (int64_t l = 0; l < L; ++l) {
     const DeepLevel& v = pl.levels[l];
     const int64_t n = l == 0 ? n1 : p.layers[l - 1].n_out;
-    if (v.npairs < 0 || (v.npairs > 0 && !v.pairs)) fail("level " + std::to_string(l + 1) + " has no pairs");
+    if (v.npairs < 0 || (v.npairs > 0 && !v.pairs))
+      fail("level " + std::to_string(l + 1) + " has no pairs");
     for (int64_t e = 0; e < 2 * v.npairs; ++e)
       if (v.pairs[e] < 0 || v.pairs[e] >= n)
         fail("level " + std::to_string(l + 1) + " has position " + std::to_string(v.pairs[e]) +
@@ -44,9 +47,9 @@ void check_deep_plan(const DeepParams& p) {
         for (int64_t t = 0; t < k; ++t) {
           const int64_t g = v.gather[e * k + t];
           if (g != below && (g < lo || g >= hi))
-            fail("level " + std::to_string(l + 1) + " pair " + std::to_string(e) +
-                 " reads pair " + std::to_string(g) + " outside its chunk [" + std::to_string(lo) +
-                 ", " + std::to_string(hi) + ")");
+            fail("level " + std::to_string(l + 1) + " pair " + std::to_string(e) + " reads pair " +
+                 std::to_string(g) + " outside its chunk [" + std::to_string(lo) + ", " +
+                 std::to_string(hi) + ")");
         }
     }
   }
@@ -72,7 +75,9 @@ struct Samples {
   std::vector<int64_t> n;            // positions of layers 2..L
 
   // Row (mu, p): entry k at row(mu, p)[k * CW].
-  const T* row(int64_t mu, int64_t p) const { return zt.data() + (mu / CW * N1 + p) * M * CW + mu % CW; }
+  const T* row(int64_t mu, int64_t p) const {
+    return zt.data() + (mu / CW * N1 + p) * M * CW + mu % CW;
+  }
   // The M x CW panel of position q for the samples b0 .. b0 + CW - 1 (b0 a multiple of CW).
   const T* panel(int64_t b0, int64_t q) const { return zt.data() + (b0 / CW * N1 + q) * M * CW; }
   // Per-position factors: one sample's, and the CW of a panel's.
@@ -112,7 +117,9 @@ Samples<T> prepare_samples(const View2<T>& x, const DeepParams& p, int64_t CW, i
       kd.assign(static_cast<size_t>(N1), 0.0);
       for (int64_t i = 0; i < N1; ++i) {
         const int32_t* ix = p.index1 + i * M;
-        const auto get = [&](int64_t k) { return ix[k] < p.n0 ? x(mu, ix[k]) : T(0); };
+        const auto get = [&](int64_t k) {
+          return ix[k] < p.n0 ? x(mu, ix[k]) : T(0);
+        };
         T* dst = c.zt.data() + (blk * N1 + i) * M * CW + lane;
         c.s1[(blk * N1 + i) * CW + lane] = prepare_row<T>(get, M, act, norm, dst, CW);
         double sq = 0;
@@ -154,12 +161,15 @@ struct Engine {
   Isa isa = Isa::base;
   int R = 4;
   int64_t CW = 4, na = 4, nb = 4;
-  std::vector<int64_t> maxc;               // per level: the most pairs of one chunk
-  std::vector<std::vector<int32_t>> rel;   // per level >= 1: (npairs, k) relative gathers
-  std::vector<int64_t> k, npos;            // per level >= 1: window size; per level: positions
+  std::vector<int64_t> maxc;              // per level: the most pairs of one chunk
+  std::vector<std::vector<int32_t>> rel;  // per level >= 1: (npairs, k) relative gathers
+  std::vector<int64_t> k, npos;           // per level >= 1: window size; per level: positions
 
   Engine(const DeepParams& params, bool square_tiles)
-      : p(params), plan(params.plan), L(int64_t(params.layers.size()) + 1), N1(params.n1),
+      : p(params),
+        plan(params.plan),
+        L(int64_t(params.layers.size()) + 1),
+        N1(params.n1),
         M(params.m1) {
     check_deep_plan(p);
     isa = tile_isa();
@@ -490,8 +500,9 @@ void deep_local_kernel(const View2<T>& A, const View2<T>* B, const DeepParams& p
   const int64_t d = e.d, P2 = bb.P;
   if (final_pairs(p) < d * d) std::fill(out, out + a.P * P2 * d * d, T(0));
   const auto tiles = tile_pairs(a.P, P2, e.na, e.nb, sym);
-  drive(e, a, bb, tiles, int64_t(tiles.size()), nt,
-        [&] { return FullConsumer<T>{d, P2, sym, out, {}}; });
+  drive(e, a, bb, tiles, int64_t(tiles.size()), nt, [&] {
+    return FullConsumer<T>{d, P2, sym, out, {}};
+  });
 }
 
 template <class T>
@@ -519,7 +530,8 @@ void deep_renormalized_kernel_diag(const View2<T>& A, const T* Q, double lambdaL
   const auto a = prepare_samples(A, p, e.CW, nt);
   const double norm = 1.0 / (lambdaL * double(e.d));
   std::vector<TilePair> tiles;  // the square tiles on the diagonal
-  for (int64_t a0 = 0; a0 < a.P; a0 += e.CW) tiles.push_back({a0, std::min(a.P, a0 + e.CW), a0, std::min(a.P, a0 + e.CW)});
+  for (int64_t a0 = 0; a0 < a.P; a0 += e.CW)
+    tiles.push_back({a0, std::min(a.P, a0 + e.CW), a0, std::min(a.P, a0 + e.CW)});
   drive(e, a, a, tiles, int64_t(tiles.size()), nt, [&] {
     return RenormConsumer<T>{Q, e.d, a.P, false, true, norm, out, {}, {}, {}};
   });
@@ -569,19 +581,20 @@ void deep_pack_compressed(const View2<T>& A, const int32_t* cols, int64_t ncols,
   std::fill(out, out + a.P * (a.P + 1) / 2 * ncols, T(0));
   const auto tiles = tile_pairs(a.P, a.P, e.na, e.nb, true);
   // Tiles write disjoint rows except on the diagonal blocks, where one tile holds them all.
-  drive(e, a, a, tiles, int64_t(tiles.size()), nt,
-        [&] { return PackConsumer<T>{cols, ncols, a.P, out, {}}; });
+  drive(e, a, a, tiles, int64_t(tiles.size()), nt, [&] {
+    return PackConsumer<T>{cols, ncols, a.P, out, {}};
+  });
 }
 
-#define LKR_DEEP_INSTANTIATE(T)                                                                  \
-  template void deep_local_kernel<T>(const View2<T>&, const View2<T>*, const DeepParams&, T*);  \
-  template void deep_renormalized_kernel<T>(const View2<T>&, const View2<T>*, const T*, double, \
-                                            const DeepParams&, T*);                             \
-  template void deep_renormalized_kernel_diag<T>(const View2<T>&, const T*, double,             \
-                                                 const DeepParams&, T*);                        \
-  template void deep_local_kernel_adjoint<T>(const View2<T>&, const View2<T>*, const View2<T>&, \
-                                             bool, const DeepParams&, T*);                      \
-  template void deep_pack_compressed<T>(const View2<T>&, const int32_t*, int64_t,              \
+#define LKR_DEEP_INSTANTIATE(T)                                                                    \
+  template void deep_local_kernel<T>(const View2<T>&, const View2<T>*, const DeepParams&, T*);     \
+  template void deep_renormalized_kernel<T>(const View2<T>&, const View2<T>*, const T*, double,    \
+                                            const DeepParams&, T*);                                \
+  template void deep_renormalized_kernel_diag<T>(const View2<T>&, const T*, double,                \
+                                                 const DeepParams&, T*);                           \
+  template void deep_local_kernel_adjoint<T>(const View2<T>&, const View2<T>*, const View2<T>&,    \
+                                             bool, const DeepParams&, T*);                         \
+  template void deep_pack_compressed<T>(const View2<T>&, const int32_t*, int64_t,                  \
                                         const DeepParams&, T*);
 LKR_DEEP_INSTANTIATE(float)
 LKR_DEEP_INSTANTIATE(double)
