@@ -72,7 +72,6 @@ struct Samples {
   std::vector<T> zt;                 // (Ppad / CW, N1, M, CW)
   std::vector<T> s1;                 // (Ppad / CW, N1, CW)
   std::vector<std::vector<T>> r, s;  // layer l + 2: (Ppad / CW, n, CW)
-  std::vector<int64_t> n;            // positions of layers 2..L
 
   // Row (mu, p): entry k at row(mu, p)[k * CW].
   const T* row(int64_t mu, int64_t p) const {
@@ -103,9 +102,8 @@ Samples<T> prepare_samples(const View2<T>& x, const DeepParams& p, int64_t CW, i
   c.s1.assign(static_cast<size_t>(c.Ppad * N1), T(0));
   const size_t nl = p.layers.size();
   for (size_t l = 0; l < nl; ++l) {
-    c.n.push_back(p.layers[l].n_out);
-    c.r.emplace_back(static_cast<size_t>(nb * CW * c.n[l]), T(0));
-    c.s.emplace_back(static_cast<size_t>(nb * CW * c.n[l]), T(0));
+    c.r.emplace_back(static_cast<size_t>(nb * CW * p.layers[l].n_out), T(0));
+    c.s.emplace_back(static_cast<size_t>(nb * CW * p.layers[l].n_out), T(0));
   }
   const double norm = 1.0 / (p.lambda0 * double(M));
 #pragma omp parallel num_threads(nthreads)
@@ -487,72 +485,73 @@ struct PackConsumer {
 
 int64_t final_pairs(const DeepParams& p) { return p.plan.levels.back().npairs; }
 
+// What every call prepares: the engine and the samples of A and (when given) B.
+template <class T>
+struct Call {
+  int nt;
+  Engine<T> e;
+  Samples<T> a, b;
+  bool sym;  // B = A
+  Call(const DeepParams& p, const View2<T>& A, const View2<T>* B, bool square_tiles)
+      : nt(omp_threads(p.nthreads)),
+        e(p, square_tiles),
+        a(prepare_samples(A, p, e.CW, nt)),
+        b(B ? prepare_samples(*B, p, e.CW, nt) : Samples<T>{}),
+        sym(B == nullptr) {}
+  const Samples<T>& bs() const { return sym ? a : b; }
+};
+
 }  // namespace
 
 template <class T>
 void deep_local_kernel(const View2<T>& A, const View2<T>* B, const DeepParams& p, T* out) {
-  const int nt = omp_threads(p.nthreads);
-  Engine<T> e(p, false);
-  const auto a = prepare_samples(A, p, e.CW, nt);
-  const auto b = B ? prepare_samples(*B, p, e.CW, nt) : Samples<T>{};
-  const Samples<T>& bb = B ? b : a;
-  const bool sym = B == nullptr;
-  const int64_t d = e.d, P2 = bb.P;
-  if (final_pairs(p) < d * d) std::fill(out, out + a.P * P2 * d * d, T(0));
-  const auto tiles = tile_pairs(a.P, P2, e.na, e.nb, sym);
-  drive(e, a, bb, tiles, int64_t(tiles.size()), nt, [&] {
-    return FullConsumer<T>{d, P2, sym, out, {}};
+  const Call<T> c(p, A, B, false);
+  const int64_t d = c.e.d, P2 = c.bs().P;
+  if (final_pairs(p) < d * d) std::fill(out, out + c.a.P * P2 * d * d, T(0));
+  const auto tiles = tile_pairs(c.a.P, P2, c.e.na, c.e.nb, c.sym);
+  drive(c.e, c.a, c.bs(), tiles, int64_t(tiles.size()), c.nt, [&] {
+    return FullConsumer<T>{d, P2, c.sym, out, {}};
   });
 }
 
 template <class T>
 void deep_renormalized_kernel(const View2<T>& A, const View2<T>* B, const T* Q, double lambdaL,
                               const DeepParams& p, T* out) {
-  const int nt = omp_threads(p.nthreads);
-  Engine<T> e(p, false);
-  const auto a = prepare_samples(A, p, e.CW, nt);
-  const auto b = B ? prepare_samples(*B, p, e.CW, nt) : Samples<T>{};
-  const Samples<T>& bb = B ? b : a;
-  const bool sym = B == nullptr;
-  const int64_t P2 = bb.P;
-  const double norm = 1.0 / (lambdaL * double(e.d));
-  const auto tiles = tile_pairs(a.P, P2, e.na, e.nb, sym);
-  drive(e, a, bb, tiles, int64_t(tiles.size()), nt, [&] {
-    return RenormConsumer<T>{Q, e.d, P2, sym, false, norm, out, {}, {}, {}};
+  const Call<T> c(p, A, B, false);
+  const int64_t P2 = c.bs().P;
+  const double norm = 1.0 / (lambdaL * double(c.e.d));
+  const auto tiles = tile_pairs(c.a.P, P2, c.e.na, c.e.nb, c.sym);
+  drive(c.e, c.a, c.bs(), tiles, int64_t(tiles.size()), c.nt, [&] {
+    return RenormConsumer<T>{Q, c.e.d, P2, c.sym, false, norm, out, {}, {}, {}};
   });
 }
 
 template <class T>
 void deep_renormalized_kernel_diag(const View2<T>& A, const T* Q, double lambdaL,
                                    const DeepParams& p, T* out) {
-  const int nt = omp_threads(p.nthreads);
-  Engine<T> e(p, true);
-  const auto a = prepare_samples(A, p, e.CW, nt);
-  const double norm = 1.0 / (lambdaL * double(e.d));
+  const Call<T> c(p, A, nullptr, true);
+  const int64_t P = c.a.P, CW = c.e.CW;
+  const double norm = 1.0 / (lambdaL * double(c.e.d));
   std::vector<TilePair> tiles;  // the square tiles on the diagonal
-  for (int64_t a0 = 0; a0 < a.P; a0 += e.CW)
-    tiles.push_back({a0, std::min(a.P, a0 + e.CW), a0, std::min(a.P, a0 + e.CW)});
-  drive(e, a, a, tiles, int64_t(tiles.size()), nt, [&] {
-    return RenormConsumer<T>{Q, e.d, a.P, false, true, norm, out, {}, {}, {}};
+  for (int64_t a0 = 0; a0 < P; a0 += CW)
+    tiles.push_back({a0, std::min(P, a0 + CW), a0, std::min(P, a0 + CW)});
+  drive(c.e, c.a, c.a, tiles, int64_t(tiles.size()), c.nt, [&] {
+    return RenormConsumer<T>{Q, c.e.d, P, false, true, norm, out, {}, {}, {}};
   });
 }
 
 template <class T>
 void deep_local_kernel_adjoint(const View2<T>& A, const View2<T>* B, const View2<T>& W,
                                bool w_symmetric, const DeepParams& p, T* out) {
-  const int nt = omp_threads(p.nthreads);
-  Engine<T> e(p, false);
-  const auto a = prepare_samples(A, p, e.CW, nt);
-  const auto b = B ? prepare_samples(*B, p, e.CW, nt) : Samples<T>{};
-  const Samples<T>& bb = B ? b : a;
-  const bool sym = B == nullptr && w_symmetric;
-  const int64_t d = e.d, nf = final_pairs(p);
-  const auto tiles = tile_pairs(a.P, bb.P, e.na, e.nb, sym);
+  const Call<T> c(p, A, B, false);
+  const bool sym = c.sym && w_symmetric;
+  const int64_t d = c.e.d, nf = final_pairs(p);
+  const auto tiles = tile_pairs(c.a.P, c.bs().P, c.e.na, c.e.nb, sym);
   // Tiles are summed in a fixed number of contiguous groups, each into its own slot, and the
   // slots in order: the same result bit for bit whatever the thread count.
   const int64_t ngroups = std::max<int64_t>(1, std::min<int64_t>(int64_t(tiles.size()), 64));
   std::vector<double> slots(static_cast<size_t>(ngroups * nf), 0.0);
-  drive(e, a, bb, tiles, ngroups, nt, [&] {
+  drive(c.e, c.a, c.bs(), tiles, ngroups, c.nt, [&] {
     return AdjointConsumer<T>{&W, sym, slots.data(), nf, {}, {}, nullptr};
   });
   std::vector<double> H(static_cast<size_t>(nf));
@@ -570,19 +569,18 @@ void deep_local_kernel_adjoint(const View2<T>& A, const View2<T>* B, const View2
 template <class T>
 void deep_pack_compressed(const View2<T>& A, const int32_t* cols, int64_t ncols,
                           const DeepParams& p, T* out) {
-  const int nt = omp_threads(p.nthreads);
-  Engine<T> e(p, false);
   const int64_t nf = final_pairs(p);
   for (int64_t f = 0; f < nf; ++f)
     if (cols[f] < 0 || cols[f] >= ncols)
       throw std::invalid_argument("deep pack: column " + std::to_string(cols[f]) + " outside [0, " +
                                   std::to_string(ncols) + ")");
-  const auto a = prepare_samples(A, p, e.CW, nt);
-  std::fill(out, out + a.P * (a.P + 1) / 2 * ncols, T(0));
-  const auto tiles = tile_pairs(a.P, a.P, e.na, e.nb, true);
-  // Tiles write disjoint rows except on the diagonal blocks, where one tile holds them all.
-  drive(e, a, a, tiles, int64_t(tiles.size()), nt, [&] {
-    return PackConsumer<T>{cols, ncols, a.P, out, {}};
+  const Call<T> c(p, A, nullptr, false);
+  const int64_t P = c.a.P;
+  std::fill(out, out + P * (P + 1) / 2 * ncols, T(0));
+  const auto tiles = tile_pairs(P, P, c.e.na, c.e.nb, true);
+  // Each row (mu, nu) belongs to one tile: no two threads write one entry.
+  drive(c.e, c.a, c.a, tiles, int64_t(tiles.size()), c.nt, [&] {
+    return PackConsumer<T>{cols, ncols, P, out, {}};
   });
 }
 
