@@ -1,10 +1,20 @@
 """Shared test setup: hypothesis profiles (as NumPy's), the `xp` fixture for one test body
 on NumPy and CuPy, and per-dtype tolerances."""
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
+
+# The shared helpers (reference.py, kernel_strategies.py, ...) live in tests/ beside this file;
+# the test modules in the subfolders import them by name. (Until the helpers that sit in
+# test modules have homes of their own, the subfolders are on the path too.)
+_TESTS = Path(__file__).resolve().parent
+for _d in [_TESTS] + sorted(p for p in _TESTS.iterdir() if p.is_dir() and p.name != "__pycache__"):
+    if str(_d) not in sys.path:
+        sys.path.insert(0, str(_d))
 
 # Derandomised in CI so a failure reproduces; no deadline (the first call compiles/warms).
 settings.register_profile("ci", derandomize=True, deadline=None, max_examples=30,

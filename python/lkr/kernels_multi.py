@@ -19,7 +19,7 @@ sum W * K_R(Q) = (1 / (lambda1 Np)) sum Q * G(W). D = 1 gives
 
 The compiled engine computes each tile of K_ij^{mu nu} once and applies it to every output
 block (no D^2 passes), and ``centred=True`` returns G - G_m and G_m from one call. CuPy
-arrays go to the CUDA engine's blockwise composition (:mod:`lkr._cuda_multi`: materialised
+arrays go to the CUDA engine's blockwise composition (:mod:`lkr._cuda.multi`: materialised
 row blocks and a tensor contraction; no dedicated CUDA kernel yet).
 """
 from __future__ import annotations

@@ -40,9 +40,9 @@ from .._io import check_writable_dir, describe
 from .._json import jsonable
 from .._progress import PhaseBar, progress_bar
 from .._validate import integer as _integer
+from ..train._arch import ARCHITECTURES, make_theory, sampled_test_error
+from ..train._arch import NAMES as _NAMES
 from . import _deep
-from ._arch import ARCHITECTURES, make_theory, sampled_test_error
-from ._arch import NAMES as _NAMES
 from ._rows import _q_summary, _row, _summary, _versions  # noqa: F401 (_q_summary: tests)
 from .argtypes import nonneg_float, nonneg_int, positive_float, positive_int, shape, task_spec, widths
 from .report import format_table, plot_results, save_results, stderr_note, write_outputs

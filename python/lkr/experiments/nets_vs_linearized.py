@@ -60,9 +60,9 @@ class Arch(NamedTuple):
 
 def _lkr_net(arch):
     """make(width, geometry, activation, seed) of lkr's one-hidden-layer ``arch``
-    (:func:`lkr.experiments._arch.make_net`; FC takes the flattened inputs)."""
+    (:func:`lkr.train._arch.make_net`; FC takes the flattened inputs)."""
     def make(width, geometry, activation, seed):
-        from ._arch import make_net
+        from ..train._arch import make_net
 
         X = np.zeros((1, geometry.input_size))
         return make_net(arch, width, X, geometry=geometry, activation=activation, seed=seed)[0]

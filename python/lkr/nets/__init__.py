@@ -52,15 +52,15 @@ prepared objectives of :meth:`Net.prepare`), ``fc`` (FC and deep FC), ``patch`` 
 """
 from __future__ import annotations
 
-from ._activations import sigma, sigma_pair, sigma_pair_inplace, sigma_prime
-from ._base import Net, Prepared, init_params
-from ._reference import (  # noqa: F401 - the references the tests and benchmarks use
+from .._patch_reference import (  # noqa: F401 - the references the tests and benchmarks use
     _preact,
     _reference_features,
     _reference_forward,
     _reference_jvp,
     _reference_vjp,
 )
+from ._activations import sigma, sigma_pair, sigma_pair_inplace, sigma_prime
+from ._base import Net, Prepared, init_params
 from .deep_cnn import DeepCNNNet
 from .fc import DeepFCNet, FCNet
 from .linearized import LinearizedNet, linearize

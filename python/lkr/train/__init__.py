@@ -66,7 +66,7 @@ def __getattr__(name):
     # the architecture table lives with the experiments (lkr.experiments._arch), which build
     # on this package: loaded on first use so that the import graph stays acyclic
     if name in ("sampled_test_error", "ARCHITECTURES"):
-        from ..experiments import _arch
+        from . import _arch
 
         return getattr(_arch, name)
     raise AttributeError(f"module 'lkr.train' has no attribute {name!r}")

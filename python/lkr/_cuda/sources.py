@@ -15,7 +15,7 @@ SOURCES = ("local_kernel.cu", "nets.cu", "deep_kernel.cu")
 def source_dir() -> Path:
     """The folder holding the ``.cu``/``.cuh`` sources.
 
-    In a source checkout (this file in ``<repo>/python/lkr``, as in an editable install),
+    In a source checkout (this file in ``<repo>/python/lkr/_cuda``, as in an editable install),
     ``<repo>/csrc/cuda``: an editable install also has a copy in the package data, but that
     copy is only refreshed by a rebuild, and an edited kernel must not silently run stale.
     Otherwise the installed package data ``lkr/cuda/``. The environment variable
@@ -28,8 +28,8 @@ def source_dir() -> Path:
         if missing:
             raise FileNotFoundError(f"LKR_CUDA_SOURCES={override} lacks {missing}")
         return d
-    here = Path(__file__).resolve().parent
-    candidates = [here.parents[1] / "csrc" / "cuda", here / "cuda"]
+    package = Path(__file__).resolve().parents[1]  # <repo>/python/lkr, or site-packages/lkr
+    candidates = [package.parents[1] / "csrc" / "cuda", package / "cuda"]
     try:  # the package data, also where lkr is imported through a custom loader
         from importlib.resources import files
 

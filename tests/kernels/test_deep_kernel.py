@@ -324,7 +324,7 @@ from test_gpu import emulator, poison  # noqa: E402,F401
     ((60,), [45, 3], [1, 2], ["same", "valid"], 1, 3, None),  # float64 rows too big to stage
 ], ids=["1d-sym", "2d-L3-cross", "1d-cross", "2d-L1", "1d-unstaged"])
 def test_emulated_deep_kernels_match_core(emulator, poison, act, dtype, case):  # noqa: F811
-    from lkr._cuda_deep import DeepEngine
+    from lkr._cuda.deep import DeepEngine
     from lkr._deep_kernels import _tables
 
     shape, filts, strides, pads, C, P, P2 = case
@@ -358,7 +358,7 @@ def test_emulated_deep_kernels_match_core(emulator, poison, act, dtype, case):  
 
 
 def test_emulated_deep_rejects_bad_tables(emulator):  # noqa: F811
-    from lkr._cuda_deep import DeepEngine
+    from lkr._cuda.deep import DeepEngine
 
     PX = np.zeros((2, 4, 3))
     with pytest.raises(ValueError, match="outside"):
@@ -369,7 +369,7 @@ def test_emulated_deep_rejects_bad_tables(emulator):  # noqa: F811
 def test_upper_strides_thin_out_the_layer1_pairs():
     """After a stride-2 layer only layer-1 pairs with p = q (mod 2) per axis are read: the
     engines compute a quarter of them in 2D (the results are checked above)."""
-    from lkr._cuda_deep import needed_layer1_pairs
+    from lkr._cuda.deep import needed_layer1_pairs
 
     dg = DeepGeometry((28, 28), [5, 3], 2, padding="same")
     tables = [t for t, _ in dg.gather_tables()]

@@ -14,7 +14,7 @@ import pytest
 
 from lkr import _interrupt
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = ["--P", "24", "--P-test", "16", "--input-shape", "16", "--filter", "4", "-T", "0.1",
         "--seed", "3"]
 #: a Langevin run that would take hours: only Ctrl-C ends it

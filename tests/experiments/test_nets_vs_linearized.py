@@ -236,7 +236,7 @@ def test_torch_lenet_example(capsys):
     pytest.importorskip("sklearn")
     import importlib.util
 
-    path = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "torch_lenet_rank.py")
+    path = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "examples", "torch_lenet_rank.py")
     spec = importlib.util.spec_from_file_location("torch_lenet_rank", path)
     ex = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ex)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 
-from .. import backend
-from ._activations import sigma, sigma_prime
+from . import backend
+from .activations import sigma, sigma_prime
 
 
 def preact(Z, W, local):

@@ -86,7 +86,7 @@ class DeepEngine:
         nmax = max(sizes)
         kd = e._alloc((P, 2 * nmax), np.float64, zero=True)
         if P:
-            from ._cuda import _suffix
+            from .kernels import _suffix
 
             nblocks = min(P, 32 * e.num_sms())
             e._launch(f"lkr_deep_prepare_{act}_{_suffix(dt)}", dt, nblocks,
@@ -97,7 +97,7 @@ class DeepEngine:
 
     def _run(self, mode, PX, PY, aux, tables, norms, activation, lambda0, sym, outnorm, out,
              npairs, H=None):
-        from ._cuda import _suffix
+        from .kernels import _suffix
 
         e = self.e
         act = e._activation(activation)
@@ -240,7 +240,7 @@ class DeepEngineMixin:
 
 # -- the functions lkr.backend dispatches to (on CuPy's default engine) ----------------------
 def _default():
-    from ._cuda import _default_engine  # lkr._cuda imports this module: import at call time
+    from .kernels import _default_engine  # .kernels imports this module: import at call time
 
     return _default_engine()
 

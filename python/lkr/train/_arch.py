@@ -10,7 +10,7 @@ from __future__ import annotations
 from .. import backend
 from .._validate import choice as _choice
 from .._validate import integer as _int
-from ..train.langevin import langevin
+from .langevin import langevin
 
 __all__ = ["ARCHITECTURES", "NAMES", "make_net", "make_theory", "sampled_test_error"]
 

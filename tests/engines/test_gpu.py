@@ -171,7 +171,7 @@ def test_grid_and_panels():
 # ---------------------------------------------------------------------------------------------
 # The emulation layer, tests/cuda_host_emulator.hpp, is a plain header: the glue file below
 # includes it, then the .cu sources, then exports one C entry point per kernel.
-EMULATOR_HEADER = Path(__file__).with_name("cuda_host_emulator.hpp")
+EMULATOR_HEADER = Path(__file__).parents[1] / "cuda_host_emulator.hpp"
 
 
 class EmulatedKernel:
@@ -247,7 +247,7 @@ def emulator(tmp_path_factory):
 
 @pytest.fixture
 def poison(monkeypatch):
-    monkeypatch.setattr(_cuda, "POISON", True)
+    monkeypatch.setattr(_cuda.kernels, "POISON", True)
 
 
 core = backend.core()

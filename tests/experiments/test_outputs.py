@@ -225,7 +225,7 @@ def test_fc_vs_cnn_table_warns_on_rhat_and_plot_has_labels(tmp_path):
 def test_bench_header_and_thread_column(monkeypatch):
     import sys
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     monkeypatch.syspath_prepend(root)
     from bench import harness
 

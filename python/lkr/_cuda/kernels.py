@@ -16,7 +16,7 @@ validates its arguments and calls, with patch tensors ``PX`` (P, Np, M) and ``PY
 ``patch_value_and_grad(Z, W, v, y, *, local, activation, nthreads)``    (f, dW, dv)
 ``patch_features(Z, W, v, a0, a1, *, local, activation, nthreads)``     (S, G)
 ``activation_pair(H, *, activation, derivative, nthreads)``             sigma(H) (, sigma'(H))
-``deep_*(...)``: the deep-CNN kernel, see :mod:`lkr._cuda_deep`
+``deep_*(...)``: the deep-CNN kernel, see :mod:`lkr._cuda.deep`
 =====================================================================  =====================
 
 (the function list of ``lkr._core``, stated in ``_core.pyi``; a test checks both engines
@@ -50,16 +50,16 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from ._cuda_deep import (
+from .deep import (
     DeepEngineMixin,
     deep_local_kernel,
     deep_local_kernel_adjoint,
     deep_renormalized_kernel,
     deep_renormalized_kernel_diag,
 )
-from ._cuda_multi import MultiOutputCalls
-from ._cuda_multi import module_functions as _multi_functions
-from ._cuda_sources import SOURCES, load_source, source_dir, source_of
+from .multi import MultiOutputCalls
+from .multi import module_functions as _multi_functions
+from .sources import SOURCES, load_source, source_dir, source_of
 
 __all__ = ["local_kernel", "renormalized_kernel", "renormalized_kernel_diag",
            "local_kernel_adjoint", "nngp_map_inplace", "patch_forward", "patch_vjp",
@@ -472,7 +472,7 @@ class Engine(MultiOutputCalls, DeepEngineMixin):
                        combined=False):
         """NTK features (S, G) of channels [a0, a1) for unchained W, v (as
         ``lkr._core.patch_features``), as array expressions; ``combined``: [S | G]."""
-        from .nets._reference import reference_features
+        from .._patch_reference import reference_features
 
         S, G = reference_features(Z, W[a0:a1], v[a0:a1], self._activation(activation), local,
                                   W.shape[0])
@@ -483,7 +483,7 @@ class Engine(MultiOutputCalls, DeepEngineMixin):
 
     def activation_pair(self, H, *, activation, derivative, nthreads=0):
         """sigma(H), or (sigma(H), sigma'(H)) with derivative=True, elementwise."""
-        from .nets._activations import sigma, sigma_prime
+        from ..activations import sigma, sigma_prime
 
         act = self._activation(activation)
         S = H.copy() if act == "linear" else sigma(act, H)
@@ -491,7 +491,7 @@ class Engine(MultiOutputCalls, DeepEngineMixin):
 
     def readout_forward(self, H, u, S, f, *, scale, activation, nthreads=0):
         """In place: S = sigma(H), H <- sigma'(H) u, f = scale sum_k u S (readout.hpp)."""
-        from .nets._activations import sigma, sigma_prime
+        from ..activations import sigma, sigma_prime
 
         act = self._activation(activation)
         S[...] = H if act == "linear" else sigma(act, H)
@@ -579,7 +579,7 @@ def activation_pair(H, *, activation, derivative, nthreads=0):
     return _default_engine().activation_pair(H, activation=activation, derivative=derivative)
 
 
-# the multi-output / compressed-kernel calls (lkr._cuda_multi): the same engine
+# the multi-output / compressed-kernel calls (lkr._cuda.multi): the same engine
 _multi = _multi_functions(_default_engine)
 patch_mean = _multi["patch_mean"]
 renormalized_kernel_multi = _multi["renormalized_kernel_multi"]
