@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 
-from . import backend
+from . import _arrays
 from .activations import sigma, sigma_prime
 
 
 def preact(Z, W, local):
-    xp = backend.array_module(Z, W)
+    xp = _arrays.array_module(Z, W)
     M = Z.shape[-1]
     if local:
         return xp.einsum("pim,...aim->...pai", Z, W) / math.sqrt(M)
@@ -21,14 +21,14 @@ def preact(Z, W, local):
 
 
 def reference_forward(Z, W, v, activation, local):
-    xp = backend.array_module(Z, W, v)
+    xp = _arrays.array_module(Z, W, v)
     Nc, Np = v.shape[-2:]
     S = sigma(activation, preact(Z, W, local))
     return xp.einsum("...pai,...ai->...p", S, v) / math.sqrt(Nc * Np)
 
 
 def reference_vjp(Z, W, v, r, activation, local):
-    xp = backend.array_module(Z, W, v, r)
+    xp = _arrays.array_module(Z, W, v, r)
     Nc, Np = v.shape[-2:]
     M = Z.shape[-1]
     H = preact(Z, W, local)
@@ -43,7 +43,7 @@ def reference_vjp(Z, W, v, r, activation, local):
 
 
 def reference_jvp(Z, W, v, dW, dv, activation, local):
-    xp = backend.array_module(Z, W, v)
+    xp = _arrays.array_module(Z, W, v)
     Nc, Np = v.shape[-2:]
     H = preact(Z, W, local)
     dH = preact(Z, dW, local)
@@ -56,7 +56,7 @@ def reference_jvp(Z, W, v, dW, dv, activation, local):
 
 def reference_features(Z, W, v, activation, local, Nc):
     """NumPy/CuPy reference of the compiled features (W, v restricted to a channel block)."""
-    xp = backend.array_module(Z)
+    xp = _arrays.array_module(Z)
     P, Np, M = Z.shape
     cs = 1.0 / math.sqrt(Nc * Np)
     H = preact(Z, W, local)                       # (P, nb, Np)

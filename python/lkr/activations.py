@@ -31,7 +31,7 @@ import math
 
 import numpy as np
 
-from . import backend
+from . import _arrays
 
 __all__ = ["ACTIVATIONS", "check_activation", "nngp_map", "is_odd", "mean_map", "has_mean",
            "sigma", "sigma_prime"]
@@ -66,7 +66,7 @@ def nngp_map(activation: str, cxx, cxy, cyy):
         The NNGP kernel values, same array library as the inputs.
     """
     check_activation(activation)
-    xp = backend.array_module(cxx, cxy, cyy)
+    xp = _arrays.array_module(cxx, cxy, cyy)
     cxx, cxy, cyy = (xp.asarray(a) for a in (cxx, cxy, cyy))
     if activation == "linear":
         return cxy * xp.ones_like(cxx) * xp.ones_like(cyy)
@@ -105,7 +105,7 @@ def mean_map(activation: str, c):
         activations; same array library as ``c``.
     """
     check_activation(activation)
-    xp = backend.array_module(c)
+    xp = _arrays.array_module(c)
     c = xp.asarray(c)
     if activation == "relu":
         return xp.sqrt(xp.maximum(c, 0) / (2 * np.pi))
@@ -122,7 +122,7 @@ def _erf(xp):
 
 def sigma(activation: str, h):
     """The activation sigma(h), elementwise (``erf`` is the plain error function)."""
-    xp = backend.array_module(h)
+    xp = _arrays.array_module(h)
     if activation == "linear":
         return h
     if activation == "erf":
@@ -132,7 +132,7 @@ def sigma(activation: str, h):
 
 def sigma_prime(activation: str, h):
     """sigma'(h): 1, (2/sqrt(pi)) exp(-h^2), or the step (h > 0) for relu."""
-    xp = backend.array_module(h)
+    xp = _arrays.array_module(h)
     if activation == "linear":
         return xp.ones_like(h)
     if activation == "erf":

@@ -17,6 +17,7 @@ from typing import Tuple
 
 import numpy as np
 
+from ._task import Task, block_average, parse_classes
 from ._validate import count as _count
 
 __all__ = ["load_digits", "digits_groups", "parse_class_groups", "DIGITS_DEFAULT_CLASSES"]
@@ -34,8 +35,6 @@ def parse_class_groups(classes) -> Tuple[Tuple[int, ...], ...]:
     groups separated by ':'; or a sequence of ints / of sequences. Two groups are exactly
     :func:`lkr.data.parse_classes`.
     """
-    from .data import parse_classes
-
     if isinstance(classes, str) and classes.strip().lower() == "all":
         return tuple((c,) for c in range(10))
     if isinstance(classes, str):
@@ -94,8 +93,6 @@ def digits_groups(P, P_test, seed=0, *, classes=DIGITS_DEFAULT_CLASSES, downsamp
         X (P, H, W) standardised; g (P,) int, the group index 0..K-1 of each image;
         info as :class:`lkr.data.Task`'s (with ``groups``).
     """
-    from . import data
-
     P, P_test = _count(P, "P"), _count(P_test, "P_test")
     downsample = _count(downsample, "downsample")
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
@@ -111,8 +108,8 @@ def digits_groups(P, P_test, seed=0, *, classes=DIGITS_DEFAULT_CLASSES, downsamp
     group_of = np.full(10, -1)
     for k, g in enumerate(groups):
         group_of[list(g)] = k
-    X = data._block_average(images[tr][..., None], downsample)[..., 0]
-    Xt = data._block_average(images[te][..., None], downsample)[..., 0]
+    X = block_average(images[tr][..., None], downsample)[..., 0]
+    Xt = block_average(images[te][..., None], downsample)[..., 0]
     # one mean and scale for all pixels, from the training subset only (no test leakage)
     mean, std = float(X.mean()), float(X.std())
     if not std > 0:
@@ -133,8 +130,6 @@ def load_digits(P, P_test, seed=0, *, classes=None, downsample=1):
     classes : two groups (see :func:`lkr.data.parse_classes`), default ``"0,1"``. For more
     groups use :func:`digits_groups` (scalar +-1 labels need two).
     """
-    from .data import Task, parse_classes
-
     groups = parse_classes(DIGITS_DEFAULT_CLASSES if classes is None else classes)
     X, g, Xt, gt, info = digits_groups(P, P_test, seed, classes=groups, downsample=downsample)
     info["description"] = f"digits classes {groups[0]} (+1) vs {groups[1]} (-1)"

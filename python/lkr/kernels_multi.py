@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _kernel_args as _args
 from . import backend
 from ._validate import positive as _positive
-from .kernels import _cast, _is_symmetric, _matrix, _prepare, _symmetric_Q
 
 __all__ = ["patch_mean", "renormalized_kernel_multi", "local_kernel_adjoint_multi"]
 
@@ -46,9 +46,9 @@ def patch_mean(X, *, geometry, activation="erf", lambda0=1.0, nthreads=None):
     m : ndarray, shape (P, Np)
         ReLU: sqrt(C_ii^{mu mu} / (2 pi)); zero for the odd activations.
     """
-    geometry, lambda0, xp, PX, _ = _prepare(X, None, geometry, activation, lambda0)
+    geometry, lambda0, xp, PX, _ = _args.prepare(X, None, geometry, activation, lambda0)
     dtype = backend.result_dtype(PX)
-    PX, _ = _cast(PX, None, dtype, xp, activation, lambda0)
+    PX, _ = _args.cast(PX, None, dtype, xp, activation, lambda0)
     out = backend.implementation(xp).patch_mean(PX, activation, lambda0,
                                                 backend.resolve_threads(nthreads))
     return backend.wrap_like(out, X)
@@ -77,15 +77,15 @@ def renormalized_kernel_multi(X, Y=None, *, Q, D, geometry, Qm=None, activation=
         Example-major (index mu D + a); symmetric when Y is None.
     """
     D = _outputs(D)
-    geometry, lambda0, xp, PX, PY = _prepare(X, Y, geometry, activation, lambda0)
+    geometry, lambda0, xp, PX, PY = _args.prepare(X, Y, geometry, activation, lambda0)
     lambda1 = _positive(lambda1, "lambda1")
     Qa = backend.asarray(Q, "Q")
     Qma = backend.asarray(Qm, "Qm")
     dtype = backend.result_dtype(PX, PY, Qa, Qma)
     ND = geometry.num_patches * D
-    Qs = _symmetric_Q(Qa, ND, xp, dtype)
-    Qms = None if Qma is None else _symmetric_Q(Qma, ND, xp, dtype)
-    PX, PY = _cast(PX, PY, dtype, xp, activation, lambda0)
+    Qs = _args.symmetric_Q(Qa, ND, xp, dtype)
+    Qms = None if Qma is None else _args.symmetric_Q(Qma, ND, xp, dtype)
+    PX, PY = _args.cast(PX, PY, dtype, xp, activation, lambda0)
     out = backend.implementation(xp).renormalized_kernel_multi(
         PX, PY, Qs, Qms, D, activation, lambda0, lambda1, backend.resolve_threads(nthreads))
     return backend.wrap_like(out, X)
@@ -115,14 +115,14 @@ def local_kernel_adjoint_multi(X, W, *, D, geometry, Y=None, centred=False, acti
         Patch-major. With ``centred``: the tuple (G - G_m, G_m).
     """
     D = _outputs(D)
-    geometry, lambda0, xp, PX, PY = _prepare(X, Y, geometry, activation, lambda0)
+    geometry, lambda0, xp, PX, PY = _args.prepare(X, Y, geometry, activation, lambda0)
     Wa = backend.asarray(W, "W")
     dtype = backend.result_dtype(PX, PY, Wa)
     P = PX.shape[0]
     P2 = P if PY is None else PY.shape[0]
-    Wc = _matrix(Wa, "W", (P * D, P2 * D), xp, dtype)
-    PX, PY = _cast(PX, PY, dtype, xp, activation, lambda0)
-    symmetric = PY is None and _is_symmetric(Wc, xp)
+    Wc = _args.matrix(Wa, "W", (P * D, P2 * D), xp, dtype)
+    PX, PY = _args.cast(PX, PY, dtype, xp, activation, lambda0)
+    symmetric = PY is None and _args.is_symmetric(Wc, xp)
     out = backend.implementation(xp).local_kernel_adjoint_multi(
         PX, PY, Wc, symmetric, D, bool(centred), activation, lambda0,
         backend.resolve_threads(nthreads))

@@ -128,13 +128,13 @@ def test_linearised_gd_converges_to_the_kernel_solution(X):
             for t in (10, 30, 100, 2000)]
     assert all(a > b for a, b in zip(gaps[:3], gaps[1:3]))     # monotone until roundoff
     assert gaps[-1] < 1e-10 * np.abs(star).max()
-    # the kernel solution is the linearised least-squares fit of lkr.nets.fit_linearized
+    # the kernel solution is the linearised least-squares fit of lkr.train.fit_linearized
     one = mo.MultiOutput(base, 1)
     K1 = mo.ntk(one, X)
     Xt = np.random.default_rng(7).standard_normal((4, 12))
     pred = one.forward(Xt)[:, 0] + mo.ntk(one, Xt, X) @ mo.kernel_solution(K1, one.forward(X),
                                                                           Y[:, :1])
-    ref = nets.fit_linearized(base, X, Y[:, 0], X_test=Xt)
+    ref = train.fit_linearized(base, X, Y[:, 0], X_test=Xt)
     np.testing.assert_allclose(pred, ref["test_prediction"], rtol=1e-8)
 
 

@@ -384,7 +384,7 @@ def test_gd_on_a_linearised_net_reaches_the_ridge_solution():
     wd = 0.1
     lr = train.suggest_lr(lin, X, 0.0, target=1.0)
     res = train.gradient_descent(lin, X, y, lr, 3000, weight_decay=wd, X_test=Xt)
-    ref = nets.fit_linearized(base, X, y, X_test=Xt, ridge=wd)
+    ref = train.fit_linearized(base, X, y, X_test=Xt, ridge=wd)
     np.testing.assert_allclose(res.params["u"], ref["u"], rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(res.prediction, ref["test_prediction"], rtol=1e-6, atol=1e-8)
     assert res.trace["loss"][-1] < res.trace["loss"][0]

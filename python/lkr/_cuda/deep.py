@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DeepEngine", "DeepEngineMixin", "deep_local_kernel", "deep_renormalized_kernel",
-           "deep_renormalized_kernel_diag", "deep_local_kernel_adjoint"]
+from .kernels import _suffix
+
+__all__ = ["DeepEngine", "DeepEngineMixin", "needed_layer1_pairs"]
 
 _THREADS = 256  # LKR_DEEP_THREADS in deep_kernel.cu
 _WORK_BYTES = 1 << 30  # cap of the per-block workspaces together
@@ -86,8 +87,6 @@ class DeepEngine:
         nmax = max(sizes)
         kd = e._alloc((P, 2 * nmax), np.float64, zero=True)
         if P:
-            from .kernels import _suffix
-
             nblocks = min(P, 32 * e.num_sms())
             e._launch(f"lkr_deep_prepare_{act}_{_suffix(dt)}", dt, nblocks,
                       (X, z, s1, r, s, kd, meta, idx, nrm, np.int64(P), np.int64(N1),
@@ -97,8 +96,6 @@ class DeepEngine:
 
     def _run(self, mode, PX, PY, aux, tables, norms, activation, lambda0, sym, outnorm, out,
              npairs, H=None):
-        from .kernels import _suffix
-
         e = self.e
         act = e._activation(activation)
         P, N1, M = PX.shape
@@ -236,34 +233,3 @@ class DeepEngineMixin:
         """Deep G(W) (d, d); see :func:`lkr.kernels.local_kernel_adjoint`."""
         return self._deep().deep_local_kernel_adjoint(PX, PY, W, w_symmetric, tables, norms,
                                                       activation, lambda0)
-
-
-# -- the functions lkr.backend dispatches to (on CuPy's default engine) ----------------------
-def _default():
-    from .kernels import _default_engine  # .kernels imports this module: import at call time
-
-    return _default_engine()
-
-
-def deep_local_kernel(PX, PY, tables, norms, activation, lambda0, nthreads=0):
-    """Final blocks K_L (P, P2, d, d); see :func:`lkr.kernels.local_kernel`."""
-    return _default().deep_local_kernel(PX, PY, tables, norms, activation, lambda0)
-
-
-def deep_renormalized_kernel(PX, PY, Q, tables, norms, activation, lambda0, lambdaL, nthreads=0):
-    """Deep K_R(Q) (P, P2); see :func:`lkr.kernels.renormalized_kernel`."""
-    return _default().deep_renormalized_kernel(PX, PY, Q, tables, norms, activation, lambda0,
-                                               lambdaL)
-
-
-def deep_renormalized_kernel_diag(PX, Q, tables, norms, activation, lambda0, lambdaL, nthreads=0):
-    """Deep K_R(Q)(x, x) (P,)."""
-    return _default().deep_renormalized_kernel_diag(PX, Q, tables, norms, activation, lambda0,
-                                                    lambdaL)
-
-
-def deep_local_kernel_adjoint(PX, PY, W, w_symmetric, tables, norms, activation, lambda0,
-                              nthreads=0):
-    """Deep G(W) (d, d); see :func:`lkr.kernels.local_kernel_adjoint`."""
-    return _default().deep_local_kernel_adjoint(PX, PY, W, w_symmetric, tables, norms,
-                                                activation, lambda0)

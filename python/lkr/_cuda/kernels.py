@@ -1,46 +1,13 @@
-r"""CUDA backend of the local-kernel engine: the functions of ``lkr._core`` for CuPy arrays.
+r"""CUDA host side of the one-layer local kernel (``csrc/cuda/local_kernel.cu``): launch
+planning, kernel loading through CuPy, and :class:`KernelEngine`, the base of
+:class:`lkr._cuda.Engine` with the kernel functions of ``lkr._core`` for CuPy arrays
+(``local_kernel``, ``renormalized_kernel``, ``renormalized_kernel_diag``,
+``local_kernel_adjoint``, ``nngp_map_inplace``; see :mod:`lkr._cuda` for the list and the
+formulas).
 
-:mod:`lkr.backend` routes CuPy inputs here; the public API is :mod:`lkr.kernels`, which
-validates its arguments and calls, with patch tensors ``PX`` (P, Np, M) and ``PY``
-(P2, Np, M) or ``None`` (C-contiguous, one dtype, float32 or float64):
-
-=====================================================================  =====================
-``local_kernel(PX, PY, activation, lambda0, nthreads)``                 (P, P2, Np, Np)
-``renormalized_kernel(PX, PY, Q, activation, lambda0, lambda1, nthreads)``  (P, P2)
-``renormalized_kernel_diag(PX, Q, activation, lambda0, lambda1, nthreads)`` (P,)
-``local_kernel_adjoint(PX, PY, W, w_symmetric, activation, lambda0, nthreads)`` (Np, Np)
-``nngp_map_inplace(K, dx, dy, activation, nthreads)``                   None (K in place)
-``patch_forward(Z, W, v, *, local, activation, nthreads)``              (C, P)
-``patch_vjp(Z, W, v, r, *, local, activation, nthreads)``               (dW, dv)
-``patch_jvp(Z, W, v, tW, tv, *, local, activation, nthreads)``          (C, P)
-``patch_value_and_grad(Z, W, v, y, *, local, activation, nthreads)``    (f, dW, dv)
-``patch_features(Z, W, v, a0, a1, *, local, activation, nthreads)``     (S, G)
-``activation_pair(H, *, activation, derivative, nthreads)``             sigma(H) (, sigma'(H))
-``deep_*(...)``: the deep-CNN kernel, see :mod:`lkr._cuda.deep`
-=====================================================================  =====================
-
-(the function list of ``lkr._core``, stated in ``_core.pyi``; a test checks both engines
-against it).
-
-with (docs/theory.md section 2)
-
-.. math::
-
-    K_{ij}^{\mu\nu} = s_i^\mu s_j^\nu F(z_i^\mu \cdot z_j^\nu), \qquad
-    K_R(Q)^{\mu\nu} = \frac{1}{\lambda_1 N_p} \sum_{ij} Q_{ij} K_{ij}^{\mu\nu}, \qquad
-    G(W)_{ij} = \sum_{\mu\nu} W_{\mu\nu} K_{ij}^{\mu\nu}
-
-for the prepared patches z and amplitudes s of ``csrc/lkr/activations.hpp``; the patch
-passes are those of the CNN/LCN nets (``csrc/lkr/nets.hpp``, ``csrc/cuda/nets.cu``), with
-chained parameters (a leading chain axis of length C, or 1 to broadcast). ``nthreads``
-is accepted and ignored. The kernels are ``csrc/cuda/*.cu``, installed as package data in
-``lkr/cuda/`` (read from ``<repo>/csrc/cuda`` in a source checkout; see :func:`source_dir`),
-compiled at run time by NVRTC through ``cupy.RawModule`` once per dtype and device (and
-cached on disk by CuPy).
-No device pointer crosses pybind11: everything here is CuPy.
-
-Importing this module needs neither CuPy nor a device (CuPy is imported at the first call);
-nothing is compiled until a kernel runs.
+The planning is array-library agnostic (an engine over ``xp`` and a kernel loader), so that
+the tests drive it with NumPy arrays and a host emulator of the kernels. Importing this
+module needs neither CuPy nor a device (CuPy is imported at the first call).
 """
 from __future__ import annotations
 
@@ -50,25 +17,10 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from .deep import (
-    DeepEngineMixin,
-    deep_local_kernel,
-    deep_local_kernel_adjoint,
-    deep_renormalized_kernel,
-    deep_renormalized_kernel_diag,
-)
-from .multi import MultiOutputCalls
-from .multi import module_functions as _multi_functions
 from .sources import SOURCES, load_source, source_dir, source_of
 
-__all__ = ["local_kernel", "renormalized_kernel", "renormalized_kernel_diag",
-           "local_kernel_adjoint", "nngp_map_inplace", "patch_forward", "patch_vjp",
-           "patch_jvp", "patch_value_and_grad", "patch_features", "activation_pair",
-           "source_dir", "source_of", "load_source", "compile_options",
-           "device_info", "Engine", "SOURCES", "patch_mean", "renormalized_kernel_multi",
-           "local_kernel_adjoint_multi", "stored_matmul", "pack_compressed", "stored_sym",
-           "deep_local_kernel", "deep_renormalized_kernel", "deep_renormalized_kernel_diag",
-           "deep_local_kernel_adjoint"]
+__all__ = ["KernelEngine", "compile_options", "device_info", "POISON", "SOURCES", "source_dir",
+           "source_of", "load_source"]
 
 _ACTIVATIONS = ("linear", "erf", "relu")
 
@@ -183,8 +135,9 @@ def _panels(PNp: int) -> Tuple[int, int, int]:
     return CW, _TILE // CW, -(-PNp // CW)
 
 
-class Engine(MultiOutputCalls, DeepEngineMixin):
-    """The launch-level implementation over an array module ``xp`` and a kernel loader.
+class KernelEngine:
+    """The launch-level implementation over an array module ``xp`` and a kernel loader
+    (the base of :class:`lkr._cuda.Engine`: helpers and the one-layer kernels).
 
     ``get_kernel(name, dtype)`` returns a callable ``(grid, block, args)`` with CuPy's
     RawKernel convention (scalars as NumPy scalars of the kernel's parameter types).
@@ -375,225 +328,3 @@ class Engine(MultiOutputCalls, DeepEngineMixin):
             self._launch(f"lkr_nngp_{act}_{_suffix(dtype)}", dtype, nblocks,
                          (K, dx, dy, np.int64(P), np.int64(P2)))
         return None
-
-    # -- patch passes of the CNN / LCN nets
-    _NET_TILE_BYTES = 3072 * 8  # LKR_NET_TILE_DOUBLES in nets.cu
-
-    def _net_shapes(self, Z, W, local, chained):
-        """(P, Np, M, Nc, C, chain strides) after checking shapes as lkr._core does.
-        ``chained``: (array, name, per-chain shape) of every chained operand but W."""
-        P, Np, M = Z.shape
-        wnd = 4 if local else 3
-        if W.ndim != wnd or W.shape[-1] != M or (local and W.shape[2] != Np):
-            raise ValueError(f"W must be (chains, Nc, {'Np, ' if local else ''}M) with "
-                             f"(Np, M) = ({Np}, {M}), got {W.shape}")
-        Nc = W.shape[1]
-        ops = [(W, "W", W.shape[1:])] + [(a, n, t(Nc)) for a, n, t in chained]
-        for a, n, tail in ops:
-            if tuple(a.shape[1:]) != tuple(tail) or a.ndim != len(tail) + 1:
-                raise ValueError(f"{n} must have shape (chains, "
-                                 f"{', '.join(map(str, tail))}), got {a.shape}")
-        C = max(a.shape[0] for a, _, _ in ops)
-        for a, n, _ in ops:
-            if a.shape[0] not in (1, C):
-                raise ValueError(f"{n} has {a.shape[0]} chains, expected 1 or {C}")
-        strides = [np.int64(0 if (a.shape[0] == 1 and C > 1) else a.size // max(a.shape[0], 1))
-                   for a, _, _ in ops]
-        return P, Np, M, Nc, C, strides
-
-    def _net_forward(self, Z, W, v, tW, tv, local, activation):
-        jvp = tW is not None
-        arrays = (Z, W, v) + ((tW, tv) if jvp else ())
-        names = ("Z", "W", "v") + (("tW", "tv") if jvp else ())
-        wnd = 4 if local else 3
-        dtype = self._check(arrays, names, (3, wnd, 3, wnd, 3)[:len(arrays)])
-        act = self._activation(activation)
-        chained = [(v, "v", lambda Nc: (Nc, Z.shape[1]))]
-        if jvp:
-            chained += [(tW, "tW", lambda Nc: W.shape[1:]), (tv, "tv", lambda Nc: (Nc, Z.shape[1]))]
-        P, Np, M, Nc, C, st = self._net_shapes(Z, W, local, chained)
-        with self.device_of(Z):
-            out = self._alloc((C, P), dtype)
-            if out.size == 0:
-                return out
-            tWa, tva = (tW, tv) if jvp else (W, v)  # unread when not jvp
-            tw_cs, tv_cs = (st[2], st[3]) if jvp else (np.int64(0), np.int64(0))
-            self._launch(f"lkr_net_forward_{act}_{_suffix(dtype)}", dtype, C * P,
-                         (Z, W, st[0], v, st[1], tWa, tw_cs, tva, tv_cs, out, np.int64(C),
-                          np.int64(P), np.int64(Np), np.int64(M), np.int64(Nc),
-                          np.int32(bool(local)), np.int32(jvp), np.float64(1 / np.sqrt(M)),
-                          np.float64(1 / np.sqrt(Nc * Np))))
-        return out
-
-    def patch_forward(self, Z, W, v, *, local, activation, nthreads=0):
-        """f (C, P) of the CNN (local=False) or LCN (local=True) for C parameter chains."""
-        return self._net_forward(Z, W, v, None, None, local, activation)
-
-    def patch_jvp(self, Z, W, v, tW, tv, *, local, activation, nthreads=0):
-        """J t (C, P) along tangents (tW, tv)."""
-        return self._net_forward(Z, W, v, tW, tv, local, activation)
-
-    def patch_vjp(self, Z, W, v, r, *, local, activation, nthreads=0):
-        """(dW, dv): gradients of sum_p r[c, p] f_c(x_p); shapes (C,) + W/v per chain."""
-        wnd = 4 if local else 3
-        dtype = self._check((Z, W, v, r), ("Z", "W", "v", "r"), (3, wnd, 3, 2))
-        act = self._activation(activation)
-        chained = [(v, "v", lambda Nc: (Nc, Z.shape[1])), (r, "r", lambda Nc: (Z.shape[0],))]
-        P, Np, M, Nc, C, st = self._net_shapes(Z, W, local, chained)
-        PT = min(64, self._NET_TILE_BYTES // (2 * Np * np.dtype(dtype).itemsize))
-        if PT < 1:
-            raise ValueError(f"the CUDA patch vjp holds a tile of (sample, patch) terms in "
-                             f"shared memory and supports Np <= "
-                             f"{self._NET_TILE_BYTES // (2 * np.dtype(dtype).itemsize)}, got {Np}")
-        wshape = (C,) + tuple(W.shape[1:])
-        with self.device_of(Z):
-            dW = self._alloc(wshape, np.float64)
-            dv = self._alloc((C, Nc, Np), np.float64)
-            if C * Nc > 0:
-                self._launch(f"lkr_net_vjp_{act}_{_suffix(dtype)}", dtype, C * Nc,
-                             (Z, W, st[0], v, st[1], r, st[2], dW, dv, np.int64(C), np.int64(P),
-                              np.int64(Np), np.int64(M), np.int64(Nc), np.int32(bool(local)),
-                              np.int64(PT), np.float64(1 / np.sqrt(M)),
-                              np.float64(1 / np.sqrt(Nc * Np))))
-            return dW.astype(dtype), dv.astype(dtype)
-
-    # -- composed from the passes above and array expressions (no kernels of their own)
-    def patch_value_and_grad(self, Z, W, v, y, *, local, activation, nthreads=0):
-        """(f (C, P), dW, dv): f and the gradient of (1/2) sum_p (y[c, p] - f_c(x_p))^2,
-        i.e. the vjp of f - y (one forward and one vjp pass)."""
-        xp = self.xp
-        f = self.patch_forward(Z, W, v, local=local, activation=activation)
-        r = xp.ascontiguousarray(f - y)  # broadcasts the chains of y and f
-        f = xp.ascontiguousarray(xp.broadcast_to(f, r.shape))
-        dW, dv = self.patch_vjp(Z, W, v, r, local=local, activation=activation)
-        return f, dW, dv
-
-    def patch_features(self, Z, W, v, a0, a1, *, local, activation, nthreads=0,
-                       combined=False):
-        """NTK features (S, G) of channels [a0, a1) for unchained W, v (as
-        ``lkr._core.patch_features``), as array expressions; ``combined``: [S | G]."""
-        from .._patch_reference import reference_features
-
-        S, G = reference_features(Z, W[a0:a1], v[a0:a1], self._activation(activation), local,
-                                  W.shape[0])
-        if combined:
-            P = Z.shape[0]
-            return self.xp.concatenate([S.reshape(P, -1), G.reshape(P, -1)], axis=1)
-        return S, G
-
-    def activation_pair(self, H, *, activation, derivative, nthreads=0):
-        """sigma(H), or (sigma(H), sigma'(H)) with derivative=True, elementwise."""
-        from ..activations import sigma, sigma_prime
-
-        act = self._activation(activation)
-        S = H.copy() if act == "linear" else sigma(act, H)
-        return (S, sigma_prime(act, H)) if derivative else S
-
-    def readout_forward(self, H, u, S, f, *, scale, activation, nthreads=0):
-        """In place: S = sigma(H), H <- sigma'(H) u, f = scale sum_k u S (readout.hpp)."""
-        from ..activations import sigma, sigma_prime
-
-        act = self._activation(activation)
-        S[...] = H if act == "linear" else sigma(act, H)
-        H[...] = sigma_prime(act, H) * u[:, None, :]
-        f[...] = scale * (S * u[:, None, :]).sum(axis=2)
-
-    def readout_backward(self, D, S, rc, g, *, nthreads=0):
-        """In place: g[c, k] = sum_p rc[c, p] S[c, p, k]; D *= rc[..., None]."""
-        g[...] = (rc[:, :, None] * S).sum(axis=1)
-        D *= rc[:, :, None]
-
-
-_engine: Optional[Engine] = None
-
-
-def _default_engine() -> Engine:
-    global _engine
-    if _engine is None:
-        cp = _cupy()
-        _engine = Engine(cp, _cupy_kernel, _cupy_num_sms, device_of=lambda a: a.device)
-    return _engine
-
-
-# -- the functions lkr.backend dispatches to (the signatures of lkr._core) --------------------
-def local_kernel(PX, PY, activation, lambda0, nthreads=0):
-    """The materialised tensor K (P, P2, Np, Np); see :func:`lkr.kernels.local_kernel`."""
-    return _default_engine().local_kernel(PX, PY, activation, lambda0, nthreads)
-
-
-def renormalized_kernel(PX, PY, Q, activation, lambda0, lambda1, nthreads=0):
-    """K_R(Q) (P, P2), streamed; symmetric when PY is None. See
-    :func:`lkr.kernels.renormalized_kernel`."""
-    return _default_engine().renormalized_kernel(PX, PY, Q, activation, lambda0, lambda1,
-                                                 nthreads)
-
-
-def renormalized_kernel_diag(PX, Q, activation, lambda0, lambda1, nthreads=0):
-    """K_R(Q)(x, x) (P,); see :func:`lkr.kernels.renormalized_kernel_diag`."""
-    return _default_engine().renormalized_kernel_diag(PX, Q, activation, lambda0, lambda1,
-                                                      nthreads)
-
-
-def local_kernel_adjoint(PX, PY, W, w_symmetric, activation, lambda0, nthreads=0):
-    """G(W) (Np, Np); see :func:`lkr.kernels.local_kernel_adjoint`. Accumulated in float64
-    with atomics, so two runs may differ in the last bits."""
-    return _default_engine().local_kernel_adjoint(PX, PY, W, w_symmetric, activation, lambda0,
-                                                  nthreads)
-
-
-def nngp_map_inplace(K, dx, dy, activation, nthreads=0):
-    """K[m, n] <- K_sigma(dx[m], K[m, n], dy[n]) in place; see :func:`lkr.kernels.nngp`."""
-    return _default_engine().nngp_map_inplace(K, dx, dy, activation, nthreads)
-
-
-def patch_forward(Z, W, v, *, local, activation, nthreads=0):
-    """CNN/LCN outputs f (C, P) from patches Z (P, Np, M), chained W and v (as
-    ``lkr._core.patch_forward``)."""
-    return _default_engine().patch_forward(Z, W, v, local=local, activation=activation)
-
-
-def patch_vjp(Z, W, v, r, *, local, activation, nthreads=0):
-    """Gradients (dW, dv) of sum_p r[c, p] f_c(x_p), chained (as ``lkr._core.patch_vjp``)."""
-    return _default_engine().patch_vjp(Z, W, v, r, local=local, activation=activation)
-
-
-def patch_jvp(Z, W, v, tW, tv, *, local, activation, nthreads=0):
-    """Directional derivatives J t (C, P) along (tW, tv), chained (as
-    ``lkr._core.patch_jvp``)."""
-    return _default_engine().patch_jvp(Z, W, v, tW, tv, local=local, activation=activation)
-
-
-def patch_value_and_grad(Z, W, v, y, *, local, activation, nthreads=0):
-    """(f, dW, dv) of the squared loss, chained (as ``lkr._core.patch_value_and_grad``)."""
-    return _default_engine().patch_value_and_grad(Z, W, v, y, local=local, activation=activation)
-
-
-def patch_features(Z, W, v, a0, a1, *, local, activation, nthreads=0, combined=False):
-    """NTK features of a block of channels (as ``lkr._core.patch_features``)."""
-    return _default_engine().patch_features(Z, W, v, a0, a1, local=local, activation=activation,
-                                            combined=combined)
-
-
-def activation_pair(H, *, activation, derivative, nthreads=0):
-    """sigma(H) (and sigma'(H)), elementwise (as ``lkr._core.activation_pair``)."""
-    return _default_engine().activation_pair(H, activation=activation, derivative=derivative)
-
-
-# the multi-output / compressed-kernel calls (lkr._cuda.multi): the same engine
-_multi = _multi_functions(_default_engine)
-patch_mean = _multi["patch_mean"]
-renormalized_kernel_multi = _multi["renormalized_kernel_multi"]
-local_kernel_adjoint_multi = _multi["local_kernel_adjoint_multi"]
-stored_matmul = _multi["stored_matmul"]
-pack_compressed = _multi["pack_compressed"]
-stored_sym = _multi["stored_sym"]
-
-
-def readout_forward(H, u, S, f, *, scale, activation, nthreads=0):
-    """The training objectives' forward pass, in place (as ``lkr._core.readout_forward``)."""
-    _default_engine().readout_forward(H, u, S, f, scale=scale, activation=activation)
-
-
-def readout_backward(D, S, rc, g, *, nthreads=0):
-    """The readout gradient and D *= rc, in place (as ``lkr._core.readout_backward``)."""
-    _default_engine().readout_backward(D, S, rc, g)

@@ -67,7 +67,7 @@ from .linearized import LinearizedNet, linearize
 from .patch import CNNNet, LCNNet, PatchNet
 
 __all__ = ["FCNet", "DeepFCNet", "CNNNet", "LCNNet", "DeepCNNNet", "LinearizedNet", "init_params",
-           "linearize", "fit_linearized", "sigma", "sigma_prime", "sigma_pair", "sigma_pair_inplace",
+           "linearize", "sigma", "sigma_prime", "sigma_pair", "sigma_pair_inplace",
            "Net", "PatchNet", "Prepared"]
 
 # the former private names of the base classes
@@ -75,10 +75,9 @@ _Net, _PatchNet = Net, PatchNet
 
 
 def __getattr__(name):
-    # fit_linearized lives in lkr.train.linearized (it needs lkr.ntk, which needs the nets);
-    # loaded on first use so that the import graph stays acyclic
+    # fit_linearized trains (it needs lkr.ntk, which builds on the nets): it is
+    # lkr.train.fit_linearized; a shim importing it here would point up the layers
     if name == "fit_linearized":
-        from ..train.linearized import fit_linearized
-
-        return fit_linearized
+        raise AttributeError("lkr.nets.fit_linearized is lkr.train.fit_linearized (the fit "
+                             "of a linearised net lives with the trainers)")
     raise AttributeError(f"module 'lkr.nets' has no attribute {name!r}")

@@ -28,7 +28,7 @@ import math
 import numpy as np
 
 from .. import backend
-from .._deep_kernels import resolve_lambdas
+from .._kernel_args import resolve_lambdas
 from .._validate import count as _count
 from ..activations import check_activation
 from ..deep_geometry import DeepGeometry

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _linalg, backend
-from .._deep_kernels import resolve_lambdas
+from .._kernel_args import resolve_lambdas
 from ..deep_geometry import DeepGeometry
 from ..kernels import (
     DEFAULT_MAX_BYTES,

@@ -13,7 +13,7 @@ apply).
 from __future__ import annotations
 
 from .. import backend
-from .._deep_kernels import resolve_lambdas
+from .._kernel_args import resolve_lambdas
 from ..activations import nngp_map
 from ..deep_geometry import DeepGeometry
 from ..geometry import PatchGeometry

@@ -3,7 +3,9 @@
 
 :func:`make_net` builds the one-hidden-layer network, :func:`make_theory` its finite-width
 theory, :func:`sampled_test_error` samples the network's posterior and returns its test
-error (also exported as :func:`lkr.train.sampled_test_error`).
+error (exported as :func:`lkr.train.sampled_test_error`). The table lives with the trainers
+(it needs the nets, the theories and :func:`langevin`) so that both the experiments above
+and ``lkr.train`` itself reach it without an import that points up.
 """
 from __future__ import annotations
 
