@@ -4,7 +4,7 @@ import struct
 
 import numpy as np
 import pytest
-from test_data import make_cifar, make_mnist, write_idx
+from data_files import make_cifar, make_mnist, write_idx
 
 from lkr import data
 from lkr.data import DataError

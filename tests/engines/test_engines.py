@@ -1,13 +1,12 @@
 """The CPU and GPU engines expose one function list, the compute calls of ``_core.pyi``;
 and the nets, the NTK and Langevin run their CuPy path through the CUDA engine (driven here
-by the host emulator of tests/test_gpu.py where there is no GPU)."""
+by the host emulator of tests/cuda_emulator.py where there is no GPU)."""
 import ast
 import inspect
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_gpu import emulator  # noqa: F401 - the fixture (the CUDA host emulator)
 
 import lkr
 from lkr import _cuda, backend, nets, ntk, train
@@ -62,7 +61,7 @@ def test_cuda_engine_has_the_compute_calls_with_their_parameters(where):
 
 # -- the nets' CuPy path, through the emulated CUDA engine ---------------------------------------
 @pytest.fixture
-def on_emulator(emulator, monkeypatch):  # noqa: F811 - the imported fixture
+def on_emulator(emulator, monkeypatch):
     """backend.implementation returns the emulated CUDA engine for NumPy arrays, so that the
     nets take the road CuPy arrays take."""
     monkeypatch.setattr(backend, "implementation", lambda xp: emulator)
@@ -76,7 +75,7 @@ def _patch_net(cls, act):
 
 @pytest.mark.parametrize("act", ["erf", "relu", "linear"])
 @pytest.mark.parametrize("cls", [nets.CNNNet, nets.LCNNet, "fc"])
-def test_nets_on_the_cuda_engine_match_the_cpu(cls, act, monkeypatch, emulator):  # noqa: F811
+def test_nets_on_the_cuda_engine_match_the_cpu(cls, act, monkeypatch, emulator):
     rng = np.random.default_rng(3)
     if cls == "fc":
         net, X = nets.DeepFCNet(5, (4, 3), activation=act, seed=2), rng.standard_normal((6, 5))
@@ -100,7 +99,7 @@ def test_nets_on_the_cuda_engine_match_the_cpu(cls, act, monkeypatch, emulator):
 
 
 @pytest.mark.parametrize("local", [False, True], ids=["cnn", "lcn"])
-def test_emulated_features_match_the_cpu(emulator, local):  # noqa: F811
+def test_emulated_features_match_the_cpu(emulator, local):
     rng = np.random.default_rng(4)
     Z = rng.standard_normal((5, 4, 3))
     W = rng.standard_normal((6, 4, 3) if local else (6, 3))

@@ -33,8 +33,10 @@ class Proc:
         self._seen = threading.Event()
         self._marker = None
         self._lock = threading.Lock()
-        threading.Thread(target=self._read_err, daemon=True).start()
-        threading.Thread(target=self._read_out, daemon=True).start()
+        self._readers = [threading.Thread(target=self._read_err, daemon=True),
+                         threading.Thread(target=self._read_out, daemon=True)]
+        for r in self._readers:
+            r.start()
 
     def _read_err(self):
         while True:
@@ -67,8 +69,17 @@ class Proc:
         finally:
             if self.p.poll() is None:  # pragma: no cover - a hang: do not leave it behind
                 self.p.kill()
-        time.sleep(0.2)  # let the readers finish
+                self.p.wait()
+            self._close()
         return rc, time.monotonic() - t0
+
+    def _close(self):
+        """Let the readers reach the end of both pipes, then close them (an open pipe of an
+        ended process is a ResourceWarning, an error in the tests)."""
+        for r in self._readers:
+            r.join(10)
+        self.p.stdout.close()
+        self.p.stderr.close()
 
 
 def _results(out):

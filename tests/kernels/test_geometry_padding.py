@@ -1,43 +1,16 @@
 """PatchGeometry's "same" (zero) and "circular" boundaries against numpy.pad + sliding
 windows, the TensorFlow/PyTorch "same" convention, neural-tangents' CIRCULAR offset, and
 the adjoint of patch extraction."""
-import math
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from kernel_strategies import present
+from reference import np_same_pads, ref_padded_patches
 
 import lkr
 from lkr.geometry import PatchGeometry, same_padding
-
-
-def np_same_pads(n, m, s):
-    """TF's rule written out: out = ceil(n / s), total = max((out-1) s + m - n, 0)."""
-    out = math.ceil(n / s)
-    total = max((out - 1) * s + m - n, 0)
-    return out, total // 2, total - total // 2
-
-
-def ref_padded_patches(Xc, filt, stride, boundary):
-    """(P, Np, M) from a channels-last (P, *spatial, C) array: pad (zeros or wrap) with
-    numpy.pad, then take valid windows at stride S by slicing."""
-    spatial = Xc.shape[1:-1]
-    pads, outs = [], []
-    for n, m, s in zip(spatial, filt, stride):
-        out, left, right = np_same_pads(n, m, s)
-        pads.append((left, right))
-        outs.append(out)
-    mode = "constant" if boundary == "same" else "wrap"
-    Xp = np.pad(Xc.astype(np.float64), [(0, 0)] + pads + [(0, 0)], mode=mode)
-    P = Xc.shape[0]
-    if len(spatial) == 1:
-        return np.stack([Xp[:, stride[0] * i: stride[0] * i + filt[0]].reshape(P, -1)
-                         for i in range(outs[0])], axis=1)
-    return np.stack([Xp[:, stride[0] * a: stride[0] * a + filt[0],
-                        stride[1] * b: stride[1] * b + filt[1]].reshape(P, -1)
-                     for a in range(outs[0]) for b in range(outs[1])], axis=1)
 
 
 @st.composite

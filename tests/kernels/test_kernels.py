@@ -2,7 +2,6 @@
 over random geometries, input forms, activations, dtypes and cross sets."""
 import numpy as np
 import pytest
-from conftest import RTOL
 from hypothesis import given
 from hypothesis import strategies as st
 from kernel_strategies import geometries, make_inputs, random_symmetric
@@ -17,6 +16,7 @@ from reference import (
     ref_renormalized,
     ref_renormalized_diag,
 )
+from testing import RTOL
 
 import lkr
 

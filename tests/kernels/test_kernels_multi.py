@@ -3,12 +3,11 @@ NumPy references built on the materialised tensor, by hypothesis; plus the adjoi
 identity, D = 1 against the scalar kernels, and the stored-kernel products."""
 import numpy as np
 import pytest
-from conftest import RTOL
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kernel_strategies import geometries, make_inputs
 from reference import assert_close, geometry_patches, ref_bound, ref_local_kernel
-from test_gpu import emulator  # noqa: F401 - the fixture (the CUDA host emulator)
+from testing import RTOL
 
 import lkr
 from lkr import backend
@@ -230,7 +229,7 @@ def test_pack_compressed_and_symmetric_products(store32, act):
                                atol=10 * rtol * np.abs(K).sum(axis=(0, 1)).max() * np.abs(B).max())
 
 
-def test_cuda_engine_fallbacks_match_the_compiled_calls(emulator):  # noqa: F811
+def test_cuda_engine_fallbacks_match_the_compiled_calls(emulator):
     """The CUDA engine's multi-output calls (lkr._cuda_multi, driven through the host
     emulator's local kernel) give the C++ results."""
     rng = np.random.default_rng(12)

@@ -3,7 +3,7 @@ the empirical NTK against J J^T, the prior covariance against the deep CNN-GP ke
 Langevin through the protocol; CNNNet with the new paddings."""
 import numpy as np
 import pytest
-from test_deep_kernel import canonical, layer1_patches
+from deep_reference import canonical, layer1_patches
 
 import lkr
 from lkr import ntk
@@ -19,7 +19,7 @@ def _net(act="erf", Nc=3, seed=0, **kw):
 def _ref_forward(net, dg, Xc, p):
     """Direct loops over windows and channels, with windows cut by the tests' own
     construction (layer 1) and by explicit site arithmetic (the layers above)."""
-    from test_deep_kernel import gather_matrices
+    from deep_reference import gather_matrices
 
     sig = {"erf": __import__("scipy.special", fromlist=["erf"]).erf,
            "linear": lambda h: h, "relu": lambda h: np.maximum(h, 0)}[net.activation]

@@ -193,7 +193,7 @@ def test_from_torch_matches_lkr_closed_form():
 @pytest.mark.parametrize("kind", KINDS)
 def test_same_results_on_every_array_library(kind, xp, data):
     # one test body for NumPy and CuPy (skipped without a GPU): nets, NTK and gram
-    from conftest import to_numpy
+    from testing import to_numpy
 
     X, Y = data
     net = make(kind)

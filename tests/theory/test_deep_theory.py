@@ -1,13 +1,13 @@
 """DeepCNNTheory and the deep CNN-GP (THEORY2 section 3.3) against an independent NumPy
-solver on the reference recursion of tests/test_deep_kernel.py, CNNTheory (L = 1) and the
+solver on the reference recursion of tests/deep_reference.py, CNNTheory (L = 1) and the
 vanilla DeepFCTheory (d = 1)."""
 import warnings
 
 import numpy as np
 import pytest
 import scipy.linalg as sla
+from deep_reference import canonical, ref_for
 from scipy.optimize import minimize
-from test_deep_kernel import canonical, ref_for
 
 import lkr
 from lkr._warnings import ActivationCaveatWarning

@@ -175,8 +175,8 @@ def test_budget(monkeypatch):
     assert default_budget() == 12345
     monkeypatch.delenv("LKR_MAX_BYTES")
     b = default_budget()
-    avail = [int(line.split()[1]) * 1024 for line in open("/proc/meminfo")
-             if line.startswith("MemAvailable:")]
+    with open("/proc/meminfo") as fh:
+        avail = [int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:")]
     if avail:
         assert 0.3 * avail[0] < b < 0.7 * avail[0]
     X, y, _ = data(P=10)
