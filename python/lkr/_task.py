@@ -8,6 +8,8 @@ from typing import NamedTuple, Tuple
 
 import numpy as np
 
+from ._validate import is_integer
+
 __all__ = ["Task", "DataError", "parse_classes", "block_average"]
 
 
@@ -46,7 +48,7 @@ def parse_classes(classes) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
                          f"got {classes!r}")
     flat = [c for g in groups for c in g]
     for c in flat:
-        if isinstance(c, (bool, np.bool_)) or not isinstance(c, (int, np.integer)) or not 0 <= c <= 9:
+        if not is_integer(c) or not 0 <= c <= 9:
             raise ValueError(f"class labels must be integers 0..9, got {c!r}")
     if len(set(flat)) != len(flat):
         raise ValueError(f"a class appears in both groups or twice: {classes!r}")

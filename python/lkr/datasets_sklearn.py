@@ -19,6 +19,8 @@ import numpy as np
 
 from ._task import Task, block_average, parse_classes
 from ._validate import count as _count
+from ._validate import is_integer
+from ._validate import seed as _seed
 
 __all__ = ["load_digits", "digits_groups", "parse_class_groups", "DIGITS_DEFAULT_CLASSES"]
 
@@ -58,7 +60,7 @@ def parse_class_groups(classes) -> Tuple[Tuple[int, ...], ...]:
         raise ValueError(f"classes must name at least two non-empty groups, got {classes!r}")
     flat = [c for g in groups for c in g]
     for c in flat:
-        if isinstance(c, (bool, np.bool_)) or not isinstance(c, (int, np.integer)) or not 0 <= c <= 9:
+        if not is_integer(c) or not 0 <= c <= 9:
             raise ValueError(f"class labels must be integers 0..9, got {c!r}")
     if len(set(flat)) != len(flat):
         raise ValueError(f"a class appears twice: {classes!r}")
@@ -95,8 +97,7 @@ def digits_groups(P, P_test, seed=0, *, classes=DIGITS_DEFAULT_CLASSES, downsamp
     """
     P, P_test = _count(P, "P"), _count(P_test, "P_test")
     downsample = _count(downsample, "downsample")
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an integer, got {seed!r}")
+    seed = _seed(seed)
     groups = parse_class_groups(DIGITS_DEFAULT_CLASSES if classes is None else classes)
     images, labels = _sklearn_digits()
     keep = np.flatnonzero(np.isin(labels, [c for g in groups for c in g]))

@@ -32,6 +32,7 @@ import numpy as np
 from . import _arrays
 from ._validate import choice as _choice
 from ._validate import integer as _integer
+from ._validate import is_integer as _is_integer
 
 __all__ = ["PatchGeometry", "patches", "patches_adjoint", "same_padding"]
 
@@ -58,7 +59,7 @@ def _as_tuple(value, ndim: int, name: str) -> Tuple[int, ...]:
         raise ValueError(f"{name} must have {ndim} entries for a {ndim}-D input, got {value!r}")
     out = []
     for v in value:
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        if not _is_integer(v):
             raise TypeError(f"{name} must hold integers, got {value!r}")
         out.append(int(v))
     return tuple(out)

@@ -1,4 +1,5 @@
-r"""Multi-output and non-central contractions of the local kernel (THEORY2 sections 1.2, 2.2).
+r"""Multi-output and non-central contractions of the local kernel (docs/theory-beyond-odd.md
+sections 1.2 and 2.2).
 
 With D outputs the order parameter is indexed patch-major, (i, a) -> i D + a, and the
 kernel on samples example-major, (mu, a) -> mu D + a:
@@ -24,16 +25,15 @@ row blocks and a tensor contraction; no dedicated CUDA kernel yet).
 """
 from __future__ import annotations
 
-import numpy as np
-
 from . import _kernel_args as _args
 from . import backend
+from ._validate import is_integer as _is_integer
 from ._validate import positive as _positive
 
 __all__ = ["patch_mean", "renormalized_kernel_multi", "local_kernel_adjoint_multi"]
 
 def _outputs(D):
-    if isinstance(D, bool) or not isinstance(D, (int, np.integer)) or D < 1:
+    if not _is_integer(D) or D < 1:
         raise ValueError(f"D must be a positive integer, got {D!r}")
     return int(D)
 

@@ -118,3 +118,18 @@ def test_empty_values_count_as_unset(monkeypatch):
     assert set(_env.describe().values()) == {"unset"}
     _env.check_all(cpu=False)
     assert _env.max_bytes() == 2 * 1024**3
+
+
+def test_default_budget_takes_the_documented_units(monkeypatch):
+    # the CNN theories' stored-kernel budget parses LKR_MAX_BYTES as local_kernel's does
+    from lkr.theory._local import default_budget
+
+    monkeypatch.setenv("LKR_MAX_BYTES", "2GB")
+    assert _env.default_budget() == default_budget() == 2 * 10**9
+    monkeypatch.setenv("LKR_MAX_BYTES", "512 MiB")
+    assert _env.default_budget() == 512 * 1024**2
+    monkeypatch.setenv("LKR_MAX_BYTES", "lots")
+    with pytest.raises(ValueError, match="LKR_MAX_BYTES='lots' is invalid"):
+        _env.default_budget()
+    monkeypatch.delenv("LKR_MAX_BYTES")
+    assert _env.default_budget() > 0

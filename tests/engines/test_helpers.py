@@ -109,3 +109,30 @@ def test_progress_bar_is_quiet_off_a_terminal_unless_asked():
     with progress_bar(5, "job", True, stream=stream) as bar:
         bar.update(5)
     assert "job" in stream.getvalue() and "5/5" in stream.getvalue()
+
+
+def test_integer_predicate():
+    from lkr._validate import is_integer
+
+    assert is_integer(3) and is_integer(np.int64(-2))
+    assert not any(is_integer(v) for v in (True, np.bool_(False), 3.0, "3", None))
+
+
+def test_sample_and_label_checks():
+    from lkr._validate import labels, samples, targets
+
+    X = samples(np.ones((3, 2), dtype=np.float32), dtype=np.float64)
+    assert X.dtype == np.float64 and X.flags.c_contiguous
+    for bad in (np.ones(3), np.ones((0, 2))):
+        with pytest.raises(ValueError, match=r"X must have shape \(P, \.\.\.\) with P >= 1"):
+            samples(bad)
+    with pytest.raises(TypeError, match="real-valued"):
+        samples(np.ones((2, 2), dtype=complex))
+    with pytest.raises(ValueError, match="non-finite"):
+        samples(np.array([[1.0, np.nan]]))
+    assert labels([1, 2, 3], 3, xp=np, dtype=np.float32).dtype == np.float32
+    with pytest.raises(ValueError, match=r"y_test must have shape \(3,\)"):
+        labels(np.ones(2), 3, "y_test")
+    assert targets(np.ones((3, 1)), 3, np).shape == (3,)
+    with pytest.raises(ValueError, match="takes one output"):
+        targets(np.ones((3, 2)), 3, np, what="FCTheory")

@@ -1,4 +1,4 @@
-"""DeepCNNTheory and the deep CNN-GP (THEORY2 section 3.3) against an independent NumPy
+"""DeepCNNTheory and the deep CNN-GP (docs/deep-cnn.md sections 5 and 6) against an independent NumPy
 solver on the reference recursion of tests/deep_reference.py, CNNTheory (L = 1) and the
 vanilla DeepFCTheory (d = 1)."""
 import warnings

@@ -16,8 +16,9 @@ def test_langevin_relu_cnn_against_the_noncentral_theory():
     # 0.791. Over N = 6, 12, 24, 48 the sampled error is 0.791 + 2.8 / N (the GP limit is
     # right), the non-central theory 0.791 + ~0.5 / N and the one-parameter action
     # 0.791 - ~1.5 / N: the non-central action has the right sign and is measurably closer,
-    # but it is NOT within sampling error -- the derivation (THEORY2 1.2) misses most of the
-    # finite-width correction here. This test checks what holds and xfails on the rest.
+    # but it is NOT within sampling error -- the derivation (docs/theory-beyond-odd.md
+    # section 1.2) misses most of the finite-width correction here. This test checks what
+    # holds and xfails on the rest.
     from lkr import train
 
     rng = np.random.default_rng(0)

@@ -8,7 +8,7 @@ channels (alpha = 3). Measured (32 chains, 6000 steps, lkr.train.langevin, lr "a
 
 The theory has the sign and most of the size of the finite-width effect, but over-estimates
 it by about 1.5x: it is NOT within sampling error (6 and 3 standard errors). Only the last
-layer is renormalised in the theory (THEORY2 3.2: the layers below enter through their
+layer is renormalised in the theory (docs/deep-cnn.md section 4: the layers below enter through their
 infinite-width kernels), so a residual of this size at Nc = 4 is plausible; the test asserts
 what holds and states the strict agreement as an expected failure. With the test's shorter
 runs (32 chains x 4000 steps) the standard error is about twice as large and the strict

@@ -1,10 +1,11 @@
 """Where lkr's CUDA sources are and how they are read (for :mod:`lkr._cuda` and the tests)."""
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Optional
+
+from .. import _env
 
 __all__ = ["SOURCES", "source_dir", "load_source", "source_of"]
 
@@ -21,7 +22,7 @@ def source_dir() -> Path:
     Otherwise the installed package data ``lkr/cuda/``. The environment variable
     ``LKR_CUDA_SOURCES`` names another folder (to try a modified kernel without a rebuild).
     """
-    override = os.environ.get("LKR_CUDA_SOURCES")
+    override = _env.cuda_sources()  # an existing folder, or None
     if override:
         d = Path(override)
         missing = [name for name in SOURCES if not (d / name).is_file()]

@@ -36,6 +36,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from .._io import check_writable_dir, describe
+from .._validate import is_integer as _is_integer
 from .argtypes import nonneg_int, positive_float, positive_int, shape
 from .argtypes import widths as _int_list
 from .report import stderr_note
@@ -239,7 +240,7 @@ def prepare(task=DEFAULTS["task"], *, classes=DEFAULTS["classes"], P=DEFAULTS["P
     if not multipliers or multipliers[0] < 1:
         raise ValueError(f"multipliers must be positive integers, got {multipliers}")
     bases = _base_widths(base_widths, architectures)
-    if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
+    if not _is_integer(seeds) or seeds < 1:
         raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
     X, g, Xt, gt, info, D = _load(task, P, P_test, seed, classes, downsample)
     geometry = PatchGeometry(tuple(info["input_shape"]), filter_size, stride, boundary=boundary)

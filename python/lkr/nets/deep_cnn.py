@@ -1,4 +1,4 @@
-r"""Deep convolutional network :class:`DeepCNNNet` (THEORY2 section 3.1, docs/deep-cnn.md).
+r"""Deep convolutional network :class:`DeepCNNNet` (docs/deep-cnn.md section 3).
 
 L layers of Nc channels on a :class:`~lkr.DeepGeometry`, bias-free, a dense readout over the
 d final patches:

@@ -13,7 +13,7 @@ import numpy as np
 from .. import _linalg, backend
 from .._blas import blas_threads
 from .._validate import integer as _integer
-from .._validate import positive, real  # noqa: F401  (re-exported to the theories)
+from .._validate import positive, real, samples, targets  # noqa: F401  (re-exported to the theories)
 from .._warnings import ActivationCaveatWarning, ConvergenceWarning
 from ..activations import check_activation, is_odd
 from .result import ConvergenceError, Prediction
@@ -65,44 +65,7 @@ def activation_name(value) -> str:
 
 def inputs(X, name: str = "X"):
     """X as a float64 array of its own library (NumPy or CuPy), validated finite."""
-    Xa = backend.asarray(X, name)
-    backend.check_floating(Xa, name)
-    if Xa.ndim < 2:
-        raise ValueError(f"{name} must have samples first, shape (P, ...), got shape {Xa.shape}")
-    if Xa.shape[0] < 1:
-        raise ValueError(f"{name} has no samples (shape {Xa.shape})")
-    xp = backend.array_module(Xa)
-    Xa = xp.ascontiguousarray(Xa, dtype=np.float64)
-    backend.check_finite(Xa, name)
-    return Xa
-
-
-def targets(y, P: int, xp, *, multi: bool = False, what: str = "this theory"):
-    """Training targets as float64: a vector of length P, or with ``multi`` a (P, D) matrix.
-
-    (P,) and (P, 1) give a vector (today's single-output behaviour, shapes unchanged);
-    (P, D) with D >= 2 gives a matrix when ``multi`` is true and a ValueError naming
-    ``what`` otherwise. D = 0, a row count other than P and NaN/inf raise ValueError.
-    """
-    ya = backend.asarray(y, "y")
-    backend.check_floating(ya, "y")
-    if ya.ndim == 2 and ya.shape[1] == 1:
-        ya = ya[:, 0]
-    if ya.ndim not in (1, 2) or ya.shape[0] != P:
-        raise ValueError(f"y must have shape ({P},) or ({P}, D) (one row of labels per "
-                         f"sample of X), got shape {tuple(ya.shape)}")
-    if ya.ndim == 2:
-        if ya.shape[1] == 0:
-            raise ValueError(f"y has D = 0 outputs (shape {tuple(ya.shape)}); need D >= 1")
-        if not multi:
-            raise ValueError(f"{what} takes one output: y must have shape ({P},), got shape "
-                             f"{tuple(ya.shape)} (D = {ya.shape[1]} outputs)")
-    if backend.array_module(ya) is not xp:
-        raise TypeError("y and X live on different devices (one NumPy, one CuPy); move them "
-                        "to one device first")
-    ya = xp.ascontiguousarray(ya, dtype=np.float64)
-    backend.check_finite(ya, "y")
-    return ya
+    return samples(X, name, dtype=np.float64)
 
 
 MEAN_MODES = ("auto", "ignore")

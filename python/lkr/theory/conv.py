@@ -23,14 +23,14 @@ det is exact; a backtracking line search on S; convergence when the relative gra
 the best multiple of the identity (a scalar saddle on the spectrum of K_R(I)) unless Q0 is
 given. The local kernel is computed once per training set (see :mod:`._local`).
 
-Several outputs (Y of shape (P, D), THEORY2 section 2.2): Q is (Np D) x (Np D) SPD,
+Several outputs (Y of shape (P, D), docs/theory-beyond-odd.md section 2.2): Q is (Np D) x (Np D) SPD,
 patch-major (index i D + a), K_R[(mu a), (nu b)] = (1/(lambda1 Np)) sum_ij K_ij^{mu nu}
 Q[(i a), (j b)] on the targets stacked example-major, y = Y.reshape(-1); the same action
 and solver (limited-memory BFGS above 2000 unknowns). LCN: Np blocks of D x D.
 
 Activations with a non-zero mean (relu), ``mean="auto"`` (EXPERIMENTAL: a derivation with
 no published implementation, held against Langevin sampling in the tests): the non-central
-action of THEORY2 section 1.2 with Qbar and its conjugate Q (see :mod:`._cnn_noncentral`).
+action of docs/theory-beyond-odd.md section 1.2 with Qbar and its conjugate Q (see :mod:`._cnn_noncentral`).
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 r"""Deep CNN theory: L convolutional layers of equal width Nc, the last one renormalised
-(THEORY2 section 3.3, docs/deep-cnn.md section 5).
+(docs/deep-cnn.md sections 5 and 6).
 
 .. math::
 

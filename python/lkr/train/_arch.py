@@ -9,9 +9,9 @@ and ``lkr.train`` itself reach it without an import that points up.
 """
 from __future__ import annotations
 
-from .. import backend
 from .._validate import choice as _choice
 from .._validate import integer as _int
+from .._validate import samples as _samples
 from .langevin import langevin
 
 __all__ = ["ARCHITECTURES", "NAMES", "make_net", "make_theory", "sampled_test_error"]
@@ -36,10 +36,7 @@ def _deep_lambdas(geometry, lambda0, lambda1):
 
 
 def _flat(X, name):
-    a = backend.asarray(X, name)
-    if a.ndim < 2 or a.shape[0] < 1:
-        raise ValueError(f"{name} must have shape (P, ...) with P >= 1 samples first, got "
-                         f"{tuple(a.shape)}")
+    a = _samples(X, name)
     return a.reshape(a.shape[0], -1)
 
 
