@@ -284,3 +284,37 @@ def test_test_modules_do_not_import_each_other():
 @pytest.mark.parametrize("folder", sorted(_TEST_FOLDERS))
 def test_test_folders_exist(folder):
     assert any((TESTS / folder).glob("test_*.py")), folder
+
+
+# -- the typed public API ----------------------------------------------------------------------
+def _public_callables():
+    import inspect
+
+    from lkr import kernels_multi, theory
+
+    fns = [lkr.nngp, lkr.local_kernel, lkr.renormalized_kernel, lkr.renormalized_kernel_diag,
+           lkr.local_kernel_adjoint, kernels_multi.patch_mean,
+           kernels_multi.renormalized_kernel_multi, kernels_multi.local_kernel_adjoint_multi]
+    for cls in (theory.GPTheory, theory.FCTheory, theory.DeepFCTheory, theory.CNNTheory,
+                theory.LCNTheory, theory.DeepCNNTheory):
+        fns += [getattr(cls, n) for n in ("__init__", "fit", "fit_path", "predict", "evaluate",
+                                          "set_data", "action", "gradient") if hasattr(cls, n)]
+    return [(f, inspect.signature(f)) for f in fns]
+
+
+def test_public_kernels_and_theories_are_annotated():
+    import typing
+
+    missing = []
+    for fn, sig in _public_callables():
+        hints = typing.get_type_hints(fn)  # the annotations resolve (names exist)
+        for name, par in sig.parameters.items():
+            if name == "self" or par.kind in (par.VAR_KEYWORD, par.VAR_POSITIONAL):
+                continue
+            if name not in hints:
+                missing.append(f"{fn.__qualname__}({name})")
+    assert not missing, missing
+
+
+def test_the_package_says_it_is_typed():
+    assert (ROOT / "py.typed").is_file()

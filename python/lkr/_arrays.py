@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import sys
 from types import ModuleType
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-__all__ = ["array_module", "asarray", "check_floating", "check_finite", "result_dtype",
+__all__ = ["Array", "ArrayLike", "array_module", "asarray", "check_floating", "check_finite", "result_dtype",
            "wrap_like", "is_gpu_array", "to_numpy"]
+
+#: What lkr's array functions return: an array of the inputs' own library (a NumPy
+#: ndarray, a CuPy ndarray; torch or JAX for their inputs). Inputs are ``ArrayLike`` or any
+#: object with ``__dlpack__``.
+Array = Any
 
 
 def _cupy():

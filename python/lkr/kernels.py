@@ -28,15 +28,21 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
 from . import _deep_kernels, _env, _scale, backend
 from . import _kernel_args as _args
+from ._arrays import Array, ArrayLike
 from ._blas import blas_threads
 from ._validate import positive as _positive
 from .activations import check_activation
 from .deep_geometry import DeepGeometry
+from .geometry import PatchGeometry
+
+#: a one-layer PatchGeometry or an L-layer DeepGeometry
+Geometry = Union[PatchGeometry, DeepGeometry]
 
 __all__ = ["nngp", "local_kernel", "renormalized_kernel", "renormalized_kernel_diag",
            "local_kernel_adjoint", "DEFAULT_MAX_BYTES"]
@@ -120,7 +126,8 @@ def _rescaled(out, e, xp):
 
 
 # -- public API -------------------------------------------------------------------------
-def nngp(X, Y=None, activation="erf", lambda0=1.0, *, nthreads=None):
+def nngp(X: ArrayLike, Y: Optional[ArrayLike] = None, activation: str = "erf",
+         lambda0: float = 1.0, *, nthreads: Optional[int] = None) -> Array:
     r"""Fully-connected NNGP kernel.
 
     .. math:: C^{\mu\nu} = x^\mu \cdot x^\nu / (\lambda_0 N_0), \qquad
@@ -239,8 +246,10 @@ def _nngp_rescaled(Xf, Yf, ex, ey, activation, scale, xp, dtype, nthreads):
         return xp.ldexp(K, (ex[:, None] + ey[None, :]).astype(np.int32))
 
 
-def local_kernel(X, Y=None, *, geometry, activation="erf", lambda0=1.0, max_bytes=None,
-                 nthreads=None, lambdas=None):
+def local_kernel(X: ArrayLike, Y: Optional[ArrayLike] = None, *, geometry: Geometry,
+                 activation: str = "erf", lambda0: float = 1.0, max_bytes: Optional[int] = None,
+                 nthreads: Optional[int] = None,
+                 lambdas: Optional[Sequence[float]] = None) -> Array:
     r"""The 4-index local kernel tensor K_ij^{mu nu}, materialised.
 
     .. math:: K_{ij}^{\mu\nu} = K_\sigma(C_{ii}^{\mu\mu}, C_{ij}^{\mu\nu}, C_{jj}^{\nu\nu}),
@@ -290,8 +299,10 @@ def local_kernel(X, Y=None, *, geometry, activation="erf", lambda0=1.0, max_byte
     return backend.wrap_like(out, X)
 
 
-def renormalized_kernel(X, Y=None, *, Q, geometry, activation="erf", lambda0=1.0, lambda1=1.0,
-                        nthreads=None, lambdas=None):
+def renormalized_kernel(X: ArrayLike, Y: Optional[ArrayLike] = None, *, Q: ArrayLike,
+                        geometry: Geometry, activation: str = "erf", lambda0: float = 1.0,
+                        lambda1: float = 1.0, nthreads: Optional[int] = None,
+                        lambdas: Optional[Sequence[float]] = None) -> Array:
     r"""The renormalised kernel K_R(Q), streamed tile by tile.
 
     .. math:: K_R(Q)^{\mu\nu} = \frac{1}{\lambda_1 N_p} \sum_{ij} Q_{ij} K_{ij}^{\mu\nu}
@@ -354,8 +365,10 @@ def renormalized_kernel(X, Y=None, *, Q, geometry, activation="erf", lambda0=1.0
     return backend.wrap_like(out, X)
 
 
-def renormalized_kernel_diag(X, *, Q, geometry, activation="erf", lambda0=1.0, lambda1=1.0,
-                             nthreads=None, lambdas=None):
+def renormalized_kernel_diag(X: ArrayLike, *, Q: ArrayLike, geometry: Geometry,
+                             activation: str = "erf", lambda0: float = 1.0, lambda1: float = 1.0,
+                             nthreads: Optional[int] = None,
+                             lambdas: Optional[Sequence[float]] = None) -> Array:
     r"""The diagonal K_R(Q)(x, x) of the renormalised kernel, O(P Np^2 M).
 
     .. math:: K_R(Q)^{\mu\mu} = \frac{1}{\lambda_1 N_p} \sum_{ij} Q_{ij} K_{ij}^{\mu\mu}
@@ -394,8 +407,10 @@ def renormalized_kernel_diag(X, *, Q, geometry, activation="erf", lambda0=1.0, l
     return backend.wrap_like(out, X)
 
 
-def local_kernel_adjoint(X, W, *, geometry, Y=None, activation="erf", lambda0=1.0,
-                         nthreads=None, lambdas=None):
+def local_kernel_adjoint(X: ArrayLike, W: ArrayLike, *, geometry: Geometry,
+                         Y: Optional[ArrayLike] = None, activation: str = "erf",
+                         lambda0: float = 1.0, nthreads: Optional[int] = None,
+                         lambdas: Optional[Sequence[float]] = None) -> Array:
     r"""The adjoint contraction G(W) of the local kernel, streamed tile by tile.
 
     .. math:: G(W)_{ij} = \sum_{\mu\nu} W_{\mu\nu} K_{ij}^{\mu\nu}

@@ -25,10 +25,14 @@ row blocks and a tensor contraction; no dedicated CUDA kernel yet).
 """
 from __future__ import annotations
 
+from typing import Optional, Tuple, Union
+
 from . import _kernel_args as _args
 from . import backend
+from ._arrays import Array, ArrayLike
 from ._validate import is_integer as _is_integer
 from ._validate import positive as _positive
+from .geometry import PatchGeometry
 
 __all__ = ["patch_mean", "renormalized_kernel_multi", "local_kernel_adjoint_multi"]
 
@@ -38,7 +42,8 @@ def _outputs(D):
     return int(D)
 
 
-def patch_mean(X, *, geometry, activation="erf", lambda0=1.0, nthreads=None):
+def patch_mean(X: ArrayLike, *, geometry: PatchGeometry, activation: str = "erf",
+               lambda0: float = 1.0, nthreads: Optional[int] = None) -> Array:
     r"""Mean patch activations m_i^mu = E[sigma(h)], h ~ N(0, C_ii^{mu mu}).
 
     Returns
@@ -54,8 +59,10 @@ def patch_mean(X, *, geometry, activation="erf", lambda0=1.0, nthreads=None):
     return backend.wrap_like(out, X)
 
 
-def renormalized_kernel_multi(X, Y=None, *, Q, D, geometry, Qm=None, activation="erf",
-                              lambda0=1.0, lambda1=1.0, nthreads=None):
+def renormalized_kernel_multi(X: ArrayLike, Y: Optional[ArrayLike] = None, *, Q: ArrayLike,
+                              D: int, geometry: PatchGeometry, Qm: Optional[ArrayLike] = None,
+                              activation: str = "erf", lambda0: float = 1.0,
+                              lambda1: float = 1.0, nthreads: Optional[int] = None) -> Array:
     r"""K_R for D outputs (and the mean term with ``Qm``), streamed tile by tile.
 
     Parameters
@@ -91,8 +98,10 @@ def renormalized_kernel_multi(X, Y=None, *, Q, D, geometry, Qm=None, activation=
     return backend.wrap_like(out, X)
 
 
-def local_kernel_adjoint_multi(X, W, *, D, geometry, Y=None, centred=False, activation="erf",
-                               lambda0=1.0, nthreads=None):
+def local_kernel_adjoint_multi(X: ArrayLike, W: ArrayLike, *, D: int, geometry: PatchGeometry,
+                               Y: Optional[ArrayLike] = None, centred: bool = False,
+                               activation: str = "erf", lambda0: float = 1.0,
+                               nthreads: Optional[int] = None) -> Union[Array, Tuple[Array, Array]]:
     r"""G(W) for D outputs; with ``centred``, (G(W) - G_m(W), G_m(W)) from one pass.
 
     Parameters

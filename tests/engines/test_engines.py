@@ -70,7 +70,7 @@ def on_emulator(emulator, monkeypatch):
 
 def _patch_net(cls, act):
     g = lkr.PatchGeometry(input_shape=(12,), filter_size=4, stride=2)
-    return cls(g, channels=3, activation=act, seed=1)
+    return cls(g, width=3, activation=act, seed=1)
 
 
 @pytest.mark.parametrize("act", ["erf", "relu", "linear"])

@@ -244,7 +244,7 @@ def test_sweep_keeps_finished_points_on_ctrl_c(tmp_path):
 def test_nets_vs_linearized_ctrl_c(tmp_path):
     pytest.importorskip("sklearn")
     out = tmp_path / "out"
-    p = Proc("lkr", "nets-vs-linearized", "-P", "24", "--P-test", "30", "--widths", "1,2,4,8",
+    p = Proc("lkr", "nets-vs-linearized", "-P", "24", "--P-test", "30", "--multipliers", "1,2,4,8",
              "--base-widths", "fc=4,cnn=2,lcn=1", "--steps", "20000000", "--classes", "0:1:2",
              "--out", str(out))
     p.wait_for("N=")
@@ -270,7 +270,7 @@ def test_nets_vs_linearized_write_failure(tmp_path, capsys, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(_io.os, "replace", full)
-    rc = main(["nets-vs-linearized", "-P", "24", "--P-test", "30", "--widths", "1",
+    rc = main(["nets-vs-linearized", "-P", "24", "--P-test", "30", "--multipliers", "1",
                "--base-widths", "fc=4,cnn=2,lcn=1", "--steps", "5", "--classes", "0:1",
                "--quiet", "--out", str(out)])
     assert rc == 2

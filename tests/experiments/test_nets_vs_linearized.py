@@ -146,7 +146,7 @@ def test_multi_output_rejects_bad_arguments():
 
 
 # -- the command ---------------------------------------------------------------------------------
-TINY = ["-P", "24", "--P-test", "30", "--widths", "1,2", "--base-widths", "fc=4,cnn=2,lcn=1",
+TINY = ["-P", "24", "--P-test", "30", "--multipliers", "1,2", "--base-widths", "fc=4,cnn=2,lcn=1",
         "--steps", "15", "--classes", "0:1:2", "--quiet"]
 
 
@@ -255,6 +255,19 @@ def test_help_lists_the_options(capsys):
         cli.main(["nets-vs-linearized", "--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for opt in ("--task", "--classes", "--arch", "--widths", "--base-widths", "--steps",
+    for opt in ("--task", "--classes", "--arch", "--multipliers", "--base-widths", "--steps",
                 "--lr-scale", "--batch", "--seeds", "--out", "--quiet"):
         assert opt in text, opt
+    # --widths (the widths themselves in lkr fc-vs-cnn) is only the hidden former spelling
+    assert "--widths" not in text
+
+
+def test_former_widths_option_is_the_multipliers(capsys):
+    from lkr.experiments import nets_vs_linearized as nvl_cmd
+
+    p = __import__("argparse").ArgumentParser()
+    nvl_cmd.add_arguments(p)
+    assert p.parse_args(["--multipliers", "1,3"]).multipliers == [1, 3]
+    assert p.parse_args([]).multipliers == [1, 2, 4, 8]
+    assert p.parse_args(["--widths", "2,4"]).multipliers == [2, 4]
+    assert "--widths is now --multipliers" in capsys.readouterr().err

@@ -142,7 +142,7 @@ def test_bad_input():
     dg = lkr.DeepGeometry((6,), filter_sizes=[3, 2], strides=[1, 2], padding="same")
     with pytest.raises(TypeError, match="DeepGeometry"):
         DeepCNNNet(dg.layers[0], 3)
-    with pytest.raises(ValueError, match="channels"):
+    with pytest.raises(ValueError, match="width"):
         DeepCNNNet(dg, 0)
     with pytest.raises(ValueError, match="lambdas must hold 3"):
         DeepCNNNet(dg, 3, lambdas=(1.0, 1.0))

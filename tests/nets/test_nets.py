@@ -319,7 +319,7 @@ def test_bad_input(X):
     with pytest.raises(ValueError, match="lambda0"):
         nets.FCNet(3, 4, lambda0=-1)
     with pytest.raises(TypeError, match="geometry"):
-        nets.CNNNet(geometry=(12,), channels=3)
+        nets.CNNNet(geometry=(12,), width=3)
     with pytest.raises(ValueError, match="lambdas"):
         nets.DeepFCNet(3, (4, 4), lambdas=(1.0, 1.0))
     with pytest.raises(ValueError, match="shape"):
@@ -377,6 +377,7 @@ def test_fit_linearized():
     teacher = nets.FCNet(5, 40, activation="erf", seed=9)
     y, yt = teacher.forward(X), teacher.forward(Xt)
     out = train.fit_linearized(net, X, y, Xt, yt)
+    assert isinstance(out, train.LinearizedFit) and out.test_error == out["test_error"]
     # P = 30 < 240 parameters: the least-squares fit interpolates
     assert out["train_error"] < 1e-20
     assert out["u"].shape == (net.num_params,)
@@ -392,6 +393,10 @@ def test_fit_linearized():
     u = np.linalg.solve(J.T @ J + 0.1 * np.eye(J.shape[1]), J.T @ b)
     np.testing.assert_allclose(ridge["u"], u, rtol=1e-8, atol=1e-10)
     assert ridge["train_error"] > out["train_error"]
+    # without a test set: the fields are None, and the former dict's keys are absent
+    assert ridge.test_prediction is None and "test_error" not in ridge
+    with pytest.raises(KeyError):
+        ridge["test_prediction"]
     with pytest.raises(ValueError, match="ridge"):
         train.fit_linearized(net, X, y, ridge=-1.0)
     with pytest.raises(ValueError, match="y must have shape"):
@@ -462,3 +467,34 @@ def test_fit_linearized_lives_in_train():
     with pytest.raises(AttributeError, match="lkr.train.fit_linearized"):
         nets.fit_linearized  # noqa: B018
     assert callable(train.fit_linearized)
+
+
+def test_nets_take_width_like_the_theories():
+    g = lkr.PatchGeometry((12,), 4, 4)
+    dg = lkr.DeepGeometry((8,), filter_sizes=[2, 2], strides=[2, 2])
+    X = np.random.default_rng(0).standard_normal((5, 12))
+    cases = [(nets.FCNet, (12,), "N1"), (nets.CNNNet, (g,), "channels"),
+             (nets.LCNNet, (g,), "channels"), (nets.DeepCNNNet, (dg,), "channels")]
+    for cls, lead, old in cases:
+        net = cls(*lead, width=6, seed=1)
+        assert net.width == 6 and getattr(net, old) == 6  # the former attribute stays
+        with pytest.warns(DeprecationWarning, match=f"{old}=.*deprecated; use width="):
+            legacy = cls(*lead, **{old: 6}, seed=1)
+        Xin = X[:, :8] if cls is nets.DeepCNNNet else X
+        np.testing.assert_array_equal(legacy.forward(Xin), net.forward(Xin))
+        with pytest.raises(TypeError, match="not also"):
+            cls(*lead, 6, **{old: 6})
+        with pytest.raises(TypeError, match="missing the argument 'width'"):
+            cls(*lead)
+        with pytest.raises(ValueError, match="width"):
+            cls(*lead, 0)
+
+
+def test_one_hidden_layer_nets_take_lambdas():
+    g = lkr.PatchGeometry((12,), 4, 4)
+    for cls, lead in ((nets.FCNet, (12,)), (nets.CNNNet, (g,)), (nets.LCNNet, (g,))):
+        a = cls(*lead, 3, lambda0=2.0, lambda1=0.5, seed=0)
+        b = cls(*lead, 3, lambdas=(2.0, 0.5), seed=0)
+        assert a.priors == b.priors == {"W": 2.0, "v": 0.5}
+        with pytest.raises(ValueError, match="not both"):
+            cls(*lead, 3, lambda0=2.0, lambdas=(2.0, 0.5))

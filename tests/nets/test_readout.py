@@ -102,7 +102,7 @@ def test_fused_step_is_bit_identical_for_every_thread_count(kind, dtype):
         X = rng.standard_normal((250, 20)).astype(dtype)
     else:
         g = lkr.PatchGeometry((16, 16), (4, 4), (4, 4))
-        net = nets.CNNNet(g, channels=40, seed=0, dtype=dtype)
+        net = nets.CNNNet(g, width=40, seed=0, dtype=dtype)
         X = rng.standard_normal((250, 16, 16)).astype(dtype)
     y = rng.standard_normal(250).astype(dtype)
     obj = net.prepare(X, dtype=dtype)

@@ -48,9 +48,9 @@ def _nets_for_grad():
     out = []
     for act in ("erf", "relu", "linear"):
         out.append((nets.FCNet(10, 7, activation=act, lambda0=1.3, lambda1=0.7, seed=1), (5, 10)))
-        out.append((nets.CNNNet(geometry=g, channels=3, activation=act, lambda0=0.8,
+        out.append((nets.CNNNet(geometry=g, width=3, activation=act, lambda0=0.8,
                                 lambda1=1.2, seed=1), (5, 6, 6)))
-        out.append((nets.LCNNet(geometry=g, channels=2, activation=act, seed=1), (5, 6, 6)))
+        out.append((nets.LCNNet(geometry=g, width=2, activation=act, seed=1), (5, 6, 6)))
     return out
 
 

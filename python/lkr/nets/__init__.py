@@ -60,7 +60,7 @@ from .._patch_reference import (  # noqa: F401 - the references the tests and be
     _reference_vjp,
 )
 from ._activations import sigma, sigma_pair, sigma_pair_inplace, sigma_prime
-from ._base import Net, Prepared, init_params
+from ._base import FusedObjective, Net, Objective, init_params
 from .deep_cnn import DeepCNNNet
 from .fc import DeepFCNet, FCNet
 from .linearized import LinearizedNet, linearize
@@ -68,10 +68,11 @@ from .patch import CNNNet, LCNNet, PatchNet
 
 __all__ = ["FCNet", "DeepFCNet", "CNNNet", "LCNNet", "DeepCNNNet", "LinearizedNet", "init_params",
            "linearize", "sigma", "sigma_prime", "sigma_pair", "sigma_pair_inplace",
-           "Net", "PatchNet", "Prepared"]
+           "Net", "PatchNet", "Objective", "FusedObjective"]
 
-# the former private names of the base classes
+# the former names of the base classes and of the training objective
 _Net, _PatchNet = Net, PatchNet
+Prepared = Objective
 
 
 def __getattr__(name):

@@ -7,16 +7,18 @@ import copy
 import hashlib
 import time
 import warnings
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from .. import _linalg, backend
+from .._arrays import ArrayLike
 from .._blas import blas_threads
 from .._validate import integer as _integer
 from .._validate import positive, real, samples, targets  # noqa: F401  (re-exported to the theories)
 from .._warnings import ActivationCaveatWarning, ConvergenceWarning
 from ..activations import check_activation, is_odd
-from .result import ConvergenceError, Prediction
+from .result import ConvergenceError, Prediction, Solution
 
 DEFAULT_TOL = 1e-8
 #: Solves with at most this many samples run their dense algebra on one BLAS thread.
@@ -171,12 +173,12 @@ class _Theory:
 
     # data --------------------------------------------------------------------------------
     @property
-    def num_samples(self):
+    def num_samples(self) -> Optional[int]:
         """P of the bound training set (None before ``fit``/``set_data``)."""
         return None if self._X is None else int(self._X.shape[0])
 
     @property
-    def alpha(self):
+    def alpha(self) -> Optional[float]:
         """P / width of the bound training set (None before ``fit``/``set_data``)."""
         P = self.num_samples
         w = getattr(self, "width", None)
@@ -185,7 +187,7 @@ class _Theory:
         return P / w if np.isfinite(w) else 0.0
 
     @property
-    def num_outputs(self):
+    def num_outputs(self) -> Optional[int]:
         """D of the bound targets: 1 for a vector y, D for Y of shape (P, D); None before
         ``fit``/``set_data``."""
         if self._y is None:
@@ -203,7 +205,7 @@ class _Theory:
             width_condition(w, need, type(self).__name__,
                             f"{self.num_outputs} outputs need a {need} x {need} Wishart prior")
 
-    def set_data(self, X, y):
+    def set_data(self, X: ArrayLike, y: ArrayLike):
         """Bind a training set (validated) and build or reuse the kernel cache.
 
         ``fit`` calls it; call it yourself to use :meth:`action` and :meth:`gradient`
@@ -244,7 +246,8 @@ class _Theory:
             raise RuntimeError(f"{type(self).__name__}.{what} before fit: call fit(X, y) first")
 
     # fitting -----------------------------------------------------------------------------
-    def fit(self, X, y, Q0=None, strict=False, *, tol=None, maxiter=None):
+    def fit(self, X: ArrayLike, y: ArrayLike, Q0: Any = None, strict: bool = False, *,
+            tol: Optional[float] = None, maxiter: Optional[int] = None) -> Solution:
         """Bind (X, y) and solve for the saddle point Qbar (see the class docstring).
 
         Parameters
@@ -307,7 +310,9 @@ class _Theory:
             raise FloatingPointError(f"{sol.theory}: the solver produced a non-finite Qbar or "
                                      f"action ({sol.message}); this is a bug, please report it")
 
-    def fit_path(self, X, y, widths, *, strict=False, tol=None, maxiter=None):
+    def fit_path(self, X: ArrayLike, y: ArrayLike, widths: Sequence[float], *,
+                 strict: bool = False, tol: Optional[float] = None,
+                 maxiter: Optional[int] = None) -> list:
         """Fit at each width in turn, each solve warm-started from the previous one.
 
         The kernel cache (kernel spectrum or local-kernel tensor) is built once and shared.
@@ -321,8 +326,8 @@ class _Theory:
 
         Returns
         -------
-        list
-            Fitted copies of this theory, one per width, in the same order.
+        list of theories
+            Fitted copies of this theory (its type), one per width, in the same order.
         """
         widths = list(widths)
         if not widths:
@@ -345,7 +350,7 @@ class _Theory:
         return out
 
     # predictions -------------------------------------------------------------------------
-    def predict(self, Xt, corrected=False) -> Prediction:
+    def predict(self, Xt: ArrayLike, corrected: bool = False) -> Prediction:
         """Posterior mean k_R^T A^{-1} y and variance K_R^00 - k_R^T A^{-1} k_R at test
         inputs (T not added), with K_R at the fitted Qbar.
 
@@ -376,7 +381,7 @@ class _Theory:
             return self._predict_corrected(Xt)
         return self._predict(Xt)
 
-    def evaluate(self, Xt, yt, corrected=False) -> dict:
+    def evaluate(self, Xt: ArrayLike, yt: ArrayLike, corrected: bool = False) -> dict:
         """Test-set means ``{"error": bias2 + variance, "bias2", "variance"}`` (T not added);
         with D outputs the means run over test points and outputs, and ``per_output`` holds
         the three as length-D arrays. ``corrected`` as in :meth:`predict`."""

@@ -34,6 +34,8 @@ action of docs/theory-beyond-odd.md section 1.2 with Qbar and its conjugate Q (s
 """
 from __future__ import annotations
 
+from typing import Any, Optional
+
 import numpy as np
 import scipy.linalg as sla
 
@@ -73,9 +75,11 @@ class _LocalTheory(_base._Theory):
     _multi_output = True
     _corrected = True
 
-    def __init__(self, geometry, width, temperature, activation="erf", lambda0=1.0,
-                 lambda1=1.0, *, mean="auto", tol=DEFAULT_TOL, maxiter=DEFAULT_MAXITER,
-                 max_bytes=None, materialize=None, kernel_dtype=None):
+    def __init__(self, geometry: PatchGeometry, width: float, temperature: float,
+                 activation: str = "erf", lambda0: float = 1.0, lambda1: float = 1.0, *,
+                 mean: str = "auto", tol: float = DEFAULT_TOL, maxiter: int = DEFAULT_MAXITER,
+                 max_bytes: Optional[int] = None, materialize: Optional[bool] = None,
+                 kernel_dtype: Optional[str] = None):
         if not isinstance(geometry, PatchGeometry):
             raise TypeError(f"geometry must be a PatchGeometry, got {type(geometry).__name__}")
         self.geometry = geometry
@@ -212,7 +216,7 @@ class _LocalTheory(_base._Theory):
     def _to_dev(self, Qn):
         return self._cache.xp.asarray(Qn)
 
-    def action(self, Q, conjugate=None):
+    def action(self, Q: Any, conjugate: Any = None) -> float:
         r"""S(Q) = Tr Q - log det Q + (alpha/P)[y^T A^{-1} y + log det A] on the bound data.
 
         Non-central action (relu, mean="auto"): pass the conjugate too,
@@ -224,7 +228,7 @@ class _LocalTheory(_base._Theory):
         data, _ = self._data(self._to_dev(Qn))
         return float(np.trace(Qn) - np.linalg.slogdet(Qn)[1] + data)
 
-    def gradient(self, Q, conjugate=None):
+    def gradient(self, Q: Any, conjugate: Any = None):
         r"""dS/dQ = I - Q^{-1} + (alpha/(P lambda1 Np)) G(B), an (Np D, Np D) symmetric array
         (LCN: its block diagonal). Non-central: the pair (dS/dQbar, dS/dQ) of
         :mod:`._cnn_noncentral` at (Q, conjugate)."""

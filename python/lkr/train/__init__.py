@@ -58,8 +58,8 @@ from .langevin import (
     langevin,
     suggest_lr,
 )
-from .linearized import fit_linearized
+from .linearized import LinearizedFit, fit_linearized
 
 __all__ = ["langevin", "LangevinResult", "gradient_descent", "GDResult", "loss_and_grad",
            "suggest_lr", "sampled_test_error", "SamplingWarning", "ARCHITECTURES",
-           "fit_linearized", "default_burn_in", "DEFAULT_BURN_IN_FRACTION"]
+           "fit_linearized", "LinearizedFit", "default_burn_in", "DEFAULT_BURN_IN_FRACTION"]

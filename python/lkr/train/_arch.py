@@ -62,7 +62,7 @@ def make_net(arch, width, X=None, X_test=None, *, geometry=None, activation="erf
         return nets.DeepCNNNet(geometry, width, activation=activation, seed=seed,
                                lambdas=_deep_lambdas(geometry, lambda0, lambda1)), X, X_test
     cls = nets.CNNNet if arch == "cnn" else nets.LCNNet
-    return cls(geometry=geometry, channels=width, **common), X, X_test
+    return cls(geometry=geometry, width=width, **common), X, X_test
 
 
 def make_theory(arch, width, *, geometry=None, **common):

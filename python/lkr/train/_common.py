@@ -11,7 +11,7 @@ from .._validate import labels as _labels
 from .._validate import real as _real
 from .._validate import samples as _samples
 from .._warnings import SamplingWarning
-from ..nets import Prepared
+from ..nets import Objective
 
 __all__ = ["SamplingWarning", "loss_and_grad"]
 
@@ -73,7 +73,7 @@ def objective(net, X, X_test, dtype, fused=True):
     LCN), or the generic one for other objects that follow the network protocol."""
     prepare = getattr(net, "prepare", None)
     if prepare is None:
-        return Prepared(net, X, X_test)
+        return Objective(net, X, X_test)
     return prepare(X, X_test, dtype=dtype, fused=fused)
 
 
