@@ -21,7 +21,10 @@ if _HELPERS not in sys.path:
     sys.path.insert(0, _HELPERS)
 
 from cuda_emulator import emulator, poison  # noqa: E402,F401 - fixtures for every test
-from testing import skip_or_fail_without_gpu  # noqa: E402
+
+# RTOL and to_numpy too, for tests that still say `from conftest import ...` (new ones: from
+# testing import ...)
+from testing import RTOL, skip_or_fail_without_gpu, to_numpy  # noqa: E402,F401
 
 # Derandomised in CI so a failure reproduces; no deadline (the first call compiles/warms).
 settings.register_profile("ci", derandomize=True, deadline=None, max_examples=30,

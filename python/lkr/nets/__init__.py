@@ -46,9 +46,12 @@ CNN/LCN run in the compiled engine of the arrays (:func:`lkr.backend.implementat
 extension for NumPy arrays (float32 and float64, GIL released, OpenMP), the CUDA passes for
 CuPy arrays.
 
-Layout: ``_activations`` (sigma, sigma'), ``_base`` (:class:`Net`, the protocol, and the
-prepared objectives of :meth:`Net.prepare`), ``fc`` (FC and deep FC), ``patch`` (CNN, LCN),
-``linearized`` (:class:`LinearizedNet`), ``_reference`` (array-expression references).
+Layout: ``_activations`` (the compiled sigma/sigma' pass; the formulas are
+:mod:`lkr.activations`), ``_base`` (:class:`Net`, the protocol, and the training objectives
+of :meth:`Net.prepare`), ``fc`` (FC and deep FC), ``patch`` (CNN, LCN), ``deep_cnn``,
+``linearized`` (:class:`LinearizedNet`); the array-expression references of the patch
+passes are :mod:`lkr._patch_reference` (re-exported here). The least-squares fit of a
+linearised net is :func:`lkr.train.fit_linearized`.
 """
 from __future__ import annotations
 
