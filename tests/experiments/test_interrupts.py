@@ -25,7 +25,9 @@ class Proc:
     """A ``python -m lkr`` subprocess whose stderr is watched for a marker."""
 
     def __init__(self, *args, cwd=None):
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # PYTHONFAULTHANDLER: a process that hangs is ended by SIGABRT below, which then
+        # prints every thread's stack to stderr (the failure message shows it)
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
         self.p = subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, env=env, cwd=cwd)
         self.err = ""
@@ -66,8 +68,17 @@ class Proc:
         self.p.send_signal(signal.SIGINT)
         try:
             rc = self.p.wait(timeout)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a hang: show where it is
+            self.p.send_signal(signal.SIGABRT)
+            try:
+                self.p.wait(20)
+            except subprocess.TimeoutExpired:
+                pass
+            self._close()
+            raise AssertionError(f"no exit {timeout} s after SIGINT; stdout: {self.out[-1500:]}"
+                                 f"\nstderr: {self.err[-6000:]}") from None
         finally:
-            if self.p.poll() is None:  # pragma: no cover - a hang: do not leave it behind
+            if self.p.poll() is None:  # pragma: no cover - do not leave it behind
                 self.p.kill()
                 self.p.wait()
             self._close()
@@ -78,8 +89,9 @@ class Proc:
         ended process is a ResourceWarning, an error in the tests)."""
         for r in self._readers:
             r.join(10)
-        self.p.stdout.close()
-        self.p.stderr.close()
+        for pipe in (self.p.stdout, self.p.stderr):
+            if not pipe.closed:
+                pipe.close()
 
 
 def _results(out):

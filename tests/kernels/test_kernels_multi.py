@@ -230,7 +230,7 @@ def test_pack_compressed_and_symmetric_products(store32, act):
 
 
 def test_cuda_engine_fallbacks_match_the_compiled_calls(emulator):
-    """The CUDA engine's multi-output calls (lkr._cuda_multi, driven through the host
+    """The CUDA engine's multi-output calls (lkr._cuda.multi, driven through the host
     emulator's local kernel) give the C++ results."""
     rng = np.random.default_rng(12)
     P, Np, M, D = 6, 3, 4, 2
