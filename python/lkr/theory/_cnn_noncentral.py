@@ -1,4 +1,4 @@
-r"""The non-central CNN/LCN action (THEORY2 section 1.2). EXPERIMENTAL: a derivation with
+r"""The non-central CNN/LCN action (docs/theory-beyond-odd.md section 1.2). EXPERIMENTAL: a derivation with
 no published implementation; the tests hold it against Langevin sampling of ReLU CNNs.
 
 With the mean patch activations m_i^mu = E[sigma(h)], h ~ N(0, C_ii^{mu mu}), and

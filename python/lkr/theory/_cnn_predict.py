@@ -1,6 +1,6 @@
 r"""Posterior predictive of the CNN/LCN theories at the fitted saddle: one or D outputs,
-odd or non-central kernel, optionally with the 1/N corrections (THEORY2 section 4, with
-K_R(Q) in place of q K: EXPERIMENTAL for the CNN).
+odd or non-central kernel, optionally with the 1/N corrections (docs/theory-beyond-odd.md
+section 4, with K_R(Q) in place of q K: EXPERIMENTAL for the CNN).
 
 One output: mean = k_R^T A^{-1} y, var = kappa_R - k_R^T A^{-1} k_R with k_R the cross
 kernel (test x train) and kappa_R its test diagonal. D outputs: the cross kernel is

@@ -30,11 +30,10 @@ adjoint returns G - G_m and G_m with G_m(B) = m^T B m.
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from .. import backend
+from .._env import default_budget
 from ..kernels import local_kernel, local_kernel_adjoint, nngp, renormalized_kernel
 from ..kernels_multi import local_kernel_adjoint_multi, patch_mean, renormalized_kernel_multi
 
@@ -42,22 +41,6 @@ __all__ = ["LocalOperator", "default_budget"]
 
 _BLOCK_BYTES = 64 * 1024**2  # working set of one block of the tensor while packing
 _KERNEL_DTYPES = (None, "float64", "float32")
-
-
-def default_budget():
-    """Bytes for the compressed kernel: ``LKR_MAX_BYTES`` when set, else half of
-    MemAvailable (/proc/meminfo), else 2 GiB where that file does not exist."""
-    env = os.environ.get("LKR_MAX_BYTES")
-    if env:
-        return int(float(env))
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024 // 2
-    except OSError:
-        pass
-    return 2 * 1024**3
 
 
 def _pairs_of(Np, diagonal):
@@ -161,7 +144,7 @@ class LocalOperator:
         if xp is np and not self.diagonal:
             # tile by tile in the compiled engine, straight into the compressed layout
             PX = np.ascontiguousarray(self.patches, dtype=np.float64)
-            return backend.core().pack_compressed(
+            return backend.implementation(np).pack_compressed(
                 PX, antisym, False, self.dtype == np.float32, self.activation, self.lambda0,
                 backend.resolve_threads(None))
         if antisym:
@@ -209,7 +192,8 @@ class LocalOperator:
         if S.dtype == np.float64:
             return (S.T if transpose else S) @ X
         X2 = np.ascontiguousarray(X.reshape(X.shape[0], -1), dtype=np.float64)
-        out = backend.core().stored_matmul(S, X2, transpose, backend.resolve_threads(None))
+        out = backend.implementation(np).stored_matmul(S, X2, transpose,
+                                                       backend.resolve_threads(None))
         return out.reshape((out.shape[0],) + X.shape[1:])
 
     @property
@@ -253,8 +237,8 @@ class LocalOperator:
         xp, P, Np = self.xp, self.P, self.Np
         if D == 1 and self._fast() and not self.diagonal:
             q = np.ascontiguousarray(Q[self._pi, self._pj], dtype=np.float64)
-            return backend.core().stored_sym(self.T, q, P, False, scale,
-                                             backend.resolve_threads(None))
+            return backend.implementation(np).stored_sym(self.T, q, P, False, scale,
+                                                         backend.resolve_threads(None))
         if D == 1:
             q = Q[self._pi, self._pj]
             v = self._stored(self.T, q) * scale
@@ -366,8 +350,9 @@ class LocalOperator:
         pi, pj = self._pi, self._pj
         if D == 1:
             if self._fast() and not self.diagonal:
-                g = backend.core().stored_sym(self.T, np.ascontiguousarray(B, dtype=np.float64),
-                                              P, True, 0.0, backend.resolve_threads(None))
+                g = backend.implementation(np).stored_sym(
+                    self.T, np.ascontiguousarray(B, dtype=np.float64), P, True, 0.0,
+                    backend.resolve_threads(None))
             else:
                 g = self._stored(self.T, B[self.iu] * self._index()[1], transpose=True)
             G = xp.zeros((Np, Np), dtype=np.float64)

@@ -23,16 +23,18 @@ det is exact; a backtracking line search on S; convergence when the relative gra
 the best multiple of the identity (a scalar saddle on the spectrum of K_R(I)) unless Q0 is
 given. The local kernel is computed once per training set (see :mod:`._local`).
 
-Several outputs (Y of shape (P, D), THEORY2 section 2.2): Q is (Np D) x (Np D) SPD,
+Several outputs (Y of shape (P, D), docs/theory-beyond-odd.md section 2.2): Q is (Np D) x (Np D) SPD,
 patch-major (index i D + a), K_R[(mu a), (nu b)] = (1/(lambda1 Np)) sum_ij K_ij^{mu nu}
 Q[(i a), (j b)] on the targets stacked example-major, y = Y.reshape(-1); the same action
 and solver (limited-memory BFGS above 2000 unknowns). LCN: Np blocks of D x D.
 
 Activations with a non-zero mean (relu), ``mean="auto"`` (EXPERIMENTAL: a derivation with
 no published implementation, held against Langevin sampling in the tests): the non-central
-action of THEORY2 section 1.2 with Qbar and its conjugate Q (see :mod:`._cnn_noncentral`).
+action of docs/theory-beyond-odd.md section 1.2 with Qbar and its conjugate Q (see :mod:`._cnn_noncentral`).
 """
 from __future__ import annotations
+
+from typing import Any, Optional
 
 import numpy as np
 import scipy.linalg as sla
@@ -73,9 +75,11 @@ class _LocalTheory(_base._Theory):
     _multi_output = True
     _corrected = True
 
-    def __init__(self, geometry, width, temperature, activation="erf", lambda0=1.0,
-                 lambda1=1.0, *, mean="auto", tol=DEFAULT_TOL, maxiter=DEFAULT_MAXITER,
-                 max_bytes=None, materialize=None, kernel_dtype=None):
+    def __init__(self, geometry: PatchGeometry, width: float, temperature: float,
+                 activation: str = "erf", lambda0: float = 1.0, lambda1: float = 1.0, *,
+                 mean: str = "auto", tol: float = DEFAULT_TOL, maxiter: int = DEFAULT_MAXITER,
+                 max_bytes: Optional[int] = None, materialize: Optional[bool] = None,
+                 kernel_dtype: Optional[str] = None):
         if not isinstance(geometry, PatchGeometry):
             raise TypeError(f"geometry must be a PatchGeometry, got {type(geometry).__name__}")
         self.geometry = geometry
@@ -212,7 +216,7 @@ class _LocalTheory(_base._Theory):
     def _to_dev(self, Qn):
         return self._cache.xp.asarray(Qn)
 
-    def action(self, Q, conjugate=None):
+    def action(self, Q: Any, conjugate: Any = None) -> float:
         r"""S(Q) = Tr Q - log det Q + (alpha/P)[y^T A^{-1} y + log det A] on the bound data.
 
         Non-central action (relu, mean="auto"): pass the conjugate too,
@@ -224,7 +228,7 @@ class _LocalTheory(_base._Theory):
         data, _ = self._data(self._to_dev(Qn))
         return float(np.trace(Qn) - np.linalg.slogdet(Qn)[1] + data)
 
-    def gradient(self, Q, conjugate=None):
+    def gradient(self, Q: Any, conjugate: Any = None):
         r"""dS/dQ = I - Q^{-1} + (alpha/(P lambda1 Np)) G(B), an (Np D, Np D) symmetric array
         (LCN: its block diagonal). Non-central: the pair (dS/dQbar, dS/dQ) of
         :mod:`._cnn_noncentral` at (Q, conjugate)."""

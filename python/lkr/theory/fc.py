@@ -17,6 +17,7 @@ lambda1 / Q.
 from __future__ import annotations
 
 import time
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -133,8 +134,9 @@ class FCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
     _multi_output = True
     _corrected = True
 
-    def __init__(self, width, temperature, activation="erf", lambda0=1.0, lambda1=1.0, *,
-                 mean="auto", tol=DEFAULT_TOL, maxiter=DEFAULT_MAXITER):
+    def __init__(self, width: float, temperature: float, activation: str = "erf",
+                 lambda0: float = 1.0, lambda1: float = 1.0, *, mean: str = "auto",
+                 tol: float = DEFAULT_TOL, maxiter: int = DEFAULT_MAXITER):
         self.width = positive(width, "width")
         self.activation = _base.activation_name(activation)
         self.lambda0 = positive(lambda0, "lambda0")
@@ -229,7 +231,7 @@ class FCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
                              f"(Q0, Q1), got {Q!r}")
         return float(arr[0]), float(arr[1])
 
-    def action(self, Q):
+    def action(self, Q: Any) -> float:
         """S at Q on the bound training set (O(P) per call): Q a float (one-parameter
         action), a pair (Q0, Q1) (non-central) or a (D, D) SPD matrix (D outputs)."""
         self._need_data("action")
@@ -239,7 +241,7 @@ class FCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
             return float(self._noncentral_problem().action(*self._pair(Q)))
         return float(self._scalar_problem(L=1).action(self._q(Q)))
 
-    def gradient(self, Q):
+    def gradient(self, Q: Any):
         """dS/dQ = 1 - 1/Q + (alpha/P) tr[(A^{-1} - a a^T) K / lambda1]; the pair
         (dS/dQ0, dS/dQ1) for the non-central action; a (D, D) array for D outputs."""
         self._need_data("gradient")
@@ -361,8 +363,9 @@ class DeepFCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
     K^{(L)}. Needs width >= D.
     """
 
-    def __init__(self, depth, width, temperature, activation="erf", lambdas=None,
-                 variant="vanilla", *, tol=DEFAULT_TOL, maxiter=DEFAULT_MAXITER):
+    def __init__(self, depth: int, width: float, temperature: float, activation: str = "erf",
+                 lambdas: Optional[Sequence[float]] = None, variant: str = "vanilla", *,
+                 tol: float = DEFAULT_TOL, maxiter: int = DEFAULT_MAXITER):
         depth = _integer(depth, "depth", 1)
         self.depth = int(depth)
         self.width = positive(width, "width")
@@ -513,7 +516,7 @@ class DeepFCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
             raise ValueError(f"Q must be positive and finite, got {Qs}")
         return Qs
 
-    def action(self, Q):
+    def action(self, Q: Any) -> float:
         """S(Q_1, ..., Q_L) on the bound training set (a (D, D) SPD Q with D outputs)."""
         self._need_data("action")
         if self._multi:
@@ -523,7 +526,7 @@ class DeepFCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
             return self._vanilla_eval(Qs)[0]
         return self._nested_eval(Qs, need_grad=False)[0]
 
-    def gradient(self, Q):
+    def gradient(self, Q: Any):
         """dS/dQ_l for l = 1..L, shape (L,) (dS/dQ, (D, D), with D outputs)."""
         self._need_data("gradient")
         if self._multi:
