@@ -35,7 +35,14 @@ import os
 import numpy as np
 
 from .. import backend
-from ..kernels import local_kernel, local_kernel_adjoint, nngp, renormalized_kernel
+from ..activations import nngp_map
+from ..kernels import (
+    local_kernel,
+    local_kernel_adjoint,
+    nngp,
+    renormalized_kernel,
+    renormalized_kernel_diag,
+)
 from ..kernels_multi import local_kernel_adjoint_multi, patch_mean, renormalized_kernel_multi
 
 __all__ = ["LocalOperator", "default_budget"]
@@ -401,3 +408,33 @@ class LocalOperator:
         G = G4.reshape(Np * D, Np * D)
         return (G + G.T) / 2
 
+    # -- test points ---------------------------------------------------------------------
+    def test_kernels(self, Xt, Q, lambda1, Qm=None):
+        """The predictor's kernels at test inputs ``Xt`` (flattened like X): the cross
+        kernel k_R (Pt D, P D), example-major on both sides, and the test points' own
+        D x D blocks kappa_R (Pt, D, D), for the order parameter Q (and the mean
+        coefficient Qm) of :meth:`kr`. Every local-kernel operator offers this method, so
+        that the CNN predictor (:mod:`lkr.theory._cnn_predict`) works on any of them."""
+        xp, Np = self.xp, self.Np
+        D = Q.shape[0] // Np
+        scale = 1.0 / (lambda1 * Np)
+        kw = dict(geometry=self.geometry, activation=self.activation, lambda0=self.lambda0)
+        mt = None if Qm is None else xp.asarray(patch_mean(Xt, **kw), dtype=np.float64)
+        if D == 1:
+            k_cross = renormalized_kernel(Xt, self.X, Q=Q, lambda1=lambda1, **kw)
+            k_diag = renormalized_kernel_diag(Xt, Q=Q, lambda1=lambda1, **kw)
+            if Qm is not None:
+                m = xp.asarray(self.means)
+                k_cross = k_cross + scale * (mt @ Qm @ m.T)
+                k_diag = k_diag + scale * xp.einsum("ti,ij,tj->t", mt, Qm, mt)
+            return k_cross, k_diag[:, None, None]
+        k_cross = renormalized_kernel_multi(Xt, self.X, Q=Q, D=D, Qm=Qm, lambda1=lambda1, **kw)
+        # the local kernel of each test point with itself, (Pt, Np, Np)
+        PXt = xp.asarray(self.geometry.patches(Xt), dtype=np.float64)
+        C = xp.einsum("tim,tjm->tij", PXt, PXt) / (self.lambda0 * PXt.shape[2])
+        cd = xp.einsum("tii->ti", C)
+        Ktt = nngp_map(self.activation, cd[:, :, None], C, cd[:, None, :])
+        blocks = scale * xp.einsum("tij,iajb->tab", Ktt, Q.reshape(Np, D, Np, D))
+        if Qm is not None:
+            blocks += scale * xp.einsum("ti,iajb,tj->tab", mt, Qm.reshape(Np, D, Np, D), mt)
+        return k_cross, (blocks + blocks.transpose(0, 2, 1)) / 2

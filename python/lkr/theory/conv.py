@@ -277,10 +277,6 @@ class _LocalTheory(_base._Theory):
 
     def _solve(self, Q0, tol, maxiter):
         if self.noncentral:
-            if self.num_outputs > 1:
-                raise ValueError(f"{type(self).__name__}: several outputs with a non-central "
-                                 f"activation ({self.activation!r}) are not implemented; pass "
-                                 "mean='ignore' for the one-parameter multi-output action")
             return _cnn_noncentral.solve(self, Q0, tol, maxiter)
         Np = self._n
         Qs, how = self._start(Q0)

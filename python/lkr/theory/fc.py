@@ -26,9 +26,10 @@ from ..activations import has_mean, mean_map, nngp_map
 from ..kernels import nngp
 from . import _base, _fcmulti, _spectral
 from ._base import DEFAULT_MAXITER, DEFAULT_TOL, positive
-from ._correction import corrected_posterior
+from ._correction import corrected_posterior, corrected_posterior_multi
 from ._maps import layer_kernels, map_partials
 from ._noncentral import NonCentralProblem
+from ._noncentral_multi import NonCentralMultiMixin
 from ._optim import bfgs
 from ._scalar import ScalarProblem
 from .result import Prediction, Solution
@@ -66,7 +67,8 @@ class _SpectralMixin:
         return Prediction(mean=mean, variance=xp.maximum(var, 0.0))
 
 
-class FCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
+class FCTheory(_fcmulti.MultiOutputMixin, NonCentralMultiMixin, _SpectralMixin,
+               _base._Theory):
     r"""Bayesian one-hidden-layer fully-connected network at proportional width.
 
     Odd activations (erf, linear), or ``mean="ignore"``: one scalar Qbar,
@@ -184,9 +186,7 @@ class FCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
     def _solve(self, Q0, tol, maxiter):
         if self._multi:
             if self.noncentral:
-                raise ValueError("FCTheory: several outputs with a non-central activation "
-                                 f"({self.activation!r}) are not implemented; pass "
-                                 "mean='ignore' for the one-parameter multi-output action")
+                return self._solve_nc_multi(Q0, tol, maxiter)
             return self._solve_multi(1, Q0, tol, maxiter)
         if self.noncentral:
             start = self._start_pair(Q0)
@@ -233,6 +233,8 @@ class FCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
         """S at Q on the bound training set (O(P) per call): Q a float (one-parameter
         action), a pair (Q0, Q1) (non-central) or a (D, D) SPD matrix (D outputs)."""
         self._need_data("action")
+        if self._multi and self.noncentral:
+            return self._nc_multi_eval(Q, "action")[1].S
         if self._multi:
             return float(self._multi_action(Q, 1))
         if self.noncentral:
@@ -243,6 +245,9 @@ class FCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
         """dS/dQ = 1 - 1/Q + (alpha/P) tr[(A^{-1} - a a^T) K / lambda1]; the pair
         (dS/dQ0, dS/dQ1) for the non-central action; a (D, D) array for D outputs."""
         self._need_data("gradient")
+        if self._multi and self.noncentral:
+            ev = self._nc_multi_eval(Q, "gradient")[1]
+            return ev.gbar, ev.gq
         if self._multi:
             return self._multi_action(Q, 1, grad=True)
         if self.noncentral:
@@ -275,7 +280,9 @@ class FCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
 
     def _predict(self, Xt):
         if self._multi:
-            k_cross, k_diag, _ = self._test_kernels(Xt)
+            k_cross, k_diag, m0 = self._test_kernels(Xt)
+            if self.noncentral:
+                return self._nc_multi_predict(k_cross, k_diag, m0)
             return self._multi_predict(self.solution.Q, k_cross, k_diag)
         u, delta, k_cross, k_diag, m0 = self._renormalised(Xt)
         if m0 is None:
@@ -301,8 +308,11 @@ class FCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
         """docs/theory-beyond-odd.md 4: the predictor with K_R^c = K_R - (alpha/P) K_R B K_R (one
         output; dense P x P algebra, O(P^3))."""
         if self._multi:
-            raise ValueError("FCTheory.predict(corrected=True) is implemented for one output "
-                             f"only (this fit has D = {self.num_outputs})")
+            k_cross, k_diag, m0 = self._test_kernels(Xt)
+            KR, kR, blocks = self._dense_kernels(k_cross, k_diag, m0)
+            return corrected_posterior_multi(KR, kR, blocks, self._y.reshape(-1),
+                                             self.temperature, self.alpha / self.num_samples,
+                                             "FCTheory.predict")
         u, delta, k_cross, k_diag, m0 = self._renormalised(Xt)
         lam, U = self._cache["lam"], self._cache["U"]
         KR = (U * (u * lam / self.lambda1)) @ U.T
