@@ -19,7 +19,8 @@ from .. import backend
 from . import _base
 from .result import Prediction
 
-__all__ = ["corrected_posterior", "corrected_posterior_multi", "block_posterior"]
+__all__ = ["corrected_posterior", "corrected_kernels", "corrected_posterior_multi",
+           "block_posterior"]
 
 
 def corrected_posterior(KR, kR, kappaR, y, T: float, c: float, what: str) -> Prediction:
@@ -62,26 +63,31 @@ def block_posterior(chol, y, kR, blocks) -> Prediction:
     return Prediction(mean=mean, variance=var, covariance=cov)
 
 
-def corrected_posterior_multi(KR, kR, blocks, y, T: float, c: float, what: str) -> Prediction:
-    r"""Corrected mean (Pt, D) and covariance (Pt, D, D) with D outputs
-    (docs/theory-beyond-odd.md section 4.2).
+def corrected_kernels(KR, kR, blocks, y, T: float, c: float, what: str):
+    r"""The 1/N-corrected kernels with D outputs (docs/theory-beyond-odd.md section 4.2).
 
-    The formulas of :func:`corrected_posterior` in the P D space (example-major, index
-    mu D + a): K_R^c = K_R - c K_R B K_R, k_R^c = k_R - c k_R B K_R and, per test point t,
-    kappa_R^c[t] = kappa_R[t] - c [k_R B k_R^T]_(t., t.) (its D x D diagonal block).
-    Evaluated through A K_R^{-1}-free identities (A = T I + K_R, b = K_R a = y - T a):
+    In the P D space (example-major, index mu D + a), with A = T I + K_R, a = A^{-1} y and
+    B = A^{-1} - a a^T:
+
+        K_R^c = K_R - c K_R B K_R,   k_R^c = k_R - c k_R B K_R,
+        kappa_R^c[t] = kappa_R[t] - c [k_R B k_R^T]_(t., t.)   (the D x D block of point t).
+
+    Evaluated through the identities (b = K_R a = y - T a)
 
         K_R B K_R = K_R - T I + T^2 A^{-1} - b b^T,
         k_R B K_R = k_R - T k_R A^{-1} - (k_R a) b^T,
 
-    so one factorisation and one inverse of A (instead of products of P D x P D matrices)
-    give the corrected kernels; then a second factorisation of T I + K_R^c. At T = 0,
-    K_R^c = (1 - c) K_R + c y y^T.
+    so that one factorisation and one inverse of A replace products of P D x P D matrices.
+    At T = 0, K_R^c = (1 - c) K_R + c y y^T.
 
     Parameters
     ----------
     KR : (n, n) with n = P D; kR : (Pt D, n); blocks : (Pt, D, D); y : (n,) targets stacked
     example-major; T : temperature; c : alpha / P; what : name for error messages.
+
+    Returns
+    -------
+    (KRc, kRc, blocks_c)
     """
     xp = backend.array_module(KR)
     n = KR.shape[0]
@@ -94,14 +100,21 @@ def corrected_posterior_multi(KR, kR, blocks, y, T: float, c: float, what: str) 
     KRc = (1.0 - c) * KR + c * xp.outer(b, b)
     kRc = (1.0 - c) * kR + c * xp.outer(ka, b)
     if T != 0:
-        Ai = chol.inverse()
-        KRc += c * T * xp.eye(n) - c * T * T * Ai
+        KRc += c * T * xp.eye(n) - c * T * T * chol.inverse()
         kRc += c * T * kAi
     KRc = (KRc + KRc.T) / 2
-    kB3 = kAi.reshape(Pt, D, n)
-    kR3 = kR.reshape(Pt, D, n)
-    kBk = xp.einsum("tan,tbn->tab", kB3, kR3) - ka.reshape(Pt, D)[:, :, None] * ka.reshape(
-        Pt, D)[:, None, :]
+    ka2 = ka.reshape(Pt, D)
+    kBk = (xp.einsum("tan,tbn->tab", kAi.reshape(Pt, D, n), kR.reshape(Pt, D, n))
+           - ka2[:, :, None] * ka2[:, None, :])
     blocks_c = blocks - c * (kBk + kBk.transpose(0, 2, 1)) / 2
-    chol_c = _base.cholesky_of_A(KRc + T * xp.eye(n), T, what + " (corrected kernel)")
+    return KRc, kRc, blocks_c
+
+
+def corrected_posterior_multi(KR, kR, blocks, y, T: float, c: float, what: str) -> Prediction:
+    """Corrected mean (Pt, D) and covariance (Pt, D, D) with D outputs: the GP posterior
+    with the kernels of :func:`corrected_kernels` (same parameters)."""
+    xp = backend.array_module(KR)
+    KRc, kRc, blocks_c = corrected_kernels(KR, kR, blocks, y, T, c, what)
+    chol_c = _base.cholesky_of_A(KRc + T * xp.eye(KR.shape[0]), T,
+                                 what + " (corrected kernel)")
     return block_posterior(chol_c, y, kRc, blocks_c)

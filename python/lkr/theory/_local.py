@@ -253,8 +253,12 @@ class LocalOperator:
         P, Np = self.P, self.Np
         if D == 1:
             return scale * (m @ Qm @ m.T)
-        Qm4 = Qm.reshape(Np, D, Np, D)
-        return scale * self.xp.einsum("mi,iajb,nj->manb", m, Qm4, m).reshape(P * D, P * D)
+        # two GEMMs (an unoptimised three-operand einsum costs P^2 Np^2 D^2), the second
+        # one writing the (P D, P D) result in its final example-major layout:
+        # Z[mu, a, j, b] = sum_i m_i^mu Qm[(i a), (j b)], K[(nu b), (mu a)] = sum_j m_j^nu Z
+        Z = (m @ Qm.reshape(Np, D * Np * D)).reshape(P, D, Np, D)
+        Z = self.xp.ascontiguousarray(Z.transpose(2, 3, 0, 1)).reshape(Np, D * P * D)
+        return (m @ (scale * Z)).reshape(P * D, P * D)
 
     def _kr_stored(self, Q, D, scale):
         xp, P, Np = self.xp, self.P, self.Np
@@ -271,16 +275,23 @@ class LocalOperator:
             return K
         Q4 = Q.reshape(Np, D, Np, D)
         pi, pj = self._pi, self._pj
-        Qij = Q4[pi, :, pj, :]  # (pairs, D, D): block (i, j)
-        if self.diagonal:
-            v = self._stored(self.T, Qij.reshape(len(pi), D * D))
-        else:
-            Qji = Q4[pj, :, pi, :]
-            v = self._stored(self.T, ((Qij + Qji) / 2).reshape(len(pi), D * D))
+        Qij = Q4[pi, :, pj, :]  # (pairs, D, D): block (i, j); block (j, i) is its transpose
+        # T_S meets the part of Q_ij symmetric in the outputs, T_A the antisymmetric part:
+        # their products are symmetric / antisymmetric in (a, b), so D(D+1)/2 and D(D-1)/2
+        # right-hand sides suffice (half of D^2 each)
+        tri, st = np.triu_indices(D), np.triu_indices(D, 1)
+        Qs = Qij if self.diagonal else (Qij + Qij.transpose(0, 2, 1)) / 2
+        vS = self._stored(self.T, xp.ascontiguousarray(Qs[:, tri[0], tri[1]]))
+        v = xp.empty((vS.shape[0], D, D), dtype=np.float64)
+        v[:, tri[0], tri[1]] = vS
+        v[:, tri[1], tri[0]] = vS
+        if not self.diagonal and D > 1:
             off = pi < pj
-            cA = ((Qij - Qji) / 2)[off].reshape(-1, D * D)
+            cA = ((Qij - Qij.transpose(0, 2, 1)) / 2)[off][:, st[0], st[1]]
             if cA.shape[0]:
-                v += self._stored(self._antisym(), cA)
+                vA = self._stored(self._antisym(), xp.ascontiguousarray(cA))
+                v[:, st[0], st[1]] += vA
+                v[:, st[1], st[0]] -= vA
         v = v.reshape(-1, D, D) * scale
         # diagonal sample pairs hold symmetric D x D blocks: make them so exactly, so the
         # two scatters below agree
@@ -360,8 +371,10 @@ class LocalOperator:
         if D == 1:
             Gm = m.T @ B @ m
         else:
-            Gm = xp.einsum("mi,manb,nj->iajb", m, B.reshape(P, D, P, D), m).reshape(
-                Np * D, Np * D)
+            # two GEMMs, as in _mean_term
+            W = (m.T @ B.reshape(P, D * P * D)).reshape(Np, D, P, D)
+            W = W.transpose(0, 1, 3, 2).reshape(Np * D * D, P) @ m        # (Np D D, Np)
+            Gm = W.reshape(Np, D, D, Np).transpose(0, 1, 3, 2).reshape(Np * D, Np * D)
         Gm = (Gm + Gm.T) / 2
         if self.diagonal:
             mask = np.kron(np.eye(Np), np.ones((D, D)))
@@ -390,21 +403,30 @@ class LocalOperator:
         B4 = B.reshape(P, D, P, D)
         Wm = B4[mu, :, nu, :]  # (sample pairs, D, D): B[(mu a), (nu b)]
         Wm = Wm * xp.where(self._index()[2], 0.5, 1.0)[:, None, None]
-        Wf = Wm.reshape(-1, D * D)
-        XS = self._stored(self.T, Wf, transpose=True).reshape(-1, D, D)
-        H = xp.zeros((Np, Np, D, D), dtype=np.float64)  # H[i, j, a, b]
-        if self.diagonal:
-            H[pi, pi] = XS
-        else:
+        # only the part of W symmetric in the outputs meets T_S, and only the antisymmetric
+        # part meets T_A (see _kr_stored): half the right-hand sides each
+        tri, st = np.triu_indices(D), np.triu_indices(D, 1)
+        Wt = Wm.transpose(0, 2, 1)
+        Ws = xp.ascontiguousarray(((Wm + Wt) / 2)[:, tri[0], tri[1]])
+        XSv = self._stored(self.T, Ws, transpose=True)              # (pairs, D(D+1)/2)
+        XS = xp.empty((XSv.shape[0], D, D), dtype=np.float64)
+        XS[:, tri[0], tri[1]] = XSv
+        XS[:, tri[1], tri[0]] = XSv
+        blocks = XS.copy()  # block (i, j) of G: sym(XS) + anti(XA) for i < j, 2 XS for i = j
+        on = xp.asarray(backend.to_numpy(pi == pj))
+        blocks[on] *= 2.0
+        if not self.diagonal:
             off = backend.to_numpy(pi < pj)
-            H[pi, pj] = XS
             if off.any():
-                XA = self._stored(self._antisym(), Wf, transpose=True).reshape(-1, D, D)
-                oi, oj = pi[xp.asarray(off)], pj[xp.asarray(off)]
-                XSo = XS[xp.asarray(off)]
-                H[oi, oj] = (XSo + XA) / 2
-                H[oj, oi] = (XSo - XA) / 2
-        G4 = H.transpose(0, 2, 1, 3) + H.transpose(1, 3, 0, 2)
+                Wa = xp.ascontiguousarray(((Wm - Wt) / 2)[:, st[0], st[1]])
+                XAv = self._stored(self._antisym(), Wa, transpose=True)   # (off pairs, ...)
+                XA = xp.zeros((XAv.shape[0], D, D), dtype=np.float64)
+                XA[:, st[0], st[1]] = XAv
+                XA[:, st[1], st[0]] = -XAv
+                blocks[xp.asarray(off)] += XA
+        G4 = xp.zeros((Np, D, Np, D), dtype=np.float64)
+        G4[pi, :, pj, :] = blocks
+        G4[pj, :, pi, :] = blocks.transpose(0, 2, 1)
         G = G4.reshape(Np * D, Np * D)
         return (G + G.T) / 2
 
