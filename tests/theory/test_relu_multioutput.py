@@ -468,3 +468,46 @@ def test_width_conditions_and_bad_input():
         warnings.simplefilter("error")
         sol = th.fit(X, Y)  # no warning for relu with mean="auto"
     assert sol.converged
+
+
+# -- the operator protocol ------------------------------------------------------------------------
+class _ProtocolOnly:
+    """Exposes only what the non-central solver and the predictor may use of a local-kernel
+    operator (what a deep CNN's last layer supplies): a stand-in proving nothing else is
+    reached."""
+
+    def __init__(self, inner):
+        self._inner = inner
+        self.xp, self.materialized, self.dtype = inner.xp, inner.materialized, inner.dtype
+        self.means = inner.means
+        self.calls = {"kr": 0, "adjoint": 0, "test_kernels": 0}
+
+    def kr(self, Q, lambda1, Qm=None):
+        self.calls["kr"] += 1
+        return self._inner.kr(Q, lambda1, Qm)
+
+    def adjoint(self, B, centred=False):
+        self.calls["adjoint"] += 1
+        return self._inner.adjoint(B, centred=centred)
+
+    def test_kernels(self, Xt, Q, lambda1, Qm=None):
+        self.calls["test_kernels"] += 1
+        return self._inner.test_kernels(Xt, Q, lambda1, Qm)
+
+
+class _ProtocolCNN(CNNTheory):
+    def _bind(self, X):
+        return _ProtocolOnly(super()._bind(X))
+
+
+def test_solver_and_predictor_use_only_the_operator_protocol():
+    X, Y, Xt = _cnn_data(15)
+    kw = dict(geometry=G6, width=8, temperature=0.2, activation="relu", tol=1e-11)
+    th = _ProtocolCNN(**kw)
+    sol = th.fit(X, Y)
+    p = th.predict(Xt, corrected=True)
+    ref = CNNTheory(**kw)
+    sr = ref.fit(X, Y)
+    np.testing.assert_array_equal(sol.Q, sr.Q)
+    np.testing.assert_array_equal(p.covariance, ref.predict(Xt, corrected=True).covariance)
+    assert th._cache.calls["kr"] >= sol.evaluations and th._cache.calls["test_kernels"] == 1

@@ -12,6 +12,9 @@ A = T I + K_R, a = A^{-1} y, B = A^{-1} - a a^T and c = alpha / P:
 then mean = k_R^c (T + K_R^c)^{-1} y and var = kappa_R^c - diag(k_R^c (T + K_R^c)^{-1}
 k_R^c^T). Only the diagonal of the test-test block enters (the variance of each test
 point); no test x test matrix is formed. Dense P x P algebra: O(P^3) once per predict.
+
+D outputs (docs/theory-beyond-odd.md section 4.2): the same in the P D space, each test
+point's D x D block corrected (:func:`corrected_kernels`, :func:`corrected_posterior_multi`).
 """
 from __future__ import annotations
 

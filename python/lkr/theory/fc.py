@@ -102,7 +102,11 @@ class FCTheory(_fcmulti.MultiOutputMixin, NonCentralMultiMixin, _SpectralMixin,
     a D x D SPD Qbar,
     K_R = Q (x) K / lambda1, S = tr Q - log det Q + data term, solved on the eigenbasis of K
     (O(P D^2) per evaluation; never a PD x PD matrix); closed form at T = 0. Needs
-    width >= D. Several outputs take the odd (or ``mean="ignore"``) action.
+    width >= D. With relu (``mean="auto"``) and D outputs, the non-central action with a
+    D x D Qbar and its D x D conjugate Q (docs/theory-beyond-odd.md 3.1),
+    K_R = Qbar (x) (K - M) / lambda1 + (I + Q)^{-1} (x) M / lambda1, solved as a root of
+    the gradient with Woodbury on the eigenbasis of K (O(P D^2) per evaluation); the
+    ``action``/``gradient`` then take the pair (Qbar, Q).
 
     Parameters
     ----------
@@ -231,7 +235,8 @@ class FCTheory(_fcmulti.MultiOutputMixin, NonCentralMultiMixin, _SpectralMixin,
 
     def action(self, Q):
         """S at Q on the bound training set (O(P) per call): Q a float (one-parameter
-        action), a pair (Q0, Q1) (non-central) or a (D, D) SPD matrix (D outputs)."""
+        action), a pair (Q0, Q1) (non-central), a (D, D) SPD matrix (D outputs) or the pair
+        (Qbar, Q) of (D, D) matrices (non-central, D outputs)."""
         self._need_data("action")
         if self._multi and self.noncentral:
             return self._nc_multi_eval(Q, "action")[1].S
@@ -243,7 +248,8 @@ class FCTheory(_fcmulti.MultiOutputMixin, NonCentralMultiMixin, _SpectralMixin,
 
     def gradient(self, Q):
         """dS/dQ = 1 - 1/Q + (alpha/P) tr[(A^{-1} - a a^T) K / lambda1]; the pair
-        (dS/dQ0, dS/dQ1) for the non-central action; a (D, D) array for D outputs."""
+        (dS/dQ0, dS/dQ1) for the non-central action; a (D, D) array for D outputs; the pair
+        (dS/dQbar, dS/dQ) of (D, D) arrays for the non-central action with D outputs."""
         self._need_data("gradient")
         if self._multi and self.noncentral:
             ev = self._nc_multi_eval(Q, "gradient")[1]
