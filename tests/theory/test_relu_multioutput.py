@@ -511,3 +511,15 @@ def test_solver_and_predictor_use_only_the_operator_protocol():
     np.testing.assert_array_equal(sol.Q, sr.Q)
     np.testing.assert_array_equal(p.covariance, ref.predict(Xt, corrected=True).covariance)
     assert th._cache.calls["kr"] >= sol.evaluations and th._cache.calls["test_kernels"] == 1
+
+
+def test_fc_vs_cnn_runs_with_relu_and_default_widths():
+    """The crash of `lkr fc-vs-cnn --activation relu` (default widths: warm starts along
+    them carried the pair as Q0): the experiment's serial path, small."""
+    from lkr.experiments import fc_vs_cnn
+
+    r = fc_vs_cnn.run(P=24, P_test=10, activation="relu", input_shape=(16,), filter_size=4)
+    for arch in ("fc", "cnn", "lcn"):
+        rows = r["finite_width"][arch]
+        assert len(rows) == 6 and all(row["converged"] for row in rows)
+        assert all(np.isfinite(row["error"]) for row in rows)
