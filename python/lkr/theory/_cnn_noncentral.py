@@ -1,5 +1,7 @@
-r"""The non-central CNN/LCN action (docs/theory-beyond-odd.md sections 1.2 and 3). EXPERIMENTAL: a derivation with
-no published implementation; the tests hold it against Langevin sampling of ReLU CNNs.
+r"""The non-central CNN/LCN action (docs/theory-beyond-odd.md sections 1.2 and 3).
+EXPERIMENTAL: a derivation with no published implementation, resting on a Gaussian
+equivalence that needs a large filter dimension M; the tests hold it against Langevin
+sampling of ReLU CNNs.
 
 With the mean patch activations m_i^mu = E[sigma(h)], h ~ N(0, C_ii^{mu mu}), and
 M_ij^{mu nu} = m_i^mu m_j^nu, two symmetric Np x Np matrices, Qbar (the order parameter)
@@ -18,9 +20,9 @@ and Q (its conjugate), S_ = (I + Q)^{-1}:
     c = \frac{\alpha}{P \lambda_1 N_p},
 
 G_c(B)_ij = sum B_{mu nu}(K_ij - M_ij)^{mu nu}, G_m(B)_ij = m_i^T B m_j (both from one
-call of the operator). LCN: Qbar and Q diagonal (D x D blocks with D outputs). Infinite width: (Qbar, Q) = (I, 0). With
-M = 0 the root has Qbar = (I + Q)^{-1} and Qbar is the odd CNN saddle. Np = 1 is the FC
-action of section 1.1.
+call of the operator). LCN: Qbar and Q diagonal (D x D blocks with D outputs). Infinite
+width: (Qbar, Q) = (I, 0). With M = 0 the root has Qbar = (I + Q)^{-1} and Qbar is the odd
+CNN saddle. Np = 1 is the FC action of section 1.1.
 
 The saddle is a root of the gradient (S is unbounded: never minimised), found by
 :func:`._saddle.solve_pair` (an Anderson-accelerated fixed point from (I, 0) or a warm start,
