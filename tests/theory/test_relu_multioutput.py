@@ -523,3 +523,13 @@ def test_fc_vs_cnn_runs_with_relu_and_default_widths():
         rows = r["finite_width"][arch]
         assert len(rows) == 6 and all(row["converged"] for row in rows)
         assert all(np.isfinite(row["error"]) for row in rows)
+
+
+def test_a_list_of_two_rows_is_a_matrix_not_a_pair():
+    X, Y, _ = _fc_data(16, D=2)
+    th = FCTheory(width=6, temperature=0.2, activation="relu", tol=1e-11)
+    sol = th.fit(X, Y)
+    again = th.fit(X, Y, Q0=sol.Q.tolist())  # a 2 x 2 Qbar as nested lists
+    assert again.converged and again.extra["start"].startswith("Q0 (conjugate")
+    pair = th.fit(X, Y, Q0=[sol.Q, sol.conjugate])
+    assert pair.extra["start"] == "Q0 (pair)" and pair.iterations <= 1

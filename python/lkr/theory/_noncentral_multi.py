@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import backend
-from ._saddle import solve_pair, start_pair
+from ._saddle import is_pair, solve_pair, start_pair
 from .result import Prediction, Solution
 
 __all__ = ["NonCentralMultiProblem", "NCMultiEval"]
@@ -212,7 +212,7 @@ def check_symmetric(Q, D, name="Q", definite=False):
 def matrix_pair(Q, D, what):
     """(Qbar, conjugate) from a user's pair, validated (Qbar symmetric, I + Q p.d. is left to
     the evaluation)."""
-    if not isinstance(Q, (tuple, list)) or len(Q) != 2:
+    if not is_pair(Q):
         raise ValueError(f"{what} with the non-central action and D = {D} outputs: pass the "
                          f"pair (Qbar, conjugate) of ({D}, {D}) matrices, got {type(Q).__name__}")
     return check_symmetric(Q[0], D, "Qbar"), check_symmetric(Q[1], D, "conjugate")

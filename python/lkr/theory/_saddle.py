@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import backend
 from ._anderson import RootResult, anderson_root
 
-__all__ = ["solve_pair", "start_pair", "free_entries", "NEWTON_MAX_UNKNOWNS"]
+__all__ = ["solve_pair", "start_pair", "is_pair", "free_entries", "NEWTON_MAX_UNKNOWNS"]
 
 #: Largest number of unknowns for the finite-difference Newton fallback (each Jacobian costs
 #: one evaluation per unknown).
@@ -50,6 +51,13 @@ def free_entries(n, mask=None):
     return iu[0][keep], iu[1][keep]
 
 
+def is_pair(Q0):
+    """Whether a start is the pair (Qbar, Q): a tuple or list of two matrices (a list of two
+    rows is a 2 x 2 matrix, not a pair)."""
+    return (isinstance(Q0, (tuple, list)) and len(Q0) == 2
+            and all(np.ndim(backend.to_numpy(M)) == 2 for M in Q0))
+
+
 def start_pair(Q0, n, check, mask=None):
     """The starting pair from a user's or a warm start's ``Q0``: a pair (Qbar, Q) is taken
     as it is; a lone Qbar gets the conjugate of the odd relation Qbar = (I + Q)^{-1};
@@ -58,7 +66,7 @@ def start_pair(Q0, n, check, mask=None):
     I = np.eye(n)
     if Q0 is None:
         return I, np.zeros((n, n)), "infinite width (I, 0)"
-    if isinstance(Q0, (tuple, list)) and len(Q0) == 2:
+    if is_pair(Q0):
         Qbar = check(Q0[0], "Q0[0] (Qbar)", False)
         Qc = check(Q0[1], "Q0[1] (conjugate)", False)
         try:
