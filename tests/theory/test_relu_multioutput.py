@@ -533,3 +533,76 @@ def test_a_list_of_two_rows_is_a_matrix_not_a_pair():
     assert again.converged and again.extra["start"].startswith("Q0 (conjugate")
     pair = th.fit(X, Y, Q0=[sol.Q, sol.conjugate])
     assert pair.extra["start"] == "Q0 (pair)" and pair.iterations <= 1
+
+
+# -- hard problems: small T, large alpha -----------------------------------------------------------
+def _one_hot_data(seed, P, D, N0=6):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((P, N0))
+    labels = np.argmax(X[:, :D] + 0.3 * rng.standard_normal((P, D)), axis=1)
+    return X, np.eye(D)[labels]
+
+
+def test_fc_hard_saddle_is_a_root_of_the_exact_gradient():
+    """T = 1e-3, alpha = 10, one-hot targets: the direct iteration fails and continuation in
+    alpha finds the root; the answer is checked against the dense reference's gradient (a
+    converged flag must mean a small gradient, each component against its own terms)."""
+    X, Y = _one_hot_data(17, P=60, D=4)
+    th = FCTheory(width=6, temperature=1e-3, activation="relu", tol=1e-9)
+    sol = th.fit(X, Y)
+    assert sol.converged, sol.message
+    K, _, _, m, _ = _fc_ref_kernels(X, X[:1])
+    ref = rmr.FCProblem(K, m, Y, width=6, T=1e-3)
+    gb, gq = ref.gradient(sol.Q, sol.conjugate)
+    assert np.abs(gb).max() <= 1e-6 * max(1.0, np.abs(sol.conjugate).max())
+    assert np.abs(gq).max() <= 1e-6 * max(1.0, np.abs(sol.Q).max())
+    # the same root along a fine path of widths (the branch connected to infinite width)
+    path = th.fit_path(X, Y, [60, 30, 15, 10, 8, 6])
+    np.testing.assert_allclose(path[-1].solution.Q, sol.Q, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [CNNTheory, LCNTheory])
+def test_cnn_hard_saddle_is_a_root_of_the_exact_gradient(cls):
+    X, Y = _one_hot_data(18, P=16, D=2)
+    th = cls(geometry=G6, width=6, temperature=1e-3, activation="relu", tol=1e-9)
+    sol = th.fit(X, Y)
+    assert sol.converged, sol.message
+    ref = Problem(X, Y, G6, width=6, T=1e-3, act="relu", lcn=cls is LCNTheory)
+    gb, gq = ref.nc_gradient(sol.Q, sol.conjugate)
+    assert np.abs(gb).max() <= 1e-6 * max(1.0, np.abs(sol.conjugate).max())
+    assert np.abs(gq).max() <= 1e-6 * max(1.0, np.abs(sol.Q).max())
+
+
+def test_fc_ten_classes_by_continuation():
+    """Digits, ten one-hot classes, T = 1e-3: the direct iteration and Newton fail from the
+    infinite-width point; continuation in alpha finds the root (checked by the dense
+    reference's gradient)."""
+    pytest.importorskip("sklearn")
+    from lkr.data import digits_groups, one_hot
+
+    X, g = digits_groups(60, 10, 0, classes="all")[:2]
+    Y = one_hot(np.asarray(g), 10)
+    th = FCTheory(width=25, temperature=1e-3, activation="relu", tol=1e-9)
+    sol = th.fit(X, Y)
+    assert sol.converged and "continuation" in sol.message
+    Xf = X.reshape(len(X), -1)
+    K, _, _, m, _ = _fc_ref_kernels(Xf, Xf[:1])
+    gb, gq = rmr.FCProblem(K, m, Y, width=25, T=1e-3).gradient(sol.Q, sol.conjugate)
+    assert np.abs(gb).max() <= 1e-6 * max(1.0, np.abs(sol.conjugate).max())
+    assert np.abs(gq).max() <= 1e-6 * max(1.0, np.abs(sol.Q).max())
+
+
+@pytest.mark.parametrize("cls", [CNNTheory, LCNTheory])
+def test_cnn_continuation_without_newton(cls, monkeypatch):
+    """Large CNNs have no Newton fallback (too many unknowns): continuation alone."""
+    import lkr.theory._saddle as saddle
+
+    monkeypatch.setattr(saddle, "NEWTON_MAX_UNKNOWNS", 0)
+    X, Y = _one_hot_data(18, P=16, D=2)
+    th = cls(geometry=G6, width=6, temperature=1e-3, activation="relu", tol=1e-9)
+    sol = th.fit(X, Y)
+    assert sol.converged and "continuation" in sol.message
+    gb, gq = Problem(X, Y, G6, width=6, T=1e-3, act="relu",
+                     lcn=cls is LCNTheory).nc_gradient(sol.Q, sol.conjugate)
+    assert np.abs(gb).max() <= 1e-6 * max(1.0, np.abs(sol.conjugate).max())
+    assert np.abs(gq).max() <= 1e-6 * max(1.0, np.abs(sol.Q).max())

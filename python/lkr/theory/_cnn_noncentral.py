@@ -25,11 +25,13 @@ width: (Qbar, Q) = (I, 0). With M = 0 the root has Qbar = (I + Q)^{-1} and Qbar 
 CNN saddle. Np = 1 is the FC action of section 1.1.
 
 The saddle is a root of the gradient (S is unbounded: never minimised), found by
-:func:`._saddle.solve_pair` (an Anderson-accelerated fixed point from (I, 0) or a warm start,
-damped Newton on small problems where that does not converge). A warm start is the pair
-(Qbar, Q) of a neighbouring saddle (``fit_path``), or a lone Qbar whose conjugate then comes
-from the odd relation Qbar = (I + Q)^{-1}. Converged means the relative gradient
-||grad|| / (||Q|| + ||c G_c|| + ||Qbar|| + ||S_|| + ||c S_ G_m S_||) is at most ``tol``.
+:func:`._saddle.solve_pair`: an Anderson-accelerated fixed point from (I, 0) or a warm start,
+damped Newton on small problems, and continuation in alpha from the infinite-width point
+where both fail. A warm start is the pair (Qbar, Q) of a neighbouring saddle (``fit_path``),
+or a lone Qbar whose conjugate then comes from the odd relation Qbar = (I + Q)^{-1}.
+Converged means both gradients are small against the terms that cancel in them:
+max(||dS/dQbar|| / (||Q|| + ||c G_c||), ||dS/dQ|| / (||Qbar|| + ||S_|| + ||c S_ G_m S_||))
+<= ``tol``.
 
 D outputs (docs/theory-beyond-odd.md section 3): the same with (Np D) x (Np D) order
 parameters (patch-major), K_R, B and the adjoints over (P D) x (P D) example-major indices;
@@ -54,9 +56,10 @@ def _restrict(theory, G):
     return G if mask is None else np.where(mask, G, 0.0)
 
 
-def evaluate(theory, Qbar, Qc):
+def evaluate(theory, Qbar, Qc, scale=1.0):
     """S, the gradient pair and the pieces of the fixed point at (Qbar, Qc), or None where
-    I + Qc or A is not positive definite."""
+    I + Qc or A is not positive definite. ``scale`` multiplies alpha (the solver's
+    continuation from the infinite-width point; 1 is the theory's own action)."""
     n = Qbar.shape[0]
     I = np.eye(n)
     try:
@@ -73,14 +76,18 @@ def evaluate(theory, Qbar, Qc):
         return None
     Gc, Gm = theory._G(state, centred=True)
     Gc, Gm = _restrict(theory, Gc), _restrict(theory, Gm)
-    c = theory._c()
+    c = scale * theory._c()
+    data = scale * data
     SGS = Sm @ Gm @ Sm
     gbar = -Qc + c * Gc
     gq = -Qbar + Sm - c * SGS
     S = -float(np.sum(Qbar * Qc)) + logdet_IQ + data
-    mag = (np.linalg.norm(Qc) + c * np.linalg.norm(Gc) + np.linalg.norm(Qbar)
-           + np.linalg.norm(Sm) + c * np.linalg.norm(SGS))
-    rel = float(np.sqrt(np.sum(gbar**2) + np.sum(gq**2)) / max(mag, 1e-300))
+    # each gradient relative to the terms that cancel in it (a combined measure lets a
+    # large term of one hide an error in the other)
+    mag_bar = np.linalg.norm(Qc) + c * np.linalg.norm(Gc)
+    mag_q = np.linalg.norm(Qbar) + np.linalg.norm(Sm) + c * np.linalg.norm(SGS)
+    rel = float(max(np.linalg.norm(gbar) / max(mag_bar, 1e-300),
+                    np.linalg.norm(gq) / max(mag_q, 1e-300)))
     return dict(S=S, gbar=gbar, gq=gq, rel=rel, Gc=Gc, Gm=Gm, c=c)
 
 
@@ -114,8 +121,8 @@ def solve(theory, Q0, tol, maxiter):
     Qbar, Qc, how = start_pair(Q0, n, lambda M, name, definite: theory._check_Q(M, name,
                                                                                 definite),
                                mask)
-    res, used = solve_pair(lambda Qb, Qq: evaluate(theory, Qb, Qq), n, (Qbar, Qc), tol=tol,
-                           maxiter=maxiter, mask=mask)
+    res, used = solve_pair(lambda Qb, Qq, t=1.0: evaluate(theory, Qb, Qq, t), n, (Qbar, Qc),
+                           tol=tol, maxiter=maxiter, mask=mask)
     if used != "given":
         how = used
     ev = res.state

@@ -94,9 +94,10 @@ class NonCentralMultiProblem:
         self.c = alpha / self.P
         self.T = float(T)
 
-    def evaluate(self, Qbar, Qc):
+    def evaluate(self, Qbar, Qc, scale=1.0):
         """An :class:`NCMultiEval` at (Qbar, Qc), or None where Qbar or I + Qc is not
-        positive definite, or A is not."""
+        positive definite, or A is not. ``scale`` multiplies alpha (the solver's
+        continuation)."""
         D = self.D
         I = np.eye(D)
         Qbar, Qc = _sym(np.asarray(Qbar, float)), _sym(np.asarray(Qc, float))
@@ -131,7 +132,8 @@ class NonCentralMultiProblem:
         Gamma = _sym(Dv - X.T @ X)
         r = self.w @ R                                                  # (D,) W^T A0^{-1} y
         quad = float(np.sum(Zv * R)) - float(r @ Gamma @ r)
-        S = -float(np.sum(Qbar * Qc)) + logdet_IQ + self.c * (logdetA + quad)
+        c = self.c * scale
+        S = -float(np.sum(Qbar * Qc)) + logdet_IQ + c * (logdetA + quad)
         a_hat = R - v * (Gamma @ r)[None, :]
         s = self.w @ a_hat
         lv = self.l[:, None] * v
@@ -141,18 +143,20 @@ class NonCentralMultiProblem:
         Gmv = np.diag(h) - Gamma * np.outer(h, h) - np.outer(s, s)
         Gc = _sym(V @ (GK - Gmv) @ V.T)
         Gm = _sym(V @ Gmv @ V.T)
-        c = self.c
         SGS = _sym(Sm @ Gm @ Sm)
         gbar = _sym(-Qc + c * Gc)
         gq = _sym(-Qbar + Sm - c * SGS)
-        mag = (np.linalg.norm(Qc) + c * np.linalg.norm(Gc) + np.linalg.norm(Qbar)
-               + np.linalg.norm(Sm) + c * np.linalg.norm(SGS))
-        rel = float(np.sqrt(np.sum(gbar**2) + np.sum(gq**2)) / max(mag, 1e-300))
+        # each gradient relative to the terms that cancel in it (a combined measure lets a
+        # large term of one hide an error in the other)
+        mag_bar = np.linalg.norm(Qc) + c * np.linalg.norm(Gc)
+        mag_q = np.linalg.norm(Qbar) + np.linalg.norm(Sm) + c * np.linalg.norm(SGS)
+        rel = float(max(np.linalg.norm(gbar) / max(mag_bar, 1e-300),
+                        np.linalg.norm(gq) / max(mag_q, 1e-300)))
         return NCMultiEval(float(S), gbar, gq, rel, Gc, Gm, c, q, V, den, v, h, Gamma, Dv,
                            a_hat, s)
 
-    def evaluate_dict(self, Qbar, Qc):
-        ev = self.evaluate(Qbar, Qc)
+    def evaluate_dict(self, Qbar, Qc, scale=1.0):
+        ev = self.evaluate(Qbar, Qc, scale)
         return None if ev is None else ev.as_dict()
 
     # -- predictor ----------------------------------------------------------------------

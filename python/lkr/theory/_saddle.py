@@ -14,9 +14,10 @@ B = A^{-1} - a a^T and c their weight,
 
     dS/dQbar = -Q + c G_c,   dS/dQ = -Qbar + S_ - c S_ G_m S_,   S_ = (I + Q)^{-1}.
 
-The caller's ``evaluate(Qbar, Qc)`` returns a dict with ``S``, ``gbar``, ``gq``, ``rel``
-(the relative gradient), ``Gc``, ``Gm`` and ``c`` (restricted to the free entries, e.g. the
-LCN's blocks), or None where I + Q or A is not positive definite.
+The caller's ``evaluate(Qbar, Qc, t)`` (the action with alpha multiplied by t) returns a
+dict with ``S``, ``gbar``, ``gq``, ``rel`` (the relative gradient), ``Gc``, ``Gm`` and ``c``
+(restricted to the free entries, e.g. the LCN's blocks), or None where I + Q or A is not
+positive definite.
 
 Algorithm: S is unbounded (the -Tr(Qbar Q) term), so the saddle is a root of the gradient,
 never a minimum. The stationarity conditions read as the fixed point
@@ -25,7 +26,11 @@ point (I, 0) (or a warm start) with Anderson acceleration (:mod:`._anderson`). W
 does not converge and the problem is small (at most ``NEWTON_MAX_UNKNOWNS`` unknowns), damped
 Newton steps on the gradient take over, in coordinates that keep every iterate feasible
 (Qbar = L1 L1^T and (I + Q)^{-1} = L2 L2^T, log-diagonal Cholesky factors), with a
-forward-difference Jacobian of the analytic gradient. Converged means ``rel <= tol``.
+forward-difference Jacobian of the analytic gradient. Where both fail (large alpha, small T:
+the plain iteration overshoots out of the feasible set, Newton from a poor point wanders),
+continuation in alpha: the data term weighted by t alpha, t raised from 0 (where (I, 0) is
+the exact root) to 1, each root started from the previous one. Converged means
+``rel <= tol``.
 """
 from __future__ import annotations
 
@@ -39,6 +44,9 @@ __all__ = ["solve_pair", "start_pair", "is_pair", "free_entries", "NEWTON_MAX_UN
 #: Largest number of unknowns for the finite-difference Newton fallback (each Jacobian costs
 #: one evaluation per unknown).
 NEWTON_MAX_UNKNOWNS = 400
+#: Iterations of one Anderson run (a converging run needs tens; one that has not converged
+#: by then hands over to Newton or to a shorter continuation step).
+ANDERSON_MAX_ITER = 200
 
 
 def free_entries(n, mask=None):
@@ -93,13 +101,14 @@ def solve_pair(evaluate, n, start, *, tol, maxiter, mask=None, fallback=None):
 
     Parameters
     ----------
-    evaluate : callable (Qbar, Qc) -> dict or None
-        See the module docstring.
+    evaluate : callable (Qbar, Qc, t) -> dict or None
+        See the module docstring; ``t`` multiplies alpha (1: the problem itself).
     n : int
         Side of the order parameters.
     start : pair of (n, n) arrays
         Starting point; where it is infeasible, the infinite-width point (I, 0) is used.
     tol, maxiter : float, int
+        ``maxiter`` caps the iterations of all stages together.
     mask : (n, n) bool array, optional
         Free entries (LCN blocks); the rest stay 0.
     fallback : bool, optional
@@ -111,7 +120,75 @@ def solve_pair(evaluate, n, start, *, tol, maxiter, mask=None, fallback=None):
     (RootResult, str)
         ``RootResult.state`` is the evaluation dict at the answer, with ``Qbar`` and ``Qc``
         added; the string names the start actually used.
+
+    Notes
+    -----
+    Stages: (1) the Anderson-accelerated fixed point at t = 1 from ``start``, then damped
+    Newton from its best point (small problems); (2) if that fails, continuation in alpha
+    from the infinite-width point, where (I, 0) is the exact root of t = 0: roots at
+    increasing t (step doubled after a success, quartered after a failure), each started
+    from the previous one, the intermediate ones to a looser tolerance.
     """
+    I = np.eye(n)
+    zero = np.zeros((n, n))
+    k = len(free_entries(n, mask)[0])
+    if fallback is None:
+        fallback = 2 * k <= NEWTON_MAX_UNKNOWNS
+    spent = [0, 0]  # iterations, evaluations over all stages
+
+    def root(t, pair, tol_t, newton_cap):
+        left = maxiter - spent[0]
+        res = _anderson(evaluate, n, mask, t, pair, tol_t, min(left, ANDERSON_MAX_ITER))
+        if not res.converged and fallback and left > res.iterations:
+            best = res.state
+            res = _newton(evaluate, n, mask, t, (best["Qbar"], best["Qc"]), tol_t,
+                          min(left - res.iterations, newton_cap), res)
+        spent[0] += res.iterations  # both counts are cumulative over the two stages
+        spent[1] += res.evaluations
+        return res
+
+    how = "given"
+    try:
+        first = root(1.0, start, tol, 50)
+    except ValueError:  # an infeasible warm start: begin at the infinite-width point
+        how = "infinite width (I, 0): the start was infeasible"
+        first = root(1.0, (I, zero), tol, 50)
+    if first.converged or maxiter <= spent[0]:
+        return _final(first, spent, fallback, k), how
+    # continuation in alpha from the infinite-width point
+    t, dt, pair, loose = 0.0, 0.25, (I, zero), max(tol, 1e-6)
+    last = None
+    while t < 1.0 and maxiter > spent[0]:
+        tn = min(1.0, t + dt)
+        try:
+            r = root(tn, pair, tol if tn == 1.0 else loose, 20)
+        except ValueError:
+            r = None
+        if r is not None and r.converged:
+            t, pair, last = tn, (r.state["Qbar"], r.state["Qc"]), r
+            dt = min(2.0 * dt, 1.0)
+        else:
+            dt /= 4.0
+            if dt < 1e-3:
+                break
+    if last is not None and t == 1.0:
+        last.message = ("converged: root of the gradient by continuation in alpha from the "
+                        "infinite-width point (the direct iteration did not converge)")
+        return _final(last, spent, fallback, k), how
+    first.message += f"; continuation in alpha from the infinite-width point stopped at {t:.3g}"
+    return _final(first, spent, fallback, k), how
+
+
+def _final(res, spent, fallback, k):
+    res.iterations, res.evaluations = spent
+    if not res.converged and not fallback:
+        res.message += (f" (the Newton fallback is off above {NEWTON_MAX_UNKNOWNS} unknowns; "
+                        f"this problem has {2 * k})")
+    return res
+
+
+def _anderson(evaluate, n, mask, t, start, tol, maxiter):
+    """The fixed point of the stationarity conditions at scale t, Anderson-accelerated."""
     I = np.eye(n)
     idx = free_entries(n, mask)
     k = len(idx[0])
@@ -121,7 +198,7 @@ def solve_pair(evaluate, n, start, *, tol, maxiter, mask=None, fallback=None):
 
     def phi(x):
         Qbar, Qc = _sym_from(x[:k], n, idx), _sym_from(x[k:], n, idx)
-        ev = evaluate(Qbar, Qc)
+        ev = evaluate(Qbar, Qc, t)
         if ev is None:
             return None
         Qc_new = ev["c"] * ev["Gc"]
@@ -135,25 +212,10 @@ def solve_pair(evaluate, n, start, *, tol, maxiter, mask=None, fallback=None):
         ev["Qbar"], ev["Qc"] = Qbar, Qc
         return pack(Qbar_new, Qc_new), ev["rel"], ev
 
-    how = "given"
-    try:
-        res = anderson_root(phi, pack(*start), tol=tol, maxiter=maxiter)
-    except ValueError:  # an infeasible warm start: begin at the infinite-width point
-        how = "infinite width (I, 0): the start was infeasible"
-        res = anderson_root(phi, pack(I, np.zeros((n, n))), tol=tol, maxiter=maxiter)
-    if fallback is None:
-        fallback = 2 * k <= NEWTON_MAX_UNKNOWNS
-    if not res.converged and fallback and maxiter > res.iterations:
-        best = res.state
-        pair = (best["Qbar"], best["Qc"]) if best is not None else (I, np.zeros((n, n)))
-        res = _newton(evaluate, n, mask, pair, tol, maxiter - res.iterations, res)
-    elif not res.converged and not fallback:
-        res.message += (f" (the Newton fallback is off above {NEWTON_MAX_UNKNOWNS} unknowns; "
-                        f"this problem has {2 * k})")
-    return res, how
+    return anderson_root(phi, pack(*start), tol=tol, maxiter=maxiter)
 
 
-def _newton(evaluate, n, mask, start, tol, maxiter, prev):
+def _newton(evaluate, n, mask, t, start, tol, maxiter, prev):
     """Damped Newton on the gradient in log-Cholesky coordinates of (Qbar, (I + Q)^{-1})."""
     I = np.eye(n)
     iu = free_entries(n, mask)
@@ -181,7 +243,7 @@ def _newton(evaluate, n, mask, start, tol, maxiter, prev):
 
     def resid(x):
         Qbar, Qc = point(x)
-        ev = evaluate(Qbar, Qc)
+        ev = evaluate(Qbar, Qc, t)
         if ev is None:
             return None, None
         ev["Qbar"], ev["Qc"] = Qbar, Qc
@@ -218,20 +280,20 @@ def _newton(evaluate, n, mask, start, tol, maxiter, prev):
             J[:, j] = (rj - r) / h
         step = np.linalg.lstsq(J, -r, rcond=None)[0]
         big = np.max(np.abs(step))
-        t = 1.0 if big <= 2.0 else 2.0 / big
+        lam = 1.0 if big <= 2.0 else 2.0 / big  # the step length (t is the alpha scale)
         f0 = np.linalg.norm(r)
         accepted = False
         for _ in range(40):
-            rn, evn = resid(x + t * step)
+            rn, evn = resid(x + lam * step)
             nev += 1
-            if rn is not None and np.linalg.norm(rn) < (1 - 1e-4 * t) * f0:
+            if rn is not None and np.linalg.norm(rn) < (1 - 1e-4 * lam) * f0:
                 accepted = True
                 break
-            t *= 0.5
+            lam *= 0.5
         if not accepted:
             message = "damped Newton: no step reduces the gradient"
             break
-        x, r, ev = x + t * step, rn, evn
+        x, r, ev = x + lam * step, rn, evn
     converged = ev["rel"] <= tol
     if converged:
         message = "converged: root of the gradient (damped Newton after the fixed point)"
