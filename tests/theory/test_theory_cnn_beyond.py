@@ -193,8 +193,8 @@ def test_bad_input():
         CNNTheory(geometry=G6, width=5, temperature=0.1, mean="centre")
     with pytest.raises(ValueError, match="kernel_dtype"):
         CNNTheory(geometry=G6, width=5, temperature=0.1, kernel_dtype="half")
-    with pytest.raises(ValueError, match="non-central"):
-        CNNTheory(geometry=G6, width=8, temperature=0.1, activation="relu").fit(X, Y)
+    with pytest.raises(ValueError, match="below 6"):  # relu with D outputs: Nc >= Np D too
+        CNNTheory(geometry=G6, width=5, temperature=0.1, activation="relu").fit(X, Y)
     Yn = Y.copy()
     Yn[0, 0] = np.nan
     with pytest.raises(ValueError):

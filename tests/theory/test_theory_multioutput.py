@@ -217,13 +217,11 @@ def test_bad_targets():
         FCTheory(width=8, temperature=0.1).fit_path(X, Y, [8.0, 2.0])
     with pytest.raises(ValueError, match="one output"):
         DeepFCTheory(2, width=8, temperature=0.1, variant="nested").fit(X, Y)
-    with pytest.raises(ValueError, match="non-central"):
-        FCTheory(width=8, temperature=0.1, activation="relu").fit(X, Y)
+    with pytest.raises(ValueError, match=r"width 2 is below 3"):  # relu: N1 >= D as well
+        FCTheory(width=2, temperature=0.1, activation="relu").fit(X, Y)
     th.fit(X, Y)
     with pytest.raises(ValueError, match=r"y_test must have shape \(5, 3\)"):
         th.evaluate(Xt, np.ones(5))
-    with pytest.raises(ValueError, match="one output"):
-        th.predict(Xt, corrected=True)
     with pytest.raises(ValueError, match="positive definite"):
         th.fit(X, Y, Q0=-np.eye(3))
     with pytest.raises(ValueError, match=r"\(3, 3\)"):

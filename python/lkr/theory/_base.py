@@ -258,8 +258,10 @@ class _Theory:
             Training labels; (P, D) with D >= 2 for the theories with several outputs
             (FCTheory, DeepFCTheory vanilla, GPTheory, ...).
         Q0 : optional
-            Starting point (warm start); must be admissible (positive, SPD). None (the
-            default) starts from the infinite-width point.
+            Starting point (warm start); must be admissible (positive, SPD). For the
+            non-central actions (relu) also the pair (Qbar, conjugate) of a neighbouring
+            saddle, as ``fit_path`` passes it. None (the default) starts from the
+            infinite-width point.
         strict : bool
             Raise :class:`ConvergenceError` instead of warning when not converged.
         tol, maxiter : optional
