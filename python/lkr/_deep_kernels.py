@@ -14,7 +14,9 @@ r"""The public kernels of :mod:`lkr.kernels` for a :class:`~lkr.DeepGeometry`
 with p + t the t-th site of window p of layer l + 1 in layer l's output grid (padded sites
 contribute 0), k_{l+1} the window's size and ``lambdas = (lambda_0, ..., lambda_L)``. The
 adjoint identity sum W * K_R(Q) = (1 / (lambda_L d)) sum Q * G(W) holds as for one layer.
-A one-layer DeepGeometry runs the one-layer kernels unchanged.
+A one-layer DeepGeometry runs the one-layer kernels unchanged (:mod:`lkr.kernels` hands only
+L >= 2 to the public kernels here; the adjoint on a pattern and the stored kernel of the
+theories take L = 1 too).
 
 The compiled engines (``lkr._core.deep_*``, ``lkr._cuda.deep_*``) compute only the position
 pairs of a plan (:meth:`lkr.DeepGeometry.pair_plan`): the final pairs the readout needs and
@@ -28,34 +30,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _kernel_args as _args
 from . import _scale, backend
-from ._validate import positive as _positive
+from ._kernel_args import resolve_lambdas  # noqa: F401 - its former home
 from .activations import check_activation
 from .deep_geometry import DeepGeometry
 
-__all__ = ["resolve_lambdas", "plan_for", "local_kernel", "renormalized_kernel",
+__all__ = ["resolve_lambdas", "one_layer", "plan_for", "local_kernel", "renormalized_kernel",
            "renormalized_kernel_diag", "local_kernel_adjoint", "pack_compressed"]
-
-
-def resolve_lambdas(lambdas, lambda0, lambda1, depth):
-    """``(lambda_0, ..., lambda_L)`` from ``lambdas`` or the one-layer ``lambda0``/``lambda1``.
-
-    ``lambdas=None`` gives ``(lambda0, 1, ..., 1, lambda1)`` (hidden layers' precisions 1).
-    Giving ``lambdas`` together with a ``lambda0``/``lambda1`` other than 1 is an error.
-    """
-    if lambdas is None:
-        out = [lambda0] + [1.0] * (depth - 1) + [lambda1]
-        names = ["lambda0"] + [f"lambdas[{i}]" for i in range(1, depth)] + ["lambda1"]
-    else:
-        if np.ndim(lambdas) != 1 or len(lambdas) != depth + 1:
-            raise ValueError(f"lambdas must hold {depth + 1} values (lambda_0, ..., "
-                             f"lambda_{depth}) for depth {depth}, got {lambdas!r}")
-        if lambda0 != 1.0 or lambda1 != 1.0:
-            raise ValueError(f"give either lambdas or lambda0/lambda1, not both (lambdas="
-                             f"{lambdas!r}, lambda0={lambda0!r}, lambda1={lambda1!r})")
-        out = list(lambdas)
-        names = [f"lambdas[{i}]" for i in range(depth + 1)]
-    return tuple(_positive(v, n) for v, n in zip(out, names))
 
 
 def _layers(geometry: DeepGeometry, lams, xp):
@@ -85,6 +67,14 @@ def plan_for(geometry: DeepGeometry, Q=None, pattern=None):
 def _lambdas(geometry, activation, lambdas, lambda0, lambda1):
     check_activation(activation)
     return resolve_lambdas(lambdas, lambda0, lambda1, geometry.depth)
+
+
+def one_layer(X, Y, geometry, activation, lambdas, lambda0, lambda1):
+    """A one-layer DeepGeometry runs the one-layer kernels: its PatchGeometry and
+    (lambda0, lambda1), after the checks of a deep call."""
+    lams = _lambdas(geometry, activation, lambdas, lambda0, lambda1)
+    _inputs(X, Y, geometry)
+    return geometry.layers[0], lams[0], lams[1]
 
 
 def _inputs(X, Y, geometry):
@@ -123,22 +113,13 @@ def _cast(FX, FY, dtype, xp, geometry, activation, lambda0):
     return out[0], out[1]
 
 
-def _one_layer(geometry):
-    return geometry.layers[0]
-
-
 def local_kernel(X, Y, *, geometry, activation, lambdas, lambda0, max_bytes, nthreads):
-    from . import kernels
-
     lams = _lambdas(geometry, activation, lambdas, lambda0, 1.0)
-    if geometry.depth == 1:
-        return kernels.local_kernel(X, Y, geometry=_one_layer(geometry), activation=activation,
-                                    lambda0=lams[0], max_bytes=max_bytes, nthreads=nthreads)
     xp, FX, FY = _inputs(X, Y, geometry)
     dtype = backend.result_dtype(FX, FY)
     P, d = FX.shape[0], geometry.num_patches
     P2 = P if FY is None else FY.shape[0]
-    kernels._check_budget(P, P2, d, dtype, max_bytes)
+    _args.check_budget(P, P2, d, dtype, max_bytes)
     FX, FY = _cast(FX, FY, dtype, xp, geometry, activation, lams[0])
     out = backend.implementation(xp).deep_local_kernel(
         FX, FY, _layers(geometry, lams, xp), plan_for(geometry).arrays(), activation, lams[0],
@@ -147,17 +128,11 @@ def local_kernel(X, Y, *, geometry, activation, lambdas, lambda0, max_bytes, nth
 
 
 def renormalized_kernel(X, Y, *, Q, geometry, activation, lambdas, lambda0, lambda1, nthreads):
-    from . import kernels
-
     lams = _lambdas(geometry, activation, lambdas, lambda0, lambda1)
-    if geometry.depth == 1:
-        return kernels.renormalized_kernel(X, Y, Q=Q, geometry=_one_layer(geometry),
-                                           activation=activation, lambda0=lams[0],
-                                           lambda1=lams[1], nthreads=nthreads)
     xp, FX, FY = _inputs(X, Y, geometry)
     Qa = backend.asarray(Q, "Q")
     dtype = backend.result_dtype(FX, FY, Qa)
-    Qs = kernels._symmetric_Q(Qa, geometry.num_patches, xp, dtype)
+    Qs = _args.symmetric_Q(Qa, geometry.num_patches, xp, dtype)
     FX, FY = _cast(FX, FY, dtype, xp, geometry, activation, lams[0])
     out = backend.implementation(xp).deep_renormalized_kernel(
         FX, FY, Qs, _layers(geometry, lams, xp), plan_for(geometry, Qs).arrays(), activation,
@@ -167,17 +142,11 @@ def renormalized_kernel(X, Y, *, Q, geometry, activation, lambdas, lambda0, lamb
 
 def renormalized_kernel_diag(X, *, Q, geometry, activation, lambdas, lambda0, lambda1,
                              nthreads):
-    from . import kernels
-
     lams = _lambdas(geometry, activation, lambdas, lambda0, lambda1)
-    if geometry.depth == 1:
-        return kernels.renormalized_kernel_diag(X, Q=Q, geometry=_one_layer(geometry),
-                                                activation=activation, lambda0=lams[0],
-                                                lambda1=lams[1], nthreads=nthreads)
     xp, FX, _ = _inputs(X, None, geometry)
     Qa = backend.asarray(Q, "Q")
     dtype = backend.result_dtype(FX, Qa)
-    Qs = kernels._symmetric_Q(Qa, geometry.num_patches, xp, dtype)
+    Qs = _args.symmetric_Q(Qa, geometry.num_patches, xp, dtype)
     FX, _ = _cast(FX, None, dtype, xp, geometry, activation, lams[0])
     out = backend.implementation(xp).deep_renormalized_kernel_diag(
         FX, Qs, _layers(geometry, lams, xp), plan_for(geometry, Qs).arrays(), activation,
@@ -187,28 +156,16 @@ def renormalized_kernel_diag(X, *, Q, geometry, activation, lambdas, lambda0, la
 
 def local_kernel_adjoint(X, W, *, geometry, Y, activation, lambdas, lambda0, nthreads,
                          pattern=None):
-    """G(W) on the final pairs of ``pattern`` (default all; 0 elsewhere)."""
-    from . import kernels
-
+    """G(W) on the final pairs of ``pattern`` (default all; 0 elsewhere), any depth."""
     lams = _lambdas(geometry, activation, lambdas, lambda0, 1.0)
-    if geometry.depth == 1:
-        G = kernels.local_kernel_adjoint(X, W, geometry=_one_layer(geometry), Y=Y,
-                                         activation=activation, lambda0=lams[0],
-                                         nthreads=nthreads)
-        if pattern is None:
-            return G
-        fin = plan_for(geometry, pattern=pattern).pairs[-1]
-        keep = np.zeros((geometry.num_patches,) * 2, dtype=bool)
-        keep[fin[:, 0], fin[:, 1]] = True
-        return G * backend.array_module(G).asarray(keep)
     xp, FX, FY = _inputs(X, Y, geometry)
     Wa = backend.asarray(W, "W")
     dtype = backend.result_dtype(FX, FY, Wa)
     P = FX.shape[0]
     P2 = P if FY is None else FY.shape[0]
-    Wc = kernels._matrix(Wa, "W", (P, P2), xp, dtype)
+    Wc = _args.matrix(Wa, "W", (P, P2), xp, dtype)
     FX, FY = _cast(FX, FY, dtype, xp, geometry, activation, lams[0])
-    symmetric = FY is None and kernels._is_symmetric(Wc, xp)
+    symmetric = FY is None and _args.is_symmetric(Wc, xp)
     out = backend.implementation(xp).deep_local_kernel_adjoint(
         FX, FY, Wc, symmetric, _layers(geometry, lams, xp),
         plan_for(geometry, pattern=pattern).arrays(), activation, lams[0],

@@ -36,12 +36,13 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from .._io import check_writable_dir, describe
+from .._validate import is_integer as _is_integer
 from .argtypes import nonneg_int, positive_float, positive_int, shape
 from .argtypes import widths as _int_list
 from .report import stderr_note
 from .report_nets_vs_linearized import format_table, plot_results, save_results
 
-__all__ = ["add_arguments", "command", "prepare", "Prepared", "run_experiment", "format_table",
+__all__ = ["add_arguments", "command", "prepare", "NetsVsLinearizedSetup", "run_experiment", "format_table",
            "save_results", "plot_results", "ARCHITECTURES", "DEFAULTS", "HELP"]
 
 HELP = "finite-width nets against their linearisations; effective rank of the Jacobian"
@@ -60,9 +61,9 @@ class Arch(NamedTuple):
 
 def _lkr_net(arch):
     """make(width, geometry, activation, seed) of lkr's one-hidden-layer ``arch``
-    (:func:`lkr.experiments._arch.make_net`; FC takes the flattened inputs)."""
+    (:func:`lkr.train._arch.make_net`; FC takes the flattened inputs)."""
     def make(width, geometry, activation, seed):
-        from ._arch import make_net
+        from ..train._arch import make_net
 
         X = np.zeros((1, geometry.input_size))
         return make_net(arch, width, X, geometry=geometry, activation=activation, seed=seed)[0]
@@ -205,7 +206,7 @@ def _base_widths(base_widths, architectures):
     return out
 
 
-class Prepared(NamedTuple):
+class NetsVsLinearizedSetup(NamedTuple):
     """A loaded task, its geometry and the checked grid: every user error surfaces in
     :func:`prepare`, before any training."""
 
@@ -220,12 +221,15 @@ class Prepared(NamedTuple):
     seconds: float
 
 
+Prepared = NetsVsLinearizedSetup  # its former name
+
+
 def prepare(task=DEFAULTS["task"], *, classes=DEFAULTS["classes"], P=DEFAULTS["P"],
             P_test=DEFAULTS["P_test"], architectures=DEFAULTS["architectures"],
             multipliers=DEFAULTS["multipliers"], base_widths=None,
             filter_size=DEFAULTS["filter_size"], stride=DEFAULTS["stride"],
             boundary=DEFAULTS["boundary"], downsample=1, seeds=DEFAULTS["seeds"],
-            seed=DEFAULTS["seed"]) -> Prepared:
+            seed=DEFAULTS["seed"]) -> NetsVsLinearizedSetup:
     """Check the arguments (as :func:`run_experiment`'s) and load the task; ValueError /
     TypeError / ImportError (scikit-learn missing) for bad input."""
     from ..geometry import PatchGeometry
@@ -239,14 +243,15 @@ def prepare(task=DEFAULTS["task"], *, classes=DEFAULTS["classes"], P=DEFAULTS["P
     if not multipliers or multipliers[0] < 1:
         raise ValueError(f"multipliers must be positive integers, got {multipliers}")
     bases = _base_widths(base_widths, architectures)
-    if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
+    if not _is_integer(seeds) or seeds < 1:
         raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
     X, g, Xt, gt, info, D = _load(task, P, P_test, seed, classes, downsample)
     geometry = PatchGeometry(tuple(info["input_shape"]), filter_size, stride, boundary=boundary)
     # flat inputs (P, N0) serve every architecture (the patch nets cut them themselves)
     X, Xt = geometry.flatten(X, "X"), geometry.flatten(Xt, "X_test")
-    return Prepared(task, (X, g, Xt, gt, info, D), geometry, architectures, multipliers, bases,
-                    int(seeds), int(seed), time.perf_counter() - t0)
+    return NetsVsLinearizedSetup(task, (X, g, Xt, gt, info, D), geometry, architectures,
+                                 multipliers, bases, int(seeds), int(seed),
+                                 time.perf_counter() - t0)
 
 
 def run_experiment(task=DEFAULTS["task"], *, classes=DEFAULTS["classes"], P=DEFAULTS["P"],
@@ -357,6 +362,15 @@ def _archs(text):
     return names
 
 
+class _FormerMultipliers(argparse.Action):
+    """``--widths K,K,...``: the former name of ``--multipliers``, with a note on stderr."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print("lkr nets-vs-linearized: --widths is now --multipliers (multipliers of the base "
+              "widths; --widths means the widths themselves in lkr fc-vs-cnn)", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``lkr nets-vs-linearized``."""
     d = DEFAULTS
@@ -383,9 +397,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("networks")
     g.add_argument("--arch", dest="architectures", type=_archs, default=list(d["architectures"]),
                    help=f"comma-separated, among {', '.join(ARCHITECTURES)} (default all)")
-    g.add_argument("--widths", dest="multipliers", type=_int_list,
+    g.add_argument("--multipliers", dest="multipliers", type=_int_list,
                    default=list(d["multipliers"]), metavar="K,K,...",
-                   help="width multipliers of each architecture's base width (default 1,2,4,8)")
+                   help="the widths as multipliers K of each architecture's base width: "
+                        "N = K x base (default 1,2,4,8)")
+    # the former spelling (--widths is the widths themselves in lkr fc-vs-cnn)
+    g.add_argument("--widths", dest="multipliers", type=_int_list, default=argparse.SUPPRESS,
+                   action=_FormerMultipliers, help=argparse.SUPPRESS)
     g.add_argument("--base-widths", type=_base_width_list, default=None, metavar="fc=N,...",
                    help="base widths (default " + ",".join(f"{k}={v.base_width}" for k, v in
                                                            ARCHITECTURES.items()) + ")")
