@@ -19,7 +19,8 @@ Tasks (see :func:`load_task`)
     the IDX files of MNIST in DIR (``train-images-idx3-ubyte`` etc., optionally ``.gz``).
 ``cifar10:DIR``
     the CIFAR-10 python batches in DIR (``data_batch_1`` ... ``data_batch_5``,
-    ``test_batch``), or in ``DIR/cifar-10-batches-py``.
+    ``test_batch``), or in ``DIR/cifar-10-batches-py``; or the binary version
+    (``data_batch_1.bin`` ..., ``test_batch.bin``, or in ``DIR/cifar-10-batches-bin``).
 ``digits``
     scikit-learn's UCI 8 x 8 digits (``lkr[data]``, :mod:`lkr.datasets_sklearn`).
 
@@ -39,6 +40,7 @@ from typing import NamedTuple, Tuple
 
 import numpy as np
 
+from ._datafiles import DataError, read_cifar10_binary
 from ._labels import one_hot
 from ._task_options import TASK_OPTIONS, check_task_options  # noqa: F401 (re-exported)
 from ._validate import count as _count
@@ -49,10 +51,6 @@ __all__ = ["Task", "load_task", "gaussian_linear", "local_teacher", "load_mnist"
 
 #: task names accepted by :func:`load_task` (``mnist`` and ``cifar10`` take ``:DIR``)
 TASKS = ("local-teacher", "gaussian-linear", "mnist:DIR", "cifar10:DIR", "digits")
-
-
-class DataError(ValueError):
-    """A data file is missing, unreadable or not in the expected format."""
 
 
 class Task(NamedTuple):
@@ -305,9 +303,15 @@ def _read_cifar_batch(path):
 
 
 def _read_cifar10(directory):
+    """The python batches (``data_batch_1`` ...) or, when there are none, the binary
+    version (``data_batch_1.bin`` ...), each also in its archive's folder."""
     sub = os.path.join(directory, "cifar-10-batches-py")
     if not os.path.isfile(os.path.join(directory, "test_batch")) and os.path.isdir(sub):
         directory = sub
+    if not os.path.isfile(os.path.join(directory, "test_batch")) and (
+            os.path.isfile(os.path.join(directory, "test_batch.bin"))
+            or os.path.isdir(os.path.join(directory, "cifar-10-batches-bin"))):
+        return read_cifar10_binary(directory)
     train = []
     for k in range(1, 6):
         path = os.path.join(directory, f"data_batch_{k}")
@@ -564,3 +568,4 @@ def load_task(spec, P, P_test, seed=0, *, input_shape=None, filter_size=4, strid
 # the UCI digits through scikit-learn (optional extra lkr[data]), a module of its own
 from .datasets_sklearn import digits_groups, load_digits, parse_class_groups  # noqa: E402, I001
 __all__ += ["load_digits", "digits_groups", "parse_class_groups"]
+
