@@ -110,6 +110,32 @@ class MultiOutput:
         obj = prepare(self, X)
         return _ChainObjective(self, X) if obj is None else obj
 
+    def vjp(self, X, R, params=None):
+        """J(X)^T R for R (P, D): the gradient of sum_{mu d} R_{mu d} f_d(x_mu), a dict
+        shaped like params (hidden weights: summed over the outputs that share them)."""
+        from ._multihead import prepare
+
+        fast = prepare(self, X)
+        p = self.params if params is None else params
+        if fast is not None:
+            return fast.vjp(p, R)
+        g = self.base.vjp(X, np.ascontiguousarray(np.asarray(R, np.float64).T),
+                          self.chained(p))
+        out = {k: g[k].sum(axis=0) for k in self.hidden}
+        out[self.readout] = g[self.readout]
+        return out
+
+    def jvp(self, X, tangent, params=None):
+        """J(X) t (P, D) for a tangent shaped like params (the hidden tangents shared by the
+        outputs, readout tangents one per output)."""
+        from ._multihead import prepare
+
+        fast = prepare(self, X)
+        p = self.params if params is None else params
+        if fast is not None:
+            return fast.jvp(p, tangent)
+        return backend.to_numpy(self.base.jvp(X, self.chained(tangent), self.chained(p))).T
+
     def value_and_grad(self, X, Y, params=None):
         """f(X) (P, D) and the gradient of (1/2) sum (Y - f)^2 (a dict shaped like params)."""
         f, g = self.base.value_and_grad(X, np.ascontiguousarray(np.asarray(Y).T),
@@ -172,7 +198,14 @@ def ntk(m: MultiOutput, X, Y=None) -> np.ndarray:
 
     The hidden block through :func:`lkr.ntk.gram` (symmetric, syrk) when Y is None; the
     readout block is diagonal in the outputs (each readout moves its own output only).
+    For lkr's FC, CNN and LCN nets the same matrix comes from their closed forms
+    (:mod:`lkr.experiments._multihead`: GEMMs of sigma' v and the inputs, no Jacobian).
     """
+    from ._multihead import prepare
+
+    fast = prepare(m, X)
+    if fast is not None and fast.ntk is not None:
+        return fast.ntk(Y)
     A = _per_output(m, X)
     B = A if Y is None else _per_output(m, Y)
     P, P2, D = A[0][0].shape[0], B[0][0].shape[0], m.D
@@ -300,8 +333,10 @@ class Trained(NamedTuple):
     train_mse: float
 
 
-def train_net(m: MultiOutput, X, Y, lr, steps, batch=None, seed=0, stop=None) -> Trained:
-    """Gradient descent (minibatch: data gradient scaled by P/B) on (1/2) sum (Y - f)^2.
+def train_net(m: MultiOutput, X, Y, lr, steps, batch=None, seed=0, stop=None,
+              momentum=0.0) -> Trained:
+    """Gradient descent (minibatch: data gradient scaled by P/B) on (1/2) sum (Y - f)^2,
+    with heavy-ball momentum beta: b <- beta b + g, w <- w - lr b (beta = 0: plain GD).
 
     ``steps`` is a number of steps or a :class:`StopRule`. The D outputs share one pass of
     the hidden layers where :mod:`lkr.experiments._multihead` knows the net. ``stop()`` is
@@ -339,8 +374,16 @@ def train_net(m: MultiOutput, X, Y, lr, steps, batch=None, seed=0, stop=None) ->
             scale = P / len(rows)
         else:
             scale = 1.0
-        for k in params:
-            params[k] -= (lr * scale) * g[k]
+        if momentum:
+            if t == 0:
+                buf = {k: np.zeros_like(a) for k, a in params.items()}
+            for k in params:
+                buf[k] *= momentum
+                buf[k] += scale * g[k]
+                params[k] -= lr * buf[k]
+        else:
+            for k in params:
+                params[k] -= (lr * scale) * g[k]
         t += 1
         if stop is not None and stop():
             reason = "interrupted"
@@ -349,57 +392,57 @@ def train_net(m: MultiOutput, X, Y, lr, steps, batch=None, seed=0, stop=None) ->
     return Trained(params, t, reason, L)
 
 
-def _check_lr(w, lr):
-    if lr * float(w[-1]) >= 2.0:
+def _check_lr(w, lr, momentum=0.0):
+    # heavy ball on a quadratic is stable for lr lambda < 2 (1 + beta)
+    if lr * float(w[-1]) >= 2.0 * (1.0 + momentum):
         raise FloatingPointError(f"gradient descent on the linearisation diverges: lr "
-                                 f"lambda_max = {lr * float(w[-1]):.3g} >= 2; lower the step "
-                                 f"size (lr = {lr:g})")
+                                 f"lambda_max = {lr * float(w[-1]):.3g} >= 2 (1 + momentum); "
+                                 f"lower the step size (lr = {lr:g})")
 
 
-def _coefficients(w, lr, t):
-    """(1 - (1 - lr w)^t) / w, the eigen-coefficients of alpha after t GD steps from 0
-    (-> lr t as w -> 0; computed without cancellation for small lr w)."""
-    x = lr * np.clip(w, 0.0, None)
-    small = x < 1e-3
-    out = np.empty_like(x)
-    xs = x[small]
-    # 1 - (1 - x)^t = -expm1(t log1p(-x)); divided by w = x / lr
-    out[small] = np.where(xs > 0, -np.expm1(t * np.log1p(-xs)) / np.where(xs > 0, xs, 1.0),
-                          float(t)) * lr
-    xl = x[~small]
-    out[~small] = (1.0 - (1.0 - xl) ** t) / xl * lr
-    return out
+def linearized_gd(eig, F0, Y, lr, steps, stop=None, momentum=0.0) -> Trained:
+    """Full-batch GD (heavy ball with ``momentum``) on the linearisation, in the eigenbasis
+    of Theta = V diag(w) V^T: with alpha = V a and the residual r = V rho, every mode k
+    evolves on its own,
 
+        rho_k = c_k - w_k a_k (c = V^T r0),  mu_k <- beta mu_k - rho_k,  a_k <- a_k - lr mu_k,
 
-def linearized_gd(eig, F0, Y, lr, steps, stop=None) -> Trained:
-    """Full-batch GD on the linearisation in the eigenbasis of Theta = V diag(w) V^T, exact
-    for any number of steps: the residual after t steps is (I - lr Theta)^t r0, so
-    L_t = sum_k (1 - lr w_k)^{2t} c_k^2 / (P D) with c = V^T r0, and
-    alpha_t = V diag((1 - (1 - lr w)^t) / w) c. ``steps``: a number or a :class:`StopRule`
-    (checked at the same steps as the net's). Returns Trained(alpha, ...)."""
+    the function-space form of b <- beta b + g, u <- u - lr b from u = 0 (beta = 0: the
+    plain step alpha += lr r). O(P D) per step after the eigendecomposition; the train MSE
+    sum_k rho_k^2 / (P D) is checked by ``steps`` (a number or a :class:`StopRule`) at the
+    same steps as the net's. Returns Trained(alpha, ...)."""
     rule = _rule(steps)
     w, V = eig
-    _check_lr(w, lr)
+    _check_lr(w, lr, momentum)
     r0 = (np.asarray(Y, np.float64) - F0).reshape(-1)
-    c2 = (V.T @ r0) ** 2
-    q2 = (1.0 - lr * np.clip(w, 0.0, None)) ** 2
+    c = V.T @ r0
+    lam = np.clip(w, 0.0, None)
+    a, mu = np.zeros_like(c), np.zeros_like(c)
     n = r0.size
     stopper = Stopper(rule)
-    checks = np.unique(np.r_[np.arange(0, rule.max_steps, rule.every), rule.max_steps])
-    reason, t, L = None, 0, float(c2.sum() / n)
-    for t in checks:
-        L = float((q2 ** int(t)) @ c2 / n)
-        reason = stopper.update(int(t), L)
-        if reason is not None:
-            break
+    t, reason = 0, None
+    while True:
+        rho = c - lam * a
+        if stopper.due(t):
+            L = float(rho @ rho) / n
+            reason = stopper.update(t, L)
+            if reason is not None:
+                break
+        mu *= momentum
+        mu -= rho
+        a -= lr * mu
+        t += 1
         if stop is not None and stop():
-            reason = "interrupted"
+            rho = c - lam * a
+            reason, L = "interrupted", float(rho @ rho) / n
             break
-    alpha = V @ (_coefficients(w, lr, int(t)) * (V.T @ r0))
-    return Trained(alpha, int(t), reason, L)
+    if not np.all(np.isfinite(a)):
+        raise FloatingPointError(f"gradient descent on the linearisation diverged; lower "
+                                 f"the step size (lr = {lr:g})")
+    return Trained(V @ a, t, reason, L)
 
 
-def train_linearized(K, F0, Y, lr, steps, batch=None, seed=0, D=1, stop=None):
+def train_linearized(K, F0, Y, lr, steps, batch=None, seed=0, D=1, stop=None, momentum=0.0):
     """The same optimiser on the linearisation, iterated in function space (see module).
 
     Parameters
@@ -424,7 +467,18 @@ def train_linearized(K, F0, Y, lr, steps, batch=None, seed=0, D=1, stop=None):
             if reason is not None:
                 break
         rows = next(rows_of)
-        if rows is None:
+        if momentum:
+            # b <- beta b + g, u <- u - lr b with b = J^T mu: mu <- beta mu - (scaled r_B)
+            if t == 0:
+                mu = np.zeros_like(alpha)
+            mu *= momentum
+            if rows is None:
+                mu -= r0 - K @ alpha
+            else:
+                idx = (rows[:, None] * D + np.arange(D)).reshape(-1)
+                mu[idx] -= (P / len(rows)) * (r0[idx] - K[idx] @ alpha)
+            alpha -= lr * mu
+        elif rows is None:
             alpha += lr * (r0 - K @ alpha)
         else:
             idx = (rows[:, None] * D + np.arange(D)).reshape(-1)

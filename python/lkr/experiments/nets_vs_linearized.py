@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import sys
 import time
@@ -98,11 +97,12 @@ ARCHITECTURES = {
 }
 
 #: the default run (about three minutes of CPU time, see docs/nets-vs-linearized.md)
-DEFAULTS = dict(tasks=("ladder",), P=200, P_test=None,
+DEFAULTS = dict(tasks=("ladder",), P=128, P_test=None,
                 architectures=("fc", "cnn", "lcn", "deepcnn"), multipliers=(1, 2, 4, 8),
                 base_widths=None, activation="relu", filter_size=(3, 3), stride=(1, 1),
-                boundary="valid", steps=None, tol=1e-2, rtol=1e-3, window=200, max_steps=2000,
-                lr_scale=1.5, batch=None, seeds=3, seed=0)
+                boundary="valid", filter2=(2, 2), stride2=(2, 2), steps=None, tol=1e-2,
+                rtol=1e-3, window=200, max_steps=2000,
+                lr_scale=1.5, momentum=0.0, batch=None, seeds=3, seed=0)
 
 
 def stop_rule(steps=None, *, tol=DEFAULTS["tol"], rtol=DEFAULTS["rtol"],
@@ -115,79 +115,13 @@ def stop_rule(steps=None, *, tol=DEFAULTS["tol"], rtol=DEFAULTS["rtol"],
 
 
 # -- one point ----------------------------------------------------------------------------------
-def _metrics(F, groups, Y):
-    return {"accuracy": float(np.mean(np.argmax(F, axis=1) == groups)),
-            "mse": float(np.mean((Y - F) ** 2))}
+def _point(arch, width, seed, task, activation, rule, lr_scale, batch, momentum=0.0):
+    """Every number of one (task, architecture, width, seed)
+    (:func:`lkr.experiments._nvl_point.point`)."""
+    from ._nvl_point import point
 
-
-def _singular_values(w):
-    """sigma_k of J from Theta's ascending eigenvalues w, descending; those within the
-    rounding of zero (<= n eps lambda_max) set to 0, as :func:`lkr.spectrum.singular_values`
-    does for a Gram matrix."""
-    wd = w[::-1]
-    floor = wd.size * np.finfo(np.float64).eps * max(float(wd[0]), 0.0)
-    return np.sqrt(np.where(wd > floor, wd, 0.0))
-
-
-def _point(arch, width, seed, task, activation, rule, lr_scale, batch):
-    """Every number of one (task, architecture, width, seed)."""
-    from .. import spectrum
-    from ..data import one_hot
-    from . import multioutput as mo
-
-    if not isinstance(rule, StopRule):
-        rule = StopRule.fixed(rule)
-    spec = ARCHITECTURES[arch]
-    X, g, Xt, gt, info, D = task.data
-    geometry = task.deep if spec.geometry == "deep" else task.geometry
-    t0 = time.perf_counter()
-    net = spec.make(width, geometry, activation, seed)
-    m = mo.MultiOutput(net, D, seed=seed, readout=spec.readout)
-    Y, Yt = one_hot(g, D), one_hot(gt, D)
-    K = mo.ntk(m, X)                      # Gram path: Theta = J J^T on the training set
-    Kt = mo.ntk(m, Xt, X)
-    t1 = time.perf_counter()
-    eig = mo.eig(K)
-    s = _singular_values(eig[0])
-    lam_max = float(eig[0][-1])
-    lr = lr_scale / lam_max
-    F0, F0t = m.forward(X), m.forward(Xt)
-    t2 = time.perf_counter()
-    tr = mo.train_net(m, X, Y, lr, rule, batch, seed)
-    params = tr.result
-    Fn, Fnt = m.forward(X, params), m.forward(Xt, params)
-    t3 = time.perf_counter()
-    if batch is None:
-        lin = mo.linearized_gd(eig, F0, Y, lr, rule)
-    else:
-        lin = mo.train_linearized(K, F0, Y, lr, rule, batch, seed, D)
-    t4 = time.perf_counter()
-    a_star = mo.kernel_solution(K, F0, Y, eig=eig)
-    t5 = time.perf_counter()
-    moved = math.sqrt(sum(float(((params[k] - m.params[k]) ** 2).sum()) for k in params))
-    norm0 = math.sqrt(sum(float((m.params[k] ** 2).sum()) for k in params))
-    P, Pt = X.shape[0], Xt.shape[0]
-    out = {"task": task.spec.label, "arch": arch, "width": int(width), "seed": int(seed),
-           "num_params": m.num_params, "rows": P * D,
-           "effective_rank": spectrum.effective_rank(s, values=True),
-           "stable_rank": spectrum.stable_rank(s, values=True), "lambda_max": lam_max,
-           "lr": lr, "relative_weight_change": moved / norm0}
-    for name, Ftr, Fte in (("net", Fn, Fnt),
-                           ("lin", F0 + (K @ lin.result).reshape(P, D),
-                            F0t + (Kt @ lin.result).reshape(Pt, D)),
-                           ("kernel", F0 + (K @ a_star).reshape(P, D),
-                            F0t + (Kt @ a_star).reshape(Pt, D))):
-        te, trm = _metrics(Fte, gt, Yt), _metrics(Ftr, g, Y)
-        out[name] = {"test_accuracy": te["accuracy"], "test_mse": te["mse"],
-                     "train_accuracy": trm["accuracy"], "train_mse": trm["mse"]}
-    for name, run in (("net", tr), ("lin", lin)):
-        out[name].update(steps=int(run.steps), stopped=run.stopped)
-    out["gap"] = {"test_accuracy": out["net"]["test_accuracy"] - out["lin"]["test_accuracy"],
-                  "test_mse": out["lin"]["test_mse"] - out["net"]["test_mse"]}
-    out["timing"] = {"jacobian_gram_s": t1 - t0, "eig_s": t2 - t1, "net_s": t3 - t2,
-                     "linearized_s": t4 - t3, "kernel_s": t5 - t4,
-                     "total_s": time.perf_counter() - t0}
-    return out
+    return point(arch, ARCHITECTURES[arch], width, seed, task, activation, rule, lr_scale,
+                 batch, momentum)
 
 
 # -- the experiment -----------------------------------------------------------------------------
@@ -238,7 +172,7 @@ class Prepared(NamedTuple):
     seconds: float
 
 
-def _geometries(info, filter_size, stride, boundary, need_deep):
+def _geometries(info, filter_size, stride, boundary, need_deep, filter2=(2, 2), stride2=(2, 2)):
     from ..deep_geometry import DeepGeometry
     from ..geometry import PatchGeometry
 
@@ -247,16 +181,17 @@ def _geometries(info, filter_size, stride, boundary, need_deep):
     geometry = PatchGeometry(shape_, filter_size, stride, boundary=boundary, **kw)
     deep = None
     if need_deep:
-        # two layers of the CNN's filter and stride ("valid" or "periodic" as its boundary)
-        deep = DeepGeometry(shape_, [tuple(filter_size)] * 2, [tuple(stride)] * 2,
-                            boundary, **kw)
+        # the CNN's layer, then filter2 / stride2 (a downsampling convolution by default)
+        deep = DeepGeometry(shape_, [tuple(filter_size), tuple(filter2)],
+                            [tuple(stride), tuple(stride2)], boundary, **kw)
     return geometry, deep
 
 
 def prepare(tasks=DEFAULTS["tasks"], *, P=DEFAULTS["P"], P_test=DEFAULTS["P_test"],
             architectures=DEFAULTS["architectures"], multipliers=DEFAULTS["multipliers"],
             base_widths=None, filter_size=DEFAULTS["filter_size"], stride=DEFAULTS["stride"],
-            boundary=DEFAULTS["boundary"], downsample=1, seeds=DEFAULTS["seeds"],
+            boundary=DEFAULTS["boundary"], filter2=DEFAULTS["filter2"],
+            stride2=DEFAULTS["stride2"], downsample=1, seeds=DEFAULTS["seeds"],
             seed=DEFAULTS["seed"], classes=None) -> Prepared:
     """Check the arguments (as :func:`run_experiment`'s) and load the tasks; ValueError /
     TypeError / ImportError (scikit-learn missing) for bad input. ``classes`` (the old
@@ -286,7 +221,8 @@ def prepare(tasks=DEFAULTS["tasks"], *, P=DEFAULTS["P"], P_test=DEFAULTS["P_test
     for spec in specs:
         X, g, Xt, gt, info, D = _ladder.load(spec, int(P), P_test, seed, downsample)
         try:
-            geometry, deep = _geometries(info, filter_size, stride, boundary, need_deep)
+            geometry, deep = _geometries(info, filter_size, stride, boundary, need_deep,
+                                         filter2, stride2)
         except (ValueError, TypeError) as exc:
             raise type(exc)(f"{spec.label} ({'x'.join(map(str, info['input_shape']))} images): "
                             f"{exc}") from None
@@ -301,9 +237,11 @@ def run_experiment(tasks=DEFAULTS["tasks"], *, P=DEFAULTS["P"], P_test=DEFAULTS[
                    architectures=DEFAULTS["architectures"], multipliers=DEFAULTS["multipliers"],
                    base_widths=None, activation=DEFAULTS["activation"],
                    filter_size=DEFAULTS["filter_size"], stride=DEFAULTS["stride"],
-                   boundary=DEFAULTS["boundary"], downsample=1, steps=DEFAULTS["steps"],
+                   boundary=DEFAULTS["boundary"], filter2=DEFAULTS["filter2"],
+                   stride2=DEFAULTS["stride2"], downsample=1, steps=DEFAULTS["steps"],
                    tol=DEFAULTS["tol"], rtol=DEFAULTS["rtol"], window=DEFAULTS["window"],
-                   max_steps=DEFAULTS["max_steps"], lr_scale=DEFAULTS["lr_scale"], batch=None,
+                   max_steps=DEFAULTS["max_steps"], lr_scale=DEFAULTS["lr_scale"],
+                   momentum=DEFAULTS["momentum"], batch=None,
                    seeds=DEFAULTS["seeds"], seed=DEFAULTS["seed"], classes=None, progress=None,
                    prepared=None) -> dict:
     """Run the experiment (see the module docstring) and return every number and setting.
@@ -319,7 +257,9 @@ def run_experiment(tasks=DEFAULTS["tasks"], *, P=DEFAULTS["P"], P_test=DEFAULTS[
     multipliers : widths are multiplier x base width of each architecture
     base_widths : dict arch -> base width, overriding :data:`ARCHITECTURES`
     activation, filter_size, stride, boundary : the nets (CNN/LCN patches: a PatchGeometry;
-        the deep CNN: two such layers)
+        the deep CNN's first layer)
+    filter2, stride2 : the deep CNN's second layer (default 2 x 2, stride 2)
+    momentum : heavy-ball momentum beta of both optimisers (0: plain GD)
     steps : exactly this many GD steps; None (default): the stopping rule ``tol``,
         ``rtol``, ``window``, ``max_steps`` (:class:`~lkr.experiments.multioutput.StopRule`)
     lr_scale, batch : step lr_scale / lambda_max(Theta); SGD with a batch size
@@ -344,7 +284,8 @@ def run_experiment(tasks=DEFAULTS["tasks"], *, P=DEFAULTS["P"], P_test=DEFAULTS[
         prepared = prepare(tasks, P=P, P_test=P_test, architectures=architectures,
                            multipliers=multipliers, base_widths=base_widths,
                            filter_size=filter_size, stride=stride, boundary=boundary,
-                           downsample=downsample, seeds=seeds, seed=seed, classes=classes)
+                           filter2=filter2, stride2=stride2, downsample=downsample,
+                           seeds=seeds, seed=seed, classes=classes)
     pt = prepared
     grid = [(t, a, mult) for t in pt.tasks for a in pt.architectures for mult in pt.multipliers]
     bar = progress(len(grid) * pt.seeds) if progress else None
@@ -357,7 +298,7 @@ def run_experiment(tasks=DEFAULTS["tasks"], *, P=DEFAULTS["P"], P_test=DEFAULTS[
                     bar.set_description_str(f"{task.spec.label}: {ARCHITECTURES[a].label} "
                                             f"N={w} seed {s}")
                 with _one_thread():
-                    p = _point(a, w, s, task, activation, rule, lr_scale, batch)
+                    p = _point(a, w, s, task, activation, rule, lr_scale, batch, momentum)
                 points.append(dict(p, multiplier=mult))
                 if bar is not None:
                     bar.update(1)
@@ -380,8 +321,9 @@ def run_experiment(tasks=DEFAULTS["tasks"], *, P=DEFAULTS["P"], P_test=DEFAULTS[
     settings = dict(tasks=[t.spec.label for t in pt.tasks], P=int(pt.tasks[0].data[0].shape[0]),
                     architectures=list(pt.architectures), multipliers=pt.multipliers,
                     base_widths=pt.bases, activation=activation, stop=rule.to_dict(),
-                    lr_scale=float(lr_scale),
-                    optimizer="gd" if batch is None else f"sgd (batch {batch})",
+                    lr_scale=float(lr_scale), momentum=float(momentum),
+                    optimizer=("gd" if batch is None else f"sgd (batch {batch})")
+                    + (f", heavy-ball momentum {momentum:g}" if momentum else ""),
                     batch=batch, seeds=list(range(pt.seed, pt.seed + pt.seeds)),
                     seed=int(pt.seed), loss="(1/2) sum_{mu,d} (Y - f)^2, one-hot Y",
                     lr="lr_scale / lambda_max(empirical NTK at init)",
@@ -419,6 +361,13 @@ def _archs(text):
     return names
 
 
+def _momentum(text):
+    v = nonneg_float(text)
+    if v >= 1:
+        raise argparse.ArgumentTypeError(f"momentum must be in [0, 1), got {text!r}")
+    return v
+
+
 def _tasks_arg(text):
     try:
         return _ladder.parse_tasks(text) and text
@@ -430,8 +379,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``lkr nets-vs-linearized``."""
     d = DEFAULTS
     parser.description = (
-        "Train FC, CNN, LCN and deep CNN networks at several widths by gradient descent (one "
-        "output per class group) on a ladder of tasks from easy to hard, and their "
+        "Train FC, CNN, LCN and deep CNN (two conv layers) networks at several widths by "
+        "gradient descent (one output per class group) on a ladder of tasks from easy to "
+        "hard, and their "
         "linearisations around the same initialisation with the same optimiser and stopping "
         "rule; compare test accuracy and MSE (mean +- se over seeds), and report the effective "
         "rank of the Jacobian at initialisation and each task's difficulty. Prints a table; "
@@ -474,6 +424,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--stride", type=shape, default=d["stride"], help="stride (default 1x1)")
     g.add_argument("--boundary", choices=("valid", "periodic"), default=d["boundary"],
                    help="patch boundary (default %(default)s)")
+    g.add_argument("--filter2", type=shape, default=d["filter2"],
+                   help="the deep CNN's second layer: filter (default 2x2)")
+    g.add_argument("--stride2", type=shape, default=d["stride2"],
+                   help="the deep CNN's second layer: stride (default 2x2)")
     g = parser.add_argument_group("training (the net and its linearisation alike)")
     g.add_argument("--steps", type=nonneg_int, default=None,
                    help="exactly this many GD/SGD steps (default: the stopping rule below)")
@@ -490,6 +444,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--lr-scale", type=positive_float, default=d["lr_scale"],
                    help="step size in units of 1/lambda_max of the NTK at init (< 2 for the "
                         "linearisation to converge) (default %(default)s)")
+    g.add_argument("--momentum", type=_momentum, default=d["momentum"],
+                   help="heavy-ball momentum beta in [0, 1) of both optimisers (default "
+                        "%(default)s: plain GD)")
     g.add_argument("--batch", type=positive_int, default=None,
                    help="SGD minibatch size (default: full-batch GD)")
     g.add_argument("--seeds", type=positive_int, default=None,
@@ -523,7 +480,9 @@ def command(args) -> int:
     try:
         # every user error (no scikit-learn, bad classes, sizes, geometry) shows up here,
         # before any training; later exceptions are bugs and keep their traceback
-        tasks = args.tasks or ([args.task] if args.task else list(DEFAULTS["tasks"]))
+        # --task/--classes alone: the older one-task form (its default task is the digits)
+        tasks = args.tasks or ([args.task or "digits"] if args.task or args.classes
+                               else list(DEFAULTS["tasks"]))
         if args.task and args.tasks:
             raise ValueError("give --tasks or --task, not both")
         if args.window % 10:
@@ -533,13 +492,14 @@ def command(args) -> int:
         prepared = prepare(tasks, classes=args.classes, P=args.P, P_test=args.P_test,
                            architectures=args.architectures, multipliers=mults,
                            base_widths=args.base_widths, filter_size=args.filter_size,
-                           stride=args.stride, boundary=args.boundary,
-                           downsample=args.downsample, seeds=seeds, seed=args.seed)
+                           stride=args.stride, boundary=args.boundary, filter2=args.filter2,
+                           stride2=args.stride2, downsample=args.downsample, seeds=seeds,
+                           seed=args.seed)
     except (ValueError, TypeError, ImportError) as exc:
         parser.error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     kw = dict(prepared=prepared, activation=args.activation, steps=args.steps, tol=args.tol,
               rtol=args.rtol, window=args.window, max_steps=args.max_steps,
-              lr_scale=args.lr_scale, batch=args.batch,
+              lr_scale=args.lr_scale, momentum=args.momentum, batch=args.batch,
               progress=lambda n: progress_bar(n, "", not args.quiet, unit="point", ascii="-#",
                                               bar_format="[{bar:24}] {n_fmt}/{total_fmt} "
                                                          "{elapsed}  {desc}"))

@@ -18,7 +18,8 @@ import numpy as np
 from .._io import savefig, write_json
 from .report import pyplot
 
-__all__ = ["aggregate", "mean_se", "format_table", "save_results", "plot_results"]
+__all__ = ["aggregate", "mean_se", "format_table", "save_results", "plot_results", "figure",
+           "offsets"]
 
 _LABELS = {"fc": "FC", "cnn": "CNN", "lcn": "LCN", "deepcnn": "DCNN"}
 _NUMBERS = ("effective_rank", "stable_rank", "relative_weight_change", "lr", "lambda_max")
@@ -213,6 +214,25 @@ _OTHER = [("tab:orange", "v"), ("tab:brown", "P"), ("tab:gray", "X")]
 
 
 def plot_results(results: dict, path) -> str:
+    """Write the figure of :func:`figure` to path (atomically); ImportError without
+    matplotlib."""
+    plt = pyplot()
+    fig = figure(results)
+    try:
+        savefig(fig, path, dpi=110)  # atomically
+    finally:
+        plt.close(fig)
+    return os.fspath(path)
+
+
+def offsets(archs) -> dict:
+    """arch -> the factor its points are shifted by along the (log 2) width axis: distinct
+    per architecture, centred on 1, so that no line sits on another."""
+    n = len(archs)
+    return {a: 2 ** (0.09 * (i - (n - 1) / 2)) for i, a in enumerate(archs)}
+
+
+def figure(results: dict):
     """One column per task (easy to hard, left to right): the accuracy gap net - lin
     (top), the test-MSE gap lin - net relative to the linearisation's (middle) and the
     effective rank of J over its rows (bottom) against the width multiplier, one colour and
@@ -227,7 +247,7 @@ def plot_results(results: dict, path) -> str:
     n = max(1, len(tasks))
     fig, axes = plt.subplots(3, n, figsize=(3.3 * n + 0.8, 8.2), squeeze=False,
                              sharex=True, sharey="row", constrained_layout=True)
-    shift = {a: 2 ** (0.09 * (i - (len(archs) - 1) / 2)) for i, a in enumerate(archs)}
+    shift = offsets(archs)
     for j, t in enumerate(tasks):
         for i, a in enumerate(archs):
             rows = [r for r in results["rows"] if r["task"] == t and r["arch"] == a]
@@ -271,8 +291,4 @@ def plot_results(results: dict, path) -> str:
                                     else "seeds (one seed: none)")
     fig.suptitle(f"nets vs linearisations, P = {s['P']}, {s['activation']}, "
                  f"{s['optimizer']}; {err}", fontsize=10)
-    try:
-        savefig(fig, path, dpi=110)  # atomically
-    finally:
-        plt.close(fig)
-    return os.fspath(path)
+    return fig
