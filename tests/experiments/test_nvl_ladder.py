@@ -238,7 +238,7 @@ def _fake_point(task, arch, width, seed, acc_net, acc_lin, mult=1):
             "lambda_max": 1.0, "lr": 1.5, "relative_weight_change": 0.1,
             "net": dict(m, test_accuracy=acc_net, steps=100, stopped="tol"),
             "lin": dict(m, test_accuracy=acc_lin, steps=200, stopped="cap"),
-            "kernel": dict(m, test_accuracy=0.9),
+            "kernel": dict(m, test_accuracy=0.9 if mult == 2 else 0.5),
             "gap": {"test_accuracy": acc_net - acc_lin, "test_mse": 0.0}}
 
 
@@ -265,6 +265,7 @@ def test_mean_and_standard_error_by_hand():
     assert summ["gap_accuracy_narrowest"]["mean"] == pytest.approx(mean)
     assert summ["gap_accuracy_widest"]["mean"] == pytest.approx(0.01)
     assert summ["difficulty"]["mean"] == pytest.approx(0.1) and summ["lin_capped"] == 6
+    assert summ["difficulty"]["n"] == 3                           # the widest rows only
     # a row with fewer seeds than asked for (Ctrl-C) is marked
     short = rep.aggregate(dict(res, points=pts[:2]))["rows"][0]
     assert short["interrupted"] is True and short["gap"]["test_accuracy"]["n"] == 2

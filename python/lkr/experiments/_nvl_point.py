@@ -76,7 +76,8 @@ def point(arch, spec, width, seed, task, activation, rule, lr_scale, batch, mome
            "num_params": m.num_params, "rows": P * D,
            "effective_rank": spectrum.effective_rank(s, values=True),
            "stable_rank": spectrum.stable_rank(s, values=True), "lambda_max": lam_max,
-           "lr": lr, "relative_weight_change": moved / norm0}
+           "lr": lr, "relative_weight_change": moved / norm0,
+           "train_mse_init": float(np.mean((Y - F0) ** 2))}
     for name, (Ftr, Fte) in (("net", (Fn, Fnt)), ("lin", F_lin), ("kernel", F_ker)):
         te, trm = _metrics(Fte, gt, Yt), _metrics(Ftr, g, Y)
         out[name] = {"test_accuracy": te["accuracy"], "test_mse": te["mse"],

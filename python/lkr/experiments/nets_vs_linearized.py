@@ -101,7 +101,7 @@ DEFAULTS = dict(tasks=("ladder",), P=128, P_test=None,
                 architectures=("fc", "cnn", "lcn", "deepcnn"), multipliers=(1, 2, 4, 8),
                 base_widths=None, activation="relu", filter_size=(3, 3), stride=(1, 1),
                 boundary="valid", filter2=(2, 2), stride2=(2, 2), steps=None, tol=1e-2,
-                rtol=1e-3, window=200, max_steps=2000,
+                rtol=1e-3, window=200, max_steps=4000,
                 lr_scale=1.5, momentum=0.0, batch=None, seeds=3, seed=0)
 
 
@@ -329,8 +329,8 @@ def run_experiment(tasks=DEFAULTS["tasks"], *, P=DEFAULTS["P"], P_test=DEFAULTS[
                     lr="lr_scale / lambda_max(empirical NTK at init)",
                     mse="mean over samples and outputs of (Y - f)^2",
                     gap="net - linearisation per seed (accuracy); lin - net (test MSE)",
-                    difficulty="test error (1 - accuracy) of the kernel solution, mean over "
-                               "the task's architectures, widths and seeds",
+                    difficulty="test error (1 - accuracy) of the kernel solution at the "
+                               "widest width, mean over architectures, then over seeds",
                     rank="of J = grad_w f(w0, X_train), rows = P x outputs, via the Gram J J^T")
     results = dict(experiment="nets-vs-linearized", settings=settings, tasks=task_info,
                    versions=_versions(), points=points, interrupted=interrupted,
