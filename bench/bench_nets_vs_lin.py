@@ -76,7 +76,7 @@ def _torch_model(m):
         return f, T
     if isinstance(base, nets.DeepCNNNet):
         g = base.geometry
-        Nc, L = base.channels, base.depth
+        Nc, L = base.param_shapes["v"][0], base.depth
         (H, W), ws = g.input_shape, []
         for l in range(L):
             fh, fw = g.filter_sizes[l]
@@ -94,7 +94,7 @@ def _torch_model(m):
         return f, T
     g = base.geometry
     (H, W), (fh, fw), st = g.input_shape, g.filter_size, g.stride
-    Nc, Np, M = base.channels, g.num_patches, g.patch_size
+    Nc, Np, M = base.param_shapes["v"][0], g.num_patches, g.patch_size
     c = 1.0 / math.sqrt(Nc * Np)
 
     def patches(x):

@@ -33,7 +33,7 @@ def _net(kind, width=3, act="erf", seed=1):
     if kind == "deepcnn":
         return nets.DeepCNNNet(_deep_geo(), width, activation=act, seed=seed)
     cls = nets.CNNNet if kind == "cnn" else nets.LCNNet
-    return cls(geometry=_geo(), channels=width, activation=act, seed=seed)
+    return cls(_geo(), width, activation=act, seed=seed)   # width positional: any keyword
 
 
 KINDS = ["fc", "cnn", "lcn", "deepcnn"]
@@ -143,7 +143,8 @@ def test_cifar10_binary(tmp_path):
 def test_command_runs_a_ladder_from_local_files(tmp_path, capsys):
     from lkr import cli
 
-    _fake_idx(tmp_path / "m" if (tmp_path / "m").mkdir() is None else None)
+    (tmp_path / "m").mkdir()
+    _fake_idx(tmp_path / "m")
     code = cli.main(["nets-vs-linearized", "--tasks", f"fashion-mnist:{tmp_path / 'm'}@0:1",
                      f"mnist:{tmp_path / 'm'}@all", "-P", "12", "--P-test", "4",
                      "--arch", "fc,cnn", "--widths", "1", "--base-widths", "fc=4,cnn=2",
@@ -196,7 +197,7 @@ def test_stopping_rule_stops_early_on_an_easy_problem_and_hits_the_cap_otherwise
     assert net.train_mse == pytest.approx(np.mean((Y - m.forward(X, net.result)) ** 2), rel=1e-12)
     # a narrow net on random labels with a small cap: the cap, flagged as such
     X, Y = _task(40, 3, hard=True)
-    m = mo.MultiOutput(nets.CNNNet(geometry=_geo(), channels=1, activation="relu", seed=0), 3)
+    m = mo.MultiOutput(nets.CNNNet(_geo(), 1, activation="relu", seed=0), 3)
     rule = mo.StopRule(tol=1e-3, rtol=0.0, window=100, max_steps=60)
     run = mo.train_net(m, X, Y, 0.5 / mo.eig(mo.ntk(m, X))[0][-1], rule)
     assert (run.stopped, run.steps) == ("cap", 60)

@@ -112,8 +112,9 @@ class _Head:
 class _FC(_Head):
     def _inputs(self, X):
         base = self.m.base
-        self.c = 1.0 / math.sqrt(base.N1)
-        return X.reshape(X.shape[0], -1) / math.sqrt(base.N0)
+        N1, N0 = base.param_shapes["W"]     # the shapes, not attribute names (N1 / width)
+        self.c = 1.0 / math.sqrt(N1)
+        return X.reshape(X.shape[0], -1) / math.sqrt(N0)
 
     def _hidden(self, params, Z, derivative):
         S, Dsig = sigma_pair(self.act, Z @ params["W"].T, derivative)
@@ -149,7 +150,8 @@ class _Patch(_Head):
     def _inputs(self, X):
         base = self.m.base
         g = base.geometry
-        self.Np, self.M, self.Nc = g.num_patches, g.patch_size, base.channels
+        self.Np, self.M = g.num_patches, g.patch_size
+        self.Nc = base.param_shapes["v"][0]     # channels
         self.local = bool(base.local)
         self.c = 1.0 / math.sqrt(self.Nc * self.Np)
         Z = np.ascontiguousarray(g.patches(X)) / math.sqrt(self.M)           # (P, Np, M)
@@ -239,7 +241,7 @@ class _Deep(_Head):
     def _inputs(self, X):
         base = self.m.base
         self.c = base._c1
-        self.d, self.Nc = base.geometry.num_patches, base.channels
+        self.d, self.Nc = base.geometry.num_patches, base.param_shapes["v"][0]
         return base._inputs(X)                                                # (P, n1, M1)
 
     def _lift(self, params):

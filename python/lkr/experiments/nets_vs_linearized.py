@@ -420,7 +420,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--activation", choices=("relu", "erf", "linear"), default=d["activation"],
                    help="activation (default %(default)s)")
     g.add_argument("--filter", dest="filter_size", type=shape, default=d["filter_size"],
-                   help="CNN/LCN filter and each deep CNN layer's, m or mhxmw (default 3x3)")
+                   help="CNN/LCN filter, also the deep CNN's first layer, m or mhxmw (default 3x3)")
     g.add_argument("--stride", type=shape, default=d["stride"], help="stride (default 1x1)")
     g.add_argument("--boundary", choices=("valid", "periodic"), default=d["boundary"],
                    help="patch boundary (default %(default)s)")
