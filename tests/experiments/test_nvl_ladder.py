@@ -460,3 +460,35 @@ def test_quick_is_one_seed_and_two_widths(capsys, monkeypatch):
                      "--max-steps", "10", "--quiet"])
     assert code == 0 and seen["seeds"] == 1 and seen["multipliers"] == [1, 8]
     assert "one seed: no error bars" in capsys.readouterr().out
+
+
+def test_divergence_keeps_the_finished_points(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    from lkr import cli
+
+    # GD diverging at the third point (too large a step for that net): the two finished
+    # points are printed and written, then one line naming the point, exit status 2
+    real = mo.train_net
+    calls = []
+
+    def flaky(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise FloatingPointError("gradient descent on the network diverged at step 7; "
+                                     "lower the step size (lr = 1)")
+        return real(*a, **k)
+
+    import unittest.mock as um
+
+    with um.patch.object(mo, "train_net", flaky):
+        code = cli.main(["nets-vs-linearized", "--tasks", "digits@0:1", "-P", "16",
+                         "--P-test", "16", "--arch", "fc", "--widths", "1,2",
+                         "--base-widths", "fc=2", "--seeds", "2", "--max-steps", "20",
+                         "--quiet", "--out", str(tmp_path)])
+    io = capsys.readouterr()
+    assert code == 2
+    err = io.err.strip().splitlines()
+    assert len(err) == 1 and "diverged" in err[0] and "FC N=4 seed 0" in err[0]
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert len(r["points"]) == 2 and "diverged" in r["error"]
+    assert "stopped:" in io.out

@@ -289,7 +289,7 @@ def run_experiment(tasks=DEFAULTS["tasks"], *, P=DEFAULTS["P"], P_test=DEFAULTS[
     pt = prepared
     grid = [(t, a, mult) for t in pt.tasks for a in pt.architectures for mult in pt.multipliers]
     bar = progress(len(grid) * pt.seeds) if progress else None
-    points, interrupted = [], False
+    points, interrupted, error = [], False, None
     try:
         for task, a, mult in grid:
             w = pt.bases[a] * mult
@@ -304,6 +304,10 @@ def run_experiment(tasks=DEFAULTS["tasks"], *, P=DEFAULTS["P"], P_test=DEFAULTS[
                     bar.update(1)
     except KeyboardInterrupt:
         interrupted = True  # what is finished is kept (a partial row when seeds were cut)
+    except FloatingPointError as exc:
+        # GD diverged (too large a step for this net): stop, keep what is finished, say so
+        error = f"{task.spec.label}, {ARCHITECTURES[a].label} N={w} seed {s}: " \
+                f"{str(exc).splitlines()[0]}"
     finally:
         if bar is not None:
             bar.close()
@@ -333,7 +337,7 @@ def run_experiment(tasks=DEFAULTS["tasks"], *, P=DEFAULTS["P"], P_test=DEFAULTS[
                                "widest width, mean over architectures, then over seeds",
                     rank="of J = grad_w f(w0, X_train), rows = P x outputs, via the Gram J J^T")
     results = dict(experiment="nets-vs-linearized", settings=settings, tasks=task_info,
-                   versions=_versions(), points=points, interrupted=interrupted,
+                   versions=_versions(), points=points, interrupted=interrupted, error=error,
                    timing={"data_s": pt.seconds, "total_s": time.perf_counter() - t_start},
                    created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     results.update(aggregate(results))
@@ -503,14 +507,14 @@ def command(args) -> int:
               progress=lambda n: progress_bar(n, "", not args.quiet, unit="point", ascii="-#",
                                               bar_format="[{bar:24}] {n_fmt}/{total_fmt} "
                                                          "{elapsed}  {desc}"))
-    try:
-        results = run_experiment(**kw)
-    except FloatingPointError as exc:
-        # as lkr train: one line, exit status 2
-        print(f"lkr nets-vs-linearized: error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
+    results = run_experiment(**kw)
     print(format_table(results), flush=True)
     status = 130 if results["interrupted"] else 0
+    if results.get("error"):
+        # GD diverged: the finished points are printed and written, then one line, exit 2
+        print(f"lkr nets-vs-linearized: error: {results['error']}", file=sys.stderr,
+              flush=True)
+        status = 2
     if args.out is None:
         note("(use --out DIR to save results.json and the plot)")
         return status

@@ -201,6 +201,8 @@ def format_table(results: dict) -> str:
                      "width multiplier; capped: points whose net/linearisation hit the step cap)")
     if results.get("interrupted"):
         lines += ["", "interrupted: the rows above are the finished points only"]
+    if results.get("error"):
+        lines += ["", f"stopped: {results['error']}; the rows above are the finished points"]
     return "\n".join(lines)
 
 
