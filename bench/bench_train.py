@@ -66,7 +66,7 @@ def _workloads():
     fc = nets.FCNet(784, 512, activation="erf", seed=0)
     Xfc = rng.standard_normal((P, 784))
     g = lkr.PatchGeometry((32, 32), (8, 8), (8, 8))
-    cnn = nets.CNNNet(geometry=g, channels=64, activation="erf", seed=0)
+    cnn = nets.CNNNet(geometry=g, width=64, activation="erf", seed=0)
     Xcnn = rng.standard_normal((P, 32, 32))
     return [("FC N0=784 N1=512 P=500", fc, Xfc, y),
             ("CNN 32x32 m=8 s=8 Nc=64 P=500", cnn, Xcnn, y)]

@@ -5,7 +5,7 @@
 # network needed), from the root of a checkout:
 #   1. builds and installs lkr from the checkout into a throw-away virtual environment that
 #      sees the system's packages (pip install --no-build-isolation --no-deps, no index);
-#   2. runs the GPU tests with LKR_REQUIRE_GPU=1 (tests/test_gpu.py, then every test marked
+#   2. runs the GPU tests with LKR_REQUIRE_GPU=1 (tests/engines/test_gpu.py, then every test marked
 #      `gpu` elsewhere), so that a missing device or CuPy fails instead of skipping;
 #   3. runs `python -m bench --suite gpu` and bench/gpu_theory.py (theory fits, Gram and
 #      spectra on CuPy arrays against NumPy);
@@ -94,10 +94,10 @@ step install 240 "$out/install.log" -- \
 # 2. GPU tests, run against the installed package (the checkout has no top-level lkr/)
 step gpu-tests 150 "$out/test_gpu.log" -- \
   env LKR_REQUIRE_GPU=1 "$vpy" -m pytest -p no:cacheprovider -q -rs \
-  --junitxml="$out/test_gpu.xml" tests/test_gpu.py
+  --junitxml="$out/test_gpu.xml" tests/engines/test_gpu.py
 step gpu-marked-tests 90 "$out/test_gpu_marked.log" -- \
   env LKR_REQUIRE_GPU=1 "$vpy" -m pytest -p no:cacheprovider -q -rs -m gpu \
-  --ignore=tests/test_gpu.py --junitxml="$out/test_gpu_marked.xml" tests
+  --ignore=tests/engines/test_gpu.py --junitxml="$out/test_gpu_marked.xml" tests
 
 # 3. benchmarks
 step bench-gpu 150 "$out/bench_gpu.log" -- \

@@ -5,7 +5,7 @@ lkr.ntk. Every compute call releases the GIL and takes ``nthreads`` (0 = all cor
 
 The compute calls (those taking ``nthreads``) are the function list of both engines that
 :func:`lkr.backend.implementation` returns: this extension for NumPy arrays and lkr._cuda
-(module functions and its ``Engine``) for CuPy arrays; tests/test_engines.py checks both
+(module functions and its ``Engine``) for CuPy arrays; tests/engines/test_engines.py checks both
 against this stub. The rest (openmp, max_threads, set_fast_math) is host-only. Arrays are float32 or
 float64 (the dtype of X decides; other operands must match it); patch tensors are
 (P, Np, M) and may be strided; results are new C-contiguous arrays.

@@ -1,5 +1,4 @@
-"""Low-level pieces of the local data files: :class:`DataError` and the reader of the CIFAR-10
-binary version (``data_batch_1.bin`` ... ``test_batch.bin``).
+"""The reader of the CIFAR-10 binary version (``data_batch_1.bin`` ... ``test_batch.bin``).
 
 Each binary file holds records of one label byte (0..9) and 3072 pixel bytes: 1024 red, 1024 green
 and 1024 blue values, each a 32 x 32 image in row-major order. Used by
@@ -11,12 +10,9 @@ import os
 
 import numpy as np
 
-__all__ = ["read_cifar10_binary", "DataError"]
+from ._task import DataError
 
-
-class DataError(ValueError):
-    """A data file is missing, unreadable or not in the expected format."""
-
+__all__ = ["read_cifar10_binary"]
 
 _CIFAR_RECORD = 1 + 3072   # the binary version: a label byte, then 1024 R, G and B bytes
 

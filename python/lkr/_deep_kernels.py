@@ -14,7 +14,8 @@ r"""The public kernels of :mod:`lkr.kernels` for a :class:`~lkr.DeepGeometry`
 with p + t the t-th site of window p of layer l + 1 in layer l's output grid (padded sites
 contribute 0), k_{l+1} the window's size and ``lambdas = (lambda_0, ..., lambda_L)``. The
 adjoint identity sum W * K_R(Q) = (1 / (lambda_L d)) sum Q * G(W) holds as for one layer.
-A one-layer DeepGeometry runs the one-layer kernels unchanged.
+A one-layer DeepGeometry runs the one-layer kernels unchanged (:mod:`lkr.kernels` hands only
+L >= 2 to the functions here).
 
 The compiled engines (``lkr._core.deep_*``, ``lkr._cuda.deep_*``) stream over tiles of
 sample pairs; per pair they hold all position pairs of every layer, O(sum_l n_l^2), so
@@ -24,34 +25,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _kernel_args as _args
 from . import backend
-from ._validate import positive as _positive
-from .activations import check_activation
+from ._kernel_args import resolve_lambdas  # noqa: F401 - its former home
 from .deep_geometry import DeepGeometry
 
-__all__ = ["resolve_lambdas", "local_kernel", "renormalized_kernel",
+__all__ = ["resolve_lambdas", "one_layer", "local_kernel", "renormalized_kernel",
            "renormalized_kernel_diag", "local_kernel_adjoint"]
-
-
-def resolve_lambdas(lambdas, lambda0, lambda1, depth):
-    """``(lambda_0, ..., lambda_L)`` from ``lambdas`` or the one-layer ``lambda0``/``lambda1``.
-
-    ``lambdas=None`` gives ``(lambda0, 1, ..., 1, lambda1)`` (hidden layers' precisions 1).
-    Giving ``lambdas`` together with a ``lambda0``/``lambda1`` other than 1 is an error.
-    """
-    if lambdas is None:
-        out = [lambda0] + [1.0] * (depth - 1) + [lambda1]
-        names = ["lambda0"] + [f"lambdas[{i}]" for i in range(1, depth)] + ["lambda1"]
-    else:
-        if np.ndim(lambdas) != 1 or len(lambdas) != depth + 1:
-            raise ValueError(f"lambdas must hold {depth + 1} values (lambda_0, ..., "
-                             f"lambda_{depth}) for depth {depth}, got {lambdas!r}")
-        if lambda0 != 1.0 or lambda1 != 1.0:
-            raise ValueError(f"give either lambdas or lambda0/lambda1, not both (lambdas="
-                             f"{lambdas!r}, lambda0={lambda0!r}, lambda1={lambda1!r})")
-        out = list(lambdas)
-        names = [f"lambdas[{i}]" for i in range(depth + 1)]
-    return tuple(_positive(v, n) for v, n in zip(out, names))
 
 
 def _tables(geometry: DeepGeometry, lams):
@@ -63,35 +43,24 @@ def _tables(geometry: DeepGeometry, lams):
     return tables, norms
 
 
-def _prepare(X, Y, geometry, activation, lambdas, lambda0, lambda1):
-    check_activation(activation)
-    lams = resolve_lambdas(lambdas, lambda0, lambda1, geometry.depth)
-    from . import kernels
-
-    xp, PX, PY = kernels._inputs(X, Y, geometry)  # validated and finite
-    return lams, xp, PX, PY
-
-
 def _device_tables(tables, xp):
     return tables if xp is np else [xp.asarray(t) for t in tables]
 
 
-def _one_layer(geometry):
-    return geometry.layers[0]
+def one_layer(X, Y, geometry, activation, lambdas, lambda0, lambda1):
+    """A one-layer DeepGeometry runs the one-layer kernels: its PatchGeometry and
+    (lambda0, lambda1), after the checks of a deep call."""
+    lams = _args.prepare_deep(X, Y, geometry, activation, lambdas, lambda0, lambda1)[0]
+    return geometry.layers[0], lams[0], lams[1]
 
 
 def local_kernel(X, Y, *, geometry, activation, lambdas, lambda0, max_bytes, nthreads):
-    from . import kernels
-
-    lams, xp, PX, PY = _prepare(X, Y, geometry, activation, lambdas, lambda0, 1.0)
-    if geometry.depth == 1:
-        return kernels.local_kernel(X, Y, geometry=_one_layer(geometry), activation=activation,
-                                    lambda0=lams[0], max_bytes=max_bytes, nthreads=nthreads)
+    lams, xp, PX, PY = _args.prepare_deep(X, Y, geometry, activation, lambdas, lambda0, 1.0)
     dtype = backend.result_dtype(PX, PY)
     P, d = PX.shape[0], geometry.num_patches
     P2 = P if PY is None else PY.shape[0]
-    kernels._check_budget(P, P2, d, dtype, max_bytes)
-    PX, PY = kernels._cast(PX, PY, dtype, xp, activation, lams[0])
+    _args.check_budget(P, P2, d, dtype, max_bytes)
+    PX, PY = _args.cast(PX, PY, dtype, xp, activation, lams[0])
     tables, norms = _tables(geometry, lams)
     out = backend.implementation(xp).deep_local_kernel(
         PX, PY, _device_tables(tables, xp), norms, activation, lams[0],
@@ -100,17 +69,11 @@ def local_kernel(X, Y, *, geometry, activation, lambdas, lambda0, max_bytes, nth
 
 
 def renormalized_kernel(X, Y, *, Q, geometry, activation, lambdas, lambda0, lambda1, nthreads):
-    from . import kernels
-
-    lams, xp, PX, PY = _prepare(X, Y, geometry, activation, lambdas, lambda0, lambda1)
-    if geometry.depth == 1:
-        return kernels.renormalized_kernel(X, Y, Q=Q, geometry=_one_layer(geometry),
-                                           activation=activation, lambda0=lams[0],
-                                           lambda1=lams[1], nthreads=nthreads)
+    lams, xp, PX, PY = _args.prepare_deep(X, Y, geometry, activation, lambdas, lambda0, lambda1)
     Qa = backend.asarray(Q, "Q")
     dtype = backend.result_dtype(PX, PY, Qa)
-    Qs = kernels._symmetric_Q(Qa, geometry.num_patches, xp, dtype)
-    PX, PY = kernels._cast(PX, PY, dtype, xp, activation, lams[0])
+    Qs = _args.symmetric_Q(Qa, geometry.num_patches, xp, dtype)
+    PX, PY = _args.cast(PX, PY, dtype, xp, activation, lams[0])
     tables, norms = _tables(geometry, lams)
     out = backend.implementation(xp).deep_renormalized_kernel(
         PX, PY, Qs, _device_tables(tables, xp), norms, activation, lams[0], lams[-1],
@@ -120,17 +83,11 @@ def renormalized_kernel(X, Y, *, Q, geometry, activation, lambdas, lambda0, lamb
 
 def renormalized_kernel_diag(X, *, Q, geometry, activation, lambdas, lambda0, lambda1,
                              nthreads):
-    from . import kernels
-
-    lams, xp, PX, _ = _prepare(X, None, geometry, activation, lambdas, lambda0, lambda1)
-    if geometry.depth == 1:
-        return kernels.renormalized_kernel_diag(X, Q=Q, geometry=_one_layer(geometry),
-                                                activation=activation, lambda0=lams[0],
-                                                lambda1=lams[1], nthreads=nthreads)
+    lams, xp, PX, _ = _args.prepare_deep(X, None, geometry, activation, lambdas, lambda0, lambda1)
     Qa = backend.asarray(Q, "Q")
     dtype = backend.result_dtype(PX, Qa)
-    Qs = kernels._symmetric_Q(Qa, geometry.num_patches, xp, dtype)
-    PX, _ = kernels._cast(PX, None, dtype, xp, activation, lams[0])
+    Qs = _args.symmetric_Q(Qa, geometry.num_patches, xp, dtype)
+    PX, _ = _args.cast(PX, None, dtype, xp, activation, lams[0])
     tables, norms = _tables(geometry, lams)
     out = backend.implementation(xp).deep_renormalized_kernel_diag(
         PX, Qs, _device_tables(tables, xp), norms, activation, lams[0], lams[-1],
@@ -139,20 +96,14 @@ def renormalized_kernel_diag(X, *, Q, geometry, activation, lambdas, lambda0, la
 
 
 def local_kernel_adjoint(X, W, *, geometry, Y, activation, lambdas, lambda0, nthreads):
-    from . import kernels
-
-    lams, xp, PX, PY = _prepare(X, Y, geometry, activation, lambdas, lambda0, 1.0)
-    if geometry.depth == 1:
-        return kernels.local_kernel_adjoint(X, W, geometry=_one_layer(geometry), Y=Y,
-                                            activation=activation, lambda0=lams[0],
-                                            nthreads=nthreads)
+    lams, xp, PX, PY = _args.prepare_deep(X, Y, geometry, activation, lambdas, lambda0, 1.0)
     Wa = backend.asarray(W, "W")
     dtype = backend.result_dtype(PX, PY, Wa)
     P = PX.shape[0]
     P2 = P if PY is None else PY.shape[0]
-    Wc = kernels._matrix(Wa, "W", (P, P2), xp, dtype)
-    PX, PY = kernels._cast(PX, PY, dtype, xp, activation, lams[0])
-    symmetric = PY is None and kernels._is_symmetric(Wc, xp)
+    Wc = _args.matrix(Wa, "W", (P, P2), xp, dtype)
+    PX, PY = _args.cast(PX, PY, dtype, xp, activation, lams[0])
+    symmetric = PY is None and _args.is_symmetric(Wc, xp)
     tables, norms = _tables(geometry, lams)
     out = backend.implementation(xp).deep_local_kernel_adjoint(
         PX, PY, Wc, symmetric, _device_tables(tables, xp), norms, activation, lams[0],

@@ -13,8 +13,9 @@ import os
 
 import numpy as np
 
+from ._task import block_average as _block_average
 from ._validate import count as _count
-from .data import _block_average, _check_dir, _check_images, _read_cifar10, _read_mnist, _rng
+from .data import _check_dir, _check_images, _read_cifar10, _read_mnist, _rng
 from .datasets_sklearn import _sklearn_digits, digits_groups, parse_class_groups
 
 __all__ = ["load_groups", "available", "GROUP_TASKS"]

@@ -147,7 +147,7 @@ def test_command_runs_a_ladder_from_local_files(tmp_path, capsys):
     _fake_idx(tmp_path / "m")
     code = cli.main(["nets-vs-linearized", "--tasks", f"fashion-mnist:{tmp_path / 'm'}@0:1",
                      f"mnist:{tmp_path / 'm'}@all", "-P", "12", "--P-test", "4",
-                     "--arch", "fc,cnn", "--widths", "1", "--base-widths", "fc=4,cnn=2",
+                     "--arch", "fc,cnn", "--multipliers", "1", "--base-widths", "fc=4,cnn=2",
                      "--seeds", "2", "--max-steps", "20", "--quiet"])
     out = capsys.readouterr().out
     assert code == 0 and "fashion-mnist 0 vs 1" in out and "mnist 10 classes" in out
@@ -482,7 +482,7 @@ def test_divergence_keeps_the_finished_points(tmp_path, capsys):
 
     with um.patch.object(mo, "train_net", flaky):
         code = cli.main(["nets-vs-linearized", "--tasks", "digits@0:1", "-P", "16",
-                         "--P-test", "16", "--arch", "fc", "--widths", "1,2",
+                         "--P-test", "16", "--arch", "fc", "--multipliers", "1,2",
                          "--base-widths", "fc=2", "--seeds", "2", "--max-steps", "20",
                          "--quiet", "--out", str(tmp_path)])
     io = capsys.readouterr()

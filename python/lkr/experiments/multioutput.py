@@ -37,6 +37,7 @@ import numpy as np
 
 from .. import backend
 from .. import ntk as _ntk
+from .._validate import is_integer as _is_integer
 
 __all__ = ["MultiOutput", "jacobian", "ntk", "train_net", "train_linearized", "kernel_solution",
            "batches", "StopRule", "Stopper", "Trained", "linearized_gd", "eig"]
@@ -62,7 +63,7 @@ class MultiOutput:
         if readout not in base.param_shapes:
             raise ValueError(f"readout {readout!r} is not a parameter of {type(base).__name__} "
                              f"(it has {list(base.param_shapes)})")
-        if isinstance(outputs, bool) or not isinstance(outputs, (int, np.integer)) or outputs < 1:
+        if not _is_integer(outputs) or outputs < 1:
             raise ValueError(f"outputs must be a positive integer, got {outputs!r}")
         self.base, self.D, self.readout = base, int(outputs), readout
         p = base.params

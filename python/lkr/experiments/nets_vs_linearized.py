@@ -42,6 +42,7 @@ from typing import Callable, NamedTuple, Optional
 import numpy as np
 
 from .._io import check_writable_dir, describe
+from .._validate import is_integer as _is_integer
 from . import _ladder
 from .argtypes import nonneg_float, nonneg_int, positive_float, positive_int, shape
 from .argtypes import widths as _int_list
@@ -49,9 +50,9 @@ from .multioutput import StopRule
 from .report import stderr_note
 from .report_nets_vs_linearized import aggregate, format_table, plot_results, save_results
 
-__all__ = ["add_arguments", "command", "prepare", "Prepared", "PreparedTask", "run_experiment",
-           "format_table", "save_results", "plot_results", "ARCHITECTURES", "DEFAULTS", "HELP",
-           "StopRule"]
+__all__ = ["add_arguments", "command", "prepare", "NetsVsLinearizedSetup", "Prepared",
+           "PreparedTask", "run_experiment", "format_table", "save_results",
+           "plot_results", "ARCHITECTURES", "DEFAULTS", "HELP", "StopRule"]
 
 HELP = "finite-width nets against their linearisations on a task ladder; rank of the Jacobian"
 
@@ -71,9 +72,9 @@ class Arch(NamedTuple):
 
 def _lkr_net(arch):
     """make(width, geometry, activation, seed) of lkr's one-hidden-layer ``arch``
-    (:func:`lkr.experiments._arch.make_net`; FC takes the flattened inputs)."""
+    (:func:`lkr.train._arch.make_net`; FC takes the flattened inputs)."""
     def make(width, geometry, activation, seed):
-        from ._arch import make_net
+        from ..train._arch import make_net
 
         X = np.zeros((1, geometry.input_size))
         return make_net(arch, width, X, geometry=geometry, activation=activation, seed=seed)[0]
@@ -159,7 +160,7 @@ class PreparedTask(NamedTuple):
     deep: Optional[object]
 
 
-class Prepared(NamedTuple):
+class NetsVsLinearizedSetup(NamedTuple):
     """Loaded tasks and the checked grid: every user error surfaces in :func:`prepare`,
     before any training."""
 
@@ -170,6 +171,9 @@ class Prepared(NamedTuple):
     seeds: int
     seed: int
     seconds: float
+
+
+Prepared = NetsVsLinearizedSetup  # its former name
 
 
 def _geometries(info, filter_size, stride, boundary, need_deep, filter2=(2, 2), stride2=(2, 2)):
@@ -192,7 +196,7 @@ def prepare(tasks=DEFAULTS["tasks"], *, P=DEFAULTS["P"], P_test=DEFAULTS["P_test
             base_widths=None, filter_size=DEFAULTS["filter_size"], stride=DEFAULTS["stride"],
             boundary=DEFAULTS["boundary"], filter2=DEFAULTS["filter2"],
             stride2=DEFAULTS["stride2"], downsample=1, seeds=DEFAULTS["seeds"],
-            seed=DEFAULTS["seed"], classes=None) -> Prepared:
+            seed=DEFAULTS["seed"], classes=None) -> NetsVsLinearizedSetup:
     """Check the arguments (as :func:`run_experiment`'s) and load the tasks; ValueError /
     TypeError / ImportError (scikit-learn missing) for bad input. ``classes`` (the old
     single-task form): the class groups of every task given without ``@CLASSES``."""
@@ -207,9 +211,9 @@ def prepare(tasks=DEFAULTS["tasks"], *, P=DEFAULTS["P"], P_test=DEFAULTS["P_test
     if not multipliers or multipliers[0] < 1:
         raise ValueError(f"multipliers must be positive integers, got {multipliers}")
     bases = _base_widths(base_widths, architectures)
-    if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
+    if not _is_integer(seeds) or seeds < 1:
         raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
-    if isinstance(P, bool) or not isinstance(P, (int, np.integer)) or P < 1:
+    if not _is_integer(P) or P < 1:
         raise ValueError(f"P must be a positive integer, got {P!r}")
     if isinstance(tasks, str):
         tasks = [tasks]
@@ -229,8 +233,8 @@ def prepare(tasks=DEFAULTS["tasks"], *, P=DEFAULTS["P"], P_test=DEFAULTS["P_test
         # flat inputs (P, N0) serve every architecture (the patch nets cut them themselves)
         X, Xt = geometry.flatten(X, "X"), geometry.flatten(Xt, "X_test")
         loaded.append(PreparedTask(spec, (X, g, Xt, gt, info, D), geometry, deep))
-    return Prepared(loaded, architectures, multipliers, bases, int(seeds), int(seed),
-                    time.perf_counter() - t0)
+    return NetsVsLinearizedSetup(loaded, architectures, multipliers, bases, int(seeds),
+                                 int(seed), time.perf_counter() - t0)
 
 
 def run_experiment(tasks=DEFAULTS["tasks"], *, P=DEFAULTS["P"], P_test=DEFAULTS["P_test"],
@@ -379,6 +383,15 @@ def _tasks_arg(text):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+class _FormerMultipliers(argparse.Action):
+    """``--widths K,K,...``: the former name of ``--multipliers``, with a note on stderr."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print("lkr nets-vs-linearized: --widths is now --multipliers (multipliers of the base "
+              "widths; --widths means the widths themselves in lkr fc-vs-cnn)", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``lkr nets-vs-linearized``."""
     d = DEFAULTS
@@ -414,10 +427,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("networks")
     g.add_argument("--arch", dest="architectures", type=_archs, default=list(d["architectures"]),
                    help=f"comma-separated, among {', '.join(ARCHITECTURES)} (default all)")
-    g.add_argument("--widths", dest="multipliers", type=_int_list, default=None,
+    g.add_argument("--multipliers", dest="multipliers", type=_int_list, default=None,
                    metavar="K,K,...",
-                   help="width multipliers of each architecture's base width (default "
-                        + ",".join(map(str, d["multipliers"])) + "; --quick: 1,8)")
+                   help="the widths as multipliers K of each architecture's base width: "
+                        "N = K x base (default " + ",".join(map(str, d["multipliers"]))
+                        + "; --quick: 1,8)")
+    # the former spelling (--widths is the widths themselves in lkr fc-vs-cnn)
+    g.add_argument("--widths", dest="multipliers", type=_int_list, default=argparse.SUPPRESS,
+                   action=_FormerMultipliers, help=argparse.SUPPRESS)
     g.add_argument("--base-widths", type=_base_width_list, default=None, metavar="fc=N,...",
                    help="base widths (default " + ",".join(f"{k}={v.base_width}" for k, v in
                                                            ARCHITECTURES.items()) + ")")

@@ -1,5 +1,5 @@
 r"""Deep CNN theory: L convolutional layers of equal width Nc, the last one renormalised
-(THEORY2 section 3.3, docs/deep-cnn.md section 5).
+(docs/deep-cnn.md sections 5 and 6).
 
 .. math::
 
@@ -21,10 +21,12 @@ of the d x d Q per evaluation (d is small next to P).
 """
 from __future__ import annotations
 
+from typing import Any, Optional, Sequence
+
 import numpy as np
 
 from .. import _linalg, backend
-from .._deep_kernels import resolve_lambdas
+from .._kernel_args import resolve_lambdas
 from ..deep_geometry import DeepGeometry
 from ..kernels import (
     DEFAULT_MAX_BYTES,
@@ -174,8 +176,10 @@ class DeepCNNTheory(CNNTheory):
     _multi_output = False
     _corrected = False
 
-    def __init__(self, geometry, width, temperature, activation="erf", lambdas=None, *,
-                 tol=DEFAULT_TOL, maxiter=DEFAULT_MAXITER, max_bytes=None, materialize=None):
+    def __init__(self, geometry: DeepGeometry, width: float, temperature: float,
+                 activation: str = "erf", lambdas: Optional[Sequence[float]] = None, *,
+                 tol: float = DEFAULT_TOL, maxiter: int = DEFAULT_MAXITER,
+                 max_bytes: Optional[int] = None, materialize: Optional[bool] = None):
         if not isinstance(geometry, DeepGeometry):
             raise TypeError(f"geometry must be a DeepGeometry, got {type(geometry).__name__}")
         self.geometry = geometry
@@ -221,14 +225,14 @@ class DeepCNNTheory(CNNTheory):
         Qi = (U / w) @ U.T
         return val, (Pw + Pw.T) / 2, (Qi + Qi.T) / 2
 
-    def action(self, Q):
+    def action(self, Q: Any) -> float:
         r"""S(Q) = L Tr Q^{1/L} - log det Q + (alpha/P)[y^T A^{-1} y + log det A]."""
         self._need_data("action")
         Qn = self._check_Q(Q)
         data, _ = self._data(self._to_dev(Qn))
         return self._prior(Qn)[0] + data
 
-    def gradient(self, Q):
+    def gradient(self, Q: Any):
         r"""dS/dQ = Q^{1/L - 1} - Q^{-1} + (alpha/(P lambda_L d)) G(B), a (d, d) symmetric
         array."""
         self._need_data("gradient")
