@@ -97,7 +97,7 @@ ARCHITECTURES = {
     "deepcnn": Arch("DCNN", 2, _deep_cnn, geometry="deep"),
 }
 
-#: the default run (about three minutes of CPU time, see docs/nets-vs-linearized.md)
+#: the default run (about 100 s of CPU time, see docs/nets-vs-linearized.md)
 DEFAULTS = dict(tasks=("ladder",), P=128, P_test=None,
                 architectures=("fc", "cnn", "lcn", "deepcnn"), multipliers=(1, 2, 4, 8),
                 base_widths=None, activation="relu", filter_size=(3, 3), stride=(1, 1),
@@ -403,7 +403,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "rule; compare test accuracy and MSE (mean +- se over seeds), and report the effective "
         "rank of the Jacobian at initialisation and each task's difficulty. Prints a table; "
         "with --out, writes results.json and nets_vs_linearized.png.")
-    parser.epilog = ("Example: lkr nets-vs-linearized --out runs/nvl (about three minutes on "
+    parser.epilog = ("Example: lkr nets-vs-linearized --out runs/nvl (about 100 s of CPU time, "
                      "one core); --quick: one seed, two widths.")
     g = parser.add_argument_group("tasks")
     g.add_argument("--tasks", nargs="+", type=_tasks_arg, default=None, metavar="TASK",
