@@ -352,7 +352,7 @@ def _engine():
     impl = backend.implementation(np)
     if hasattr(impl, "collapsed_sweep"):
         return impl
-    from .._cuda_collapsed import CollapsedCalls   # the refactorising reference (slow)
+    from .._cuda_collapsed import CollapsedCalls  # the refactorising reference (slow)
 
     eng = CollapsedCalls()
     eng.xp = np
