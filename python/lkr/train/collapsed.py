@@ -230,7 +230,7 @@ def collapsed(net, X, Y, temperature, *, sweeps=1000, burn_in=None, chains=4, X_
     ss_init, ss_run = np.random.SeedSequence(seed).spawn(2)
     rng = np.random.default_rng(ss_run)
     W = _start(model, net, init, chains, np.random.default_rng(ss_init))
-    impl = _engine()
+    impl = backend.implementation(np)
     nthreads = backend.get_num_threads()
     groups = model.groups
     betas = [step] * len(groups)
@@ -346,17 +346,6 @@ def collapsed(net, X, Y, temperature, *, sweeps=1000, burn_in=None, chains=4, X_
         acceptance=sum(acc_sampling) / total_p if total_p else float("nan"), steps=betas,
         acceptances=accs, diagnostics=dict(factor_drift=drift, breakdowns=breakdowns),
         y_test=None if yt is None else (yt[:, 0] if vector else yt))
-
-
-def _engine():
-    impl = backend.implementation(np)
-    if hasattr(impl, "collapsed_sweep"):
-        return impl
-    from .._cuda_collapsed import CollapsedCalls  # the refactorising reference (slow)
-
-    eng = CollapsedCalls()
-    eng.xp = np
-    return eng
 
 
 def _lower_layer(model, g, W, rng, shrink, noise, chains, Yd, T, G, S):
