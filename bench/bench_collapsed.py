@@ -92,8 +92,8 @@ def _cases(quick):
     if quick:
         return [("cnn1d-P48", cnn1d, (2000, 1000, 10), (200, 50, 1))]
     return [("cnn1d-P48", cnn1d, (60000, 20000, 20), (1500, 300, 1)),
-            ("fc-P500", fc, (3000, 1000, 5), (100, 25, 1)),
-            ("cnn28-P500", cnn28, (4000, 1000, 5), (60, 15, 1))]
+            ("fc-P500", fc, (6000, 2000, 5), (250, 50, 1)),
+            ("cnn28-P500", cnn28, (8000, 2000, 5), (300, 100, 1))]
 
 
 def _langevin(net, t, T, steps, burn_in, thin, chains):
@@ -145,10 +145,12 @@ def _row(case, impl, res, e, cpu, cpu_total, extra):
                   **extra)
 
 
-def run(quick: bool = False):
+def run(quick: bool = False, only=None):
     T, chains = 0.1, 4
     rows = []
     for name, build, (steps, lb, lthin), (sweeps, cb_, cthin) in _cases(quick):
+        if only is not None and name not in only:
+            continue
         net, t = build()
         _log(f"{name}: Langevin {chains} chains x {steps} steps ...")
         res, e, cpu, tot = _langevin(net, t, T, steps, lb, lthin, chains)
