@@ -62,7 +62,12 @@ def _compare(M, Np, act, N, sweeps=300):
     res = train.collapsed(nets.CNNNet(g, N, activation=act, seed=0), X, y, T, sweeps=sweeps,
                           burn_in=sweeps // 4, chains=8, X_test=Xt, y_test=yt, seed=0)
     out = res.test_error()
-    return out, th.evaluate(Xt, yt)["error"], gp.evaluate(Xt, yt)["error"]
+    theory, e_gp = th.evaluate(Xt, yt)["error"], gp.evaluate(Xt, yt)["error"]
+    print(f"{act} M={M} Np={Np} Nc={N} alpha={P / N:g} T={T}: exact {out['error']:.4f} +- "
+          f"{out['error_se']:.4f}, theory {theory:.4f}, GP {e_gp:.4f}, share "
+          f"{(theory - e_gp) / (out['error'] - e_gp):.2f}, R-hat {out['rhat']:.3f}/"
+          f"{out['rhat_split']:.3f}")
+    return out, theory, e_gp
 
 
 @pytest.mark.slow
@@ -129,6 +134,9 @@ def test_deep_cnn_action_against_the_exact_sampler(M1, share_band):
     exact, se = out["error"], out["error_se"]
     theory, e_gp = th.evaluate(Xt, yt)["error"], gp.evaluate(Xt, yt)["error"]
     shift = exact - e_gp
+    print(f"deep M1={M1} Nc=24 alpha=1 T={T}: exact {exact:.4f} +- {se:.4f}, theory "
+          f"{theory:.4f}, GP {e_gp:.4f}, share {(theory - e_gp) / shift:.2f}, R-hat "
+          f"{out['rhat']:.3f}/{out['rhat_split']:.3f}")
     assert out["rhat"] < 1.05 and out["rhat_split"] < 1.05
     assert abs(shift) > 10 * se
     if share_band is None:
