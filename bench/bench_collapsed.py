@@ -24,9 +24,9 @@ channels on the student's patches, unit label variance):
     1D CNN, N0 = 64, filter 16, stride 16 (Np = 4, M = 16), Nc = 48 (alpha = 1), P = 48.
 ``fc-P500``
     FC on 28 x 28 = 784 inputs (teacher: 7 x 7 filters), N1 = 500 (alpha = 1), P = 500.
-``cnn28-P500``
-    CNN on 28 x 28, filter 7 x 7 at stride 7 (Np = 16, M = 49), Nc = 64 (alpha = 7.8),
-    P = 500.
+``cnn28-P500``, ``cnn28-P500-Nc256``
+    CNN on 28 x 28, filter 7 x 7 at stride 7 (Np = 16, M = 49), Nc = 64 (alpha = 7.8) and
+    256 (alpha = 2), P = 500.
 
 P_test = 200 in every case. Langevin: ``lr="auto"`` (a quarter of the stability limit),
 the net's fused objective. Threads: the suite runs at lkr's thread setting (every row
@@ -82,18 +82,20 @@ def _cases(quick):
         X, Xt = t.X.reshape(P, -1), t.X_test.reshape(len(t.X_test), -1)
         return nets.FCNet(784, 100 if quick else 500, seed=0), t._replace(X=X, X_test=Xt)
 
-    def cnn28():
-        P = 100 if quick else 500
-        t = data.local_teacher(P, 200, seed=0, input_shape=(28, 28), filter_size=(7, 7))
-        g = PatchGeometry((28, 28), (7, 7), (7, 7))
-        return nets.CNNNet(g, 16 if quick else 64, seed=0), t
+    def cnn28(Nc):
+        def build():
+            t = data.local_teacher(500, 200, seed=0, input_shape=(28, 28), filter_size=(7, 7))
+            g = PatchGeometry((28, 28), (7, 7), (7, 7))
+            return nets.CNNNet(g, Nc, seed=0), t
+        return build
 
     # (name, builder, langevin (steps, burn_in, thin), collapsed (sweeps, burn_in, thin))
     if quick:
         return [("cnn1d-P48", cnn1d, (2000, 1000, 10), (200, 50, 1))]
     return [("cnn1d-P48", cnn1d, (60000, 20000, 20), (1500, 300, 1)),
             ("fc-P500", fc, (6000, 2000, 5), (250, 50, 1)),
-            ("cnn28-P500", cnn28, (8000, 2000, 5), (300, 100, 1))]
+            ("cnn28-P500", cnn28(64), (8000, 2000, 5), (300, 100, 1)),
+            ("cnn28-P500-Nc256", cnn28(256), (4000, 1000, 5), (120, 30, 1))]
 
 
 def _langevin(net, t, T, steps, burn_in, thin, chains):
