@@ -112,8 +112,8 @@ def sampled_test_error(arch, *, width, geometry=None, X, y, X_test, y_test, temp
         ``"collapsed"`` (default): :func:`lkr.train.collapsed`, the exact sampler with the
         readout integrated out, run for ``sweeps`` (default 400) sweeps. It is the default
         because this function exists to compare networks with theories: it has no
-        step-size bias and, measured in ``bench/bench_collapsed.py``, needs 10-30x less
-        CPU than Langevin for the same standard error. ``"langevin"``:
+        step-size bias and, measured in ``bench/bench_collapsed.py``, needs 1.7-31x less
+        CPU than Langevin for the same standard error (docs/training.md). ``"langevin"``:
         :func:`lkr.train.langevin` for ``steps`` (default 4000) steps at ``lr``.
     chains, burn_in, thin, seed : see the sampler (``steps``/``sweeps`` count burn-in)
     steps, lr : Langevin's only (default 4000 steps; lr :func:`suggest_lr` at the
