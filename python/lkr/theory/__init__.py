@@ -13,11 +13,13 @@ Each theory has the same shape::
 ``GPTheory`` (infinite width), ``FCTheory`` (scalar Qbar), ``DeepFCTheory`` (one Q_l per
 layer, vanilla or nested), ``CNNTheory`` (Np x Np Qbar), ``LCNTheory`` (diagonal Qbar),
 ``DeepCNNTheory`` (L convolutional layers, d x d Qbar = R^L; one output, central action).
-The one-order-parameter actions are exact for odd activations only; for relu FCTheory uses
+The actions hold where the filter dimension M of the renormalised layer (FC: N0) is large;
+below 16 a fit warns (``TheoryRegimeWarning``, docs/validity.md), and ``Solution.filter_dim``
+records M. The one-order-parameter actions are exact for odd activations only; for relu FCTheory uses
 the non-central (Q0, Q1) action (``mean="auto"``), and with Y of shape (P, D) the FC theories
 and the GP take D outputs (docs/theory-beyond-odd.md).
 """
-from .._warnings import ConvergenceWarning
+from .._warnings import ConvergenceWarning, TheoryRegimeWarning
 from .conv import CNNTheory, LCNTheory
 from .deep_conv import DeepCNNTheory
 from .fc import DeepFCTheory, FCTheory
@@ -26,7 +28,7 @@ from .result import ConvergenceError, Prediction, Solution
 
 __all__ = ["GPTheory", "FCTheory", "DeepFCTheory", "CNNTheory", "LCNTheory", "DeepCNNTheory",
            "Solution",
-           "Prediction", "ConvergenceError", "ConvergenceWarning"]
+           "Prediction", "ConvergenceError", "ConvergenceWarning", "TheoryRegimeWarning"]
 
 # lkr.theory.sweep (parameter sweeps) is added below by its own module's owner.
 from .sweep import sweep  # noqa: E402

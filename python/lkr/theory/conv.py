@@ -105,6 +105,10 @@ class _LocalTheory(_base._Theory):
     def num_patches(self):
         return self.geometry.num_patches
 
+    def _filter_dim(self):
+        """M = C_in k_h k_w: the Gaussian-equivalence condition of docs/validity.md."""
+        return int(self.geometry.patch_size)
+
     def _validate_X(self, X):
         Xa = _base.inputs(X)
         return self.geometry.flatten(Xa, "X")  # ValueError when X does not fit the geometry
