@@ -74,8 +74,8 @@ def test_local_theories_warn_below_16_once_per_fit(cls, activation):
 def test_no_warning_at_16_and_above():
     X, y = _data(32)
     for fs in (16, 32):
-        g = lkr.PatchGeometry((32,), fs)
-        sol = _no_warning(lambda: CNNTheory(geometry=g, width=8, temperature=0.1).fit(X, y))
+        th = CNNTheory(geometry=lkr.PatchGeometry((32,), fs), width=8, temperature=0.1)
+        sol = _no_warning(lambda: th.fit(X, y))  # noqa: B023 (called at once)
         assert sol.filter_dim == fs
     # 2D with channels: M = C k_h k_w = 3 * 3 * 3 = 27
     rng = np.random.default_rng(1)

@@ -113,8 +113,9 @@ class Solution:
         Scalar Q: ``{"Q": q}``. Per-layer Q: ``{"Q": [q_1, ...]}``. Matrix Q:
         ``mean_diagonal``, ``mean_off_diagonal`` (0 for Np = 1), ``min_eigenvalue``,
         ``max_eigenvalue``. Always ``action``, ``converged``, ``iterations``,
-        ``rel_grad_norm``; ``filter_dim`` when known (not for the GP). ``conjugate`` (the same digest of the conjugate order parameter:
-        a float, a list or a dict) when there is one, and ``outputs`` when D > 1.
+        ``rel_grad_norm``; ``filter_dim`` when known (not for the GP). ``conjugate`` (the
+        same digest of the conjugate order parameter: a float, a list or a dict) when there
+        is one, and ``outputs`` when D > 1.
         """
         out = _digest(self.Q)
         if not isinstance(out, dict):
