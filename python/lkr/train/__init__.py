@@ -47,6 +47,7 @@ Layout: :mod:`~lkr.train.langevin` (sampler, result, updater, step size), :mod:`
 from __future__ import annotations
 
 from ._common import SamplingWarning, loss_and_grad
+from .collapsed import CollapsedResult, collapsed
 from .gd import GDResult, gradient_descent
 from .langevin import (
     DEFAULT_BURN_IN_FRACTION,
@@ -59,7 +60,8 @@ from .linearized import fit_linearized
 
 __all__ = ["langevin", "LangevinResult", "gradient_descent", "GDResult", "loss_and_grad",
            "suggest_lr", "sampled_test_error", "SamplingWarning", "ARCHITECTURES",
-           "fit_linearized", "default_burn_in", "DEFAULT_BURN_IN_FRACTION"]
+           "fit_linearized", "default_burn_in", "DEFAULT_BURN_IN_FRACTION", "collapsed",
+           "CollapsedResult"]
 
 
 def __getattr__(name):
