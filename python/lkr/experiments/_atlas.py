@@ -1,0 +1,221 @@
+"""The theory atlas behind ``lkr check-theory --atlas``: the share of the finite-width shift
+that the effective action captures, (theory - GP) / (exact - GP), over the filter dimension
+M, the width ratio alpha and the activation, against the exact collapsed sampler
+(docs/validity.md).
+
+The task is the seeded local teacher (Gaussian inputs, a one-layer erf CNN teacher of a few
+channels on the student's patches): a 1D input of Np = 4 non-overlapping patches of M sites
+(N0 = 4 M), or for ``arch="fc"`` one patch, N0 = M (the FC net then sees N0 = M inputs).
+Every (M, activation, alpha) cell fits the action and the GP and samples the network with
+``sweeps(alpha) = sweeps * max(alpha, 1/2)`` collapsed sweeps (narrow nets mix more slowly;
+wide ones cost more per sweep).
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional, Sequence
+
+from .. import _interrupt
+from .._json import jsonable
+from .._progress import PhaseBar
+from ._theory_check import DEFAULT_TOLERANCE, compare
+
+__all__ = ["run_atlas", "format_atlas", "plot_atlas", "ATLAS_DEFAULTS", "cell_sweeps"]
+
+#: The default atlas: about five minutes on two busy cores.
+ATLAS_DEFAULTS = dict(filter_dims=(4, 9, 16, 27, 64), alphas=(0.25, 1.0, 4.0),
+                      activations=("erf", "relu"), P=24, P_test=200, temperature=0.1,
+                      patches=4, teacher_channels=4, sweeps=1000, chains=4, seed=0,
+                      arch="cnn")
+
+
+def cell_sweeps(sweeps: int, alpha: float) -> int:
+    """The sweeps of one cell: ``sweeps * max(alpha, 1/2)``."""
+    return max(8, int(round(sweeps * max(alpha, 0.5))))
+
+
+def _task(M, arch, P, P_test, patches, teacher_channels, seed):
+    from .. import data
+    from ..geometry import PatchGeometry
+
+    Np = 1 if arch == "fc" else patches
+    X, y, Xt, yt, _ = data.load_task("local-teacher", P, P_test, seed, input_shape=(Np * M,),
+                                     filter_size=(M,), boundary="periodic",
+                                     teacher_channels=teacher_channels, noise=0.0)
+    return (X, y, Xt, yt), PatchGeometry((Np * M,), M)
+
+
+def run_atlas(*, filter_dims: Sequence[int] = ATLAS_DEFAULTS["filter_dims"],
+              alphas: Sequence[float] = ATLAS_DEFAULTS["alphas"],
+              activations: Sequence[str] = ATLAS_DEFAULTS["activations"],
+              P: int = ATLAS_DEFAULTS["P"], P_test: int = ATLAS_DEFAULTS["P_test"],
+              temperature: float = ATLAS_DEFAULTS["temperature"],
+              patches: int = ATLAS_DEFAULTS["patches"],
+              teacher_channels: int = ATLAS_DEFAULTS["teacher_channels"],
+              sweeps: int = ATLAS_DEFAULTS["sweeps"], chains: int = ATLAS_DEFAULTS["chains"],
+              seed: int = ATLAS_DEFAULTS["seed"], arch: str = ATLAS_DEFAULTS["arch"],
+              tol: float = DEFAULT_TOLERANCE, finite_filter: bool = False,
+              progress: Optional[Callable] = None) -> dict:
+    """Map the share of the finite-width shift over M x activation x alpha.
+
+    Parameters
+    ----------
+    filter_dims, alphas, activations : the grid (M = the filter dimension; FC: N0)
+    P, P_test, temperature, patches, teacher_channels, seed : the task and the posterior
+    sweeps, chains : the sampler (``sweeps`` at alpha = 1, see :func:`cell_sweeps`)
+    arch : {"cnn", "lcn", "fc"}
+    tol : float
+        The verdict's tolerance on the share (a fraction of the shift).
+    finite_filter : bool
+        Also the experimental finite-filter action for relu CNN cells.
+    progress : callable, optional
+        ``progress(total)`` -> a tqdm bar.
+
+    Returns
+    -------
+    dict
+        ``settings``, ``rows`` (one per finished cell: the :func:`compare` row plus ``M``),
+        ``timing``, ``interrupted``; on Ctrl-C :class:`lkr._interrupt.Interrupted` carries
+        the finished rows with ``interrupted=True`` (the cell cut short is dropped).
+    """
+    if arch not in ("cnn", "lcn", "fc"):
+        raise ValueError(f"the atlas maps arch 'cnn', 'lcn' or 'fc', got {arch!r}")
+    t_start = time.perf_counter()
+    settings = dict(filter_dims=[int(m) for m in filter_dims], alphas=[float(a) for a in alphas],
+                    activations=list(activations), P=int(P), P_test=int(P_test),
+                    temperature=float(temperature), patches=1 if arch == "fc" else int(patches),
+                    teacher_channels=int(teacher_channels), sweeps=int(sweeps),
+                    chains=int(chains), seed=int(seed), arch=arch, tol=float(tol),
+                    task="local-teacher", finite_filter=bool(finite_filter))
+    rows = []
+    bar = PhaseBar(progress, len(filter_dims) * len(alphas) * len(activations))
+
+    def results(**extra):
+        return jsonable(dict(experiment="check-theory --atlas", settings=settings, rows=rows,
+                             timing={"total_s": time.perf_counter() - t_start}, **extra))
+
+    try:
+        for M in filter_dims:
+            data, geometry = _task(int(M), arch, P, P_test, patches, teacher_channels, seed)
+            X, y, Xt, yt = data
+            for act in activations:
+                for a in alphas:
+                    width = max(1, int(round(P / a)))
+                    label = f"M={M} {act} alpha={a:g} (N={width})"
+                    bar.status(label + " ...")
+                    row = compare(arch, width, geometry=geometry, X=X, y=y, X_test=Xt,
+                                  y_test=yt, temperature=temperature, activation=act,
+                                  sweeps=cell_sweeps(sweeps, P / width), chains=chains,
+                                  seed=seed, tol=tol,
+                                  finite_filter=finite_filter and act == "relu"
+                                  and arch == "cnn")
+                    if row.get("interrupted") or _interrupt.requested():
+                        raise KeyboardInterrupt
+                    row["M"] = int(M)
+                    rows.append(row)
+                    bar.tick(label)
+    except KeyboardInterrupt:
+        bar.close()
+        during = (bar.label or "start-up").replace(" ...", "")
+        raise _interrupt.Interrupted(results(interrupted=True, interrupted_during=during),
+                                     during) from None
+    finally:
+        bar.close()
+    return results(interrupted=False)
+
+
+def _pct(v, se=None):
+    if v is None:
+        return "n/a"
+    return f"{100 * v:.0f}%" + ("" if se is None else f"+-{100 * se:.0f}")
+
+
+def format_atlas(results: dict) -> str:
+    """The atlas as text: the share table (rows activation x alpha, columns M) and every
+    cell's numbers."""
+    s = results["settings"]
+    sym = "N0" if s["arch"] == "fc" else "M"
+    rows = results["rows"]
+    lines = [f"Theory atlas ({s['arch'].upper()}, {s['task']} task, P = {s['P']}, "
+             f"P_test = {s['P_test']}, T = {s['temperature']:g}, Np = {s['patches']}, "
+             f"{s['chains']} chains, {s['sweeps']} sweeps at alpha = 1)",
+             "share of the finite-width shift captured by the action, (theory - GP) / "
+             "(exact - GP), +- 1 SE; '*' R-hat > 1.1, '?' shift not resolved (< 4 SE)"]
+    if results.get("interrupted"):
+        lines.append(f"INTERRUPTED during {results.get('interrupted_during')}: finished "
+                     "cells only")
+    ms = s["filter_dims"]
+    lines.append("")
+    lines.append(f"{'activation':>10} {'alpha':>6}" + "".join(f"{sym + '=' + str(m):>13}"
+                                                             for m in ms))
+    cell = {(r["activation"], r["alpha"], r["M"]): r for r in rows}
+    for act in s["activations"]:
+        for a in s["alphas"]:
+            txt = []
+            for m in ms:
+                r = next((v for (ac, al, mm), v in cell.items()
+                          if ac == act and mm == m and abs(al - a) < 1e-9 * max(a, 1)), None)
+                if r is None:
+                    txt.append(f"{'-':>13}")
+                    continue
+                flag = {"unmixed": "*", "unresolved": "?"}.get(r["verdict"]["status"], "")
+                txt.append(f"{_pct(r['share'], r['share_se']) + flag:>13}")
+            lines.append(f"{act:>10} {a:>6g}" + "".join(txt))
+    lines.append("")
+    ff = any("finite_filter" in r for r in rows)
+    lines.append(f"{sym:>4}{'act':>6}{'alpha':>7}{'N':>5}{'GP':>9}{'theory':>9}"
+                 f"{'exact':>9}{'SE':>8}{'share':>12}{'R-hat':>7}  verdict"
+                 + ("   finite-filter share" if ff else ""))
+    for r in rows:
+        extra = ""
+        if "finite_filter" in r:
+            f = r["finite_filter"]
+            extra = ("   undefined (conjugate)" if f.get("error") is None
+                     else f"   {_pct(f['share'], f['share_se'])} ({f.get('nodes')} nodes)")
+        lines.append(f"{r['M']:>4}{r['activation']:>6}{r['alpha']:>7.3g}{r['width']:>5}"
+                     f"{r['gp']:>9.4f}{r['theory']:>9.4f}{r['exact']:>9.4f}"
+                     f"{r['exact_se']:>8.4f}{_pct(r['share'], r['share_se']):>12}"
+                     f"{r['rhat']:>7.3f}  {r['verdict']['status']}{extra}")
+    return "\n".join(lines)
+
+
+def plot_atlas(results: dict, path: str) -> str:
+    """Share against M (log axis), one line per activation and alpha, +- 1 SE bars; the
+    band 1 +- tol marks agreement. Needs matplotlib (lkr[plot])."""
+    from .._io import savefig
+    from .report import pyplot
+
+    plt = pyplot()
+    s = results["settings"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.axhspan(1 - s["tol"], 1 + s["tol"], color="0.9", label=f"1 +- {s['tol']:g}")
+    ax.axhline(1.0, color="0.5", lw=0.8)
+    ax.axhline(0.0, color="0.7", lw=0.6)
+    ax.axvline(16, color="0.6", ls=":", lw=1)
+    styles = {"erf": "-", "relu": "--"}
+    markers = ["o", "s", "^", "v", "D"]
+    for act in s["activations"]:
+        for k, a in enumerate(s["alphas"]):
+            pts = sorted((r["M"], r["share"], r["share_se"]) for r in results["rows"]
+                         if r["activation"] == act and abs(r["alpha"] - a) < 1e-9 * max(a, 1)
+                         and r["share"] is not None)
+            if not pts:
+                continue
+            m, v, e = zip(*pts)
+            ax.errorbar(m, v, yerr=e, ls=styles.get(act, "-"), marker=markers[k % 5],
+                        capsize=2, label=f"{act}, alpha = {a:g}")
+    ax.set_xscale("log")
+    ax.set_xticks(s["filter_dims"])
+    ax.set_xticklabels([str(m) for m in s["filter_dims"]])
+    sym = "N0" if s["arch"] == "fc" else "filter dimension M"
+    ax.set_xlabel(sym)
+    ax.set_ylabel("(theory - GP) / (exact - GP)")
+    ax.set_title(f"Share of the finite-width shift ({s['arch'].upper()}, P = {s['P']}, "
+                 f"T = {s['temperature']:g})", fontsize=10)
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(max(lo, -1.0), min(hi, 3.0))
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    savefig(fig, path)
+    plt.close(fig)
+    return path
