@@ -123,6 +123,13 @@ def test_atlas_rows_table_and_plot(tmp_path):
     text = _atlas.format_atlas(res)
     assert "M=4" in text and "M=16" in text and "relu" in text and "finite-filter" in text
     assert _atlas.cell_sweeps(1000, 0.25) == 500 and _atlas.cell_sweeps(1000, 4) == 4000
+    two = _tiny_atlas(filter_dims=(16,), seeds=2)
+    assert [r["seed"] for r in two["rows"]] == [0, 1]
+    c = _atlas.cells(two)[("relu", 1.0, 16)]
+    shares = [r["share"] for r in two["rows"]]
+    assert c["seeds"] == 2 and c["share"] == pytest.approx(np.mean(shares))
+    assert c["share_se"] == pytest.approx(abs(shares[0] - shares[1]) / 2)
+    assert "seed" in _atlas.format_atlas(two)
     fc = _tiny_atlas(arch="fc", filter_dims=(8,))
     assert fc["settings"]["patches"] == 1 and fc["rows"][0]["filter_dim"] == 8
     assert "N0=8" in _atlas.format_atlas(fc)

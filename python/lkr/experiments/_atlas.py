@@ -20,7 +20,8 @@ from .._json import jsonable
 from .._progress import PhaseBar
 from ._theory_check import DEFAULT_TOLERANCE, compare
 
-__all__ = ["run_atlas", "format_atlas", "plot_atlas", "ATLAS_DEFAULTS", "cell_sweeps"]
+__all__ = ["run_atlas", "format_atlas", "plot_atlas", "cells", "ATLAS_DEFAULTS",
+           "cell_sweeps"]
 
 #: The default atlas: about five minutes on two busy cores.
 ATLAS_DEFAULTS = dict(filter_dims=(4, 9, 16, 27, 64), alphas=(0.25, 1.0, 4.0),
@@ -55,13 +56,17 @@ def run_atlas(*, filter_dims: Sequence[int] = ATLAS_DEFAULTS["filter_dims"],
               sweeps: int = ATLAS_DEFAULTS["sweeps"], chains: int = ATLAS_DEFAULTS["chains"],
               seed: int = ATLAS_DEFAULTS["seed"], arch: str = ATLAS_DEFAULTS["arch"],
               tol: float = DEFAULT_TOLERANCE, finite_filter: bool = False,
-              progress: Optional[Callable] = None) -> dict:
+              progress: Optional[Callable] = None, seeds: int = 1) -> dict:
     """Map the share of the finite-width shift over M x activation x alpha.
 
     Parameters
     ----------
     filter_dims, alphas, activations : the grid (M = the filter dimension; FC: N0)
     P, P_test, temperature, patches, teacher_channels, seed : the task and the posterior
+    seeds : int
+        Repeat the grid for the tasks (and chains) of seeds ``seed`` ... ``seed + seeds - 1``;
+        the table and the plot then average the share over them (+- its standard error
+        over seeds, which includes the task's own variation).
     sweeps, chains : the sampler (``sweeps`` at alpha = 1, see :func:`cell_sweeps`)
     arch : {"cnn", "lcn", "fc"}
     tol : float
@@ -86,32 +91,35 @@ def run_atlas(*, filter_dims: Sequence[int] = ATLAS_DEFAULTS["filter_dims"],
                     temperature=float(temperature), patches=1 if arch == "fc" else int(patches),
                     teacher_channels=int(teacher_channels), sweeps=int(sweeps),
                     chains=int(chains), seed=int(seed), arch=arch, tol=float(tol),
-                    task="local-teacher", finite_filter=bool(finite_filter))
+                    task="local-teacher", finite_filter=bool(finite_filter),
+                    seeds=[int(seed) + k for k in range(int(seeds))])
     rows = []
-    bar = PhaseBar(progress, len(filter_dims) * len(alphas) * len(activations))
+    bar = PhaseBar(progress, len(filter_dims) * len(alphas) * len(activations) * int(seeds))
 
     def results(**extra):
         return jsonable(dict(experiment="check-theory --atlas", settings=settings, rows=rows,
                              timing={"total_s": time.perf_counter() - t_start}, **extra))
 
+    grid = [(sd, M) for sd in settings["seeds"] for M in filter_dims]
     try:
-        for M in filter_dims:
-            data, geometry = _task(int(M), arch, P, P_test, patches, teacher_channels, seed)
+        for sd, M in grid:
+            data, geometry = _task(int(M), arch, P, P_test, patches, teacher_channels, sd)
             X, y, Xt, yt = data
             for act in activations:
                 for a in alphas:
                     width = max(1, int(round(P / a)))
-                    label = f"M={M} {act} alpha={a:g} (N={width})"
+                    label = (f"M={M} {act} alpha={a:g} (N={width})"
+                             + (f" seed {sd}" if seeds > 1 else ""))
                     bar.status(label + " ...")
                     row = compare(arch, width, geometry=geometry, X=X, y=y, X_test=Xt,
                                   y_test=yt, temperature=temperature, activation=act,
                                   sweeps=cell_sweeps(sweeps, P / width), chains=chains,
-                                  seed=seed, tol=tol,
+                                  seed=sd, tol=tol,
                                   finite_filter=finite_filter and act == "relu"
                                   and arch == "cnn")
                     if row.get("interrupted") or _interrupt.requested():
                         raise KeyboardInterrupt
-                    row["M"] = int(M)
+                    row["M"], row["seed"] = int(M), int(sd)
                     rows.append(row)
                     bar.tick(label)
     except KeyboardInterrupt:
@@ -122,6 +130,41 @@ def run_atlas(*, filter_dims: Sequence[int] = ATLAS_DEFAULTS["filter_dims"],
     finally:
         bar.close()
     return results(interrupted=False)
+
+
+def cells(results: dict) -> dict:
+    """(activation, alpha, M) -> the cell's share over seeds: ``share``, ``share_se`` (one
+    seed: the sampler's, by the delta method; several: the spread over seeds / sqrt(n)),
+    ``seeds``, ``flags`` ('*' some R-hat > 1.1, '?' some shift unresolved) and the same
+    ``ff_share``/``ff_share_se``/``ff_undefined`` of the finite-filter action."""
+    import numpy as np
+
+    groups = {}
+    for r in results["rows"]:
+        groups.setdefault((r["activation"], r["alpha"], r["M"]), []).append(r)
+
+    def pool(vals, ses):
+        vals = [v for v in vals if v is not None]
+        if not vals:
+            return None, None
+        if len(vals) == 1:
+            return vals[0], (ses[0] if ses and ses[0] is not None else None)
+        return float(np.mean(vals)), float(np.std(vals, ddof=1) / np.sqrt(len(vals)))
+
+    out = {}
+    for key, rs in groups.items():
+        sh, se = pool([r["share"] for r in rs], [r["share_se"] for r in rs])
+        flags = ("*" if any(r["verdict"]["status"] == "unmixed" for r in rs) else "") + \
+                ("?" if any(r["verdict"]["status"] == "unresolved" for r in rs) else "")
+        cell = dict(share=sh, share_se=se, seeds=len(rs), flags=flags)
+        ff = [r["finite_filter"] for r in rs if "finite_filter" in r]
+        if ff:
+            defined = [f for f in ff if f.get("error") is not None]
+            cell["ff_share"], cell["ff_share_se"] = pool([f["share"] for f in defined],
+                                                         [f["share_se"] for f in defined])
+            cell["ff_undefined"] = len(ff) - len(defined)
+        out[key] = cell
+    return out
 
 
 def _pct(v, se=None):
@@ -148,22 +191,33 @@ def format_atlas(results: dict) -> str:
     lines.append("")
     lines.append(f"{'activation':>10} {'alpha':>6}" + "".join(f"{sym + '=' + str(m):>13}"
                                                              for m in ms))
-    cell = {(r["activation"], r["alpha"], r["M"]): r for r in rows}
+    agg = cells(results)
+    ff = any("ff_share" in c for c in agg.values())
     for act in s["activations"]:
         for a in s["alphas"]:
             txt = []
             for m in ms:
-                r = next((v for (ac, al, mm), v in cell.items()
-                          if ac == act and mm == m and abs(al - a) < 1e-9 * max(a, 1)), None)
-                if r is None:
+                c = _find(agg, act, a, m)
+                txt.append(f"{'-':>13}" if c is None else
+                           f"{_pct(c['share'], c['share_se']) + c['flags']:>13}")
+            lines.append(f"{act:>10} {a:>6g}" + "".join(txt))
+    if ff:
+        lines.append("")
+        lines.append("finite-filter action (experimental, relu), the same shares; 'u' undefined "
+                     "for some seed (its chi^2 average does not exist there)")
+        for a in s["alphas"]:
+            txt = []
+            for m in ms:
+                c = _find(agg, "relu", a, m)
+                if c is None or "ff_share" not in c:
                     txt.append(f"{'-':>13}")
                     continue
-                flag = {"unmixed": "*", "unresolved": "?"}.get(r["verdict"]["status"], "")
-                txt.append(f"{_pct(r['share'], r['share_se']) + flag:>13}")
-            lines.append(f"{act:>10} {a:>6g}" + "".join(txt))
+                u = "u" if c["ff_undefined"] else ""
+                txt.append(f"{_pct(c['ff_share'], c['ff_share_se']) + u:>13}")
+            lines.append(f"{'relu':>10} {a:>6g}" + "".join(txt))
     lines.append("")
-    ff = any("finite_filter" in r for r in rows)
-    lines.append(f"{sym:>4}{'act':>6}{'alpha':>7}{'N':>5}{'GP':>9}{'theory':>9}"
+    multi = len(s.get("seeds", [0])) > 1
+    lines.append(("seed" if multi else "") + f"{sym:>4}{'act':>6}{'alpha':>7}{'N':>5}{'GP':>9}{'theory':>9}"
                  f"{'exact':>9}{'SE':>8}{'share':>12}{'R-hat':>7}  verdict"
                  + ("   finite-filter share" if ff else ""))
     for r in rows:
@@ -172,11 +226,17 @@ def format_atlas(results: dict) -> str:
             f = r["finite_filter"]
             extra = ("   undefined (conjugate)" if f.get("error") is None
                      else f"   {_pct(f['share'], f['share_se'])} ({f.get('nodes')} nodes)")
-        lines.append(f"{r['M']:>4}{r['activation']:>6}{r['alpha']:>7.3g}{r['width']:>5}"
+        lead = f"{r['seed']:>4}" if multi else ""
+        lines.append(f"{lead}{r['M']:>4}{r['activation']:>6}{r['alpha']:>7.3g}{r['width']:>5}"
                      f"{r['gp']:>9.4f}{r['theory']:>9.4f}{r['exact']:>9.4f}"
                      f"{r['exact_se']:>8.4f}{_pct(r['share'], r['share_se']):>12}"
                      f"{r['rhat']:>7.3f}  {r['verdict']['status']}{extra}")
     return "\n".join(lines)
+
+
+def _find(agg, act, a, m):
+    return next((c for (ac, al, mm), c in agg.items()
+                 if ac == act and mm == m and abs(al - a) < 1e-9 * max(a, 1)), None)
 
 
 def plot_atlas(results: dict, path: str) -> str:
@@ -194,24 +254,35 @@ def plot_atlas(results: dict, path: str) -> str:
     ax.axvline(16, color="0.6", ls=":", lw=1)
     styles = {"erf": "-", "relu": "--"}
     markers = ["o", "s", "^", "v", "D"]
+    agg = cells(results)
     for act in s["activations"]:
         for k, a in enumerate(s["alphas"]):
-            pts = sorted((r["M"], r["share"], r["share_se"]) for r in results["rows"]
-                         if r["activation"] == act and abs(r["alpha"] - a) < 1e-9 * max(a, 1)
-                         and r["share"] is not None)
+            pts = sorted((m, c["share"], c["share_se"] or 0.0) for m in s["filter_dims"]
+                         for c in [_find(agg, act, a, m)]
+                         if c is not None and c["share"] is not None)
             if not pts:
                 continue
             m, v, e = zip(*pts)
             ax.errorbar(m, v, yerr=e, ls=styles.get(act, "-"), marker=markers[k % 5],
                         capsize=2, label=f"{act}, alpha = {a:g}")
+            ff = sorted((m, c["ff_share"], c["ff_share_se"] or 0.0) for m in s["filter_dims"]
+                        for c in [_find(agg, act, a, m)]
+                        if c is not None and c.get("ff_share") is not None)
+            if ff:
+                m, v, e = zip(*ff)
+                ax.errorbar(m, v, yerr=e, ls=":", marker=markers[k % 5], mfc="none",
+                            capsize=2, color="0.35", label=f"{act} finite filter, "
+                            f"alpha = {a:g}")
     ax.set_xscale("log")
     ax.set_xticks(s["filter_dims"])
     ax.set_xticklabels([str(m) for m in s["filter_dims"]])
     sym = "N0" if s["arch"] == "fc" else "filter dimension M"
     ax.set_xlabel(sym)
     ax.set_ylabel("(theory - GP) / (exact - GP)")
+    n = len(s.get("seeds", [0]))
     ax.set_title(f"Share of the finite-width shift ({s['arch'].upper()}, P = {s['P']}, "
-                 f"T = {s['temperature']:g})", fontsize=10)
+                 f"T = {s['temperature']:g}" + (f", mean of {n} seeds" if n > 1 else "") + ")",
+                 fontsize=10)
     lo, hi = ax.get_ylim()
     ax.set_ylim(max(lo, -1.0), min(hi, 3.0))
     ax.legend(fontsize=7, ncol=2)

@@ -201,6 +201,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    metavar="A,A,...", help="width ratios P/N (default: 0.25,1,4)")
     g.add_argument("--atlas-activations", type=_acts, default=ATLAS_DEFAULTS["activations"],
                    metavar="ACT,...", help="(default: erf,relu)")
+    g.add_argument("--atlas-seeds", type=positive_int, default=1, metavar="K",
+                   help="repeat the grid for K tasks (seeds seed .. seed+K-1) and average the "
+                        "share over them (default: %(default)s)")
     g = p.add_argument_group("output")
     g.add_argument("--out", default=None, metavar="DIR",
                    help="write check_theory.json (atlas: atlas.json and atlas.png) into DIR")
@@ -274,7 +277,7 @@ def command(args) -> int:
                                 sweeps=args.sweeps or ATLAS_DEFAULTS["sweeps"],
                                 chains=args.chains, seed=args.seed, arch=args.arch,
                                 tol=args.tolerance, finite_filter=args.finite_filter,
-                                progress=lambda n: progress_bar(
+                                seeds=args.atlas_seeds, progress=lambda n: progress_bar(
                                     n, "", not args.quiet, unit="cell", ascii="-#",
                                     bar_format="[{bar:24}] {n_fmt}/{total_fmt} {elapsed}  "
                                                "{desc}"))
