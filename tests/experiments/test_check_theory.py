@@ -126,9 +126,15 @@ def test_atlas_rows_table_and_plot(tmp_path):
     two = _tiny_atlas(filter_dims=(16,), seeds=2)
     assert [r["seed"] for r in two["rows"]] == [0, 1]
     c = _atlas.cells(two)[("relu", 1.0, 16)]
-    shares = [r["share"] for r in two["rows"]]
-    assert c["seeds"] == 2 and c["share"] == pytest.approx(np.mean(shares))
-    assert c["share_se"] == pytest.approx(abs(shares[0] - shares[1]) / 2)
+    rs = two["rows"]
+    dt = [r["theory"] - r["gp"] for r in rs]
+    de = [r["exact"] - r["gp"] for r in rs]
+    assert c["seeds"] == 2 and c["share"] == pytest.approx(sum(dt) / sum(de))
+    # jackknife of two: half the distance between the leave-one-out ratios
+    assert c["share_se"] == pytest.approx(abs(dt[0] / de[0] - dt[1] / de[1]) / 2)
+    one = _atlas.cells(dict(settings=two["settings"], rows=rs[:1]))[("relu", 1.0, 16)]
+    assert one["share"] == pytest.approx(rs[0]["share"])
+    assert one["share_se"] == pytest.approx(rs[0]["share_se"])
     assert "seed" in _atlas.format_atlas(two)
     fc = _tiny_atlas(arch="fc", filter_dims=(8,))
     assert fc["settings"]["patches"] == 1 and fc["rows"][0]["filter_dim"] == 8

@@ -132,37 +132,52 @@ def run_atlas(*, filter_dims: Sequence[int] = ATLAS_DEFAULTS["filter_dims"],
     return results(interrupted=False)
 
 
+def _ratio(th, ex, gp, se):
+    """The pooled share sum(theory - GP) / sum(exact - GP) over seeds and its standard
+    error: the sampler's by the delta method for one seed, the jackknife over seeds for
+    several (which includes the task's own variation); (None, None) where undefined."""
+    import numpy as np
+
+    dt, de = np.asarray(th) - np.asarray(gp), np.asarray(ex) - np.asarray(gp)
+    n = len(dt)
+    if n == 0 or de.sum() == 0:
+        return None, None
+    s = float(dt.sum() / de.sum())
+    if n == 1:
+        return s, float(abs(dt[0]) * se[0] / de[0] ** 2)
+    loo = [(dt.sum() - dt[k]) / (de.sum() - de[k]) for k in range(n) if de.sum() != de[k]]
+    if len(loo) < n:
+        return s, None
+    loo = np.asarray(loo)
+    return s, float(np.sqrt((n - 1) / n * np.sum((loo - loo.mean()) ** 2)))
+
+
 def cells(results: dict) -> dict:
-    """(activation, alpha, M) -> the cell's share over seeds: ``share``, ``share_se`` (one
-    seed: the sampler's, by the delta method; several: the spread over seeds / sqrt(n)),
-    ``seeds``, ``flags`` ('*' some R-hat > 1.1, '?' some shift unresolved) and the same
-    ``ff_share``/``ff_share_se``/``ff_undefined`` of the finite-filter action."""
+    """(activation, alpha, M) -> the cell pooled over seeds: ``share`` = sum(theory - GP) /
+    sum(exact - GP) and ``share_se`` (:func:`_ratio`), ``seeds``, ``flags`` ('*' some
+    R-hat > 1.1, '?' the pooled shift is within 4 SE of zero), and the same
+    ``ff_share``/``ff_share_se`` of the finite-filter action over the seeds where it is
+    defined, with ``ff_undefined`` the others."""
     import numpy as np
 
     groups = {}
     for r in results["rows"]:
         groups.setdefault((r["activation"], r["alpha"], r["M"]), []).append(r)
-
-    def pool(vals, ses):
-        vals = [v for v in vals if v is not None]
-        if not vals:
-            return None, None
-        if len(vals) == 1:
-            return vals[0], (ses[0] if ses and ses[0] is not None else None)
-        return float(np.mean(vals)), float(np.std(vals, ddof=1) / np.sqrt(len(vals)))
-
     out = {}
     for key, rs in groups.items():
-        sh, se = pool([r["share"] for r in rs], [r["share_se"] for r in rs])
+        gp, ex, se = ([r[k] for r in rs] for k in ("gp", "exact", "exact_se"))
+        sh, sse = _ratio([r["theory"] for r in rs], ex, gp, se)
+        shift = abs(sum(e - g for e, g in zip(ex, gp)))
         flags = ("*" if any(r["verdict"]["status"] == "unmixed" for r in rs) else "") + \
-                ("?" if any(r["verdict"]["status"] == "unresolved" for r in rs) else "")
-        cell = dict(share=sh, share_se=se, seeds=len(rs), flags=flags)
-        ff = [r["finite_filter"] for r in rs if "finite_filter" in r]
+                ("?" if shift < 4 * float(np.sqrt(np.sum(np.square(se)))) else "")
+        cell = dict(share=sh, share_se=sse, seeds=len(rs), flags=flags)
+        ff = [(r["finite_filter"], r) for r in rs if "finite_filter" in r]
         if ff:
-            defined = [f for f in ff if f.get("error") is not None]
-            cell["ff_share"], cell["ff_share_se"] = pool([f["share"] for f in defined],
-                                                         [f["share_se"] for f in defined])
-            cell["ff_undefined"] = len(ff) - len(defined)
+            ok = [(f, r) for f, r in ff if f.get("error") is not None]
+            cell["ff_share"], cell["ff_share_se"] = _ratio(
+                [f["error"] for f, _ in ok], [r["exact"] for _, r in ok],
+                [r["gp"] for _, r in ok], [r["exact_se"] for _, r in ok])
+            cell["ff_undefined"] = len(ff) - len(ok)
         out[key] = cell
     return out
 
@@ -183,7 +198,9 @@ def format_atlas(results: dict) -> str:
              f"P_test = {s['P_test']}, T = {s['temperature']:g}, Np = {s['patches']}, "
              f"{s['chains']} chains, {s['sweeps']} sweeps at alpha = 1)",
              "share of the finite-width shift captured by the action, (theory - GP) / "
-             "(exact - GP), +- 1 SE; '*' R-hat > 1.1, '?' shift not resolved (< 4 SE)"]
+             "(exact - GP), +- 1 SE; '*' R-hat > 1.1, '?' shift not resolved (< 4 SE)"
+             + ("; pooled over the seeds: sum(theory - GP) / sum(exact - GP), jackknife SE"
+                if len(s.get("seeds", [0])) > 1 else "")]
     if results.get("interrupted"):
         lines.append(f"INTERRUPTED during {results.get('interrupted_during')}: finished "
                      "cells only")

@@ -33,7 +33,7 @@ Gauss-Laguerre rule (weight u^{M/2 - 1} e^{-u}, t = 2u/M; Golub-Welsch). The int
 singular at t = -1/q for a negative eigenvalue q of Q, which is the common case (Qbar > 1,
 the kernel amplified by the data): the chi^2 tail beyond it makes the average undefined, and
 only its bulk is meaningful at a saddle point. The rule therefore takes the largest n of
-(16, 12, 8, 6, 4, 3, 2) whose nodes keep 1 + t q >= 1/4 at the s = 1 saddle (n is in
+(16, 12, 8, 6, 4, 3, 2) whose nodes keep 1 + t q >= 1/10 at the s = 1 saddle (n is in
 ``solution.extra["nodes"]``); where even n = 2 cannot, the fit refuses (M too small for
 this width ratio).
 
@@ -60,7 +60,7 @@ __all__ = ["chi2_rule", "mean_s_squared", "average", "evaluate", "solve", "mean_
 #: The node counts tried, most first (see the module docstring).
 NODE_CHOICES = (16, 12, 8, 6, 4, 3, 2)
 #: Every node must keep 1 + t q at least this at the s = 1 saddle.
-_MARGIN = 0.25
+_MARGIN = 0.1
 
 
 def chi2_rule(M, n):
@@ -137,7 +137,7 @@ def evaluate(theory, Qbar, Rbar, Qc, Rc, rule, e2):
 
 
 def _choose_nodes(M, Qc):
-    """The largest n of NODE_CHOICES whose nodes keep 1 + t q >= 1/4 at Qc, or None."""
+    """The largest n of NODE_CHOICES whose nodes keep 1 + t q >= 1/10 at Qc, or None."""
     if not np.isfinite(M):
         return 1
     qmin = float(np.linalg.eigvalsh(_sym(Qc))[0])
