@@ -108,7 +108,7 @@ def run_atlas(*, filter_dims: Sequence[int] = ATLAS_DEFAULTS["filter_dims"],
             for act in activations:
                 for a in alphas:
                     width = max(1, int(round(P / a)))
-                    label = (f"M={M} {act} alpha={a:g} (N={width})"
+                    label = (f"{'N0' if arch == 'fc' else 'M'}={M} {act} alpha={a:g} (N={width})"
                              + (f" seed {sd}" if seeds > 1 else ""))
                     bar.status(label + " ...")
                     row = compare(arch, width, geometry=geometry, X=X, y=y, X_test=Xt,
@@ -264,45 +264,43 @@ def plot_atlas(results: dict, path: str) -> str:
 
     plt = pyplot()
     s = results["settings"]
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    ax.axhspan(1 - s["tol"], 1 + s["tol"], color="0.9", label=f"1 +- {s['tol']:g}")
+    fig, ax = plt.subplots(figsize=(7.6, 4.4))
+    ax.axhspan(1 - s["tol"], 1 + s["tol"], color="0.9", label=f"1 +- {s['tol']:g} (agreement)")
     ax.axhline(1.0, color="0.5", lw=0.8)
     ax.axhline(0.0, color="0.7", lw=0.6)
     ax.axvline(16, color="0.6", ls=":", lw=1)
-    styles = {"erf": "-", "relu": "--"}
+    styles = {"erf": "-", "relu": "--", "linear": "-."}
+    palette = {"erf": ("tab:blue", "tab:cyan", "navy", "tab:purple"),
+               "relu": ("tab:red", "tab:orange", "darkred", "tab:brown"),
+               "linear": ("tab:green", "olive", "darkgreen", "tab:gray")}
     markers = ["o", "s", "^", "v", "D"]
     agg = cells(results)
     for act in s["activations"]:
         for k, a in enumerate(s["alphas"]):
-            pts = sorted((m, c["share"], c["share_se"] or 0.0) for m in s["filter_dims"]
-                         for c in [_find(agg, act, a, m)]
-                         if c is not None and c["share"] is not None)
-            if not pts:
-                continue
-            m, v, e = zip(*pts)
-            ax.errorbar(m, v, yerr=e, ls=styles.get(act, "-"), marker=markers[k % 5],
-                        capsize=2, label=f"{act}, alpha = {a:g}")
-            ff = sorted((m, c["ff_share"], c["ff_share_se"] or 0.0) for m in s["filter_dims"]
-                        for c in [_find(agg, act, a, m)]
-                        if c is not None and c.get("ff_share") is not None)
-            if ff:
-                m, v, e = zip(*ff)
-                ax.errorbar(m, v, yerr=e, ls=":", marker=markers[k % 5], mfc="none",
-                            capsize=2, color="0.35", label=f"{act} finite filter, "
-                            f"alpha = {a:g}")
+            color = palette.get(act, palette["linear"])[k % 4]
+            for key, ls, fill, what in (("share", styles.get(act, "-"), None, ""),
+                                        ("ff_share", ":", "none", " finite filter")):
+                pts = sorted((m, c[key], c[key + "_se"] or 0.0) for m in s["filter_dims"]
+                             for c in [_find(agg, act, a, m)]
+                             if c is not None and c.get(key) is not None)
+                if not pts:
+                    continue
+                m, v, e = zip(*pts)
+                ax.errorbar(m, v, yerr=e, ls=ls, marker=markers[k % 5], mfc=fill,
+                            color=color, capsize=2, label=f"{act}{what}, alpha = {a:g}")
     ax.set_xscale("log")
+    ax.minorticks_off()
     ax.set_xticks(s["filter_dims"])
     ax.set_xticklabels([str(m) for m in s["filter_dims"]])
-    sym = "N0" if s["arch"] == "fc" else "filter dimension M"
+    sym = "input dimension N0" if s["arch"] == "fc" else "filter dimension M"
     ax.set_xlabel(sym)
     ax.set_ylabel("(theory - GP) / (exact - GP)")
     n = len(s.get("seeds", [0]))
-    ax.set_title(f"Share of the finite-width shift ({s['arch'].upper()}, P = {s['P']}, "
-                 f"T = {s['temperature']:g}" + (f", mean of {n} seeds" if n > 1 else "") + ")",
-                 fontsize=10)
-    lo, hi = ax.get_ylim()
-    ax.set_ylim(max(lo, -1.0), min(hi, 3.0))
-    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(f"Share of the finite-width shift captured by the action ({s['arch'].upper()},"
+                 f" P = {s['P']}, T = {s['temperature']:g}"
+                 + (f", {n} tasks pooled" if n > 1 else "") + ")", fontsize=9)
+    ax.set_ylim(-1.0, 2.0)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     savefig(fig, path)
     plt.close(fig)
