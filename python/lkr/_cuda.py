@@ -50,6 +50,8 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
+from ._cuda_collapsed import CollapsedCalls
+from ._cuda_collapsed import module_functions as _collapsed_functions
 from ._cuda_deep import (
     DeepEngineMixin,
     deep_local_kernel,
@@ -68,7 +70,7 @@ __all__ = ["local_kernel", "renormalized_kernel", "renormalized_kernel_diag",
            "device_info", "Engine", "SOURCES", "patch_mean", "renormalized_kernel_multi",
            "local_kernel_adjoint_multi", "stored_matmul", "pack_compressed", "stored_sym",
            "deep_local_kernel", "deep_renormalized_kernel", "deep_renormalized_kernel_diag",
-           "deep_local_kernel_adjoint"]
+           "deep_local_kernel_adjoint", "chol_update", "collapsed_sweep"]
 
 _ACTIVATIONS = ("linear", "erf", "relu")
 
@@ -183,7 +185,7 @@ def _panels(PNp: int) -> Tuple[int, int, int]:
     return CW, _TILE // CW, -(-PNp // CW)
 
 
-class Engine(MultiOutputCalls, DeepEngineMixin):
+class Engine(MultiOutputCalls, DeepEngineMixin, CollapsedCalls):
     """The launch-level implementation over an array module ``xp`` and a kernel loader.
 
     ``get_kernel(name, dtype)`` returns a callable ``(grid, block, args)`` with CuPy's
@@ -597,3 +599,9 @@ def readout_forward(H, u, S, f, *, scale, activation, nthreads=0):
 def readout_backward(D, S, rc, g, *, nthreads=0):
     """The readout gradient and D *= rc, in place (as ``lkr._core.readout_backward``)."""
     _default_engine().readout_backward(D, S, rc, g)
+
+
+# the collapsed sampler's factor calls (lkr._cuda_collapsed): the same engine
+_collapsed = _collapsed_functions(_default_engine)
+chol_update = _collapsed["chol_update"]
+collapsed_sweep = _collapsed["collapsed_sweep"]

@@ -165,9 +165,10 @@ def collapsed(net, X, Y, temperature, *, sweeps=1000, burn_in=None, chains=4, X_
     step : float in (0, 1]
         Initial pCN step beta (1: independent draws from the prior).
     adapt : bool
-        Adapt beta during burn-in towards an acceptance of 0.27 (Robbins-Monro on log beta,
-        pooled over chains and blocks); fixed afterwards, so the sampling phase is an exact
-        Markov chain. False keeps ``step``.
+        Adapt beta during burn-in towards an acceptance of 0.27 (stochastic approximation on
+        log beta, pooled over chains and blocks, gain max(0.1, 1/sqrt(sweep + 1)) so that
+        it tracks until the end of burn-in); fixed afterwards, so the sampling phase is an
+        exact Markov chain. False keeps ``step``.
     block : int
         Units (FC) or channels (CNN, LCN, deep CNN's last layer) per proposal block; must
         divide the width. 1 (default) updates one unit/channel at a time.
@@ -230,7 +231,7 @@ def collapsed(net, X, Y, temperature, *, sweeps=1000, burn_in=None, chains=4, X_
     ss_init, ss_run = np.random.SeedSequence(seed).spawn(2)
     rng = np.random.default_rng(ss_run)
     W = _start(model, net, init, chains, np.random.default_rng(ss_init))
-    impl = _engine()
+    impl = backend.implementation(np)
     nthreads = backend.get_num_threads()
     groups = model.groups
     betas = [step] * len(groups)
@@ -286,7 +287,9 @@ def collapsed(net, X, Y, temperature, *, sweeps=1000, burn_in=None, chains=4, X_
                         acc_sampling[gi] += n_acc
                         prop_sampling[gi] += chains * g.nb
                     elif adapt:
-                        gamma = 1.0 / math.sqrt(t + 1.0)
+                        # decaying gain with a floor: it keeps tracking while the chains
+                        # still approach the posterior, so beta fits the end of burn-in
+                        gamma = max(0.1, 1.0 / math.sqrt(t + 1.0))
                         betas[gi] = float(min(1.0, max(1e-6, beta * math.exp(
                             gamma * (rate - TARGET_ACCEPTANCE)))))
                 if (t + 1) % refresh == 0:
@@ -346,17 +349,6 @@ def collapsed(net, X, Y, temperature, *, sweeps=1000, burn_in=None, chains=4, X_
         acceptance=sum(acc_sampling) / total_p if total_p else float("nan"), steps=betas,
         acceptances=accs, diagnostics=dict(factor_drift=drift, breakdowns=breakdowns),
         y_test=None if yt is None else (yt[:, 0] if vector else yt))
-
-
-def _engine():
-    impl = backend.implementation(np)
-    if hasattr(impl, "collapsed_sweep"):
-        return impl
-    from .._cuda_collapsed import CollapsedCalls  # the refactorising reference (slow)
-
-    eng = CollapsedCalls()
-    eng.xp = np
-    return eng
 
 
 def _lower_layer(model, g, W, rng, shrink, noise, chains, Yd, T, G, S):
