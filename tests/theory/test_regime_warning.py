@@ -168,6 +168,9 @@ def test_message_quotes_the_nearest_measurement():
     m = message("CNNTheory", 9, "relu")
     assert "M = 9 is below 16" in m and "relative variance 2/M = 0.22" in m
     assert "one-layer CNNs (relu)" in m
+    m = message("FCTheory", 8, "erf", "fc")
+    assert "N0 = 8 is below 16" in m and "one-hidden-layer FC nets (erf)" in m
+    assert "the wrong sign) at N0 = 4" in m
     # an activation without a measurement still names M, the threshold and the reason
     m = message("CNNTheory", 4, "tanh-like")
     assert "M = 4 is below 16" in m and "docs/validity.md" in m
