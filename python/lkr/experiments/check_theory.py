@@ -27,7 +27,7 @@ __all__ = ["add_arguments", "command", "check", "format_check", "DEFAULTS"]
 HELP = "check the effective action against exact sampling of the network (--atlas: a map)"
 
 #: the single check's defaults (a minute or two on two cores for the default CNN)
-DEFAULTS = dict(task="local-teacher", P=64, P_test=500, arch="cnn", temperature=0.1,
+DEFAULTS = dict(task="local-teacher", P=100, P_test=500, arch="cnn", temperature=0.1,
                 activation="erf", input_shape=None, filter_size=(4,), stride=None,
                 boundary="periodic", sweeps=400, chains=4, seed=0)
 
