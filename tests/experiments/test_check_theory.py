@@ -155,6 +155,21 @@ def test_atlas_cli_writes_json_and_plot(tmp_path, capsys):
     assert len(res["rows"]) == 1 and (tmp_path / "atlas.png").exists()
 
 
+def test_atlas_without_matplotlib_still_writes_json(tmp_path, monkeypatch, capsys):
+    from lkr.experiments import report
+
+    def missing():
+        raise ImportError("matplotlib is not installed; pip install lkr[plot] for the plot")
+
+    monkeypatch.setattr(report, "pyplot", missing)
+    rc = main(["check-theory", "--atlas", "-P", "8", "--P-test", "10", "--sweeps", "16",
+               "--chains", "2", "--atlas-M", "4", "--atlas-alphas", "1",
+               "--atlas-activations", "erf", "--quiet", "--out", str(tmp_path)])
+    assert rc == 0 and (tmp_path / "atlas.json").exists()
+    assert not (tmp_path / "atlas.png").exists()
+    assert "pip install lkr[plot]" in capsys.readouterr().err
+
+
 def test_atlas_interrupt_keeps_finished_cells(tmp_path, monkeypatch, capsys):
     calls = []
     real = _theory_check.compare
