@@ -50,8 +50,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from ._cuda_collapsed import CollapsedCalls
-from ._cuda_collapsed import module_functions as _collapsed_functions
+from ._cuda_collapsed import CollapsedCalls, chol_update, collapsed_sweep
 from ._cuda_deep import (
     DeepEngineMixin,
     deep_local_kernel,
@@ -599,9 +598,3 @@ def readout_forward(H, u, S, f, *, scale, activation, nthreads=0):
 def readout_backward(D, S, rc, g, *, nthreads=0):
     """The readout gradient and D *= rc, in place (as ``lkr._core.readout_backward``)."""
     _default_engine().readout_backward(D, S, rc, g)
-
-
-# the collapsed sampler's factor calls (lkr._cuda_collapsed): the same engine
-_collapsed = _collapsed_functions(_default_engine)
-chol_update = _collapsed["chol_update"]
-collapsed_sweep = _collapsed["collapsed_sweep"]

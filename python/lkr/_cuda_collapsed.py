@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["CollapsedCalls", "module_functions"]
+__all__ = ["CollapsedCalls", "chol_update", "collapsed_sweep"]
 
 
 def _check(S, G=None, Gp=None):
@@ -119,15 +119,28 @@ class CollapsedCalls:
         return accepted, delta, status
 
 
-def module_functions(default_engine):
-    """The module-level functions of lkr._cuda that run on ``default_engine()``."""
+_engine = None
 
-    def chol_update(S, X, sign, nthreads=0):
-        """Rank-k up/downdate of the augmented factor, in place (as ``lkr._core.chol_update``)."""
-        return default_engine().chol_update(S, X, sign)
 
-    def collapsed_sweep(S, G, Gp, logu, block, nthreads=0):
-        """One Metropolis sweep over the blocks, in place (as ``lkr._core.collapsed_sweep``)."""
-        return default_engine().collapsed_sweep(S, G, Gp, logu, block)
+def _cupy_engine():
+    """The CuPy instance (the calls need only ``xp``), made on first use."""
+    global _engine
+    if _engine is None:
+        try:
+            import cupy
+        except ImportError as exc:
+            raise ImportError("CuPy is not installed; pip install lkr[gpu]") from exc
+        eng = CollapsedCalls()
+        eng.xp = cupy
+        _engine = eng
+    return _engine
 
-    return dict(chol_update=chol_update, collapsed_sweep=collapsed_sweep)
+
+def chol_update(S, X, sign, nthreads=0):
+    """Rank-k up/downdate of the augmented factor, in place (as ``lkr._core.chol_update``)."""
+    return _cupy_engine().chol_update(S, X, sign)
+
+
+def collapsed_sweep(S, G, Gp, logu, block, nthreads=0):
+    """One Metropolis sweep over the blocks, in place (as ``lkr._core.collapsed_sweep``)."""
+    return _cupy_engine().collapsed_sweep(S, G, Gp, logu, block)

@@ -290,3 +290,53 @@ def test_a_broken_factor_is_rebuilt(monkeypatch):
     res = train.collapsed(NETS[1], X, y, 0.1, sweeps=8, chains=2, X_test=Xt)
     assert res.diagnostics["breakdowns"] == 1
     assert np.all(np.isfinite(res.mean)) and np.all(np.isfinite(res.trace["loglik"]))
+
+
+# -- the entry points that offer the sampler ---------------------------------------------------
+def test_sampled_test_error_defaults_to_the_collapsed_sampler():
+    X, y, Xt, yt = _task()
+    g = lkr.PatchGeometry((8,), 2, 2)
+    for arch, geom in (("fc", None), ("cnn", g), ("lcn", g)):
+        out = train.sampled_test_error(arch, width=4, geometry=geom, X=X, y=y, X_test=Xt,
+                                       y_test=yt, temperature=0.1, chains=2, sweeps=12,
+                                       burn_in=2, seed=0)
+        assert out["sampler"] == "collapsed" and out["samples"] == 20
+        assert out["error"] == pytest.approx(out["bias2"] + out["variance"])
+        for key in ("error_se", "rhat_max", "rhat_split_max", "acceptance", "step"):
+            assert key in out
+    lg = train.sampled_test_error("fc", width=4, X=X, y=y, X_test=Xt, y_test=yt,
+                                  temperature=0.1, chains=2, steps=20, burn_in=5,
+                                  sampler="langevin")
+    assert lg["sampler"] == "langevin" and lg["lr"] > 0
+    common = dict(width=4, X=X, y=y, X_test=Xt, y_test=yt, temperature=0.1)
+    with pytest.raises(ValueError, match="steps and lr are Langevin's"):
+        train.sampled_test_error("fc", steps=20, **common)
+    with pytest.raises(ValueError, match="sweeps is the collapsed sampler's"):
+        train.sampled_test_error("fc", sweeps=20, sampler="langevin", **common)
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        train.sampled_test_error("fc", sampler="hmc", **common)
+
+
+def test_lkr_train_and_fc_vs_cnn_run_the_collapsed_sampler(capsys, tmp_path):
+    from lkr.cli import main
+
+    args = ["train", "--sampler", "collapsed", "--sweeps", "12", "-P", "16", "--P-test", "20",
+            "--width", "4", "--chains", "2", "--quiet", "--out", str(tmp_path)]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "collapsed: 2 chains x 9 samples (12 sweeps, burn-in 3, thin 1" in text
+    saved = json.loads((tmp_path / "train.json").read_text())
+    assert saved["sampler"] == "collapsed" and saved["collapsed"]["sweeps_done"] == 12
+    assert main(["train", "--sampler", "collapsed", "--lr", "0.1", "--quiet"]) == 2
+    assert "--lr is Langevin's" in capsys.readouterr().err
+    assert main(["train", "--sampler", "collapsed", "--sweeps", "10", "--burn-in", "10",
+                 "--quiet"]) == 2
+    assert "--burn-in 10 must be smaller than --sweeps 10" in capsys.readouterr().err
+    out = tmp_path / "fc"
+    code = main(["fc-vs-cnn", "--langevin", "--sampler", "collapsed", "--sweeps", "8",
+                 "--chains", "2", "-P", "12", "--P-test", "20", "--widths", "4", "--quiet",
+                 "--out", str(out)])
+    assert code == 0
+    res = json.loads((out / "results.json").read_text())
+    rows = res["langevin"]["cnn"]
+    assert rows[0]["sampler"] == "collapsed" and rows[0]["samples"] == 2 * 6
