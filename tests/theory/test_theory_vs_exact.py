@@ -28,12 +28,14 @@ ReLU M=4  Np=3 Nc=24   1      0.6882 +- 0.0029 0.6297   0.6398  -0.21  1.001/1.0
 rows with 8 chains x 400 sweeps.) These replace two Langevin tests at M = 4 that had to
 xfail: there the actions miss most of the shift (ReLU) -- the regime, not a bug.
 """
+import warnings
+
 import numpy as np
 import pytest
 
 import lkr
 from lkr import nets, train
-from lkr.theory import CNNTheory, GPTheory
+from lkr.theory import CNNTheory, GPTheory, TheoryRegimeWarning
 
 T, P, PT = 0.1, 24, 200
 
@@ -56,7 +58,14 @@ def _task(M, Np, act, seed=0):
 def _compare(M, Np, act, N, sweeps=300):
     g, X, y, Xt, yt = _task(M, Np, act)
     th = CNNTheory(geometry=g, width=N, temperature=T, activation=act)
-    assert th.fit(X, y).converged
+    if M < 16:  # outside the regime: the fit says so
+        with pytest.warns(TheoryRegimeWarning, match=rf"M = {M} is below 16"):
+            sol = th.fit(X, y)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", TheoryRegimeWarning)
+            sol = th.fit(X, y)
+    assert sol.converged and sol.filter_dim == M
     gp = GPTheory("cnn", geometry=g, temperature=T, activation=act)
     gp.fit(X, y)
     res = train.collapsed(nets.CNNNet(g, N, activation=act, seed=0), X, y, T, sweeps=sweeps,
