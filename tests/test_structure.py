@@ -33,8 +33,9 @@ LAYERS = {
     "lkr._datafiles": 3, "lkr.data_groups": 3,
     # 4 training
     "lkr.train": 4,
-    # 5 experiments (one module per subcommand), 6 the command line
-    "lkr.experiments": 5,
+    # 5 experiments (one module per subcommand) and the benchmarks (bench/, installed as
+    # lkr.bench for `lkr bench`), 6 the command line
+    "lkr.experiments": 5, "lkr.bench": 5,
     "lkr.cli": 6, "lkr.__main__": 6,
     # the package itself: the public names, re-exported (nothing below imports it)
     "lkr": 7,
@@ -51,8 +52,17 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
+#: bench/ of a source checkout: the wheel installs it as lkr/bench (pyproject.toml), so that
+#: `lkr bench` can run it; an editable install leaves it beside the package instead.
+BENCH = ROOT.parents[1] / "bench"
+
+
 def _modules():
-    return {_module_name(p): p for p in ROOT.rglob("*.py")}
+    modules = {_module_name(p): p for p in ROOT.rglob("*.py")}
+    if not (ROOT / "bench").is_dir() and (BENCH / "__init__.py").is_file():
+        modules.update({f"lkr.bench.{p.stem}".removesuffix(".__init__"): p
+                        for p in BENCH.glob("*.py")})
+    return modules
 
 
 def _resolve(module: str, is_package: bool, level: int, target) -> str:
