@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _env, _scale, backend
+from . import _env, _memory, _scale, backend
 from ._validate import positive as _positive
 from .activations import check_activation
 from .geometry import PatchGeometry
@@ -54,7 +54,7 @@ def check_budget(P, P2, Np, dtype, max_bytes):
     need = P * P2 * Np * Np * dtype.itemsize
     budget = _env.max_bytes() if max_bytes is None else int(max_bytes)
     if need > budget:
-        raise MemoryError(
+        raise _memory.MemoryBudgetError(
             f"local_kernel would need {need / 1e9:.3g} GB for a ({P}, {P2}, {Np}, {Np}) {dtype} "
             f"tensor, above max_bytes={budget / 1e9:.3g} GB; use renormalized_kernel / "
             "local_kernel_adjoint, which stream over tiles, or raise max_bytes")

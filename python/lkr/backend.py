@@ -90,13 +90,13 @@ def get_num_threads() -> int:
 def set_num_threads(n: int) -> None:
     """Set the threads the compiled kernels use; 0 means all cores."""
     global _num_threads
-    _num_threads = _integer(n, "nthreads", 0)
+    _num_threads = _env.check_threads(_integer(n, "nthreads", 0))
 
 
 def resolve_threads(nthreads) -> int:
     if nthreads is None:
         return get_num_threads()
-    return _integer(nthreads, "nthreads", 0)
+    return _env.check_threads(_integer(nthreads, "nthreads", 0))
 
 
 def _blas_name() -> str:

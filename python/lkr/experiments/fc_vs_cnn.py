@@ -128,6 +128,7 @@ def prepare(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"],
     if not widths:
         raise ValueError("widths must not be empty")
     widths = sorted({int(w) for w in widths})
+    _check_memory(P, P_test)
     task_options = dict(task_options or {})
     deep_filters, deep_strides = filter_size, stride
     if depth is not None:
@@ -155,6 +156,22 @@ def prepare(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"],
                              f"patches; got widths {widths}")
     return FcVsCnnSetup(loaded, geometry, widths, task_options, time.perf_counter() - t0, task,
                     int(seed), dg)
+
+
+def _check_memory(P, P_test):
+    """Refuse sizes whose CNN fit (the largest of the theories: (P x P) matrices, the stored
+    kernel aside) or predictions would not fit the memory budget, before the task is made
+    (lkr._memory; each theory checks its own fit again with the real shapes)."""
+    from .. import _memory
+
+    _memory.check(_memory.local_theory_bytes(P), f"fitting the theories at P = {P}",
+                  "use a smaller -P", size=("P", P, _memory.local_theory_bytes))
+
+    def predict(n):
+        return _memory.predict_bytes(P, n, local=True)
+
+    _memory.check(predict(P_test), f"predicting at P_test = {P_test} test points (P = {P})",
+                  "use a smaller --P-test", size=("P_test", P_test, predict))
 
 
 # -- the experiment, phase by phase ---------------------------------------------------------------
@@ -563,7 +580,7 @@ def command(args) -> int:
         try:
             results = run(args.task, executor=ex, **kwargs)
         except _interrupt.Interrupted as exc:
-            results, status = exc.results, 130
+            results, status = exc.results, _interrupt.exit_status()
             print(f"lkr fc-vs-cnn: interrupted during {exc.during}; writing what is finished "
                   "(Ctrl-C again to abort at once)", file=sys.stderr, flush=True)
         except LangevinFailed as exc:

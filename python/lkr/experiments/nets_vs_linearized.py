@@ -35,6 +35,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from .. import _interrupt
 from .._io import check_writable_dir, describe
 from .._validate import is_integer as _is_integer
 from .argtypes import nonneg_int, positive_float, positive_int, shape
@@ -469,7 +470,7 @@ def command(args) -> int:
         print(f"lkr nets-vs-linearized: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     print(format_table(results), flush=True)
-    status = 130 if results["interrupted"] else 0
+    status = _interrupt.exit_status() if results["interrupted"] else 0
     if args.out is None:
         note("(use --out DIR to save results.json and the plot)")
         return status

@@ -23,6 +23,7 @@ import warnings
 
 import numpy as np
 
+from .. import _interrupt
 from .._io import check_writable_dir, describe, write_json
 from .._json import dumps, jsonable
 from ..train._arch import NAMES
@@ -225,8 +226,8 @@ def format_report(out: dict) -> str:
 
 def command(args) -> int:
     """Entry point of ``lkr train`` (``args`` from a parser set up by :func:`add_arguments`).
-    Returns the exit status: 0, or 130 when interrupted (partial results are still printed
-    and saved)."""
+    Returns the exit status: 0, or 130 (Ctrl-C) / 143 (SIGTERM) when interrupted (partial
+    results are still printed and saved)."""
     from ..train import default_burn_in
 
     burn_in = default_burn_in(args.steps) if args.burn_in is None else args.burn_in
@@ -270,7 +271,7 @@ def command(args) -> int:
         print(dumps(out, indent=1))
     else:
         print(format_report(out))
-    status = 130 if out["interrupted"] else 0
+    status = _interrupt.exit_status() if out["interrupted"] else 0
     if out["interrupted"]:
         print("lkr train: interrupted; the results above are what was finished",
               file=sys.stderr)

@@ -120,6 +120,15 @@ class DeepCNNNet(Net):
         self._c1 = 1.0 / math.sqrt(Nc * geometry.num_patches)
         self._init(seed, params, dtype)
 
+    def _hidden_units(self) -> int:
+        # every layer's positions x Nc, and the windows gathered for the next layer
+        return sum(self.width * lay.num_patches for lay in self.geometry.layers) + sum(
+            lay.n * lay.M for lay in self._layers)
+
+    def _input_values(self) -> int:
+        first = self.geometry.layers[0]
+        return first.num_patches * first.patch_size
+
     @property
     def channels(self) -> int:
         """Nc, the channels of every layer: the hidden width (``width``)."""

@@ -70,6 +70,9 @@ class DeepFCNet(Net):
         self._setup_names()
         self._init(seed, params, dtype)
 
+    def _hidden_units(self) -> int:
+        return sum(self.widths)
+
     def _setup_names(self):
         L = len(self.widths)
         self._wnames = [f"W{l + 1}" for l in range(L)]

@@ -48,6 +48,12 @@ class PatchNet(Net):
         """Nc, the channels: the hidden width (``width``)."""
         return self.width
 
+    def _hidden_units(self) -> int:
+        return self.width * self.geometry.num_patches
+
+    def _input_values(self) -> int:
+        return self.geometry.num_patches * self.geometry.patch_size
+
     @property
     def config(self) -> dict:
         return dict(type=type(self).__name__, geometry=self.geometry.to_dict(),

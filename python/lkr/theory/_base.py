@@ -11,7 +11,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .. import _linalg, backend
+from .. import _linalg, _memory, backend
 from .._arrays import ArrayLike
 from .._blas import blas_threads
 from .._validate import integer as _integer
@@ -215,6 +215,14 @@ class _Theory:
         Xa = self._validate_X(X)
         xp = backend.array_module(Xa)
         ya = targets(y, Xa.shape[0], xp, multi=self._multi_output, what=type(self).__name__)
+        P, D = Xa.shape[0], 1 if ya.ndim == 1 else int(ya.shape[1])
+        # refused before the kernel exists (lkr._memory), naming size, budget and remedy
+        N0 = int(np.prod(Xa.shape[1:]))
+        _memory.check(self._fit_bytes(P, D, N0),
+                      f"{type(self).__name__}.fit with P = {P} samples and D = {D} output(s)",
+                      "use fewer training samples", xp=xp,
+                      size=("P", P, lambda n: self._fit_bytes(n, D, N0)))
+        self._bind_outputs = D
         key = fingerprint(Xa, self._cache_settings())
         if key != self._cache_key:
             self._cache = None
@@ -232,6 +240,23 @@ class _Theory:
 
     def _validate_X(self, X):
         return inputs(X)
+
+    #: whether the order parameter couples outputs and patches (CNN, LCN: (Np D) x (Np D)),
+    #: so that the fit works on (P D) x (P D) matrices
+    _local_memory = False
+    #: D of the targets the kernel cache is built for (set by set_data before _bind)
+    _bind_outputs = 1
+
+    def _fit_bytes(self, P, D, N0):
+        """Estimated peak memory of a fit (lkr._memory), without a stored local kernel,
+        which takes what is left of the budget or streams."""
+        if self._local_memory:
+            return _memory.local_theory_bytes(P, D, N0)
+        return _memory.fc_theory_bytes(P, D, N0)
+
+    def _predict_bytes(self, Pt, D):
+        return _memory.predict_bytes(self.num_samples, Pt, D, local=self._local_memory,
+                                     finite=np.isfinite(getattr(self, "width", np.inf)))
 
     def _cache_settings(self):
         raise NotImplementedError
@@ -379,6 +404,11 @@ class _Theory:
         xp = backend.array_module(self._X)
         if backend.array_module(Xt) is not xp:
             raise TypeError("Xt must live on the same device as the training X")
+        Pt, D = Xt.shape[0], self.num_outputs or 1
+        _memory.check(self._predict_bytes(Pt, D), f"{type(self).__name__}.predict at "
+                      f"{Pt} test points (P = {self.num_samples}, D = {D})",
+                      "predict in batches of fewer test points", xp=xp,
+                      size=("P_test", Pt, lambda n: self._predict_bytes(n, D)))
         if corrected:
             return self._predict_corrected(Xt)
         return self._predict(Xt)

@@ -25,11 +25,10 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .. import _linalg, backend
+from .. import _linalg, _memory, backend
 from .._kernel_args import resolve_lambdas
 from ..deep_geometry import DeepGeometry
 from ..kernels import (
-    DEFAULT_MAX_BYTES,
     local_kernel,
     local_kernel_adjoint,
     renormalized_kernel,
@@ -74,14 +73,14 @@ class DeepLocalOperator:
         self.dtype = np.dtype(np.float64)
         pi, pj = np.triu_indices(d)
         self.nbytes = len(pi) * (P * (P + 1) // 2) * 8
-        budget = DEFAULT_MAX_BYTES if max_bytes is None else int(max_bytes)
+        budget = _memory.budget(max_bytes, xp)
         if materialize is None:
             materialize = self.nbytes <= budget
         elif materialize and self.nbytes > budget:
-            raise MemoryError(
-                f"the compressed deep local kernel needs {self.nbytes / 1e9:.3g} GB for P = {P}, "
-                f"d = {d}, above max_bytes = {budget / 1e9:.3g} GB; pass materialize=False to "
-                "stream, or raise max_bytes")
+            raise _memory.MemoryBudgetError(
+                f"the compressed deep local kernel needs {_memory.format_bytes(self.nbytes)} "
+                f"for P = {P}, d = {d}, above max_bytes = {_memory.format_bytes(budget)}; pass "
+                "materialize=False to stream, or raise max_bytes")
         self.materialized = bool(materialize)
         if self.materialized:
             iu = np.triu_indices(P)
@@ -205,7 +204,7 @@ class DeepCNNTheory(CNNTheory):
 
     def _bind(self, X):
         return DeepLocalOperator(X, self.geometry, self.activation, self.lambdas,
-                                 max_bytes=self.max_bytes, materialize=self.materialize)
+                                 max_bytes=self._tensor_budget(X), materialize=self.materialize)
 
     def _min_width(self):
         return self.num_patches  # Nc >= d, checked again before every solve (fit_path)
