@@ -22,13 +22,17 @@ from ._arrays import _cupy
 
 __all__ = ["MemoryBudgetError", "budget", "format_bytes", "check", "largest", "DOUBLE", "nngp_bytes",
            "fc_theory_bytes", "local_theory_bytes", "stored_kernel_bytes", "predict_bytes",
-           "net_bytes", "task_bytes"]
+           "net_bytes", "task_bytes", "OVERHEAD"]
 
 #: bytes of one float64
 DOUBLE = 8
 
 #: jobs below this size (64 MiB) are not checked against the default budget
 _SMALL = 64 * 1024**2
+
+#: what a theory's fit or prediction allocates besides its P-sized arrays (tile buffers,
+#: LAPACK workspace of small problems, Python objects): measured under 4 MiB
+OVERHEAD = 8 * 1024**2
 
 
 class MemoryBudgetError(MemoryError):
@@ -113,15 +117,20 @@ def fc_theory_bytes(P: int, D: int = 1, N0: int = 0) -> int:
     """An FC-kernel theory's fit (FCTheory, DeepFCTheory, the GP; one or D outputs): the
     kernel, its eigenvectors and LAPACK's workspace, about 3.2 P^2 doubles measured; 5 here,
     plus the inputs and targets."""
-    return DOUBLE * (5 * P * P + 4 * P * (N0 + D))
+    return DOUBLE * (5 * P * P + 4 * P * (N0 + D)) + OVERHEAD
 
 
-def local_theory_bytes(P: int, D: int = 1, N0: int = 0) -> int:
+#: the dense BFGS model of the solvers holds at most this many unknowns (lkr.theory._optim)
+DENSE_UNKNOWNS = 2000
+
+
+def local_theory_bytes(P: int, D: int = 1, N0: int = 0, unknowns: int = 0) -> int:
     """A local-kernel theory's fit (CNN, LCN, deep CNN; one or D outputs) without its stored
     kernel: the (P D, P D) matrices A, its Cholesky factor, B and K_R, about 5.3 (P D)^2
-    doubles measured; 7 here, plus the inputs."""
-    n = P * D
-    return DOUBLE * (7 * n * n + 4 * P * N0)
+    doubles measured; 7 here, plus the inputs, and the solver's dense BFGS model over the
+    ``unknowns`` of Qbar (up to 2000 of them; limited-memory above) with its temporaries."""
+    n, u = P * D, min(unknowns, DENSE_UNKNOWNS)
+    return DOUBLE * (7 * n * n + 4 * P * N0 + 4 * u * u) + OVERHEAD
 
 
 def stored_kernel_bytes(P: int, pairs: int, itemsize: int = DOUBLE) -> int:
@@ -135,17 +144,18 @@ def predict_bytes(P: int, Pt: int, D: int = 1, local: bool = False, finite: bool
     about 2 (GP), 5 (finite-width FC) or 2.7 (CNN/LCN, in units of (Pt D)(P D)) doubles
     per entry measured; 3, 6 and 4 here."""
     if local:
-        return DOUBLE * 4 * (Pt * D) * (P * D)
-    return DOUBLE * (6 if finite else 3) * Pt * P + DOUBLE * 4 * Pt * D
+        return DOUBLE * 4 * (Pt * D) * (P * D) + OVERHEAD
+    return DOUBLE * (6 if finite else 3) * Pt * P + DOUBLE * 4 * Pt * D + OVERHEAD
 
 
 def net_bytes(num_params: int, hidden: int, P: int = 0, chains: int = 1,
               itemsize: int = DOUBLE) -> int:
     """A network: its parameters (``chains`` copies, and the float64 draws they come from),
-    and for P samples its pre-activations, activations and their derivatives, ``hidden``
-    numbers per sample and chain (the work buffers of the training step)."""
+    and for P samples its pre-activations, activations, their derivatives and the
+    backward pass's temporaries, ``hidden`` numbers per sample and chain each: about six
+    such arrays measured (the FC nets' passes), seven here."""
     return (num_params * chains * (itemsize + DOUBLE)
-            + 4 * chains * P * hidden * itemsize)
+            + 7 * chains * P * hidden * itemsize)
 
 
 def task_bytes(n: int, N0: int, Np: int = 0, M: int = 0, teacher_channels: int = 0) -> int:

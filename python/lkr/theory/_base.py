@@ -251,8 +251,12 @@ class _Theory:
         """Estimated peak memory of a fit (lkr._memory), without a stored local kernel,
         which takes what is left of the budget or streams."""
         if self._local_memory:
-            return _memory.local_theory_bytes(P, D, N0)
+            return _memory.local_theory_bytes(P, D, N0, self._unknowns(D))
         return _memory.fc_theory_bytes(P, D, N0)
+
+    def _unknowns(self, D):
+        """Unknowns of the solver (the free entries of Qbar) for D outputs."""
+        return D * (D + 1) // 2
 
     def _predict_bytes(self, Pt, D):
         return _memory.predict_bytes(self.num_samples, Pt, D, local=self._local_memory,

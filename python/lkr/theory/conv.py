@@ -121,6 +121,10 @@ class _LocalTheory(_base._Theory):
                 self.max_bytes, self.materialize, self.kernel_dtype,
                 self.tol >= FLOAT32_MIN_TOL, self._bind_outputs > 1)
 
+    def _unknowns(self, D):
+        n, Np = self.num_patches * D, self.num_patches
+        return Np * D * (D + 1) // 2 if self._diagonal else n * (n + 1) // 2
+
     def _tensor_budget(self, X):
         """Bytes for the stored local kernel: ``max_bytes`` when given, else what the fit's
         other arrays leave of the memory budget (lkr._memory)."""
