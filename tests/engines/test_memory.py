@@ -69,8 +69,8 @@ def test_nngp_net_and_task_estimates_bound_the_measured_peak():
     for net in (nets.CNNNet(geometry=G, width=32, seed=0), nets.FCNet(64, width=256, seed=0)):
         params = net.init_params(0, chains=4)
         obj = net.prepare(X)   # the training step's objective (its work buffers)
-        _, peak = _peak(lambda: (obj.value_and_grad(params, np.zeros(1500)),
-                                 net.value_and_grad(X, np.zeros(1500), params)))
+        _, peak = _peak(lambda o=obj, n=net, p=params: (
+            o.value_and_grad(p, np.zeros(1500)), n.value_and_grad(X, np.zeros(1500), p)))
         assert peak <= net.memory_bytes(1500, 4) <= 8 * peak, (peak, net.memory_bytes(1500, 4))
     _, peak = _peak(lambda: data.local_teacher(3000, 1000, 0, input_shape=(64,)))
     assert peak <= _memory.task_bytes(4000, 64, 16, 4, 4) + _memory.OVERHEAD
@@ -148,7 +148,7 @@ def test_d_output_cnn_fit_stays_within_its_budget(monkeypatch):
         monkeypatch.setenv("LKR_MAX_BYTES", f"{mb}MiB")
         th = CNNTheory(geometry=G, width=200, temperature=0.1, tol=1e-4)
         try:
-            _, peak = _peak(lambda: th.fit(X, Y))
+            _, peak = _peak(lambda th=th: th.fit(X, Y))
         except _memory.MemoryBudgetError:
             outcomes.append("refused")
             continue

@@ -29,7 +29,7 @@ import numpy as np
 
 from .. import backend
 from .._kernel_args import resolve_lambdas
-from .._validate import count as _count
+from .._validate import width as _width
 from ..activations import check_activation
 from ..deep_geometry import DeepGeometry
 from ._activations import sigma_pair
@@ -105,7 +105,7 @@ class DeepCNNNet(Net):
         if not isinstance(geometry, DeepGeometry):
             raise TypeError(f"geometry must be a DeepGeometry, got {type(geometry).__name__}")
         self.geometry = geometry
-        self.width = Nc = _count(width, "width")
+        self.width = Nc = _width(width)
         self.activation = check_activation(activation)
         self.depth = L = geometry.depth
         self.lambdas = resolve_lambdas(lambdas, 1.0, 1.0, L)

@@ -16,6 +16,7 @@ from .._arrays import ArrayLike
 from .._blas import blas_threads
 from .._validate import integer as _integer
 from .._validate import positive, real, samples, targets  # noqa: F401  (re-exported to the theories)
+from .._validate import width as _width
 from .._warnings import ActivationCaveatWarning, ConvergenceWarning
 from ..activations import check_activation, is_odd
 from .result import ConvergenceError, Prediction, Solution
@@ -364,13 +365,13 @@ class _Theory:
         if not widths:
             raise ValueError("widths is empty")
         for w in widths:
-            positive(w, "widths entry")
+            _width(w, "widths entry")
         self.set_data(X, y)
         out = []
         prev = None
         for w in widths:
             th = copy.copy(self)
-            th.width = positive(w, "widths entry")
+            th.width = float(_width(w, "widths entry"))
             th.solution = None
             # warm start; a non-central action continues from the pair (Q, conjugate)
             start = (None if prev is None else

@@ -42,6 +42,7 @@ import numpy as np
 import scipy.linalg as sla
 
 from .. import _linalg, _memory, backend
+from .._validate import width as _width
 from ..activations import has_mean
 from ..geometry import PatchGeometry
 from . import _base, _cnn_noncentral, _cnn_predict
@@ -86,7 +87,7 @@ class _LocalTheory(_base._Theory):
         if not isinstance(geometry, PatchGeometry):
             raise TypeError(f"geometry must be a PatchGeometry, got {type(geometry).__name__}")
         self.geometry = geometry
-        self.width = positive(width, "width")
+        self.width = float(_width(width))
         self.activation = _base.activation_name(activation)
         self.lambda0 = positive(lambda0, "lambda0")
         self.lambda1 = positive(lambda1, "lambda1")

@@ -27,6 +27,7 @@ import numpy as np
 
 from .. import _linalg, _memory, backend
 from .._kernel_args import resolve_lambdas
+from .._validate import width as _width
 from ..deep_geometry import DeepGeometry
 from ..kernels import (
     local_kernel,
@@ -183,7 +184,7 @@ class DeepCNNTheory(CNNTheory):
             raise TypeError(f"geometry must be a DeepGeometry, got {type(geometry).__name__}")
         self.geometry = geometry
         self.depth = geometry.depth
-        self.width = positive(width, "width")
+        self.width = float(_width(width))
         _base.width_condition(self.width, geometry.num_patches, "DeepCNNTheory",
                               f"d = {geometry.num_patches} final patches")
         self.activation = _base.activation_name(activation)
