@@ -30,7 +30,8 @@ from ._validate import integer as _integer
 
 __all__ = ["array_module", "asarray", "check_floating", "check_finite", "result_dtype",
            "core", "cuda", "implementation", "get_num_threads", "set_num_threads",
-           "wrap_like", "is_gpu_array", "to_numpy", "info", "gpu_available"]
+           "wrap_like", "is_gpu_array", "to_numpy", "info", "gpu_available",
+           "instruction_set"]
 
 # None until first needed: LKR_NUM_THREADS is parsed then (lkr._env), so that a bad value
 # names itself at the first use instead of breaking `import lkr`.
@@ -115,8 +116,24 @@ def _threads_for_info(c):
         return f"{c.max_threads()} (LKR_NUM_THREADS is invalid, see below)"
 
 
+_ISA_NAMES = {"v4": "AVX-512 (x86-64-v4)", "v3": "AVX2 + FMA (x86-64-v3)",
+              "base": "baseline (no AVX2)"}
+
+
+def instruction_set(c=None) -> str:
+    """The instruction set the compiled kernels chose at run time (the CPU's best, capped by
+    LKR_ISA), e.g. ``"AVX2 + FMA (x86-64-v3)"``; says when LKR_ISA capped it."""
+    c = core() if c is None else c
+    name = _ISA_NAMES.get(c.isa(), c.isa())
+    try:
+        cap = _env.isa()
+    except ValueError:
+        return f"{name} (LKR_ISA is invalid, see below)"
+    return name if cap in (None, "v4") else f"{name} (capped by LKR_ISA={cap})"
+
+
 def info() -> dict:
-    """Versions, backend, threads and BLAS, as ``lkr info`` prints them."""
+    """Versions, backend, threads, instruction set and BLAS, as ``lkr info`` prints them."""
     from . import __version__
 
     c = core()
@@ -127,6 +144,7 @@ def info() -> dict:
         "cpu_backend": "C++ (lkr._core)",
         "openmp": bool(c.openmp),
         "threads": _threads_for_info(c),
+        "instruction_set": instruction_set(c),
         "blas": _blas_name(),
     }
     try:

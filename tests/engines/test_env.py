@@ -197,3 +197,16 @@ def test_help_works_whatever_the_variables():
     for args in (["fc-vs-cnn", "--help"], ["bench", "--help"], ["--help"]):
         r = _run(args, {"LKR_NUM_THREADS": "abc"}, module=True)
         assert r.returncode == 0 and "usage" in r.stdout, r.stderr
+
+
+def test_lkr_info_shows_the_instruction_set_chosen():
+    import json
+
+    best = backend.core().isa()   # the CPU's best (no LKR_ISA in this process's kernels)
+    assert best in ("v4", "v3", "base")
+    for cap, want in ((None, best), ("base", "base"), ("v3", "v3" if best != "base" else "base")):
+        r = _run(["info", "--json"], {} if cap is None else {"LKR_ISA": cap}, module=True)
+        assert r.returncode == 0, r.stderr
+        shown = json.loads(r.stdout)["instruction_set"]
+        assert shown.startswith({"v4": "AVX-512", "v3": "AVX2", "base": "baseline"}[want]), shown
+        assert ("capped by LKR_ISA" in shown) == (cap is not None)
