@@ -51,7 +51,11 @@ def _module_name(path: Path) -> str:
 
 
 def _modules():
-    return {_module_name(p): p for p in ROOT.rglob("*.py")}
+    # lkr.bench is the repository's bench/ folder, installed beside the package (a wheel
+    # has it; an editable install does not) for `lkr bench`: the benchmarks use the whole
+    # package and sit outside its layers
+    mods = {_module_name(p): p for p in ROOT.rglob("*.py")}
+    return {m: p for m, p in mods.items() if m != "lkr.bench" and not m.startswith("lkr.bench.")}
 
 
 def _resolve(module: str, is_package: bool, level: int, target) -> str:
