@@ -26,6 +26,7 @@ from ._arrays import (  # noqa: F401 - the array helpers, re-exported (lkr.backe
     to_numpy,
     wrap_like,
 )
+from ._extras import install_hint
 from ._validate import integer as _integer
 
 __all__ = ["array_module", "asarray", "check_floating", "check_finite", "result_dtype",
@@ -51,7 +52,7 @@ def core() -> ModuleType:
 def cuda() -> ModuleType:
     """The CUDA backend, with an actionable error when CuPy or a device is missing."""
     if _cupy() is None:
-        raise ImportError("CuPy is not installed; pip install lkr[gpu]")
+        raise ImportError(f"CuPy is not installed; {install_hint('gpu')}")
     from . import _cuda
 
     return _cuda
@@ -64,7 +65,7 @@ def gpu_available():
     """
     cp = _cupy()
     if cp is None:
-        return False, "CuPy is not installed; pip install lkr[gpu]"
+        return False, f"CuPy is not installed; {install_hint('gpu')}"
     try:
         n = cp.cuda.runtime.getDeviceCount()
     except Exception as exc:
@@ -156,7 +157,7 @@ def info() -> dict:
     ok, why = gpu_available()
     cp = _cupy()
     if cp is None:
-        out["gpu"] = "CuPy not installed (pip install lkr[gpu])"
+        out["gpu"] = f"CuPy not installed ({install_hint('gpu')})"
     else:
         out["cupy"] = cp.__version__
         if ok:

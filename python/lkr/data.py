@@ -22,7 +22,7 @@ Tasks (see :func:`load_task`)
     ``test_batch``), or in ``DIR/cifar-10-batches-py``; or the binary version
     (``data_batch_1.bin`` ..., ``test_batch.bin``, or in ``DIR/cifar-10-batches-bin``).
 ``digits``
-    scikit-learn's UCI 8 x 8 digits (``lkr[data]``, :mod:`lkr.datasets_sklearn`).
+    scikit-learn's UCI 8 x 8 digits (the ``data`` extra, :mod:`lkr.datasets_sklearn`).
 
 Nothing is ever downloaded. For the image tasks, two groups of classes are selected (labels
 +1 for the first, -1 for the second), images are optionally converted to grayscale and
@@ -48,7 +48,7 @@ from ._task_options import TASK_OPTIONS, check_task_options  # noqa: F401 (re-ex
 from ._validate import count as _count
 from ._validate import seed as _seed
 
-# the UCI digits through scikit-learn (optional extra lkr[data]), a module of its own
+# the UCI digits through scikit-learn (the optional extra `data`), a module of its own
 from .datasets_sklearn import digits_groups, load_digits, parse_class_groups
 
 __all__ = ["Task", "load_task", "gaussian_linear", "local_teacher", "load_mnist", "load_cifar10",

@@ -36,6 +36,7 @@ from typing import Callable, NamedTuple, Optional, Sequence
 import numpy as np
 
 from .. import _interrupt
+from .._extras import install_hint
 from .._io import check_writable_dir, describe
 from .._json import jsonable
 from .._progress import PhaseBar, progress_bar
@@ -483,7 +484,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quiet", action="store_true",
                    help="no progress bar or notes on stderr (the table still goes to stdout, and a "
                         "missing plot is still reported)")
-    g = p.add_argument_group("scaling out (pip install lkr[distributed])")
+    g = p.add_argument_group('scaling out (pip install "dask[distributed]")')
     g.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="Dask scheduler address: fit every (architecture, width) on it")
     g.add_argument("--workers", type=positive_int, default=None, metavar="N",
@@ -573,7 +574,7 @@ def command(args) -> int:
             except ImportError as exc:
                 msg = str(exc)
                 if "pip install" not in msg:
-                    msg += "; pip install lkr[distributed]"
+                    msg += f"; {install_hint('distributed')}"
                 parser.error(f"--scheduler/--workers need Dask: {msg}")
             note(f"fitting on Dask: {getattr(ex, 'client', ex)}")
         status, failure = 0, None

@@ -409,7 +409,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("tasks")
     g.add_argument("--tasks", nargs="+", type=_tasks_arg, default=None, metavar="TASK",
                    help="tasks from easy to hard, each NAME[@CLASSES]: NAME digits "
-                        "(scikit-learn's 8x8 digits, pip install lkr[data]), mnist:DIR, "
+                        "(scikit-learn's 8x8 digits, pip install scikit-learn), mnist:DIR, "
                         "fashion-mnist:DIR (IDX files) or cifar10:DIR (python or binary "
                         "batches); CLASSES groups, one output each ('0:1', '3,8', "
                         "'0,2,4:1,3,5', 'all'; default all). 'ladder' (the default) is "

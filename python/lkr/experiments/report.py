@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import sys
 
+from .._extras import install_hint
 from .._io import describe, savefig, write_json
 from ..train._arch import NAMES as _NAMES
 
@@ -128,14 +129,15 @@ def save_results(results: dict, out_dir) -> str:
 
 def pyplot():
     """matplotlib.pyplot on the non-interactive Agg backend; ImportError with the install
-    hint ``pip install lkr[plot]`` when matplotlib is missing."""
+    hint (lkr._extras) when matplotlib is missing."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ImportError("matplotlib is not installed; pip install lkr[plot] for the plot") from None
+        raise ImportError(f"matplotlib is not installed; {install_hint('plot')} for the "
+                          "plot") from None
     return plt
 
 
@@ -153,7 +155,7 @@ def plot_results(results: dict, path) -> str:
     Raises
     ------
     ImportError
-        When matplotlib is missing, with the install hint ``pip install lkr[plot]``.
+        When matplotlib is missing, with the install hint (lkr._extras).
     """
     plt = pyplot()
     s = results["settings"]
