@@ -9,8 +9,10 @@ lists them) and a job refused because it would not fit the memory budget (lkr._m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
+import warnings
 
 from . import _env, _interrupt, _memory
 
@@ -71,12 +73,28 @@ def main(argv=None) -> int:
     # One interrupt handling for every subcommand (lkr._interrupt): the first Ctrl-C or
     # SIGTERM stops the job and the command writes what is finished (exit status 130 or 143);
     # a second one ends the process at once.
-    with _interrupt.handling(hard_exit=True, terminate=True):
+    with _interrupt.handling(hard_exit=True, terminate=True), _one_line_warnings():
         try:
             return _main(argv)
         except KeyboardInterrupt:
             print(f"lkr: {_interrupt.describe()}", file=sys.stderr)
             return _interrupt.exit_status()
+
+
+@contextlib.contextmanager
+def _one_line_warnings():
+    """Warnings as one line on stderr (``lkr: warning: ... (SamplingWarning)``), not Python's
+    two lines with a source line of lkr's that means nothing to a user of the command."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = " ".join(str(message).split())
+        print(f"lkr: warning: {text} ({category.__name__})", file=file or sys.stderr)
+
+    saved = warnings.showwarning
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = saved
 
 
 def _error(prog, message) -> int:

@@ -235,6 +235,12 @@ def command(args) -> int:
         print(f"lkr train: error: --burn-in {burn_in} must be smaller than --steps "
               f"{args.steps}", file=sys.stderr)
         return 2
+    if (args.steps - burn_in) // args.thin < 2:
+        # too few samples per chain for a mean, a variance or R-hat: refused, not a warning
+        print(f"lkr train: error: --steps {args.steps} with burn-in {burn_in} and --thin "
+              f"{args.thin} keep {(args.steps - burn_in) // args.thin} sample(s) per chain; "
+              f"need at least 2 (raise --steps)", file=sys.stderr)
+        return 2
     if args.out is not None:
         # really writes (and removes) a file: a read-only or full --out fails now
         try:
