@@ -14,7 +14,7 @@ EXTRAS = {
     "data": "scikit-learn",
     "distributed": '"dask[distributed]"',
     # CuPy's wheels are per CUDA version; the plain `cupy` of the extra builds from source
-    "gpu": "cupy-cuda12x (or cupy-cuda11x, for your CUDA)",
+    "gpu": "cupy-cuda12x (or cupy-cuda13x, for your CUDA; docs/gpu.md)",
 }
 
 
