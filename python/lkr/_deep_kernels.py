@@ -72,6 +72,8 @@ def renormalized_kernel(X, Y, *, Q, geometry, activation, lambdas, lambda0, lamb
     lams, xp, PX, PY = _args.prepare_deep(X, Y, geometry, activation, lambdas, lambda0, lambda1)
     Qa = backend.asarray(Q, "Q")
     dtype = backend.result_dtype(PX, PY, Qa)
+    _args.check_result_memory("renormalized_kernel", PX.shape[0],
+                              None if PY is None else PY.shape[0], 1, dtype, xp)
     Qs = _args.symmetric_Q(Qa, geometry.num_patches, xp, dtype)
     PX, PY = _args.cast(PX, PY, dtype, xp, activation, lams[0])
     tables, norms = _tables(geometry, lams)

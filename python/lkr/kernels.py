@@ -350,6 +350,8 @@ def renormalized_kernel(X: ArrayLike, Y: Optional[ArrayLike] = None, *, Q: Array
     Qa = backend.asarray(Q, "Q")
     dtype = backend.result_dtype(PX, PY, Qa)
     Np, M = geometry.num_patches, geometry.patch_size
+    _args.check_result_memory("renormalized_kernel", PX.shape[0],
+                              None if PY is None else PY.shape[0], 1, dtype, xp)
     Qs = _args.symmetric_Q(Qa, Np, xp, dtype)
     PX, PY = _args.cast(PX, PY, dtype, xp, activation, lambda0)
     if activation == "linear":

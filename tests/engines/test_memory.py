@@ -190,3 +190,18 @@ def test_cli_refuses_in_one_line_before_making_the_task(args):
     assert len(lines) == 1 and "needs about" in lines[0] and "memory budget" in lines[0], r.stderr
     assert lines[0].startswith(f"lkr {args[0]}: error: ")
     assert time.perf_counter() - t0 < 60   # no data generation first (it took 13 s)
+
+
+def test_kernels_refuse_results_above_the_budget(monkeypatch):
+    from lkr.kernels_multi import renormalized_kernel_multi
+
+    monkeypatch.setenv("LKR_MAX_BYTES", "10MB")
+    X = np.zeros((2000, 64))
+    dg = lkr.DeepGeometry((8, 8), filter_sizes=[3, 2], strides=[1, 2], padding="same")
+    _refused(lambda: lkr.renormalized_kernel(X, Q=np.eye(16), geometry=G),
+             "renormalized_kernel of 2000 x 2000 samples", "at most P = ")
+    _refused(lambda: lkr.renormalized_kernel(X, Q=np.eye(16), geometry=dg),
+             "renormalized_kernel of 2000 x 2000", allowed=10 * X.nbytes)  # layer-1 windows
+    _refused(lambda: renormalized_kernel_multi(X[:600], Q=np.eye(48), D=3, geometry=G),
+             "renormalized_kernel_multi of 600 x 600")
+    assert lkr.renormalized_kernel(X[:300], Q=np.eye(16), geometry=G).shape == (300, 300)
