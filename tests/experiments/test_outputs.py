@@ -177,9 +177,22 @@ def test_rhat_warning_next_to_the_verdict():
 
     text = format_report(_train_out(3.2))
     lines = text.splitlines()
-    i = next(k for k, ln in enumerate(lines) if "standard errors" in ln)
-    assert "R-hat 3.2" in lines[i + 1] and "--steps" in lines[i + 1] and "--chains" in lines[i + 1]
+    i = next(k for k, ln in enumerate(lines) if "sampled - theory" in ln)
+    assert "R-hat 3.20" in lines[i + 1] and "--steps" in lines[i + 1] and "--chains" in lines[i + 1]
     assert "WARNING" not in format_report(_train_out(1.01))
+
+
+def test_no_comparison_in_standard_errors_when_not_mixed():
+    """Issue 22, item 5: R-hat 1.116 was printed as 1.1 > 1.1, under a verdict in standard
+    errors that it undermines."""
+    from lkr.experiments.train_one import format_report
+
+    text = format_report(_train_out(1.116))
+    assert "R-hat max 1.12" in text and "R-hat 1.12 > 1.05" in text
+    assert "standard errors)" not in text and "(-1.8" not in text
+    assert "not in standard errors: the chains have not mixed" in text
+    ok = format_report(_train_out(1.04))
+    assert "R-hat max 1.04" in ok and "(-1.8 standard errors)" in ok and "WARNING" not in ok
 
 
 def test_fc_vs_cnn_table_warns_on_rhat_and_plot_has_labels(tmp_path):
@@ -191,7 +204,7 @@ def test_fc_vs_cnn_table_warns_on_rhat_and_plot_has_labels(tmp_path):
     res["langevin"] = {a: [dict(width=12, error=0.5, error_se=0.02, rhat_max=2.5 if a == "cnn"
                                 else 1.01, chains=2)] for a in ("fc", "cnn", "lcn")}
     table = fc_vs_cnn.format_table(res)
-    assert "R-hat 2.5!" in table and "WARNING: Langevin chains not mixed" in table
+    assert "R-hat 2.50!" in table and "WARNING: Langevin chains not mixed" in table
     assert "CNN N=12" in table and "FC N=12 (" not in table
 
     import matplotlib

@@ -10,8 +10,10 @@ from ..train._arch import NAMES as _NAMES
 
 __all__ = ["format_table", "save_results", "plot_results", "write_outputs", "RHAT_WARN"]
 
-#: R-hat above this: the chains have not mixed, and the table says so
-RHAT_WARN = 1.1
+#: R-hat above this: the chains have not mixed, the tables say so and compare nothing in
+#: standard errors (1.05: a common threshold, between Gelman and Rubin's 1.1 and the 1.01
+#: of Vehtari et al. 2021 for final results)
+RHAT_WARN = 1.05
 
 
 def _fmt(v, w=9):
@@ -85,8 +87,8 @@ def format_table(results: dict) -> str:
                 ls = f"{b['error']:10.4f} +- " + (f"{se:.4f}" if se is not None else "  n/a ")
                 rh = b.get("rhat_max")
                 if rh is not None and rh > RHAT_WARN:
-                    ls += f" R-hat {rh:.2g}!"
-                    unmixed.append(f"{_NAMES[arch]} N={r['width']} (R-hat {rh:.2g})")
+                    ls += f" R-hat {rh:.2f}!"
+                    unmixed.append(f"{_NAMES[arch]} N={r['width']} (R-hat {rh:.2f})")
             lines.append(f"{r['width']:>7}{r['alpha']:>8.3g}{r['error']:>9.4f}{r['bias2']:>9.4f}"
                          f"{r['variance']:>9.4f}  {qs}{ls}{flag}")
         i = inf.get(arch)

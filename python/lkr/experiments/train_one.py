@@ -190,10 +190,11 @@ def format_report(out: dict) -> str:
              f"{s['task']} (P={s['P']}, P_test={s['P_test']}), T={s['temperature']}, "
              f"{s['activation']}"]
     rh = lg.get("rhat_max")
+    unmixed = rh is not None and rh > RHAT_WARN
     lines.append(f"  Langevin: {s['chains']} chains x {lg['samples_per_chain']} samples "
                  f"({lg['steps_done']} steps, burn-in {s['burn_in']}, thin {s['thin']}, "
                  f"lr {s['lr']:.3g}), {lg['steps_per_s']:.0f} steps/s"
-                 + (f", R-hat max {rh:.3f}" if rh is not None else "")
+                 + (f", R-hat max {rh:.2f}" if rh is not None else "")
                  + (" [INTERRUPTED]" if out["interrupted"] else ""))
     sm = out["sampled"]
     if sm is None:
@@ -212,15 +213,18 @@ def format_report(out: dict) -> str:
         lines.append(f"  {'GP (infinite width)':<22}{gp['error']:.4f}{' ' * len(se_txt)}   "
                      f"(bias2 {gp['bias2']:.4f}, variance {gp['variance']:.4f})")
         d = out.get("difference_in_se")
-        if d is not None:
-            lines.append(f"  sampled - theory = {sm['error'] - th['error']:+.4f} "
-                         f"({d:+.1f} standard errors)")
+        diff = f"  sampled - theory = {sm['error'] - th['error']:+.4f}"
+        if d is not None and not unmixed:
+            lines.append(f"{diff} ({d:+.1f} standard errors)")
+        elif unmixed:
+            # a standard error of chains that have not mixed measures nothing: no verdict
+            lines.append(f"{diff} (not in standard errors: the chains have not mixed)")
     elif out.get("interrupted_during") == "theory":
         lines.append("  theory: interrupted (not computed)")
-    if rh is not None and rh > RHAT_WARN:
-        lines.append(f"  WARNING: R-hat {rh:.2g} > {RHAT_WARN}: the chains have not mixed, so the "
-                     "sampled error, its standard error and the comparison above are not "
-                     "reliable; run longer (--steps) or more chains (--chains)")
+    if unmixed:
+        lines.append(f"  WARNING: R-hat {rh:.2f} > {RHAT_WARN}: the chains have not mixed, so the "
+                     "sampled error and its standard error are not reliable and are not "
+                     "compared with the theory; run longer (--steps) or more chains (--chains)")
     return "\n".join(lines)
 
 
