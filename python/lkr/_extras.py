@@ -13,8 +13,8 @@ EXTRAS = {
     "plot": "matplotlib",
     "data": "scikit-learn",
     "distributed": '"dask[distributed]"',
-    # CuPy's wheels are per CUDA version; the plain `cupy` of the extra builds from source
-    "gpu": "cupy-cuda12x (or cupy-cuda13x, for your CUDA; docs/gpu.md)",
+    # CuPy's wheels are per CUDA version (docs/gpu.md); the extra's `cupy` builds from source
+    "gpu": "cupy-cuda12x",
 }
 
 
