@@ -391,3 +391,46 @@ def test_sigterm_is_handled_only_where_asked():
         assert _interrupt.describe() == "terminated (SIGTERM)"
     assert signal.getsignal(signal.SIGTERM) is before
     assert _interrupt.exit_status() == 130
+
+
+# -- fc-vs-cnn --langevin: the theory first, an estimate, each width saved (issue 22, item 4) --
+def test_langevin_run_writes_the_theory_first_and_each_width_as_it_goes():
+    from lkr.experiments import fc_vs_cnn
+
+    seen = []
+
+    def checkpoint(partial, phase):
+        assert partial["in_progress"] is True and partial["interrupted"] is False
+        n = sum(len(rows) for rows in partial["langevin"].values())
+        seen.append((phase, n, all(len(r) == 2 for r in partial["finite_width"].values())))
+        if phase == "theory":
+            est = partial["timing"]["sampling_estimate"]
+            assert est["seconds"] > 0 and set(est["per_run"]) == {
+                f"{a} N={w}" for a in ("FC", "CNN", "LCN") for w in (12, 48)}
+        if n == 4:
+            raise KeyboardInterrupt   # as a SIGTERM would, after four finished widths
+
+    with pytest.raises(_interrupt.Interrupted) as exc:
+        fc_vs_cnn.run(P=24, P_test=16, widths=[12, 48], input_shape=(16,), filter_size=4,
+                      seed=3, langevin=dict(chains=2, steps=60, burn_in=20, lr=1e-3),
+                      checkpoint=checkpoint)
+    assert seen == [("theory", 0, True)] + [("sampled", n, True) for n in range(1, 5)]
+    res = exc.value.results
+    assert res["interrupted"] is True and "in_progress" not in res
+    assert [len(res["langevin"][a]) for a in ("fc", "cnn", "lcn")] == [2, 2, 0]
+
+
+def test_lkr_fc_vs_cnn_langevin_prints_and_saves_the_theory_before_sampling(tmp_path):
+    out = tmp_path / "out"
+    p = Proc("lkr", "fc-vs-cnn", *TINY, "--widths", "12,48", *ENDLESS, "--burn-in", "10",
+             "--out", str(out))
+    p.wait_for("sampling 6 networks: about")
+    assert "each finished width goes to results.json" in p.err
+    res = _results(out)   # written before the first sampled step
+    assert res["in_progress"] is True and res["langevin"] == {"fc": [], "cnn": [], "lcn": []}
+    assert all(len(rows) == 2 for rows in res["finite_width"].values())
+    assert res["timing"]["sampling_estimate"]["seconds"] > 60   # 1e8 steps: days
+    rc, _ = p.interrupt(sig=signal.SIGTERM)
+    assert rc == 143, p.err
+    assert p.out.count("FC   (global renormalisation") == 2   # before sampling, and at the end
+    assert _results(out)["interrupted"] is True

@@ -41,10 +41,11 @@ from .._io import check_writable_dir, describe
 from .._json import jsonable
 from .._progress import PhaseBar, progress_bar
 from .._validate import integer as _integer
-from ..train._arch import ARCHITECTURES, make_theory, sampled_test_error
+from ..train._arch import ARCHITECTURES, make_theory
 from ..train._arch import NAMES as _NAMES
 from . import _deep
 from ._rows import _q_summary, _row, _summary, _versions  # noqa: F401 (_q_summary: tests)
+from ._sampling import LangevinFailed, estimate_seconds, format_duration, sample_widths
 from .argtypes import nonneg_float, nonneg_int, positive_float, positive_int, shape, task_spec, widths
 from .report import format_table, plot_results, save_results, stderr_note, write_outputs
 
@@ -185,7 +186,7 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
         executor=None, langevin: Optional[dict] = None,
         progress: Optional[Callable] = None,
         prepared: Optional[FcVsCnnSetup] = None, depth: Optional[int] = None,
-        padding="valid") -> dict:
+        padding="valid", checkpoint: Optional[Callable] = None) -> dict:
     """Run the FC-versus-CNN experiment and return every number and setting.
 
     Parameters
@@ -227,6 +228,11 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
         from it.
     depth, padding : optional
         Add the deep CNN of ``depth`` layers (``"deepcnn"``; :mod:`lkr.experiments._deep`).
+    checkpoint : callable, optional
+        With ``langevin``: ``checkpoint(results, phase)`` gets the results so far (marked
+        ``"in_progress": True``) when the theory is finished and the sampling time estimated
+        (``timing["sampling_estimate"]``, :mod:`lkr.experiments._sampling`), before any
+        sampling (phase ``"theory"``), and after each sampled width (``"sampled"``).
 
     Returns
     -------
@@ -309,9 +315,15 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
         timing["finite_width_s"] = time.perf_counter() - t0
         if langevin:
             t0 = time.perf_counter()
+            runs = [(a, w) for a in architectures for w in _widths(a, widths, geoms)]
+            if checkpoint is not None:
+                timing["sampling_estimate"] = estimate_seconds(runs, data, geoms, common,
+                                                               langevin, seed, bar)
+                checkpoint(results(interrupted=False, in_progress=True), "theory")
             try:
-                _sampled(sampled, architectures, widths, data, geoms, common, langevin,
-                         seed, bar)
+                sample_widths(sampled, runs, data, geoms, common, langevin, seed, bar,
+                              on_row=None if checkpoint is None else lambda: checkpoint(
+                                  results(interrupted=False, in_progress=True), "sampled"))
             except FloatingPointError as exc:
                 msg = str(exc).splitlines()[0]
                 raise LangevinFailed(results(interrupted=False, langevin_error=msg),
@@ -325,14 +337,6 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
     finally:
         bar.close()
     return results(interrupted=False)
-
-
-class LangevinFailed(FloatingPointError):
-    """Langevin sampling diverged; ``results``: the theory and the sampled rows so far."""
-
-    def __init__(self, results, message):
-        super().__init__(message)
-        self.results = results
 
 
 def _infinite_width(infinite, data, geometry, common, bar, dg=None) -> None:
@@ -402,25 +406,6 @@ def _finite_width_executor(finite, architectures, widths, data, geoms, common, b
         for fut in futures.values():
             fut.cancel()
         raise
-
-
-def _sampled(sampled, architectures, widths, data, geoms, common, langevin, seed,
-             bar) -> None:
-    """Langevin sampling of the networks themselves at every width, rows into sampled[arch].
-
-    A run cut short by Ctrl-C is dropped (its few samples are no estimate) and the
-    interrupt goes on to stop the whole job.
-    """
-    X, y, X_test, y_test = data
-    for arch in architectures:
-        for w in _widths(arch, widths, geoms):
-            bar.status(f"Langevin {_NAMES[arch]} N={w} ...")
-            r = sampled_test_error(arch, width=w, geometry=geoms[arch], X=X, y=y, X_test=X_test,
-                                   y_test=y_test, seed=seed, **common, **langevin)
-            if r["interrupted"] or _interrupt.requested():
-                raise KeyboardInterrupt
-            sampled[arch].append(dict(jsonable(r), width=w))
-            bar.tick(f"Langevin {_NAMES[arch]} N={w}")
 
 
 # -- `lkr fc-vs-cnn` -------------------------------------------------------------------------------
@@ -558,9 +543,24 @@ def command(args) -> int:
                                padding=args.padding)
     except (ValueError, TypeError, ImportError) as exc:
         parser.error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    def checkpoint(partial, phase):
+        # each finished width saved as it goes, and the theory table before any sampling
+        if args.out is not None:
+            try:
+                save_results(partial, args.out)
+            except OSError as exc:  # said now; the final write reports it again, exit 2
+                note(f"cannot write results.json in {args.out} yet: {describe(exc)}")
+        if phase == "theory":
+            print(format_table(partial), flush=True)
+            est = partial["timing"]["sampling_estimate"]
+            note(f"sampling {len(est['per_run'])} networks: about {format_duration(est['seconds'])}"
+                 f" on this machine now (from {est['probe_steps']}-step probes)"
+                 + ("; each finished width goes to results.json" if args.out else ""))
+
     kwargs = dict(temperature=args.temperature, activation=args.activation,
                   lambda0=args.lambda0, lambda1=args.lambda1, langevin=langevin,
-                  progress=progress, prepared=prepared, boundary=args.boundary, seed=args.seed)
+                  progress=progress, prepared=prepared, boundary=args.boundary, seed=args.seed,
+                  checkpoint=checkpoint if langevin else None)
     with contextlib.ExitStack() as stack:
         ex = None
         if args.scheduler is not None or args.workers is not None:

@@ -67,7 +67,7 @@ def format_table(results: dict) -> str:
         else:
             title = "LCN  (local, diagonal: Qbar_ii only)"
             qhead = f"{'Qbar_ii':>9}{'min-max':>15}"
-        lhead = f"{'sampled':>18}" if arch in lang else ""
+        lhead = f"{'sampled':>18}" if lang.get(arch) else ""
         lines.append(title)
         lines.append(f"{'N':>7}{'alpha':>8}{'error':>9}{'bias^2':>9}{'variance':>9}  {qhead}{lhead}")
         by_w = {r["width"]: r for r in lang.get(arch, [])}
