@@ -60,3 +60,16 @@ def test_fit_path_and_run_refuse_fractional_widths():
 
     with pytest.raises(TypeError, match="widths"):
         run(P=12, P_test=4, widths=["64"], input_shape=(16,))
+
+
+def test_nets_vs_linearized_refuses_fractional_widths_and_multipliers():
+    from lkr.experiments.nets_vs_linearized import _base_widths, prepare
+
+    for bad in ("32", 2.5):
+        with pytest.raises(TypeError, match=r"base_widths\['fc'\] must be a positive integer"):
+            _base_widths({"fc": bad}, ("fc",))
+        with pytest.raises(TypeError, match="multipliers must be a positive integer"):
+            prepare("digits", multipliers=[1, bad], architectures=["fc"], P=10, P_test=10)
+    with pytest.raises(ValueError, match="unknown architecture 'mlp'"):
+        _base_widths({"mlp": 8}, ("fc",))
+    assert _base_widths({"fc": 32.0}, ("fc",)) == {"fc": 32}

@@ -44,6 +44,7 @@ import numpy as np
 from .. import _interrupt
 from .._io import check_writable_dir, describe
 from .._validate import is_integer as _is_integer
+from .._validate import width as _width
 from . import _ladder
 from .argtypes import nonneg_float, nonneg_int, positive_float, positive_int, shape
 from .argtypes import widths as _int_list
@@ -146,7 +147,11 @@ def _one_thread():
 
 def _base_widths(base_widths, architectures):
     out = {a: ARCHITECTURES[a].base_width for a in architectures}
-    out.update(base_widths or {})
+    for a, w in (base_widths or {}).items():
+        if a not in ARCHITECTURES:
+            raise ValueError(f"base_widths names an unknown architecture {a!r}; choose from "
+                             f"{tuple(ARCHITECTURES)}")
+        out[a] = _width(w, f"base_widths[{a!r}]")   # '32' or 2.5 refused, not truncated
     return out
 
 
@@ -208,9 +213,9 @@ def prepare(tasks=DEFAULTS["tasks"], *, P=DEFAULTS["P"], P_test=DEFAULTS["P_test
             raise ValueError(f"unknown architecture {a!r}; choose from {tuple(ARCHITECTURES)}")
     if not architectures:
         raise ValueError("give at least one architecture")
-    multipliers = sorted({int(k) for k in multipliers})
-    if not multipliers or multipliers[0] < 1:
-        raise ValueError(f"multipliers must be positive integers, got {multipliers}")
+    multipliers = sorted({_width(k, "multipliers") for k in multipliers})
+    if not multipliers:
+        raise ValueError("multipliers must not be empty")
     bases = _base_widths(base_widths, architectures)
     if not _is_integer(seeds) or seeds < 1:
         raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
