@@ -48,7 +48,8 @@ def sample_widths(sampled, runs, data, geoms, common, langevin, seed, bar, on_ro
     for arch, w in runs:
         bar.status(f"Langevin {_NAMES[arch]} N={w} ...")
         r = sampled_test_error(arch, width=w, geometry=geoms[arch], X=X, y=y, X_test=X_test,
-                               y_test=y_test, seed=seed, **common, **langevin)
+                               y_test=y_test, seed=seed, **common,
+                               **{"sampler": "langevin", **langevin})
         if r["interrupted"] or _interrupt.requested():
             raise KeyboardInterrupt
         sampled[arch].append(dict(jsonable(r), width=w))
@@ -66,7 +67,8 @@ def _probe(arch, w, data, geoms, common, langevin, seed, bar):
     t0 = time.perf_counter()
     r = sampled_test_error(arch, width=w, geometry=geoms[arch], X=X, y=y, X_test=X_test,
                            y_test=y_test, seed=seed, **common,
-                           **dict(langevin, burn_in=0, **{key: PROBE_STEPS}))
+                           **{"sampler": "langevin", **langevin, "burn_in": 0,
+                              key: PROBE_STEPS})
     if r["interrupted"] or _interrupt.requested():
         raise KeyboardInterrupt
     wall = time.perf_counter() - t0

@@ -216,9 +216,10 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
         this executor (e.g. from :func:`lkr.distributed.executor`) instead of the serial,
         warm-started path.
     langevin : dict, optional
-        When given, also sample the networks by Langevin dynamics at every width
-        (:func:`lkr.train.sampled_test_error`); keys ``chains``, ``steps``, ``burn_in``,
-        ``lr``.
+        When given, also sample the networks at every width
+        (:func:`lkr.train.sampled_test_error`); keys ``sampler`` ("langevin", the default
+        here, or "collapsed"), ``chains``, ``burn_in`` and Langevin's ``steps``, ``lr`` or
+        the collapsed sampler's ``sweeps``.
     progress : callable, optional
         ``progress(total)`` -> a tqdm bar (e.g. :func:`Progress`); called once with the
         number of steps.
@@ -486,14 +487,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="independent chains (default: %(default)s)")
     g.add_argument("--lr", type=positive_float, default=None,
                    help="Langevin step size (default: lkr.train.suggest_lr for each net)")
+    g.add_argument("--sampler", choices=("langevin", "collapsed"), default="langevin",
+                   help="with --langevin: Langevin dynamics (default) or the exact collapsed "
+                        "sampler (lkr.train.collapsed: readout integrated out, no step-size "
+                        "bias, smaller standard errors for the time)")
+    g.add_argument("--sweeps", type=positive_int, default=400,
+                   help="collapsed sampler: sweeps per chain, burn-in included (default: "
+                        "%(default)s)")
 
 
 def command(args) -> int:
     """Run ``lkr fc-vs-cnn`` with parsed options; returns the exit status."""
     parser = args.parser
-    if args.burn_in is not None and args.burn_in >= args.langevin_steps:
-        parser.error(f"--burn-in {args.burn_in} must be smaller than --langevin-steps "
-                     f"{args.langevin_steps}")
+    length, length_opt = ((args.sweeps, "--sweeps") if args.sampler == "collapsed"
+                          else (args.langevin_steps, "--langevin-steps"))
+    if args.burn_in is not None and args.burn_in >= length:
+        parser.error(f"--burn-in {args.burn_in} must be smaller than {length_opt} {length}")
+    if args.sampler == "collapsed" and args.lr is not None:
+        parser.error("--lr is Langevin's step size; the collapsed sampler adapts its own")
     from ..data import TASK_OPTIONS, check_task_options
 
     try:
@@ -527,6 +538,9 @@ def command(args) -> int:
     if args.langevin:
         langevin = dict(chains=args.chains, steps=args.langevin_steps, burn_in=args.burn_in,
                         lr=args.lr)
+        if args.sampler == "collapsed":
+            langevin = dict(sampler="collapsed", chains=args.chains, sweeps=args.sweeps,
+                            burn_in=args.burn_in)
 
     def progress(total):
         return Progress(total, enabled=not args.quiet)
