@@ -14,12 +14,14 @@ from __future__ import annotations
 import time
 
 from .. import _interrupt
+from .._io import describe
 from .._json import jsonable
 from ..train._arch import NAMES as _NAMES
 from ..train._arch import sampled_test_error
+from .report import format_table, save_results
 
 __all__ = ["LangevinFailed", "sample_widths", "estimate_seconds", "format_duration",
-           "PROBE_STEPS"]
+           "checkpointer", "PROBE_STEPS"]
 
 #: steps (or sweeps) of the probe run per architecture
 PROBE_STEPS = 10
@@ -111,3 +113,25 @@ def format_duration(seconds: float) -> str:
     if seconds < 48 * 3600:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} days"
+
+
+def checkpointer(out, note):
+    """The ``checkpoint(partial, phase)`` of ``lkr fc-vs-cnn --langevin`` (see
+    :func:`lkr.experiments.fc_vs_cnn.run`): saves ``results.json`` into ``out`` (when given)
+    at every call, and before any sampling prints the theory table on stdout and the time
+    estimate through ``note``."""
+    def checkpoint(partial, phase):
+        if out is not None:
+            try:
+                save_results(partial, out)
+            except OSError as exc:  # said now; the final write reports it again, exit 2
+                note(f"cannot write results.json in {out} yet: {describe(exc)}")
+        if phase == "theory":
+            print(format_table(partial), flush=True)
+            est = partial["timing"]["sampling_estimate"]
+            note(f"sampling {len(est['per_run'])} networks: about "
+                 f"{format_duration(est['seconds'])} on this machine now (from "
+                 f"{est['probe_steps']}-step probes)"
+                 + ("; each finished width goes to results.json" if out else ""))
+
+    return checkpoint

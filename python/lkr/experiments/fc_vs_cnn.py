@@ -45,7 +45,7 @@ from ..train._arch import ARCHITECTURES, make_theory
 from ..train._arch import NAMES as _NAMES
 from . import _deep
 from ._rows import _q_summary, _row, _summary, _versions  # noqa: F401 (_q_summary: tests)
-from ._sampling import LangevinFailed, estimate_seconds, format_duration, sample_widths
+from ._sampling import LangevinFailed, checkpointer, estimate_seconds, sample_widths
 from .argtypes import nonneg_float, nonneg_int, positive_float, positive_int, shape, task_spec, widths
 from .report import format_table, plot_results, save_results, stderr_note, write_outputs
 
@@ -557,24 +557,10 @@ def command(args) -> int:
                                padding=args.padding)
     except (ValueError, TypeError, ImportError) as exc:
         parser.error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-    def checkpoint(partial, phase):
-        # each finished width saved as it goes, and the theory table before any sampling
-        if args.out is not None:
-            try:
-                save_results(partial, args.out)
-            except OSError as exc:  # said now; the final write reports it again, exit 2
-                note(f"cannot write results.json in {args.out} yet: {describe(exc)}")
-        if phase == "theory":
-            print(format_table(partial), flush=True)
-            est = partial["timing"]["sampling_estimate"]
-            note(f"sampling {len(est['per_run'])} networks: about {format_duration(est['seconds'])}"
-                 f" on this machine now (from {est['probe_steps']}-step probes)"
-                 + ("; each finished width goes to results.json" if args.out else ""))
-
     kwargs = dict(temperature=args.temperature, activation=args.activation,
                   lambda0=args.lambda0, lambda1=args.lambda1, langevin=langevin,
                   progress=progress, prepared=prepared, boundary=args.boundary, seed=args.seed,
-                  checkpoint=checkpoint if langevin else None)
+                  checkpoint=checkpointer(args.out, note) if langevin else None)
     with contextlib.ExitStack() as stack:
         ex = None
         if args.scheduler is not None or args.workers is not None:
