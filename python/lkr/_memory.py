@@ -22,7 +22,7 @@ from ._arrays import _cupy
 
 __all__ = ["MemoryBudgetError", "budget", "format_bytes", "check", "largest", "DOUBLE", "nngp_bytes",
            "fc_theory_bytes", "local_theory_bytes", "stored_kernel_bytes", "predict_bytes",
-           "net_bytes", "task_bytes", "OVERHEAD"]
+           "net_bytes", "collapsed_bytes", "task_bytes", "OVERHEAD"]
 
 #: bytes of one float64
 DOUBLE = 8
@@ -156,6 +156,13 @@ def net_bytes(num_params: int, hidden: int, P: int = 0, chains: int = 1,
     such arrays measured (the FC nets' passes), seven here."""
     return (num_params * chains * (itemsize + DOUBLE)
             + 7 * chains * P * hidden * itemsize)
+
+
+def collapsed_bytes(P: int, Pt: int, D: int, hidden: int, chains: int) -> int:
+    """:func:`lkr.train.collapsed`, per chain: the Cholesky factor with its right-hand sides
+    (P (P + D)), the features and their proposals (2 n P, n = ``hidden`` features), the test
+    features (n Pt) and the cross kernel of a retained sample (P Pt) (docs/training.md)."""
+    return DOUBLE * chains * (P * (P + D) + 2 * hidden * P + hidden * Pt + P * Pt)
 
 
 def task_bytes(n: int, N0: int, Np: int = 0, M: int = 0, teacher_channels: int = 0) -> int:

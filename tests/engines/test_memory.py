@@ -205,3 +205,15 @@ def test_kernels_refuse_results_above_the_budget(monkeypatch):
     _refused(lambda: renormalized_kernel_multi(X[:600], Q=np.eye(48), D=3, geometry=G),
              "renormalized_kernel_multi of 600 x 600")
     assert lkr.renormalized_kernel(X[:300], Q=np.eye(16), geometry=G).shape == (300, 300)
+
+
+def test_collapsed_sampler_refuses_above_the_budget(monkeypatch):
+    from lkr import train
+
+    net = nets.CNNNet(geometry=G, width=16, seed=0)
+    X = np.zeros((3000, 64))
+    monkeypatch.setenv("LKR_MAX_BYTES", "200MB")
+    _refused(lambda: train.collapsed(net, X, np.zeros(3000), 0.1, sweeps=2, chains=8),
+             "collapsed sampler on P = 3000 samples x 8 chain(s)", "at most P = ",
+             allowed=X.nbytes)
+    assert _memory.collapsed_bytes(3000, 3000, 1, 256, 8) > 200e6

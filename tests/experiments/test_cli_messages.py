@@ -8,7 +8,7 @@ from lkr._warnings import SamplingWarning
 
 
 def test_train_refuses_a_run_that_keeps_no_samples(capsys):
-    rc = cli.main(["train", "--steps", "1", "--quiet", "-P", "8"])
+    rc = cli.main(["train", "--sampler", "langevin", "--steps", "1", "--quiet", "-P", "8"])
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("lkr train: error: --steps 1 with burn-in 0 "
@@ -26,3 +26,17 @@ def test_warnings_in_the_command_are_one_line(capsys):
     assert err == ("lkr: warning: no samples were taken (steps - burn_in) // thin == 0 "
                    "(SamplingWarning)\n")
     assert warnings.showwarning is before   # restored
+
+
+def test_train_default_sampler_is_collapsed_and_refuses_langevin_options(capsys):
+    """Issue 22, item 5: the defaults mix (the collapsed sampler); Langevin's options without
+    --sampler langevin are said, not ignored."""
+    from lkr.experiments.train_one import DEFAULTS
+
+    assert DEFAULTS["sampler"] == "collapsed"
+    for args, named in ((["--steps", "100"], "--steps is"), (["--lr", "0.1"], "--lr is"),
+                        (["--steps", "9", "--lr", "0.1"], "--steps and --lr are")):
+        assert cli.main(["train", *args, "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"lkr train: error: {named} Langevin's; add --sampler " \
+                                  "langevin" in err[0], err

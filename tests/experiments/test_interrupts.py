@@ -142,8 +142,8 @@ def test_ctrl_c_in_langevin_stops_the_whole_job(tmp_path, where, burn_in, wait):
 
 def test_lkr_train_ctrl_c_keeps_the_samples(tmp_path):
     out = tmp_path / "run"
-    p = Proc("lkr", "train", "--width", "4", "-P", "8", "--P-test", "20", "--input-shape",
-             "16", "--steps", "100000000", "--burn-in", "10", "--chains", "2", "--out",
+    p = Proc("lkr", "train", "--sampler", "langevin", "--width", "4", "-P", "8", "--P-test",
+             "20", "--input-shape", "16", "--steps", "100000000", "--burn-in", "10", "--chains", "2", "--out",
              str(out))
     p.wait_for("lkr train: sampling")
     time.sleep(3.0)
@@ -325,8 +325,8 @@ def test_sigterm_in_langevin(tmp_path):
 
 def test_lkr_train_sigterm_keeps_the_samples(tmp_path):
     out = tmp_path / "run"
-    p = Proc("lkr", "train", "--width", "4", "-P", "8", "--P-test", "20", "--input-shape",
-             "16", "--steps", "100000000", "--burn-in", "10", "--chains", "2", "--out",
+    p = Proc("lkr", "train", "--sampler", "langevin", "--width", "4", "-P", "8", "--P-test",
+             "20", "--input-shape", "16", "--steps", "100000000", "--burn-in", "10", "--chains", "2", "--out",
              str(out))
     p.wait_for("lkr train: sampling")
     time.sleep(2.0)

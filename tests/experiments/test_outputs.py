@@ -123,8 +123,9 @@ def test_write_failure_is_one_line_exit_2_and_keeps_the_old_file(tmp_path, capsy
 def test_lkr_train_write_failure(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     monkeypatch.setattr(_io.os, "replace", _full_disk)
-    rc = main(["train", "--width", "4", "-P", "8", "--P-test", "10", "--input-shape", "16",
-               "--steps", "20", "--chains", "2", "--no-theory", "--out", str(out), "--quiet"])
+    rc = main(["train", "--sampler", "langevin", "--width", "4", "-P", "8", "--P-test", "10",
+               "--input-shape", "16", "--steps", "20", "--chains", "2", "--no-theory", "--out",
+               str(out), "--quiet"])
     assert rc == 2
     captured = capsys.readouterr()
     assert "sampled test error" in captured.out

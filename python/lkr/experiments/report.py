@@ -107,7 +107,8 @@ def format_table(results: dict) -> str:
         lines.append("")
         lines.append(f"WARNING: Langevin chains not mixed (R-hat > {RHAT_WARN}) at "
                      f"{', '.join(unmixed)}: those sampled errors and their standard errors "
-                     "are not reliable; run longer (--langevin-steps) or more chains (--chains)")
+                     "are not reliable; run longer (--langevin-steps, or --sweeps) or more chains "
+                     "(--chains)")
     lines.append("")
     for arch in s["architectures"]:
         sm = (results.get("summary") or {}).get(arch)
