@@ -43,7 +43,7 @@ from .._progress import PhaseBar, progress_bar
 from .._validate import integer as _integer
 from ..train._arch import ARCHITECTURES, make_theory
 from ..train._arch import NAMES as _NAMES
-from . import _deep
+from . import _deep, _validity
 from ._rows import _q_summary, _row, _summary, _versions  # noqa: F401 (_q_summary: tests)
 from ._sampling import LangevinFailed, checkpointer, estimate_seconds, sample_widths
 from .argtypes import nonneg_float, nonneg_int, positive_float, positive_int, shape, task_spec, widths
@@ -239,8 +239,10 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
     -------
     dict
         ``settings``, ``task``, ``versions``, ``infinite_width``, ``finite_width``
-        (per architecture, a row per width), ``langevin`` (or None), ``summary``, ``timing``,
-        ``interrupted`` (False).
+        (per architecture, a row per width, with its ``filter_dim``), ``langevin`` (or None),
+        ``summary``, ``validity`` (the filter dimension M of each architecture, FC: N0, and
+        those below 16, where the actions are poor: docs/validity.md; the fits' own
+        warnings are not repeated), ``timing``, ``interrupted`` (False).
 
     Raises
     ------
@@ -300,6 +302,7 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
                              versions=_versions(), infinite_width=infinite,
                              finite_width=finite, langevin=sampled,
                              summary=_summary(architectures, infinite, finite, n_rows),
+                             validity=_validity.block(finite, activation),
                              timing=timing, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                              **extra))
 
@@ -308,11 +311,12 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
         _infinite_width(infinite, data, geometry, common, bar, dg)
         timing["infinite_width_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        if executor is None:
-            _finite_width_serial(finite, architectures, widths, data, geoms, common, bar)
-        else:
-            _finite_width_executor(finite, architectures, widths, data, geoms, common, bar,
-                                   executor)
+        with _validity.quiet_regime():  # reported once, in results["validity"]
+            if executor is None:
+                _finite_width_serial(finite, architectures, widths, data, geoms, common, bar)
+            else:
+                _finite_width_executor(finite, architectures, widths, data, geoms, common,
+                                       bar, executor)
         timing["finite_width_s"] = time.perf_counter() - t0
         if langevin:
             t0 = time.perf_counter()
@@ -387,7 +391,8 @@ def _fit_row(arch, width, data, geometry, common) -> dict:
     """One (architecture, width) fitted from scratch (module level, so that it pickles)."""
     X, y, X_test, y_test = data
     th = make_theory(arch, width, geometry=geometry, **common)
-    th.fit(X, y)
+    with _validity.quiet_regime():
+        th.fit(X, y)
     return _row(arch, width, len(y), th.evaluate(X_test, y_test), th.solution)
 
 
