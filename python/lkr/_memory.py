@@ -22,7 +22,7 @@ from ._arrays import _cupy
 
 __all__ = ["MemoryBudgetError", "budget", "format_bytes", "check", "largest", "DOUBLE", "nngp_bytes",
            "fc_theory_bytes", "local_theory_bytes", "stored_kernel_bytes", "predict_bytes",
-           "net_bytes", "collapsed_bytes", "task_bytes", "OVERHEAD"]
+           "net_bytes", "collapsed_bytes", "task_bytes", "check_theory_sizes", "OVERHEAD"]
 
 #: bytes of one float64
 DOUBLE = 8
@@ -169,3 +169,18 @@ def task_bytes(n: int, N0: int, Np: int = 0, M: int = 0, teacher_channels: int =
     """A synthetic task of n = P + P_test samples of N0 inputs: the inputs, and for the local
     teacher the patches of one set (Np M per sample) and two (n, Np, C*) arrays."""
     return DOUBLE * n * (N0 + Np * M + 2 * Np * teacher_channels)
+
+
+def check_theory_sizes(P: int, P_test: int) -> None:
+    """Refuse a training and test set size whose CNN fit (the largest of the theories: its
+    (P x P) matrices, the stored kernel aside) or predictions would not fit the budget,
+    before the task is made (``lkr fc-vs-cnn``, ``lkr train``; each theory checks its own
+    fit again with the real shapes)."""
+    check(local_theory_bytes(P), f"fitting the theories at P = {P}", "use a smaller -P",
+          size=("P", P, local_theory_bytes))
+
+    def predict(n):
+        return predict_bytes(P, n, local=True)
+
+    check(predict(P_test), f"predicting at P_test = {P_test} test points (P = {P})",
+          "use a smaller --P-test", size=("P_test", P_test, predict))

@@ -35,7 +35,7 @@ from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from .. import _interrupt
+from .. import _interrupt, _memory
 from .._extras import install_hint
 from .._io import check_writable_dir, describe
 from .._json import jsonable
@@ -130,7 +130,7 @@ def prepare(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"],
     if not widths:
         raise ValueError("widths must not be empty")
     widths = sorted({int(w) for w in widths})
-    _check_memory(P, P_test)
+    _memory.check_theory_sizes(P, P_test)   # before the task is made (it can take long)
     task_options = dict(task_options or {})
     deep_filters, deep_strides = filter_size, stride
     if depth is not None:
@@ -158,22 +158,6 @@ def prepare(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"],
                              f"patches; got widths {widths}")
     return FcVsCnnSetup(loaded, geometry, widths, task_options, time.perf_counter() - t0, task,
                     int(seed), dg)
-
-
-def _check_memory(P, P_test):
-    """Refuse sizes whose CNN fit (the largest of the theories: (P x P) matrices, the stored
-    kernel aside) or predictions would not fit the memory budget, before the task is made
-    (lkr._memory; each theory checks its own fit again with the real shapes)."""
-    from .. import _memory
-
-    _memory.check(_memory.local_theory_bytes(P), f"fitting the theories at P = {P}",
-                  "use a smaller -P", size=("P", P, _memory.local_theory_bytes))
-
-    def predict(n):
-        return _memory.predict_bytes(P, n, local=True)
-
-    _memory.check(predict(P_test), f"predicting at P_test = {P_test} test points (P = {P})",
-                  "use a smaller --P-test", size=("P_test", P_test, predict))
 
 
 # -- the experiment, phase by phase ---------------------------------------------------------------
