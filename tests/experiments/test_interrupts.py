@@ -434,3 +434,13 @@ def test_lkr_fc_vs_cnn_langevin_prints_and_saves_the_theory_before_sampling(tmp_
     assert rc == 143, p.err
     assert p.out.count("FC   (global renormalisation") == 2   # before sampling, and at the end
     assert _results(out)["interrupted"] is True
+
+
+def test_check_theory_atlas_sigterm(tmp_path):
+    out = tmp_path / "out"
+    p = Proc("lkr", "check-theory", "--atlas", "--out", str(out))
+    p.wait_for("M=4")
+    time.sleep(1.0)
+    rc, _ = p.interrupt(sig=signal.SIGTERM)
+    assert rc == 143 and "Traceback" not in p.err, p.err
+    assert json.loads((out / "atlas.json").read_text())["interrupted"] is True
