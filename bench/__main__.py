@@ -36,6 +36,7 @@ def main(argv=None) -> int:
         print("\n".join(available_suites()))
         return 0
     import lkr
+    from lkr import _interrupt
     from lkr._io import check_writable_dir, describe, write_json
 
     try:  # a bad --out fails now, not after minutes of benchmarks
@@ -72,8 +73,12 @@ def main(argv=None) -> int:
         print(f"lkr bench: error: cannot write {args.out}: {describe(exc)}", file=sys.stderr)
         return 2
     print(f"saved {len(rows)} results to {args.out}", file=sys.stderr)
-    return 130 if interrupted else 0
+    return _interrupt.exit_status() if interrupted else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from lkr import _interrupt as _signals
+
+    # as `lkr bench`: the first Ctrl-C or SIGTERM saves the finished rows (exit 130 / 143)
+    with _signals.handling(hard_exit=True, terminate=True):
+        sys.exit(main(sys.argv[1:]))

@@ -68,7 +68,7 @@ def run(quick: bool = False):
     try:
         import distributed  # noqa: F401
     except ImportError:
-        _log("skipped: dask.distributed is not installed (pip install lkr[distributed])")
+        _log('skipped: dask.distributed is not installed (pip install "dask[distributed]")')
         return []
     import lkr
     from lkr import distributed as ld

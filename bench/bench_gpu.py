@@ -64,7 +64,7 @@ def _gpu():
     try:
         import cupy as cp
     except Exception as exc:
-        return None, f"CuPy is not installed ({exc.__class__.__name__}); pip install lkr[gpu]"
+        return None, f"CuPy is not installed ({exc.__class__.__name__}); pip install cupy-cuda12x"
     try:
         if cp.cuda.runtime.getDeviceCount() < 1:
             return None, "no CUDA device"

@@ -172,6 +172,6 @@ def run(quick: bool = False):
         import sklearn  # noqa: F401
     except ImportError:
         return [record(SUITE, "default run", "lkr", float("nan"), 0.0, 0,
-                       note="skipped: needs scikit-learn (lkr[data])")]
+                       note="skipped: needs scikit-learn (pip install scikit-learn)")]
     rows, _ = _default_run(quick)
     return rows + _versus_torch(quick)

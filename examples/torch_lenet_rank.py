@@ -17,7 +17,7 @@ Run::
     python examples/torch_lenet_rank.py                 # P = 64, k = 0.5, 1, 2
     python examples/torch_lenet_rank.py -P 128 --widths 1,2,4 --classes all
 
-Needs PyTorch and scikit-learn (``pip install torch "lkr[data]"``).
+Needs PyTorch and scikit-learn (``pip install torch scikit-learn``).
 """
 from __future__ import annotations
 

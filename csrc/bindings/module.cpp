@@ -5,6 +5,8 @@
 #include <omp.h>
 #endif
 
+#include "../lkr/dispatch.hpp"
+
 namespace lkr::bind {
 void register_kernels(pybind11::module_& m);
 void register_nets(pybind11::module_& m);
@@ -22,6 +24,14 @@ PYBIND11_MODULE(_core, m) {
 #else
     return 1;
 #endif
+  });
+  // the instruction set the compiled kernels run with (the CPU's best, capped by LKR_ISA)
+  m.def("isa", [] {
+    switch (lkr::active_isa()) {
+      case lkr::Isa::v4: return "v4";
+      case lkr::Isa::v3: return "v3";
+      default: return "base";
+    }
   });
   m.attr("openmp") =
 #ifdef _OPENMP

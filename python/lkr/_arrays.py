@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ._extras import install_hint
+
 __all__ = ["Array", "ArrayLike", "array_module", "asarray", "check_floating", "check_finite", "result_dtype",
            "wrap_like", "is_gpu_array", "to_numpy"]
 
@@ -76,7 +78,7 @@ def asarray(x, name: str = "array"):
             cp = _cupy()
             if cp is None:
                 raise TypeError(f"{name} is a CUDA array but CuPy is not installed; "
-                                "pip install lkr[gpu]")
+                                f"{install_hint('gpu')}")
             return cp.from_dlpack(x)
         try:
             return np.from_dlpack(x)

@@ -6,7 +6,7 @@ lkr.ntk. Every compute call releases the GIL and takes ``nthreads`` (0 = all cor
 The compute calls (those taking ``nthreads``) are the function list of both engines that
 :func:`lkr.backend.implementation` returns: this extension for NumPy arrays and lkr._cuda
 (module functions and its ``Engine``) for CuPy arrays; tests/engines/test_engines.py checks both
-against this stub. The rest (openmp, max_threads, set_fast_math) is host-only. Arrays are float32 or
+against this stub. The rest (openmp, max_threads, isa, set_fast_math) is host-only. Arrays are float32 or
 float64 (the dtype of X decides; other operands must match it); patch tensors are
 (P, Np, M) and may be strided; results are new C-contiguous arrays.
 """
@@ -23,6 +23,10 @@ openmp: bool
 
 def max_threads() -> int:
     """Threads a call with nthreads=0 uses (OpenMP's default; 1 without OpenMP)."""
+
+def isa() -> str:
+    """The instruction set the kernels run with: "v4" (AVX-512), "v3" (AVX2 + FMA) or
+    "base", the CPU's best capped by LKR_ISA."""
 
 # -- local-kernel engine (csrc/bindings/kernels.cpp) ---------------------------------------
 

@@ -132,6 +132,8 @@ def renormalized_kernel(X, Y, *, Q, geometry, activation, lambdas, lambda0, lamb
     xp, FX, FY = _inputs(X, Y, geometry)
     Qa = backend.asarray(Q, "Q")
     dtype = backend.result_dtype(FX, FY, Qa)
+    _args.check_result_memory("renormalized_kernel", FX.shape[0],
+                              None if FY is None else FY.shape[0], 1, dtype, xp)
     Qs = _args.symmetric_Q(Qa, geometry.num_patches, xp, dtype)
     FX, FY = _cast(FX, FY, dtype, xp, geometry, activation, lams[0])
     out = backend.implementation(xp).deep_renormalized_kernel(

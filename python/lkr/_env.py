@@ -5,7 +5,9 @@ raises a one-line ValueError naming the variable, its value and what is accepted
 ``lkr info`` lists every variable with its value and whether it is valid (:func:`describe`).
 
 =================  ==========================================================================
-LKR_NUM_THREADS    threads of the compiled kernels: a non-negative integer, 0 = all cores
+LKR_NUM_THREADS    threads of the compiled kernels: a non-negative integer, 0 = all cores, at
+                   most :func:`thread_limit` (64 per core: more only exhausts the system's
+                   threads, and OpenMP then aborts or crashes the process)
 LKR_MAX_BYTES      memory budget of ``lkr.local_kernel`` (default 2 GiB, :func:`max_bytes`)
                    and of the CNN theories' stored kernel (default half of the available
                    memory, :func:`default_budget`): a positive size in bytes, as an
@@ -17,7 +19,8 @@ LKR_ISA            cap on the CPU instruction set of the compiled kernels: ``bas
 LKR_CUDA_SOURCES   a folder holding the CUDA sources to compile instead of the installed ones
 =================  ==========================================================================
 
-An empty value counts as unset.
+An empty value counts as unset. A bad value raises :class:`EnvironmentVariableError` (a
+ValueError), which the ``lkr`` command turns into one line on stderr and exit status 2.
 """
 from __future__ import annotations
 
@@ -25,10 +28,16 @@ import math
 import os
 import re
 
-__all__ = ["VARIABLES", "num_threads", "max_bytes", "default_budget", "isa", "cuda_sources",
+__all__ = ["VARIABLES", "EnvironmentVariableError", "THREADS_PER_CORE", "thread_limit",
+           "check_threads", "num_threads", "max_bytes", "default_budget", "isa", "cuda_sources",
            "check_all", "describe", "parse_bytes"]
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
+
+#: LKR_NUM_THREADS (and ``nthreads``) may ask for at most this many threads per core: beyond
+#: it nothing runs faster, and tens of thousands of OpenMP threads exhaust the system (libgomp
+#: aborts at 32768 and the process crashes at 100000).
+THREADS_PER_CORE = 64
 
 _UNITS = {"": 1, "b": 1,
           "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4,
@@ -37,8 +46,15 @@ _UNITS = {"": 1, "b": 1,
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
 _ISAS = ("base", "v3", "v4")
 
+
+def thread_limit() -> int:
+    """The largest thread count lkr accepts: :data:`THREADS_PER_CORE` per core."""
+    return THREADS_PER_CORE * (os.cpu_count() or 1)
+
+
 _ACCEPTED = {
-    "LKR_NUM_THREADS": "a non-negative integer (0 = all cores)",
+    "LKR_NUM_THREADS": f"a non-negative integer (0 = all cores), at most {thread_limit()} "
+                       f"({THREADS_PER_CORE} per core)",
     "LKR_MAX_BYTES": ("a positive size in bytes: an integer, 2e9, or with a unit kB MB GB TB "
                       "(powers of 1000) or K M G T, KiB MiB GiB TiB (powers of 1024), e.g. 2GB"),
     "LKR_ISA": "one of " + ", ".join(_ISAS),
@@ -52,8 +68,12 @@ def _raw(name):
     return None if v is None or v.strip() == "" else v
 
 
+class EnvironmentVariableError(ValueError):
+    """A bad LKR_* environment variable (one line naming it, its value and what is accepted)."""
+
+
 def _bad(name, value):
-    return ValueError(f"environment variable {name}={value!r} is invalid; expected "
+    return EnvironmentVariableError(f"environment variable {name}={value!r} is invalid; expected "
                       f"{_ACCEPTED[name]}")
 
 
@@ -80,8 +100,18 @@ def num_threads() -> int:
         n = int(v.strip())
     except ValueError:
         raise _bad("LKR_NUM_THREADS", v) from None
-    if n < 0:
+    if n < 0 or n > thread_limit():
         raise _bad("LKR_NUM_THREADS", v)
+    return n
+
+
+def check_threads(n: int, name: str = "nthreads") -> int:
+    """``n`` when at most :func:`thread_limit`, else a one-line ValueError (for the
+    ``nthreads`` arguments and :func:`lkr.backend.set_num_threads`)."""
+    if n > thread_limit():
+        raise ValueError(f"{name}={n} is above lkr's limit of {thread_limit()} threads "
+                         f"({THREADS_PER_CORE} per core, {os.cpu_count() or 1} cores); "
+                         "0 means all cores")
     return n
 
 

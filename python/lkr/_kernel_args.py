@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _env, _scale, backend
+from . import _env, _memory, _scale, backend
 from ._validate import positive as _positive
 from .activations import check_activation
 from .geometry import PatchGeometry
 
-__all__ = ["resolve_lambdas", "one_layer_lambdas", "check_budget", "inputs", "matrix",
+__all__ = ["resolve_lambdas", "one_layer_lambdas", "check_budget", "check_result_memory", "inputs", "matrix",
            "symmetric_Q", "is_symmetric", "prepare", "prepare_deep", "cast", "geometry_of"]
 
 
@@ -54,10 +54,22 @@ def check_budget(P, P2, Np, dtype, max_bytes):
     need = P * P2 * Np * Np * dtype.itemsize
     budget = _env.max_bytes() if max_bytes is None else int(max_bytes)
     if need > budget:
-        raise MemoryError(
+        raise _memory.MemoryBudgetError(
             f"local_kernel would need {need / 1e9:.3g} GB for a ({P}, {P2}, {Np}, {Np}) {dtype} "
             f"tensor, above max_bytes={budget / 1e9:.3g} GB; use renormalized_kernel / "
             "local_kernel_adjoint, which stream over tiles, or raise max_bytes")
+
+
+def check_result_memory(what, P, P2, D, dtype, xp):
+    """Refuse a (P D, P2 D) kernel (and its one temporary) above the memory budget, before
+    it is allocated (lkr._memory)."""
+    item = np.dtype(dtype).itemsize
+
+    def need(n):
+        return 2 * (n * D) * ((n if P2 is None else P2) * D) * item
+
+    _memory.check(need(P), f"{what} of {P} x {P if P2 is None else P2} samples",
+                  "use fewer samples", xp=xp, size=("P", P, need))
 
 
 def inputs(X, Y, geometry):

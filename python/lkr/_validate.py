@@ -1,6 +1,7 @@
 """Argument checks shared by the public functions: one wording for every message.
 
-Scalars (:func:`real`, :func:`positive`, :func:`integer`, :func:`count`, :func:`seed`,
+Scalars (:func:`real`, :func:`positive`, :func:`integer`, :func:`count`, :func:`width`,
+:func:`seed`,
 :func:`choice`, :func:`is_integer`) and arrays of samples and labels (:func:`samples`,
 :func:`labels`, :func:`targets`), taken from any array library (:mod:`lkr._arrays`).
 """
@@ -10,7 +11,7 @@ import numpy as np
 
 from . import _arrays
 
-__all__ = ["real", "positive", "integer", "count", "seed", "choice", "is_integer", "samples",
+__all__ = ["real", "positive", "integer", "count", "width", "seed", "choice", "is_integer", "samples",
            "labels", "targets", "ArgumentTypeError"]
 
 
@@ -77,6 +78,22 @@ def integer(value, name: str, minimum=None) -> int:
 def count(value, name: str, minimum: int = 1) -> int:
     """A count: an integer of at least ``minimum`` (1 unless said)."""
     return integer(value, name, minimum)
+
+
+def width(value, name: str = "width") -> int:
+    """A hidden width (units N1, channels Nc): a positive integer, or a float with an integer
+    value (``64.0``, e.g. from ``P / alpha``), returned as an int. A string (``'64'``), a
+    fraction (2.5), a bool or a non-finite value raises :class:`ArgumentTypeError` (a
+    TypeError and a ValueError); 0 or less a ValueError."""
+    if isinstance(value, (float, np.floating)) and np.isfinite(value) and float(value).is_integer():
+        value = int(value)
+    if not is_integer(value):
+        raise ArgumentTypeError(f"{name} must be a positive integer (a number of units or "
+                                f"channels), got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer (a number of units or "
+                         f"channels), got {value!r}")
+    return int(value)
 
 
 def seed(value, name: str = "seed") -> int:

@@ -26,11 +26,13 @@ from ._arrays import (  # noqa: F401 - the array helpers, re-exported (lkr.backe
     to_numpy,
     wrap_like,
 )
+from ._extras import install_hint
 from ._validate import integer as _integer
 
 __all__ = ["array_module", "asarray", "check_floating", "check_finite", "result_dtype",
            "core", "cuda", "implementation", "get_num_threads", "set_num_threads",
-           "wrap_like", "is_gpu_array", "to_numpy", "info", "gpu_available"]
+           "wrap_like", "is_gpu_array", "to_numpy", "info", "gpu_available",
+           "instruction_set"]
 
 # None until first needed: LKR_NUM_THREADS is parsed then (lkr._env), so that a bad value
 # names itself at the first use instead of breaking `import lkr`.
@@ -50,7 +52,7 @@ def core() -> ModuleType:
 def cuda() -> ModuleType:
     """The CUDA backend, with an actionable error when CuPy or a device is missing."""
     if _cupy() is None:
-        raise ImportError("CuPy is not installed; pip install lkr[gpu]")
+        raise ImportError(f"CuPy is not installed; {install_hint('gpu')}")
     from . import _cuda
 
     return _cuda
@@ -63,7 +65,7 @@ def gpu_available():
     """
     cp = _cupy()
     if cp is None:
-        return False, "CuPy is not installed; pip install lkr[gpu]"
+        return False, f"CuPy is not installed; {install_hint('gpu')}"
     try:
         n = cp.cuda.runtime.getDeviceCount()
     except Exception as exc:
@@ -90,13 +92,13 @@ def get_num_threads() -> int:
 def set_num_threads(n: int) -> None:
     """Set the threads the compiled kernels use; 0 means all cores."""
     global _num_threads
-    _num_threads = _integer(n, "nthreads", 0)
+    _num_threads = _env.check_threads(_integer(n, "nthreads", 0))
 
 
 def resolve_threads(nthreads) -> int:
     if nthreads is None:
         return get_num_threads()
-    return _integer(nthreads, "nthreads", 0)
+    return _env.check_threads(_integer(nthreads, "nthreads", 0))
 
 
 def _blas_name() -> str:
@@ -115,8 +117,24 @@ def _threads_for_info(c):
         return f"{c.max_threads()} (LKR_NUM_THREADS is invalid, see below)"
 
 
+_ISA_NAMES = {"v4": "AVX-512 (x86-64-v4)", "v3": "AVX2 + FMA (x86-64-v3)",
+              "base": "baseline (no AVX2)"}
+
+
+def instruction_set(c=None) -> str:
+    """The instruction set the compiled kernels chose at run time (the CPU's best, capped by
+    LKR_ISA), e.g. ``"AVX2 + FMA (x86-64-v3)"``; says when LKR_ISA capped it."""
+    c = core() if c is None else c
+    name = _ISA_NAMES.get(c.isa(), c.isa())
+    try:
+        cap = _env.isa()
+    except ValueError:
+        return f"{name} (LKR_ISA is invalid, see below)"
+    return name if cap in (None, "v4") else f"{name} (capped by LKR_ISA={cap})"
+
+
 def info() -> dict:
-    """Versions, backend, threads and BLAS, as ``lkr info`` prints them."""
+    """Versions, backend, threads, instruction set and BLAS, as ``lkr info`` prints them."""
     from . import __version__
 
     c = core()
@@ -127,6 +145,7 @@ def info() -> dict:
         "cpu_backend": "C++ (lkr._core)",
         "openmp": bool(c.openmp),
         "threads": _threads_for_info(c),
+        "instruction_set": instruction_set(c),
         "blas": _blas_name(),
     }
     try:
@@ -138,7 +157,7 @@ def info() -> dict:
     ok, why = gpu_available()
     cp = _cupy()
     if cp is None:
-        out["gpu"] = "CuPy not installed (pip install lkr[gpu])"
+        out["gpu"] = f"CuPy not installed ({install_hint('gpu')})"
     else:
         out["cupy"] = cp.__version__
         if ok:

@@ -2,15 +2,19 @@
 
 Each subcommand is a module of :mod:`lkr.experiments` with ``HELP`` (one line),
 ``add_arguments(parser)`` and ``command(args) -> int`` (the exit status). Bad option values
-end with a one-line message on stderr and exit status 2, as argparse does.
+end with a one-line message on stderr and exit status 2, as argparse does; so do a bad LKR_*
+environment variable (checked before the subcommand starts, except by ``lkr info``, which
+lists them) and a job refused because it would not fit the memory budget (lkr._memory).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
+import warnings
 
-from . import _interrupt
+from . import _env, _interrupt, _memory
 
 #: subcommand -> module of lkr.experiments, in the order ``lkr --help`` lists them
 COMMANDS = {"info": "info", "fc-vs-cnn": "fc_vs_cnn", "nets-vs-linearized": "nets_vs_linearized",
@@ -66,22 +70,57 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Entry point of the ``lkr`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    # One Ctrl-C handling for every subcommand (lkr._interrupt): the first Ctrl-C stops the
-    # job and the command writes what is finished (exit status 130); a second one ends the
-    # process at once.
-    with _interrupt.handling(hard_exit=True):
+    # One interrupt handling for every subcommand (lkr._interrupt): the first Ctrl-C or
+    # SIGTERM stops the job and the command writes what is finished (exit status 130 or 143);
+    # a second one ends the process at once.
+    with _interrupt.handling(hard_exit=True, terminate=True), _one_line_warnings():
         try:
             return _main(argv)
         except KeyboardInterrupt:
-            print("lkr: interrupted", file=sys.stderr)
-            return 130
+            print(f"lkr: {_interrupt.describe()}", file=sys.stderr)
+            return _interrupt.exit_status()
+
+
+@contextlib.contextmanager
+def _one_line_warnings():
+    """Warnings as one line on stderr (``lkr: warning: ... (SamplingWarning)``), not Python's
+    two lines with a source line of lkr's that means nothing to a user of the command."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = " ".join(str(message).split())
+        print(f"lkr: warning: {text} ({category.__name__})", file=file or sys.stderr)
+
+    saved = warnings.showwarning
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = saved
+
+
+def _error(prog, message) -> int:
+    """A refusal that is not a bug: one line on stderr and exit status 2, like a bad option."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _run(prog, func, check_env=True) -> int:
+    """Run a subcommand: a bad LKR_* variable is refused before it starts, and one found
+    later, or a job refused by the memory budget, ends as one line and exit status 2."""
+    try:
+        if check_env:
+            _env.check_all(cpu=True)
+        return func()
+    except (_env.EnvironmentVariableError, _memory.MemoryBudgetError) as exc:
+        return _error(prog, str(exc).splitlines()[0])
 
 
 def _main(argv) -> int:
     if argv[:1] == ["bench"]:
         # Everything after `bench` belongs to the bench runner (its own --help included);
         # argparse's REMAINDER would not pass on a leading option.
-        return _module("bench").command(argparse.Namespace(bench_args=argv[1:]))
+        help_only = bool({"-h", "--help", "--list"} & set(argv[1:]))
+        return _run("lkr bench", lambda: _module("bench").command(
+            argparse.Namespace(bench_args=argv[1:])), check_env=not help_only)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
@@ -90,7 +129,8 @@ def _main(argv) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return args.func(args)
+    # `lkr info` lists the variables, marking the bad ones: it runs whatever their values
+    return _run(args.parser.prog, lambda: args.func(args), check_env=args.command != "info")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,7 +22,7 @@ Tasks (see :func:`load_task`)
     ``test_batch``), or in ``DIR/cifar-10-batches-py``; or the binary version
     (``data_batch_1.bin`` ..., ``test_batch.bin``, or in ``DIR/cifar-10-batches-bin``).
 ``digits``
-    scikit-learn's UCI 8 x 8 digits (``lkr[data]``, :mod:`lkr.datasets_sklearn`).
+    scikit-learn's UCI 8 x 8 digits (the ``data`` extra, :mod:`lkr.datasets_sklearn`).
 
 Nothing is ever downloaded. For the image tasks, two groups of classes are selected (labels
 +1 for the first, -1 for the second), images are optionally converted to grayscale and
@@ -39,6 +39,7 @@ import struct
 
 import numpy as np
 
+from . import _memory
 from ._datafiles import read_cifar10_binary
 from ._labels import one_hot
 from ._task import DataError, Task, parse_classes
@@ -47,7 +48,7 @@ from ._task_options import TASK_OPTIONS, check_task_options  # noqa: F401 (re-ex
 from ._validate import count as _count
 from ._validate import seed as _seed
 
-# the UCI digits through scikit-learn (optional extra lkr[data]), a module of its own
+# the UCI digits through scikit-learn (the optional extra `data`), a module of its own
 from .datasets_sklearn import digits_groups, load_digits, parse_class_groups
 
 __all__ = ["Task", "load_task", "gaussian_linear", "local_teacher", "load_mnist", "load_cifar10",
@@ -72,6 +73,13 @@ def _rng(seed):
     return np.random.default_rng(_seed(seed))
 
 
+def _check_task_memory(name, P, P_test, bytes_of):
+    """Refuse a task that would not fit the memory budget before drawing it (lkr._memory)."""
+    _memory.check(bytes_of(P + P_test), f"the {name} task with P + P_test = {P + P_test} "
+                  "samples", "use fewer samples",
+                  size=("P + P_test", P + P_test, bytes_of))
+
+
 # -- synthetic tasks ----------------------------------------------------------------------
 def gaussian_linear(P, P_test, seed=0, *, input_shape=(64,)):
     """Gaussian inputs and a linear teacher, y = t . x / sqrt(N0).
@@ -91,8 +99,9 @@ def gaussian_linear(P, P_test, seed=0, *, input_shape=(64,)):
     """
     P, P_test = _count(P, "P"), _count(P_test, "P_test")
     shape = _shape(input_shape)
-    rng = _rng(seed)
     N0 = math.prod(shape)
+    _check_task_memory("gaussian-linear", P, P_test, lambda n: _memory.task_bytes(n, N0))
+    rng = _rng(seed)
     teacher = rng.standard_normal(N0)
     X = rng.standard_normal((P,) + shape)
     X_test = rng.standard_normal((P_test,) + shape)
@@ -159,8 +168,10 @@ def local_teacher(P, P_test, seed=0, *, input_shape=(64,), filter_size=4, stride
         raise ValueError(f"noise must be >= 0, got {noise!r}")
     shape = _shape(input_shape)
     g = PatchGeometry(shape, filter_size, stride, boundary=boundary)
-    rng = _rng(seed)
     M, Np = g.patch_size, g.num_patches
+    _check_task_memory("local-teacher", P, P_test, lambda n: _memory.task_bytes(
+        n, math.prod(shape), Np, M, teacher_channels))
+    rng = _rng(seed)
     teacher = _cnn_teacher(rng, g, teacher_channels)
     scale = float(np.std(teacher(rng.standard_normal((4096,) + shape))))
     X = rng.standard_normal((P,) + shape)

@@ -2,7 +2,8 @@
 
 :func:`sklearn.datasets.load_digits` holds 1,797 grey 8 x 8 images of the digits 0..9
 (pixel values 0..16) inside the scikit-learn package: nothing is downloaded. scikit-learn
-is an optional dependency, ``pip install "lkr[data]"``.
+is an optional dependency: ``pip install scikit-learn`` (or ``pip install ".[data]"`` in
+lkr's source folder).
 
 Classes are chosen in groups, as for MNIST (:func:`lkr.data.parse_classes`): ``"0,1"``
 (two classes), ``"0,2,4:1,3,5"`` (two groups), and here also any number of groups
@@ -17,6 +18,7 @@ from typing import Tuple
 
 import numpy as np
 
+from ._extras import install_hint
 from ._task import Task, block_average, parse_classes
 from ._validate import count as _count
 from ._validate import is_integer
@@ -27,7 +29,7 @@ __all__ = ["load_digits", "digits_groups", "parse_class_groups", "DIGITS_DEFAULT
 #: default groups of :func:`load_digits` (as MNIST's default): 0 (+1) against 1 (-1)
 DIGITS_DEFAULT_CLASSES = "0,1"
 
-_MISSING = "the digits task needs scikit-learn: pip install \"lkr[data]\" (or scikit-learn)"
+_MISSING = f"the digits task needs scikit-learn: {install_hint('data')}"
 
 
 def parse_class_groups(classes) -> Tuple[Tuple[int, ...], ...]:

@@ -20,7 +20,8 @@ be re-run elsewhere. Each tile task is submitted with ``retries``: a task that r
 re-run, and a task whose worker dies is re-scheduled on another worker by Dask (up to the
 scheduler's ``distributed.scheduler.allowed-failures``).
 
-Dask is an optional dependency: ``pip install lkr[distributed]``. Typical use::
+Dask is an optional dependency: ``pip install "dask[distributed]"`` (or ``pip install
+".[distributed]"`` in lkr's source folder). Typical use::
 
     from lkr import distributed
     with distributed.connect(workers=2) as client:          # a LocalCluster on 127.0.0.1
@@ -39,6 +40,7 @@ import numpy as np
 
 from . import backend
 from . import kernels as _kernels
+from ._extras import install_hint
 from ._validate import choice as _choice
 from ._validate import integer as _integer
 
@@ -67,7 +69,7 @@ def _distributed():
         import distributed
     except ImportError as exc:
         raise ImportError("lkr.distributed needs Dask (dask.distributed); "
-                          "pip install lkr[distributed]") from exc
+                          f"{install_hint('distributed')}") from exc
     return distributed
 
 

@@ -32,7 +32,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from . import _deep_kernels, _env, _scale, backend
+from . import _deep_kernels, _env, _memory, _scale, backend
 from . import _kernel_args as _args
 from ._arrays import Array, ArrayLike
 from ._blas import blas_threads
@@ -160,6 +160,12 @@ def nngp(X: ArrayLike, Y: Optional[ArrayLike] = None, activation: str = "erf",
             if A.ndim < 2:
                 raise ValueError(f"{name} must be (P, N0) with samples first, got shape {A.shape}")
     dtype = backend.result_dtype(Xa, Ya)
+    P, P2, N0 = Xa.shape[0], (Xa if Ya is None else Ya).shape[0], math.prod(Xa.shape[1:])
+    _memory.check(_memory.nngp_bytes(P, P2, N0, dtype.itemsize),
+                  f"nngp of {P} x {P2} samples", "use fewer samples, or float32 inputs "
+                  "(half the memory)", xp=xp,
+                  size=("P", P, lambda n: _memory.nngp_bytes(n, n if Ya is None else P2, N0,
+                                                             dtype.itemsize)))
     # explicit sizes rather than -1, which cannot be resolved for P = 0
     Xf = xp.ascontiguousarray(Xa.reshape(Xa.shape[0], math.prod(Xa.shape[1:])), dtype=dtype)
     Yf = Xf if Ya is None else xp.ascontiguousarray(
@@ -344,6 +350,8 @@ def renormalized_kernel(X: ArrayLike, Y: Optional[ArrayLike] = None, *, Q: Array
     Qa = backend.asarray(Q, "Q")
     dtype = backend.result_dtype(PX, PY, Qa)
     Np, M = geometry.num_patches, geometry.patch_size
+    _args.check_result_memory("renormalized_kernel", PX.shape[0],
+                              None if PY is None else PY.shape[0], 1, dtype, xp)
     Qs = _args.symmetric_Q(Qa, Np, xp, dtype)
     PX, PY = _args.cast(PX, PY, dtype, xp, activation, lambda0)
     if activation == "linear":

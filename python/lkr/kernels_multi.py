@@ -89,6 +89,8 @@ def renormalized_kernel_multi(X: ArrayLike, Y: Optional[ArrayLike] = None, *, Q:
     Qa = backend.asarray(Q, "Q")
     Qma = backend.asarray(Qm, "Qm")
     dtype = backend.result_dtype(PX, PY, Qa, Qma)
+    _args.check_result_memory("renormalized_kernel_multi", PX.shape[0],
+                              None if PY is None else PY.shape[0], D, dtype, xp)
     ND = geometry.num_patches * D
     Qs = _args.symmetric_Q(Qa, ND, xp, dtype)
     Qms = None if Qma is None else _args.symmetric_Q(Qma, ND, xp, dtype)

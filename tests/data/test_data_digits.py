@@ -90,7 +90,7 @@ def test_load_task_and_errors():
 def test_message_without_scikit_learn(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)   # import fails
     monkeypatch.setitem(sys.modules, "sklearn", None)
-    with pytest.raises(ImportError, match=r"lkr\[data\]"):
+    with pytest.raises(ImportError, match=r"pip install scikit-learn \(or pip install \"\.\[data\]\""):
         data.load_digits(10, 10)
     from lkr import cli
 
@@ -100,7 +100,7 @@ def test_message_without_scikit_learn(monkeypatch, capsys):
             cli.main(argv)
         assert exc.value.code == 2
         err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and "lkr[data]" in err
+        assert len(err.splitlines()) == 1 and "pip install scikit-learn" in err and '".[data]"' in err
 
 
 @needs_sklearn

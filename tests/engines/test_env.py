@@ -133,3 +133,80 @@ def test_default_budget_takes_the_documented_units(monkeypatch):
         _env.default_budget()
     monkeypatch.delenv("LKR_MAX_BYTES")
     assert _env.default_budget() > 0
+
+
+# -- issue 22, item 1: a thread cap, and one line + exit 2 in every lkr subcommand ----------
+def test_thread_count_is_capped(monkeypatch):
+    limit = _env.thread_limit()
+    assert limit == _env.THREADS_PER_CORE * (os.cpu_count() or 1)
+    monkeypatch.setattr(backend, "_num_threads", None)
+    monkeypatch.setenv("LKR_NUM_THREADS", str(limit))
+    assert lkr.get_num_threads() == limit
+    monkeypatch.setattr(backend, "_num_threads", None)
+    monkeypatch.setenv("LKR_NUM_THREADS", str(limit + 1))
+    with pytest.raises(ValueError, match=rf"LKR_NUM_THREADS='{limit + 1}'.*at most {limit}"):
+        lkr.get_num_threads()
+    monkeypatch.delenv("LKR_NUM_THREADS")
+    monkeypatch.setattr(backend, "_num_threads", None)
+    with pytest.raises(ValueError, match=rf"nthreads=100000 is above lkr's limit of {limit}"):
+        lkr.set_num_threads(100000)
+    with pytest.raises(ValueError, match="nthreads=100000"):
+        lkr.nngp(np.ones((3, 4)), nthreads=100000)
+    assert lkr.get_num_threads() == 0
+
+
+@pytest.mark.parametrize("value", ["100000", "32768"])
+def test_huge_thread_counts_are_refused_not_crashed(value):
+    """100000 threads segfaulted (exit 139) and 32768 aborted in libgomp."""
+    code = ("import numpy as np, lkr\n"
+            "g = lkr.PatchGeometry((16,), 4, 4)\n"
+            "lkr.renormalized_kernel(np.ones((4, 16)), Q=np.eye(4), geometry=g)\n")
+    r = _run(code, {"LKR_NUM_THREADS": value})
+    assert r.returncode == 1, (r.returncode, r.stderr[-500:])
+    assert r.stderr.strip().splitlines()[-1].startswith(
+        f"lkr._env.EnvironmentVariableError: environment variable LKR_NUM_THREADS='{value}'")
+
+
+def _subcommands():
+    from lkr.cli import COMMANDS
+
+    return list(COMMANDS)
+
+
+CLI_BAD = [("LKR_NUM_THREADS", "abc"), ("LKR_NUM_THREADS", "100000"), ("LKR_MAX_BYTES", "2XB"),
+           ("LKR_MAX_BYTES", "0"), ("LKR_ISA", "avx9000")]
+
+
+@pytest.mark.parametrize("command", _subcommands())
+@pytest.mark.parametrize("name, value", CLI_BAD)
+def test_every_subcommand_refuses_a_bad_variable_in_one_line(tmp_path, command, name, value):
+    args = [command] + (["--out", str(tmp_path / "b.json")] if command == "bench" else [])
+    r = _run(args, {name: value}, module=True)
+    if command == "info":   # lists the variables, the bad one marked INVALID
+        assert r.returncode == 0 and "INVALID" in r.stdout, r.stderr
+        return
+    assert r.returncode == 2, (r.returncode, r.stderr[-1000:])
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"lkr {command}: error: environment variable {name}={value!r} "
+                               "is invalid; expected "), lines[0]
+    assert not list(tmp_path.iterdir())   # nothing ran, nothing written
+
+
+def test_help_works_whatever_the_variables():
+    for args in (["fc-vs-cnn", "--help"], ["bench", "--help"], ["--help"]):
+        r = _run(args, {"LKR_NUM_THREADS": "abc"}, module=True)
+        assert r.returncode == 0 and "usage" in r.stdout, r.stderr
+
+
+def test_lkr_info_shows_the_instruction_set_chosen():
+    import json
+
+    best = backend.core().isa()   # the CPU's best (no LKR_ISA in this process's kernels)
+    assert best in ("v4", "v3", "base")
+    for cap, want in ((None, best), ("base", "base"), ("v3", "v3" if best != "base" else "base")):
+        r = _run(["info", "--json"], {} if cap is None else {"LKR_ISA": cap}, module=True)
+        assert r.returncode == 0, r.stderr
+        shown = json.loads(r.stdout)["instruction_set"]
+        assert shown.startswith({"v4": "AVX-512", "v3": "AVX2", "base": "baseline"}[want]), shown
+        assert ("capped by LKR_ISA" in shown) == (cap is not None)

@@ -99,7 +99,7 @@ def test_load_source_reports_missing_file(tmp_path):
 def test_cuda_backend_without_cupy_raises_clear_error(monkeypatch):
     """backend.cuda() must say what to install when CuPy is missing (simulated by hiding it)."""
     monkeypatch.setitem(sys.modules, "cupy", None)  # `import cupy` now raises ImportError
-    with pytest.raises(ImportError, match=r"CuPy is not installed; pip install lkr\[gpu\]"):
+    with pytest.raises(ImportError, match=r"CuPy is not installed; pip install cupy-cuda12x .*\"\.\[gpu\]\""):
         backend.cuda()
     assert backend.implementation(np) is backend.core()
     info = backend.info()

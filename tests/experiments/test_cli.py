@@ -158,7 +158,8 @@ def test_quiet_without_matplotlib(tmp_path):
     assert (out / "results.json").exists()
     assert not (out / "fc_vs_cnn.png").exists()
     assert proc.stderr.strip().splitlines() == [
-        "no plot: matplotlib is not installed; pip install lkr[plot] for the plot"]
+        "no plot: matplotlib is not installed; pip install matplotlib (or pip install "
+        "\".[plot]\" in lkr's source folder) for the plot"]
     assert "gaussian-linear" in proc.stdout and "\n    inf" in proc.stdout
 
 
@@ -228,7 +229,7 @@ def test_distributed_needs_dask(tmp_path):
     proc = lkr("fc-vs-cnn", *TINY, "--workers", "2", env=env)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "pip install lkr[distributed]" in lines[0], proc.stderr
+    assert len(lines) == 1 and 'pip install "dask[distributed]"' in lines[0], proc.stderr
 
 
 def test_executor_path_matches_serial():

@@ -62,10 +62,10 @@ class Proc:
         assert self._seen.wait(timeout), f"never saw {marker!r}; stderr: {self.err[-2000:]}"
         self._seen.clear()
 
-    def interrupt(self, timeout=60):
-        """SIGINT; returns (exit status, seconds until the process ended)."""
+    def interrupt(self, timeout=60, sig=signal.SIGINT):
+        """SIGINT (or ``sig``); returns (exit status, seconds until the process ended)."""
         t0 = time.monotonic()
-        self.p.send_signal(signal.SIGINT)
+        self.p.send_signal(sig)
         try:
             rc = self.p.wait(timeout)
         except subprocess.TimeoutExpired:  # pragma: no cover - a hang: show where it is
@@ -75,7 +75,7 @@ class Proc:
             except subprocess.TimeoutExpired:
                 pass
             self._close()
-            raise AssertionError(f"no exit {timeout} s after SIGINT; stdout: {self.out[-1500:]}"
+            raise AssertionError(f"no exit {timeout} s after {sig!r}; stdout: {self.out[-1500:]}"
                                  f"\nstderr: {self.err[-6000:]}") from None
         finally:
             if self.p.poll() is None:  # pragma: no cover - do not leave it behind
@@ -142,8 +142,8 @@ def test_ctrl_c_in_langevin_stops_the_whole_job(tmp_path, where, burn_in, wait):
 
 def test_lkr_train_ctrl_c_keeps_the_samples(tmp_path):
     out = tmp_path / "run"
-    p = Proc("lkr", "train", "--width", "4", "-P", "8", "--P-test", "20", "--input-shape",
-             "16", "--steps", "100000000", "--burn-in", "10", "--chains", "2", "--out",
+    p = Proc("lkr", "train", "--sampler", "langevin", "--width", "4", "-P", "8", "--P-test",
+             "20", "--input-shape", "16", "--steps", "100000000", "--burn-in", "10", "--chains", "2", "--out",
              str(out))
     p.wait_for("lkr train: sampling")
     time.sleep(3.0)
@@ -294,3 +294,153 @@ def test_nets_vs_linearized_write_failure(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit) as exc:
         main(["nets-vs-linearized", "--quiet", "--out", str(out)])
     assert exc.value.code == 2
+
+
+# -- SIGTERM (issue 22, item 4): batch schedulers and `timeout` send it; as Ctrl-C, exit 143 --
+def test_sigterm_during_the_theory_part(tmp_path):
+    out = tmp_path / "out"
+    widths = ",".join(str(w) for w in range(4, 200, 4))
+    p = Proc("lkr", "fc-vs-cnn", *TINY, "--widths", widths, "--out", str(out))
+    p.wait_for("FC: solving")
+    rc, dt = p.interrupt(sig=signal.SIGTERM)
+    assert rc == 143, p.err
+    assert "Traceback" not in p.err
+    res = _results(out)
+    assert res["interrupted"] is True and res["interrupted_during"].startswith(("FC", "CNN", "LCN"))
+    assert "INTERRUPTED" in p.out
+
+
+def test_sigterm_in_langevin(tmp_path):
+    out = tmp_path / "out"
+    p = Proc("lkr", "fc-vs-cnn", *TINY, "--widths", "12,48", *ENDLESS, "--burn-in", "10",
+             "--out", str(out))
+    p.wait_for("Langevin FC N=12")
+    time.sleep(2.0)
+    rc, dt = p.interrupt(sig=signal.SIGTERM)
+    assert rc == 143 and dt < 30, p.err
+    res = _results(out)
+    assert res["interrupted"] is True and res["interrupted_during"] == "Langevin FC N=12"
+    assert all(len(rows) == 2 for rows in res["finite_width"].values())
+
+
+def test_lkr_train_sigterm_keeps_the_samples(tmp_path):
+    out = tmp_path / "run"
+    p = Proc("lkr", "train", "--sampler", "langevin", "--width", "4", "-P", "8", "--P-test",
+             "20", "--input-shape", "16", "--steps", "100000000", "--burn-in", "10", "--chains", "2", "--out",
+             str(out))
+    p.wait_for("lkr train: sampling")
+    time.sleep(2.0)
+    rc, dt = p.interrupt(sig=signal.SIGTERM)
+    assert rc == 143, p.err
+    d = json.loads((out / "train.json").read_text())
+    assert d["interrupted"] is True and d["langevin"]["steps_done"] < 100000000
+
+
+@pytest.mark.parametrize("runner", [("bench",), ("lkr", "bench")])
+def test_bench_sigterm_saves_finished_rows(tmp_path, runner):
+    out = tmp_path / "bench.json"
+    p = Proc(*runner, "--suite", "kernels", "--out", str(out), cwd=ROOT)
+    p.wait_for("# suite kernels")
+    time.sleep(1.0)
+    rc, dt = p.interrupt(sig=signal.SIGTERM)
+    assert rc == 143, p.err
+    d = json.loads(out.read_text())
+    assert d["meta"]["interrupted"] is True
+
+
+def test_nets_vs_linearized_sigterm(tmp_path):
+    pytest.importorskip("sklearn")
+    out = tmp_path / "out"
+    p = Proc("lkr", "nets-vs-linearized", "-P", "24", "--P-test", "30", "--multipliers",
+             "1,2,4,8", "--base-widths", "fc=4,cnn=2,lcn=1", "--steps", "20000000",
+             "--classes", "0:1:2", "--out", str(out))
+    p.wait_for("N=")
+    time.sleep(1.0)
+    rc, dt = p.interrupt(sig=signal.SIGTERM)
+    assert rc == 143 and "Traceback" not in p.err, p.err
+    assert json.loads((out / "results.json").read_text())["interrupted"] is True
+
+
+def test_second_sigterm_aborts_at_once():
+    code = ("import os, signal, time\n"
+            "from lkr import _interrupt\n"
+            "with _interrupt.handling(hard_exit=True, terminate=True), _interrupt.polling():\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    assert _interrupt.requested() and _interrupt.exit_status() == 143\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    time.sleep(30)\n"
+            "print('not reached')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 143 and "aborted" in proc.stderr, proc.stderr
+    assert "not reached" not in proc.stdout
+
+
+def test_sigterm_is_handled_only_where_asked():
+    """From Python (no ``terminate``) SIGTERM keeps its default: it ends the script rather
+    than handing partial results to code that would carry on."""
+    before = signal.getsignal(signal.SIGTERM)
+    with _interrupt.handling():
+        assert signal.getsignal(signal.SIGTERM) is before
+    with _interrupt.handling(terminate=True):
+        assert signal.getsignal(signal.SIGTERM) is not before
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        assert _interrupt.exit_status() == 143
+        assert _interrupt.describe() == "terminated (SIGTERM)"
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert _interrupt.exit_status() == 130
+
+
+# -- fc-vs-cnn --langevin: the theory first, an estimate, each width saved (issue 22, item 4) --
+def test_langevin_run_writes_the_theory_first_and_each_width_as_it_goes():
+    from lkr.experiments import fc_vs_cnn
+
+    seen = []
+
+    def checkpoint(partial, phase):
+        assert partial["in_progress"] is True and partial["interrupted"] is False
+        n = sum(len(rows) for rows in partial["langevin"].values())
+        seen.append((phase, n, all(len(r) == 2 for r in partial["finite_width"].values())))
+        if phase == "theory":
+            est = partial["timing"]["sampling_estimate"]
+            assert est["seconds"] > 0 and set(est["per_run"]) == {
+                f"{a} N={w}" for a in ("FC", "CNN", "LCN") for w in (12, 48)}
+        if n == 4:
+            raise KeyboardInterrupt   # as a SIGTERM would, after four finished widths
+
+    with pytest.raises(_interrupt.Interrupted) as exc:
+        fc_vs_cnn.run(P=24, P_test=16, widths=[12, 48], input_shape=(16,), filter_size=4,
+                      seed=3, langevin=dict(chains=2, steps=60, burn_in=20, lr=1e-3),
+                      checkpoint=checkpoint)
+    assert seen == [("theory", 0, True)] + [("sampled", n, True) for n in range(1, 5)]
+    res = exc.value.results
+    assert res["interrupted"] is True and "in_progress" not in res
+    assert [len(res["langevin"][a]) for a in ("fc", "cnn", "lcn")] == [2, 2, 0]
+
+
+def test_lkr_fc_vs_cnn_langevin_prints_and_saves_the_theory_before_sampling(tmp_path):
+    out = tmp_path / "out"
+    p = Proc("lkr", "fc-vs-cnn", *TINY, "--widths", "12,48", *ENDLESS, "--burn-in", "10",
+             "--out", str(out))
+    p.wait_for("sampling 6 networks: about")
+    assert "each finished width goes to results.json" in p.err
+    res = _results(out)   # written before the first sampled step
+    assert res["in_progress"] is True and res["langevin"] == {"fc": [], "cnn": [], "lcn": []}
+    assert all(len(rows) == 2 for rows in res["finite_width"].values())
+    assert res["timing"]["sampling_estimate"]["seconds"] > 60   # 1e8 steps: days
+    rc, _ = p.interrupt(sig=signal.SIGTERM)
+    assert rc == 143, p.err
+    assert p.out.count("FC   (global renormalisation") == 2   # before sampling, and at the end
+    assert _results(out)["interrupted"] is True
+
+
+def test_check_theory_atlas_sigterm(tmp_path):
+    out = tmp_path / "out"
+    p = Proc("lkr", "check-theory", "--atlas", "--out", str(out))
+    p.wait_for("M=4")
+    time.sleep(1.0)
+    rc, _ = p.interrupt(sig=signal.SIGTERM)
+    assert rc == 143 and "Traceback" not in p.err, p.err
+    assert json.loads((out / "atlas.json").read_text())["interrupted"] is True

@@ -63,7 +63,7 @@ def _fd_matrix(f, Q, h=1e-6, mask=None):
 
 
 # -- FC --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("width,T,lam1", [(40.0, 0.2, 1.0), (7.0, 0.1, 1.3), (3.5, 0.3, 0.8)])
+@pytest.mark.parametrize("width,T,lam1", [(40.0, 0.2, 1.0), (7.0, 0.1, 1.3), (4.0, 0.3, 0.8)])
 def test_fc_matches_dense_reference(width, T, lam1):
     X, Y, Xt = _fc_data(1)
     th = FCTheory(width=width, temperature=T, activation="relu", lambda1=lam1, tol=1e-12)

@@ -190,8 +190,8 @@ def test_distributed_without_dask_says_how_to_install(monkeypatch):
     from lkr import distributed as ld
 
     monkeypatch.setitem(sys.modules, "distributed", None)  # makes `import distributed` fail
-    with pytest.raises(ImportError, match=r"pip install lkr\[distributed\]"):
+    with pytest.raises(ImportError, match=r"pip install \"dask\[distributed\]\""):
         ld.renormalized_kernel(np.zeros((2, 4)), Q=np.eye(1), geometry=None, client=None)
-    with pytest.raises(ImportError, match=r"pip install lkr\[distributed\]"):
+    with pytest.raises(ImportError, match=r"pip install \"dask\[distributed\]\""):
         with ld.executor(workers=1):
             pass

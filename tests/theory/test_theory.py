@@ -257,7 +257,7 @@ def test_cnn_lcn_agree_with_naive_optimiser(seed, width, T):
 
 
 @pytest.mark.parametrize("T", [0.0, 0.02, 1.0])
-@pytest.mark.parametrize("width", [1.5, 6.0, 60.0])
+@pytest.mark.parametrize("width", [2, 6.0, 60.0])  # alpha = P / N up to 5
 def test_fc_agrees_with_naive_minimiser(T, width):
     rng = np.random.default_rng(12)
     X, y = rng.standard_normal((10, 20)), rng.standard_normal(10)

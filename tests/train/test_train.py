@@ -539,8 +539,8 @@ def test_lkr_train_prints_sampled_and_theory_and_saves_json(arch, tmp_path, caps
     from lkr.cli import main
 
     out = tmp_path / "run"
-    rc = main(["train", "--arch", arch, "--width", "4", "-P", "8", "--P-test", "20",
-               "--input-shape", "16", "--steps", "60", "--chains", "2", "--thin", "2",
+    rc = main(["train", "--sampler", "langevin", "--arch", arch, "--width", "4", "-P", "8",
+               "--P-test", "20", "--input-shape", "16", "--steps", "60", "--chains", "2", "--thin", "2",
                "--out", str(out), "--quiet"])
     assert rc == 0
     text = capsys.readouterr().out
@@ -555,7 +555,8 @@ def test_lkr_train_prints_sampled_and_theory_and_saves_json(arch, tmp_path, caps
 def test_lkr_train_rejects_bad_options(capsys):
     from lkr.cli import main
 
-    assert main(["train", "--steps", "10", "--burn-in", "10", "--quiet"]) == 2
+    assert main(["train", "--sampler", "langevin", "--steps", "10", "--burn-in", "10",
+                 "--quiet"]) == 2
     assert "burn-in" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         main(["train", "--width", "0"])

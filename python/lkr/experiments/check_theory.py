@@ -282,7 +282,7 @@ def command(args) -> int:
                                     bar_format="[{bar:24}] {n_fmt}/{total_fmt} {elapsed}  "
                                                "{desc}"))
         except _interrupt.Interrupted as exc:
-            results, status = exc.results, 130
+            results, status = exc.results, _interrupt.exit_status()
             print(f"lkr check-theory: interrupted during {exc.during}; writing the finished "
                   "cells", file=sys.stderr, flush=True)
         print(format_atlas(results), flush=True)
@@ -308,7 +308,7 @@ def command(args) -> int:
     except (ValueError, TypeError, ImportError) as exc:
         parser.error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     if out.get("interrupted"):
-        status = 130
+        status = _interrupt.exit_status()
     print(format_check(out), flush=True)
     return _write(out, args.out, "check_theory", note) or status
 

@@ -35,15 +35,17 @@ from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from .. import _interrupt
+from .. import _interrupt, _memory
+from .._extras import install_hint
 from .._io import check_writable_dir, describe
 from .._json import jsonable
 from .._progress import PhaseBar, progress_bar
 from .._validate import integer as _integer
-from ..train._arch import ARCHITECTURES, make_theory, sampled_test_error
+from ..train._arch import ARCHITECTURES, make_theory
 from ..train._arch import NAMES as _NAMES
 from . import _deep, _validity
 from ._rows import _q_summary, _row, _summary, _versions  # noqa: F401 (_q_summary: tests)
+from ._sampling import LangevinFailed, checkpointer, estimate_seconds, sample_widths
 from .argtypes import nonneg_float, nonneg_int, positive_float, positive_int, shape, task_spec, widths
 from .report import format_table, plot_results, save_results, stderr_note, write_outputs
 
@@ -128,6 +130,7 @@ def prepare(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"],
     if not widths:
         raise ValueError("widths must not be empty")
     widths = sorted({int(w) for w in widths})
+    _memory.check_theory_sizes(P, P_test)   # before the task is made (it can take long)
     task_options = dict(task_options or {})
     deep_filters, deep_strides = filter_size, stride
     if depth is not None:
@@ -167,7 +170,7 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
         executor=None, langevin: Optional[dict] = None,
         progress: Optional[Callable] = None,
         prepared: Optional[FcVsCnnSetup] = None, depth: Optional[int] = None,
-        padding="valid") -> dict:
+        padding="valid", checkpoint: Optional[Callable] = None) -> dict:
     """Run the FC-versus-CNN experiment and return every number and setting.
 
     Parameters
@@ -210,6 +213,11 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
         from it.
     depth, padding : optional
         Add the deep CNN of ``depth`` layers (``"deepcnn"``; :mod:`lkr.experiments._deep`).
+    checkpoint : callable, optional
+        With ``langevin``: ``checkpoint(results, phase)`` gets the results so far (marked
+        ``"in_progress": True``) when the theory is finished and the sampling time estimated
+        (``timing["sampling_estimate"]``, :mod:`lkr.experiments._sampling`), before any
+        sampling (phase ``"theory"``), and after each sampled width (``"sampled"``).
 
     Returns
     -------
@@ -296,9 +304,15 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
         timing["finite_width_s"] = time.perf_counter() - t0
         if langevin:
             t0 = time.perf_counter()
+            runs = [(a, w) for a in architectures for w in _widths(a, widths, geoms)]
+            if checkpoint is not None:
+                timing["sampling_estimate"] = estimate_seconds(runs, data, geoms, common,
+                                                               langevin, seed, bar)
+                checkpoint(results(interrupted=False, in_progress=True), "theory")
             try:
-                _sampled(sampled, architectures, widths, data, geoms, common, langevin,
-                         seed, bar)
+                sample_widths(sampled, runs, data, geoms, common, langevin, seed, bar,
+                              on_row=None if checkpoint is None else lambda: checkpoint(
+                                  results(interrupted=False, in_progress=True), "sampled"))
             except FloatingPointError as exc:
                 msg = str(exc).splitlines()[0]
                 raise LangevinFailed(results(interrupted=False, langevin_error=msg),
@@ -312,14 +326,6 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
     finally:
         bar.close()
     return results(interrupted=False)
-
-
-class LangevinFailed(FloatingPointError):
-    """Langevin sampling diverged; ``results``: the theory and the sampled rows so far."""
-
-    def __init__(self, results, message):
-        super().__init__(message)
-        self.results = results
 
 
 def _infinite_width(infinite, data, geometry, common, bar, dg=None) -> None:
@@ -392,26 +398,6 @@ def _finite_width_executor(finite, architectures, widths, data, geoms, common, b
         raise
 
 
-def _sampled(sampled, architectures, widths, data, geoms, common, langevin, seed,
-             bar) -> None:
-    """Langevin sampling of the networks themselves at every width, rows into sampled[arch].
-
-    A run cut short by Ctrl-C is dropped (its few samples are no estimate) and the
-    interrupt goes on to stop the whole job.
-    """
-    X, y, X_test, y_test = data
-    for arch in architectures:
-        for w in _widths(arch, widths, geoms):
-            bar.status(f"Langevin {_NAMES[arch]} N={w} ...")
-            r = sampled_test_error(arch, width=w, geometry=geoms[arch], X=X, y=y, X_test=X_test,
-                                   y_test=y_test, seed=seed, **common,
-                                   **{"sampler": "langevin", **langevin})
-            if r["interrupted"] or _interrupt.requested():
-                raise KeyboardInterrupt
-            sampled[arch].append(dict(jsonable(r), width=w))
-            bar.tick(f"Langevin {_NAMES[arch]} N={w}")
-
-
 # -- `lkr fc-vs-cnn` -------------------------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``lkr fc-vs-cnn``."""
@@ -473,7 +459,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quiet", action="store_true",
                    help="no progress bar or notes on stderr (the table still goes to stdout, and a "
                         "missing plot is still reported)")
-    g = p.add_argument_group("scaling out (pip install lkr[distributed])")
+    g = p.add_argument_group('scaling out (pip install "dask[distributed]")')
     g.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="Dask scheduler address: fit every (architecture, width) on it")
     g.add_argument("--workers", type=positive_int, default=None, metavar="N",
@@ -562,7 +548,8 @@ def command(args) -> int:
         parser.error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     kwargs = dict(temperature=args.temperature, activation=args.activation,
                   lambda0=args.lambda0, lambda1=args.lambda1, langevin=langevin,
-                  progress=progress, prepared=prepared, boundary=args.boundary, seed=args.seed)
+                  progress=progress, prepared=prepared, boundary=args.boundary, seed=args.seed,
+                  checkpoint=checkpointer(args.out, note) if langevin else None)
     with contextlib.ExitStack() as stack:
         ex = None
         if args.scheduler is not None or args.workers is not None:
@@ -576,14 +563,14 @@ def command(args) -> int:
             except ImportError as exc:
                 msg = str(exc)
                 if "pip install" not in msg:
-                    msg += "; pip install lkr[distributed]"
+                    msg += f"; {install_hint('distributed')}"
                 parser.error(f"--scheduler/--workers need Dask: {msg}")
             note(f"fitting on Dask: {getattr(ex, 'client', ex)}")
         status, failure = 0, None
         try:
             results = run(args.task, executor=ex, **kwargs)
         except _interrupt.Interrupted as exc:
-            results, status = exc.results, 130
+            results, status = exc.results, _interrupt.exit_status()
             print(f"lkr fc-vs-cnn: interrupted during {exc.during}; writing what is finished "
                   "(Ctrl-C again to abort at once)", file=sys.stderr, flush=True)
         except LangevinFailed as exc:

@@ -41,8 +41,10 @@ from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
+from .. import _interrupt
 from .._io import check_writable_dir, describe
 from .._validate import is_integer as _is_integer
+from .._validate import width as _width
 from . import _ladder
 from .argtypes import nonneg_float, nonneg_int, positive_float, positive_int, shape
 from .argtypes import widths as _int_list
@@ -145,7 +147,11 @@ def _one_thread():
 
 def _base_widths(base_widths, architectures):
     out = {a: ARCHITECTURES[a].base_width for a in architectures}
-    out.update(base_widths or {})
+    for a, w in (base_widths or {}).items():
+        if a not in ARCHITECTURES:
+            raise ValueError(f"base_widths names an unknown architecture {a!r}; choose from "
+                             f"{tuple(ARCHITECTURES)}")
+        out[a] = _width(w, f"base_widths[{a!r}]")   # '32' or 2.5 refused, not truncated
     return out
 
 
@@ -207,9 +213,9 @@ def prepare(tasks=DEFAULTS["tasks"], *, P=DEFAULTS["P"], P_test=DEFAULTS["P_test
             raise ValueError(f"unknown architecture {a!r}; choose from {tuple(ARCHITECTURES)}")
     if not architectures:
         raise ValueError("give at least one architecture")
-    multipliers = sorted({int(k) for k in multipliers})
-    if not multipliers or multipliers[0] < 1:
-        raise ValueError(f"multipliers must be positive integers, got {multipliers}")
+    multipliers = sorted({_width(k, "multipliers") for k in multipliers})
+    if not multipliers:
+        raise ValueError("multipliers must not be empty")
     bases = _base_widths(base_widths, architectures)
     if not _is_integer(seeds) or seeds < 1:
         raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
@@ -408,7 +414,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("tasks")
     g.add_argument("--tasks", nargs="+", type=_tasks_arg, default=None, metavar="TASK",
                    help="tasks from easy to hard, each NAME[@CLASSES]: NAME digits "
-                        "(scikit-learn's 8x8 digits, pip install lkr[data]), mnist:DIR, "
+                        "(scikit-learn's 8x8 digits, pip install scikit-learn), mnist:DIR, "
                         "fashion-mnist:DIR (IDX files) or cifar10:DIR (python or binary "
                         "batches); CLASSES groups, one output each ('0:1', '3,8', "
                         "'0,2,4:1,3,5', 'all'; default all). 'ladder' (the default) is "
@@ -526,7 +532,7 @@ def command(args) -> int:
                                                          "{elapsed}  {desc}"))
     results = run_experiment(**kw)
     print(format_table(results), flush=True)
-    status = 130 if results["interrupted"] else 0
+    status = _interrupt.exit_status() if results["interrupted"] else 0
     if results.get("error"):
         # GD diverged: the finished points are printed and written, then one line, exit 2
         print(f"lkr nets-vs-linearized: error: {results['error']}", file=sys.stderr,

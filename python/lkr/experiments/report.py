@@ -4,14 +4,17 @@ from __future__ import annotations
 import os
 import sys
 
+from .._extras import install_hint
 from .._io import describe, savefig, write_json
 from ..train._arch import NAMES as _NAMES
 from ._validity import table_lines as _validity_lines
 
 __all__ = ["format_table", "save_results", "plot_results", "write_outputs", "RHAT_WARN"]
 
-#: R-hat above this: the chains have not mixed, and the table says so
-RHAT_WARN = 1.1
+#: R-hat above this: the chains have not mixed, the tables say so and compare nothing in
+#: standard errors (1.05: a common threshold, between Gelman and Rubin's 1.1 and the 1.01
+#: of Vehtari et al. 2021 for final results)
+RHAT_WARN = 1.05
 
 
 def _fmt(v, w=9):
@@ -65,7 +68,7 @@ def format_table(results: dict) -> str:
         else:
             title = "LCN  (local, diagonal: Qbar_ii only)"
             qhead = f"{'Qbar_ii':>9}{'min-max':>15}"
-        lhead = f"{'sampled':>18}" if arch in lang else ""
+        lhead = f"{'sampled':>18}" if lang.get(arch) else ""
         lines.append(title)
         lines.append(f"{'N':>7}{'alpha':>8}{'error':>9}{'bias^2':>9}{'variance':>9}  {qhead}{lhead}")
         by_w = {r["width"]: r for r in lang.get(arch, [])}
@@ -85,8 +88,8 @@ def format_table(results: dict) -> str:
                 ls = f"{b['error']:10.4f} +- " + (f"{se:.4f}" if se is not None else "  n/a ")
                 rh = b.get("rhat_max")
                 if rh is not None and rh > RHAT_WARN:
-                    ls += f" R-hat {rh:.2g}!"
-                    unmixed.append(f"{_NAMES[arch]} N={r['width']} (R-hat {rh:.2g})")
+                    ls += f" R-hat {rh:.2f}!"
+                    unmixed.append(f"{_NAMES[arch]} N={r['width']} (R-hat {rh:.2f})")
             lines.append(f"{r['width']:>7}{r['alpha']:>8.3g}{r['error']:>9.4f}{r['bias2']:>9.4f}"
                          f"{r['variance']:>9.4f}  {qs}{ls}{flag}")
         i = inf.get(arch)
@@ -106,7 +109,8 @@ def format_table(results: dict) -> str:
         lines.append("")
         lines.append(f"WARNING: Langevin chains not mixed (R-hat > {RHAT_WARN}) at "
                      f"{', '.join(unmixed)}: those sampled errors and their standard errors "
-                     "are not reliable; run longer (--langevin-steps) or more chains (--chains)")
+                     "are not reliable; run longer (--langevin-steps, or --sweeps) or more chains "
+                     "(--chains)")
     lines.append("")
     for arch in s["architectures"]:
         sm = (results.get("summary") or {}).get(arch)
@@ -130,14 +134,15 @@ def save_results(results: dict, out_dir) -> str:
 
 def pyplot():
     """matplotlib.pyplot on the non-interactive Agg backend; ImportError with the install
-    hint ``pip install lkr[plot]`` when matplotlib is missing."""
+    hint (lkr._extras) when matplotlib is missing."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ImportError("matplotlib is not installed; pip install lkr[plot] for the plot") from None
+        raise ImportError(f"matplotlib is not installed; {install_hint('plot')} for the "
+                          "plot") from None
     return plt
 
 
@@ -155,7 +160,7 @@ def plot_results(results: dict, path) -> str:
     Raises
     ------
     ImportError
-        When matplotlib is missing, with the install hint ``pip install lkr[plot]``.
+        When matplotlib is missing, with the install hint (lkr._extras).
     """
     plt = pyplot()
     s = results["settings"]

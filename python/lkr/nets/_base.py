@@ -7,7 +7,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from .. import backend
+from .. import _memory, backend
 from .._validate import count as _count
 from ._activations import sigma_pair
 
@@ -48,6 +48,7 @@ class Net:
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        self.check_memory()
         if params is None:
             self._params = self.init_params(seed)
         else:
@@ -77,6 +78,34 @@ class Net:
         cfg = ", ".join(f"{k}={v!r}" for k, v in self.config.items() if k != "type")
         return f"{type(self).__name__}({cfg})"
 
+    # memory (lkr._memory): refused before allocating, naming the size and the budget
+    def _hidden_units(self) -> int:
+        """Hidden activations per sample (the pre-activations of every hidden layer)."""
+        return 0
+
+    def _input_values(self) -> int:
+        """Numbers per sample of the net's internal inputs (CNN: the patches, Np M)."""
+        return 0
+
+    def memory_bytes(self, P: int = 0, chains: int = 1) -> int:
+        """Estimated peak memory (bytes) of this net's parameters (``chains`` copies) and of
+        a pass over P samples: inputs, pre-activations, activations and their
+        derivatives (:func:`lkr._memory.net_bytes`)."""
+        item = np.dtype(getattr(self, "dtype", np.float64)).itemsize
+        return (_memory.net_bytes(self.num_params, self._hidden_units(), P, chains, item)
+                + P * self._input_values() * item)
+
+    def check_memory(self, P: int = 0, chains: int = 1, what: str = "") -> None:
+        """Raise :class:`lkr._memory.MemoryBudgetError` (a MemoryError) when
+        :meth:`memory_bytes` is above the memory budget (``LKR_MAX_BYTES``, default half of
+        the available memory)."""
+        name = type(self).__name__
+        what = what or (f"{name} with {self.num_params} parameters" + (
+            f" on {P} samples x {chains} chain(s)" if P else ""))
+        _memory.check(self.memory_bytes(P, chains), what,
+                      "use a smaller width" + (", fewer samples or fewer chains" if P else ""),
+                      size=("P", P, lambda n: self.memory_bytes(n, chains)) if P else None)
+
     # params
     def init_params(self, seed=None, chains: Optional[int] = None) -> dict:
         """Fresh draws from the prior: each array ~ N(0, 1/precision).
@@ -89,6 +118,9 @@ class Net:
         """
         rng = np.random.default_rng(seed)
         lead = () if chains is None else (_count(chains, "chains"),)
+        if chains is not None:
+            self.check_memory(0, chains, f"{type(self).__name__}.init_params with "
+                              f"{self.num_params} parameters x {chains} chains")
         out = {}
         for name, shape in self._shapes.items():
             std = 1.0 / np.sqrt(np.asarray(self.priors[name], dtype=np.float64))
@@ -143,6 +175,8 @@ class Net:
         Xa = backend.asarray(X, "X")
         backend.check_floating(Xa, "X")
         xp = backend.array_module(Xa, *p.values())
+        if Xa.ndim >= 1:
+            self.check_memory(int(Xa.shape[0]), max(1, chains or 1))
         Z = self._inputs(Xa)
         backend.check_finite(Z, "X")
         P = Z.shape[0]

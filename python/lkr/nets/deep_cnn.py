@@ -29,7 +29,7 @@ import numpy as np
 
 from .. import backend
 from .._kernel_args import resolve_lambdas
-from .._validate import count as _count
+from .._validate import width as _width
 from ..activations import check_activation
 from ..deep_geometry import DeepGeometry
 from ._activations import sigma_pair
@@ -105,7 +105,7 @@ class DeepCNNNet(Net):
         if not isinstance(geometry, DeepGeometry):
             raise TypeError(f"geometry must be a DeepGeometry, got {type(geometry).__name__}")
         self.geometry = geometry
-        self.width = Nc = _count(width, "width")
+        self.width = Nc = _width(width)
         self.activation = check_activation(activation)
         self.depth = L = geometry.depth
         self.lambdas = resolve_lambdas(lambdas, 1.0, 1.0, L)
@@ -119,6 +119,15 @@ class DeepCNNNet(Net):
         self.priors["v"] = self.lambdas[L]
         self._c1 = 1.0 / math.sqrt(Nc * geometry.num_patches)
         self._init(seed, params, dtype)
+
+    def _hidden_units(self) -> int:
+        # every layer's positions x Nc, and the windows gathered for the next layer
+        return sum(self.width * lay.num_patches for lay in self.geometry.layers) + sum(
+            lay.n * lay.M for lay in self._layers)
+
+    def _input_values(self) -> int:
+        first = self.geometry.layers[0]
+        return first.num_patches * first.patch_size
 
     @property
     def channels(self) -> int:

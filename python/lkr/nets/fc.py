@@ -14,6 +14,7 @@ from .. import backend
 from .._kernel_args import resolve_lambdas
 from .._validate import count as _count
 from .._validate import positive as _positive
+from .._validate import width as _width
 from ..activations import check_activation
 from ._activations import sigma_pair
 from ._base import FusedObjective, Net, width_argument
@@ -55,7 +56,7 @@ class DeepFCNet(Net):
         self.N0 = _count(N0, "N0")
         if np.ndim(widths) == 0:
             widths = (widths,)
-        self.widths = tuple(_count(w, "widths") for w in widths)
+        self.widths = tuple(_width(w, "widths") for w in widths)
         if not self.widths:
             raise ValueError("widths must name at least one hidden layer")
         self.activation = check_activation(activation)
@@ -69,6 +70,9 @@ class DeepFCNet(Net):
         self.lambdas = tuple(_positive(l, f"lambdas[{i}]") for i, l in enumerate(lambdas))
         self._setup_names()
         self._init(seed, params, dtype)
+
+    def _hidden_units(self) -> int:
+        return sum(self.widths)
 
     def _setup_names(self):
         L = len(self.widths)
@@ -200,7 +204,7 @@ class FCNet(DeepFCNet):
                  params=None, dtype=np.float64, lambdas=None, N1=None):
         width = width_argument(width, N1, "N1", "FCNet")
         lambdas = resolve_lambdas(lambdas, lambda0, lambda1, 1)
-        super().__init__(N0, (_count(width, "width"),), activation, lambdas, seed, params=params,
+        super().__init__(N0, (_width(width),), activation, lambdas, seed, params=params,
                          dtype=dtype)
 
     def _setup_names(self):

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import backend
 from .._kernel_args import resolve_lambdas
-from .._validate import count as _count
+from .._validate import width as _width
 from ..activations import check_activation
 from ..geometry import PatchGeometry
 from ._activations import sigma_pair_inplace
@@ -35,7 +35,7 @@ class PatchNet(Net):
         if not isinstance(geometry, PatchGeometry):
             raise TypeError(f"geometry must be a PatchGeometry, got {type(geometry).__name__}")
         self.geometry = geometry
-        self.width = _count(width, "width")
+        self.width = _width(width)
         self.activation = check_activation(activation)
         self.lambda0, self.lambda1 = resolve_lambdas(lambdas, lambda0, lambda1, 1)
         Nc, Np, M = self.width, geometry.num_patches, geometry.patch_size
@@ -47,6 +47,12 @@ class PatchNet(Net):
     def channels(self) -> int:
         """Nc, the channels: the hidden width (``width``)."""
         return self.width
+
+    def _hidden_units(self) -> int:
+        return self.width * self.geometry.num_patches
+
+    def _input_values(self) -> int:
+        return self.geometry.num_patches * self.geometry.patch_size
 
     @property
     def config(self) -> dict:

@@ -11,11 +11,12 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .. import _linalg, backend
+from .. import _linalg, _memory, backend
 from .._arrays import ArrayLike
 from .._blas import blas_threads
 from .._validate import integer as _integer
 from .._validate import positive, real, samples, targets  # noqa: F401  (re-exported to the theories)
+from .._validate import width as _width
 from .._warnings import ActivationCaveatWarning, ConvergenceWarning
 from ..activations import check_activation, is_odd
 from . import _regime
@@ -216,6 +217,14 @@ class _Theory:
         Xa = self._validate_X(X)
         xp = backend.array_module(Xa)
         ya = targets(y, Xa.shape[0], xp, multi=self._multi_output, what=type(self).__name__)
+        P, D = Xa.shape[0], 1 if ya.ndim == 1 else int(ya.shape[1])
+        # refused before the kernel exists (lkr._memory), naming size, budget and remedy
+        N0 = int(np.prod(Xa.shape[1:]))
+        _memory.check(self._fit_bytes(P, D, N0),
+                      f"{type(self).__name__}.fit with P = {P} samples and D = {D} output(s)",
+                      "use fewer training samples", xp=xp,
+                      size=("P", P, lambda n: self._fit_bytes(n, D, N0)))
+        self._bind_outputs = D
         key = fingerprint(Xa, self._cache_settings())
         if key != self._cache_key:
             self._cache = None
@@ -233,6 +242,27 @@ class _Theory:
 
     def _validate_X(self, X):
         return inputs(X)
+
+    #: whether the order parameter couples outputs and patches (CNN, LCN: (Np D) x (Np D)),
+    #: so that the fit works on (P D) x (P D) matrices
+    _local_memory = False
+    #: D of the targets the kernel cache is built for (set by set_data before _bind)
+    _bind_outputs = 1
+
+    def _fit_bytes(self, P, D, N0):
+        """Estimated peak memory of a fit (lkr._memory), without a stored local kernel,
+        which takes what is left of the budget or streams."""
+        if self._local_memory:
+            return _memory.local_theory_bytes(P, D, N0, self._unknowns(D))
+        return _memory.fc_theory_bytes(P, D, N0)
+
+    def _unknowns(self, D):
+        """Unknowns of the solver (the free entries of Qbar) for D outputs."""
+        return D * (D + 1) // 2
+
+    def _predict_bytes(self, Pt, D):
+        return _memory.predict_bytes(self.num_samples, Pt, D, local=self._local_memory,
+                                     finite=np.isfinite(getattr(self, "width", np.inf)))
 
     def _cache_settings(self):
         raise NotImplementedError
@@ -345,14 +375,14 @@ class _Theory:
         if not widths:
             raise ValueError("widths is empty")
         for w in widths:
-            positive(w, "widths entry")
+            _width(w, "widths entry")
         self.set_data(X, y)
         out = []
         prev = None
         warned = None
         for w in widths:
             th = copy.copy(self)
-            th.width = positive(w, "widths entry")
+            th.width = float(_width(w, "widths entry"))
             th.solution = None
             # warm start; a non-central action continues from the pair (Q, conjugate)
             start = (None if prev is None else
@@ -394,6 +424,11 @@ class _Theory:
         xp = backend.array_module(self._X)
         if backend.array_module(Xt) is not xp:
             raise TypeError("Xt must live on the same device as the training X")
+        Pt, D = Xt.shape[0], self.num_outputs or 1
+        _memory.check(self._predict_bytes(Pt, D), f"{type(self).__name__}.predict at "
+                      f"{Pt} test points (P = {self.num_samples}, D = {D})",
+                      "predict in batches of fewer test points", xp=xp,
+                      size=("P_test", Pt, lambda n: self._predict_bytes(n, D)))
         if corrected:
             return self._predict_corrected(Xt)
         return self._predict(Xt)

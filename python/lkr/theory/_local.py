@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import backend
+from .. import _memory, backend
 from .._env import default_budget
 from ..activations import nngp_map
 from ..kernels import (
@@ -76,10 +76,13 @@ class LocalOperator:
     allow_float32 : bool
         Whether the automatic choice may take float32 (the theories allow it when their
         tolerance is above float32's accuracy floor).
+    multi : bool
+        The operator serves D >= 2 outputs: the antisymmetric part T_A is stored too, and
+        counts in the budget.
     """
 
     def __init__(self, X, geometry, activation, lambda0, *, diagonal=False, max_bytes=None,
-                 materialize=None, kernel_dtype=None, allow_float32=False):
+                 materialize=None, kernel_dtype=None, allow_float32=False, multi=False):
         self.X = X
         self.geometry = geometry
         self.activation = activation
@@ -92,27 +95,30 @@ class LocalOperator:
         self.P, self.Np = P, Np
         pi, pj = _pairs_of(Np, diagonal)
         self.pairs = (pi, pj)
-        nvec = P * (P + 1) // 2
         budget = default_budget() if max_bytes is None else int(max_bytes)
         self.budget = budget
         if kernel_dtype not in _KERNEL_DTYPES:
             raise ValueError(f"kernel_dtype must be None, 'float64' or 'float32', got "
                              f"{kernel_dtype!r}")
+        # T_S over the patch pairs, and T_A over the pairs i < j for D outputs (CNN)
+        stored = len(pi) + (int(np.sum(pi < pj)) if multi and not diagonal else 0)
         if kernel_dtype is None:
-            fits64 = len(pi) * nvec * 8 <= budget
-            kernel_dtype = "float32" if (not fits64 and allow_float32
-                                         and len(pi) * nvec * 4 <= budget) else "float64"
+            fits64 = _memory.stored_kernel_bytes(P, stored, 8) <= budget
+            kernel_dtype = "float32" if (not fits64 and allow_float32 and
+                                         _memory.stored_kernel_bytes(P, stored, 4) <= budget
+                                         ) else "float64"
         if xp is not np:
             kernel_dtype = "float64"  # the mixed-precision products are CPU kernels
         self.dtype = np.dtype(kernel_dtype)
-        self.nbytes = len(pi) * nvec * self.dtype.itemsize
+        self.nbytes = _memory.stored_kernel_bytes(P, stored, self.dtype.itemsize)
         if materialize is None:
             materialize = self.nbytes <= budget
         elif materialize and self.nbytes > budget:
-            raise MemoryError(
-                f"the compressed local kernel needs {self.nbytes / 1e9:.3g} GB for P = {P}, "
-                f"{len(pi)} patch pairs, above max_bytes = {budget / 1e9:.3g} GB; pass "
-                "materialize=False to stream, or raise max_bytes")
+            raise _memory.MemoryBudgetError(
+                f"the compressed local kernel needs {_memory.format_bytes(self.nbytes)} for "
+                f"P = {P}, {stored} patch pairs, above max_bytes = "
+                f"{_memory.format_bytes(budget)}; pass materialize=False to stream, or raise "
+                "max_bytes")
         self.materialized = bool(materialize)
         self.patches = geometry.patches(X)  # (P, Np, M)
         self._m = None

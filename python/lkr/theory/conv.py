@@ -41,7 +41,8 @@ from typing import Any, Optional
 import numpy as np
 import scipy.linalg as sla
 
-from .. import _linalg, backend
+from .. import _linalg, _memory, backend
+from .._validate import width as _width
 from ..activations import has_mean
 from ..geometry import PatchGeometry
 from . import _base, _cnn_finite_filter, _cnn_noncentral, _cnn_predict
@@ -76,6 +77,7 @@ class _LocalTheory(_base._Theory):
     _diagonal = False
     _multi_output = True
     _corrected = True
+    _local_memory = True
 
     def __init__(self, geometry: PatchGeometry, width: float, temperature: float,
                  activation: str = "erf", lambda0: float = 1.0, lambda1: float = 1.0, *,
@@ -86,7 +88,7 @@ class _LocalTheory(_base._Theory):
         if not isinstance(geometry, PatchGeometry):
             raise TypeError(f"geometry must be a PatchGeometry, got {type(geometry).__name__}")
         self.geometry = geometry
-        self.width = positive(width, "width")
+        self.width = float(_width(width))
         self.activation = _base.activation_name(activation)
         self.lambda0 = positive(lambda0, "lambda0")
         self.lambda1 = positive(lambda1, "lambda1")
@@ -145,13 +147,26 @@ class _LocalTheory(_base._Theory):
     def _cache_settings(self):
         return (type(self).__name__, self.geometry._key(), self.activation, self.lambda0,
                 self.max_bytes, self.materialize, self.kernel_dtype,
-                self.tol >= FLOAT32_MIN_TOL)
+                self.tol >= FLOAT32_MIN_TOL, self._bind_outputs > 1)
+
+    def _unknowns(self, D):
+        n, Np = self.num_patches * D, self.num_patches
+        return Np * D * (D + 1) // 2 if self._diagonal else n * (n + 1) // 2
+
+    def _tensor_budget(self, X):
+        """Bytes for the stored local kernel: ``max_bytes`` when given, else what the fit's
+        other arrays leave of the memory budget (lkr._memory)."""
+        if self.max_bytes is not None:
+            return self.max_bytes
+        need = self._fit_bytes(X.shape[0], self._bind_outputs, X.shape[1])
+        return max(0, _memory.budget(xp=backend.array_module(X)) - need)
 
     def _bind(self, X):
         return LocalOperator(X, self.geometry, self.activation, self.lambda0,
-                             diagonal=self._diagonal, max_bytes=self.max_bytes,
+                             diagonal=self._diagonal, max_bytes=self._tensor_budget(X),
                              materialize=self.materialize, kernel_dtype=self.kernel_dtype,
-                             allow_float32=self.tol >= FLOAT32_MIN_TOL)
+                             allow_float32=self.tol >= FLOAT32_MIN_TOL,
+                             multi=self._bind_outputs > 1)
 
     def _min_width(self):
         D = self.num_outputs

@@ -25,12 +25,13 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .. import _linalg, backend
+from .. import _linalg, _memory, backend
 from .._deep_kernels import local_kernel_adjoint as deep_local_kernel_adjoint
 from .._deep_kernels import pack_compressed
 from .._kernel_args import resolve_lambdas
+from .._validate import width as _width
 from ..deep_geometry import DeepGeometry
-from ..kernels import DEFAULT_MAX_BYTES, renormalized_kernel, renormalized_kernel_diag
+from ..kernels import renormalized_kernel, renormalized_kernel_diag
 from . import _base
 from ._base import DEFAULT_MAXITER, DEFAULT_TOL, positive
 from ._optim import bfgs, cholesky_point
@@ -76,14 +77,14 @@ class DeepLocalOperator:
         self.pattern = "diagonal" if self.diagonal else "dense"
         ncols = d if self.diagonal else d * (d + 1) // 2
         self.nbytes = ncols * (P * (P + 1) // 2) * 8
-        budget = DEFAULT_MAX_BYTES if max_bytes is None else int(max_bytes)
+        budget = _memory.budget(max_bytes, xp)
         if materialize is None:
             materialize = self.nbytes <= budget
         elif materialize and self.nbytes > budget:
-            raise MemoryError(
-                f"the compressed deep local kernel needs {self.nbytes / 1e9:.3g} GB for P = {P}, "
-                f"d = {d}, above max_bytes = {budget / 1e9:.3g} GB; pass materialize=False to "
-                "stream, or raise max_bytes")
+            raise _memory.MemoryBudgetError(
+                f"the compressed deep local kernel needs {_memory.format_bytes(self.nbytes)} "
+                f"for P = {P}, d = {d}, above max_bytes = {_memory.format_bytes(budget)}; pass "
+                "materialize=False to stream, or raise max_bytes")
         self.materialized = bool(materialize)
         if self.materialized:
             iu = np.triu_indices(P)
@@ -174,7 +175,7 @@ class DeepCNNTheory(CNNTheory):
             raise TypeError(f"geometry must be a DeepGeometry, got {type(geometry).__name__}")
         self.geometry = geometry
         self.depth = geometry.depth
-        self.width = positive(width, "width")
+        self.width = float(_width(width))
         _base.width_condition(self.width, geometry.num_patches, "DeepCNNTheory",
                               f"d = {geometry.num_patches} final patches")
         self.activation = _base.activation_name(activation)
@@ -204,7 +205,7 @@ class DeepCNNTheory(CNNTheory):
 
     def _bind(self, X):
         return DeepLocalOperator(X, self.geometry, self.activation, self.lambdas,
-                                 max_bytes=self.max_bytes, materialize=self.materialize)
+                                 max_bytes=self._tensor_budget(X), materialize=self.materialize)
 
     def _min_width(self):
         return self.num_patches  # Nc >= d, checked again before every solve (fit_path)

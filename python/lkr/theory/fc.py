@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import _linalg, backend
 from .._validate import integer as _integer
+from .._validate import width as _width
 from ..activations import has_mean, mean_map, nngp_map
 from ..kernels import nngp
 from . import _base, _fcmulti, _spectral
@@ -143,7 +144,7 @@ class FCTheory(_fcmulti.MultiOutputMixin, NonCentralMultiMixin, _SpectralMixin,
     def __init__(self, width: float, temperature: float, activation: str = "erf",
                  lambda0: float = 1.0, lambda1: float = 1.0, *, mean: str = "auto",
                  tol: float = DEFAULT_TOL, maxiter: int = DEFAULT_MAXITER):
-        self.width = positive(width, "width")
+        self.width = float(_width(width))
         self.activation = _base.activation_name(activation)
         self.lambda0 = positive(lambda0, "lambda0")
         self.lambda1 = positive(lambda1, "lambda1")
@@ -388,7 +389,7 @@ class DeepFCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
                  tol: float = DEFAULT_TOL, maxiter: int = DEFAULT_MAXITER):
         depth = _integer(depth, "depth", 1)
         self.depth = int(depth)
-        self.width = positive(width, "width")
+        self.width = float(_width(width))
         self.activation = _base.activation_name(activation)
         if lambdas is None:
             lambdas = (1.0,) * (self.depth + 1)

@@ -10,8 +10,8 @@ and ``lkr.train`` itself reach it without an import that points up.
 from __future__ import annotations
 
 from .._validate import choice as _choice
-from .._validate import integer as _int
 from .._validate import samples as _samples
+from .._validate import width as _width
 from .collapsed import collapsed
 from .langevin import langevin
 
@@ -50,7 +50,7 @@ def make_net(arch, width, X=None, X_test=None, *, geometry=None, activation="erf
     from .. import nets
 
     check_arch(arch)
-    width = _int(width, "width", 1)
+    width = _width(width)
     common = dict(activation=activation, lambda0=lambda0, lambda1=lambda1, seed=seed)
     if arch == "fc":
         if X is None:

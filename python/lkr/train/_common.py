@@ -68,6 +68,14 @@ def split(size, k):
 
 
 
+def check_memory(net, n, chains):
+    """Refuse a run whose net would not fit on n samples x chains (lkr._memory), before
+    anything is allocated; nets that do not estimate their memory pass."""
+    check = getattr(net, "check_memory", None)
+    if check is not None:
+        check(int(n), int(chains))
+
+
 def objective(net, X, X_test, dtype, fused=True):
     """The net's prepared objective (:meth:`lkr.nets.Net.prepare`: fused for FC, CNN and
     LCN), or the generic one for other objects that follow the network protocol."""

@@ -23,7 +23,7 @@ import warnings
 
 import numpy as np
 
-from .. import _interrupt, backend
+from .. import _interrupt, _memory, backend
 from .._blas import blas_threads
 from .._progress import progress_bar
 from .._validate import integer as _int
@@ -118,6 +118,19 @@ def _start(model, net, init, chains, rng):
             raise ValueError(f"init[{g.name!r}] contains NaN or inf")
         W[g.name] = np.array(a)
     return W
+
+
+def _check_memory(net, P, Pt, D, chains):
+    """Refuse a run whose factors and features would not fit the memory budget, before any
+    is allocated (lkr._memory)."""
+    hidden = net._hidden_units() if hasattr(net, "_hidden_units") else 0
+
+    def need(n):
+        return _memory.collapsed_bytes(n, Pt, D, hidden, chains)
+
+    _memory.check(need(P), f"the collapsed sampler on P = {P} samples x {chains} chain(s)",
+                  "use fewer samples or chains (or Langevin: lkr.train.langevin)",
+                  size=("P", P, need))
 
 
 def collapsed(net, X, Y, temperature, *, sweeps=1000, burn_in=None, chains=4, X_test=None,
@@ -226,6 +239,7 @@ def collapsed(net, X, Y, temperature, *, sweeps=1000, burn_in=None, chains=4, X_
             want = f"({Pt},)" if vector else f"({Pt}, {D})"
             raise ValueError(f"y_test must have shape {want} (as Y), got "
                              f"{tuple(np.shape(y_test))}")
+    _check_memory(net, P, Pt, D, chains)
     model = model_for(net, X, X_test, block)
 
     ss_init, ss_run = np.random.SeedSequence(seed).spawn(2)

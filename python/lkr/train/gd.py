@@ -127,6 +127,7 @@ def gradient_descent(net, X, y, lr, steps, weight_decay=0.0, batch_size=None, se
     record_every = (max(1, steps // 200) if record_every is None
                     else _int(record_every, "record_every", 1))
 
+    _c.check_memory(net, P + (0 if X_test is None else X_test.shape[0]), 1)
     obj = _c.objective(net, X, X_test, dtype, fused)
     params = _c.chained(params0, 1, xp, dtype)
     start = {k: a.copy() for k, a in params.items()}

@@ -27,6 +27,7 @@ from ._common import (
     SamplingWarning,
     blas_count,
     chained,
+    check_memory,
     check_net,
     net_config,
     objective,
@@ -367,6 +368,7 @@ def langevin(net, X, y, temperature, lr=1e-3, steps=10000, burn_in=None, thin=1,
     dtype = params_dtype(net.params, X)
     yv = labels(y, P, "y", xp, dtype)
     Pt = P if test_is_train else X_test.shape[0]
+    check_memory(net, P + (0 if test_is_train else Pt), chains)
     ytv = None if y_test is None else labels(y_test, Pt, "y_test", xp, dtype)
     if isinstance(lr, str):
         if lr != "auto":
