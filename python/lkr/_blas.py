@@ -53,6 +53,10 @@ def _controller():
     """One threadpoolctl controller for the process (None without threadpoolctl): its
     library scan reads /proc/self/maps, ~5 ms, too slow to repeat for every call."""
     if not _controller_cache:
+        # SciPy's LAPACK/BLAS is a second library beside NumPy's: load it before the scan,
+        # or a limit set here would miss the solvers' Cholesky and eigsh's products
+        import scipy.linalg  # noqa: F401
+
         try:
             from threadpoolctl import ThreadpoolController
 
