@@ -77,6 +77,9 @@ def _lkr_runner(net, X, y, steps, chains, fused, dtype):
 
     init = {k: a.astype(dtype) for k, a in net.init_params(1, chains=chains).items()}
     X, y = X.astype(dtype), y.astype(dtype)
+    # the net's own parameters in the row's dtype: langevin computes in float32 only when
+    # the net, the inputs and the start all are float32
+    net = net.with_params({k: a.astype(dtype) for k, a in net.params.items()})
 
     def go():
         return train.langevin(net, X, y, _T, lr=_LR, steps=steps, burn_in=0, chains=chains,
