@@ -146,7 +146,8 @@ constexpr double kInvFact[14] = {1.0,
 // exp(-(y + ylo)) for y >= 0 (|ylo| <= ulp(y)): n = round(-y log2 e), r = -y - n ln 2 - ylo,
 // exp(r) by Taylor, times 2^n (scalef: exact, 0 on underflow).
 LKR_V4 __m512d exp_neg(__m512d y, __m512d ylo) {
-  y = _mm512_min_pd(y, _mm512_set1_pd(1000.0));  // keeps r finite; exp(-1000) = 0
+  // min(c, y) keeps r finite (exp(-1000) = 0) and a NaN y (minpd returns y then)
+  y = _mm512_min_pd(_mm512_set1_pd(1000.0), y);
   const __m512d n = _mm512_roundscale_pd(_mm512_mul_pd(y, _mm512_set1_pd(-1.4426950408889634)),
                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512d r = _mm512_fnmadd_pd(n, _mm512_set1_pd(0.693145751953125), _mm512_sub_pd(_mm512_setzero_pd(), y));
@@ -158,7 +159,7 @@ LKR_V4 __m512d exp_neg(__m512d y, __m512d ylo) {
 }
 
 LKR_V4 __m512 exp_neg(__m512 y, __m512 ylo) {
-  y = _mm512_min_ps(y, _mm512_set1_ps(200.0f));
+  y = _mm512_min_ps(_mm512_set1_ps(200.0f), y);
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(y, _mm512_set1_ps(-1.44269504f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), _mm512_sub_ps(_mm512_setzero_ps(), y));
@@ -172,8 +173,11 @@ LKR_V4 __m512 exp_neg(__m512 y, __m512 ylo) {
 // (erf(x), (2/sqrt(pi)) exp(-x^2)) for 8 doubles.
 LKR_V4 void erf_and_prime(__m512d x, __m512d& e, __m512d& d) {
   const __m512d ax = _mm512_abs_pd(x);
-  const __m512d y = _mm512_mul_pd(ax, ax);
-  const __m512d ylo = _mm512_fmsub_pd(ax, ax, y);  // x^2 = y + ylo exactly
+  // x^2 = y + ylo exactly; |x| capped at 40 (exp(-1600) = 0) so that ylo stays finite for
+  // |x| = inf, NaN kept (minpd returns its second operand then)
+  const __m512d xc = _mm512_min_pd(_mm512_set1_pd(40.0), ax);
+  const __m512d y = _mm512_mul_pd(xc, xc);
+  const __m512d ylo = _mm512_fmsub_pd(xc, xc, y);
   d = _mm512_mul_pd(_mm512_set1_pd(1.1283791670955125739), exp_neg(y, ylo));
   __m512i idx = _mm512_cvttpd_epi64(_mm512_mul_pd(ax, _mm512_set1_pd(8.0 / 3.0)));
   idx = _mm512_min_epi64(idx, _mm512_set1_epi64(15));
@@ -194,8 +198,9 @@ LKR_V4 void erf_and_prime(__m512d x, __m512d& e, __m512d& d) {
 
 LKR_V4 void erf_and_prime(__m512 x, __m512& e, __m512& d) {
   const __m512 ax = _mm512_abs_ps(x);
-  const __m512 y = _mm512_mul_ps(ax, ax);
-  const __m512 ylo = _mm512_fmsub_ps(ax, ax, y);
+  const __m512 xc = _mm512_min_ps(_mm512_set1_ps(16.0f), ax);
+  const __m512 y = _mm512_mul_ps(xc, xc);
+  const __m512 ylo = _mm512_fmsub_ps(xc, xc, y);
   d = _mm512_mul_ps(_mm512_set1_ps(1.12837917f), exp_neg(y, ylo));
   __m512i idx = _mm512_cvttps_epi32(_mm512_mul_ps(ax, _mm512_set1_ps(4.0f)));
   idx = _mm512_min_epi32(idx, _mm512_set1_epi32(15));
