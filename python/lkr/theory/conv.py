@@ -40,7 +40,8 @@ import scipy.linalg as sla
 from .. import _linalg, backend
 from ..activations import has_mean
 from ..geometry import PatchGeometry
-from . import _base, _cnn_noncentral, _cnn_predict
+from .._progress import progress_bar
+from . import _base, _cnn_noncentral, _cnn_predict, _large
 from ._base import DEFAULT_MAXITER, DEFAULT_TOL, positive
 from ._local import LocalOperator
 from ._optim import bfgs, cholesky_point
@@ -68,6 +69,29 @@ def _inverse_from_cholesky(chol):
     return chol.inverse()
 
 
+def _storage_note(theory):
+    """How the local kernel is held, for the progress line (streamed when it does not fit
+    the memory budget: every evaluation then recomputes it)."""
+    op = theory._cache
+    gb = op.nbytes / 1e9
+    if op.materialized:
+        return f"P = {theory.num_samples}: kernel stored ({op.dtype.name}, {gb:.3g} GB)"
+    return (f"P = {theory.num_samples}: kernel STREAMED, each evaluation recomputes it (stored "
+            f"it would take {gb:.3g} GB > budget {op.budget / 1e9:.3g} GB, LKR_MAX_BYTES)")
+
+
+def _large_bar(theory):
+    """The fit's progress line (a terminal only, after a second; None for a subsample level
+    or when switched off)."""
+    if theory._report is not None or theory.progress is False:
+        return None
+    bar = progress_bar(None, type(theory).__name__, theory.progress, unit="it", delay=1.0)
+    if bar.disable:
+        bar.close()
+        return None
+    return bar
+
+
 class _LocalTheory(_base._Theory):
     _diagonal = False
     _multi_output = True
@@ -75,7 +99,7 @@ class _LocalTheory(_base._Theory):
 
     def __init__(self, geometry, width, temperature, activation="erf", lambda0=1.0,
                  lambda1=1.0, *, mean="auto", tol=DEFAULT_TOL, maxiter=DEFAULT_MAXITER,
-                 max_bytes=None, materialize=None, kernel_dtype=None):
+                 max_bytes=None, materialize=None, kernel_dtype=None, progress=None):
         if not isinstance(geometry, PatchGeometry):
             raise TypeError(f"geometry must be a PatchGeometry, got {type(geometry).__name__}")
         self.geometry = geometry
@@ -91,6 +115,10 @@ class _LocalTheory(_base._Theory):
             raise ValueError(f"kernel_dtype must be None, 'float64' or 'float32', got "
                              f"{kernel_dtype!r}")
         self.kernel_dtype = kernel_dtype
+        if progress not in (None, True, False):
+            raise TypeError(f"progress must be True, False or None, got {progress!r}")
+        self.progress = progress
+        self._report = None  # a subsample level reports into its parent's progress line
         self.mean = _base.mean_mode(mean)
         super().__init__(temperature_value=temperature, tol=tol, maxiter=maxiter)
         if self.mean == "ignore":
@@ -175,6 +203,10 @@ class _LocalTheory(_base._Theory):
         return B
 
     def _G(self, state, centred=False):
+        if not centred:
+            fast = self._cache.adjoint_of_inverse(*state)  # no full B (large P)
+            if fast is not None:
+                return backend.to_numpy(fast)
         out = self._cache.adjoint(self._B(state), centred=centred)
         if centred:
             return tuple(backend.to_numpy(g) for g in out)
@@ -283,7 +315,15 @@ class _LocalTheory(_base._Theory):
                                  "mean='ignore' for the one-parameter multi-output action")
             return _cnn_noncentral.solve(self, Q0, tol, maxiter)
         Np = self._n
-        Qs, how = self._start(Q0)
+        bar = _large_bar(self)
+        report = self._report or (bar.set_description_str if bar is not None else None)
+        carry = None
+        if Q0 is None and _large.applies(self):
+            Qs, how, carry = _large.multilevel_start(self, tol, maxiter, report)
+        else:
+            Qs, how = self._start(Q0)
+        if report is not None:
+            report(_storage_note(self))
         self._data(self._to_dev(Qs))  # an infeasible start (T = 0, singular K_R) raises here
         c = self._c()
         diag = self._diagonal and self.num_outputs == 1
@@ -346,7 +386,20 @@ class _LocalTheory(_base._Theory):
                     state.update(gQ=gQ, g=gx, rel=rel)
             return state["g"], state["rel"]
 
-        res = bfgs(value, gradient, x0, tol=tol, maxiter=maxiter)
+        H0 = None if diag else _large.carried_inverse_hessian(carry, L0, tril, on_diag)
+
+        def step_done(it, rel, nev):
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(f"rel grad {rel:.2e}", refresh=False)
+
+        try:
+            res = bfgs(value, gradient, x0, tol=tol, maxiter=maxiter, H0=H0, callback=step_done)
+        finally:
+            if bar is not None:
+                bar.close()
+        if not diag:
+            self._solver_state = (L0, res.x, res.H, tril, on_diag)  # for a larger level
         value(res.x)
         g, rel = gradient(res.x)
         Q = state["Q"]
