@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 import lkr
-from lkr.theory import CNNTheory
-from lkr.theory import _large
+from lkr.theory import CNNTheory, _large
 
 
 def _problem(P, seed=0):

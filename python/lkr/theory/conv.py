@@ -38,9 +38,9 @@ import numpy as np
 import scipy.linalg as sla
 
 from .. import _linalg, backend
+from .._progress import progress_bar
 from ..activations import has_mean
 from ..geometry import PatchGeometry
-from .._progress import progress_bar
 from . import _base, _cnn_noncentral, _cnn_predict, _large
 from ._base import DEFAULT_MAXITER, DEFAULT_TOL, positive
 from ._local import LocalOperator
