@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import math
-import os
 from typing import Dict, Optional
 
 import numpy as np
 
 from .. import backend
 from .._blas import gemm_capsules, one_thread
+from .._tuning import StepThreads, usable_threads
 from .._validate import count as _count
 from ._activations import sigma_pair
-from ._threads import StepThreads
 
 __all__ = ["Net", "Prepared", "init_params"]
 
@@ -328,7 +327,7 @@ class FusedPrepared(Prepared):
         and the filter gradient gW (C, Kout, Kin) of (1/2) sum (y - f)^2, with f = c1 sum_k
         u sigma(h). The step runs on lkr's own threads (``lkr.set_num_threads``) and
         calls BLAS on each of them, so BLAS is held at one thread meanwhile; how many of
-        them (1 or all) is chosen by measurement (:mod:`lkr.nets._threads`)."""
+        them (1 or all) is chosen by measurement (:mod:`lkr._tuning`)."""
         xp = self.xp
         eng = backend.implementation(xp)
         _register_gemm(eng)
@@ -341,13 +340,13 @@ class FusedPrepared(Prepared):
         Z, W, u = (xp.asarray(a, dtype=dt) for a in (Z, W, u))
         if getattr(self, "_threads", None) is None:
             self._threads = StepThreads()
-        with one_thread(), self._threads.timed(_usable_threads()) as run:
+        with one_thread(), self._threads.timed(usable_threads(backend.get_num_threads())) as run:
             return eng.train_step(Z, W, u, y2, H, S, rows_per_sample=rows_per_sample,
                                   scale=self.c1, activation=self.act, nthreads=run.threads)
 
     @property
     def threads_now(self) -> int:
-        """The thread count of the last step (see lkr.nets._threads)."""
+        """The thread count of the last step (see lkr._tuning)."""
         tuner = getattr(self, "_threads", None)
         return 1 if tuner is None else tuner.current
 
@@ -356,13 +355,6 @@ class FusedPrepared(Prepared):
 
 
 _gemm_registered = []
-
-
-def _usable_threads():
-    """lkr's thread setting (0: all), at most the CPUs this process may use."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    n = backend.get_num_threads()
-    return max(1, min(n, cpus or 1) if n > 0 else (cpus or 1))
 
 
 def _register_gemm(eng):

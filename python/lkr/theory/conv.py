@@ -34,11 +34,15 @@ action of THEORY2 section 1.2 with Qbar and its conjugate Q (see :mod:`._cnn_non
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import scipy.linalg as sla
 
 from .. import _linalg, backend
+from .._blas import held_at_one
 from .._progress import progress_bar
+from .._tuning import BlasChoice
 from ..activations import has_mean
 from ..geometry import PatchGeometry
 from . import _base, _cnn_noncentral, _cnn_predict, _large
@@ -78,6 +82,23 @@ def _storage_note(theory):
         return f"P = {theory.num_samples}: kernel stored ({op.dtype.name}, {gb:.3g} GB)"
     return (f"P = {theory.num_samples}: kernel STREAMED, each evaluation recomputes it (stored "
             f"it would take {gb:.3g} GB > budget {op.budget / 1e9:.3g} GB, LKR_MAX_BYTES)")
+
+
+def _lapack_threads(theory):
+    """BLAS threads of the evaluations' Cholesky and inverse: held at one for small P
+    (lkr.theory._base), else 1 or lkr's count by measurement (lkr._tuning: n threads on a
+    quiet machine, one where other processes hold the cores -- multi-threaded LAPACK then
+    ran 5-10x slower here)."""
+    if held_at_one() or backend.array_module(theory._X) is not np:
+        return _NoChoice()
+    return BlasChoice(backend.get_num_threads())
+
+
+class _NoChoice:
+    def timed(self):
+        return contextlib.nullcontext()
+
+    held = timed
 
 
 def _large_bar(theory):
@@ -324,6 +345,7 @@ class _LocalTheory(_base._Theory):
             Qs, how = self._start(Q0)
         if report is not None:
             report(_storage_note(self))
+        lapack = _lapack_threads(self)
         self._data(self._to_dev(Qs))  # an infeasible start (T = 0, singular K_R) raises here
         c = self._c()
         diag = self._diagonal and self.num_outputs == 1
@@ -352,7 +374,8 @@ class _LocalTheory(_base._Theory):
             state.clear()
             state["x"] = x.copy()
             try:
-                data, st = self._data(self._to_dev(Q))
+                with lapack.timed():
+                    data, st = self._data(self._to_dev(Q))
             except _linalg.NotPositiveDefiniteError:
                 return np.inf
             S = float(np.trace(Q) - logdetQ + data)
@@ -364,7 +387,8 @@ class _LocalTheory(_base._Theory):
                 value(x)
             if "g" not in state:
                 Q, M = state["Q"], state["M"]
-                G = self._G(state["st"])
+                with lapack.held():
+                    G = self._G(state["st"])
                 if diag:
                     qd = np.diag(Q)
                     gq = 1.0 - 1.0 / qd + c * np.diag(G)

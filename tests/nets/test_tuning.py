@@ -1,5 +1,5 @@
-"""The measured choice of the training step's thread count (lkr.nets._threads)."""
-from lkr.nets._threads import PROBE_EVERY, WARMUP, StepThreads
+"""The measured choice of the training step's thread count (lkr._tuning)."""
+from lkr._tuning import PROBE_EVERY, WARMUP, StepThreads
 
 
 def _drive(tuner, n, cost, steps):

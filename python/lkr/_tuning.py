@@ -1,8 +1,10 @@
-"""The thread count of the compiled training step, chosen by measurement.
+"""Thread counts chosen by measurement, for work repeated many times (a training step,
+a solver's evaluation).
 
-Why: the step gives the same numbers for any thread count (its split into tasks depends
-only on the shapes), so the count may change from step to step; and which count is
-fastest depends on the machine's load at the time. On a quiet machine n threads win; on
+Why: the training step gives the same numbers for any thread count (its split into tasks
+depends only on the shapes), so the count may change from step to step (the solvers'
+LAPACK calls differ only in rounding); and which count is fastest depends on the
+machine's load at the time. On a quiet machine n threads win; on
 one whose cores are taken by other processes, a second thread adds no CPU time but makes
 the step wait for a descheduled peer, and one thread wins. A run takes thousands of
 identical steps, so the choice is measured: the first steps alternate between 1 and n
@@ -12,10 +14,20 @@ count with the lower median of its recent step times is used. ``LKR_NUM_THREADS`
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import time
 
-__all__ = ["StepThreads"]
+__all__ = ["StepThreads", "BlasChoice", "usable_threads"]
+
+
+def usable_threads(n: int) -> int:
+    """The upper bound for a measured choice: n (lkr's setting; 0 = all) capped at the CPUs
+    this process may run on (more threads than that only queue)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = cpus or 1
+    return max(1, min(n, cpus) if n > 0 else cpus)
 
 #: steps between two tries of the count not in use
 PROBE_EVERY = 40
@@ -74,3 +86,25 @@ class _Timed:
         if exc[0] is None:
             self.owner.record(self.threads, time.perf_counter() - self.t0)
         return False
+
+
+class BlasChoice:
+    """BLAS/LAPACK threads for a solver's repeated evaluations (1 or ``n``), by measurement:
+    ``timed()`` around an evaluation picks, sets and times the count; ``held()`` around
+    other work of the same iteration uses the current count without timing it."""
+
+    def __init__(self, n: int):
+        self.n = usable_threads(n)
+        self.tuner = StepThreads()
+
+    @contextlib.contextmanager
+    def timed(self):
+        from ._blas import blas_threads
+
+        with self.tuner.timed(self.n) as run, blas_threads(run.threads):
+            yield
+
+    def held(self):
+        from ._blas import blas_threads
+
+        return blas_threads(self.tuner.current)
