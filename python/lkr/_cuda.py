@@ -503,6 +503,33 @@ class Engine(MultiOutputCalls, DeepEngineMixin):
         g[...] = (rc[:, :, None] * S).sum(axis=1)
         D *= rc[:, :, None]
 
+    def train_step(self, Z, W, u, y, H, S, *, rows_per_sample, scale, activation, nthreads=0):
+        """One training step of the FC/CNN objective (as ``lkr._core.train_step``): the two
+        GEMMs around the readout passes above; returns (f, gu, gW)."""
+        xp = self.xp
+        C, Kout, _ = W.shape
+        n = Z.shape[0] // rows_per_sample
+        K = rows_per_sample * Kout
+        xp.matmul(Z[None], W.transpose(0, 2, 1), out=H.reshape(C, n * rows_per_sample, Kout))
+        f = xp.empty((C, n), dtype=W.dtype)
+        self.readout_forward(H, u, S, f, scale=scale, activation=activation)
+        rc = (f - y) * scale
+        gu = xp.empty((C, K), dtype=W.dtype)
+        self.readout_backward(H, S, rc, gu)
+        gW = xp.matmul(H.reshape(C, n * rows_per_sample, Kout).transpose(0, 2, 1), Z[None])
+        return f, gu, gW
+
+    def langevin_update(self, a, g, *, decay, lr, amp, key, stream, step, nthreads=0):
+        """In place: a <- decay a - lr g + amp xi (as ``lkr._core.langevin_update``), xi from
+        the array library's generator seeded by (key, stream, step) (not the CPU's Philox
+        numbers)."""
+        seed = (int(key) ^ (int(stream) * 0x9E3779B97F4A7C15) ^ (int(step) * 0xC2B2AE3D27D4EB4F))
+        rng = self.xp.random.default_rng(seed & (2**63 - 1))
+        xi = rng.standard_normal(a.shape, dtype=a.dtype)
+        a *= decay
+        a -= lr * g
+        a += amp * xi
+
 
 _engine: Optional[Engine] = None
 
@@ -597,3 +624,15 @@ def readout_forward(H, u, S, f, *, scale, activation, nthreads=0):
 def readout_backward(D, S, rc, g, *, nthreads=0):
     """The readout gradient and D *= rc, in place (as ``lkr._core.readout_backward``)."""
     _default_engine().readout_backward(D, S, rc, g)
+
+
+def train_step(Z, W, u, y, H, S, *, rows_per_sample, scale, activation, nthreads=0):
+    """One training step of the FC/CNN objective (as ``lkr._core.train_step``)."""
+    return _default_engine().train_step(Z, W, u, y, H, S, rows_per_sample=rows_per_sample,
+                                        scale=scale, activation=activation)
+
+
+def langevin_update(a, g, *, decay, lr, amp, key, stream, step, nthreads=0):
+    """The Langevin update with its noise, in place (as ``lkr._core.langevin_update``)."""
+    _default_engine().langevin_update(a, g, decay=decay, lr=lr, amp=amp, key=key,
+                                      stream=stream, step=step)

@@ -339,7 +339,10 @@ class FusedPrepared(Prepared):
         y2 = y2.reshape(1, -1) if y2.ndim == 1 else y2
         Z, W, u = (xp.asarray(a, dtype=dt) for a in (Z, W, u))
         if getattr(self, "_threads", None) is None:
-            self._threads = StepThreads()
+            # one measurement per step shape, shared by the runs of a process (a sweep or a
+            # bench starts many runs of the same step)
+            key = (type(self).__name__, tuple(Z.shape), tuple(W.shape), np.dtype(dt).name)
+            self._threads = _TUNERS.setdefault(key, StepThreads())
         with one_thread(), self._threads.timed(usable_threads(backend.get_num_threads())) as run:
             return eng.train_step(Z, W, u, y2, H, S, rows_per_sample=rows_per_sample,
                                   scale=self.c1, activation=self.act, nthreads=run.threads)
@@ -354,17 +357,20 @@ class FusedPrepared(Prepared):
     own_threads = True
 
 
-_gemm_registered = []
+_gemm_registered: set = set()
+#: step shape -> its measured thread choice (lkr._tuning)
+_TUNERS: dict = {}
 
 
 def _register_gemm(eng):
     """Hand SciPy's GEMMs to the compiled step once per process (see lkr._blas)."""
-    if not _gemm_registered:
+    set_gemm = getattr(eng, "set_gemm", None)  # the CPU engine; the CUDA one has no BLAS
+    if set_gemm is not None and id(eng) not in _gemm_registered:
         try:
-            eng.set_gemm(*gemm_capsules())
-        except (ImportError, AttributeError, KeyError):  # pragma: no cover - odd SciPy
+            set_gemm(*gemm_capsules())
+        except (ImportError, KeyError):  # pragma: no cover - an odd SciPy
             pass  # the step falls back to its plain loops
-        _gemm_registered.append(True)
+        _gemm_registered.add(id(eng))
 
 
 def init_params(net, seed=None, chains: Optional[int] = None) -> dict:
