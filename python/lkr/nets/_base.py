@@ -348,10 +348,10 @@ class FusedPrepared(Prepared):
                                   scale=self.c1, activation=self.act, nthreads=run.threads)
 
     @property
-    def threads_now(self) -> int:
-        """The thread count of the last step (see lkr._tuning)."""
+    def threads_now(self):
+        """The thread count of the last compiled step (lkr._tuning), None before one."""
         tuner = getattr(self, "_threads", None)
-        return 1 if tuner is None else tuner.current
+        return None if tuner is None else tuner.current
 
     #: the step runs on lkr's threads with BLAS at one thread (lkr.train holds it there)
     own_threads = True

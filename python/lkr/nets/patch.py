@@ -182,6 +182,8 @@ class _CNNPrepared(FusedPrepared):
 
 class _LCNPrepared(_CNNPrepared):
     # A filter per patch: batched over patches i, H (Np, n, C Nc) = Z_i (n, M) @ W_i (M, C Nc).
+    # NumPy's batched GEMMs and the compiled activation pass, on lkr's / BLAS's threads.
+    own_threads = False
     def __init__(self, net, X, X_test, dtype):
         super().__init__(net, X, X_test, dtype)
         xp = self.xp
