@@ -60,6 +60,8 @@ from ._cuda_deep import (
 from ._cuda_multi import MultiOutputCalls
 from ._cuda_multi import module_functions as _multi_functions
 from ._cuda_sources import SOURCES, load_source, source_dir, source_of
+from ._cuda_train import TrainingCalls
+from ._cuda_train import module_functions as _train_functions
 
 __all__ = ["local_kernel", "renormalized_kernel", "renormalized_kernel_diag",
            "local_kernel_adjoint", "nngp_map_inplace", "patch_forward", "patch_vjp",
@@ -183,7 +185,7 @@ def _panels(PNp: int) -> Tuple[int, int, int]:
     return CW, _TILE // CW, -(-PNp // CW)
 
 
-class Engine(MultiOutputCalls, DeepEngineMixin):
+class Engine(MultiOutputCalls, DeepEngineMixin, TrainingCalls):
     """The launch-level implementation over an array module ``xp`` and a kernel loader.
 
     ``get_kernel(name, dtype)`` returns a callable ``(grid, block, args)`` with CuPy's
@@ -489,47 +491,6 @@ class Engine(MultiOutputCalls, DeepEngineMixin):
         S = H.copy() if act == "linear" else sigma(act, H)
         return (S, sigma_prime(act, H)) if derivative else S
 
-    def readout_forward(self, H, u, S, f, *, scale, activation, nthreads=0):
-        """In place: S = sigma(H), H <- sigma'(H) u, f = scale sum_k u S (readout.hpp)."""
-        from .nets._activations import sigma, sigma_prime
-
-        act = self._activation(activation)
-        S[...] = H if act == "linear" else sigma(act, H)
-        H[...] = sigma_prime(act, H) * u[:, None, :]
-        f[...] = scale * (S * u[:, None, :]).sum(axis=2)
-
-    def readout_backward(self, D, S, rc, g, *, nthreads=0):
-        """In place: g[c, k] = sum_p rc[c, p] S[c, p, k]; D *= rc[..., None]."""
-        g[...] = (rc[:, :, None] * S).sum(axis=1)
-        D *= rc[:, :, None]
-
-    def train_step(self, Z, W, u, y, H, S, *, rows_per_sample, scale, activation, nthreads=0):
-        """One training step of the FC/CNN objective (as ``lkr._core.train_step``): the two
-        GEMMs around the readout passes above; returns (f, gu, gW)."""
-        xp = self.xp
-        C, Kout, _ = W.shape
-        n = Z.shape[0] // rows_per_sample
-        K = rows_per_sample * Kout
-        xp.matmul(Z[None], W.transpose(0, 2, 1), out=H.reshape(C, n * rows_per_sample, Kout))
-        f = xp.empty((C, n), dtype=W.dtype)
-        self.readout_forward(H, u, S, f, scale=scale, activation=activation)
-        rc = (f - y) * scale
-        gu = xp.empty((C, K), dtype=W.dtype)
-        self.readout_backward(H, S, rc, gu)
-        gW = xp.matmul(H.reshape(C, n * rows_per_sample, Kout).transpose(0, 2, 1), Z[None])
-        return f, gu, gW
-
-    def langevin_update(self, a, g, *, decay, lr, amp, key, stream, step, nthreads=0):
-        """In place: a <- decay a - lr g + amp xi (as ``lkr._core.langevin_update``), xi from
-        the array library's generator seeded by (key, stream, step) (not the CPU's Philox
-        numbers)."""
-        seed = (int(key) ^ (int(stream) * 0x9E3779B97F4A7C15) ^ (int(step) * 0xC2B2AE3D27D4EB4F))
-        rng = self.xp.random.default_rng(seed & (2**63 - 1))
-        xi = rng.standard_normal(a.shape, dtype=a.dtype)
-        a *= decay
-        a -= lr * g
-        a += amp * xi
-
 
 _engine: Optional[Engine] = None
 
@@ -616,23 +577,7 @@ pack_compressed = _multi["pack_compressed"]
 stored_sym = _multi["stored_sym"]
 
 
-def readout_forward(H, u, S, f, *, scale, activation, nthreads=0):
-    """The training objectives' forward pass, in place (as ``lkr._core.readout_forward``)."""
-    _default_engine().readout_forward(H, u, S, f, scale=scale, activation=activation)
-
-
-def readout_backward(D, S, rc, g, *, nthreads=0):
-    """The readout gradient and D *= rc, in place (as ``lkr._core.readout_backward``)."""
-    _default_engine().readout_backward(D, S, rc, g)
-
-
-def train_step(Z, W, u, y, H, S, *, rows_per_sample, scale, activation, nthreads=0):
-    """One training step of the FC/CNN objective (as ``lkr._core.train_step``)."""
-    return _default_engine().train_step(Z, W, u, y, H, S, rows_per_sample=rows_per_sample,
-                                        scale=scale, activation=activation)
-
-
-def langevin_update(a, g, *, decay, lr, amp, key, stream, step, nthreads=0):
-    """The Langevin update with its noise, in place (as ``lkr._core.langevin_update``)."""
-    _default_engine().langevin_update(a, g, decay=decay, lr=lr, amp=amp, key=key,
-                                      stream=stream, step=step)
+# the training objectives' passes, step and update (lkr._cuda_train): the same engine
+_train = _train_functions(_default_engine)
+readout_forward, readout_backward = _train["readout_forward"], _train["readout_backward"]
+train_step, langevin_update = _train["train_step"], _train["langevin_update"]

@@ -31,7 +31,10 @@ LEVEL_TOL = 1e-6
 
 def applies(theory) -> bool:
     """One-output central CNN (dense Q), at P >= MULTILEVEL_MIN_P."""
-    return (not theory._diagonal and (theory.num_outputs or 1) == 1 and not theory.noncentral
+    from ._local import LocalOperator
+
+    return (isinstance(theory._cache, LocalOperator) and not theory._diagonal
+            and (theory.num_outputs or 1) == 1 and not theory.noncentral
             and theory.num_samples >= MULTILEVEL_MIN_P)
 
 

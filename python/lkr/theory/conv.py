@@ -225,7 +225,8 @@ class _LocalTheory(_base._Theory):
 
     def _G(self, state, centred=False):
         if not centred:
-            fast = self._cache.adjoint_of_inverse(*state)  # no full B (large P)
+            of_inverse = getattr(self._cache, "adjoint_of_inverse", None)  # not the deep one
+            fast = None if of_inverse is None else of_inverse(*state)  # no full B (large P)
             if fast is not None:
                 return backend.to_numpy(fast)
         out = self._cache.adjoint(self._B(state), centred=centred)
