@@ -39,7 +39,7 @@ def _nets(dtype):
 
     fc = nets.FCNet(100, 2048, activation="erf", seed=0, dtype=dtype)
     g = lkr.PatchGeometry((64,), filter_size=4, stride=4)
-    cnn = nets.CNNNet(geometry=g, channels=256, activation="erf", seed=0, dtype=dtype)
+    cnn = nets.CNNNet(geometry=g, width=256, activation="erf", seed=0, dtype=dtype)
     return {"fc": fc, "cnn": cnn}
 
 
@@ -268,7 +268,7 @@ def _nets_rows(quick):
     g = lkr.PatchGeometry((64,), filter_size=4, stride=4)
     P, C = (128 if quick else 512), 4
     for dtype in (np.float32, np.float64):
-        net = nets.CNNNet(geometry=g, channels=256, activation="erf", seed=0, dtype=dtype)
+        net = nets.CNNNet(geometry=g, width=256, activation="erf", seed=0, dtype=dtype)
         X = np.random.default_rng(3).standard_normal((P, 64)).astype(dtype)
         y = np.sign(X[:, 0]).astype(dtype)
         p = net.init_params(seed=1, chains=C)

@@ -71,7 +71,7 @@ def _workloads():
     fc = nets.FCNet(784, 512, activation="erf", seed=0)
     Xfc = rng.standard_normal((P, 784))
     g = lkr.PatchGeometry((32, 32), (8, 8), (8, 8))
-    cnn = nets.CNNNet(geometry=g, channels=64, activation="erf", seed=0)
+    cnn = nets.CNNNet(geometry=g, width=64, activation="erf", seed=0)
     Xcnn = rng.standard_normal((P, 32, 32))
     return [("FC N0=784 N1=512 P=500", fc, Xfc, y),
             ("CNN 32x32 m=8 s=8 Nc=64 P=500", cnn, Xcnn, y)]
@@ -155,7 +155,7 @@ def _step_threads(net, X, dtype, chains):
     from lkr import nets
     from lkr.nets import _base
 
-    kind = "_FCPrepared" if isinstance(net, nets.FCNet) else "_CNNPrepared"
+    kind = "_FCObjective" if isinstance(net, nets.FCNet) else "_CNNObjective"
     dt = np.dtype(dtype).name
     for key, tuner in _base._TUNERS.items():
         if key[0] == kind and key[-1] == dt and key[2][0] == chains and \

@@ -1,10 +1,30 @@
-"""Shared test setup: hypothesis profiles (as NumPy's), the `xp` fixture for one test body
-on NumPy and CuPy, and per-dtype tolerances."""
+"""Shared test setup: the helpers' folder on the import path, hypothesis profiles (as
+NumPy's), and the `xp` fixture for one test body on NumPy and CuPy.
+
+The tests mirror the package (tests/kernels, tests/theory, ...; docs/development.md) and are
+imported by pytest's ``importlib`` mode, so that two test files may share a name. The shared
+helpers live here in tests/ (``reference.py``, ``kernel_strategies.py``, ``net_factories.py``,
+``deep_reference.py``, ``theory*_reference.py``, ``data_files.py``, ``cuda_emulator.py``,
+``testing.py``) and are imported by name (``from reference import ref_map``); test modules
+never import each other.
+"""
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
+
+_HELPERS = str(Path(__file__).resolve().parent)
+if _HELPERS not in sys.path:
+    sys.path.insert(0, _HELPERS)
+
+from cuda_emulator import emulator, poison  # noqa: E402,F401 - fixtures for every test
+
+# RTOL and to_numpy too, for tests that still say `from conftest import ...` (new ones: from
+# testing import ...)
+from testing import RTOL, skip_or_fail_without_gpu, to_numpy  # noqa: E402,F401
 
 # Derandomised in CI so a failure reproduces; no deadline (the first call compiles/warms).
 settings.register_profile("ci", derandomize=True, deadline=None, max_examples=30,
@@ -14,34 +34,6 @@ settings.register_profile("dev", deadline=None, max_examples=30,
 settings.register_profile("thorough", deadline=None, max_examples=500,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
-
-REQUIRE_GPU = os.environ.get("LKR_REQUIRE_GPU", "") not in ("", "0")
-
-#: relative tolerances for comparisons against the float64 NumPy references
-RTOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-5}
-
-
-def gpu_available():
-    """(available, reason)."""
-    try:
-        import cupy
-    except Exception as exc:  # ImportError, or a broken CUDA install
-        return False, f"CuPy is not installed ({exc.__class__.__name__})"
-    try:
-        n = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:
-        return False, f"no CUDA device ({exc.__class__.__name__}: {exc})"
-    if n < 1:
-        return False, "no CUDA device"
-    return True, ""
-
-
-def skip_or_fail_without_gpu():
-    ok, why = gpu_available()
-    if not ok:
-        if REQUIRE_GPU:
-            pytest.fail(f"LKR_REQUIRE_GPU=1 but {why}")
-        pytest.skip(why)
 
 
 @pytest.fixture(params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
@@ -53,7 +45,3 @@ def xp(request):
     import cupy
 
     return cupy
-
-
-def to_numpy(a):
-    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)

@@ -1,4 +1,4 @@
-// A minimal host emulation of the CUDA features lkr's kernels use, for tests/test_gpu.py: it
+// A minimal host emulation of the CUDA features lkr's kernels use, for tests/cuda_emulator.py: it
 // compiles csrc/cuda/*.cu against this header with g++ and drives the kernels through
 // lkr._cuda.Engine with NumPy arrays. Blocks run one after another; the threads of a block
 // are fibers (ucontext) on one OS thread, switched at __syncthreads: each runs from one

@@ -18,5 +18,5 @@ def make(kind, act="erf", dtype=np.float64, seed=0):
         return nets.DeepFCNet(12, (6, 5), activation=act, lambdas=(1.0, 2.0, 0.5), seed=seed,
                               dtype=dtype)
     cls = nets.CNNNet if kind == "cnn" else nets.LCNNet
-    return cls(geometry=geometry(), channels=4, activation=act, lambda0=2.0, lambda1=0.5,
+    return cls(geometry=geometry(), width=4, activation=act, lambda0=2.0, lambda1=0.5,
                seed=seed, dtype=dtype)

@@ -8,6 +8,8 @@ oracle, not a peer in speed.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 # -- patches ------------------------------------------------------------------------------
@@ -209,3 +211,31 @@ def assert_close(actual, expected, scale, rtol, what=""):
         raise AssertionError(f"{what}: {int(bad.sum())} of {err.size} entries off; worst at {k}: "
                              f"{actual[k]!r} vs {expected[k]!r} (scale {scale[k]:.3g}, "
                              f"rel err {err[k] / (scale[k] + 1e-300):.3g} > {rtol:g})")
+
+
+# -- zero ("same") and circular padding, by numpy.pad and sliding windows -------------
+def np_same_pads(n, m, s):
+    """TF's rule written out: out = ceil(n / s), total = max((out-1) s + m - n, 0)."""
+    out = math.ceil(n / s)
+    total = max((out - 1) * s + m - n, 0)
+    return out, total // 2, total - total // 2
+
+
+def ref_padded_patches(Xc, filt, stride, boundary):
+    """(P, Np, M) from a channels-last (P, *spatial, C) array: pad (zeros or wrap) with
+    numpy.pad, then take valid windows at stride S by slicing."""
+    spatial = Xc.shape[1:-1]
+    pads, outs = [], []
+    for n, m, s in zip(spatial, filt, stride):
+        out, left, right = np_same_pads(n, m, s)
+        pads.append((left, right))
+        outs.append(out)
+    mode = "constant" if boundary == "same" else "wrap"
+    Xp = np.pad(Xc.astype(np.float64), [(0, 0)] + pads + [(0, 0)], mode=mode)
+    P = Xc.shape[0]
+    if len(spatial) == 1:
+        return np.stack([Xp[:, stride[0] * i: stride[0] * i + filt[0]].reshape(P, -1)
+                         for i in range(outs[0])], axis=1)
+    return np.stack([Xp[:, stride[0] * a: stride[0] * a + filt[0],
+                        stride[1] * b: stride[1] * b + filt[1]].reshape(P, -1)
+                     for a in range(outs[0]) for b in range(outs[1])], axis=1)

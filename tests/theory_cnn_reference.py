@@ -1,7 +1,8 @@
-"""Plain-NumPy reference for the CNN/LCN theories beyond one odd output (THEORY2 sections
-1.2, 2.2, 4): the local kernel materialised as a (P, P', Np, Np) tensor, the actions and
-gradients written out term by term, and saddles found by MINPACK's hybrid root finder on
-the gradient (scipy.optimize.root) to a gradient of ~1e-13. Independent of lkr.theory."""
+"""Plain-NumPy reference for the CNN/LCN theories beyond one odd output
+(docs/theory-beyond-odd.md sections 1.2, 2.2, 4): the local kernel materialised as a
+(P, P', Np, Np) tensor, the actions and gradients written out term by term, and saddles
+found by MINPACK's hybrid root finder on the gradient (scipy.optimize.root) to a gradient
+of ~1e-13. Independent of lkr.theory."""
 from __future__ import annotations
 
 import numpy as np
@@ -132,7 +133,7 @@ class Problem:
         blocks = np.stack([self.kr(Q, Qm, K=Kt[t:t + 1, :], m1=mt[t:t + 1], m2=mt[t:t + 1])
                            for t in range(len(PT))])  # (Pt, D, D)
         y = self.Y.reshape(-1)
-        if corrected:  # THEORY2 section 4, written out
+        if corrected:  # docs/theory-beyond-odd.md section 4, written out
             c = self.alpha / self.P
             A = self.T * np.eye(len(y)) + KR
             B, _ = self._B(A)

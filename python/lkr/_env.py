@@ -6,7 +6,9 @@ raises a one-line ValueError naming the variable, its value and what is accepted
 
 =================  ==========================================================================
 LKR_NUM_THREADS    threads of the compiled kernels: a non-negative integer, 0 = all cores
-LKR_MAX_BYTES      memory budget of ``lkr.local_kernel``: a positive size in bytes, as an
+LKR_MAX_BYTES      memory budget of ``lkr.local_kernel`` (default 2 GiB, :func:`max_bytes`)
+                   and of the CNN theories' stored kernel (default half of the available
+                   memory, :func:`default_budget`): a positive size in bytes, as an
                    integer (``2147483648``), in exponent form (``2e9``) or with a unit:
                    ``kB MB GB TB`` (powers of 1000), ``KiB MiB GiB TiB`` or bare
                    ``K M G T`` (powers of 1024); case-insensitive, e.g. ``2GB``, ``512M``
@@ -23,8 +25,8 @@ import math
 import os
 import re
 
-__all__ = ["VARIABLES", "num_threads", "max_bytes", "isa", "cuda_sources", "check_all",
-           "describe", "parse_bytes"]
+__all__ = ["VARIABLES", "num_threads", "max_bytes", "default_budget", "isa", "cuda_sources",
+           "check_all", "describe", "parse_bytes"]
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
 
@@ -92,6 +94,22 @@ def max_bytes() -> int:
         return parse_bytes(v)
     except ValueError:
         raise _bad("LKR_MAX_BYTES", v) from None
+
+
+def default_budget() -> int:
+    """Bytes for a cache that may take much of the memory (the CNN theories' stored kernel):
+    LKR_MAX_BYTES when set (parsed as :func:`max_bytes`), else half of the memory available
+    now (MemAvailable of /proc/meminfo), else 2 GiB where that file does not exist."""
+    if _raw("LKR_MAX_BYTES") is not None:
+        return max_bytes()
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // 2
+    except OSError:
+        pass
+    return DEFAULT_MAX_BYTES
 
 
 def isa():

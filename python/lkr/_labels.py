@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._validate import is_integer
+
 __all__ = ["one_hot"]
 
 
@@ -20,7 +22,7 @@ def one_hot(labels, D):
     -------
     ndarray, shape (P, D), float64
     """
-    if isinstance(D, (bool, np.bool_)) or not isinstance(D, (int, np.integer)) or D < 1:
+    if not is_integer(D) or D < 1:
         raise ValueError(f"D must be a positive integer (the number of classes), got {D!r}")
     lab = np.asarray(labels)
     if lab.ndim != 1 or not np.issubdtype(lab.dtype, np.integer):

@@ -1,9 +1,17 @@
-"""Argument checks shared by the public functions: one wording for every message."""
+"""Argument checks shared by the public functions: one wording for every message.
+
+Scalars (:func:`real`, :func:`positive`, :func:`integer`, :func:`count`, :func:`seed`,
+:func:`choice`, :func:`is_integer`) and arrays of samples and labels (:func:`samples`,
+:func:`labels`, :func:`targets`), taken from any array library (:mod:`lkr._arrays`).
+"""
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["real", "positive", "integer", "count", "seed", "choice", "ArgumentTypeError"]
+from . import _arrays
+
+__all__ = ["real", "positive", "integer", "count", "seed", "choice", "is_integer", "samples",
+           "labels", "targets", "ArgumentTypeError"]
 
 
 class ArgumentTypeError(TypeError, ValueError):
@@ -48,13 +56,18 @@ def _integer_kind(minimum) -> str:
     return f">= {minimum} (an integer)"
 
 
+def is_integer(value) -> bool:
+    """True for a Python or NumPy integer; False for a bool (which Python counts as one)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def integer(value, name: str, minimum=None) -> int:
     """An integer (not a bool), at least ``minimum`` when given.
 
     A value of the wrong type raises :class:`ArgumentTypeError` (a TypeError), a value
     below ``minimum`` a ValueError; both say ``"{name} must be <kind>, got {value!r}"``.
     """
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+    if not is_integer(value):
         raise ArgumentTypeError(f"{name} must be {_integer_kind(minimum)}, got {value!r}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be {_integer_kind(minimum)}, got {value!r}")
@@ -76,3 +89,62 @@ def choice(value, name: str, options):
     if value not in options:
         raise ValueError(f"{name} must be one of {tuple(options)}, got {value!r}")
     return value
+
+
+# -- arrays of samples and labels ---------------------------------------------------------------
+def samples(X, name: str = "X", *, dtype=None):
+    """Inputs with samples first, shape (P, ...) with P >= 1, real and finite, in their own
+    array library (NumPy or CuPy; others through DLPack); C-contiguous in ``dtype`` when
+    given. TypeError for complex or non-numeric data, ValueError naming the shape or the
+    first non-finite entry."""
+    a = _arrays.asarray(X, name)
+    _arrays.check_floating(a, name)
+    if a.ndim < 2 or a.shape[0] < 1:
+        raise ValueError(f"{name} must have shape (P, ...) with P >= 1 samples first, got "
+                         f"shape {tuple(a.shape)}")
+    if dtype is not None:
+        a = _arrays.array_module(a).ascontiguousarray(a, dtype=dtype)
+    _arrays.check_finite(a, name)
+    return a
+
+
+def labels(y, P: int, name: str = "y", xp=None, dtype=None):
+    """Scalar labels of P samples: shape (P,), real and finite; in the array library ``xp``
+    and ``dtype`` when given (a copy only where they differ)."""
+    a = _arrays.asarray(y, name)
+    _arrays.check_floating(a, name)
+    if a.ndim != 1 or a.shape[0] != P:
+        raise ValueError(f"{name} must have shape ({P},), got {tuple(a.shape)}")
+    if xp is not None or dtype is not None:
+        xp = _arrays.array_module(a) if xp is None else xp
+        a = xp.asarray(a, dtype=dtype)
+    _arrays.check_finite(a, name)
+    return a
+
+
+def targets(y, P: int, xp, *, multi: bool = False, what: str = "this theory"):
+    """Training targets as float64: a vector of length P, or with ``multi`` a (P, D) matrix.
+
+    (P,) and (P, 1) give a vector (the single-output shapes); (P, D) with D >= 2 gives a
+    matrix when ``multi`` is true and a ValueError naming ``what`` otherwise. D = 0, a row
+    count other than P, another device than ``xp``'s and NaN/inf raise.
+    """
+    ya = _arrays.asarray(y, "y")
+    _arrays.check_floating(ya, "y")
+    if ya.ndim == 2 and ya.shape[1] == 1:
+        ya = ya[:, 0]
+    if ya.ndim not in (1, 2) or ya.shape[0] != P:
+        raise ValueError(f"y must have shape ({P},) or ({P}, D) (one row of labels per "
+                         f"sample of X), got shape {tuple(ya.shape)}")
+    if ya.ndim == 2:
+        if ya.shape[1] == 0:
+            raise ValueError(f"y has D = 0 outputs (shape {tuple(ya.shape)}); need D >= 1")
+        if not multi:
+            raise ValueError(f"{what} takes one output: y must have shape ({P},), got shape "
+                             f"{tuple(ya.shape)} (D = {ya.shape[1]} outputs)")
+    if _arrays.array_module(ya) is not xp:
+        raise TypeError("y and X live on different devices (one NumPy, one CuPy); move them "
+                        "to one device first")
+    ya = xp.ascontiguousarray(ya, dtype=np.float64)
+    _arrays.check_finite(ya, "y")
+    return ya

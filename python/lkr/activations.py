@@ -15,17 +15,26 @@ Mean activations m(c) = E[sigma(h)], h ~ N(0, c) (:func:`mean_map`):
 ``linear``, ``erf``  m = 0 (odd)
 ``relu``            m = sqrt(c / (2 pi))
 
+The activations themselves, sigma(h) and sigma'(h) elementwise (:func:`sigma`,
+:func:`sigma_prime`): ``linear`` (sigma(h) = h), ``erf`` (the plain error function, whose NNGP
+map is the arcsine formula above; sigma'(h) = (2/sqrt(pi)) exp(-h^2)) and ``relu``
+(max(h, 0), step derivative). The nets take erf and erf' from the compiled activation pass
+instead (:func:`lkr.nets.sigma_pair`); these are the formulas, and the references.
+
 ReLU is not odd: its post-activations have a non-zero mean, which the non-central actions
 of :mod:`lkr.theory` (``mean="auto"``) treat exactly; the one-order-parameter actions
 (``mean="ignore"``) are exact only for odd activations and warn for relu.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from . import backend
+from . import _arrays
 
-__all__ = ["ACTIVATIONS", "check_activation", "nngp_map", "is_odd", "mean_map", "has_mean"]
+__all__ = ["ACTIVATIONS", "check_activation", "nngp_map", "is_odd", "mean_map", "has_mean",
+           "sigma", "sigma_prime"]
 
 ACTIVATIONS = ("linear", "erf", "relu")
 
@@ -57,7 +66,7 @@ def nngp_map(activation: str, cxx, cxy, cyy):
         The NNGP kernel values, same array library as the inputs.
     """
     check_activation(activation)
-    xp = backend.array_module(cxx, cxy, cyy)
+    xp = _arrays.array_module(cxx, cxy, cyy)
     cxx, cxy, cyy = (xp.asarray(a) for a in (cxx, cxy, cyy))
     if activation == "linear":
         return cxy * xp.ones_like(cxx) * xp.ones_like(cyy)
@@ -96,8 +105,36 @@ def mean_map(activation: str, c):
         activations; same array library as ``c``.
     """
     check_activation(activation)
-    xp = backend.array_module(c)
+    xp = _arrays.array_module(c)
     c = xp.asarray(c)
     if activation == "relu":
         return xp.sqrt(xp.maximum(c, 0) / (2 * np.pi))
     return xp.zeros_like(c, dtype=np.result_type(c.dtype, np.float64))
+
+
+def _erf(xp):
+    if xp is np:
+        from scipy.special import erf
+    else:  # pragma: no cover - GPU only
+        from cupyx.scipy.special import erf
+    return erf
+
+
+def sigma(activation: str, h):
+    """The activation sigma(h), elementwise (``erf`` is the plain error function)."""
+    xp = _arrays.array_module(h)
+    if activation == "linear":
+        return h
+    if activation == "erf":
+        return _erf(xp)(h)
+    return xp.maximum(h, 0)
+
+
+def sigma_prime(activation: str, h):
+    """sigma'(h): 1, (2/sqrt(pi)) exp(-h^2), or the step (h > 0) for relu."""
+    xp = _arrays.array_module(h)
+    if activation == "linear":
+        return xp.ones_like(h)
+    if activation == "erf":
+        return (2.0 / math.sqrt(math.pi)) * xp.exp(-h * h)
+    return (h > 0).astype(h.dtype)

@@ -19,7 +19,8 @@ Tasks (see :func:`load_task`)
     the IDX files of MNIST in DIR (``train-images-idx3-ubyte`` etc., optionally ``.gz``).
 ``cifar10:DIR``
     the CIFAR-10 python batches in DIR (``data_batch_1`` ... ``data_batch_5``,
-    ``test_batch``), or in ``DIR/cifar-10-batches-py``.
+    ``test_batch``), or in ``DIR/cifar-10-batches-py``; or the binary version
+    (``data_batch_1.bin`` ..., ``test_batch.bin``, or in ``DIR/cifar-10-batches-bin``).
 ``digits``
     scikit-learn's UCI 8 x 8 digits (``lkr[data]``, :mod:`lkr.datasets_sklearn`).
 
@@ -35,34 +36,26 @@ import math
 import os
 import pickle
 import struct
-from typing import NamedTuple, Tuple
 
 import numpy as np
 
+from ._datafiles import read_cifar10_binary
 from ._labels import one_hot
+from ._task import DataError, Task, parse_classes
+from ._task import block_average as _block_average
 from ._task_options import TASK_OPTIONS, check_task_options  # noqa: F401 (re-exported)
 from ._validate import count as _count
 from ._validate import seed as _seed
 
+# the UCI digits through scikit-learn (optional extra lkr[data]), a module of its own
+from .datasets_sklearn import digits_groups, load_digits, parse_class_groups
+
 __all__ = ["Task", "load_task", "gaussian_linear", "local_teacher", "load_mnist", "load_cifar10",
-           "read_idx", "parse_classes", "TASKS", "DataError", "check_task_options", "one_hot"]
+           "read_idx", "parse_classes", "TASKS", "DataError", "check_task_options", "one_hot",
+           "load_digits", "digits_groups", "parse_class_groups"]
 
 #: task names accepted by :func:`load_task` (``mnist`` and ``cifar10`` take ``:DIR``)
 TASKS = ("local-teacher", "gaussian-linear", "mnist:DIR", "cifar10:DIR", "digits")
-
-
-class DataError(ValueError):
-    """A data file is missing, unreadable or not in the expected format."""
-
-
-class Task(NamedTuple):
-    """Training and test sets of a task, and a record of how they were made."""
-
-    X: np.ndarray
-    y: np.ndarray
-    X_test: np.ndarray
-    y_test: np.ndarray
-    info: dict
 
 
 # -- validation helpers -------------------------------------------------------------------
@@ -305,9 +298,15 @@ def _read_cifar_batch(path):
 
 
 def _read_cifar10(directory):
+    """The python batches (``data_batch_1`` ...) or, when there are none, the binary
+    version (``data_batch_1.bin`` ...), each also in its archive's folder."""
     sub = os.path.join(directory, "cifar-10-batches-py")
     if not os.path.isfile(os.path.join(directory, "test_batch")) and os.path.isdir(sub):
         directory = sub
+    if not os.path.isfile(os.path.join(directory, "test_batch")) and (
+            os.path.isfile(os.path.join(directory, "test_batch.bin"))
+            or os.path.isdir(os.path.join(directory, "cifar-10-batches-bin"))):
+        return read_cifar10_binary(directory)
     train = []
     for k in range(1, 6):
         path = os.path.join(directory, f"data_batch_{k}")
@@ -322,44 +321,6 @@ def _read_cifar10(directory):
 
 
 # -- image preprocessing --------------------------------------------------------------------
-def parse_classes(classes) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
-    """Two groups of class labels: the first gets y = +1, the second y = -1.
-
-    Accepts ``(a, b)``, ``((a, c), (b, d))``, or the strings ``"a,b"`` and ``"a,c:b,d"``.
-    """
-    if isinstance(classes, str):
-        text = classes.strip()
-        try:
-            if ":" in text:
-                groups = [tuple(int(c) for c in part.split(",") if c.strip()) for part in text.split(":")]
-            else:
-                groups = [(int(c),) for c in text.split(",") if c.strip()]
-        except ValueError:
-            raise ValueError(f"classes must look like '0,1' or '0,2,4:1,3,5', got {classes!r}") from None
-    else:
-        groups = [tuple(g) if np.ndim(g) else (g,) for g in classes]
-    if len(groups) != 2 or not all(groups):
-        raise ValueError(f"classes must name two non-empty groups (first -> +1, second -> -1), "
-                         f"got {classes!r}")
-    flat = [c for g in groups for c in g]
-    for c in flat:
-        if isinstance(c, (bool, np.bool_)) or not isinstance(c, (int, np.integer)) or not 0 <= c <= 9:
-            raise ValueError(f"class labels must be integers 0..9, got {c!r}")
-    if len(set(flat)) != len(flat):
-        raise ValueError(f"a class appears in both groups or twice: {classes!r}")
-    return tuple(int(c) for c in groups[0]), tuple(int(c) for c in groups[1])
-
-
-def _block_average(images, factor):
-    """Average non-overlapping factor x factor blocks of (n, H, W, C) images."""
-    if factor == 1:
-        return images
-    n, H, W, C = images.shape
-    if H % factor or W % factor:
-        raise ValueError(f"downsample factor {factor} does not divide the image size {H} x {W}")
-    return images.reshape(n, H // factor, factor, W // factor, factor, C).mean(axis=(2, 4))
-
-
 def _first_nonfinite(images):
     """(image, pixel index) of the first NaN or inf in an (n, ...) array, or None."""
     if images.dtype.kind != "f":
@@ -559,8 +520,3 @@ def load_task(spec, P, P_test, seed=0, *, input_shape=None, filter_size=4, strid
                              f"after downsampling: {tuple(task.info['input_shape'])}")
         return task
     raise ValueError(f"unknown task {spec!r}; choose one of {', '.join(TASKS)}")
-
-
-# the UCI digits through scikit-learn (optional extra lkr[data]), a module of its own
-from .datasets_sklearn import digits_groups, load_digits, parse_class_groups  # noqa: E402, I001
-__all__ += ["load_digits", "digits_groups", "parse_class_groups"]

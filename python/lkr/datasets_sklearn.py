@@ -17,7 +17,10 @@ from typing import Tuple
 
 import numpy as np
 
+from ._task import Task, block_average, parse_classes
 from ._validate import count as _count
+from ._validate import is_integer
+from ._validate import seed as _seed
 
 __all__ = ["load_digits", "digits_groups", "parse_class_groups", "DIGITS_DEFAULT_CLASSES"]
 
@@ -34,8 +37,6 @@ def parse_class_groups(classes) -> Tuple[Tuple[int, ...], ...]:
     groups separated by ':'; or a sequence of ints / of sequences. Two groups are exactly
     :func:`lkr.data.parse_classes`.
     """
-    from .data import parse_classes
-
     if isinstance(classes, str) and classes.strip().lower() == "all":
         return tuple((c,) for c in range(10))
     if isinstance(classes, str):
@@ -59,7 +60,7 @@ def parse_class_groups(classes) -> Tuple[Tuple[int, ...], ...]:
         raise ValueError(f"classes must name at least two non-empty groups, got {classes!r}")
     flat = [c for g in groups for c in g]
     for c in flat:
-        if isinstance(c, (bool, np.bool_)) or not isinstance(c, (int, np.integer)) or not 0 <= c <= 9:
+        if not is_integer(c) or not 0 <= c <= 9:
             raise ValueError(f"class labels must be integers 0..9, got {c!r}")
     if len(set(flat)) != len(flat):
         raise ValueError(f"a class appears twice: {classes!r}")
@@ -94,12 +95,9 @@ def digits_groups(P, P_test, seed=0, *, classes=DIGITS_DEFAULT_CLASSES, downsamp
         X (P, H, W) standardised; g (P,) int, the group index 0..K-1 of each image;
         info as :class:`lkr.data.Task`'s (with ``groups``).
     """
-    from . import data
-
     P, P_test = _count(P, "P"), _count(P_test, "P_test")
     downsample = _count(downsample, "downsample")
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an integer, got {seed!r}")
+    seed = _seed(seed)
     groups = parse_class_groups(DIGITS_DEFAULT_CLASSES if classes is None else classes)
     images, labels = _sklearn_digits()
     keep = np.flatnonzero(np.isin(labels, [c for g in groups for c in g]))
@@ -111,8 +109,8 @@ def digits_groups(P, P_test, seed=0, *, classes=DIGITS_DEFAULT_CLASSES, downsamp
     group_of = np.full(10, -1)
     for k, g in enumerate(groups):
         group_of[list(g)] = k
-    X = data._block_average(images[tr][..., None], downsample)[..., 0]
-    Xt = data._block_average(images[te][..., None], downsample)[..., 0]
+    X = block_average(images[tr][..., None], downsample)[..., 0]
+    Xt = block_average(images[te][..., None], downsample)[..., 0]
     # one mean and scale for all pixels, from the training subset only (no test leakage)
     mean, std = float(X.mean()), float(X.std())
     if not std > 0:
@@ -133,8 +131,6 @@ def load_digits(P, P_test, seed=0, *, classes=None, downsample=1):
     classes : two groups (see :func:`lkr.data.parse_classes`), default ``"0,1"``. For more
     groups use :func:`digits_groups` (scalar +-1 labels need two).
     """
-    from .data import Task, parse_classes
-
     groups = parse_classes(DIGITS_DEFAULT_CLASSES if classes is None else classes)
     X, g, Xt, gt, info = digits_groups(P, P_test, seed, classes=groups, downsample=downsample)
     info["description"] = f"digits classes {groups[0]} (+1) vs {groups[1]} (-1)"

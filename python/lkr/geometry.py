@@ -29,9 +29,10 @@ from typing import Tuple
 
 import numpy as np
 
-from . import backend
+from . import _arrays
 from ._validate import choice as _choice
 from ._validate import integer as _integer
+from ._validate import is_integer as _is_integer
 
 __all__ = ["PatchGeometry", "patches", "patches_adjoint", "same_padding"]
 
@@ -58,7 +59,7 @@ def _as_tuple(value, ndim: int, name: str) -> Tuple[int, ...]:
         raise ValueError(f"{name} must have {ndim} entries for a {ndim}-D input, got {value!r}")
     out = []
     for v in value:
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        if not _is_integer(v):
             raise TypeError(f"{name} must hold integers, got {value!r}")
         out.append(int(v))
     return tuple(out)
@@ -243,7 +244,7 @@ class PatchGeometry:
         (``(P, C, N0)`` for channels_first); 2D ``(P, H, W)`` for one channel, ``(P, H, W, C)``
         or ``(P, C, H, W)`` by layout; or already flat ``(P, prod(input_shape) * C)``.
         """
-        xp = backend.array_module(X)
+        xp = _arrays.array_module(X)
         shape = tuple(X.shape)
         spatial, C = self.input_shape, self.channels
         if X.ndim == 2 and shape[1] == self.input_size:
@@ -268,10 +269,10 @@ class PatchGeometry:
 
     def patches(self, X, name: str = "X"):
         """The patch tensor (P, Np, M) of inputs X (see :func:`patches`)."""
-        X = backend.asarray(X, name)
-        backend.check_floating(X, name)
+        X = _arrays.asarray(X, name)
+        _arrays.check_floating(X, name)
         flat = self.flatten(X, name)
-        xp = backend.array_module(flat)
+        xp = _arrays.array_module(flat)
         if flat.dtype.kind != "f":  # integers and booleans compute in float64
             flat = flat.astype(np.float64)
         index = self.patch_index()
@@ -297,12 +298,12 @@ class PatchGeometry:
         -------
         array, shape (P, input_size), flattened channels-last (see :meth:`flatten`).
         """
-        G = backend.asarray(G, name)
-        backend.check_floating(G, name)
+        G = _arrays.asarray(G, name)
+        _arrays.check_floating(G, name)
         if G.ndim != 3 or G.shape[1:] != (self.num_patches, self.patch_size):
             raise ValueError(f"{name} must have shape (P, {self.num_patches}, {self.patch_size}) "
                              f"for {self!r}, got {tuple(G.shape)}")
-        xp = backend.array_module(G)
+        xp = _arrays.array_module(G)
         dtype = G.dtype if G.dtype.kind == "f" else np.float64
         index = self.patch_index()
         if xp is not np:

@@ -28,15 +28,21 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from . import _env, _scale, backend
+from . import _deep_kernels, _env, _scale, backend
+from . import _kernel_args as _args
+from ._arrays import Array, ArrayLike
 from ._blas import blas_threads
 from ._validate import positive as _positive
 from .activations import check_activation
 from .deep_geometry import DeepGeometry
 from .geometry import PatchGeometry
+
+#: a one-layer PatchGeometry or an L-layer DeepGeometry
+Geometry = Union[PatchGeometry, DeepGeometry]
 
 __all__ = ["nngp", "local_kernel", "renormalized_kernel", "renormalized_kernel_diag",
            "local_kernel_adjoint", "DEFAULT_MAX_BYTES"]
@@ -48,78 +54,6 @@ try:
     DEFAULT_MAX_BYTES = _env.max_bytes()
 except ValueError:
     DEFAULT_MAX_BYTES = _env.DEFAULT_MAX_BYTES
-
-
-# -- validation -----------------------------------------------------------------------
-
-
-def _geometry(geometry):
-    if not isinstance(geometry, PatchGeometry):
-        raise TypeError(f"geometry must be a PatchGeometry, got {type(geometry).__name__} "
-                        "(or a DeepGeometry for the deep-CNN kernel)")
-    return geometry
-
-
-def _deep():
-    from . import _deep_kernels
-
-    return _deep_kernels
-
-
-def _one_layer_lambdas(lambdas, lambda0, lambda1):
-    """lambda0, lambda1 of a one-layer call, from ``lambdas`` = (lambda0, lambda1) if given."""
-    if lambdas is None:
-        return lambda0, lambda1
-    return _deep().resolve_lambdas(lambdas, lambda0, lambda1, 1)
-
-
-def _check_budget(P, P2, Np, dtype, max_bytes):
-    need = P * P2 * Np * Np * dtype.itemsize
-    budget = _env.max_bytes() if max_bytes is None else int(max_bytes)
-    if need > budget:
-        raise MemoryError(
-            f"local_kernel would need {need / 1e9:.3g} GB for a ({P}, {P2}, {Np}, {Np}) {dtype} "
-            f"tensor, above max_bytes={budget / 1e9:.3g} GB; use renormalized_kernel / "
-            "local_kernel_adjoint, which stream over tiles, or raise max_bytes")
-
-
-def _inputs(X, Y, geometry):
-    """Patch tensors of X and Y (validated, finite, in the common dtype)."""
-    Xa = backend.asarray(X, "X")
-    Ya = backend.asarray(Y, "Y")
-    xp = backend.array_module(Xa, Ya)
-    PX = geometry.patches(Xa, "X")
-    PY = None if Ya is None else geometry.patches(Ya, "Y")
-    # on the inputs as given, so that a NaN is reported at its own index, not a patch's
-    backend.check_finite(Xa, "X")
-    if Ya is not None:
-        backend.check_finite(Ya, "Y")
-    return xp, PX, PY
-
-
-def _matrix(A, name, shape, xp, dtype):
-    A = backend.asarray(A, name)
-    if backend.array_module(A) is not xp:
-        raise TypeError(f"{name} must live on the same device as X")
-    backend.check_floating(A, name)
-    if A.shape != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {A.shape}")
-    backend.check_finite(A, name)
-    return xp.ascontiguousarray(A, dtype=dtype)
-
-
-def _symmetric_Q(Q, Np, xp, dtype):
-    Q = _matrix(Q, "Q", (Np, Np), xp, dtype)
-    scale = float(xp.abs(Q).max()) if Q.size else 0.0
-    asym = float(xp.abs(Q - Q.T).max()) if Q.size else 0.0
-    if asym > 1e-10 * max(scale, 1e-300):
-        raise ValueError(f"Q must be symmetric: max |Q - Q.T| = {asym:.3g} (max |Q| = {scale:.3g}); "
-                         "pass (Q + Q.T) / 2 if that is what you mean")
-    half = dtype.type(0.5)  # halves first: (Q + Q.T) / 2 overflows for entries near the max
-    return Q * half + Q.T * half
-
-
-_BLOCK = 512  # side of the blocks below: their temporaries stay small (2 MB in float64)
 
 
 def _symmetric_product(A, B, xp, nthreads=None):
@@ -177,35 +111,6 @@ def _symmetric_product(A, B, xp, nthreads=None):
     return K
 
 
-def _is_symmetric(A, xp):
-    """A == A.T exactly, block by block with an early exit (no P x P temporary)."""
-    n = A.shape[0]
-    if A.ndim != 2 or n != A.shape[1]:
-        return False
-    for i in range(0, n, _BLOCK):
-        for j in range(i, n, _BLOCK):
-            if not bool((A[i:i + _BLOCK, j:j + _BLOCK] == A[j:j + _BLOCK, i:i + _BLOCK].T).all()):
-                return False
-    return True
-
-
-def _prepare(X, Y, geometry, activation, lambda0):
-    geometry = _geometry(geometry)
-    check_activation(activation)
-    lambda0 = _positive(lambda0, "lambda0")
-    xp, PX, PY = _inputs(X, Y, geometry)
-    return geometry, lambda0, xp, PX, PY
-
-
-def _cast(PX, PY, dtype, xp, activation, lambda0):
-    """Contiguous patch tensors in ``dtype`` (finite: checked on the inputs), after checking
-    that a relu or linear kernel of them is representable (see lkr._scale)."""
-    PX = xp.ascontiguousarray(PX, dtype=dtype)
-    PY = None if PY is None else xp.ascontiguousarray(PY, dtype=dtype)
-    _scale.check_growth(activation, (("X", PX), ("Y", PY)), lambda0, PX.shape[-1], dtype)
-    return PX, PY
-
-
 def _unit_scale(A, dtype, xp):
     """(A 2^-e, e) with e = 0 for ordinary inputs: the bilinear (linear-activation) GEMM
     forms then cannot overflow in their intermediate sums; the result is scaled back by the
@@ -221,7 +126,8 @@ def _rescaled(out, e, xp):
 
 
 # -- public API -------------------------------------------------------------------------
-def nngp(X, Y=None, activation="erf", lambda0=1.0, *, nthreads=None):
+def nngp(X: ArrayLike, Y: Optional[ArrayLike] = None, activation: str = "erf",
+         lambda0: float = 1.0, *, nthreads: Optional[int] = None) -> Array:
     r"""Fully-connected NNGP kernel.
 
     .. math:: C^{\mu\nu} = x^\mu \cdot x^\nu / (\lambda_0 N_0), \qquad
@@ -340,8 +246,10 @@ def _nngp_rescaled(Xf, Yf, ex, ey, activation, scale, xp, dtype, nthreads):
         return xp.ldexp(K, (ex[:, None] + ey[None, :]).astype(np.int32))
 
 
-def local_kernel(X, Y=None, *, geometry, activation="erf", lambda0=1.0, max_bytes=None,
-                 nthreads=None, lambdas=None):
+def local_kernel(X: ArrayLike, Y: Optional[ArrayLike] = None, *, geometry: Geometry,
+                 activation: str = "erf", lambda0: float = 1.0, max_bytes: Optional[int] = None,
+                 nthreads: Optional[int] = None,
+                 lambdas: Optional[Sequence[float]] = None) -> Array:
     r"""The 4-index local kernel tensor K_ij^{mu nu}, materialised.
 
     .. math:: K_{ij}^{\mu\nu} = K_\sigma(C_{ii}^{\mu\mu}, C_{ij}^{\mu\nu}, C_{jj}^{\nu\nu}),
@@ -372,23 +280,29 @@ def local_kernel(X, Y=None, *, geometry, activation="erf", lambda0=1.0, max_byte
         ``K[mu, nu, i, j]``; K[mu, nu].T == K[nu, mu] when Y is None.
     """
     if isinstance(geometry, DeepGeometry):
-        return _deep().local_kernel(X, Y, geometry=geometry, activation=activation,
-                                    lambdas=lambdas, lambda0=lambda0, max_bytes=max_bytes,
-                                    nthreads=nthreads)
-    lambda0, _ = _one_layer_lambdas(lambdas, lambda0, 1.0)
-    geometry, lambda0, xp, PX, PY = _prepare(X, Y, geometry, activation, lambda0)
+        if geometry.depth > 1:
+            return _deep_kernels.local_kernel(X, Y, geometry=geometry, activation=activation,
+                                              lambdas=lambdas, lambda0=lambda0,
+                                              max_bytes=max_bytes, nthreads=nthreads)
+        geometry, lambda0, _ = _deep_kernels.one_layer(X, Y, geometry, activation, lambdas,
+                                                       lambda0, 1.0)
+        lambdas = None
+    lambda0, _ = _args.one_layer_lambdas(lambdas, lambda0, 1.0)
+    geometry, lambda0, xp, PX, PY = _args.prepare(X, Y, geometry, activation, lambda0)
     dtype = backend.result_dtype(PX, PY)
     P, Np = PX.shape[0], geometry.num_patches
     P2 = P if PY is None else PY.shape[0]
-    _check_budget(P, P2, Np, dtype, max_bytes)
-    PX, PY = _cast(PX, PY, dtype, xp, activation, lambda0)
+    _args.check_budget(P, P2, Np, dtype, max_bytes)
+    PX, PY = _args.cast(PX, PY, dtype, xp, activation, lambda0)
     out = backend.implementation(xp).local_kernel(PX, PY, activation, lambda0,
                                                   backend.resolve_threads(nthreads))
     return backend.wrap_like(out, X)
 
 
-def renormalized_kernel(X, Y=None, *, Q, geometry, activation="erf", lambda0=1.0, lambda1=1.0,
-                        nthreads=None, lambdas=None):
+def renormalized_kernel(X: ArrayLike, Y: Optional[ArrayLike] = None, *, Q: ArrayLike,
+                        geometry: Geometry, activation: str = "erf", lambda0: float = 1.0,
+                        lambda1: float = 1.0, nthreads: Optional[int] = None,
+                        lambdas: Optional[Sequence[float]] = None) -> Array:
     r"""The renormalised kernel K_R(Q), streamed tile by tile.
 
     .. math:: K_R(Q)^{\mu\nu} = \frac{1}{\lambda_1 N_p} \sum_{ij} Q_{ij} K_{ij}^{\mu\nu}
@@ -417,17 +331,21 @@ def renormalized_kernel(X, Y=None, *, Q, geometry, activation="erf", lambda0=1.0
         Symmetric when Y is None. Memory O(P P' + tile); the tensor is never held.
     """
     if isinstance(geometry, DeepGeometry):
-        return _deep().renormalized_kernel(X, Y, Q=Q, geometry=geometry, activation=activation,
-                                           lambdas=lambdas, lambda0=lambda0, lambda1=lambda1,
-                                           nthreads=nthreads)
-    lambda0, lambda1 = _one_layer_lambdas(lambdas, lambda0, lambda1)
-    geometry, lambda0, xp, PX, PY = _prepare(X, Y, geometry, activation, lambda0)
+        if geometry.depth > 1:
+            return _deep_kernels.renormalized_kernel(
+                X, Y, Q=Q, geometry=geometry, activation=activation, lambdas=lambdas,
+                lambda0=lambda0, lambda1=lambda1, nthreads=nthreads)
+        geometry, lambda0, lambda1 = _deep_kernels.one_layer(X, Y, geometry, activation, lambdas,
+                                                             lambda0, lambda1)
+        lambdas = None
+    lambda0, lambda1 = _args.one_layer_lambdas(lambdas, lambda0, lambda1)
+    geometry, lambda0, xp, PX, PY = _args.prepare(X, Y, geometry, activation, lambda0)
     lambda1 = _positive(lambda1, "lambda1")
     Qa = backend.asarray(Q, "Q")
     dtype = backend.result_dtype(PX, PY, Qa)
     Np, M = geometry.num_patches, geometry.patch_size
-    Qs = _symmetric_Q(Qa, Np, xp, dtype)
-    PX, PY = _cast(PX, PY, dtype, xp, activation, lambda0)
+    Qs = _args.symmetric_Q(Qa, Np, xp, dtype)
+    PX, PY = _args.cast(PX, PY, dtype, xp, activation, lambda0)
     if activation == "linear":
         # K_R = <X^mu, c Q X^nu>_F, c = 1 / (lambda0 lambda1 M Np): the scale goes into the
         # Np x Np matrix Q (free) rather than over the P x P' result, then one GEMM
@@ -447,8 +365,10 @@ def renormalized_kernel(X, Y=None, *, Q, geometry, activation="erf", lambda0=1.0
     return backend.wrap_like(out, X)
 
 
-def renormalized_kernel_diag(X, *, Q, geometry, activation="erf", lambda0=1.0, lambda1=1.0,
-                             nthreads=None, lambdas=None):
+def renormalized_kernel_diag(X: ArrayLike, *, Q: ArrayLike, geometry: Geometry,
+                             activation: str = "erf", lambda0: float = 1.0, lambda1: float = 1.0,
+                             nthreads: Optional[int] = None,
+                             lambdas: Optional[Sequence[float]] = None) -> Array:
     r"""The diagonal K_R(Q)(x, x) of the renormalised kernel, O(P Np^2 M).
 
     .. math:: K_R(Q)^{\mu\mu} = \frac{1}{\lambda_1 N_p} \sum_{ij} Q_{ij} K_{ij}^{\mu\mu}
@@ -460,17 +380,21 @@ def renormalized_kernel_diag(X, *, Q, geometry, activation="erf", lambda0=1.0, l
     ndarray, shape (P,)
     """
     if isinstance(geometry, DeepGeometry):
-        return _deep().renormalized_kernel_diag(X, Q=Q, geometry=geometry, activation=activation,
-                                                lambdas=lambdas, lambda0=lambda0,
-                                                lambda1=lambda1, nthreads=nthreads)
-    lambda0, lambda1 = _one_layer_lambdas(lambdas, lambda0, lambda1)
-    geometry, lambda0, xp, PX, _ = _prepare(X, None, geometry, activation, lambda0)
+        if geometry.depth > 1:
+            return _deep_kernels.renormalized_kernel_diag(
+                X, Q=Q, geometry=geometry, activation=activation, lambdas=lambdas,
+                lambda0=lambda0, lambda1=lambda1, nthreads=nthreads)
+        geometry, lambda0, lambda1 = _deep_kernels.one_layer(X, None, geometry, activation,
+                                                             lambdas, lambda0, lambda1)
+        lambdas = None
+    lambda0, lambda1 = _args.one_layer_lambdas(lambdas, lambda0, lambda1)
+    geometry, lambda0, xp, PX, _ = _args.prepare(X, None, geometry, activation, lambda0)
     lambda1 = _positive(lambda1, "lambda1")
     Qa = backend.asarray(Q, "Q")
     dtype = backend.result_dtype(PX, Qa)
     Np, M = geometry.num_patches, geometry.patch_size
-    Qs = _symmetric_Q(Qa, Np, xp, dtype)
-    PX, _ = _cast(PX, None, dtype, xp, activation, lambda0)
+    Qs = _args.symmetric_Q(Qa, Np, xp, dtype)
+    PX, _ = _args.cast(PX, None, dtype, xp, activation, lambda0)
     if activation == "linear":
         A, e = _unit_scale(PX, dtype, xp)
         out = xp.einsum("pim,pim->p", A, xp.matmul(Qs, A))
@@ -483,8 +407,10 @@ def renormalized_kernel_diag(X, *, Q, geometry, activation="erf", lambda0=1.0, l
     return backend.wrap_like(out, X)
 
 
-def local_kernel_adjoint(X, W, *, geometry, Y=None, activation="erf", lambda0=1.0,
-                         nthreads=None, lambdas=None):
+def local_kernel_adjoint(X: ArrayLike, W: ArrayLike, *, geometry: Geometry,
+                         Y: Optional[ArrayLike] = None, activation: str = "erf",
+                         lambda0: float = 1.0, nthreads: Optional[int] = None,
+                         lambdas: Optional[Sequence[float]] = None) -> Array:
     r"""The adjoint contraction G(W) of the local kernel, streamed tile by tile.
 
     .. math:: G(W)_{ij} = \sum_{\mu\nu} W_{\mu\nu} K_{ij}^{\mu\nu}
@@ -514,18 +440,23 @@ def local_kernel_adjoint(X, W, *, geometry, Y=None, activation="erf", lambda0=1.
         Symmetric when W is symmetric and Y is None.
     """
     if isinstance(geometry, DeepGeometry):
-        return _deep().local_kernel_adjoint(X, W, geometry=geometry, Y=Y, activation=activation,
-                                            lambdas=lambdas, lambda0=lambda0, nthreads=nthreads)
-    lambda0, _ = _one_layer_lambdas(lambdas, lambda0, 1.0)
-    geometry, lambda0, xp, PX, PY = _prepare(X, Y, geometry, activation, lambda0)
+        if geometry.depth > 1:
+            return _deep_kernels.local_kernel_adjoint(
+                X, W, geometry=geometry, Y=Y, activation=activation, lambdas=lambdas,
+                lambda0=lambda0, nthreads=nthreads)
+        geometry, lambda0, _ = _deep_kernels.one_layer(X, Y, geometry, activation, lambdas,
+                                                       lambda0, 1.0)
+        lambdas = None
+    lambda0, _ = _args.one_layer_lambdas(lambdas, lambda0, 1.0)
+    geometry, lambda0, xp, PX, PY = _args.prepare(X, Y, geometry, activation, lambda0)
     Wa = backend.asarray(W, "W")
     dtype = backend.result_dtype(PX, PY, Wa)
     P = PX.shape[0]
     P2 = P if PY is None else PY.shape[0]
-    Wc = _matrix(Wa, "W", (P, P2), xp, dtype)
-    PX, PY = _cast(PX, PY, dtype, xp, activation, lambda0)
+    Wc = _args.matrix(Wa, "W", (P, P2), xp, dtype)
+    PX, PY = _args.cast(PX, PY, dtype, xp, activation, lambda0)
     M = geometry.patch_size
-    symmetric = PY is None and _is_symmetric(Wc, xp)
+    symmetric = PY is None and _args.is_symmetric(Wc, xp)
     if activation == "linear":
         A, ea = _unit_scale(PX, dtype, xp)
         B, eb = (A, ea) if PY is None else _unit_scale(PY, dtype, xp)

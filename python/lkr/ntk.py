@@ -119,7 +119,7 @@ def _fc_jacobian(net, X, p):
 def _patch_block(net, P, P2, itemsize, max_bytes):
     g = net.geometry
     per_channel = (P + P2) * (g.num_patches + g.patch_size) * itemsize
-    return max(1, min(net.channels, max_bytes // max(per_channel, 1)))
+    return max(1, min(net.width, max_bytes // max(per_channel, 1)))
 
 
 def _patch_ntk(net, Z, ZY, p, max_bytes):
@@ -145,8 +145,8 @@ def _patch_ntk(net, Z, ZY, p, max_bytes):
         ZT = xp.ascontiguousarray(Z.transpose(1, 0, 2))
         ZYT = ZT if ZY is None else xp.ascontiguousarray(ZY.transpose(1, 0, 2))
         zz = ZT @ ZYT.transpose(0, 2, 1) if gram_fits else None
-    for a0 in range(0, net.channels, nb):
-        a1 = min(net.channels, a0 + nb)
+    for a0 in range(0, net.width, nb):
+        a1 = min(net.width, a0 + nb)
         if not net.local:
             # the CNN NTK of a block is the Gram of [S | G]: one GEMM
             F = net.features(Z, p, a0, a1, combined=True)
@@ -166,7 +166,7 @@ def _patch_ntk(net, Z, ZY, p, max_bytes):
 def _patch_jacobian(net, Z, p):
     xp = backend.array_module(Z)
     P = Z.shape[0]
-    S, G = net.features(Z, p, 0, net.channels)
+    S, G = net.features(Z, p, 0, net.width)
     if net.local:
         G = G[:, :, :, None] * Z[:, None, :, :]       # (P, Nc, Np, M): df/dw_{ai}
     return xp.concatenate([G.reshape(P, -1), S.reshape(P, -1)], axis=1)

@@ -122,7 +122,7 @@ def test_fused_objectives_match_the_nets(dtype):
     # CNN and FC prepared objectives (the compiled step) against the nets' own passes
     rng = np.random.default_rng(0)
     g = lkr.PatchGeometry((12, 12), (4, 4), (4, 4))
-    cnn = nets.CNNNet(geometry=g, channels=7, seed=0, dtype=dtype)
+    cnn = nets.CNNNet(geometry=g, width=7, seed=0, dtype=dtype)
     fc = nets.FCNet(20, 9, seed=0, dtype=dtype)
     for net, X in ((cnn, rng.standard_normal((11, 12, 12))), (fc, rng.standard_normal((11, 20)))):
         X = X.astype(dtype)
@@ -140,7 +140,7 @@ def test_fused_objectives_match_the_nets(dtype):
 def test_langevin_cnn_identical_for_any_thread_count():
     rng = np.random.default_rng(0)
     g = lkr.PatchGeometry((16, 16), (4, 4), (4, 4))
-    net = nets.CNNNet(geometry=g, channels=32, seed=0)
+    net = nets.CNNNet(geometry=g, width=32, seed=0)
     X, y = rng.standard_normal((120, 16, 16)), rng.standard_normal(120)
     before = lkr.get_num_threads()
     out = []

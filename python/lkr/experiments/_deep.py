@@ -97,7 +97,7 @@ def parse_padding(text: str):
 
 def gp_row(data, dg, common) -> dict:
     """The deep CNN-GP's test error (the N = inf row of "deepcnn")."""
-    from ._arch import make_theory
+    from ..train._arch import make_theory
 
     X, y, X_test, y_test = data
     gp = make_theory("deepcnn", None, geometry=dg, **common)

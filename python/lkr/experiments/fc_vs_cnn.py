@@ -40,14 +40,14 @@ from .._io import check_writable_dir, describe
 from .._json import jsonable
 from .._progress import PhaseBar, progress_bar
 from .._validate import integer as _integer
+from ..train._arch import ARCHITECTURES, make_theory, sampled_test_error
+from ..train._arch import NAMES as _NAMES
 from . import _deep
-from ._arch import ARCHITECTURES, make_theory, sampled_test_error
-from ._arch import NAMES as _NAMES
 from ._rows import _q_summary, _row, _summary, _versions  # noqa: F401 (_q_summary: tests)
 from .argtypes import nonneg_float, nonneg_int, positive_float, positive_int, shape, task_spec, widths
 from .report import format_table, plot_results, save_results, stderr_note, write_outputs
 
-__all__ = ["run", "prepare", "Prepared", "default_widths", "format_table", "save_results",
+__all__ = ["run", "prepare", "FcVsCnnSetup", "default_widths", "format_table", "save_results",
            "plot_results", "Progress", "ARCHITECTURES", "DEFAULTS", "add_arguments", "command"]
 
 #: alpha = P / N of the default widths (from wide to narrow)
@@ -85,7 +85,7 @@ def _per_axis(value, ndim):
     return v * ndim if len(v) == 1 else v
 
 
-class Prepared(NamedTuple):
+class FcVsCnnSetup(NamedTuple):
     """A loaded task with its geometry and widths: everything checked before any fit."""
 
     task: object
@@ -98,11 +98,14 @@ class Prepared(NamedTuple):
     deep_geometry: object = None
 
 
+Prepared = FcVsCnnSetup  # its former name
+
+
 def prepare(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"],
             P_test: int = DEFAULTS["P_test"], widths=None, input_shape=None,
             filter_size=DEFAULTS["filter_size"], stride=None, boundary=DEFAULTS["boundary"],
             seed: int = DEFAULTS["seed"], task_options: Optional[dict] = None,
-            depth: Optional[int] = None, padding="valid") -> Prepared:
+            depth: Optional[int] = None, padding="valid") -> FcVsCnnSetup:
     """Load the task and build the patch geometry (arguments as in :func:`run`).
 
     With ``depth`` L, ``filter_size`` and ``stride`` are lists of L per-layer entries and
@@ -150,7 +153,7 @@ def prepare(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"],
         if not _deep.deep_widths(widths, dg):
             raise ValueError(f"the deep CNN needs widths >= its d = {dg.num_patches} final "
                              f"patches; got widths {widths}")
-    return Prepared(loaded, geometry, widths, task_options, time.perf_counter() - t0, task,
+    return FcVsCnnSetup(loaded, geometry, widths, task_options, time.perf_counter() - t0, task,
                     int(seed), dg)
 
 
@@ -163,7 +166,7 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
         task_options: Optional[dict] = None, architectures: Sequence[str] = ARCHITECTURES,
         executor=None, langevin: Optional[dict] = None,
         progress: Optional[Callable] = None,
-        prepared: Optional[Prepared] = None, depth: Optional[int] = None,
+        prepared: Optional[FcVsCnnSetup] = None, depth: Optional[int] = None,
         padding="valid") -> dict:
     """Run the FC-versus-CNN experiment and return every number and setting.
 
@@ -200,7 +203,7 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
     progress : callable, optional
         ``progress(total)`` -> a tqdm bar (e.g. :func:`Progress`); called once with the
         number of steps.
-    prepared : Prepared, optional
+    prepared : FcVsCnnSetup, optional
         The output of :func:`prepare`; then the task arguments above (task, P, P_test,
         widths, input_shape, filter_size, stride, boundary, seed, task_options) are taken
         from it.
@@ -433,8 +436,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="local-teacher: standard deviation of label noise (default: 0)")
     g = p.add_argument_group("networks and posterior")
     g.add_argument("--widths", type=widths, default=None, metavar="N,N,...",
-                   help="comma-separated widths N (FC units, CNN/LCN channels); default: "
-                        "N = P/alpha for alpha in 0.25, 0.5, 1, 2, 4, 8")
+                   help="the hidden widths N, comma-separated (N1 units for FC, channels Nc "
+                        "for CNN/LCN); default: N = P/alpha for alpha in 0.25, 0.5, 1, 2, 4, 8")
     g.add_argument("-T", "--temperature", type=positive_float, default=DEFAULTS["temperature"],
                    help="posterior temperature T (default: %(default)s)")
     g.add_argument("--lambda0", type=positive_float, default=DEFAULTS["lambda0"],

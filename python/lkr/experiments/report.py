@@ -5,7 +5,7 @@ import os
 import sys
 
 from .._io import describe, savefig, write_json
-from ._arch import NAMES as _NAMES
+from ..train._arch import NAMES as _NAMES
 
 __all__ = ["format_table", "save_results", "plot_results", "write_outputs", "RHAT_WARN"]
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from .._io import check_writable_dir, describe, write_json
 from .._json import dumps, jsonable
-from ._arch import NAMES
+from ..train._arch import NAMES
 from .argtypes import nonneg_int, positive_float, positive_int, shape
 from .report import RHAT_WARN
 
@@ -115,7 +115,7 @@ def run_experiment(*, arch=DEFAULTS["arch"], task=DEFAULTS["task"], P=DEFAULTS["
     (error, bias2, variance, Q summary) or None, ``difference_in_se`` and ``versions``.
     """
     from ..train import default_burn_in, langevin
-    from ._arch import check_arch, make_net, make_theory
+    from ..train._arch import check_arch, make_net, make_theory
     from .fc_vs_cnn import prepare
 
     check_arch(arch)

@@ -46,39 +46,42 @@ CNN/LCN run in the compiled engine of the arrays (:func:`lkr.backend.implementat
 extension for NumPy arrays (float32 and float64, GIL released, OpenMP), the CUDA passes for
 CuPy arrays.
 
-Layout: ``_activations`` (sigma, sigma'), ``_base`` (:class:`Net`, the protocol, and the
-prepared objectives of :meth:`Net.prepare`), ``fc`` (FC and deep FC), ``patch`` (CNN, LCN),
-``linearized`` (:class:`LinearizedNet`), ``_reference`` (array-expression references).
+Layout: ``_activations`` (the compiled sigma/sigma' pass; the formulas are
+:mod:`lkr.activations`), ``_base`` (:class:`Net`, the protocol, and the training objectives
+of :meth:`Net.prepare`), ``fc`` (FC and deep FC), ``patch`` (CNN, LCN), ``deep_cnn``,
+``linearized`` (:class:`LinearizedNet`); the array-expression references of the patch
+passes are :mod:`lkr._patch_reference` (re-exported here). The least-squares fit of a
+linearised net is :func:`lkr.train.fit_linearized`.
 """
 from __future__ import annotations
 
-from ._activations import sigma, sigma_pair, sigma_pair_inplace, sigma_prime
-from ._base import Net, Prepared, init_params
-from ._reference import (  # noqa: F401 - the references the tests and benchmarks use
+from .._patch_reference import (  # noqa: F401 - the references the tests and benchmarks use
     _preact,
     _reference_features,
     _reference_forward,
     _reference_jvp,
     _reference_vjp,
 )
+from ._activations import sigma, sigma_pair, sigma_pair_inplace, sigma_prime
+from ._base import FusedObjective, Net, Objective, init_params
 from .deep_cnn import DeepCNNNet
 from .fc import DeepFCNet, FCNet
 from .linearized import LinearizedNet, linearize
 from .patch import CNNNet, LCNNet, PatchNet
 
 __all__ = ["FCNet", "DeepFCNet", "CNNNet", "LCNNet", "DeepCNNNet", "LinearizedNet", "init_params",
-           "linearize", "fit_linearized", "sigma", "sigma_prime", "sigma_pair", "sigma_pair_inplace",
-           "Net", "PatchNet", "Prepared"]
+           "linearize", "sigma", "sigma_prime", "sigma_pair", "sigma_pair_inplace",
+           "Net", "PatchNet", "Objective", "FusedObjective"]
 
-# the former private names of the base classes
+# the former names of the base classes and of the training objective
 _Net, _PatchNet = Net, PatchNet
+Prepared = Objective
 
 
 def __getattr__(name):
-    # fit_linearized lives in lkr.train.linearized (it needs lkr.ntk, which needs the nets);
-    # loaded on first use so that the import graph stays acyclic
+    # fit_linearized trains (it needs lkr.ntk, which builds on the nets): it is
+    # lkr.train.fit_linearized; a shim importing it here would point up the layers
     if name == "fit_linearized":
-        from ..train.linearized import fit_linearized
-
-        return fit_linearized
+        raise AttributeError("lkr.nets.fit_linearized is lkr.train.fit_linearized (the fit "
+                             "of a linearised net lives with the trainers)")
     raise AttributeError(f"module 'lkr.nets' has no attribute {name!r}")

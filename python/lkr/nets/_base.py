@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Dict, Optional
 
 import numpy as np
@@ -12,7 +13,21 @@ from .._tuning import StepThreads, usable_threads
 from .._validate import count as _count
 from ._activations import sigma_pair
 
-__all__ = ["Net", "Prepared", "init_params"]
+__all__ = ["Net", "Objective", "init_params", "width_argument"]
+
+
+def width_argument(width, old, old_name: str, owner: str):
+    """``width``, or the value of its former keyword ``old_name`` (``N1``, ``channels``) with
+    a DeprecationWarning; a TypeError when both or neither are given."""
+    if old is not None:
+        if width is not None:
+            raise TypeError(f"{owner}: give width (the hidden width), not also {old_name}")
+        warnings.warn(f"{owner}({old_name}=...) is deprecated; use width=... (the nets take "
+                      "width like the theories)", DeprecationWarning, stacklevel=3)
+        return old
+    if width is None:
+        raise TypeError(f"{owner}() missing the argument 'width' (the hidden width)")
+    return width
 
 
 class Net:
@@ -217,7 +232,7 @@ class Net:
         return out
 
 
-    def prepare(self, X, X_test=None, *, dtype=None, fused=True) -> Prepared:
+    def prepare(self, X, X_test=None, *, dtype=None, fused=True) -> Objective:
         """An objective on inputs prepared once: f and the gradient of (1/2) sum (y - f)^2
         for chain-batched params (every array with a leading chain axis).
 
@@ -234,7 +249,7 @@ class Net:
 
         Returns
         -------
-        Prepared
+        Objective
             with ``value_and_grad(params, y, rows=None)``, ``forward(params)`` (training
             inputs), ``forward_test(params)``, ``fused`` and ``gemm_flops(chains)``.
         """
@@ -242,14 +257,14 @@ class Net:
             obj = self._prepare_fused(X, X_test, np.dtype(self.dtype if dtype is None else dtype))
             if obj is not None:
                 return obj
-        return Prepared(self, X, X_test)
+        return Objective(self, X, X_test)
 
     def _prepare_fused(self, X, X_test, dtype):
         return None  # nets with a fused objective override this
 
 
-class Prepared:
-    """The generic prepared objective, through a net's own ``forward`` and ``vjp`` (any
+class Objective:
+    """The generic training objective on prepared inputs, through a net's own ``forward`` and ``vjp`` (any
     object following the protocol of :mod:`lkr.nets`).
 
     ``value_and_grad(params, y, rows=None)`` returns (f (C, n), g = J^T (f - y)), the
@@ -282,7 +297,7 @@ class Prepared:
         return None
 
 
-class FusedPrepared(Prepared):
+class FusedObjective(Objective):
     """f = readout(sigma(pre-activations)) on inputs prepared once per run; subclasses give
     ``_pre`` (pre-activations), ``_f`` (readout) and the prepared (train, test) ``inputs``."""
 
@@ -371,6 +386,10 @@ def _register_gemm(eng):
         except (ImportError, KeyError):  # pragma: no cover - an odd SciPy
             pass  # the step falls back to its plain loops
         _gemm_registered.add(id(eng))
+
+
+# the former names of the objectives
+Prepared, FusedPrepared = Objective, FusedObjective
 
 
 def init_params(net, seed=None, chains: Optional[int] = None) -> dict:

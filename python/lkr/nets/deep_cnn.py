@@ -1,4 +1,4 @@
-r"""Deep convolutional network :class:`DeepCNNNet` (THEORY2 section 3.1, docs/deep-cnn.md).
+r"""Deep convolutional network :class:`DeepCNNNet` (docs/deep-cnn.md section 3).
 
 L layers of Nc channels on a :class:`~lkr.DeepGeometry`, bias-free, a dense readout over the
 d final patches:
@@ -28,12 +28,12 @@ import math
 import numpy as np
 
 from .. import backend
-from .._deep_kernels import resolve_lambdas
+from .._kernel_args import resolve_lambdas
 from .._validate import count as _count
 from ..activations import check_activation
 from ..deep_geometry import DeepGeometry
 from ._activations import sigma_pair
-from ._base import Net
+from ._base import Net, width_argument
 
 __all__ = ["DeepCNNNet"]
 
@@ -76,15 +76,17 @@ class _Layer:
 
 
 class DeepCNNNet(Net):
-    r"""Deep CNN: L convolutional layers of ``channels`` filters each, bias-free, and a dense
+    r"""Deep CNN: L convolutional layers of ``width`` filters each, bias-free, and a dense
     readout over the d final patches (see the module docstring for the formulas).
 
     Parameters
     ----------
     geometry : DeepGeometry
         The layers (filters, strides, paddings); the input's channels and layout are layer 1's.
-    channels : int
-        Nc, the filters of every layer (the width of :class:`lkr.theory.DeepCNNTheory`).
+    width : int
+        Nc, the filters (channels) of every layer: the ``width`` of
+        :class:`lkr.theory.DeepCNNTheory`. The former keyword ``channels=`` is accepted with a
+        DeprecationWarning; ``net.channels`` stays.
     activation : {"linear", "erf", "relu"}
     lambdas : sequence of L + 1 floats, optional
         Prior precisions (lambda_0, ..., lambda_L): W^l ~ N(0, 1/lambda_{l-1}),
@@ -97,12 +99,13 @@ class DeepCNNNet(Net):
     dtype : float32 or float64
     """
 
-    def __init__(self, geometry, channels, activation="erf", lambdas=None, seed=None, *,
-                 params=None, dtype=np.float64):
+    def __init__(self, geometry, width=None, activation="erf", lambdas=None, seed=None, *,
+                 params=None, dtype=np.float64, channels=None):
+        width = width_argument(width, channels, "channels", "DeepCNNNet")
         if not isinstance(geometry, DeepGeometry):
             raise TypeError(f"geometry must be a DeepGeometry, got {type(geometry).__name__}")
         self.geometry = geometry
-        self.channels = Nc = _count(channels, "channels")
+        self.width = Nc = _count(width, "width")
         self.activation = check_activation(activation)
         self.depth = L = geometry.depth
         self.lambdas = resolve_lambdas(lambdas, 1.0, 1.0, L)
@@ -118,9 +121,14 @@ class DeepCNNNet(Net):
         self._init(seed, params, dtype)
 
     @property
+    def channels(self) -> int:
+        """Nc, the channels of every layer: the hidden width (``width``)."""
+        return self.width
+
+    @property
     def config(self) -> dict:
         return dict(type=type(self).__name__, geometry=self.geometry.to_dict(),
-                    channels=self.channels, activation=self.activation,
+                    channels=self.width, activation=self.activation,
                     lambdas=list(self.lambdas))
 
     def _inputs(self, X):

@@ -11,11 +11,12 @@ from typing import Sequence
 import numpy as np
 
 from .. import backend
+from .._kernel_args import resolve_lambdas
 from .._validate import count as _count
 from .._validate import positive as _positive
 from ..activations import check_activation
 from ._activations import sigma_pair
-from ._base import FusedPrepared, Net
+from ._base import FusedObjective, Net, width_argument
 
 __all__ = ["DeepFCNet", "FCNet"]
 
@@ -171,8 +172,11 @@ class FCNet(DeepFCNet):
 
     Parameters
     ----------
-    N0, N1 : int
-        Input dimension and hidden width.
+    N0 : int
+        Input dimension.
+    width : int
+        N1, the hidden width (the ``width`` of :class:`lkr.theory.FCTheory`). The former
+        keyword ``N1=`` is accepted with a DeprecationWarning; ``net.N1`` stays.
     activation : {"linear", "erf", "relu"}
     lambda0, lambda1 : float
         Prior precisions: W ~ N(0, 1/lambda0), v ~ N(0, 1/lambda1).
@@ -181,6 +185,9 @@ class FCNet(DeepFCNet):
     params : dict, optional
         ``{"W": (N1, N0), "v": (N1,)}`` to use instead of a prior draw.
     dtype : float32 or float64
+    lambdas : (lambda0, lambda1), optional
+        The two precisions as one sequence (as the kernels and the deep nets take them),
+        instead of ``lambda0``/``lambda1``.
 
     Examples
     --------
@@ -189,10 +196,11 @@ class FCNet(DeepFCNet):
     (3,)
     """
 
-    def __init__(self, N0, N1, activation="erf", lambda0=1.0, lambda1=1.0, seed=None, *,
-                 params=None, dtype=np.float64):
-        lambdas = (_positive(lambda0, "lambda0"), _positive(lambda1, "lambda1"))
-        super().__init__(N0, (_count(N1, "N1"),), activation, lambdas, seed, params=params,
+    def __init__(self, N0, width=None, activation="erf", lambda0=1.0, lambda1=1.0, seed=None, *,
+                 params=None, dtype=np.float64, lambdas=None, N1=None):
+        width = width_argument(width, N1, "N1", "FCNet")
+        lambdas = resolve_lambdas(lambdas, lambda0, lambda1, 1)
+        super().__init__(N0, (_count(width, "width"),), activation, lambdas, seed, params=params,
                          dtype=dtype)
 
     def _setup_names(self):
@@ -200,6 +208,11 @@ class FCNet(DeepFCNet):
         self._wnames = ["W"]
         self._shapes = {"W": self._shapes["W1"], "v": self._shapes["v"]}
         self.priors = {"W": self.lambdas[0], "v": self.lambdas[1]}
+
+    @property
+    def width(self) -> int:
+        """N1, the hidden width."""
+        return self.widths[0]
 
     @property
     def N1(self) -> int:
@@ -214,22 +227,22 @@ class FCNet(DeepFCNet):
         return self.lambdas[1]
 
     def _prepare_fused(self, X, X_test, dtype):
-        return _FCPrepared(self, X, X_test, dtype)
+        return _FCObjective(self, X, X_test, dtype)
 
     @property
     def config(self) -> dict:
-        return dict(type="FCNet", N0=self.N0, N1=self.N1, activation=self.activation,
+        return dict(type="FCNet", N0=self.N0, N1=self.width, activation=self.activation,
                     lambda0=self.lambda0, lambda1=self.lambda1)
 
 
-class _FCPrepared(FusedPrepared):
+class _FCObjective(FusedObjective):
     # hT (C, N1, n) = W (C N1, N0) @ Xs^T: one GEMM for all chains; Xs = X / sqrt(N0).
 
     def __init__(self, net, X, X_test, dtype):
         super().__init__(net, X, X_test)
         xp = self.xp
         s0 = 1.0 / math.sqrt(net.N0)
-        self.c1 = 1.0 / math.sqrt(net.N1)
+        self.c1 = 1.0 / math.sqrt(net.width)
         self.Z = xp.ascontiguousarray(net._inputs(X), dtype=dtype) * s0
         self.Zt = (None if X_test is None
                    else xp.ascontiguousarray(net._inputs(X_test), dtype=dtype) * s0)
@@ -250,4 +263,4 @@ class _FCPrepared(FusedPrepared):
         return f, {"W": gW, "v": gv}
 
     def gemm_flops(self, chains):
-        return 2.0 * chains * self.net.N1 * self.net.N0 * self.Z.shape[0]
+        return 2.0 * chains * self.net.width * self.net.N0 * self.Z.shape[0]

@@ -14,12 +14,12 @@ import math
 import numpy as np
 
 from .. import backend
+from .._kernel_args import resolve_lambdas
 from .._validate import count as _count
-from .._validate import positive as _positive
 from ..activations import check_activation
 from ..geometry import PatchGeometry
 from ._activations import sigma_pair_inplace
-from ._base import FusedPrepared, Net
+from ._base import FusedObjective, Net, width_argument
 
 __all__ = ["PatchNet", "CNNNet", "LCNNet"]
 
@@ -29,24 +29,29 @@ class PatchNet(Net):
 
     local = False
 
-    def __init__(self, geometry, channels, activation="erf", lambda0=1.0, lambda1=1.0,
-                 seed=None, *, params=None, dtype=np.float64):
+    def __init__(self, geometry, width=None, activation="erf", lambda0=1.0, lambda1=1.0,
+                 seed=None, *, params=None, dtype=np.float64, lambdas=None, channels=None):
+        width = width_argument(width, channels, "channels", type(self).__name__)
         if not isinstance(geometry, PatchGeometry):
             raise TypeError(f"geometry must be a PatchGeometry, got {type(geometry).__name__}")
         self.geometry = geometry
-        self.channels = _count(channels, "channels")
+        self.width = _count(width, "width")
         self.activation = check_activation(activation)
-        self.lambda0 = _positive(lambda0, "lambda0")
-        self.lambda1 = _positive(lambda1, "lambda1")
-        Nc, Np, M = self.channels, geometry.num_patches, geometry.patch_size
+        self.lambda0, self.lambda1 = resolve_lambdas(lambdas, lambda0, lambda1, 1)
+        Nc, Np, M = self.width, geometry.num_patches, geometry.patch_size
         self._shapes = {"W": (Nc, Np, M) if self.local else (Nc, M), "v": (Nc, Np)}
         self.priors = {"W": self.lambda0, "v": self.lambda1}
         self._init(seed, params, dtype)
 
     @property
+    def channels(self) -> int:
+        """Nc, the channels: the hidden width (``width``)."""
+        return self.width
+
+    @property
     def config(self) -> dict:
         return dict(type=type(self).__name__, geometry=self.geometry.to_dict(),
-                    channels=self.channels, activation=self.activation, lambda0=self.lambda0,
+                    channels=self.width, activation=self.activation, lambda0=self.lambda0,
                     lambda1=self.lambda1)
 
     def _inputs(self, X):
@@ -104,7 +109,7 @@ class PatchNet(Net):
             nthreads=backend.get_num_threads(), combined=combined)
 
     def _prepare_fused(self, X, X_test, dtype):
-        return (_LCNPrepared if self.local else _CNNPrepared)(self, X, X_test, dtype)
+        return (_LCNObjective if self.local else _CNNObjective)(self, X, X_test, dtype)
 
 
 class CNNNet(PatchNet):
@@ -116,8 +121,10 @@ class CNNNet(PatchNet):
     ----------
     geometry : PatchGeometry
         How inputs are cut into patches (Np patches of M entries).
-    channels : int
-        Nc, the number of filters (the width N of the theory).
+    width : int
+        Nc, the number of filters (channels): the ``width`` of :class:`lkr.theory.CNNTheory`.
+        The former keyword ``channels=`` is accepted with a DeprecationWarning;
+        ``net.channels`` stays.
     activation : {"linear", "erf", "relu"}
     lambda0, lambda1 : float
         Prior precisions: W ~ N(0, 1/lambda0), v ~ N(0, 1/lambda1).
@@ -125,6 +132,8 @@ class CNNNet(PatchNet):
     params : dict, optional
         ``{"W": (Nc, M), "v": (Nc, Np)}`` instead of a prior draw.
     dtype : float32 or float64
+    lambdas : (lambda0, lambda1), optional
+        The two precisions as one sequence, instead of ``lambda0``/``lambda1``.
     """
 
     local = False
@@ -140,7 +149,7 @@ class LCNNet(PatchNet):
     local = True
 
 
-class _CNNPrepared(FusedPrepared):
+class _CNNObjective(FusedObjective):
     # H (C, Nc, n, Np) = W (C Nc, M) @ Zflat^T with Zflat the (n Np, M) patches / sqrt(M),
     # cut once: the patch tensor of the training set is reused at every step.
 
@@ -150,7 +159,7 @@ class _CNNPrepared(FusedPrepared):
         g = net.geometry
         self.M, self.Np = g.patch_size, g.num_patches
         sm = 1.0 / math.sqrt(self.M)
-        self.c1 = 1.0 / math.sqrt(net.channels * self.Np)
+        self.c1 = 1.0 / math.sqrt(net.width * self.Np)
         self.Z = xp.ascontiguousarray(g.patches(X), dtype=dtype) * sm      # (P, Np, M)
         self.Zt = None if X_test is None else xp.ascontiguousarray(g.patches(X_test), dtype=dtype) * sm
 
@@ -163,7 +172,7 @@ class _CNNPrepared(FusedPrepared):
         return self.xp.einsum("capi,cai->cp", S, v) * self.c1
 
     def gemm_flops(self, chains):
-        return 2.0 * chains * self.net.channels * self.M * self.Np * self.Z.shape[0]
+        return 2.0 * chains * self.net.width * self.M * self.Np * self.Z.shape[0]
 
     def value_and_grad(self, params, y, rows=None):
         # one compiled step (FusedPrepared._step): the GEMM H (C, n Np, Nc) = Z W^T, one row
@@ -180,7 +189,7 @@ class _CNNPrepared(FusedPrepared):
         return f, {"W": gW, "v": gv}
 
 
-class _LCNPrepared(_CNNPrepared):
+class _LCNObjective(_CNNObjective):
     # A filter per patch: batched over patches i, H (Np, n, C Nc) = Z_i (n, M) @ W_i (M, C Nc).
     # NumPy's batched GEMMs and the compiled activation pass, on lkr's / BLAS's threads.
     own_threads = False

@@ -1,4 +1,4 @@
-r"""Root of a saddle's gradient by an accelerated fixed-point iteration (THEORY2 section 5).
+r"""Root of a saddle's gradient by an accelerated fixed-point iteration (docs/theory-beyond-odd.md section 5).
 
 The non-central CNN/LCN saddle has stationarity conditions that read as a fixed point
 x = Phi(x) (each order parameter expressed through the conjugate's gradient term). The

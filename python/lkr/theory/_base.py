@@ -7,16 +7,18 @@ import copy
 import hashlib
 import time
 import warnings
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from .. import _linalg, backend
+from .._arrays import ArrayLike
 from .._blas import blas_threads
 from .._validate import integer as _integer
-from .._validate import positive, real  # noqa: F401  (re-exported to the theories)
+from .._validate import positive, real, samples, targets  # noqa: F401  (re-exported to the theories)
 from .._warnings import ActivationCaveatWarning, ConvergenceWarning
 from ..activations import check_activation, is_odd
-from .result import ConvergenceError, Prediction
+from .result import ConvergenceError, Prediction, Solution
 
 DEFAULT_TOL = 1e-8
 #: Solves with at most this many samples run their dense algebra on one BLAS thread.
@@ -65,44 +67,7 @@ def activation_name(value) -> str:
 
 def inputs(X, name: str = "X"):
     """X as a float64 array of its own library (NumPy or CuPy), validated finite."""
-    Xa = backend.asarray(X, name)
-    backend.check_floating(Xa, name)
-    if Xa.ndim < 2:
-        raise ValueError(f"{name} must have samples first, shape (P, ...), got shape {Xa.shape}")
-    if Xa.shape[0] < 1:
-        raise ValueError(f"{name} has no samples (shape {Xa.shape})")
-    xp = backend.array_module(Xa)
-    Xa = xp.ascontiguousarray(Xa, dtype=np.float64)
-    backend.check_finite(Xa, name)
-    return Xa
-
-
-def targets(y, P: int, xp, *, multi: bool = False, what: str = "this theory"):
-    """Training targets as float64: a vector of length P, or with ``multi`` a (P, D) matrix.
-
-    (P,) and (P, 1) give a vector (today's single-output behaviour, shapes unchanged);
-    (P, D) with D >= 2 gives a matrix when ``multi`` is true and a ValueError naming
-    ``what`` otherwise. D = 0, a row count other than P and NaN/inf raise ValueError.
-    """
-    ya = backend.asarray(y, "y")
-    backend.check_floating(ya, "y")
-    if ya.ndim == 2 and ya.shape[1] == 1:
-        ya = ya[:, 0]
-    if ya.ndim not in (1, 2) or ya.shape[0] != P:
-        raise ValueError(f"y must have shape ({P},) or ({P}, D) (one row of labels per "
-                         f"sample of X), got shape {tuple(ya.shape)}")
-    if ya.ndim == 2:
-        if ya.shape[1] == 0:
-            raise ValueError(f"y has D = 0 outputs (shape {tuple(ya.shape)}); need D >= 1")
-        if not multi:
-            raise ValueError(f"{what} takes one output: y must have shape ({P},), got shape "
-                             f"{tuple(ya.shape)} (D = {ya.shape[1]} outputs)")
-    if backend.array_module(ya) is not xp:
-        raise TypeError("y and X live on different devices (one NumPy, one CuPy); move them "
-                        "to one device first")
-    ya = xp.ascontiguousarray(ya, dtype=np.float64)
-    backend.check_finite(ya, "y")
-    return ya
+    return samples(X, name, dtype=np.float64)
 
 
 MEAN_MODES = ("auto", "ignore")
@@ -208,12 +173,12 @@ class _Theory:
 
     # data --------------------------------------------------------------------------------
     @property
-    def num_samples(self):
+    def num_samples(self) -> Optional[int]:
         """P of the bound training set (None before ``fit``/``set_data``)."""
         return None if self._X is None else int(self._X.shape[0])
 
     @property
-    def alpha(self):
+    def alpha(self) -> Optional[float]:
         """P / width of the bound training set (None before ``fit``/``set_data``)."""
         P = self.num_samples
         w = getattr(self, "width", None)
@@ -222,7 +187,7 @@ class _Theory:
         return P / w if np.isfinite(w) else 0.0
 
     @property
-    def num_outputs(self):
+    def num_outputs(self) -> Optional[int]:
         """D of the bound targets: 1 for a vector y, D for Y of shape (P, D); None before
         ``fit``/``set_data``."""
         if self._y is None:
@@ -240,7 +205,7 @@ class _Theory:
             width_condition(w, need, type(self).__name__,
                             f"{self.num_outputs} outputs need a {need} x {need} Wishart prior")
 
-    def set_data(self, X, y):
+    def set_data(self, X: ArrayLike, y: ArrayLike):
         """Bind a training set (validated) and build or reuse the kernel cache.
 
         ``fit`` calls it; call it yourself to use :meth:`action` and :meth:`gradient`
@@ -281,7 +246,8 @@ class _Theory:
             raise RuntimeError(f"{type(self).__name__}.{what} before fit: call fit(X, y) first")
 
     # fitting -----------------------------------------------------------------------------
-    def fit(self, X, y, Q0=None, strict=False, *, tol=None, maxiter=None):
+    def fit(self, X: ArrayLike, y: ArrayLike, Q0: Any = None, strict: bool = False, *,
+            tol: Optional[float] = None, maxiter: Optional[int] = None) -> Solution:
         """Bind (X, y) and solve for the saddle point Qbar (see the class docstring).
 
         Parameters
@@ -292,8 +258,10 @@ class _Theory:
             Training labels; (P, D) with D >= 2 for the theories with several outputs
             (FCTheory, DeepFCTheory vanilla, GPTheory, ...).
         Q0 : optional
-            Starting point (warm start); must be admissible (positive, SPD). None (the
-            default) starts from the infinite-width point.
+            Starting point (warm start); must be admissible (positive, SPD). For the
+            non-central actions (relu) also the pair (Qbar, conjugate) of a neighbouring
+            saddle, as ``fit_path`` passes it. None (the default) starts from the
+            infinite-width point.
         strict : bool
             Raise :class:`ConvergenceError` instead of warning when not converged.
         tol, maxiter : optional
@@ -344,7 +312,9 @@ class _Theory:
             raise FloatingPointError(f"{sol.theory}: the solver produced a non-finite Qbar or "
                                      f"action ({sol.message}); this is a bug, please report it")
 
-    def fit_path(self, X, y, widths, *, strict=False, tol=None, maxiter=None):
+    def fit_path(self, X: ArrayLike, y: ArrayLike, widths: Sequence[float], *,
+                 strict: bool = False, tol: Optional[float] = None,
+                 maxiter: Optional[int] = None) -> list:
         """Fit at each width in turn, each solve warm-started from the previous one.
 
         The kernel cache (kernel spectrum or local-kernel tensor) is built once and shared.
@@ -358,8 +328,8 @@ class _Theory:
 
         Returns
         -------
-        list
-            Fitted copies of this theory, one per width, in the same order.
+        list of theories
+            Fitted copies of this theory (its type), one per width, in the same order.
         """
         widths = list(widths)
         if not widths:
@@ -382,7 +352,7 @@ class _Theory:
         return out
 
     # predictions -------------------------------------------------------------------------
-    def predict(self, Xt, corrected=False) -> Prediction:
+    def predict(self, Xt: ArrayLike, corrected: bool = False) -> Prediction:
         """Posterior mean k_R^T A^{-1} y and variance K_R^00 - k_R^T A^{-1} k_R at test
         inputs (T not added), with K_R at the fitted Qbar.
 
@@ -413,7 +383,7 @@ class _Theory:
             return self._predict_corrected(Xt)
         return self._predict(Xt)
 
-    def evaluate(self, Xt, yt, corrected=False) -> dict:
+    def evaluate(self, Xt: ArrayLike, yt: ArrayLike, corrected: bool = False) -> dict:
         """Test-set means ``{"error": bias2 + variance, "bias2", "variance"}`` (T not added);
         with D outputs the means run over test points and outputs, and ``per_output`` holds
         the three as length-D arrays. ``corrected`` as in :meth:`predict`."""

@@ -30,34 +30,24 @@ adjoint returns G - G_m and G_m with G_m(B) = m^T B m.
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from .. import backend
-from ..kernels import local_kernel, local_kernel_adjoint, nngp, renormalized_kernel
+from .._env import default_budget
+from ..activations import nngp_map
+from ..kernels import (
+    local_kernel,
+    local_kernel_adjoint,
+    nngp,
+    renormalized_kernel,
+    renormalized_kernel_diag,
+)
 from ..kernels_multi import local_kernel_adjoint_multi, patch_mean, renormalized_kernel_multi
 
 __all__ = ["LocalOperator", "default_budget"]
 
 _BLOCK_BYTES = 64 * 1024**2  # working set of one block of the tensor while packing
 _KERNEL_DTYPES = (None, "float64", "float32")
-
-
-def default_budget():
-    """Bytes for the compressed kernel: ``LKR_MAX_BYTES`` when set, else half of
-    MemAvailable (/proc/meminfo), else 2 GiB where that file does not exist."""
-    env = os.environ.get("LKR_MAX_BYTES")
-    if env:
-        return int(float(env))
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024 // 2
-    except OSError:
-        pass
-    return 2 * 1024**3
 
 
 def _pairs_of(Np, diagonal):
@@ -161,7 +151,7 @@ class LocalOperator:
         if xp is np and not self.diagonal:
             # tile by tile in the compiled engine, straight into the compressed layout
             PX = np.ascontiguousarray(self.patches, dtype=np.float64)
-            return backend.core().pack_compressed(
+            return backend.implementation(np).pack_compressed(
                 PX, antisym, False, self.dtype == np.float32, self.activation, self.lambda0,
                 backend.resolve_threads(None))
         if antisym:
@@ -209,7 +199,8 @@ class LocalOperator:
         if S.dtype == np.float64:
             return (S.T if transpose else S) @ X
         X2 = np.ascontiguousarray(X.reshape(X.shape[0], -1), dtype=np.float64)
-        out = backend.core().stored_matmul(S, X2, transpose, backend.resolve_threads(None))
+        out = backend.implementation(np).stored_matmul(S, X2, transpose,
+                                                       backend.resolve_threads(None))
         return out.reshape((out.shape[0],) + X.shape[1:])
 
     @property
@@ -246,15 +237,19 @@ class LocalOperator:
         P, Np = self.P, self.Np
         if D == 1:
             return scale * (m @ Qm @ m.T)
-        Qm4 = Qm.reshape(Np, D, Np, D)
-        return scale * self.xp.einsum("mi,iajb,nj->manb", m, Qm4, m).reshape(P * D, P * D)
+        # two GEMMs (an unoptimised three-operand einsum costs P^2 Np^2 D^2), the second
+        # one writing the (P D, P D) result in its final example-major layout:
+        # Z[mu, a, j, b] = sum_i m_i^mu Qm[(i a), (j b)], K[(nu b), (mu a)] = sum_j m_j^nu Z
+        Z = (m @ Qm.reshape(Np, D * Np * D)).reshape(P, D, Np, D)
+        Z = self.xp.ascontiguousarray(Z.transpose(2, 3, 0, 1)).reshape(Np, D * P * D)
+        return (m @ (scale * Z)).reshape(P * D, P * D)
 
     def _kr_stored(self, Q, D, scale):
         xp, P, Np = self.xp, self.P, self.Np
         if D == 1 and self._fast() and not self.diagonal:
             q = np.ascontiguousarray(Q[self._pi, self._pj], dtype=np.float64)
-            return backend.core().stored_sym(self.T, q, P, False, scale,
-                                             backend.resolve_threads(None))
+            return backend.implementation(np).stored_sym(self.T, q, P, False, scale,
+                                                         backend.resolve_threads(None))
         if D == 1:
             q = Q[self._pi, self._pj]
             v = self._stored(self.T, q) * scale
@@ -264,16 +259,23 @@ class LocalOperator:
             return K
         Q4 = Q.reshape(Np, D, Np, D)
         pi, pj = self._pi, self._pj
-        Qij = Q4[pi, :, pj, :]  # (pairs, D, D): block (i, j)
-        if self.diagonal:
-            v = self._stored(self.T, Qij.reshape(len(pi), D * D))
-        else:
-            Qji = Q4[pj, :, pi, :]
-            v = self._stored(self.T, ((Qij + Qji) / 2).reshape(len(pi), D * D))
+        Qij = Q4[pi, :, pj, :]  # (pairs, D, D): block (i, j); block (j, i) is its transpose
+        # T_S meets the part of Q_ij symmetric in the outputs, T_A the antisymmetric part:
+        # their products are symmetric / antisymmetric in (a, b), so D(D+1)/2 and D(D-1)/2
+        # right-hand sides suffice (half of D^2 each)
+        tri, st = np.triu_indices(D), np.triu_indices(D, 1)
+        Qs = Qij if self.diagonal else (Qij + Qij.transpose(0, 2, 1)) / 2
+        vS = self._stored(self.T, xp.ascontiguousarray(Qs[:, tri[0], tri[1]]))
+        v = xp.empty((vS.shape[0], D, D), dtype=np.float64)
+        v[:, tri[0], tri[1]] = vS
+        v[:, tri[1], tri[0]] = vS
+        if not self.diagonal and D > 1:
             off = pi < pj
-            cA = ((Qij - Qji) / 2)[off].reshape(-1, D * D)
+            cA = ((Qij - Qij.transpose(0, 2, 1)) / 2)[off][:, st[0], st[1]]
             if cA.shape[0]:
-                v += self._stored(self._antisym(), cA)
+                vA = self._stored(self._antisym(), xp.ascontiguousarray(cA))
+                v[:, st[0], st[1]] += vA
+                v[:, st[1], st[0]] -= vA
         v = v.reshape(-1, D, D) * scale
         # diagonal sample pairs hold symmetric D x D blocks: make them so exactly, so the
         # two scatters below agree
@@ -366,8 +368,8 @@ class LocalOperator:
         Ai = blas.dsyr(-1.0, np.asarray(a, dtype=np.float64), lower=1, a=Ai, overwrite_a=1)
         # Ai is F-ordered with its lower triangle valid: Ai.T is C-ordered with the upper
         # triangle valid, the one stored_sym reads (B[mu, nu], nu >= mu)
-        g = backend.core().stored_sym(self.T, Ai.T, self.P, True, 0.0,
-                                      backend.resolve_threads(None))
+        g = backend.implementation(np).stored_sym(self.T, Ai.T, self.P, True, 0.0,
+                                                  backend.resolve_threads(None))
         Np = self.Np
         pi, pj = self._pi, self._pj
         G = np.zeros((Np, Np), dtype=np.float64)
@@ -383,8 +385,10 @@ class LocalOperator:
         if D == 1:
             Gm = m.T @ B @ m
         else:
-            Gm = xp.einsum("mi,manb,nj->iajb", m, B.reshape(P, D, P, D), m).reshape(
-                Np * D, Np * D)
+            # two GEMMs, as in _mean_term
+            W = (m.T @ B.reshape(P, D * P * D)).reshape(Np, D, P, D)
+            W = W.transpose(0, 1, 3, 2).reshape(Np * D * D, P) @ m        # (Np D D, Np)
+            Gm = W.reshape(Np, D, D, Np).transpose(0, 1, 3, 2).reshape(Np * D, Np * D)
         Gm = (Gm + Gm.T) / 2
         if self.diagonal:
             mask = np.kron(np.eye(Np), np.ones((D, D)))
@@ -396,8 +400,9 @@ class LocalOperator:
         pi, pj = self._pi, self._pj
         if D == 1:
             if self._fast() and not self.diagonal:
-                g = backend.core().stored_sym(self.T, np.ascontiguousarray(B, dtype=np.float64),
-                                              P, True, 0.0, backend.resolve_threads(None))
+                g = backend.implementation(np).stored_sym(
+                    self.T, np.ascontiguousarray(B, dtype=np.float64), P, True, 0.0,
+                    backend.resolve_threads(None))
             else:
                 g = self._stored(self.T, B[self.iu] * self._index()[1], transpose=True)
             G = xp.zeros((Np, Np), dtype=np.float64)
@@ -413,21 +418,60 @@ class LocalOperator:
         B4 = B.reshape(P, D, P, D)
         Wm = B4[mu, :, nu, :]  # (sample pairs, D, D): B[(mu a), (nu b)]
         Wm = Wm * xp.where(self._index()[2], 0.5, 1.0)[:, None, None]
-        Wf = Wm.reshape(-1, D * D)
-        XS = self._stored(self.T, Wf, transpose=True).reshape(-1, D, D)
-        H = xp.zeros((Np, Np, D, D), dtype=np.float64)  # H[i, j, a, b]
-        if self.diagonal:
-            H[pi, pi] = XS
-        else:
+        # only the part of W symmetric in the outputs meets T_S, and only the antisymmetric
+        # part meets T_A (see _kr_stored): half the right-hand sides each
+        tri, st = np.triu_indices(D), np.triu_indices(D, 1)
+        Wt = Wm.transpose(0, 2, 1)
+        Ws = xp.ascontiguousarray(((Wm + Wt) / 2)[:, tri[0], tri[1]])
+        XSv = self._stored(self.T, Ws, transpose=True)              # (pairs, D(D+1)/2)
+        XS = xp.empty((XSv.shape[0], D, D), dtype=np.float64)
+        XS[:, tri[0], tri[1]] = XSv
+        XS[:, tri[1], tri[0]] = XSv
+        blocks = XS.copy()  # block (i, j) of G: sym(XS) + anti(XA) for i < j, 2 XS for i = j
+        on = xp.asarray(backend.to_numpy(pi == pj))
+        blocks[on] *= 2.0
+        if not self.diagonal:
             off = backend.to_numpy(pi < pj)
-            H[pi, pj] = XS
             if off.any():
-                XA = self._stored(self._antisym(), Wf, transpose=True).reshape(-1, D, D)
-                oi, oj = pi[xp.asarray(off)], pj[xp.asarray(off)]
-                XSo = XS[xp.asarray(off)]
-                H[oi, oj] = (XSo + XA) / 2
-                H[oj, oi] = (XSo - XA) / 2
-        G4 = H.transpose(0, 2, 1, 3) + H.transpose(1, 3, 0, 2)
+                Wa = xp.ascontiguousarray(((Wm - Wt) / 2)[:, st[0], st[1]])
+                XAv = self._stored(self._antisym(), Wa, transpose=True)   # (off pairs, ...)
+                XA = xp.zeros((XAv.shape[0], D, D), dtype=np.float64)
+                XA[:, st[0], st[1]] = XAv
+                XA[:, st[1], st[0]] = -XAv
+                blocks[xp.asarray(off)] += XA
+        G4 = xp.zeros((Np, D, Np, D), dtype=np.float64)
+        G4[pi, :, pj, :] = blocks
+        G4[pj, :, pi, :] = blocks.transpose(0, 2, 1)
         G = G4.reshape(Np * D, Np * D)
         return (G + G.T) / 2
 
+    # -- test points ---------------------------------------------------------------------
+    def test_kernels(self, Xt, Q, lambda1, Qm=None):
+        """The predictor's kernels at test inputs ``Xt`` (flattened like X): the cross
+        kernel k_R (Pt D, P D), example-major on both sides, and the test points' own
+        D x D blocks kappa_R (Pt, D, D), for the order parameter Q (and the mean
+        coefficient Qm) of :meth:`kr`. Every local-kernel operator offers this method, so
+        that the CNN predictor (:mod:`lkr.theory._cnn_predict`) works on any of them."""
+        xp, Np = self.xp, self.Np
+        D = Q.shape[0] // Np
+        scale = 1.0 / (lambda1 * Np)
+        kw = dict(geometry=self.geometry, activation=self.activation, lambda0=self.lambda0)
+        mt = None if Qm is None else xp.asarray(patch_mean(Xt, **kw), dtype=np.float64)
+        if D == 1:
+            k_cross = renormalized_kernel(Xt, self.X, Q=Q, lambda1=lambda1, **kw)
+            k_diag = renormalized_kernel_diag(Xt, Q=Q, lambda1=lambda1, **kw)
+            if Qm is not None:
+                m = xp.asarray(self.means)
+                k_cross = k_cross + scale * (mt @ Qm @ m.T)
+                k_diag = k_diag + scale * xp.einsum("ti,ij,tj->t", mt, Qm, mt)
+            return k_cross, k_diag[:, None, None]
+        k_cross = renormalized_kernel_multi(Xt, self.X, Q=Q, D=D, Qm=Qm, lambda1=lambda1, **kw)
+        # the local kernel of each test point with itself, (Pt, Np, Np)
+        PXt = xp.asarray(self.geometry.patches(Xt), dtype=np.float64)
+        C = xp.einsum("tim,tjm->tij", PXt, PXt) / (self.lambda0 * PXt.shape[2])
+        cd = xp.einsum("tii->ti", C)
+        Ktt = nngp_map(self.activation, cd[:, :, None], C, cd[:, None, :])
+        blocks = scale * xp.einsum("tij,iajb->tab", Ktt, Q.reshape(Np, D, Np, D))
+        if Qm is not None:
+            blocks += scale * xp.einsum("ti,iajb,tj->tab", mt, Qm.reshape(Np, D, Np, D), mt)
+        return k_cross, (blocks + blocks.transpose(0, 2, 1)) / 2

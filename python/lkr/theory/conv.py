@@ -23,18 +23,21 @@ det is exact; a backtracking line search on S; convergence when the relative gra
 the best multiple of the identity (a scalar saddle on the spectrum of K_R(I)) unless Q0 is
 given. The local kernel is computed once per training set (see :mod:`._local`).
 
-Several outputs (Y of shape (P, D), THEORY2 section 2.2): Q is (Np D) x (Np D) SPD,
+Several outputs (Y of shape (P, D), docs/theory-beyond-odd.md section 2.2): Q is
+(Np D) x (Np D) SPD,
 patch-major (index i D + a), K_R[(mu a), (nu b)] = (1/(lambda1 Np)) sum_ij K_ij^{mu nu}
 Q[(i a), (j b)] on the targets stacked example-major, y = Y.reshape(-1); the same action
 and solver (limited-memory BFGS above 2000 unknowns). LCN: Np blocks of D x D.
 
 Activations with a non-zero mean (relu), ``mean="auto"`` (EXPERIMENTAL: a derivation with
-no published implementation, held against Langevin sampling in the tests): the non-central
-action of THEORY2 section 1.2 with Qbar and its conjugate Q (see :mod:`._cnn_noncentral`).
+no published implementation, valid where the filter dimension M is large): the non-central
+action of docs/theory-beyond-odd.md sections 1.2 (one output) and 3 (D outputs) with Qbar
+and its conjugate Q (see :mod:`._cnn_noncentral`).
 """
 from __future__ import annotations
 
 import contextlib
+from typing import Any, Optional
 
 import numpy as np
 import scipy.linalg as sla
@@ -118,9 +121,11 @@ class _LocalTheory(_base._Theory):
     _multi_output = True
     _corrected = True
 
-    def __init__(self, geometry, width, temperature, activation="erf", lambda0=1.0,
-                 lambda1=1.0, *, mean="auto", tol=DEFAULT_TOL, maxiter=DEFAULT_MAXITER,
-                 max_bytes=None, materialize=None, kernel_dtype=None, progress=None):
+    def __init__(self, geometry: PatchGeometry, width: float, temperature: float,
+                 activation: str = "erf", lambda0: float = 1.0, lambda1: float = 1.0, *,
+                 mean: str = "auto", tol: float = DEFAULT_TOL, maxiter: int = DEFAULT_MAXITER,
+                 max_bytes: Optional[int] = None, materialize: Optional[bool] = None,
+                 kernel_dtype: Optional[str] = None, progress: Optional[bool] = None):
         if not isinstance(geometry, PatchGeometry):
             raise TypeError(f"geometry must be a PatchGeometry, got {type(geometry).__name__}")
         self.geometry = geometry
@@ -266,7 +271,7 @@ class _LocalTheory(_base._Theory):
     def _to_dev(self, Qn):
         return self._cache.xp.asarray(Qn)
 
-    def action(self, Q, conjugate=None):
+    def action(self, Q: Any, conjugate: Any = None) -> float:
         r"""S(Q) = Tr Q - log det Q + (alpha/P)[y^T A^{-1} y + log det A] on the bound data.
 
         Non-central action (relu, mean="auto"): pass the conjugate too,
@@ -278,7 +283,7 @@ class _LocalTheory(_base._Theory):
         data, _ = self._data(self._to_dev(Qn))
         return float(np.trace(Qn) - np.linalg.slogdet(Qn)[1] + data)
 
-    def gradient(self, Q, conjugate=None):
+    def gradient(self, Q: Any, conjugate: Any = None):
         r"""dS/dQ = I - Q^{-1} + (alpha/(P lambda1 Np)) G(B), an (Np D, Np D) symmetric array
         (LCN: its block diagonal). Non-central: the pair (dS/dQbar, dS/dQ) of
         :mod:`._cnn_noncentral` at (Q, conjugate)."""
@@ -331,10 +336,6 @@ class _LocalTheory(_base._Theory):
 
     def _solve(self, Q0, tol, maxiter):
         if self.noncentral:
-            if self.num_outputs > 1:
-                raise ValueError(f"{type(self).__name__}: several outputs with a non-central "
-                                 f"activation ({self.activation!r}) are not implemented; pass "
-                                 "mean='ignore' for the one-parameter multi-output action")
             return _cnn_noncentral.solve(self, Q0, tol, maxiter)
         Np = self._n
         bar = _large_bar(self)
@@ -468,9 +469,12 @@ class CNNTheory(_LocalTheory):
     temperature : float
         T >= 0 (0 allowed when K_R(I) is positive definite on the training set).
     activation : {"erf", "linear", "relu"}
-        relu warns: the action is exact only for odd activations.
+        relu (``mean="auto"``): the non-central action with Qbar and its conjugate
+        (experimental; one or D outputs, docs/theory-beyond-odd.md sections 1.2 and 3).
     lambda0, lambda1 : float
         Inverse prior variances of filters and readout.
+    mean : {"auto", "ignore"}
+        "ignore": the one-parameter action for relu too (warns: an approximation).
     tol : float
         Relative gradient ||dS/dQ|| / (||I|| + ||Q^{-1}|| + ||c G(B)||), default 1e-8.
     maxiter : int
@@ -483,7 +487,9 @@ class CNNTheory(_LocalTheory):
 
     Notes
     -----
-    ``fit`` returns a :class:`Solution` whose ``Q`` is the (Np, Np) SPD saddle. The
+    ``fit`` returns a :class:`Solution` whose ``Q`` is the (Np, Np) SPD saddle (with Y of
+    shape (P, D): (Np D, Np D), patch-major, and width >= Np D; relu also fills
+    ``solution.conjugate``). The
     solver works in float64 on NumPy or CuPy inputs (the P x P algebra on the device
     of X). See the module docstring for the algorithm.
     """

@@ -17,6 +17,7 @@ lambda1 / Q.
 from __future__ import annotations
 
 import time
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -26,9 +27,10 @@ from ..activations import has_mean, mean_map, nngp_map
 from ..kernels import nngp
 from . import _base, _fcmulti, _spectral
 from ._base import DEFAULT_MAXITER, DEFAULT_TOL, positive
-from ._correction import corrected_posterior
+from ._correction import corrected_posterior, corrected_posterior_multi
 from ._maps import layer_kernels, map_partials
 from ._noncentral import NonCentralProblem
+from ._noncentral_multi import NonCentralMultiMixin
 from ._optim import bfgs
 from ._scalar import ScalarProblem
 from .result import Prediction, Solution
@@ -66,7 +68,8 @@ class _SpectralMixin:
         return Prediction(mean=mean, variance=xp.maximum(var, 0.0))
 
 
-class FCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
+class FCTheory(_fcmulti.MultiOutputMixin, NonCentralMultiMixin, _SpectralMixin,
+               _base._Theory):
     r"""Bayesian one-hidden-layer fully-connected network at proportional width.
 
     Odd activations (erf, linear), or ``mean="ignore"``: one scalar Qbar,
@@ -100,7 +103,11 @@ class FCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
     a D x D SPD Qbar,
     K_R = Q (x) K / lambda1, S = tr Q - log det Q + data term, solved on the eigenbasis of K
     (O(P D^2) per evaluation; never a PD x PD matrix); closed form at T = 0. Needs
-    width >= D. Several outputs take the odd (or ``mean="ignore"``) action.
+    width >= D. With relu (``mean="auto"``) and D outputs, the non-central action with a
+    D x D Qbar and its D x D conjugate Q (docs/theory-beyond-odd.md 3.1),
+    K_R = Qbar (x) (K - M) / lambda1 + (I + Q)^{-1} (x) M / lambda1, solved as a root of
+    the gradient with Woodbury on the eigenbasis of K (O(P D^2) per evaluation); the
+    ``action``/``gradient`` then take the pair (Qbar, Q).
 
     Parameters
     ----------
@@ -133,8 +140,9 @@ class FCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
     _multi_output = True
     _corrected = True
 
-    def __init__(self, width, temperature, activation="erf", lambda0=1.0, lambda1=1.0, *,
-                 mean="auto", tol=DEFAULT_TOL, maxiter=DEFAULT_MAXITER):
+    def __init__(self, width: float, temperature: float, activation: str = "erf",
+                 lambda0: float = 1.0, lambda1: float = 1.0, *, mean: str = "auto",
+                 tol: float = DEFAULT_TOL, maxiter: int = DEFAULT_MAXITER):
         self.width = positive(width, "width")
         self.activation = _base.activation_name(activation)
         self.lambda0 = positive(lambda0, "lambda0")
@@ -184,9 +192,7 @@ class FCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
     def _solve(self, Q0, tol, maxiter):
         if self._multi:
             if self.noncentral:
-                raise ValueError("FCTheory: several outputs with a non-central activation "
-                                 f"({self.activation!r}) are not implemented; pass "
-                                 "mean='ignore' for the one-parameter multi-output action")
+                return self._solve_nc_multi(Q0, tol, maxiter)
             return self._solve_multi(1, Q0, tol, maxiter)
         if self.noncentral:
             start = self._start_pair(Q0)
@@ -229,20 +235,27 @@ class FCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
                              f"(Q0, Q1), got {Q!r}")
         return float(arr[0]), float(arr[1])
 
-    def action(self, Q):
+    def action(self, Q: Any) -> float:
         """S at Q on the bound training set (O(P) per call): Q a float (one-parameter
-        action), a pair (Q0, Q1) (non-central) or a (D, D) SPD matrix (D outputs)."""
+        action), a pair (Q0, Q1) (non-central), a (D, D) SPD matrix (D outputs) or the pair
+        (Qbar, Q) of (D, D) matrices (non-central, D outputs)."""
         self._need_data("action")
+        if self._multi and self.noncentral:
+            return self._nc_multi_eval(Q, "action")[1].S
         if self._multi:
             return float(self._multi_action(Q, 1))
         if self.noncentral:
             return float(self._noncentral_problem().action(*self._pair(Q)))
         return float(self._scalar_problem(L=1).action(self._q(Q)))
 
-    def gradient(self, Q):
+    def gradient(self, Q: Any):
         """dS/dQ = 1 - 1/Q + (alpha/P) tr[(A^{-1} - a a^T) K / lambda1]; the pair
-        (dS/dQ0, dS/dQ1) for the non-central action; a (D, D) array for D outputs."""
+        (dS/dQ0, dS/dQ1) for the non-central action; a (D, D) array for D outputs; the pair
+        (dS/dQbar, dS/dQ) of (D, D) arrays for the non-central action with D outputs."""
         self._need_data("gradient")
+        if self._multi and self.noncentral:
+            ev = self._nc_multi_eval(Q, "gradient")[1]
+            return ev.gbar, ev.gq
         if self._multi:
             return self._multi_action(Q, 1, grad=True)
         if self.noncentral:
@@ -275,7 +288,9 @@ class FCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
 
     def _predict(self, Xt):
         if self._multi:
-            k_cross, k_diag, _ = self._test_kernels(Xt)
+            k_cross, k_diag, m0 = self._test_kernels(Xt)
+            if self.noncentral:
+                return self._nc_multi_predict(k_cross, k_diag, m0)
             return self._multi_predict(self.solution.Q, k_cross, k_diag)
         u, delta, k_cross, k_diag, m0 = self._renormalised(Xt)
         if m0 is None:
@@ -301,8 +316,11 @@ class FCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
         """docs/theory-beyond-odd.md 4: the predictor with K_R^c = K_R - (alpha/P) K_R B K_R (one
         output; dense P x P algebra, O(P^3))."""
         if self._multi:
-            raise ValueError("FCTheory.predict(corrected=True) is implemented for one output "
-                             f"only (this fit has D = {self.num_outputs})")
+            k_cross, k_diag, m0 = self._test_kernels(Xt)
+            KR, kR, blocks = self._dense_kernels(k_cross, k_diag, m0)
+            return corrected_posterior_multi(KR, kR, blocks, self._y.reshape(-1),
+                                             self.temperature, self.alpha / self.num_samples,
+                                             "FCTheory.predict")
         u, delta, k_cross, k_diag, m0 = self._renormalised(Xt)
         lam, U = self._cache["lam"], self._cache["U"]
         KR = (U * (u * lam / self.lambda1)) @ U.T
@@ -361,8 +379,9 @@ class DeepFCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
     K^{(L)}. Needs width >= D.
     """
 
-    def __init__(self, depth, width, temperature, activation="erf", lambdas=None,
-                 variant="vanilla", *, tol=DEFAULT_TOL, maxiter=DEFAULT_MAXITER):
+    def __init__(self, depth: int, width: float, temperature: float, activation: str = "erf",
+                 lambdas: Optional[Sequence[float]] = None, variant: str = "vanilla", *,
+                 tol: float = DEFAULT_TOL, maxiter: int = DEFAULT_MAXITER):
         depth = _integer(depth, "depth", 1)
         self.depth = int(depth)
         self.width = positive(width, "width")
@@ -513,7 +532,7 @@ class DeepFCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
             raise ValueError(f"Q must be positive and finite, got {Qs}")
         return Qs
 
-    def action(self, Q):
+    def action(self, Q: Any) -> float:
         """S(Q_1, ..., Q_L) on the bound training set (a (D, D) SPD Q with D outputs)."""
         self._need_data("action")
         if self._multi:
@@ -523,7 +542,7 @@ class DeepFCTheory(_fcmulti.MultiOutputMixin, _SpectralMixin, _base._Theory):
             return self._vanilla_eval(Qs)[0]
         return self._nested_eval(Qs, need_grad=False)[0]
 
-    def gradient(self, Q):
+    def gradient(self, Q: Any):
         """dS/dQ_l for l = 1..L, shape (L,) (dS/dQ, (D, D), with D outputs)."""
         self._need_data("gradient")
         if self._multi:

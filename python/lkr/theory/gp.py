@@ -12,8 +12,11 @@ apply).
 """
 from __future__ import annotations
 
+from typing import Optional, Sequence, Union
+
 from .. import backend
-from .._deep_kernels import resolve_lambdas
+from .._arrays import ArrayLike
+from .._kernel_args import resolve_lambdas
 from ..activations import nngp_map
 from ..deep_geometry import DeepGeometry
 from ..geometry import PatchGeometry
@@ -58,9 +61,11 @@ class GPTheory(_base._Theory):
     width = float("inf")
     _multi_output = True  # Y (P, D): D independent GPs with one kernel
 
-    def __init__(self, kernel="fc", geometry=None, temperature=0.0, activation="erf",
-                 lambda0=1.0, lambda1=1.0, *, lambdas=None, tol=DEFAULT_TOL,
-                 maxiter=DEFAULT_MAXITER):
+    def __init__(self, kernel: str = "fc",
+                 geometry: Optional[Union[PatchGeometry, DeepGeometry]] = None,
+                 temperature: float = 0.0, activation: str = "erf", lambda0: float = 1.0,
+                 lambda1: float = 1.0, *, lambdas: Optional[Sequence[float]] = None,
+                 tol: float = DEFAULT_TOL, maxiter: int = DEFAULT_MAXITER):
         if kernel not in _KINDS:
             raise ValueError(f"kernel must be one of {_KINDS}, got {kernel!r}")
         if kernel != "fc" and not isinstance(geometry, (PatchGeometry, DeepGeometry)):
@@ -133,7 +138,7 @@ class GPTheory(_base._Theory):
                         message="infinite width: Q fixed at its prior value",
                         extra={"outputs": self.num_outputs} if self.num_outputs > 1 else {})
 
-    def fit_path(self, X, y, widths, **kwargs):
+    def fit_path(self, X: ArrayLike, y: ArrayLike, widths: Sequence[float], **kwargs):
         """Not available: the GP is the infinite-width limit and has no width."""
         raise TypeError("GPTheory has no width (it is the infinite-width limit); use "
                         "fit_path on FCTheory, DeepFCTheory, CNNTheory or LCNTheory")

@@ -42,10 +42,13 @@ measured on one core, 1.4x for the CNN in float64 and 1.9x in float32.)
 
 Layout: :mod:`~lkr.train.langevin` (sampler, result, updater, step size), :mod:`~lkr.train.gd`
 (gradient descent), :mod:`~lkr.train.linearized` (least-squares fit of a linearised net),
-``_common`` (checks, start-up draws, the loss).
+``_arch`` (the experiments' architecture table: :func:`sampled_test_error`, the net and the
+theory of ``"fc"``, ``"cnn"``, ``"lcn"``, ``"deepcnn"``), ``_common`` (checks, start-up
+draws, the loss).
 """
 from __future__ import annotations
 
+from ._arch import ARCHITECTURES, sampled_test_error
 from ._common import SamplingWarning, loss_and_grad
 from .gd import GDResult, gradient_descent
 from .langevin import (
@@ -55,18 +58,8 @@ from .langevin import (
     langevin,
     suggest_lr,
 )
-from .linearized import fit_linearized
+from .linearized import LinearizedFit, fit_linearized
 
 __all__ = ["langevin", "LangevinResult", "gradient_descent", "GDResult", "loss_and_grad",
            "suggest_lr", "sampled_test_error", "SamplingWarning", "ARCHITECTURES",
-           "fit_linearized", "default_burn_in", "DEFAULT_BURN_IN_FRACTION"]
-
-
-def __getattr__(name):
-    # the architecture table lives with the experiments (lkr.experiments._arch), which build
-    # on this package: loaded on first use so that the import graph stays acyclic
-    if name in ("sampled_test_error", "ARCHITECTURES"):
-        from ..experiments import _arch
-
-        return getattr(_arch, name)
-    raise AttributeError(f"module 'lkr.train' has no attribute {name!r}")
+           "fit_linearized", "LinearizedFit", "default_burn_in", "DEFAULT_BURN_IN_FRACTION"]

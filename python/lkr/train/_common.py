@@ -5,9 +5,11 @@ import numpy as np
 
 from .. import backend
 from .._json import jsonable
+from .._validate import labels as _labels
 from .._validate import real as _real
+from .._validate import samples as _samples
 from .._warnings import SamplingWarning
-from ..nets import Prepared
+from ..nets import Objective
 
 __all__ = ["SamplingWarning", "loss_and_grad"]
 
@@ -27,24 +29,6 @@ def check_net(net):
     return params
 
 
-def labels(y, P, name, xp, dtype):
-    a = backend.asarray(y, name)
-    backend.check_floating(a, name)
-    if a.ndim != 1 or a.shape[0] != P:
-        raise ValueError(f"{name} must have shape ({P},), got {tuple(a.shape)}")
-    a = xp.asarray(a, dtype=dtype)
-    backend.check_finite(a, name)
-    return a
-
-
-def inputs(X, name):
-    a = backend.asarray(X, name)
-    backend.check_floating(a, name)
-    if a.ndim < 2 or a.shape[0] < 1:
-        raise ValueError(f"{name} must have shape (P, ...) with P >= 1 samples first, got "
-                         f"{tuple(a.shape)}")
-    backend.check_finite(a, name)
-    return a
 
 
 #: below this many flops per product, OpenBLAS runs on one thread during training
@@ -56,7 +40,7 @@ def objective(net, X, X_test, dtype, fused=True):
     LCN), or the generic one for other objects that follow the network protocol."""
     prepare = getattr(net, "prepare", None)
     if prepare is None:
-        return Prepared(net, X, X_test)
+        return Objective(net, X, X_test)
     return prepare(X, X_test, dtype=dtype, fused=fused)
 
 
@@ -141,14 +125,14 @@ def loss_and_grad(net, X, y, temperature, params=None):
     """
     check_net(net)
     T = _real(temperature, "temperature", nonneg=True)
-    X = inputs(X, "X")
+    X = _samples(X, "X")
     xp = backend.array_module(X)
     p = net.params if params is None else params
     if not isinstance(p, dict) or set(p) != set(net.params):
         raise ValueError(f"params must be a dict with keys {sorted(net.params)}")
     dtype = params_dtype(p, X)
     f = net.forward(X, p)
-    yv = labels(y, X.shape[0], "y", xp, dtype)
+    yv = _labels(y, X.shape[0], "y", xp, dtype)
     r = f - yv
     g = net.vjp(X, r, p)
     lam = precisions(net, xp, dtype)
@@ -172,3 +156,7 @@ def net_config(net):
         return jsonable(cfg)
     return dict(type=type(net).__name__)
 
+
+
+# the names the trainers used for the checks that now live in lkr._validate
+inputs, labels = _samples, _labels

@@ -14,7 +14,9 @@ from .. import backend
 from .._blas import blas_threads
 from .._json import jsonable
 from .._validate import integer as _int
+from .._validate import labels as _labels
 from .._validate import real as _real
+from .._validate import samples as _samples
 from .._validate import seed as _seed
 from . import _common as _c
 
@@ -96,11 +98,11 @@ def gradient_descent(net, X, y, lr, steps, weight_decay=0.0, batch_size=None, se
     params0 = _c.check_net(net)
     lr = _real(lr, "lr", positive=True)
     steps = _int(steps, "steps", 0)
-    X = _c.inputs(X, "X")
+    X = _samples(X, "X")
     xp = backend.array_module(X)
     P = X.shape[0]
     dtype = _c.params_dtype(params0, X)
-    yv = _c.labels(y, P, "y", xp, dtype)
+    yv = _labels(y, P, "y", xp, dtype)
     if batch_size is not None:
         batch_size = _int(batch_size, "batch_size", 1)
         if batch_size > P:
@@ -118,10 +120,10 @@ def gradient_descent(net, X, y, lr, steps, weight_decay=0.0, batch_size=None, se
         w = _real(weight_decay, "weight_decay", nonneg=True)
         wd = {k: w for k in params0}
     if X_test is not None:
-        X_test = _c.inputs(X_test, "X_test")
+        X_test = _samples(X_test, "X_test")
     elif y_test is not None:
         raise ValueError("y_test given without X_test")
-    ytv = None if y_test is None else _c.labels(y_test, X_test.shape[0], "y_test", xp, dtype)
+    ytv = None if y_test is None else _labels(y_test, X_test.shape[0], "y_test", xp, dtype)
     record_every = (max(1, steps // 200) if record_every is None
                     else _int(record_every, "record_every", 1))
 

@@ -18,15 +18,15 @@ from .._blas import blas_threads
 from .._json import dumps, jsonable
 from .._progress import progress_bar
 from .._validate import integer as _int
+from .._validate import labels
 from .._validate import real as _real
+from .._validate import samples as inputs
 from .._validate import seed as _seed
 from ._common import (
     SamplingWarning,
     blas_count,
     chained,
     check_net,
-    inputs,
-    labels,
     net_config,
     objective,
     params_dtype,
