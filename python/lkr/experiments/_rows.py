@@ -49,6 +49,7 @@ def _row(arch, width, P, ev, sol) -> dict:
             "error": float(ev["error"]), "bias2": float(ev["bias2"]),
             "variance": float(ev["variance"]), "Q_summary": _q_summary(arch, sol.Q),
             "converged": bool(getattr(sol, "converged", True)),
+            "filter_dim": getattr(sol, "filter_dim", None),
             "solution": jsonable(sol.to_dict())}
 
 

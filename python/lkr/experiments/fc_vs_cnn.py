@@ -42,7 +42,7 @@ from .._progress import PhaseBar, progress_bar
 from .._validate import integer as _integer
 from ..train._arch import ARCHITECTURES, make_theory, sampled_test_error
 from ..train._arch import NAMES as _NAMES
-from . import _deep
+from . import _deep, _validity
 from ._rows import _q_summary, _row, _summary, _versions  # noqa: F401 (_q_summary: tests)
 from .argtypes import nonneg_float, nonneg_int, positive_float, positive_int, shape, task_spec, widths
 from .report import format_table, plot_results, save_results, stderr_note, write_outputs
@@ -197,9 +197,10 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
         this executor (e.g. from :func:`lkr.distributed.executor`) instead of the serial,
         warm-started path.
     langevin : dict, optional
-        When given, also sample the networks by Langevin dynamics at every width
-        (:func:`lkr.train.sampled_test_error`); keys ``chains``, ``steps``, ``burn_in``,
-        ``lr``.
+        When given, also sample the networks at every width
+        (:func:`lkr.train.sampled_test_error`); keys ``sampler`` ("langevin", the default
+        here, or "collapsed"), ``chains``, ``burn_in`` and Langevin's ``steps``, ``lr`` or
+        the collapsed sampler's ``sweeps``.
     progress : callable, optional
         ``progress(total)`` -> a tqdm bar (e.g. :func:`Progress`); called once with the
         number of steps.
@@ -214,8 +215,10 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
     -------
     dict
         ``settings``, ``task``, ``versions``, ``infinite_width``, ``finite_width``
-        (per architecture, a row per width), ``langevin`` (or None), ``summary``, ``timing``,
-        ``interrupted`` (False).
+        (per architecture, a row per width, with its ``filter_dim``), ``langevin`` (or None),
+        ``summary``, ``validity`` (the filter dimension M of each architecture, FC: N0, and
+        those below 16, where the actions are poor: docs/validity.md; the fits' own
+        warnings are not repeated), ``timing``, ``interrupted`` (False).
 
     Raises
     ------
@@ -275,6 +278,7 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
                              versions=_versions(), infinite_width=infinite,
                              finite_width=finite, langevin=sampled,
                              summary=_summary(architectures, infinite, finite, n_rows),
+                             validity=_validity.block(finite, activation),
                              timing=timing, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                              **extra))
 
@@ -283,11 +287,12 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
         _infinite_width(infinite, data, geometry, common, bar, dg)
         timing["infinite_width_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        if executor is None:
-            _finite_width_serial(finite, architectures, widths, data, geoms, common, bar)
-        else:
-            _finite_width_executor(finite, architectures, widths, data, geoms, common, bar,
-                                   executor)
+        with _validity.quiet_regime():  # reported once, in results["validity"]
+            if executor is None:
+                _finite_width_serial(finite, architectures, widths, data, geoms, common, bar)
+            else:
+                _finite_width_executor(finite, architectures, widths, data, geoms, common,
+                                       bar, executor)
         timing["finite_width_s"] = time.perf_counter() - t0
         if langevin:
             t0 = time.perf_counter()
@@ -364,7 +369,8 @@ def _fit_row(arch, width, data, geometry, common) -> dict:
     """One (architecture, width) fitted from scratch (module level, so that it pickles)."""
     X, y, X_test, y_test = data
     th = make_theory(arch, width, geometry=geometry, **common)
-    th.fit(X, y)
+    with _validity.quiet_regime():
+        th.fit(X, y)
     return _row(arch, width, len(y), th.evaluate(X_test, y_test), th.solution)
 
 
@@ -398,7 +404,8 @@ def _sampled(sampled, architectures, widths, data, geoms, common, langevin, seed
         for w in _widths(arch, widths, geoms):
             bar.status(f"Langevin {_NAMES[arch]} N={w} ...")
             r = sampled_test_error(arch, width=w, geometry=geoms[arch], X=X, y=y, X_test=X_test,
-                                   y_test=y_test, seed=seed, **common, **langevin)
+                                   y_test=y_test, seed=seed, **common,
+                                   **{"sampler": "langevin", **langevin})
             if r["interrupted"] or _interrupt.requested():
                 raise KeyboardInterrupt
             sampled[arch].append(dict(jsonable(r), width=w))
@@ -483,14 +490,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="independent chains (default: %(default)s)")
     g.add_argument("--lr", type=positive_float, default=None,
                    help="Langevin step size (default: lkr.train.suggest_lr for each net)")
+    g.add_argument("--sampler", choices=("langevin", "collapsed"), default="langevin",
+                   help="with --langevin: Langevin dynamics (default) or the exact collapsed "
+                        "sampler (lkr.train.collapsed: readout integrated out, no step-size "
+                        "bias, smaller standard errors for the time)")
+    g.add_argument("--sweeps", type=positive_int, default=400,
+                   help="collapsed sampler: sweeps per chain, burn-in included (default: "
+                        "%(default)s)")
 
 
 def command(args) -> int:
     """Run ``lkr fc-vs-cnn`` with parsed options; returns the exit status."""
     parser = args.parser
-    if args.burn_in is not None and args.burn_in >= args.langevin_steps:
-        parser.error(f"--burn-in {args.burn_in} must be smaller than --langevin-steps "
-                     f"{args.langevin_steps}")
+    length, length_opt = ((args.sweeps, "--sweeps") if args.sampler == "collapsed"
+                          else (args.langevin_steps, "--langevin-steps"))
+    if args.burn_in is not None and args.burn_in >= length:
+        parser.error(f"--burn-in {args.burn_in} must be smaller than {length_opt} {length}")
+    if args.sampler == "collapsed" and args.lr is not None:
+        parser.error("--lr is Langevin's step size; the collapsed sampler adapts its own")
     from ..data import TASK_OPTIONS, check_task_options
 
     try:
@@ -524,6 +541,9 @@ def command(args) -> int:
     if args.langevin:
         langevin = dict(chains=args.chains, steps=args.langevin_steps, burn_in=args.burn_in,
                         lr=args.lr)
+        if args.sampler == "collapsed":
+            langevin = dict(sampler="collapsed", chains=args.chains, sweeps=args.sweeps,
+                            burn_in=args.burn_in)
 
     def progress(total):
         return Progress(total, enabled=not args.quiet)
