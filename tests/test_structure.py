@@ -19,8 +19,8 @@ LAYERS = {
     # 0 base: argument checks, environment, files, arrays, formulas, patch geometry
     "lkr._env": 0, "lkr._validate": 0, "lkr._arrays": 0, "lkr._io": 0, "lkr._json": 0,
     "lkr._progress": 0, "lkr._interrupt": 0, "lkr._warnings": 0, "lkr._version": 0,
-    "lkr._blas": 0, "lkr._scale": 0, "lkr.activations": 0, "lkr.geometry": 0,
-    "lkr.deep_geometry": 0, "lkr._patch_reference": 0, "lkr._memory": 0,
+    "lkr._blas": 0, "lkr._tuning": 0, "lkr._scale": 0, "lkr.activations": 0,
+    "lkr.geometry": 0, "lkr.deep_geometry": 0, "lkr._patch_reference": 0, "lkr._memory": 0,
     "lkr._extras": 0,
     # 1 engines: the one dispatch point and the CUDA host side (they know nothing of nets)
     "lkr.backend": 1, "lkr._cuda": 1,

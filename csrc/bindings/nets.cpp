@@ -9,7 +9,10 @@
 #include <utility>
 #include <vector>
 
+#include "../lkr/blas_calls.hpp"
 #include "../lkr/nets.hpp"
+#include "../lkr/noise.hpp"
+#include "../lkr/train_step.hpp"
 #include "array_utils.hpp"
 
 namespace lkr::bind {
@@ -211,6 +214,76 @@ py::object activation_pair_t(const py::array& h, Activation act, bool derivative
   return py::make_tuple(S, D);
 }
 
+
+// A writeable C-contiguous array of dtype T and the given shape (written in place: no
+// converted copy may stand in for it).
+template <class T>
+T* out_buffer(const py::array& a, const char* name, const std::vector<int64_t>& shape) {
+  check_dtype<T>(a, name);
+  if (!(a.flags() & py::array::c_style) || !a.writeable())
+    throw py::value_error(std::string(name) + " must be a writeable C-contiguous array");
+  bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
+  for (size_t d = 0; ok && d < shape.size(); ++d) ok = a.shape(d) == shape[d];
+  if (!ok) {
+    std::string want = "(";
+    for (size_t d = 0; d < shape.size(); ++d) want += (d ? ", " : "") + std::to_string(shape[d]);
+    throw py::value_error(std::string(name) + " must have shape " + want +
+                          (shape.size() == 1 ? ",)" : ")") + ", got " + shape_str(a));
+  }
+  return static_cast<T*>(const_cast<void*>(a.data()));
+}
+
+template <class T>
+py::tuple train_step_t(const py::array& z, const py::array& w, const py::array& uu,
+                       const py::array& yy, const py::array& h, const py::array& sbuf,
+                       int64_t R, double scale, Activation act, int nthreads) {
+  if (z.ndim() != 2) throw py::value_error("Z must be (rows, Kin), got " + shape_str(z));
+  if (w.ndim() != 3) throw py::value_error("W must be (chains, Kout, Kin), got " + shape_str(w));
+  StepShape s;
+  s.C = w.shape(0), s.Kout = w.shape(1), s.Kin = w.shape(2), s.R = R;
+  if (R < 1 || z.shape(0) % R != 0 || z.shape(1) != s.Kin)
+    throw py::value_error("Z must be (n * " + std::to_string(R) + ", " + std::to_string(s.Kin) +
+                          "), got " + shape_str(z));
+  s.n = z.shape(0) / R;
+  const auto Z = contiguous<T>(z, "Z");
+  const CArray<T> W = contiguous<T>(w, "W"), U = contiguous<T>(uu, "u"), Y = contiguous<T>(yy, "y");
+  if (U.ndim() != 2 || U.shape(0) != s.C || U.shape(1) != s.K())
+    throw py::value_error("u must be (" + std::to_string(s.C) + ", " + std::to_string(s.K()) +
+                          "), got " + shape_str(U));
+  const int64_t yc = chains_of(Y, {s.n}, "y");
+  if (yc != 1 && yc != s.C)
+    throw py::value_error("y has " + std::to_string(yc) + " chains, expected 1 or " +
+                          std::to_string(s.C));
+  T* H = out_buffer<T>(h, "H", {s.C, s.n, s.K()});
+  T* S = out_buffer<T>(sbuf, "S", {s.C, s.n, s.K()});
+  py::array_t<T> f(std::vector<py::ssize_t>{s.C, s.n}), gu(std::vector<py::ssize_t>{s.C, s.K()}),
+      gW(std::vector<py::ssize_t>{s.C, s.Kout, s.Kin});
+  T *pf = f.mutable_data(), *pg = gu.mutable_data(), *pw = gW.mutable_data();
+  const Chained<T> cy{Y.data(), yc == 1 ? 0 : s.n};
+  {
+    py::gil_scoped_release release;
+    train_step<T>(Z.data(), s, W.data(), U.data(), cy, static_cast<T>(scale), act, nthreads, H, S,
+                  pf, pg, pw);
+  }
+  return py::make_tuple(f, gu, gW);
+}
+
+template <class T>
+void update_t(const py::array& a, const py::array& g, double decay, double lr, double amp,
+              uint64_t key, uint32_t stream, uint64_t step, int nthreads) {
+  std::vector<int64_t> shape(a.shape(), a.shape() + a.ndim());
+  T* pa = out_buffer<T>(a, "a", shape);
+  check_dtype<T>(g, "g");
+  if (!(g.flags() & py::array::c_style) || g.ndim() != a.ndim() ||
+      !std::equal(shape.begin(), shape.end(), g.shape()))
+    throw py::value_error("g must be a C-contiguous array shaped like a " + shape_str(a) +
+                          ", got " + shape_str(g));
+  const T* pg = static_cast<const T*>(g.data());
+  const int64_t n = a.size();
+  py::gil_scoped_release release;
+  langevin_update<T>(pa, pg, n, T(decay), T(lr), T(amp), key, stream, step, nthreads);
+}
+
 }  // namespace
 
 void register_nets(py::module_& m) {
@@ -276,6 +349,66 @@ void register_nets(py::module_& m) {
       py::arg("local"), py::arg("activation"), py::arg("nthreads"), py::arg("combined") = false,
       "NTK features of channels [a0, a1) for unchained W, v (see nets.hpp): (S, G), or with "
       "combined=True one (P, nb (Np + ng)) array [S | G].");
+  m.def(
+      "train_step",
+      [](const py::array& Z, const py::array& W, const py::array& u, const py::array& y,
+         const py::array& H, const py::array& S, int64_t rows_per_sample, double scale,
+         const std::string& activation, int nthreads) {
+        const auto act = activation_from_name(activation);
+        return dispatch_float(W, [&](auto tag) {
+          return train_step_t<typename decltype(tag)::type>(Z, W, u, y, H, S, rows_per_sample,
+                                                            scale, act, nthreads);
+        });
+      },
+      py::arg("Z"), py::arg("W"), py::arg("u"), py::arg("y"), py::arg("H"), py::arg("S"),
+      py::kw_only(), py::arg("rows_per_sample"), py::arg("scale"), py::arg("activation"),
+      py::arg("nthreads"),
+      "One fused training step of the one-hidden-layer FC/CNN objective (train_step.hpp): "
+      "(f (C, n), gu (C, K), gW (C, Kout, Kin)); H and S (C, n, K) are work buffers.");
+  m.def(
+      "set_gemm",
+      [](py::object dgemm, py::object sgemm) {
+        if (dgemm.is_none() || sgemm.is_none()) {
+          set_gemm(nullptr, nullptr);
+          return;
+        }
+        auto d = reinterpret_cast<FortranGemm<double>>(py::capsule(dgemm).get_pointer());
+        auto f = reinterpret_cast<FortranGemm<float>>(py::capsule(sgemm).get_pointer());
+        set_gemm(d, f);
+      },
+      py::arg("dgemm"), py::arg("sgemm"),
+      "Register the Fortran-ABI dgemm/sgemm the training step calls (capsules of "
+      "scipy.linalg.cython_blas); None for both: forget them (plain loops).");
+  m.def("have_gemm", &have_gemm, "Whether set_gemm registered BLAS products.");
+  m.def(
+      "langevin_update",
+      [](const py::array& a, const py::array& g, double decay, double lr, double amp,
+         uint64_t key, uint32_t stream, uint64_t step, int nthreads) {
+        dispatch_float(a, [&](auto tag) {
+          update_t<typename decltype(tag)::type>(a, g, decay, lr, amp, key, stream, step,
+                                                 nthreads);
+        });
+      },
+      py::arg("a"), py::arg("g"), py::kw_only(), py::arg("decay"), py::arg("lr"),
+      py::arg("amp"), py::arg("key"), py::arg("stream"), py::arg("step"), py::arg("nthreads"),
+      "In place: a <- decay a - lr g + amp xi, xi ~ N(0, 1) from Philox4x32-10 at "
+      "(key, stream, step, index) (noise.hpp).");
+  m.def(
+      "philox_normals",
+      [](int64_t n, const std::string& dtype, uint64_t key, uint32_t stream, uint64_t step) {
+        if (n < 0) throw py::value_error("n must be >= 0");
+        if (dtype == "float32") {
+          py::array_t<float> out(n);
+          philox_normals<float>(out.mutable_data(), n, key, stream, step);
+          return py::array(out);
+        }
+        if (dtype != "float64") throw py::value_error("dtype must be 'float32' or 'float64'");
+        py::array_t<double> out(n);
+        philox_normals<double>(out.mutable_data(), n, key, stream, step);
+        return py::array(out);
+      },
+      py::arg("n"), py::arg("dtype"), py::arg("key"), py::arg("stream"), py::arg("step"),
+      "The noise of langevin_update alone: n standard normals.");
   m.def("set_fast_math", &set_fast_math, py::arg("enabled"),
         "Use the AVX2/FMA patch kernels with vectorised erf/exp (if the CPU has them) or the "
         "baseline ones with libm; returns the previous setting (for tests).");

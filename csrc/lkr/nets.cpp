@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "dispatch.hpp"
+#include "erf_v4.hpp"
 #include "fast_math.hpp"
 #include "sigma.hpp"
 
@@ -446,12 +447,14 @@ template <class T>
 void activation_pair(const T* h, int64_t n, Activation act, int nthreads, T* s, T* d) {
   const int nt = threads(nthreads, 8 * n);
   constexpr int64_t chunk = 4096;
+  const bool v4 = act == Activation::erf && erf_v4_ready();
   with_activation(act, [&](auto tag) {
     constexpr Activation A = decltype(tag)::value;
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t j0 = 0; j0 < n; j0 += chunk) {
       const int64_t m = std::min(chunk, n - j0);
-      activation_span<A, T>(h + j0, m, s + j0, d ? d + j0 : nullptr);
+      if (v4) erf_pair_v4(h + j0, m, s + j0, d ? d + j0 : nullptr);
+      else activation_span<A, T>(h + j0, m, s + j0, d ? d + j0 : nullptr);
     }
   });
 }

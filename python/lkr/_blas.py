@@ -53,6 +53,10 @@ def _controller():
     """One threadpoolctl controller for the process (None without threadpoolctl): its
     library scan reads /proc/self/maps, ~5 ms, too slow to repeat for every call."""
     if not _controller_cache:
+        # SciPy's LAPACK/BLAS is a second library beside NumPy's: load it before the scan,
+        # or a limit set here would miss the solvers' Cholesky and eigsh's products
+        import scipy.linalg  # noqa: F401
+
         try:
             from threadpoolctl import ThreadpoolController
 
@@ -62,12 +66,47 @@ def _controller():
     return _controller_cache[0]
 
 
+#: the limits of the enclosing blas_threads blocks, innermost last
+_limits: list = []
+
+
+def held_at_one() -> bool:
+    """Whether an enclosing :func:`blas_threads` block holds BLAS at one thread."""
+    return bool(_limits) and _limits[-1] == 1
+
+
 @contextlib.contextmanager
 def blas_threads(n: int, enabled: bool = True):
     """Limit BLAS to ``n`` threads inside the block (no-op when ``enabled`` is False)."""
     if not enabled:
         yield
         return
+    _limits.append(int(n))
+    try:
+        with _limit(n):
+            yield
+    finally:
+        _limits.pop()
+
+
+def one_thread():
+    """BLAS at one thread inside the block (free when an enclosing block already holds it
+    there): for lkr's own threads calling BLAS (the training step)."""
+    return contextlib.nullcontext() if held_at_one() else blas_threads(1)
+
+
+def gemm_capsules():
+    """(dgemm, sgemm): the Fortran-ABI GEMMs of SciPy's BLAS as PyCapsules
+    (``scipy.linalg.cython_blas``, SciPy's documented export of its BLAS to compiled
+    code), for lkr's compiled training step to call from its own threads."""
+    from scipy.linalg import cython_blas
+
+    capi = cython_blas.__pyx_capi__
+    return capi["dgemm"], capi["sgemm"]
+
+
+@contextlib.contextmanager
+def _limit(n: int):
     controller = _controller()
     if controller is not None:
         with controller.limit(limits=n, user_api="blas"):

@@ -120,6 +120,31 @@ def readout_forward(H: _Array, u: _Array, S: _Array, f: _Array, *, scale: float,
 def readout_backward(D: _Array, S: _Array, rc: _Array, g: _Array, *, nthreads: int) -> None:
     """g[c, k] = sum_p rc[c, p] S[c, p, k]; D[c, p, k] *= rc[c, p]."""
 
+# -- the training step and update (csrc/bindings/nets.cpp: train_step.hpp, noise.hpp) ---------
+
+def train_step(Z: _Array, W: _Array, u: _Array, y: _Array, H: _Array, S: _Array, *,
+               rows_per_sample: int, scale: float, activation: str,
+               nthreads: int) -> tuple[_Array, _Array, _Array]:
+    """One fused step of the one-hidden-layer FC/CNN objective: from Z (n R, Kin), W (C, Kout,
+    Kin), u (C, R Kout), y (1 or C, n) and work buffers H, S (C, n, R Kout), returns
+    f (C, n), the readout gradient gu (C, R Kout) and the filter gradient gW (C, Kout, Kin)
+    of (1/2) sum (y - f)^2, f = scale sum_k u sigma(H). Bit-identical for any nthreads."""
+
+def set_gemm(dgemm: object, sgemm: object) -> None:
+    """Register the Fortran-ABI dgemm/sgemm (capsules of scipy.linalg.cython_blas) the
+    training step calls; None for both: plain loops."""
+
+def have_gemm() -> bool:
+    """Whether set_gemm registered BLAS products."""
+
+def langevin_update(a: _Array, g: _Array, *, decay: float, lr: float, amp: float, key: int,
+                    stream: int, step: int, nthreads: int) -> None:
+    """In place: a <- decay a - lr g + amp xi, xi ~ N(0, 1) from Philox4x32-10 at
+    (key, stream, step, index) and Box-Muller; the same numbers for any nthreads."""
+
+def philox_normals(n: int, dtype: str, key: int, stream: int, step: int) -> _Array:
+    """The noise of langevin_update alone: n standard normals (float32 or float64)."""
+
 def set_fast_math(enabled: bool) -> bool:
     """Use the AVX2/FMA patch kernels with vectorised erf/exp (when the CPU has them) or the
     baseline ones with libm; returns the previous setting (for tests). It caps the

@@ -74,11 +74,13 @@ from .kernels import (  # noqa: F401 - _grid, _panels, _suffix: the tests check 
 from .multi import MultiOutputCalls
 from .multi import module_functions as _multi_functions
 from .nets import NetPasses
+from .train import TrainingCalls
+from .train import module_functions as _train_functions
 
 __all__ = ["local_kernel", "renormalized_kernel", "renormalized_kernel_diag",
            "local_kernel_adjoint", "nngp_map_inplace", "patch_forward", "patch_vjp",
            "patch_jvp", "patch_value_and_grad", "patch_features", "activation_pair",
-           "readout_forward", "readout_backward",
+           "readout_forward", "readout_backward", "train_step", "langevin_update",
            "source_dir", "source_of", "load_source", "compile_options",
            "device_info", "Engine", "SOURCES", "patch_mean", "renormalized_kernel_multi",
            "local_kernel_adjoint_multi", "stored_matmul", "pack_compressed", "stored_sym",
@@ -86,7 +88,8 @@ __all__ = ["local_kernel", "renormalized_kernel", "renormalized_kernel_diag",
            "deep_local_kernel_adjoint", "deep_pack_compressed", "chol_update", "collapsed_sweep"]
 
 
-class Engine(KernelEngine, NetPasses, MultiOutputCalls, DeepEngineMixin, CollapsedCalls):
+class Engine(KernelEngine, NetPasses, MultiOutputCalls, DeepEngineMixin, CollapsedCalls,
+             TrainingCalls):
     """The CUDA engine over an array module ``xp`` and a kernel loader: every function of
     ``lkr._core`` as a method (see :class:`~lkr._cuda.kernels.KernelEngine` for the
     arguments). The module-level functions use CuPy's default engine."""
@@ -185,6 +188,11 @@ def readout_forward(H, u, S, f, *, scale, activation, nthreads=0):
 def readout_backward(D, S, rc, g, *, nthreads=0):
     """The readout gradient and D *= rc, in place (as ``lkr._core.readout_backward``)."""
     _default_engine().readout_backward(D, S, rc, g)
+
+
+# the training step and update (lkr._cuda.train): the same engine
+_train = _train_functions(_default_engine)
+train_step, langevin_update = _train["train_step"], _train["langevin_update"]
 
 
 # the deep-CNN kernel (lkr._cuda.deep)

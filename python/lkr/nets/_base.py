@@ -8,6 +8,8 @@ from typing import Dict, Optional
 import numpy as np
 
 from .. import _memory, backend
+from .._blas import gemm_capsules, one_thread
+from .._tuning import StepThreads, usable_threads
 from .._validate import count as _count
 from ._activations import sigma_pair
 
@@ -367,21 +369,57 @@ class FusedObjective(Objective):
             self._work_key = key
         return self._work_bufs
 
-    def _readout_step(self, H, S, u, y, scale):
-        """From pre-activations H (C, n, K) (overwritten: D = sigma'(H) u rc on return) and
-        the readout u (C, K): f (C, n), the readout gradient g (C, K) = S^T rc and D, with
-        rc = scale (f - y), for the loss (1/2) sum (y - f)^2 and f = scale sum_k u S."""
+    def _step(self, Z, W, u, y, rows_per_sample):
+        """One compiled training step (``train_step`` of the engine, csrc/lkr/train_step.hpp):
+        from the prepared inputs Z (n R, Kin), filters W (C, Kout, Kin) and the readout u
+        (C, R Kout) in row layout, returns f (C, n), the readout gradient gu (C, R Kout)
+        and the filter gradient gW (C, Kout, Kin) of (1/2) sum (y - f)^2, with f = c1 sum_k
+        u sigma(h). The step runs on lkr's own threads (``lkr.set_num_threads``) and
+        calls BLAS on each of them, so BLAS is held at one thread meanwhile; how many of
+        them (1 or all) is chosen by measurement (:mod:`lkr._tuning`)."""
         xp = self.xp
         eng = backend.implementation(xp)
-        nt = backend.get_num_threads()
-        C, n, K = H.shape
-        f = xp.empty((C, n), dtype=H.dtype)
-        eng.readout_forward(H, u, S, f, scale=scale, activation=self.act, nthreads=nt)
-        rc = f - y
-        rc *= scale
-        g = xp.empty((C, K), dtype=H.dtype)
-        eng.readout_backward(H, S, rc, g, nthreads=nt)
-        return f, g
+        _register_gemm(eng)
+        dt = np.result_type(Z.dtype, W.dtype)
+        C, Kout, _ = W.shape
+        n = Z.shape[0] // rows_per_sample
+        H, S = self._work(C, n, rows_per_sample * Kout, dt)
+        y2 = xp.asarray(y, dtype=dt)
+        y2 = y2.reshape(1, -1) if y2.ndim == 1 else y2
+        Z, W, u = (xp.asarray(a, dtype=dt) for a in (Z, W, u))
+        if getattr(self, "_threads", None) is None:
+            # one measurement per step shape, shared by the runs of a process (a sweep or a
+            # bench starts many runs of the same step)
+            key = (type(self).__name__, tuple(Z.shape), tuple(W.shape), np.dtype(dt).name)
+            self._threads = _TUNERS.setdefault(key, StepThreads())
+        with one_thread(), self._threads.timed(usable_threads(backend.get_num_threads())) as run:
+            return eng.train_step(Z, W, u, y2, H, S, rows_per_sample=rows_per_sample,
+                                  scale=self.c1, activation=self.act, nthreads=run.threads)
+
+    @property
+    def threads_now(self):
+        """The thread count of the last compiled step (lkr._tuning), None before one."""
+        tuner = getattr(self, "_threads", None)
+        return None if tuner is None else tuner.current
+
+    #: the step runs on lkr's threads with BLAS at one thread (lkr.train holds it there)
+    own_threads = True
+
+
+_gemm_registered: set = set()
+#: step shape -> its measured thread choice (lkr._tuning)
+_TUNERS: dict = {}
+
+
+def _register_gemm(eng):
+    """Hand SciPy's GEMMs to the compiled step once per process (see lkr._blas)."""
+    set_gemm = getattr(eng, "set_gemm", None)  # the CPU engine; the CUDA one has no BLAS
+    if set_gemm is not None and id(eng) not in _gemm_registered:
+        try:
+            set_gemm(*gemm_capsules())
+        except (ImportError, KeyError):  # pragma: no cover - an odd SciPy
+            pass  # the step falls back to its plain loops
+        _gemm_registered.add(id(eng))
 
 
 # the former names of the objectives

@@ -259,18 +259,11 @@ class _FCObjective(FusedObjective):
         return (v[:, None, :] @ S)[:, 0, :] * self.c1
 
     def value_and_grad(self, params, y, rows=None):
-        # H (C, n, N1) = Z @ W^T: one row of hidden units per sample; the readout and its
-        # gradient come from the compiled passes, the filter gradient from the GEMM D^T Z.
-        xp = self.xp
+        # one compiled step (FusedPrepared._step): H (C, n, N1) = Z W^T, one row of hidden
+        # units per sample, the readout and its gradient, and the filter gradient D^T Z
         W, v = params["W"], params["v"]
         Z = self.Z if rows is None else self.Z[rows]
-        C, N1, N0 = W.shape
-        dt = np.result_type(Z.dtype, W.dtype)
-        H, S = self._work(C, Z.shape[0], N1, dt)
-        xp.matmul(Z, W.transpose(0, 2, 1), out=H)
-        u = xp.ascontiguousarray(v, dtype=dt)
-        f, gv = self._readout_step(H, S, u, xp.asarray(y, dtype=dt), self.c1)
-        gW = xp.matmul(H.transpose(0, 2, 1), Z)                                # (C, N1, N0)
+        f, gv, gW = self._step(Z, W, v, y, 1)
         return f, {"W": gW, "v": gv}
 
     def gemm_flops(self, chains):

@@ -181,27 +181,24 @@ class _CNNObjective(FusedObjective):
         return 2.0 * chains * self.net.width * self.M * self.Np * self.Z.shape[0]
 
     def value_and_grad(self, params, y, rows=None):
-        # H (C, n Np, Nc) = Z (n Np, M) @ W^T: one row of K = Np Nc pre-activations per sample
-        # (patch-major), so that the readout and its gradient are row and column sums of the
-        # compiled passes and the filter gradient is the GEMM D^T Z.
+        # one compiled step (FusedPrepared._step): the GEMM H (C, n Np, Nc) = Z W^T, one row
+        # of K = Np Nc pre-activations per sample (patch-major), the readout and its
+        # gradient, and the filter gradient GEMM D^T Z
         xp = self.xp
         W, v = params["W"], params["v"]
         Z = self.Z if rows is None else self.Z[rows]
         C, Nc, M = W.shape
         n, Np = Z.shape[0], self.Np
-        dt = np.result_type(Z.dtype, W.dtype)
-        Z2 = Z.reshape(n * Np, M)
-        H, S = self._work(C, n, Np * Nc, dt)
-        xp.matmul(Z2, W.transpose(0, 2, 1), out=H.reshape(C, n * Np, Nc))
-        u = xp.ascontiguousarray(v.transpose(0, 2, 1), dtype=dt).reshape(C, Np * Nc)
-        f, g = self._readout_step(H, S, u, xp.asarray(y, dtype=dt), self.c1)
-        gv = xp.ascontiguousarray(g.reshape(C, Np, Nc).transpose(0, 2, 1))
-        gW = xp.matmul(H.reshape(C, n * Np, Nc).transpose(0, 2, 1), Z2)        # (C, Nc, M)
+        u = xp.ascontiguousarray(v.transpose(0, 2, 1)).reshape(C, Np * Nc)
+        f, gu, gW = self._step(Z.reshape(n * Np, M), W, u, y, Np)
+        gv = xp.ascontiguousarray(gu.reshape(C, Np, Nc).transpose(0, 2, 1))
         return f, {"W": gW, "v": gv}
 
 
 class _LCNObjective(_CNNObjective):
     # A filter per patch: batched over patches i, H (Np, n, C Nc) = Z_i (n, M) @ W_i (M, C Nc).
+    # NumPy's batched GEMMs and the compiled activation pass, on lkr's / BLAS's threads.
+    own_threads = False
     def __init__(self, net, X, X_test, dtype):
         super().__init__(net, X, X_test, dtype)
         xp = self.xp

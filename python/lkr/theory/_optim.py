@@ -91,9 +91,11 @@ class OptResult:
     evaluations: int
     converged: bool
     message: str
+    H: object = None  # the final dense inverse-Hessian model (None for L-BFGS)
 
 
-def bfgs(value, gradient, x0, *, tol, maxiter, h0=None, max_step=1.0, stall=100):
+def bfgs(value, gradient, x0, *, tol, maxiter, h0=None, max_step=1.0, stall=100, H0=None,
+         callback=None):
     """Minimise f by BFGS with a backtracking Armijo line search.
 
     Parameters
@@ -114,11 +116,20 @@ def bfgs(value, gradient, x0, *, tol, maxiter, h0=None, max_step=1.0, stall=100)
         Stop (unconverged) when the best relative gradient has not halved in this many
         iterations: the gradient has reached the rounding noise of its own evaluation
         (e.g. a nearly singular A at tiny T), and more iterations only cost time.
+    H0 : ndarray (n, n), optional
+        A whole initial inverse Hessian (e.g. carried over from a smaller problem), used
+        as it is (no Shanno-Phua rescaling); a restart after lost positive definiteness
+        falls back to ``h0``.
+    callback : callable, optional
+        ``callback(iteration, rel, evaluations)`` after every iteration.
     """
     x = np.array(x0, dtype=float)
     n = x.size
     h0v = np.ones(n) if h0 is None else np.asarray(h0, float)
     model = _DenseH(h0v) if n <= DENSE_MAX else _LimitedH(h0v)
+    if H0 is not None and n <= DENSE_MAX:
+        model.H = np.array(H0, dtype=float)
+        model.fresh = False
     f = value(x)
     nev = 1
     if not np.isfinite(f):
@@ -182,6 +193,8 @@ def bfgs(value, gradient, x0, *, tol, maxiter, h0=None, max_step=1.0, stall=100)
         if sy > 1e-12 * np.linalg.norm(s) * np.linalg.norm(yv):
             model.update(s, yv, sy)
         x, f, g, rel = xn, fn, gn, reln
+        if callback is not None:
+            callback(it, rel, nev)
         if rel <= tol:
             converged = True
             message = "converged"
@@ -192,7 +205,8 @@ def bfgs(value, gradient, x0, *, tol, maxiter, h0=None, max_step=1.0, stall=100)
                        "(likely its rounding-noise floor; an ill-conditioned A, e.g. T tiny "
                        "against a rank-deficient kernel)")
             break
-    return OptResult(x, f, g, rel, it, nev, converged, message)
+    return OptResult(x, f, g, rel, it, nev, converged, message,
+                     model.H if isinstance(model, _DenseH) else None)
 
 
 def cholesky_point(L0, x, tril, on_diag):

@@ -36,16 +36,20 @@ and its conjugate Q (see :mod:`._cnn_noncentral`).
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Optional
 
 import numpy as np
 import scipy.linalg as sla
 
 from .. import _linalg, _memory, backend
+from .._blas import held_at_one
+from .._progress import progress_bar
+from .._tuning import BlasChoice
 from .._validate import width as _width
 from ..activations import has_mean
 from ..geometry import PatchGeometry
-from . import _base, _cnn_finite_filter, _cnn_noncentral, _cnn_predict
+from . import _base, _cnn_finite_filter, _cnn_noncentral, _cnn_predict, _large
 from ._base import DEFAULT_MAXITER, DEFAULT_TOL, positive
 from ._local import LocalOperator
 from ._optim import bfgs, cholesky_point
@@ -73,6 +77,46 @@ def _inverse_from_cholesky(chol):
     return chol.inverse()
 
 
+def _storage_note(theory):
+    """How the local kernel is held, for the progress line (streamed when it does not fit
+    the memory budget: every evaluation then recomputes it)."""
+    op = theory._cache
+    gb = op.nbytes / 1e9
+    if op.materialized:
+        return f"P = {theory.num_samples}: kernel stored ({op.dtype.name}, {gb:.3g} GB)"
+    return (f"P = {theory.num_samples}: kernel STREAMED, each evaluation recomputes it (stored "
+            f"it would take {gb:.3g} GB > budget {op.budget / 1e9:.3g} GB, LKR_MAX_BYTES)")
+
+
+def _lapack_threads(theory):
+    """BLAS threads of the evaluations' Cholesky and inverse: held at one for small P
+    (lkr.theory._base), else 1 or lkr's count by measurement (lkr._tuning: n threads on a
+    quiet machine, one where other processes hold the cores -- multi-threaded LAPACK then
+    ran 5-10x slower here)."""
+    if held_at_one() or backend.array_module(theory._X) is not np:
+        return _NoChoice()
+    return BlasChoice(backend.get_num_threads())
+
+
+class _NoChoice:
+    def timed(self):
+        return contextlib.nullcontext()
+
+    held = timed
+
+
+def _large_bar(theory):
+    """The fit's progress line (a terminal only, after a second; None for a subsample level
+    or when switched off)."""
+    if theory._report is not None or theory.progress is False:
+        return None
+    bar = progress_bar(None, type(theory).__name__, theory.progress, unit="it", delay=1.0)
+    if bar.disable:
+        bar.close()
+        return None
+    return bar
+
+
 class _LocalTheory(_base._Theory):
     _diagonal = False
     _multi_output = True
@@ -84,7 +128,7 @@ class _LocalTheory(_base._Theory):
                  mean: str = "auto", tol: float = DEFAULT_TOL, maxiter: int = DEFAULT_MAXITER,
                  max_bytes: Optional[int] = None, materialize: Optional[bool] = None,
                  kernel_dtype: Optional[str] = None,
-                 filter_norm: str = "gaussian"):
+                 filter_norm: str = "gaussian", progress: Optional[bool] = None):
         if not isinstance(geometry, PatchGeometry):
             raise TypeError(f"geometry must be a PatchGeometry, got {type(geometry).__name__}")
         self.geometry = geometry
@@ -100,6 +144,10 @@ class _LocalTheory(_base._Theory):
             raise ValueError(f"kernel_dtype must be None, 'float64' or 'float32', got "
                              f"{kernel_dtype!r}")
         self.kernel_dtype = kernel_dtype
+        if progress not in (None, True, False):
+            raise TypeError(f"progress must be True, False or None, got {progress!r}")
+        self.progress = progress
+        self._report = None  # a subsample level reports into its parent's progress line
         self.mean = _base.mean_mode(mean)
         super().__init__(temperature_value=temperature, tol=tol, maxiter=maxiter)
         if self.mean == "ignore":
@@ -223,6 +271,11 @@ class _LocalTheory(_base._Theory):
         return B
 
     def _G(self, state, centred=False):
+        if not centred:
+            of_inverse = getattr(self._cache, "adjoint_of_inverse", None)  # not the deep one
+            fast = None if of_inverse is None else of_inverse(*state)  # no full B (large P)
+            if fast is not None:
+                return backend.to_numpy(fast)
         out = self._cache.adjoint(self._B(state), centred=centred)
         if centred:
             return tuple(backend.to_numpy(g) for g in out)
@@ -357,7 +410,16 @@ class _LocalTheory(_base._Theory):
                 return _cnn_finite_filter.solve(self, Q0, tol, maxiter)
             return _cnn_noncentral.solve(self, Q0, tol, maxiter)
         Np = self._n
-        Qs, how = self._start(Q0)
+        bar = _large_bar(self)
+        report = self._report or (bar.set_description_str if bar is not None else None)
+        carry = None
+        if Q0 is None and _large.applies(self):
+            Qs, how, carry = _large.multilevel_start(self, tol, maxiter, report)
+        else:
+            Qs, how = self._start(Q0)
+        if report is not None:
+            report(_storage_note(self))
+        lapack = _lapack_threads(self)
         self._data(self._to_dev(Qs))  # an infeasible start (T = 0, singular K_R) raises here
         c = self._c()
         diag = self._diagonal and self.num_outputs == 1
@@ -386,7 +448,8 @@ class _LocalTheory(_base._Theory):
             state.clear()
             state["x"] = x.copy()
             try:
-                data, st = self._data(self._to_dev(Q))
+                with lapack.timed():
+                    data, st = self._data(self._to_dev(Q))
             except _linalg.NotPositiveDefiniteError:
                 return np.inf
             S = float(np.trace(Q) - logdetQ + data)
@@ -398,7 +461,8 @@ class _LocalTheory(_base._Theory):
                 value(x)
             if "g" not in state:
                 Q, M = state["Q"], state["M"]
-                G = self._G(state["st"])
+                with lapack.held():
+                    G = self._G(state["st"])
                 if diag:
                     qd = np.diag(Q)
                     gq = 1.0 - 1.0 / qd + c * np.diag(G)
@@ -420,7 +484,20 @@ class _LocalTheory(_base._Theory):
                     state.update(gQ=gQ, g=gx, rel=rel)
             return state["g"], state["rel"]
 
-        res = bfgs(value, gradient, x0, tol=tol, maxiter=maxiter)
+        H0 = None if diag else _large.carried_inverse_hessian(carry, L0, tril, on_diag)
+
+        def step_done(it, rel, nev):
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(f"rel grad {rel:.2e}", refresh=False)
+
+        try:
+            res = bfgs(value, gradient, x0, tol=tol, maxiter=maxiter, H0=H0, callback=step_done)
+        finally:
+            if bar is not None:
+                bar.close()
+        if not diag:
+            self._solver_state = (L0, res.x, res.H, tril, on_diag)  # for a larger level
         value(res.x)
         g, rel = gradient(res.x)
         Q = state["Q"]
@@ -491,6 +568,10 @@ class CNNTheory(_LocalTheory):
         (``mean_order``), R (``mean_conjugate``) and the quadrature ``nodes``.
         ``action``/``gradient`` then take ``conjugate=(Q, Rbar, R)`` and return the four
         gradients (Qbar, Rbar, Q, R).
+    progress : bool or None
+        A progress line on stderr (iterations, relative gradient, the subsample level of a
+        large-P start, and whether the kernel is stored or streamed); None: on a terminal,
+        after a second.
 
     Notes
     -----

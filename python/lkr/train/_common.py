@@ -1,8 +1,6 @@
 """Shared pieces of the trainers: checks, start-up draws, the objective, threads (Ctrl-C: lkr._interrupt)."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from .. import backend
@@ -31,41 +29,10 @@ def check_net(net):
     return params
 
 
-# The update and the noise of large parameter arrays run on a few threads, in parts
-# (NumPy ufuncs and Generator fills release the GIL); erf and erf' come from the compiled
-# activation pass (lkr.nets), which has its own threads.
-PARALLEL_MIN = 1 << 16   # below this, threads cost more than they save
-_pool = None
-
-
-def nthreads():
-    return backend.get_num_threads() or os.cpu_count() or 1
-
-
-def run_parts(fn, parts):
-    """fn(*args) for each args in parts, on the thread pool when there is more than one."""
-    global _pool
-    n = min(nthreads(), len(parts))
-    if n <= 1:
-        for args in parts:
-            fn(*args)
-        return
-    if _pool is None or _pool._max_workers < n:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _pool = ThreadPoolExecutor(max_workers=max(n, 2), thread_name_prefix="lkr-train")
-    for fut in [_pool.submit(fn, *args) for args in parts]:
-        fut.result()
 
 
 #: below this many flops per product, OpenBLAS runs on one thread during training
 _SMALL_GEMM = 3e7
-
-
-def split(size, k):
-    edges = [size * j // k for j in range(k + 1)]
-    return [(edges[j], edges[j + 1]) for j in range(k)]
-
 
 
 def check_memory(net, n, chains):
@@ -93,11 +60,13 @@ def small_gemm(obj, chains):
 
 
 def blas_count(obj, chains):
-    """OpenBLAS threads for a training run, chosen from the size of its products: one for
-    small ones (:func:`small_gemm`), else lkr's thread count (``lkr.set_num_threads``, so
-    that one setting governs the compiled passes and the BLAS products alike); None leaves
-    BLAS as it is (lkr at 0 = all cores, or an objective whose products are unknown)."""
-    if small_gemm(obj, chains):
+    """OpenBLAS threads for a training run: one for the compiled step (which runs on lkr's
+    threads and calls BLAS on each) and for small products (:func:`small_gemm`), else
+    lkr's thread count (``lkr.set_num_threads``, so that one setting governs the compiled
+    passes and the BLAS products alike); None leaves BLAS as it is (lkr at 0 = all cores,
+    or an objective whose products are unknown)."""
+    if getattr(obj, "own_threads", False) or small_gemm(obj, chains):
+        # the compiled step threads itself and calls BLAS on each of its threads
         return 1
     n = backend.get_num_threads()
     return n if n > 0 and obj.fused else None

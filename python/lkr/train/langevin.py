@@ -23,7 +23,6 @@ from .._validate import real as _real
 from .._validate import samples as inputs
 from .._validate import seed as _seed
 from ._common import (
-    PARALLEL_MIN,
     SamplingWarning,
     blas_count,
     chained,
@@ -34,8 +33,6 @@ from ._common import (
     params_dtype,
     precisions,
     prior_draws,
-    run_parts,
-    split,
 )
 
 __all__ = ["langevin", "LangevinResult", "suggest_lr", "DEFAULT_BURN_IN_FRACTION",
@@ -206,41 +203,31 @@ class _State:
                 f"samples_per_chain={self.samples_per_chain})")
 
 
-#: independent noise streams; stream j always fills part j of every parameter, so the
-#: numbers do not depend on how many threads do the filling
-_NOISE_STREAMS = 2
-
-
 class _Updater:
     """The Langevin update theta <- decay theta - lr g + amp xi, in place, per parameter.
 
-    ``decay = 1 - lr T lambda``; the noise xi ~ N(0, 1) comes from seeded SFC64 streams (the
-    fastest of NumPy's generators for normal fills) into reusable buffers.
+    ``decay = 1 - lr T lambda``. On NumPy arrays one compiled pass per parameter
+    (``langevin_update`` of the engine, csrc/lkr/noise.hpp): the noise xi ~ N(0, 1) of
+    entry i at step t is a fixed function of (seed, parameter, t, i) (Philox4x32-10 and
+    Box-Muller), so the numbers do not depend on the thread count. On CuPy, CuPy's
+    generator.
     """
 
     def __init__(self, seed_seq, params, decay, lr, amp, xp):
         self.xp, self.decay, self.lr, self.amp = xp, decay, lr, amp
-        self.buf = {k: xp.empty_like(a) for k, a in params.items()}
+        self.t = 0
         if xp is np:
-            self.rngs = [np.random.Generator(np.random.SFC64(s))
-                         for s in seed_seq.spawn(_NOISE_STREAMS)]
+            self.key = int(seed_seq.generate_state(1, np.uint64)[0])
+            self.eng = backend.implementation(np)
         else:  # pragma: no cover - GPU only
             self.rng = xp.random.RandomState(int(seed_seq.generate_state(1)[0]))
 
-    def _part(self, rng, a, g, buf, decay, scale):
-        if decay != 1.0:
-            a *= decay
-        if scale != 1.0:
-            g *= scale
-        a -= g
-        rng.standard_normal(out=buf, dtype=buf.dtype)
-        buf *= self.amp
-        a += buf
-
-    def step(self, params, grads, own_grads):
-        """own_grads: the gradient arrays are ours to overwrite (the fused objectives')."""
+    def step(self, params, grads, own_grads, threads=None):
+        """own_grads: the gradient arrays are fresh (the fused objectives'; unused here);
+        threads: at most this many threads (the objective's last choice)."""
         xp = self.xp
-        for k, a in params.items():
+        nt = backend.get_num_threads() if threads is None else threads
+        for j, (k, a) in enumerate(params.items()):
             if xp is not np:  # pragma: no cover - GPU only
                 a *= self.decay[k]
                 a -= self.lr * grads[k]
@@ -250,19 +237,10 @@ class _Updater:
             if not isinstance(decay, float):   # per-entry precisions (a linearised net)
                 a *= decay
                 decay = 1.0
-            if own_grads and grads[k].flags.c_contiguous:
-                g, scale = grads[k], self.lr
-            else:
-                g, scale = np.multiply(grads[k], self.lr), 1.0
-            af, gf, bf = a.reshape(-1), g.reshape(-1), self.buf[k].reshape(-1)
-            parts = [(rng, af[i:j], gf[i:j], bf[i:j], decay, scale)
-                     for rng, (i, j) in zip(self.rngs, split(af.size, _NOISE_STREAMS))]
-            if af.size >= PARALLEL_MIN:
-                run_parts(self._part, parts)
-            else:
-                for args in parts:
-                    self._part(*args)
-
+            g = np.ascontiguousarray(grads[k], dtype=a.dtype)
+            self.eng.langevin_update(a, g, decay=decay, lr=self.lr, amp=self.amp, key=self.key,
+                                     stream=j, step=self.t, nthreads=nt)
+        self.t += 1
 
 
 # -- Langevin --------------------------------------------------------------------------------
@@ -419,7 +397,8 @@ def langevin(net, X, y, temperature, lr=1e-3, steps=10000, burn_in=None, thin=1,
                     if ytv is not None:
                         tr_test.append(backend.to_numpy(((ft - ytv) ** 2).mean(axis=1)))
                 # theta <- (1 - lr T lambda) theta - lr J^T (f - y) + sqrt(2 lr T) xi
-                updater.step(params, g, own_grads=obj.fused)
+                updater.step(params, g, own_grads=obj.fused,
+                             threads=getattr(obj, "threads_now", None))
                 done = t + 1
                 if callback is not None:
                     state.step, state.params, state.f_train = t, params, f
