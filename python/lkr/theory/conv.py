@@ -275,11 +275,29 @@ class _LocalTheory(_base._Theory):
         D = self.num_outputs
         z = backend.to_numpy(U.T @ self._y).reshape(-1)
         lam = np.repeat(lam, D) if D > 1 else lam
+        L = self._prior_depth
         try:
-            q = ScalarProblem(lam, z * z, alpha=self.alpha, T=self.temperature).solve()[0]
+            # Q = r^L I: for L > 1 the vanilla deep-FC scalar problem (r per layer)
+            r = ScalarProblem(lam, z * z, alpha=self.alpha, T=self.temperature, L=L).solve()[0]
         except ArithmeticError:
             return np.eye(Np), "identity"
-        return q * np.eye(Np), "scalar saddle"
+        return r**L * np.eye(Np), "scalar saddle"
+
+    # -- the prior term of the odd action (a deep CNN replaces it) ----------------------
+    #: L of the prior L tr Q^{1/L} - log det Q (1: Tr Q - log det Q).
+    _prior_depth = 1
+
+    def _prior_value(self, Q, logdetQ):
+        """Tr Q - log det Q."""
+        return float(np.trace(Q) - logdetQ)
+
+    def _prior_parts(self, Q, M):
+        """The two parts of the prior's gradient, (I, Q^{-1}), from the Cholesky factor M
+        of Q (the gradient is their difference; their norms scale the convergence
+        measure)."""
+        n = Q.shape[0]
+        Minv = sla.solve_triangular(M, np.eye(n), lower=True)
+        return np.eye(n), Minv.T @ Minv
 
     def _solve(self, Q0, tol, maxiter):
         if self.noncentral:
@@ -315,9 +333,10 @@ class _LocalTheory(_base._Theory):
             state["x"] = x.copy()
             try:
                 data, st = self._data(self._to_dev(Q))
-            except _linalg.NotPositiveDefiniteError:
+                prior = self._prior_value(Q, logdetQ)
+            except (_linalg.NotPositiveDefiniteError, ValueError):
                 return np.inf
-            S = float(np.trace(Q) - logdetQ + data)
+            S = float(prior + data)
             state.update(Q=Q, M=M, S=S, st=st)
             return S if np.isfinite(S) else np.inf
 
@@ -334,16 +353,15 @@ class _LocalTheory(_base._Theory):
                                                 + c * np.linalg.norm(np.diag(G)))
                     state.update(gQ=np.diag(gq), g=gq * qd, rel=rel)
                 else:
-                    Minv = sla.solve_triangular(M, np.eye(Np), lower=True)
-                    Qinv = Minv.T @ Minv
+                    Pw, Qinv = self._prior_parts(Q, M)
                     if mask is not None:
                         G = np.where(mask, G, 0.0)
-                    gQ = np.eye(Np) - Qinv + c * G
+                    gQ = Pw - Qinv + c * G
                     gQ = (gQ + gQ.T) / 2
                     D = 2.0 * L0.T @ gQ @ M
                     gx = D[tril]
                     gx[on_diag] *= np.exp(x[on_diag])  # d L_ii / d x_ii = L_ii
-                    rel = np.linalg.norm(gQ) / (np.sqrt(Np) + np.linalg.norm(Qinv)
+                    rel = np.linalg.norm(gQ) / (np.linalg.norm(Pw) + np.linalg.norm(Qinv)
                                                 + c * np.linalg.norm(G))
                     state.update(gQ=gQ, g=gx, rel=rel)
             return state["g"], state["rel"]
