@@ -56,7 +56,7 @@ class DeepProblem:
         return data, Ai - np.outer(a, a)
 
     def G(self, B, centred=False):
-        d, D, P = self.d, self.D, self.P
+        D, P = self.D, self.P
         B4 = B.reshape(P, D, P, D)
         G = np.einsum("mnij,manb->iajb", self.K, B4).reshape(self.n, self.n)
         Gm = np.einsum("mi,manb,nj->iajb", self.m, B4, self.m).reshape(self.n, self.n)

@@ -100,14 +100,14 @@ def test_gradients_against_finite_differences():
         if act == "erf":
             g = th.gradient(Q)
             assert np.allclose(g, g.T)
-            f = th.action
-            pairs = [(g, lambda E, h: (f(Q + h * E) - f(Q - h * E)) / (2 * h))]
+            checks = [(g, lambda E, h, f=th.action: (f(Q + h * E) - f(Q - h * E)) / (2 * h))]
         else:
             gb, gq = th.gradient(Q, Qc)
-            f = th.action
-            pairs = [(gb, lambda E, h: (f(Q + h * E, Qc) - f(Q - h * E, Qc)) / (2 * h)),
-                     (gq, lambda E, h: (f(Q, Qc + h * E) - f(Q, Qc - h * E)) / (2 * h))]
-        for g, fd in pairs:
+            checks = [(gb, lambda E, h, f=th.action: (f(Q + h * E, Qc) - f(Q - h * E, Qc))
+                       / (2 * h)),
+                      (gq, lambda E, h, f=th.action: (f(Q, Qc + h * E) - f(Q, Qc - h * E))
+                       / (2 * h))]
+        for g, fd in checks:
             for _ in range(2):
                 E = rng.standard_normal((n, n))
                 E = (E + E.T) / 2
