@@ -93,9 +93,9 @@ def test_fixed_point_falls_back_to_bfgs(monkeypatch):
     real = so.odd_fixed_point
     calls = []
 
-    def short(prob, n, Q0, *, tol, maxiter):
+    def short(prob, n, Q0, *, tol, maxiter, L=1):
         calls.append(n)
-        return real(prob, n, Q0, tol=tol, maxiter=1 if n == 9 else maxiter)
+        return real(prob, n, Q0, tol=tol, maxiter=1 if n == 9 else maxiter, L=L)
 
     monkeypatch.setattr(so, "odd_fixed_point", short)
     sol = CNNTheory(G6, 12.0, 0.15, tol=1e-11).fit(X, Y)
@@ -111,3 +111,34 @@ def test_relu_starts_from_the_shared_pair():
     Qb, Qc = Problem(X, Y, G6, width=15.0, T=0.2, act="relu").solve_noncentral()
     np.testing.assert_allclose(sol.Q, Qb, atol=1e-9)
     np.testing.assert_allclose(sol.conjugate, Qc, atol=1e-9)
+
+
+@pytest.mark.parametrize("L", [1, 2, 3])
+def test_prior_map_solves_the_stationarity(L):
+    rng = np.random.default_rng(L)
+    A = rng.standard_normal((5, 5))
+    G = 0.02 * (A + A.T)  # eigenvalues above the branch minimum (-0.148 at L = 3)
+    Q = so.prior_map(G, 1.0, L)
+    w, V = np.linalg.eigh(Q)
+    resid = (V * w ** (1 / L - 1)) @ V.T - (V / w) @ V.T + G
+    assert np.abs(resid).max() < 1e-12
+    assert np.abs(so.prior_map(np.zeros((5, 5)), 1.0, L) - np.eye(5)).max() < 1e-12
+    assert so.prior_map(-10 * np.eye(5), 1.0, L) is None   # below the branch: undefined
+
+
+def test_deep_odd_d_outputs_by_the_fixed_point():
+    from deep_reference import canonical
+    from deep_theory_reference import DeepProblem
+
+    from lkr.theory import DeepCNNTheory
+
+    dg = lkr.DeepGeometry((8,), filter_sizes=[3, 2], strides=[1, 2], padding="same")
+    rng = np.random.default_rng(9)
+    X, Xt = canonical(rng, dg, 14), canonical(rng, dg, 3)
+    Y = np.tanh(X.reshape(14, -1)[:, :3]) + 0.1 * rng.standard_normal((14, 3))
+    th = DeepCNNTheory(dg, 24.0, 0.2, tol=1e-11)
+    sol = th.fit(X, Y)
+    assert sol.converged and sol.extra["start"] == "shared outputs Q1 (x) I_D"
+    Q = DeepProblem(dg, X, Y, Xt, width=24.0, T=0.2, act="erf",
+                    lams=(1.0, 1.0, 1.0)).solve_odd()
+    np.testing.assert_allclose(sol.Q, Q, atol=1e-8)

@@ -1,4 +1,4 @@
-"""Accuracy where the targets are classes (docs/theory.md section 6): which target codings
+"""Accuracy where the targets are classes (docs/theory.md section 5): which target codings
 count as classes, and the accuracy and confusion counts of a posterior mean.
 
 Only these codings are read as classes; any other target (regression values, a per-column

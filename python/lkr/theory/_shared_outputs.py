@@ -18,13 +18,14 @@ only corrects the output structure. :class:`SharedOutputs` is that problem behin
 evaluation interface of the theories (``_data``, ``_G``, ``_c``, ``_to_dev``,
 ``_block_mask``), so the solvers of the full problem run on it unchanged.
 
-**Odd fixed point.** The stationarity of S(Q) = Tr Q - log det Q + data reads
-Q = (I + c G(B(Q)))^{-1}; iterated with Anderson mixing (:func:`._anderson.anderson_root`)
-from the shared start it needs a few evaluations, where BFGS over the (Np D)(Np D + 1)/2
+**Odd fixed point.** The stationarity of S(Q) = L Tr Q^{1/L} - log det Q + data (L = 1:
+the CNN and LCN; L layers: the deep CNN's central action) reads Q^{-1} - Q^{1/L - 1} = c G(B(Q)),
+which :func:`prior_map` solves for Q given G eigenvalue by eigenvalue (L = 1:
+Q = (I + c G)^{-1}); iterated with Anderson mixing (:func:`._anderson.anderson_root`) from
+the shared start it needs a few evaluations, where BFGS over the (Np D)(Np D + 1)/2
 unknowns needs many. Converged means the theories' relative gradient
-||I - Q^{-1} + c G|| / (||I|| + ||Q^{-1}|| + ||c G||) <= tol; where the map is undefined
-(I + c G not positive definite) or the iteration stalls, the caller falls back to BFGS from
-the best point.
+||Q^{1/L-1} - Q^{-1} + c G|| / (||Q^{1/L-1}|| + ||Q^{-1}|| + ||c G||) <= tol; where the map
+is undefined or the iteration stalls, the caller falls back to BFGS from the last point.
 """
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ from . import _base
 from ._anderson import anderson_root
 from ._saddle import _sym_from, free_entries
 
-__all__ = ["SharedOutputs", "SharedState", "odd_fixed_point", "kron_outputs", "shared_blocks"]
+__all__ = ["SharedOutputs", "SharedState", "odd_fixed_point", "prior_map", "kron_outputs",
+           "shared_blocks"]
 
 #: The shared start is solved to this relative gradient (it is a start: the full solve
 #: corrects it).
@@ -120,25 +122,55 @@ class SharedOutputs:
         return backend.to_numpy(out) if xp is not np else out
 
 
-def odd_fixed_point(prob, n, Q0, *, tol, maxiter):
-    """The root of the odd CNN/LCN gradient I - Q^{-1} + c G(B(Q)) by the Anderson-mixed
-    fixed point Q <- (I + c G)^{-1} from ``Q0`` (an (n, n) SPD start).
+def prior_map(G, c, L):
+    """Q solving the odd stationarity Q^{1/L - 1} - Q^{-1} + c G = 0 for Q given G: with
+    c G = U diag(g) U^T, Q = U diag(t^L) U^T where t^{-L} (1 - t) = g on the branch
+    0 < t < L / (L - 1) through t = 1 at g = 0 (L = 1: Q = (I + c G)^{-1}). None where some
+    g lies below the branch's minimum -(t*)^{-L} / (L - 1), t* = L / (L - 1)."""
+    n = G.shape[0]
+    I = np.eye(n)
+    if L == 1:
+        try:
+            M = sla.cholesky(I + c * (G + G.T) / 2, lower=True)
+        except np.linalg.LinAlgError:
+            return None  # the map is undefined here (I + c G not positive definite)
+        Mi = sla.solve_triangular(M, I, lower=True)
+        return Mi.T @ Mi
+    g, U = np.linalg.eigh(c * (G + G.T) / 2)
+    ts = L / (L - 1.0)
+    if g[0] <= -ts ** (-L) / (L - 1.0):
+        return None
+    # bisection in log t on (1e-12, t*]: f(t) = t^{-L} (1 - t) decreases there
+    lo, hi = np.full(n, np.log(1e-12)), np.full(n, np.log(ts))
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        t = np.exp(mid)
+        above = t ** (-L) * (1.0 - t) > g
+        lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
+    t = np.exp((lo + hi) / 2)
+    Q = (U * t**L) @ U.T
+    return (Q + Q.T) / 2
+
+
+def odd_fixed_point(prob, n, Q0, *, tol, maxiter, L=1):
+    """The root of the odd gradient Q^{1/L - 1} - Q^{-1} + c G(B(Q)) (CNN/LCN: L = 1,
+    I - Q^{-1} + c G) by the Anderson-mixed fixed point Q <- :func:`prior_map` (G(B(Q)))
+    from ``Q0`` (an (n, n) SPD start).
 
     ``prob`` has the theories' evaluation interface (the theory itself or
     :class:`SharedOutputs`). Returns the :class:`._anderson.RootResult` (its ``state``: the
-    dict of the best point, with ``Q``, ``S``, ``gQ``, ``rel``) or raises ValueError when the
-    start is infeasible.
+    dict of the last point, with ``Q``, ``S``, ``gQ``, ``rel``) or raises ValueError when
+    the start is infeasible. S is the action of the L-layer prior
+    L tr Q^{1/L} - log det Q plus the data term.
     """
     mask = prob._block_mask()
     idx = free_entries(n, mask)
-    I = np.eye(n)
     c = prob._c()
 
     def evaluate(x):
         Q = _sym_from(x, n, idx)
-        try:
-            L = sla.cholesky(Q, lower=True)
-        except np.linalg.LinAlgError:
+        w, V = np.linalg.eigh(Q)
+        if not w[0] > 0:
             return None
         try:
             data, st = prob._data(prob._to_dev(Q))
@@ -147,20 +179,17 @@ def odd_fixed_point(prob, n, Q0, *, tol, maxiter):
         G = np.asarray(prob._G(st))
         if mask is not None:
             G = np.where(mask, G, 0.0)
-        Li = sla.solve_triangular(L, I, lower=True)
-        Qinv = Li.T @ Li
-        gQ = I - Qinv + c * G
+        Qinv = (V / w) @ V.T
+        Pw = (V * w ** (1.0 / L - 1.0)) @ V.T
+        gQ = Pw - Qinv + c * G
         gQ = (gQ + gQ.T) / 2
-        rel = float(np.linalg.norm(gQ) / (np.sqrt(n) + np.linalg.norm(Qinv)
+        rel = float(np.linalg.norm(gQ) / (np.linalg.norm(Pw) + np.linalg.norm(Qinv)
                                           + c * np.linalg.norm(G)))
-        S = float(np.trace(Q) - 2.0 * np.sum(np.log(np.diag(L))) + data)
+        S = float(L * np.sum(w ** (1.0 / L)) - np.sum(np.log(w)) + data)
         state = dict(Q=Q, S=S, gQ=gQ, rel=rel)
-        try:
-            M = sla.cholesky(I + c * (G + G.T) / 2, lower=True)
-        except np.linalg.LinAlgError:
-            return None  # the map is undefined here (I + c G not positive definite)
-        Mi = sla.solve_triangular(M, I, lower=True)
-        Qn = Mi.T @ Mi
+        Qn = prior_map(G, c, L)
+        if Qn is None:
+            return None
         return Qn[idx], rel, state
 
     return anderson_root(evaluate, np.asarray(Q0, dtype=float)[idx], tol=tol, maxiter=maxiter)

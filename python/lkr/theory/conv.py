@@ -345,7 +345,7 @@ class _LocalTheory(_base._Theory):
         Q1, how = self._start(None, outputs=1)
         try:
             res = _shared_outputs.odd_fixed_point(view, self.num_patches, Q1, tol=tol,
-                                                  maxiter=200)
+                                                  maxiter=200, L=self._prior_depth)
         except ValueError:
             return None, 0
         if not res.converged:
@@ -356,7 +356,7 @@ class _LocalTheory(_base._Theory):
         if self.noncentral:
             return _cnn_noncentral.solve(self, Q0, tol, maxiter)
         D = self.num_outputs or 1
-        if D > 1 and self._prior_depth == 1 and not getattr(self, "_no_fixed_point", False):
+        if D > 1 and not getattr(self, "_no_fixed_point", False):
             sol = self._solve_fixed_point(Q0, tol, maxiter)
             if sol is not None:
                 return sol
@@ -452,7 +452,8 @@ class _LocalTheory(_base._Theory):
             Qs = self._check_Q(Q0)
         try:
             res = _shared_outputs.odd_fixed_point(self, self._n, Qs, tol=tol,
-                                                  maxiter=min(maxiter, 100))
+                                                  maxiter=min(maxiter, 100),
+                                                  L=self._prior_depth)
         except ValueError:
             return None
         st = res.state
