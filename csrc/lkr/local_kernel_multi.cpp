@@ -359,6 +359,61 @@ void stored_adjoint_sym(const S* Sm, int64_t P, int64_t ncols, const double* B, 
     for (int64_t c = 0; c < ncols; ++c) g[c] += slots[gi * ncols + c];
 }
 
+void stored_assemble(const double* vS, const double* vA, int64_t P, int64_t D, double scale,
+                     int nthreads, double* K) {
+  const int nt = threads_of(nthreads);
+  const int64_t nS = D * (D + 1) / 2, nA = D * (D - 1) / 2, n = P * D;
+  // (a, b) -> column of vS (a <= b) and of vA (a < b)
+  std::vector<int64_t> cs(static_cast<size_t>(D * D)), ca(static_cast<size_t>(D * D), -1);
+  for (int64_t a = 0; a < D; ++a)
+    for (int64_t b = a; b < D; ++b) {
+      cs[a * D + b] = cs[b * D + a] = a * D - a * (a - 1) / 2 + b - a;
+      if (b > a) ca[a * D + b] = ca[b * D + a] = a * (D - 1) - a * (a - 1) / 2 + b - a - 1;
+    }
+#pragma omp parallel for schedule(dynamic, 4) num_threads(nt)
+  for (int64_t mu = 0; mu < P; ++mu) {
+    const int64_t row0 = mu * P - mu * (mu - 1) / 2 - mu;
+    for (int64_t nu = mu; nu < P; ++nu) {
+      const double* s = vS + (row0 + nu) * nS;
+      const double* t = vA ? vA + (row0 + nu) * nA : nullptr;
+      for (int64_t a = 0; a < D; ++a) {
+        double* up = K + (mu * D + a) * n + nu * D;   // K[(mu a), (nu b)]
+        for (int64_t b = 0; b < D; ++b) {
+          double v = s[cs[a * D + b]];
+          if (t && nu != mu && a != b) v += (a < b ? 1.0 : -1.0) * t[ca[a * D + b]];
+          v *= scale;
+          up[b] = v;
+          K[(nu * D + b) * n + mu * D + a] = v;
+        }
+      }
+    }
+  }
+  (void)nA;
+}
+
+void stored_gather(const double* B, int64_t P, int64_t D, int nthreads, double* Ws,
+                   double* Wa) {
+  const int nt = threads_of(nthreads);
+  const int64_t nS = D * (D + 1) / 2, nA = D * (D - 1) / 2, n = P * D;
+#pragma omp parallel for schedule(dynamic, 4) num_threads(nt)
+  for (int64_t mu = 0; mu < P; ++mu) {
+    const int64_t row0 = mu * P - mu * (mu - 1) / 2 - mu;
+    for (int64_t nu = mu; nu < P; ++nu) {
+      const double h = nu == mu ? 0.25 : 0.5;  // (w + w') / 2, halved on the diagonal
+      double* s = Ws + (row0 + nu) * nS;
+      double* t = Wa + (row0 + nu) * nA;
+      for (int64_t a = 0; a < D; ++a) {
+        const double* ra = B + (mu * D + a) * n + nu * D;   // w(a, .)
+        for (int64_t b = a; b < D; ++b) {
+          const double wab = ra[b], wba = B[(mu * D + b) * n + nu * D + a];
+          *s++ = h * (wab + wba);
+          if (b > a) *t++ = h * (wab - wba);
+        }
+      }
+    }
+  }
+}
+
 #define LKR_INSTANTIATE_MULTI(T)                                                             \
   template void patch_mean<T>(const View3<T>&, const KernelParams&, T*);                     \
   template void renormalized_kernel_multi<T>(const View3<T>&, const View3<T>*, const T*,     \

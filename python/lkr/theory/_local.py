@@ -133,40 +133,28 @@ class StoredKernel:
         tri, st = np.triu_indices(D), np.triu_indices(D, 1)
         Qs = Qij if self.diagonal else (Qij + Qij.transpose(0, 2, 1)) / 2
         vS = self._stored(self.T, xp.ascontiguousarray(Qs[:, tri[0], tri[1]]))
-        v = xp.empty((vS.shape[0], D, D), dtype=np.float64)
-        v[:, tri[0], tri[1]] = vS
-        v[:, tri[1], tri[0]] = vS
+        vA = None
         if not self.diagonal and D > 1:
             off = pi < pj
             cA = ((Qij - Qij.transpose(0, 2, 1)) / 2)[off][:, st[0], st[1]]
             if cA.shape[0]:
                 vA = self._stored(self._antisym(), xp.ascontiguousarray(cA))
-                v[:, st[0], st[1]] += vA
-                v[:, st[1], st[0]] -= vA
-        v = v.reshape(-1, D, D) * scale
-        # diagonal sample pairs hold symmetric D x D blocks: make them so exactly, so the
-        # two scatters below agree
-        dp = self._index()[2]
-        v[dp] = (v[dp] + v[dp].transpose(0, 2, 1)) / 2
-        K4 = xp.empty((P, D, P, D), dtype=np.float64)
-        mu, nu = self._index()[0]
-        K4[mu, :, nu, :] = v
-        K4[nu, :, mu, :] = v.transpose(0, 2, 1)
-        return K4.reshape(P * D, P * D)
+        # K[(mu a), (nu b)] = K[(nu b), (mu a)] = scale (vS + vA)(a, b) for mu <= nu, the
+        # diagonal sample pairs' blocks symmetric (vS only): one compiled pass writes both
+        # triangles (lkr._core.stored_assemble; the CUDA engine composes it from indexing)
+        return backend.implementation(xp).stored_assemble(vS, vA, P, D, scale,
+                                                          backend.resolve_threads(None))
 
     def _adjoint_stored_multi(self, B, D):
         """G(B) (Np D, Np D) from the stored T_S and T_A."""
         xp, P, Np = self.xp, self.P, self.Np
         pi, pj = self._pi, self._pj
-        mu, nu = self._index()[0]
-        B4 = B.reshape(P, D, P, D)
-        Wm = B4[mu, :, nu, :]  # (sample pairs, D, D): B[(mu a), (nu b)]
-        Wm = Wm * xp.where(self._index()[2], 0.5, 1.0)[:, None, None]
-        # only the part of W symmetric in the outputs meets T_S, and only the antisymmetric
-        # part meets T_A (see _kr_stored): half the right-hand sides each
+        # W = B[(mu a), (nu b)] over the sample pairs mu <= nu (halved for mu = nu): only its
+        # part symmetric in the outputs meets T_S, and only the antisymmetric part meets T_A
+        # (see _kr_stored): half the right-hand sides each, gathered in one compiled pass
+        Ws, Wa = backend.implementation(xp).stored_gather(xp.ascontiguousarray(B), P, D,
+                                                           backend.resolve_threads(None))
         tri, st = np.triu_indices(D), np.triu_indices(D, 1)
-        Wt = Wm.transpose(0, 2, 1)
-        Ws = xp.ascontiguousarray(((Wm + Wt) / 2)[:, tri[0], tri[1]])
         XSv = self._stored(self.T, Ws, transpose=True)              # (pairs, D(D+1)/2)
         XS = xp.empty((XSv.shape[0], D, D), dtype=np.float64)
         XS[:, tri[0], tri[1]] = XSv
@@ -177,7 +165,6 @@ class StoredKernel:
         if not self.diagonal:
             off = backend.to_numpy(pi < pj)
             if off.any():
-                Wa = xp.ascontiguousarray(((Wm - Wt) / 2)[:, st[0], st[1]])
                 XAv = self._stored(self._antisym(), Wa, transpose=True)   # (off pairs, ...)
                 XA = xp.zeros((XAv.shape[0], D, D), dtype=np.float64)
                 XA[:, st[0], st[1]] = XAv
