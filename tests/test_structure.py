@@ -30,6 +30,7 @@ LAYERS = {
     # 3 models: theories, networks and their Jacobians, data
     "lkr.theory": 3, "lkr.nets": 3, "lkr.ntk": 3, "lkr.data": 3, "lkr._task": 3,
     "lkr._labels": 3, "lkr._task_options": 3, "lkr.datasets_sklearn": 3,
+    "lkr._datafiles": 3, "lkr.data_groups": 3,
     # 4 training
     "lkr.train": 4,
     # 5 experiments (one module per subcommand), 6 the command line

@@ -19,7 +19,8 @@ Tasks (see :func:`load_task`)
     the IDX files of MNIST in DIR (``train-images-idx3-ubyte`` etc., optionally ``.gz``).
 ``cifar10:DIR``
     the CIFAR-10 python batches in DIR (``data_batch_1`` ... ``data_batch_5``,
-    ``test_batch``), or in ``DIR/cifar-10-batches-py``.
+    ``test_batch``), or in ``DIR/cifar-10-batches-py``; or the binary version
+    (``data_batch_1.bin`` ..., ``test_batch.bin``, or in ``DIR/cifar-10-batches-bin``).
 ``digits``
     scikit-learn's UCI 8 x 8 digits (``lkr[data]``, :mod:`lkr.datasets_sklearn`).
 
@@ -38,6 +39,7 @@ import struct
 
 import numpy as np
 
+from ._datafiles import read_cifar10_binary
 from ._labels import one_hot
 from ._task import DataError, Task, parse_classes
 from ._task import block_average as _block_average
@@ -296,9 +298,15 @@ def _read_cifar_batch(path):
 
 
 def _read_cifar10(directory):
+    """The python batches (``data_batch_1`` ...) or, when there are none, the binary
+    version (``data_batch_1.bin`` ...), each also in its archive's folder."""
     sub = os.path.join(directory, "cifar-10-batches-py")
     if not os.path.isfile(os.path.join(directory, "test_batch")) and os.path.isdir(sub):
         directory = sub
+    if not os.path.isfile(os.path.join(directory, "test_batch")) and (
+            os.path.isfile(os.path.join(directory, "test_batch.bin"))
+            or os.path.isdir(os.path.join(directory, "cifar-10-batches-bin"))):
+        return read_cifar10_binary(directory)
     train = []
     for k in range(1, 6):
         path = os.path.join(directory, f"data_batch_{k}")

@@ -146,8 +146,8 @@ def test_multi_output_rejects_bad_arguments():
 
 
 # -- the command ---------------------------------------------------------------------------------
-TINY = ["-P", "24", "--P-test", "30", "--multipliers", "1,2", "--base-widths", "fc=4,cnn=2,lcn=1",
-        "--steps", "15", "--classes", "0:1:2", "--quiet"]
+TINY = ["-P", "24", "--P-test", "30", "--multipliers", "1,2", "--base-widths",
+        "fc=4,cnn=2,lcn=1", "--steps", "15", "--classes", "0:1:2", "--seeds", "1", "--quiet"]
 
 
 def _run(capsys, argv):
@@ -162,13 +162,14 @@ def test_command_end_to_end(tmp_path, capsys):
     out = tmp_path / "a"
     code, io = _run(capsys, TINY + ["--out", str(out)])
     assert code == 0
-    for word in ("FC", "CNN", "LCN", "erank", "acc net", "acc lin", "acc ker", "gap"):
+    for word in ("FC", "CNN", "LCN", "DCNN", "erank", "acc net", "acc lin", "acc ker", "gap",
+                 "steps", "difficulty"):
         assert word in io.out
     assert len([ln for ln in io.out.splitlines() if ln.startswith(("FC ", "CNN ", "LCN "))]) == 6
     r = json.loads((out / "results.json").read_text())
-    assert {"experiment", "settings", "task", "versions", "rows", "points", "timing",
+    assert {"experiment", "settings", "tasks", "versions", "rows", "summary", "points", "timing",
             "interrupted"} <= set(r)
-    assert r["interrupted"] is False and r["settings"]["outputs"] == 3
+    assert r["interrupted"] is False and r["tasks"][0]["outputs"] == 3
     row = r["rows"][0]
     for k in ("effective_rank", "stable_rank", "num_params", "rows", "net", "lin", "kernel", "gap"):
         assert k in row
@@ -176,6 +177,7 @@ def test_command_end_to_end(tmp_path, capsys):
     assert 1 <= row["effective_rank"]["mean"] <= min(row["rows"], row["num_params"])
     for k in ("test_accuracy", "test_mse", "train_accuracy", "train_mse"):
         assert k in row["net"] and k in row["lin"] and k in row["kernel"]
+    assert row["net"]["steps"]["mean"] == 15 and row["net"]["stopped"] == {"fixed": 1}
     try:
         import matplotlib  # noqa: F401
         assert (out / "nets_vs_linearized.png").stat().st_size > 0
@@ -191,7 +193,7 @@ def test_command_end_to_end(tmp_path, capsys):
 
 def test_command_seeds_give_error_bars_and_sgd(capsys):
     pytest.importorskip("sklearn")
-    r = nvl.run_experiment("digits", classes="0,1", P=20, P_test=20, architectures=("cnn",),
+    r = nvl.run_experiment("digits@0,1", P=20, P_test=20, architectures=("cnn",),
                            multipliers=(1,), base_widths={"cnn": 2}, steps=10, seeds=2,
                            batch=8)
     row = r["rows"][0]
@@ -221,6 +223,12 @@ def test_ctrl_c_keeps_what_is_finished(tmp_path, capsys, monkeypatch):
 @pytest.mark.parametrize("argv, what", [(["--classes", "0,x"], "classes"),
                                         (["--arch", "rnn"], "arch"),
                                         (["--task", "gaussian-linear"], "classification"),
+                                        (["--tasks", "digits@0:1", "cifar10"], "directory"),
+                                        (["--tasks", "digits@0:1", "digits@0,1"], "twice"),
+                                        (["--tasks", "digits@0:1", "--task", "digits"],
+                                         "not both"),
+                                        (["--window", "15"], "multiple of 10"),
+                                        (["--momentum", "1"], "momentum"),
                                         (["--base-widths", "fc"], "base")])
 def test_command_bad_input_is_one_line(argv, what, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -255,8 +263,10 @@ def test_help_lists_the_options(capsys):
         cli.main(["nets-vs-linearized", "--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for opt in ("--task", "--classes", "--arch", "--multipliers", "--base-widths", "--steps",
-                "--lr-scale", "--batch", "--seeds", "--out", "--quiet"):
+    for opt in ("--tasks", "--task", "--classes", "--arch", "--multipliers", "--base-widths",
+                "--steps", "--tol", "--rtol", "--window", "--max-steps", "--momentum",
+                "--lr-scale", "--batch", "--seeds", "--quick", "--filter2", "--stride2",
+                "--out", "--quiet", "ladder"):
         assert opt in text, opt
     # --widths (the widths themselves in lkr fc-vs-cnn) is only the hidden former spelling
     assert "--widths" not in text
@@ -268,6 +278,6 @@ def test_former_widths_option_is_the_multipliers(capsys):
     p = __import__("argparse").ArgumentParser()
     nvl_cmd.add_arguments(p)
     assert p.parse_args(["--multipliers", "1,3"]).multipliers == [1, 3]
-    assert p.parse_args([]).multipliers == [1, 2, 4, 8]
+    assert p.parse_args([]).multipliers is None   # the command resolves it: 1,2,4,8 (--quick 1,8)
     assert p.parse_args(["--widths", "2,4"]).multipliers == [2, 4]
     assert "--widths is now --multipliers" in capsys.readouterr().err
