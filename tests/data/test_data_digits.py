@@ -156,3 +156,7 @@ def test_help_states_the_digits_defaults(capsys):
     assert "digits: what the classes hold" in text
     assert "valid for image tasks, so that no window wraps around an image" in text
     assert "'all' (ten classes)" in text
+    # what is exact and what is experimental (issue 20)
+    assert "What is exact: the GPs (every activation); the odd (erf, linear) FC action" in text
+    assert "Experimental: the CNN, LCN and deep-CNN actions" in text
+    assert "large filter dimension M" in text
