@@ -234,6 +234,36 @@ def _patch_passes(cp, quick):
     return rows
 
 
+def _deep(cp, quick):
+    """The deep CNN-GP kernel (issue 21): 28 x 28 x 1, conv 5 x 5 / 2 SAME -> erf -> conv
+    3 x 3 / 2 SAME -> erf -> flatten readout, K_R(I) (the diagonal pair plan) and a dense Q
+    (the dense plan), CUDA against C++ on the same inputs."""
+    import lkr
+
+    dg = lkr.DeepGeometry((28, 28), [5, 3], [2, 2], padding="same")
+    d = dg.num_patches
+    rng = np.random.default_rng(4)
+    rows = []
+    for dtype, P in ((np.float64, 512 if quick else 2048), (np.float32, 512 if quick else 2048)):
+        X = rng.standard_normal((P, 28, 28)).astype(dtype)
+        Q = np.eye(d, dtype=dtype)
+        Xd, Qd = cp.asarray(X), cp.asarray(Q)
+        rows += _same_size(cp, f"deep CNN-GP K_R(I) 28x28 [5x5/2, 3x3/2] SAME erf "
+                               f"{np.dtype(dtype).name} P={P} (diagonal plan)",
+                           lambda: lkr.renormalized_kernel(Xd, Q=Qd, geometry=dg),
+                           lambda: lkr.renormalized_kernel(X, Q=Q, geometry=dg))
+    P = 128 if quick else 256
+    X = rng.standard_normal((P, 28, 28))
+    A = rng.standard_normal((d, d))
+    Q = A @ A.T / d
+    Xd, Qd = cp.asarray(X), cp.asarray(Q)
+    rows += _same_size(cp, f"deep K_R(dense Q) 28x28 [5x5/2, 3x3/2] SAME erf float64 P={P} "
+                           "(dense plan)",
+                       lambda: lkr.renormalized_kernel(Xd, Q=Qd, geometry=dg),
+                       lambda: lkr.renormalized_kernel(X, Q=Q, geometry=dg))
+    return rows
+
+
 def run(quick: bool = False):
     cp, why = _gpu()
     if cp is None:
@@ -269,6 +299,8 @@ def run(quick: bool = False):
     rows += lk
     # The CNN patch passes (lkr._cuda against lkr._core, 4 chains as in Langevin sampling).
     rows += _patch_passes(cp, quick)
+    # The deep CNN kernel's pair plans (diagonal and dense) on the device.
+    rows += _deep(cp, quick)
     # The FC NNGP kernel: one GEMM and the elementwise map.
     Pn = 4096 if quick else 16384
     Xn = rng.standard_normal((Pn, 784)).astype(np.float32)

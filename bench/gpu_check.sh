@@ -5,15 +5,17 @@
 # network needed), from the root of a checkout:
 #   1. builds and installs lkr from the checkout into a throw-away virtual environment that
 #      sees the system's packages (pip install --no-build-isolation --no-deps, no index);
-#   2. runs the GPU tests with LKR_REQUIRE_GPU=1 (tests/engines/test_gpu.py, then every test marked
-#      `gpu` elsewhere), so that a missing device or CuPy fails instead of skipping;
-#   3. runs `python -m bench --suite gpu` and bench/gpu_theory.py (theory fits, Gram and
-#      spectra on CuPy arrays against NumPy);
+#   2. runs the GPU tests with LKR_REQUIRE_GPU=1 (tests/engines/test_gpu.py, the deep-CNN
+#      kernel's CUDA path in tests/kernels/test_deep_kernel.py, then every test marked `gpu`
+#      elsewhere), so that a missing device or CuPy fails instead of skipping;
+#   3. runs `python -m bench --suite gpu` (with the deep CNN-GP kernel on CuPy against
+#      the C++ path) and bench/gpu_theory.py (theory fits, Gram and spectra on CuPy arrays
+#      against NumPy);
 # and writes every log, the JUnit XML and the bench JSON to OUTDIR. Each step has its own
 # timeout and the whole run stays within GPU_CHECK_BUDGET seconds (default 470, i.e. under
 # 8 minutes); a step that fails or times out does not stop the later ones. The summary
 # (OUTDIR/summary.txt) lists every step's exit status and time. Exit status: 0 when the
-# install and both GPU test steps passed, 1 otherwise, 2 on bad usage.
+# install and the three GPU test steps passed, 1 otherwise, 2 on bad usage.
 #
 # Environment: PYTHON (default python3), GPU_CHECK_BUDGET (seconds), GPU_CHECK_QUICK=1
 # (bench --quick sizes).
@@ -95,9 +97,13 @@ step install 240 "$out/install.log" -- \
 step gpu-tests 150 "$out/test_gpu.log" -- \
   env LKR_REQUIRE_GPU=1 "$vpy" -m pytest -p no:cacheprovider -q -rs \
   --junitxml="$out/test_gpu.xml" tests/engines/test_gpu.py
+step gpu-deep-tests 90 "$out/test_gpu_deep.log" -- \
+  env LKR_REQUIRE_GPU=1 "$vpy" -m pytest -p no:cacheprovider -q -rs -m gpu \
+  --junitxml="$out/test_gpu_deep.xml" tests/kernels/test_deep_kernel.py
 step gpu-marked-tests 90 "$out/test_gpu_marked.log" -- \
   env LKR_REQUIRE_GPU=1 "$vpy" -m pytest -p no:cacheprovider -q -rs -m gpu \
-  --ignore=tests/engines/test_gpu.py --junitxml="$out/test_gpu_marked.xml" tests
+  --ignore=tests/engines/test_gpu.py --ignore=tests/kernels/test_deep_kernel.py \
+  --junitxml="$out/test_gpu_marked.xml" tests
 
 # 3. benchmarks
 step bench-gpu 150 "$out/bench_gpu.log" -- \
@@ -107,7 +113,7 @@ step bench-theory-cupy 60 "$out/bench_theory_cupy.log" -- \
 
 echo "== done in $((SECONDS - start))s; results in $out" | tee -a "$summary"
 rc=0
-for name in install gpu-tests gpu-marked-tests; do
+for name in install gpu-tests gpu-deep-tests gpu-marked-tests; do
   st=${status[$name]:-missing}
   # pytest's 5 (no test collected) is not a failure for the marker selection
   if [[ "$st" != "0" && ! ("$name" == gpu-marked-tests && "$st" == "5") ]]; then

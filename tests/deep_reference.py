@@ -1,6 +1,8 @@
 """A plain NumPy recursion of the deep-CNN kernel (docs/deep-cnn.md section 4): windows
 built by hand per axis, gather matrices S_t, all position pairs of every layer; and the
-hypothesis strategy of deep geometries. Shared by the deep kernel, net and theory tests."""
+hypothesis strategy of deep geometries. Shared by the deep kernel, net and theory tests. Also a
+second recursion on the diagonal pairs only (the flatten readout's pair plan) and the stored
+kernel of the theories."""
 import math
 
 import numpy as np
@@ -81,6 +83,37 @@ def ref_deep(Xc, Yc, shape, filts, strides, pads, act, lams, with_variances=Fals
     return (K, v[:P]) if with_variances else K
 
 
+def ref_deep_diagonal(Xc, Yc, shape, filts, strides, pads, act, lams):
+    """diag K_L (P, P', d): the recursion on the diagonal pairs (p, p) only, which read only
+    diagonal pairs below (same offset on both sides): the flatten readout's O(positions)."""
+    Z = np.concatenate([Xc, Yc]) if Yc is not None else Xc
+    Z = Z.astype(np.float64)
+    PZ = layer1_patches(Z, shape, filts[0], strides[0], pads[0])
+    M = PZ.shape[2]
+    C = np.einsum("apm,bpm->abp", PZ, PZ) / (lams[0] * M)
+    _, grid = gather_matrices(shape, filts[0], strides[0], pads[0])
+    for layer in range(len(filts)):
+        v = np.einsum("aap->ap", C)
+        K = ref_map(act, v[:, None, :], C, v[None, :, :])
+        if layer + 1 == len(filts):
+            break
+        S, grid = gather_matrices(grid, filts[layer + 1], strides[layer + 1], pads[layer + 1])
+        C = np.einsum("tpi,abi->abp", S, K) / (S.shape[0] * lams[layer + 1])
+    P = Xc.shape[0]
+    return K if Yc is None else K[:P, P:]
+
+
+def ref_pack(K):
+    """The stored kernel of K (P, P, d, d): rows mu <= nu, columns i <= j (triu order),
+    K_ij + K_ji off the patch diagonal, K_ii on it."""
+    P, d = K.shape[0], K.shape[2]
+    mu, nu = np.triu_indices(P)
+    i, j = np.triu_indices(d)
+    V = K[mu, nu][:, i, j] + K[mu, nu][:, j, i]
+    V[:, i == j] /= 2
+    return V
+
+
 def canonical(rng, dg, P, dtype=np.float64):
     return rng.standard_normal((P,) + dg.input_shape + (dg.channels,)).astype(dtype)
 
@@ -90,9 +123,9 @@ def given_form(Xc, dg):
 
 
 @st.composite
-def deep_geometries(draw, max_depth=3):
+def deep_geometries(draw, max_depth=3, min_depth=2):
     ndim = draw(st.sampled_from([1, 2]))
-    depth = draw(st.integers(2, max_depth))
+    depth = draw(st.integers(min_depth, max_depth))
     shape = tuple(draw(st.integers(3, 12 if ndim == 1 else 7)) for _ in range(ndim))
     filts, strides, pads = [], [], []
     grid = shape

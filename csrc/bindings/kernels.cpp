@@ -8,34 +8,18 @@
 
 #include "../lkr/local_kernel.hpp"
 #include "array_utils.hpp"
+#include "kernel_args.hpp"
 
 namespace lkr::bind {
 namespace py = pybind11;
 
 namespace {
 
-KernelParams params(const std::string& activation, double lambda0, int nthreads) {
-  KernelParams p;
-  p.activation = activation_from_name(activation);
-  p.lambda0 = lambda0;
-  p.nthreads = nthreads;
-  return p;
-}
-
-template <class T>
-void check_same_patches(const View3<T>& a, const View3<T>& b) {
-  if (a.shape[1] != b.shape[1] || a.shape[2] != b.shape[2])
-    throw py::value_error("X and Y patch tensors differ in (Np, M): (" + std::to_string(a.shape[1]) +
-                          ", " + std::to_string(a.shape[2]) + ") vs (" + std::to_string(b.shape[1]) +
-                          ", " + std::to_string(b.shape[2]) + ")");
-}
-
 template <class T>
 py::array local_kernel_t(const py::array& x, const std::optional<py::array>& y,
                          const KernelParams& p) {
   const auto a = view3<T>(x, "X");
-  std::optional<View3<T>> b;
-  if (y) b = view3<T>(*y, "Y"), check_same_patches(a, *b);
+  const auto b = second<T>(a, y);
   const int64_t P2 = b ? b->shape[0] : a.shape[0], Np = a.shape[1];
   py::array_t<T> out({a.shape[0], P2, Np, Np});
   T* o = out.mutable_data();
@@ -50,13 +34,8 @@ template <class T>
 py::array renormalized_t(const py::array& x, const std::optional<py::array>& y, const py::array& q,
                          double lambda1, const KernelParams& p) {
   const auto a = view3<T>(x, "X");
-  std::optional<View3<T>> b;
-  if (y) b = view3<T>(*y, "Y"), check_same_patches(a, *b);
-  const auto qc = contiguous<T>(q, "Q");
-  const int64_t Np = a.shape[1];
-  if (qc.ndim() != 2 || qc.shape(0) != Np || qc.shape(1) != Np)
-    throw py::value_error("Q must have shape (" + std::to_string(Np) + ", " + std::to_string(Np) +
-                          "), got " + shape_str(qc));
+  const auto b = second<T>(a, y);
+  const auto qc = square<T>(q, a.shape[1], "Q");
   const int64_t P2 = b ? b->shape[0] : a.shape[0];
   py::array_t<T> out({a.shape[0], P2});
   T* o = out.mutable_data();
@@ -72,11 +51,7 @@ template <class T>
 py::array renormalized_diag_t(const py::array& x, const py::array& q, double lambda1,
                               const KernelParams& p) {
   const auto a = view3<T>(x, "X");
-  const auto qc = contiguous<T>(q, "Q");
-  const int64_t Np = a.shape[1];
-  if (qc.ndim() != 2 || qc.shape(0) != Np || qc.shape(1) != Np)
-    throw py::value_error("Q must have shape (" + std::to_string(Np) + ", " + std::to_string(Np) +
-                          "), got " + shape_str(qc));
+  const auto qc = square<T>(q, a.shape[1], "Q");
   py::array_t<T> out(a.shape[0]);
   T* o = out.mutable_data();
   const T* qd = qc.data();
@@ -91,8 +66,7 @@ template <class T>
 py::array adjoint_t(const py::array& x, const std::optional<py::array>& y, const py::array& w,
                     bool w_symmetric, const KernelParams& p) {
   const auto a = view3<T>(x, "X");
-  std::optional<View3<T>> b;
-  if (y) b = view3<T>(*y, "Y"), check_same_patches(a, *b);
+  const auto b = second<T>(a, y);
   const auto wv = view2<T>(w, "W");
   const int64_t P2 = b ? b->shape[0] : a.shape[0], Np = a.shape[1];
   if (wv.shape[0] != a.shape[0] || wv.shape[1] != P2)
@@ -135,7 +109,7 @@ void register_kernels(py::module_& m) {
       "local_kernel",
       [](const py::array& x, const std::optional<py::array>& y, const std::string& activation,
          double lambda0, int nthreads) {
-        const auto p = params(activation, lambda0, nthreads);
+        const auto p = kernel_params(activation, lambda0, nthreads);
         return dispatch_float(x, [&](auto tag) {
           return local_kernel_t<typename decltype(tag)::type>(x, y, p);
         });
@@ -146,7 +120,7 @@ void register_kernels(py::module_& m) {
       "renormalized_kernel",
       [](const py::array& x, const std::optional<py::array>& y, const py::array& q,
          const std::string& activation, double lambda0, double lambda1, int nthreads) {
-        const auto p = params(activation, lambda0, nthreads);
+        const auto p = kernel_params(activation, lambda0, nthreads);
         return dispatch_float(x, [&](auto tag) {
           return renormalized_t<typename decltype(tag)::type>(x, y, q, lambda1, p);
         });
@@ -157,7 +131,7 @@ void register_kernels(py::module_& m) {
       "renormalized_kernel_diag",
       [](const py::array& x, const py::array& q, const std::string& activation, double lambda0,
          double lambda1, int nthreads) {
-        const auto p = params(activation, lambda0, nthreads);
+        const auto p = kernel_params(activation, lambda0, nthreads);
         return dispatch_float(x, [&](auto tag) {
           return renormalized_diag_t<typename decltype(tag)::type>(x, q, lambda1, p);
         });
@@ -168,7 +142,7 @@ void register_kernels(py::module_& m) {
       "local_kernel_adjoint",
       [](const py::array& x, const std::optional<py::array>& y, const py::array& w,
          bool w_symmetric, const std::string& activation, double lambda0, int nthreads) {
-        const auto p = params(activation, lambda0, nthreads);
+        const auto p = kernel_params(activation, lambda0, nthreads);
         return dispatch_float(x, [&](auto tag) {
           return adjoint_t<typename decltype(tag)::type>(x, y, w, w_symmetric, p);
         });

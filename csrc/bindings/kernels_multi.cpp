@@ -10,39 +10,12 @@
 
 #include "../lkr/local_kernel_multi.hpp"
 #include "array_utils.hpp"
+#include "kernel_args.hpp"
 
 namespace lkr::bind {
 namespace py = pybind11;
 
 namespace {
-
-bool f32(const py::array& a) { return a.dtype().is(py::dtype::of<float>()); }
-
-KernelParams kparams(const std::string& activation, double lambda0, int nthreads) {
-  KernelParams p;
-  p.activation = activation_from_name(activation);
-  p.lambda0 = lambda0;
-  p.nthreads = nthreads;
-  return p;
-}
-
-template <class T>
-std::optional<View3<T>> second(const View3<T>& a, const std::optional<py::array>& y) {
-  if (!y) return std::nullopt;
-  auto b = view3<T>(*y, "Y");
-  if (a.shape[1] != b.shape[1] || a.shape[2] != b.shape[2])
-    throw py::value_error("X and Y patch tensors differ in (Np, M)");
-  return b;
-}
-
-template <class T>
-py::array_t<T, py::array::c_style> square(const py::array& q, int64_t n, const char* name) {
-  auto qc = contiguous<T>(q, name);
-  if (qc.ndim() != 2 || qc.shape(0) != n || qc.shape(1) != n)
-    throw py::value_error(std::string(name) + " must have shape (" + std::to_string(n) + ", " +
-                          std::to_string(n) + "), got " + shape_str(qc));
-  return qc;
-}
 
 int64_t check_D(int64_t D) {
   if (D < 1) throw py::value_error("D must be >= 1, got " + std::to_string(D));
@@ -230,8 +203,10 @@ void register_kernels_multi(py::module_& m) {
   m.def(
       "patch_mean",
       [](const py::array& x, const std::string& activation, double lambda0, int nthreads) {
-        const auto p = kparams(activation, lambda0, nthreads);
-        return f32(x) ? mean_t<float>(x, p) : mean_t<double>(x, p);
+        const auto p = kernel_params(activation, lambda0, nthreads);
+        return dispatch_float(x, [&](auto tag) {
+          return mean_t<typename decltype(tag)::type>(x, p);
+        });
       },
       py::arg("X"), py::arg("activation"), py::arg("lambda0"), py::arg("nthreads"),
       "Mean patch activations m (P, Np) from a patch tensor (P, Np, M).");
@@ -240,9 +215,10 @@ void register_kernels_multi(py::module_& m) {
       [](const py::array& x, const std::optional<py::array>& y, const py::array& q,
          const std::optional<py::array>& qm, int64_t D, const std::string& activation,
          double lambda0, double lambda1, int nthreads) {
-        const auto p = kparams(activation, lambda0, nthreads);
-        return f32(x) ? renorm_t<float>(x, y, q, qm, D, lambda1, p)
-                      : renorm_t<double>(x, y, q, qm, D, lambda1, p);
+        const auto p = kernel_params(activation, lambda0, nthreads);
+        return dispatch_float(x, [&](auto tag) {
+          return renorm_t<typename decltype(tag)::type>(x, y, q, qm, D, lambda1, p);
+        });
       },
       py::arg("X"), py::arg("Y"), py::arg("Q"), py::arg("Qm"), py::arg("D"),
       py::arg("activation"), py::arg("lambda0"), py::arg("lambda1"), py::arg("nthreads"),
@@ -252,9 +228,10 @@ void register_kernels_multi(py::module_& m) {
       [](const py::array& x, const std::optional<py::array>& y, const py::array& w,
          bool w_symmetric, int64_t D, bool centred, const std::string& activation,
          double lambda0, int nthreads) {
-        const auto p = kparams(activation, lambda0, nthreads);
-        return f32(x) ? adjoint_t<float>(x, y, w, w_symmetric, D, centred, p)
-                      : adjoint_t<double>(x, y, w, w_symmetric, D, centred, p);
+        const auto p = kernel_params(activation, lambda0, nthreads);
+        return dispatch_float(x, [&](auto tag) {
+          return adjoint_t<typename decltype(tag)::type>(x, y, w, w_symmetric, D, centred, p);
+        });
       },
       py::arg("X"), py::arg("Y"), py::arg("W"), py::arg("w_symmetric"), py::arg("D"),
       py::arg("centred"), py::arg("activation"), py::arg("lambda0"), py::arg("nthreads"),
@@ -262,8 +239,9 @@ void register_kernels_multi(py::module_& m) {
   m.def(
       "stored_matmul",
       [](const py::array& s, const py::array& x, bool transpose, int nthreads) {
-        return f32(s) ? stored_t<float>(s, x, transpose, nthreads)
-                      : stored_t<double>(s, x, transpose, nthreads);
+        return dispatch_float(s, [&](auto tag) {
+          return stored_t<typename decltype(tag)::type>(s, x, transpose, nthreads);
+        });
       },
       py::arg("S"), py::arg("X"), py::arg("transpose"), py::arg("nthreads"),
       "S @ X (or S.T @ X) for a float32/float64 S and a float64 X, accumulated in float64.");
@@ -271,9 +249,10 @@ void register_kernels_multi(py::module_& m) {
       "pack_compressed",
       [](const py::array& x, bool antisym, bool diagonal, bool store32,
          const std::string& activation, double lambda0, int nthreads) {
-        const auto p = kparams(activation, lambda0, nthreads);
-        return f32(x) ? pack_t<float>(x, antisym, diagonal, store32, p)
-                      : pack_t<double>(x, antisym, diagonal, store32, p);
+        const auto p = kernel_params(activation, lambda0, nthreads);
+        return dispatch_float(x, [&](auto tag) {
+          return pack_t<typename decltype(tag)::type>(x, antisym, diagonal, store32, p);
+        });
       },
       py::arg("X"), py::arg("antisym"), py::arg("diagonal"), py::arg("store32"),
       py::arg("activation"), py::arg("lambda0"), py::arg("nthreads"),
@@ -282,8 +261,9 @@ void register_kernels_multi(py::module_& m) {
       "stored_sym",
       [](const py::array& s, const py::array& x, int64_t P, bool adjoint, double scale,
          int nthreads) {
-        return f32(s) ? stored_sym_t<float>(s, x, P, adjoint, scale, nthreads)
-                      : stored_sym_t<double>(s, x, P, adjoint, scale, nthreads);
+        return dispatch_float(s, [&](auto tag) {
+          return stored_sym_t<typename decltype(tag)::type>(s, x, P, adjoint, scale, nthreads);
+        });
       },
       py::arg("S"), py::arg("X"), py::arg("P"), py::arg("adjoint"), py::arg("scale"),
       py::arg("nthreads"),

@@ -50,6 +50,36 @@ __device__ __forceinline__ T map_F(T u) {
   }
 }
 
+// The flat index of a block in a 2-D grid (grids are 2-D where one dimension would exceed
+// 2^31 - 1 blocks), and the grid's size.
+__device__ __forceinline__ long long block_id() {
+  return (long long)blockIdx.y * (long long)gridDim.x + (long long)blockIdx.x;
+}
+__device__ __forceinline__ long long block_count() {
+  return (long long)gridDim.x * (long long)gridDim.y;
+}
+
+// The pair (ga, gb) of a flat index: of the full n_a x n_b rectangle, or of its upper
+// triangle ga <= gb (row by row) when sym. The triangle row comes from the quadratic formula
+// in double, then is corrected by exact integer steps.
+__device__ __forceinline__ void decode_pair(long long idx, long long na, long long nb, int sym,
+                                            long long& ga, long long& gb) {
+  if (!sym) {
+    ga = idx / nb;
+    gb = idx - ga * nb;
+    return;
+  }
+  const double b = 2.0 * double(na) + 1.0;
+  long long g = (long long)((b - sqrt(b * b - 8.0 * double(idx))) * 0.5);
+  if (g < 0) g = 0;
+  if (g > na - 1) g = na - 1;
+  // start(g) = g n - g (g - 1) / 2 is the flat index of (g, g).
+  while (g > 0 && g * na - g * (g - 1) / 2 > idx) --g;
+  while (g + 1 < na && (g + 1) * na - (g + 1) * g / 2 <= idx) ++g;
+  ga = g;
+  gb = g + (idx - (g * na - g * (g - 1) / 2));
+}
+
 // The full map from covariances, as lkr::nngp_map (the FC kernel after one GEMM).
 template <int ACT, class T>
 __device__ __forceinline__ T nngp_map(T cxx, T cxy, T cyy) {

@@ -69,31 +69,6 @@ struct Panels {
   long long PNp, M, CW, S, nchunks;
 };
 
-__device__ __forceinline__ long long block_id() {
-  return (long long)blockIdx.y * (long long)gridDim.x + (long long)blockIdx.x;
-}
-
-// Index of the pair of groups (ga, gb) of a flat block index: the full n_a x n_b rectangle,
-// or its upper triangle ga <= gb (row by row) when sym. The triangle row comes from the
-// quadratic formula in double, then is corrected by exact integer steps.
-__device__ __forceinline__ void decode_pair(long long idx, long long na, long long nb, int sym,
-                                            long long& ga, long long& gb) {
-  if (!sym) {
-    ga = idx / nb;
-    gb = idx - ga * nb;
-    return;
-  }
-  const double b = 2.0 * double(na) + 1.0;
-  long long g = (long long)((b - sqrt(b * b - 8.0 * double(idx))) * 0.5);
-  if (g < 0) g = 0;
-  if (g > na - 1) g = na - 1;
-  // start(g) = g n - g (g - 1) / 2 is the flat index of (g, g).
-  while (g > 0 && g * na - g * (g - 1) / 2 > idx) --g;
-  while (g + 1 < na && (g + 1) * na - (g + 1) * g / 2 <= idx) ++g;
-  ga = g;
-  gb = g + (idx - (g * na - g * (g - 1) / 2));
-}
-
 // Where panel row (or column) r lands: group-local sample a and chunk-local patch io. The
 // mapping depends on neither the chunk nor the group, only validity does, so each thread
 // computes its slots once (integer division by a run-time CW is not cheap on a GPU).

@@ -131,6 +131,21 @@ inline PreparedFactors prepared_factors(Activation act, double sq, int e, double
   }
 }
 
+// Factors of the map from covariances, K_sigma(c_x, c_xy, c_y) = s_x s_y F(c_xy r_x r_y),
+// per side from its own variance c: erf r = sqrt(2 / (1 + 2c)), s = 1; relu r = 1 / sqrt(c)
+// (0 at c = 0), s = sqrt(c); linear r = s = 1. A zero variance gives K = 0 with no division
+// by zero (erf and linear through c_xy = 0, relu through s = 0).
+struct MapFactors {
+  double r, s;
+};
+inline MapFactors map_factors(Activation act, double c) {
+  switch (act) {
+    case Activation::erf: return {std::sqrt(2.0 / (1.0 + 2.0 * c)), 1.0};
+    case Activation::relu: return {c > 0 ? 1.0 / std::sqrt(c) : 0.0, c > 0 ? std::sqrt(c) : 0.0};
+    default: return {1.0, 1.0};
+  }
+}
+
 // The full map from covariances, for the FC kernel and for references.
 template <class T>
 inline T nngp_map(Activation act, T cxx, T cxy, T cyy) {

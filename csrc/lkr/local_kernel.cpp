@@ -1,20 +1,16 @@
 #include "local_kernel.hpp"
-#include "local_kernel_tiles.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
-#include "dispatch.hpp"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "local_kernel_tiles.hpp"
+#include "tiles.hpp"
 
 namespace lkr {
 namespace {
 
-int resolve_threads(int n) { return omp_threads(n); }
+using namespace tiles;
 
 // Prepared patches: z (P, Np, M) contiguous, scaled so that u = z_i . z_j (see
 // activations.hpp), and s (P, Np) the relu amplitudes (1 otherwise).
@@ -35,30 +31,10 @@ Prepared<T> prepare(const View3<T>& x, Activation act, double lambda0, int nthre
   r.s.assign(static_cast<size_t>(r.P * r.Np), T(1));
   const double norm = 1.0 / (lambda0 * double(r.M));
 #pragma omp parallel for schedule(static) num_threads(nthreads)
-  for (int64_t mu = 0; mu < r.P; ++mu) {
-    for (int64_t i = 0; i < r.Np; ++i) {
-      // The row is scaled by 2^-e (e the exponent of its largest entry) before squaring, so
-      // that |x|^2 cannot overflow (or underflow) even for entries near the largest double.
-      // Powers of two scale exactly: for ordinary inputs z and s are bit for bit what the
-      // unscaled formulas give; see prepared_factors.
-      double amax = 0;
-      for (int64_t k = 0; k < r.M; ++k) amax = std::max(amax, std::fabs(double(x(mu, i, k))));
-      int e = 0;
-      if (amax > 0) std::frexp(amax, &e);
-      // 2^-e as two normal factors (2^-e alone is out of range for e = 1024 or e < -1022):
-      // x * h1 * h2 is then exact, and cheaper than an ldexp call per entry.
-      const double h1 = std::ldexp(1.0, -(e / 2)), h2 = std::ldexp(1.0, -(e - e / 2));
-      double sq = 0;  // |x 2^-e|^2
-      for (int64_t k = 0; k < r.M; ++k) {
-        const double v = double(x(mu, i, k)) * h1 * h2;
-        sq += v * v;
-      }
-      const PreparedFactors f = prepared_factors(act, sq, e, norm);
-      r.s[mu * r.Np + i] = T(f.amp);
-      T* zr = r.z.data() + (mu * r.Np + i) * r.M;
-      for (int64_t k = 0; k < r.M; ++k) zr[k] = T(double(x(mu, i, k)) * h1 * h2 * f.scale);
-    }
-  }
+  for (int64_t mu = 0; mu < r.P; ++mu)
+    for (int64_t i = 0; i < r.Np; ++i)
+      r.s[mu * r.Np + i] = prepare_row<T>([&](int64_t k) { return x(mu, i, k); }, r.M, act, norm,
+                                          r.z.data() + (mu * r.Np + i) * r.M, 1);
   return r;
 }
 
@@ -71,22 +47,6 @@ Prepared<T> prepare(const View3<T>& x, Activation act, double lambda0, int nthre
 // few L1 sets). Rows (mu, i) of A are taken R at a time; for each panel the R x CW dot
 // products sit in registers, F is applied there, and the epilogue of the calling
 // contraction consumes them at once: the local kernel never exists beyond R x CW values.
-// The instruction set of the tile kernels (dispatch.hpp); their per-ISA variants exist only
-// where the compiler has arch= targets.
-inline Isa tile_isa() { return LKR_DISPATCH ? active_isa() : Isa::base; }
-
-// Register blocking: CW columns = two vector registers, R rows such that the 2R
-// accumulators stay in registers (16 of 32 zmm; 8 of 16 ymm or xmm). R = 8 reuses each
-// loaded column twice as often, which pays once M is large; with few patches it would
-// mostly compute padding rows.
-template <class T>
-int tile_cw(Isa isa) {
-  return (isa == Isa::v4 ? 128 : isa == Isa::v3 ? 64 : 32) / int(sizeof(T));
-}
-inline int tile_rows(Isa isa, int64_t Np) { return isa == Isa::v4 && Np >= 6 ? 8 : 4; }
-
-inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
-
 template <class T>
 void pack_block(const Prepared<T>& B, int64_t b0, int64_t b1, int64_t Cp, int64_t CW,
                 std::vector<T>& bt, std::vector<T>& sb) {
@@ -99,34 +59,6 @@ void pack_block(const Prepared<T>& B, int64_t b0, int64_t b1, int64_t Cp, int64_
     for (int64_t k = 0; k < M; ++k) panel[k * CW] = zr[k];
     sb[c] = B.s[b0 * B.Np + c];
   }
-}
-
-// u[r][c] = a_r . b_c for the CW columns of one packed panel (M x CW, contiguous).
-// Started from the k = 0 term rather than from zero: M >= 1 always, and a zero fill of u
-// compiles to a store (rep stos) that costs as much as the dot products when M is small.
-template <class T, int R, int CW>
-LKR_INLINE void dot_chunk(const T* const* a, int64_t M, const T* panel, T (&u)[R][CW]) {
-  for (int r = 0; r < R; ++r) {
-    const T ar = a[r][0];
-#pragma omp simd
-    for (int c = 0; c < CW; ++c) u[r][c] = ar * panel[c];
-  }
-  for (int64_t k = 1; k < M; ++k) {
-    const T* bk = panel + k * CW;
-    for (int r = 0; r < R; ++r) {
-      const T ar = a[r][k];
-#pragma omp simd
-      for (int c = 0; c < CW; ++c) u[r][c] += ar * bk[c];
-    }
-  }
-}
-
-// Row pointers of one group of R rows (mu, i0 .. i0 + R - 1) of a tile; rows past Np repeat
-// row i0 (their results go to a zero weight or a scratch row).
-template <class T, int R>
-LKR_INLINE void group_rows(const T* az, int64_t mu, int64_t i0, int64_t Np, int64_t M,
-                           const T* (&a)[R]) {
-  for (int r = 0; r < R; ++r) a[r] = az + (mu * Np + (i0 + r < Np ? i0 + r : i0)) * M;
 }
 
 // One tile of K_R: acc[mu - a0][nu - b0] = sum_ij Q_ij K_ij^{mu nu}. qs (Np rounded up to
@@ -260,35 +192,6 @@ struct FullTile {
   }
 };
 
-// Runs K::run<R, CW> compiled for the CPU's instruction set (see tile_cw, tile_rows). The
-// tile kernels are dispatched by hand (not with target_clones) because their register
-// blocking differs per instruction set; small loops use target_clones (LKR_HOT).
-#if LKR_DISPATCH
-template <class K, class T, class... A>
-LKR_TARGET_V4 void run_v4(int R, A... a) {
-  constexpr int CW = 128 / sizeof(T);
-  if (R == 8) K::template run<8, CW>(a...);
-  else K::template run<4, CW>(a...);
-}
-template <class K, class T, class... A>
-LKR_TARGET_V3 void run_v3(A... a) {
-  K::template run<4, 64 / sizeof(T)>(a...);
-}
-#endif
-template <class K, class T, class... A>
-void run_base(A... a) {
-  K::template run<4, 32 / sizeof(T)>(a...);
-}
-template <class K, class T, class... A>
-void run_tile(Isa isa, int R, A... a) {
-#if LKR_DISPATCH
-  if (isa == Isa::v4) return run_v4<K, T>(R, a...);
-  if (isa == Isa::v3) return run_v3<K, T>(a...);
-#endif
-  (void)isa, (void)R;
-  run_base<K, T>(a...);
-}
-
 // Tile geometry: ~512 columns per B block (the transposed block, M x 512, then sits in
 // L2 for any M up to 64 and in L1 for small M), and as many samples per A block, so that
 // the symmetric case shares one grid.
@@ -297,24 +200,12 @@ inline int64_t block_samples(int64_t Np, int64_t M) {
   return std::max<int64_t>(1, cols / Np);
 }
 
-struct TilePair {
-  int64_t a0, a1, b0, b1;
-};
-
-std::vector<TilePair> tile_pairs(int64_t P, int64_t P2, int64_t bs, bool upper_only) {
-  std::vector<TilePair> t;
-  for (int64_t a0 = 0; a0 < P; a0 += bs)
-    for (int64_t b0 = upper_only ? a0 : 0; b0 < P2; b0 += bs)
-      t.push_back({a0, std::min(P, a0 + bs), b0, std::min(P2, b0 + bs)});
-  return t;
-}
-
 template <class T, Activation ACT>
 void renormalized_impl(const Prepared<T>& A, const Prepared<T>& B, bool sym, const T* Q,
                        double lambda1, int nthreads, T* out) {
   const int64_t Np = A.Np, M = A.M, P = A.P, P2 = B.P;
   const int64_t bs = block_samples(Np, M);
-  const auto tiles = tile_pairs(P, P2, bs, sym);
+  const auto tiles = tile_pairs(P, P2, bs, bs, sym);
   const double norm = 1.0 / (lambda1 * double(Np));
   const Isa isa = tile_isa();
   const int cw = tile_cw<T>(isa), R = tile_rows(isa, Np);
@@ -355,7 +246,7 @@ void adjoint_impl(const Prepared<T>& A, const Prepared<T>& B, bool sym, const Vi
                   int nthreads, T* out) {
   const int64_t Np = A.Np, M = A.M, P = A.P, P2 = B.P;
   const int64_t bs = block_samples(Np, M);
-  const auto tiles = tile_pairs(P, P2, bs, sym);
+  const auto tiles = tile_pairs(P, P2, bs, bs, sym);
   const int64_t ntiles = static_cast<int64_t>(tiles.size());
   // Tiles are summed in a fixed number of contiguous groups, each into its own slot, and
   // the slots in order: the result is then the same bit for bit whatever the thread count
@@ -392,9 +283,8 @@ void adjoint_impl(const Prepared<T>& A, const Prepared<T>& B, bool sym, const Vi
       }
     }
   }
-  std::vector<double> total(static_cast<size_t>(Np * Np), 0.0);
-  for (int64_t grp = 0; grp < ngroups; ++grp)
-    for (int64_t k = 0; k < Np * Np; ++k) total[k] += slots[grp * Np * Np + k];
+  std::vector<double> total(static_cast<size_t>(Np * Np));
+  reduce_slots(slots, ngroups, Np * Np, total.data());
   for (int64_t i = 0; i < Np; ++i)
     for (int64_t j = 0; j < Np; ++j)
       out[i * Np + j] = T(sym ? total[i * Np + j] + total[j * Np + i] : total[i * Np + j]);
@@ -404,7 +294,7 @@ template <class T, Activation ACT>
 void full_impl(const Prepared<T>& A, const Prepared<T>& B, int nthreads, T* out) {
   const int64_t Np = A.Np, M = A.M, P = A.P, P2 = B.P;
   const int64_t bs = block_samples(Np, M);
-  const auto tiles = tile_pairs(P, P2, bs, false);
+  const auto tiles = tile_pairs(P, P2, bs, bs, false);
   const Isa isa = tile_isa();
   const int cw = tile_cw<T>(isa), R = tile_rows(isa, Np);
 #pragma omp parallel num_threads(nthreads)
@@ -440,7 +330,7 @@ LKR_HOT void nngp_row(T* row, int64_t n, T rx, T sx, const T* ry, const T* sy) {
 
 template <class T>
 void local_kernel(const View3<T>& A, const View3<T>* B, const KernelParams& p, T* out) {
-  const int nt = resolve_threads(p.nthreads);
+  const int nt = omp_threads(p.nthreads);
   const auto a = prepare(A, p.activation, p.lambda0, nt);
   const auto b = B ? prepare(*B, p.activation, p.lambda0, nt) : Prepared<T>{};
   with_activation(p.activation, [&](auto act) {
@@ -451,7 +341,7 @@ void local_kernel(const View3<T>& A, const View3<T>* B, const KernelParams& p, T
 template <class T>
 void renormalized_kernel(const View3<T>& A, const View3<T>* B, const T* Q, double lambda1,
                          const KernelParams& p, T* out) {
-  const int nt = resolve_threads(p.nthreads);
+  const int nt = omp_threads(p.nthreads);
   const auto a = prepare(A, p.activation, p.lambda0, nt);
   const auto b = B ? prepare(*B, p.activation, p.lambda0, nt) : Prepared<T>{};
   with_activation(p.activation, [&](auto act) {
@@ -462,7 +352,7 @@ void renormalized_kernel(const View3<T>& A, const View3<T>* B, const T* Q, doubl
 template <class T>
 void renormalized_kernel_diag(const View3<T>& A, const T* Q, double lambda1,
                               const KernelParams& p, T* out) {
-  const int nt = resolve_threads(p.nthreads);
+  const int nt = omp_threads(p.nthreads);
   const auto a = prepare(A, p.activation, p.lambda0, nt);
   const int64_t Np = a.Np, M = a.M;
   const double norm = 1.0 / (lambda1 * double(Np));
@@ -486,7 +376,7 @@ void renormalized_kernel_diag(const View3<T>& A, const T* Q, double lambda1,
 template <class T>
 void local_kernel_adjoint(const View3<T>& A, const View3<T>* B, const View2<T>& W,
                           bool w_symmetric, const KernelParams& p, T* out) {
-  const int nt = resolve_threads(p.nthreads);
+  const int nt = omp_threads(p.nthreads);
   const auto a = prepare(A, p.activation, p.lambda0, nt);
   const auto b = B ? prepare(*B, p.activation, p.lambda0, nt) : Prepared<T>{};
   const bool sym = B == nullptr && w_symmetric;
@@ -502,19 +392,14 @@ void nngp_map_inplace(Activation act, T* K, int64_t P, int64_t P2, const T* dx, 
   // ~1 ns per entry: below ~256k entries a thread, waking a team costs more than it saves
   const int64_t per_thread = 1 << 18;
   const int nt = static_cast<int>(std::max<int64_t>(
-      1, std::min<int64_t>(resolve_threads(nthreads), (P * P2 + per_thread - 1) / per_thread)));
-  // Factorised as in the local kernel: K = s_x s_y F(c_xy r_x r_y), with
-  // erf: r = sqrt(2) / sqrt(1 + 2c), s = 1; relu: r = 1 / sqrt(c) (0 when c = 0), s = sqrt(c).
-  std::vector<T> rx(P), ry(P2), sx(P, T(1)), sy(P2, T(1));
+      1, std::min<int64_t>(omp_threads(nthreads), (P * P2 + per_thread - 1) / per_thread)));
+  // Factorised as in the local kernel: K = s_x s_y F(c_xy r_x r_y) (activations.hpp).
+  std::vector<T> rx(P), ry(P2), sx(P), sy(P2);
   auto factors = [&](const T* d, int64_t n, T* r, T* s) {
     for (int64_t m = 0; m < n; ++m) {
-      const double c = double(d[m]);
-      if (act == Activation::erf) {
-        r[m] = T(std::sqrt(2.0 / (1.0 + 2.0 * c)));
-      } else {
-        r[m] = c > 0 ? T(1.0 / std::sqrt(c)) : T(0);
-        s[m] = c > 0 ? T(std::sqrt(c)) : T(0);
-      }
+      const MapFactors f = map_factors(act, double(d[m]));
+      r[m] = T(f.r);
+      s[m] = T(f.s);
     }
   };
   factors(dx, P, rx.data(), sx.data());
@@ -532,12 +417,12 @@ template <class T>
 int64_t for_each_kernel_tile(const View3<T>& A, const View3<T>* B, const KernelParams& p,
                              bool upper_only, int64_t ngroups,
                              const std::function<void(int64_t, const KernelTile&)>& fn) {
-  const int nt = resolve_threads(p.nthreads);
+  const int nt = omp_threads(p.nthreads);
   const auto a = prepare(A, p.activation, p.lambda0, nt);
   const auto b = B ? prepare(*B, p.activation, p.lambda0, nt) : Prepared<T>{};
   const Prepared<T>& bb = B ? b : a;
   const int64_t Np = a.Np, M = a.M;
-  const auto tiles = tile_pairs(a.P, bb.P, block_samples(Np, M), upper_only);
+  const auto tiles = tile_pairs(a.P, bb.P, block_samples(Np, M), block_samples(Np, M), upper_only);
   const int64_t ntiles = static_cast<int64_t>(tiles.size());
   if (ngroups <= 0 || ngroups > ntiles) ngroups = ntiles;
   const Isa isa = tile_isa();

@@ -4,17 +4,13 @@
 #include <cmath>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-#include "dispatch.hpp"
 #include "local_kernel_tiles.hpp"
+#include "tiles.hpp"
 
 namespace lkr {
 namespace {
 
-int threads_of(int n) { return omp_threads(n); }
+using tiles::reduce_slots;
 
 // m_i^mu in double, (P, Np).
 template <class T>
@@ -54,7 +50,7 @@ std::vector<double> blocks_by_patch_pair(const T* Q, int64_t Np, int64_t D, doub
 
 template <class T>
 void patch_mean(const View3<T>& A, const KernelParams& p, T* out) {
-  const auto m = means(A, p, threads_of(p.nthreads));
+  const auto m = means(A, p, omp_threads(p.nthreads));
   for (size_t k = 0; k < m.size(); ++k) out[k] = T(m[k]);
 }
 
@@ -93,7 +89,7 @@ void renormalized_kernel_multi(const View3<T>& A, const View3<T>* B, const T* Q,
   });
   if (!Qm) return;
   // mean term: U[(mu a), (j b)] = sum_i m_i^mu Qm[(i a), (j b)], then contract with m^nu
-  const int nt = threads_of(p.nthreads);
+  const int nt = omp_threads(p.nthreads);
   const auto ma = means(A, p, nt);
   const auto mb = sym ? std::vector<double>() : means(Bv, p, nt);
   const double* mB = sym ? ma.data() : mb.data();
@@ -161,9 +157,8 @@ void local_kernel_adjoint_multi(const View3<T>& A, const View3<T>* B, const View
             }
           }
       });
-  std::vector<double> total(static_cast<size_t>(NN * D2), 0.0);
-  for (int64_t g = 0; g < used; ++g)
-    for (int64_t k = 0; k < NN * D2; ++k) total[k] += slots[g * NN * D2 + k];
+  std::vector<double> total(static_cast<size_t>(NN * D2));
+  reduce_slots(slots, used, NN * D2, total.data());
   const int64_t ND = Np * D;
   for (int64_t i = 0; i < Np; ++i)
     for (int64_t j = 0; j < Np; ++j)
@@ -176,7 +171,7 @@ void local_kernel_adjoint_multi(const View3<T>& A, const View3<T>* B, const View
   if (!gm_out) return;
   // G_m = m^T W m by blocks: V[(mu a), (j b)] = sum_nu W[(mu a), (nu b)] m_j^nu, then
   // G_m[(i a), (j b)] = sum_mu m_i^mu V[(mu a), (j b)]; subtracted from G in double.
-  const int nt = threads_of(p.nthreads);
+  const int nt = omp_threads(p.nthreads);
   const auto ma = means(A, p, nt);
   const auto mb = B ? means(Bv, p, nt) : std::vector<double>();
   const double* mB = B ? mb.data() : ma.data();
@@ -215,7 +210,7 @@ void local_kernel_adjoint_multi(const View3<T>& A, const View3<T>* B, const View
 template <class T>
 void stored_matmul(const T* S, int64_t rows, int64_t cols, const double* X, int64_t nrhs,
                    int nthreads, double* out) {
-  const int nt = threads_of(nthreads);
+  const int nt = omp_threads(nthreads);
 #pragma omp parallel num_threads(nt)
   {
     std::vector<double> acc(static_cast<size_t>(nrhs));
@@ -245,7 +240,7 @@ void stored_matmul(const T* S, int64_t rows, int64_t cols, const double* X, int6
 template <class T>
 void stored_matmul_t(const T* S, int64_t rows, int64_t cols, const double* W, int64_t nrhs,
                      int nthreads, double* out) {
-  const int nt = threads_of(nthreads);
+  const int nt = omp_threads(nthreads);
   const int64_t n = cols * nrhs;
   const int64_t ngroups = std::max<int64_t>(1, std::min<int64_t>(rows, 64));
   std::vector<double> slots(static_cast<size_t>(ngroups * n), 0.0);
@@ -270,9 +265,7 @@ void stored_matmul_t(const T* S, int64_t rows, int64_t cols, const double* W, in
       }
     }
   }
-  std::fill(out, out + n, 0.0);
-  for (int64_t g = 0; g < ngroups; ++g)
-    for (int64_t k = 0; k < n; ++k) out[k] += slots[g * n + k];
+  reduce_slots(slots, ngroups, n, out);
 }
 
 template <class T, class S>
@@ -306,7 +299,7 @@ void pack_compressed(const View3<T>& A, bool antisym, bool diagonal, const Kerne
 template <class S>
 void stored_kr_sym(const S* Sm, int64_t P, int64_t ncols, const double* q, double scale,
                    int nthreads, double* out) {
-  const int nt = threads_of(nthreads);
+  const int nt = omp_threads(nthreads);
 #pragma omp parallel for schedule(dynamic, 8) num_threads(nt)
   for (int64_t mu = 0; mu < P; ++mu) {
     const S* row = Sm + (mu * P - mu * (mu - 1) / 2) * ncols;
@@ -325,7 +318,7 @@ void stored_kr_sym(const S* Sm, int64_t P, int64_t ncols, const double* q, doubl
 template <class S>
 void stored_adjoint_sym(const S* Sm, int64_t P, int64_t ncols, const double* B, int nthreads,
                         double* g) {
-  const int nt = threads_of(nthreads);
+  const int nt = omp_threads(nthreads);
   const int64_t ngroups = std::max<int64_t>(1, std::min<int64_t>(P, 64));
   std::vector<double> slots(static_cast<size_t>(ngroups * ncols), 0.0);
   // groups of rows mu with about equal numbers of pairs (row mu has P - mu of them)
@@ -354,9 +347,7 @@ void stored_adjoint_sym(const S* Sm, int64_t P, int64_t ncols, const double* B, 
       }
     }
   }
-  std::fill(g, g + ncols, 0.0);
-  for (int64_t gi = 0; gi < ngroups; ++gi)
-    for (int64_t c = 0; c < ncols; ++c) g[c] += slots[gi * ncols + c];
+  reduce_slots(slots, ngroups, ncols, g);
 }
 
 void stored_assemble(const double* vS, const double* vA, int64_t P, int64_t D, double scale,

@@ -129,24 +129,34 @@ def set_fast_math(enabled: bool) -> bool:
     instruction set of every compiled kernel (the local-kernel tiles too), like LKR_ISA."""
 
 # -- deep-CNN kernel engine (csrc/bindings/deep.cpp) ---------------------------------------
-# X (P, n1, M1): first-layer patches; tables: int32 (n_l, k_l) windows of layers 2..L in the
-# previous grid (n_{l-1} marks padding); norms: 1 / (k_l lambda_{l-1}). d = n_L (n1 if L = 1).
+# X (P, n0): flattened inputs (channels last), read through the layer-1 patch index.
+# layers = (index1, tables, norms): index1 int32 (n1, M1) into X (n0 marks padding); tables
+# int32 (n_l, k_l) windows of layers 2..L in the previous grid (n_{l-1} marks padding); norms
+# 1 / (k_l lambda_{l-1}). plan = (pairs, gathers, chunks) of DeepGeometry.pair_plan: only its
+# position pairs are computed. d = n_L (n1 if L = 1).
 
-def deep_local_kernel(X: _Array, Y: Optional[_Array], tables: list, norms: list,
+def deep_local_kernel(X: _Array, Y: Optional[_Array], layers: tuple, plan: tuple,
                       activation: str, lambda0: float, nthreads: int) -> _Array:
-    """Final blocks K_L (P, P2, d, d)."""
+    """Final blocks K_L (P, P2, d, d); 0 off the plan's final pairs."""
 
-def deep_renormalized_kernel(X: _Array, Y: Optional[_Array], Q: _Array, tables: list,
-                             norms: list, activation: str, lambda0: float, lambdaL: float,
+def deep_renormalized_kernel(X: _Array, Y: Optional[_Array], Q: _Array, layers: tuple,
+                             plan: tuple, activation: str, lambda0: float, lambdaL: float,
                              nthreads: int) -> _Array:
-    """K_R(Q) (P, P2) = (1/(lambdaL d)) sum_ij Q_ij K_L,ij, streamed; Q (d, d) symmetric."""
+    """K_R(Q) (P, P2) = (1/(lambdaL d)) sum_ij Q_ij K_L,ij over the plan's final pairs,
+    streamed; Q (d, d) symmetric."""
 
-def deep_renormalized_kernel_diag(X: _Array, Q: _Array, tables: list, norms: list,
+def deep_renormalized_kernel_diag(X: _Array, Q: _Array, layers: tuple, plan: tuple,
                                   activation: str, lambda0: float, lambdaL: float,
                                   nthreads: int) -> _Array:
     """K_R(Q)^{mu mu} (P,)."""
 
 def deep_local_kernel_adjoint(X: _Array, Y: Optional[_Array], W: _Array, w_symmetric: bool,
-                              tables: list, norms: list, activation: str, lambda0: float,
+                              layers: tuple, plan: tuple, activation: str, lambda0: float,
                               nthreads: int) -> _Array:
-    """G(W) (d, d) = sum_{mu nu} W_{mu nu} K_L,ij^{mu nu}."""
+    """G(W) (d, d) = sum_{mu nu} W_{mu nu} K_L,ij^{mu nu} on the plan's final pairs."""
+
+def deep_pack_compressed(X: _Array, cols: npt.NDArray[np.int32], ncols: int, layers: tuple,
+                         plan: tuple, activation: str, lambda0: float,
+                         nthreads: int) -> _Array:
+    """The stored kernel (P (P + 1) / 2, ncols): row of mu <= nu, final pair e adds K_L,ij
+    into column cols[e]."""

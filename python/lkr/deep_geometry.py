@@ -19,7 +19,12 @@ import numpy as np
 
 from .geometry import _BOUNDARIES, _LAYOUTS, PatchGeometry
 
-__all__ = ["DeepGeometry"]
+__all__ = ["DeepGeometry", "DeepPairPlan"]
+
+#: stored position pairs per chunk of a plan (see DeepPairPlan): the compiled engine holds a
+#: chunk's blocks for a tile of sample pairs, ~128 entries each, in ~512 KB per thread
+CHUNK_PAIRS = 512
+_PLAN_CACHE = 8  # plans kept per geometry (masks other than "dense"/"diagonal" vary)
 
 
 def _per_layer(value, name: str, depth):
@@ -120,6 +125,7 @@ class DeepGeometry:
         self.strides = tuple(g.stride for g in layers)
         self.paddings = tuple(g.boundary for g in layers)
         self._tables = None
+        self._plans = {}
 
     # -- sizes --------------------------------------------------------------------------
     @property
@@ -209,3 +215,172 @@ class DeepGeometry:
                 tables.append((idx, math.prod(g.filter_size)))
             self._tables = tuple(tables)
         return self._tables
+
+    def pair_plan(self, pattern="dense"):
+        """The position pairs the deep kernel computes for a readout pattern (cached).
+
+        Parameters
+        ----------
+        pattern : {"dense", "diagonal"} or bool array (d, d)
+            The final pairs (i, j) the readout needs: all d^2 (a dense Q), the d diagonal
+            ones (Q diagonal: the flatten readout of the GP, Q = I), or the support of Q
+            (symmetrised: a pair needs its mirror for the symmetric kernels).
+
+        Returns
+        -------
+        DeepPairPlan
+        """
+        d = self.num_patches
+        if isinstance(pattern, str):
+            if pattern not in ("dense", "diagonal"):
+                raise ValueError(f"pattern must be 'dense', 'diagonal' or a ({d}, {d}) boolean "
+                                 f"mask, got {pattern!r}")
+            key = pattern
+        else:
+            mask = np.asarray(pattern, dtype=bool)
+            if mask.shape != (d, d):
+                raise ValueError(f"the pattern mask must have shape ({d}, {d}), got {mask.shape}")
+            mask = mask | mask.T
+            if mask.all():
+                key = "dense"
+            elif np.array_equal(mask, np.eye(d, dtype=bool)):
+                key = "diagonal"
+            else:
+                key = ("mask", np.packbits(mask).tobytes())
+        plan = self._plans.get(key)
+        if plan is None:
+            if key == "dense":
+                mask = np.ones((d, d), dtype=bool)
+            elif key == "diagonal":
+                mask = np.eye(d, dtype=bool)
+            i, j = np.nonzero(mask)
+            name = key if isinstance(key, str) else "mask"
+            plan = DeepPairPlan(self, np.stack([i, j], axis=1), name)
+            if len(self._plans) >= _PLAN_CACHE:
+                self._plans.pop(next(iter(self._plans)))
+            self._plans[key] = plan
+        return plan
+
+
+class DeepPairPlan:
+    """The position pairs of every layer that the deep kernel computes for a set of final
+    pairs (docs/deep-cnn.md section 4, "the pair plan").
+
+    With the same filter offset t on both sides, the final pair (i, j) reads at layer L - 1
+    only the pairs (w_i(t), w_j(t)), which read the pairs below them likewise: a pair's
+    displacement is the one above times the stride (mod the grid for periodic padding), so
+    the needed pairs split into independent classes (connected components), one per final
+    displacement. A diagonal readout needs only the n_l diagonal pairs of every layer.
+
+    Attributes
+    ----------
+    pattern : str
+        "dense", "diagonal" or "mask".
+    pairs : tuple of int32 arrays (n_l, 2)
+        Per layer (layer 1 first), the pairs (p, q) of positions computed, ordered by chunk.
+        ``pairs[-1]`` are the final pairs (i, j).
+    gathers : tuple of int32 arrays (n_l, k_l)
+        For layers 2..L, the indices into the layer below's pairs read at each window offset
+        t; the count of the pairs below marks a padded position (it reads 0).
+    chunks : int64 array (nchunks + 1, L)
+        Chunk c holds pairs ``chunks[c, l]:chunks[c + 1, l]`` of layer l: whole components of
+        together at most CHUNK_PAIRS pairs (one larger component is a chunk of its own); a
+        chunk's gathers read only its own pairs below.
+    cols, col_pairs : int32 arrays (n_L,), (ncols, 2)
+        The column of each final pair in the stored kernel of the theories (one column per
+        unordered pair (i <= j), in ``np.triu_indices`` order), and the pair of each column.
+    """
+
+    def __init__(self, geometry, final, pattern):
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        self.pattern = pattern
+        sizes = geometry.num_positions
+        L = len(sizes)
+        tables = [t for t, _ in geometry.gather_tables()]
+        pairs = [None] * L
+        gathers = [None] * L
+        pairs[-1] = np.asarray(final, dtype=np.int64).reshape(-1, 2)
+        for lev in range(L - 1, 0, -1):  # the pairs each layer reads below it
+            idx, n_in = tables[lev - 1].astype(np.int64), sizes[lev - 1]
+            a, b = idx[pairs[lev][:, 0]], idx[pairs[lev][:, 1]]
+            ok = (a < n_in) & (b < n_in)
+            uniq, inv = np.unique(a[ok] * n_in + b[ok], return_inverse=True)
+            g = np.full(a.shape, len(uniq), dtype=np.int64)
+            g[ok] = inv
+            gathers[lev] = g
+            pairs[lev - 1] = np.stack([uniq // n_in, uniq % n_in], axis=1)
+        # components of the read graph, numbered by their first final pair
+        counts = [len(p) for p in pairs]
+        offs = np.concatenate([[0], np.cumsum(counts)])
+        rows, cols = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+        for lev in range(1, L):
+            e, _ = np.nonzero(gathers[lev] < counts[lev - 1])
+            rows.append(offs[lev] + e)
+            cols.append(offs[lev - 1] + gathers[lev][gathers[lev] < counts[lev - 1]])
+        r, c = np.concatenate(rows), np.concatenate(cols)
+        n = int(offs[-1])
+        _, label = connected_components(coo_matrix((np.ones(len(r)), (r, c)), shape=(n, n)),
+                                        directed=False)
+        top = label[offs[L - 1]:]
+        first = np.unique(top, return_index=True)[1]
+        rank = np.empty(label.max() + 1 if n else 0, dtype=np.int64)
+        ncomp = len(first)
+        rank[top[np.sort(first)]] = np.arange(ncomp)
+        comp = [rank[label[offs[lev]:offs[lev + 1]]] for lev in range(L)]
+        # reorder every layer by component (stable), remap the gathers
+        new_index = []
+        for lev in range(L):
+            order = np.argsort(comp[lev], kind="stable")
+            inv = np.empty(len(order), dtype=np.int64)
+            inv[order] = np.arange(len(order))
+            new_index.append(inv)
+            pairs[lev] = pairs[lev][order]
+            comp[lev] = comp[lev][order]
+            if lev > 0:
+                g = gathers[lev][order]
+                ok = g < counts[lev - 1]
+                g[ok] = new_index[lev - 1][g[ok]]
+                gathers[lev] = g
+        # chunks: whole components, at most CHUNK_PAIRS pairs together
+        per = np.stack([np.bincount(comp[lev], minlength=ncomp) for lev in range(L)], axis=1)
+        bounds, load = [0], 0
+        for ci, size in enumerate(per.sum(axis=1)):
+            if load and load + size > CHUNK_PAIRS:
+                bounds.append(ci)
+                load = 0
+            load += size
+        if ncomp:
+            bounds.append(ncomp)
+        cum = np.vstack([np.zeros((1, L), np.int64), np.cumsum(per, axis=0)])
+        self.chunks = np.ascontiguousarray(cum[bounds], dtype=np.int64)
+        self.pairs = tuple(np.ascontiguousarray(p, dtype=np.int32) for p in pairs)
+        self.gathers = tuple(np.ascontiguousarray(g, dtype=np.int32) for g in gathers[1:])
+        fin = self.pairs[-1].astype(np.int64)
+        d = geometry.num_patches
+        lo, hi = np.minimum(fin[:, 0], fin[:, 1]), np.maximum(fin[:, 0], fin[:, 1])
+        keys, cols = np.unique(lo * d + hi, return_inverse=True)
+        self.cols = np.ascontiguousarray(cols.reshape(-1), dtype=np.int32)
+        self.col_pairs = np.ascontiguousarray(np.stack([keys // d, keys % d], axis=1),
+                                              dtype=np.int32)
+        for a in (self.chunks, self.cols, self.col_pairs, *self.pairs, *self.gathers):
+            a.setflags(write=False)
+
+    @property
+    def counts(self):
+        """The pairs computed per layer (layer 1 first)."""
+        return tuple(len(p) for p in self.pairs)
+
+    @property
+    def ncols(self):
+        return len(self.col_pairs)
+
+    def arrays(self):
+        """(pairs, gathers, chunks): what the compiled engines take."""
+        return list(self.pairs), list(self.gathers), self.chunks
+
+    def __repr__(self):
+        return (f"DeepPairPlan(pattern={self.pattern!r}, pairs per layer={self.counts}, "
+                f"chunks={len(self.chunks) - 1})")
+

@@ -177,6 +177,34 @@ def test_streamed_equals_materialised_and_fit_path():
     assert set(err) == {"error", "bias2", "variance"}
 
 
+@pytest.mark.parametrize("diagonal", [False, True])
+def test_operator_stored_streamed_and_reference(diagonal):
+    """DeepLocalOperator: the stored kernel (the compiled pack on the dense or diagonal pair
+    plan) and the streamed one give the reference K_R(Q) and G(B); diagonal=True keeps
+    only the patch pairs (i, i) (an LCN-like readout)."""
+    from lkr.theory.deep_conv import DeepLocalOperator
+
+    dg = lkr.DeepGeometry((7, 6), [(3, 2), 2], [1, 2], ["same", "circular"])
+    X, _ = _data(dg, P=9, seed=3)
+    rng = np.random.default_rng(5)
+    d = dg.num_patches
+    A = rng.standard_normal((d, d))
+    Q = A @ A.T / d + np.eye(d)
+    B = rng.standard_normal((9, 9))
+    B = B + B.T
+    K = ref_for(dg, X, None, "erf", LAMS)
+    Qr = np.diag(np.diag(Q)) if diagonal else Q
+    want_kr = np.einsum("ij,abij->ab", Qr, K) / (LAMS[-1] * d)
+    G = np.einsum("ab,abij->ij", B, K)
+    want_g = np.diag(np.diag(G)) if diagonal else (G + G.T) / 2
+    flat = dg.flatten(X)
+    for materialize in (True, False):
+        op = DeepLocalOperator(flat, dg, "erf", LAMS, materialize=materialize, diagonal=diagonal)
+        assert op.materialized == materialize
+        np.testing.assert_allclose(op.kr(Q), want_kr, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(op.adjoint(B), want_g, rtol=1e-12, atol=1e-13)
+
+
 def test_deep_cnn_gp_posterior():
     dg = _dg("circular")
     X, y = _data(dg, P=15, seed=4)

@@ -82,7 +82,7 @@ __all__ = ["local_kernel", "renormalized_kernel", "renormalized_kernel_diag",
            "local_kernel_adjoint_multi", "stored_matmul", "pack_compressed", "stored_sym",
            "stored_assemble", "stored_gather",
            "deep_local_kernel", "deep_renormalized_kernel", "deep_renormalized_kernel_diag",
-           "deep_local_kernel_adjoint"]
+           "deep_local_kernel_adjoint", "deep_pack_compressed"]
 
 
 class Engine(KernelEngine, NetPasses, MultiOutputCalls, DeepEngineMixin):
@@ -189,25 +189,31 @@ def readout_backward(D, S, rc, g, *, nthreads=0):
 
 
 # the deep-CNN kernel (lkr._cuda.deep)
-def deep_local_kernel(PX, PY, tables, norms, activation, lambda0, nthreads=0):
+def deep_local_kernel(X, Y, layers, plan, activation, lambda0, nthreads=0):
     """Final blocks K_L (P, P2, d, d); see :func:`lkr.kernels.local_kernel`."""
-    return _default_engine().deep_local_kernel(PX, PY, tables, norms, activation, lambda0)
+    return _default_engine().deep_local_kernel(X, Y, layers, plan, activation, lambda0)
 
 
-def deep_renormalized_kernel(PX, PY, Q, tables, norms, activation, lambda0, lambdaL, nthreads=0):
+def deep_renormalized_kernel(X, Y, Q, layers, plan, activation, lambda0, lambdaL, nthreads=0):
     """Deep K_R(Q) (P, P2); see :func:`lkr.kernels.renormalized_kernel`."""
-    return _default_engine().deep_renormalized_kernel(PX, PY, Q, tables, norms, activation,
+    return _default_engine().deep_renormalized_kernel(X, Y, Q, layers, plan, activation,
                                                       lambda0, lambdaL)
 
 
-def deep_renormalized_kernel_diag(PX, Q, tables, norms, activation, lambda0, lambdaL, nthreads=0):
+def deep_renormalized_kernel_diag(X, Q, layers, plan, activation, lambda0, lambdaL, nthreads=0):
     """Deep K_R(Q)(x, x) (P,)."""
-    return _default_engine().deep_renormalized_kernel_diag(PX, Q, tables, norms, activation,
+    return _default_engine().deep_renormalized_kernel_diag(X, Q, layers, plan, activation,
                                                            lambda0, lambdaL)
 
 
-def deep_local_kernel_adjoint(PX, PY, W, w_symmetric, tables, norms, activation, lambda0,
+def deep_local_kernel_adjoint(X, Y, W, w_symmetric, layers, plan, activation, lambda0,
                               nthreads=0):
     """Deep G(W) (d, d); see :func:`lkr.kernels.local_kernel_adjoint`."""
-    return _default_engine().deep_local_kernel_adjoint(PX, PY, W, w_symmetric, tables, norms,
+    return _default_engine().deep_local_kernel_adjoint(X, Y, W, w_symmetric, layers, plan,
                                                        activation, lambda0)
+
+
+def deep_pack_compressed(X, cols, ncols, layers, plan, activation, lambda0, nthreads=0):
+    """The stored deep kernel (P (P + 1) / 2, ncols); see :mod:`lkr._deep_kernels`."""
+    return _default_engine().deep_pack_compressed(X, cols, ncols, layers, plan, activation,
+                                                  lambda0)

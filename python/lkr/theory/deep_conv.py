@@ -31,12 +31,13 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from .. import backend
+from .._deep_kernels import local_kernel_adjoint as deep_local_kernel_adjoint
+from .._deep_kernels import pack_compressed
 from .._kernel_args import resolve_lambdas
 from ..deep_geometry import DeepGeometry
 from ..kernels import (
     DEFAULT_MAX_BYTES,
     local_kernel,
-    local_kernel_adjoint,
     renormalized_kernel,
     renormalized_kernel_diag,
 )
@@ -48,7 +49,6 @@ from .conv import CNNTheory
 
 __all__ = ["DeepCNNTheory", "DeepLocalOperator", "matrix_power"]
 
-_BLOCK_BYTES = 64 * 1024**2
 #: Working set of one row block of the streamed D-output and test-point contractions.
 _STREAM_BYTES = 64 * 1024**2
 
@@ -66,19 +66,26 @@ class DeepLocalOperator(StoredKernel):
     """Q -> K_R(Q) and B -> G(B) on one training set for a :class:`lkr.DeepGeometry`.
 
     As :class:`lkr.theory._local.LocalOperator`: the final blocks are stored compressed
-    (sample pairs mu <= nu by patch pairs i <= j, T = K_ij + K_ji off the patch diagonal)
-    when they fit ``max_bytes``, so that each evaluation is two GEMVs; otherwise every
-    evaluation streams through the compiled deep kernels.
+    (sample pairs mu <= nu by patch pairs i <= j, T = K_ij + K_ji off the patch diagonal,
+    computed by the compiled deep kernel on its dense pair plan) when they fit ``max_bytes``,
+    so that each evaluation is two GEMVs; otherwise every evaluation streams through the
+    compiled deep kernels (which pick the pair plan from the support of Q). With
+    ``diagonal=True`` only the patch pairs (i, i) enter (an LCN-like diagonal readout: the
+    diagonal pair plan, O(positions) per sample pair instead of O(positions^2)): ``kr`` uses
+    the diagonal of Q and ``adjoint`` returns a diagonal G.
     """
 
-    def __init__(self, X, geometry, activation, lambdas, *, max_bytes=None, materialize=None):
+    def __init__(self, X, geometry, activation, lambdas, *, max_bytes=None, materialize=None,
+                 diagonal=False):
         self.X, self.geometry, self.activation, self.lambdas = X, geometry, activation, lambdas
         self.xp = xp = backend.array_module(X)
         P, d = X.shape[0], geometry.num_patches
         self.P, self.Np = P, d
         self.dtype = np.dtype(np.float64)
-        pi, pj = np.triu_indices(d)
-        self.nbytes = len(pi) * (P * (P + 1) // 2) * 8
+        self.diagonal = bool(diagonal)
+        self.pattern = "diagonal" if self.diagonal else "dense"
+        ncols = d if self.diagonal else d * (d + 1) // 2
+        self.nbytes = ncols * (P * (P + 1) // 2) * 8
         budget = DEFAULT_MAX_BYTES if max_bytes is None else int(max_bytes)
         if materialize is None:
             materialize = self.nbytes <= budget
@@ -92,29 +99,14 @@ class DeepLocalOperator(StoredKernel):
             iu = np.triu_indices(P)
             self.iu = tuple(xp.asarray(i) for i in iu)
             self.w = xp.asarray(np.where(iu[0] == iu[1], 1.0, 2.0))
+            self.T, plan = pack_compressed(xp.asarray(X, dtype=np.float64), geometry=geometry,
+                                           activation=activation, lambdas=lambdas,
+                                           pattern=self.pattern)
+            pi, pj = plan.col_pairs[:, 0], plan.col_pairs[:, 1]
             self._pi, self._pj = xp.asarray(pi), xp.asarray(pj)
-            self.T = self._pack(pi, pj)
 
     def _kw(self):
         return dict(geometry=self.geometry, activation=self.activation, lambdas=self.lambdas)
-
-    def _pack(self, pi, pj):
-        xp, P, d = self.xp, self.P, self.Np
-        T = xp.empty((P * (P + 1) // 2, len(pi)), dtype=np.float64)
-        rows = max(1, _BLOCK_BYTES // max(1, P * d * d * 8))
-        start = np.concatenate([[0], np.cumsum(P - np.arange(P))])
-        ij, ji = xp.asarray(pi * d + pj), xp.asarray(pj * d + pi)
-        on_diag = xp.asarray(np.nonzero(pi == pj)[0])
-        for a in range(0, P, rows):
-            b = min(P, a + rows)
-            Kb = local_kernel(self.X[a:b], self.X[a:], max_bytes=4 * _BLOCK_BYTES, **self._kw())
-            Kf = Kb.reshape(b - a, P - a, d * d)
-            V = xp.take(Kf, ij, axis=2)
-            V += xp.take(Kf, ji, axis=2)
-            V[:, :, on_diag] *= 0.5
-            for mu in range(a, b):
-                T[int(start[mu]):int(start[mu + 1])] = V[mu - a, mu - a:]
-        return T
 
     def kr(self, Q, lambda1=None, Qm=None):
         """K_R(Q) (P x P) = (1/(lambda_L d)) sum_ij Q_ij K^L_ij (``lambda1`` is lambda_L);
@@ -128,6 +120,8 @@ class DeepLocalOperator(StoredKernel):
             K[self.iu] = v
             K[self.iu[1], self.iu[0]] = v
             return K
+        if self.diagonal:
+            Q = xp.diag(xp.diag(Q))
         K = renormalized_kernel(self.X, Q=Q, **self._kw())
         return (K + K.T) / 2
 
@@ -144,9 +138,9 @@ class DeepLocalOperator(StoredKernel):
             G[self._pi, self._pj] = g
             G[self._pj, self._pi] = g
             return G
-        G = local_kernel_adjoint(self.X, B, **self._kw())
+        G = deep_local_kernel_adjoint(self.X, B, Y=None, lambda0=1.0, nthreads=None,
+                                      pattern=self.pattern, **self._kw())
         return (G + G.T) / 2
-
 
     # -- D outputs, mean terms and test points (docs/deep-cnn.md section 6) -----------------
     @property
