@@ -352,7 +352,7 @@ void stored_adjoint_sym(const S* Sm, int64_t P, int64_t ncols, const double* B, 
 
 void stored_assemble(const double* vS, const double* vA, int64_t P, int64_t D, double scale,
                      int nthreads, double* K) {
-  const int nt = threads_of(nthreads);
+  const int nt = omp_threads(nthreads);
   const int64_t nS = D * (D + 1) / 2, nA = D * (D - 1) / 2, n = P * D;
   // (a, b) -> column of vS (a <= b) and of vA (a < b)
   std::vector<int64_t> cs(static_cast<size_t>(D * D)), ca(static_cast<size_t>(D * D), -1);
@@ -397,7 +397,7 @@ void stored_assemble(const double* vS, const double* vA, int64_t P, int64_t D, d
 
 void stored_gather(const double* B, int64_t P, int64_t D, int nthreads, double* Ws,
                    double* Wa) {
-  const int nt = threads_of(nthreads);
+  const int nt = omp_threads(nthreads);
   const int64_t nS = D * (D + 1) / 2, nA = D * (D - 1) / 2, n = P * D;
 #pragma omp parallel for schedule(dynamic, 4) num_threads(nt)
   for (int64_t mu = 0; mu < P; ++mu) {
