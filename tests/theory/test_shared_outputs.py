@@ -101,6 +101,9 @@ def test_fixed_point_falls_back_to_bfgs(monkeypatch):
     sol = CNNTheory(G6, 12.0, 0.15, tol=1e-11).fit(X, Y)
     assert calls == [3, 9] and sol.converged
     assert "fixed point" not in sol.message  # BFGS finished the solve
+    assert sol.extra["start"] == "BFGS after the fixed point from shared outputs Q1 (x) I_D"
+    assert sol.extra["fixed_point_evaluations"] >= 1
+    assert sol.evaluations > sol.extra["fixed_point_evaluations"]
     np.testing.assert_allclose(sol.Q, ref, atol=1e-8)
 
 
@@ -142,3 +145,11 @@ def test_deep_odd_d_outputs_by_the_fixed_point():
     Q = DeepProblem(dg, X, Y, Xt, width=24.0, T=0.2, act="erf",
                     lams=(1.0, 1.0, 1.0)).solve_odd()
     np.testing.assert_allclose(sol.Q, Q, atol=1e-8)
+
+
+def test_fixed_point_from_an_infeasible_start_falls_back(monkeypatch):
+    X, Y = _data(6)
+    monkeypatch.setattr(so, "odd_fixed_point",
+                        lambda *a, **k: (_ for _ in ()).throw(ValueError("infeasible")))
+    sol = CNNTheory(G6, 12.0, 0.15, tol=1e-10).fit(X, Y)
+    assert sol.converged and sol.extra["start"] == "scalar saddle"  # plain BFGS

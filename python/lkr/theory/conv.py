@@ -355,11 +355,12 @@ class _LocalTheory(_base._Theory):
     def _solve(self, Q0, tol, maxiter):
         if self.noncentral:
             return _cnn_noncentral.solve(self, Q0, tol, maxiter)
-        D = self.num_outputs or 1
-        if D > 1 and not getattr(self, "_no_fixed_point", False):
-            sol = self._solve_fixed_point(Q0, tol, maxiter)
-            if sol is not None:
-                return sol
+        if (self.num_outputs or 1) > 1:
+            return self._solve_fixed_point(Q0, tol, maxiter)
+        return self._solve_bfgs(Q0, tol, maxiter)
+
+    def _solve_bfgs(self, Q0, tol, maxiter):
+        """The odd saddle by BFGS in the Cholesky parametrisation (see the module)."""
         Np = self._n
         Qs, how = self._start(Q0)
         self._data(self._to_dev(Qs))  # an infeasible start (T = 0, singular K_R) raises here
@@ -438,32 +439,32 @@ class _LocalTheory(_base._Theory):
         return sol
 
     def _solve_fixed_point(self, Q0, tol, maxiter):
-        """The odd D-output saddle by the fixed point Q = (I + c G)^{-1} from the shared start
-        (or Q0); None where it does not converge (BFGS then continues from its best point,
-        through ``Q0``)."""
+        """The odd D-output saddle by the fixed point of :mod:`._shared_outputs` (L = 1:
+        Q = (I + c G)^{-1}) from the shared start (or Q0); where that start fails, or the
+        iteration does not converge, BFGS (from the fixed point's last point)."""
         spent = 0
         how = "Q0"
         if Q0 is None:
             Qs, spent = self._shared_start(_shared_outputs.START_TOL)
             how = "shared outputs Q1 (x) I_D"
             if Qs is None:
-                return None
+                return self._solve_bfgs(None, tol, maxiter)
         else:
             Qs = self._check_Q(Q0)
         try:
             res = _shared_outputs.odd_fixed_point(self, self._n, Qs, tol=tol,
                                                   maxiter=min(maxiter, 100),
                                                   L=self._prior_depth)
-        except ValueError:
-            return None
+        except ValueError:  # an infeasible start
+            return self._solve_bfgs(None if Q0 is None else Qs, tol, maxiter)
         st = res.state
         if not res.converged:
-            # BFGS from the best point so far (its evaluations are not counted twice)
-            self._no_fixed_point = True
-            try:
-                return self._solve(st["Q"], tol, maxiter)
-            finally:
-                self._no_fixed_point = False
+            sol = self._solve_bfgs(st["Q"], tol, maxiter)
+            sol.evaluations += res.evaluations
+            sol.extra.update(fixed_point_evaluations=res.evaluations,
+                             shared_start_evaluations=spent,
+                             start=f"BFGS after the fixed point from {how}")
+            return sol
         return Solution(Q=st["Q"], action=st["S"], grad_norm=float(np.linalg.norm(st["gQ"])),
                         rel_grad_norm=float(res.rel), iterations=res.iterations,
                         converged=True, tol=tol, evaluations=res.evaluations,
