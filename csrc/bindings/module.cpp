@@ -11,6 +11,7 @@ void register_nets(pybind11::module_& m);
 void register_readout(pybind11::module_& m);
 void register_kernels_multi(pybind11::module_& m);
 void register_deep(pybind11::module_& m);
+void register_cholupdate(pybind11::module_& m);
 }  // namespace lkr::bind
 
 PYBIND11_MODULE(_core, m) {
@@ -33,4 +34,5 @@ PYBIND11_MODULE(_core, m) {
   lkr::bind::register_readout(m);
   lkr::bind::register_kernels_multi(m);
   lkr::bind::register_deep(m);
+  lkr::bind::register_cholupdate(m);
 }

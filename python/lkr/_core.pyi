@@ -160,3 +160,15 @@ def deep_pack_compressed(X: _Array, cols: npt.NDArray[np.int32], ncols: int, lay
                          nthreads: int) -> _Array:
     """The stored kernel (P (P + 1) / 2, ncols): row of mu <= nu, final pair e adds K_L,ij
     into column cols[e]."""
+
+# -- collapsed sampler (csrc/bindings/cholupdate.cpp; lkr.train.collapsed) ------------------
+# S (C, P, P + D) float64, C-contiguous, updated in place: the augmented Cholesky factor,
+# S[c, j, i] = L[i, j] (j <= i < P), S[c, j, P + d] = (L^{-1} Y)[j, d]; G, Gp (C, n, P).
+
+def chol_update(S: _Array, X: _Array, sign: int, nthreads: int) -> npt.NDArray[np.uint8]:
+    """A <- A + sign X^T X (X (C, k, P)) keeping Y; returns ok (C,) (0: not PD, S[c] torn)."""
+
+def collapsed_sweep(S: _Array, G: _Array, Gp: _Array, logu: _Array, block: int,
+                    nthreads: int) -> Any:
+    """One Metropolis sweep over blocks of ``block`` feature rows, in place on S and G:
+    (accepted (C, nb) uint8, delta (C, nb) float64, status (C,) int32)."""

@@ -2,7 +2,8 @@
 point of a test)."""
 from __future__ import annotations
 
-__all__ = ["LkrWarning", "SamplingWarning", "ConvergenceWarning", "ActivationCaveatWarning"]
+__all__ = ["LkrWarning", "SamplingWarning", "ConvergenceWarning", "ActivationCaveatWarning",
+           "TheoryRegimeWarning"]
 
 
 class LkrWarning(UserWarning):
@@ -19,3 +20,9 @@ class ConvergenceWarning(LkrWarning, RuntimeWarning):
 
 class ActivationCaveatWarning(LkrWarning):
     """A theory is used with an activation for which it is an approximation (non-odd)."""
+
+
+class TheoryRegimeWarning(LkrWarning):
+    """An effective action is used outside the regime where it was measured to hold: the
+    filter dimension M of its renormalised layer (FC: the input dimension N0) is small, so
+    the Gaussian equivalence behind the action is poor (docs/validity.md)."""

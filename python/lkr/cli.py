@@ -14,7 +14,7 @@ from . import _interrupt
 
 #: subcommand -> module of lkr.experiments, in the order ``lkr --help`` lists them
 COMMANDS = {"info": "info", "fc-vs-cnn": "fc_vs_cnn", "nets-vs-linearized": "nets_vs_linearized",
-            "train": "train_one", "bench": "bench"}
+            "train": "train_one", "check-theory": "check_theory", "bench": "bench"}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -274,8 +274,8 @@ def test_langevin_relu_net_agrees_with_the_two_parameter_theory():
     gp = GPTheory("fc", temperature=T, activation="relu")
     gp.fit(X, y)
     out = train.sampled_test_error("fc", width=N, X=X, y=y, X_test=Xt, y_test=yt,
-                                   temperature=T, activation="relu", chains=32, steps=8000,
-                                   burn_in=8000 // 3, thin=4, seed=0)
+                                   temperature=T, activation="relu", sampler="langevin",
+                                   chains=32, steps=8000, burn_in=8000 // 3, thin=4, seed=0)
     se = out["error_se"]
     band = 4 * se + 0.01 * expect
     assert 0 < se < 0.02 * expect

@@ -226,8 +226,8 @@ def test_sampled_test_error_agrees_with_the_theory(arch, N):
     gp.fit(X, y)
     gp_error = gp.evaluate(Xt, yt)["error"]
     out = train.sampled_test_error(arch, width=N, geometry=geom, X=X, y=y, X_test=Xt,
-                                   y_test=yt, temperature=T, chains=32, steps=6000,
-                                   burn_in=2000, thin=4, seed=0)
+                                   y_test=yt, temperature=T, sampler="langevin", chains=32,
+                                   steps=6000, burn_in=2000, thin=4, seed=0)
     se = out["error_se"]
     assert 0 < se < 0.02 * expect
     # 4 standard errors, plus 1 % for the O(lr) discretisation bias
@@ -480,8 +480,8 @@ def test_sampled_test_error_returns_the_cli_fields():
     g = lkr.PatchGeometry((4,), 2, 2)
     for arch, geom in (("fc", None), ("cnn", g), ("lcn", g)):
         out = train.sampled_test_error(arch, width=4, geometry=geom, X=X, y=y, X_test=Xt,
-                                       y_test=yt, temperature=0.1, chains=2, steps=20,
-                                       burn_in=5, seed=0)
+                                       y_test=yt, temperature=0.1, sampler="langevin",
+                                       chains=2, steps=20, burn_in=5, seed=0)
         for key in ("error", "error_se", "bias2", "variance", "chains", "samples"):
             assert key in out
         assert out["chains"] == 2 and out["samples"] == 2 * 15

@@ -42,9 +42,10 @@ No device pointer crosses pybind11: everything here is CuPy.
 Layout: :mod:`.sources` (where the ``.cu`` files are, how they are read), :mod:`.kernels`
 (CuPy loading, launch planning, the one-layer kernels), :mod:`.nets` (the patch passes),
 :mod:`.multi` (multi-output and compressed-kernel calls), :mod:`.deep` (the deep-CNN
-kernel); here the :class:`Engine` that combines them and the module-level functions on
-CuPy's default engine. The launch planning is array-library agnostic, so that the tests
-drive an ``Engine`` over NumPy with a host emulator of the kernels.
+kernel), :mod:`.collapsed` (the collapsed sampler's factor updates); here the
+:class:`Engine` that combines them and the module-level functions on CuPy's default engine.
+The launch planning is array-library agnostic, so that the tests drive an ``Engine`` over
+NumPy with a host emulator of the kernels.
 
 Importing this package needs neither CuPy nor a device (CuPy is imported at the first call);
 nothing is compiled until a kernel runs.
@@ -53,6 +54,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from .collapsed import CollapsedCalls
 from .deep import DeepEngineMixin
 from .kernels import (  # noqa: F401 - _grid, _panels, _suffix: the tests check the planning
     SOURCES,
@@ -82,10 +84,10 @@ __all__ = ["local_kernel", "renormalized_kernel", "renormalized_kernel_diag",
            "local_kernel_adjoint_multi", "stored_matmul", "pack_compressed", "stored_sym",
            "stored_assemble", "stored_gather",
            "deep_local_kernel", "deep_renormalized_kernel", "deep_renormalized_kernel_diag",
-           "deep_local_kernel_adjoint", "deep_pack_compressed"]
+           "deep_local_kernel_adjoint", "deep_pack_compressed", "chol_update", "collapsed_sweep"]
 
 
-class Engine(KernelEngine, NetPasses, MultiOutputCalls, DeepEngineMixin):
+class Engine(KernelEngine, NetPasses, MultiOutputCalls, DeepEngineMixin, CollapsedCalls):
     """The CUDA engine over an array module ``xp`` and a kernel loader: every function of
     ``lkr._core`` as a method (see :class:`~lkr._cuda.kernels.KernelEngine` for the
     arguments). The module-level functions use CuPy's default engine."""
@@ -217,3 +219,14 @@ def deep_pack_compressed(X, cols, ncols, layers, plan, activation, lambda0, nthr
     """The stored deep kernel (P (P + 1) / 2, ncols); see :mod:`lkr._deep_kernels`."""
     return _default_engine().deep_pack_compressed(X, cols, ncols, layers, plan, activation,
                                                   lambda0)
+
+
+# the collapsed sampler's factor calls (lkr._cuda.collapsed)
+def chol_update(S, X, sign, nthreads=0):
+    """Rank-k up/downdate of the augmented factor, in place (as ``lkr._core.chol_update``)."""
+    return _default_engine().chol_update(S, X, sign)
+
+
+def collapsed_sweep(S, G, Gp, logu, block, nthreads=0):
+    """One Metropolis sweep over the blocks, in place (as ``lkr._core.collapsed_sweep``)."""
+    return _default_engine().collapsed_sweep(S, G, Gp, logu, block)

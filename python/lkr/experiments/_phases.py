@@ -13,7 +13,7 @@ from .. import _interrupt
 from .._json import jsonable
 from ..train._arch import NAMES as _NAMES
 from ..train._arch import make_theory, sampled_test_error
-from . import _deep
+from . import _deep, _validity
 from ._rows import _row, scores
 
 __all__ = ["default_sizes", "default_boundary", "min_width", "IMAGE_BOUNDARY", "IMAGE_TASKS",
@@ -113,7 +113,8 @@ def _fit_row(arch, width, data, geometry, common) -> dict:
     """One (architecture, width) fitted from scratch (module level, so that it pickles)."""
     X, y, X_test, y_test = data
     th = make_theory(arch, width, geometry=geometry, **common)
-    th.fit(X, y)
+    with _validity.quiet_regime():
+        th.fit(X, y)
     return _row(arch, width, len(y), th.evaluate(X_test, y_test), th.solution)
 
 
@@ -147,7 +148,8 @@ def _sampled(sampled, architectures, widths, data, geoms, common, langevin, seed
         for w in _widths(arch, widths, geoms, y):
             bar.status(f"Langevin {_NAMES[arch]} N={w} ...")
             r = sampled_test_error(arch, width=w, geometry=geoms[arch], X=X, y=y, X_test=X_test,
-                                   y_test=y_test, seed=seed, **common, **langevin)
+                                   y_test=y_test, seed=seed, **common,
+                                   **{"sampler": "langevin", **langevin})
             if r["interrupted"] or _interrupt.requested():
                 raise KeyboardInterrupt
             sampled[arch].append(dict(jsonable(r), width=w))

@@ -58,6 +58,7 @@ def _row(arch, width, P, ev, sol) -> dict:
     return {"width": int(width), "alpha": P / width, **scores(ev),
             "Q_summary": _q_summary(arch, sol.Q),
             "converged": bool(getattr(sol, "converged", True)),
+            "filter_dim": getattr(sol, "filter_dim", None),
             "solution": jsonable(sol.to_dict())}
 
 

@@ -42,7 +42,7 @@ from .._progress import PhaseBar, progress_bar
 from .._validate import integer as _integer
 from ..train._arch import ARCHITECTURES
 from ..train._arch import NAMES as _NAMES
-from . import _deep
+from . import _deep, _validity
 from ._phases import (
     IMAGE_BOUNDARY,
     _finite_width_executor,
@@ -229,9 +229,10 @@ def run(task: str = DEFAULTS["task"], *, P: Optional[int] = None, P_test: Option
         this executor (e.g. from :func:`lkr.distributed.executor`) instead of the serial,
         warm-started path.
     langevin : dict, optional
-        When given, also sample the networks by Langevin dynamics at every width
-        (:func:`lkr.train.sampled_test_error`); keys ``chains``, ``steps``, ``burn_in``,
-        ``lr``.
+        When given, also sample the networks at every width
+        (:func:`lkr.train.sampled_test_error`); keys ``sampler`` ("langevin", the default
+        here, or "collapsed"), ``chains``, ``burn_in`` and Langevin's ``steps``, ``lr`` or
+        the collapsed sampler's ``sweeps``.
     progress : callable, optional
         ``progress(total)`` -> a tqdm bar (e.g. :func:`Progress`); called once with the
         number of steps.
@@ -246,8 +247,10 @@ def run(task: str = DEFAULTS["task"], *, P: Optional[int] = None, P_test: Option
     -------
     dict
         ``settings``, ``task``, ``versions``, ``infinite_width``, ``finite_width``
-        (per architecture, a row per width), ``langevin`` (or None), ``summary``, ``timing``,
-        ``interrupted`` (False).
+        (per architecture, a row per width, with its ``filter_dim``), ``langevin`` (or None),
+        ``summary``, ``validity`` (the filter dimension M of each architecture, FC: N0, and
+        those below 16, where the actions are poor: docs/validity.md; the fits' own
+        warnings are not repeated), ``timing``, ``interrupted`` (False).
 
     Raises
     ------
@@ -311,6 +314,7 @@ def run(task: str = DEFAULTS["task"], *, P: Optional[int] = None, P_test: Option
                              versions=_versions(), infinite_width=infinite,
                              finite_width=finite, langevin=sampled,
                              summary=_summary(architectures, infinite, finite, n_rows),
+                             validity=_validity.block(finite, activation),
                              timing=timing, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                              **extra))
 
@@ -319,11 +323,12 @@ def run(task: str = DEFAULTS["task"], *, P: Optional[int] = None, P_test: Option
         _infinite_width(infinite, data, geometry, common, bar, dg)
         timing["infinite_width_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        if executor is None:
-            _finite_width_serial(finite, architectures, widths, data, geoms, common, bar)
-        else:
-            _finite_width_executor(finite, architectures, widths, data, geoms, common, bar,
-                                   executor)
+        with _validity.quiet_regime():  # reported once, in results["validity"]
+            if executor is None:
+                _finite_width_serial(finite, architectures, widths, data, geoms, common, bar)
+            else:
+                _finite_width_executor(finite, architectures, widths, data, geoms, common,
+                                       bar, executor)
         timing["finite_width_s"] = time.perf_counter() - t0
         if langevin:
             t0 = time.perf_counter()
@@ -450,14 +455,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="independent chains (default: %(default)s)")
     g.add_argument("--lr", type=positive_float, default=None,
                    help="Langevin step size (default: lkr.train.suggest_lr for each net)")
+    g.add_argument("--sampler", choices=("langevin", "collapsed"), default="langevin",
+                   help="with --langevin: Langevin dynamics (default) or the exact collapsed "
+                        "sampler (lkr.train.collapsed: readout integrated out, no step-size "
+                        "bias, smaller standard errors for the time)")
+    g.add_argument("--sweeps", type=positive_int, default=400,
+                   help="collapsed sampler: sweeps per chain, burn-in included (default: "
+                        "%(default)s)")
 
 
 def command(args) -> int:
     """Run ``lkr fc-vs-cnn`` with parsed options; returns the exit status."""
     parser = args.parser
-    if args.burn_in is not None and args.burn_in >= args.langevin_steps:
-        parser.error(f"--burn-in {args.burn_in} must be smaller than --langevin-steps "
-                     f"{args.langevin_steps}")
+    length, length_opt = ((args.sweeps, "--sweeps") if args.sampler == "collapsed"
+                          else (args.langevin_steps, "--langevin-steps"))
+    if args.burn_in is not None and args.burn_in >= length:
+        parser.error(f"--burn-in {args.burn_in} must be smaller than {length_opt} {length}")
+    if args.sampler == "collapsed" and args.lr is not None:
+        parser.error("--lr is Langevin's step size; the collapsed sampler adapts its own")
     from ..data import TASK_OPTIONS, check_task_options
 
     try:
@@ -491,6 +506,9 @@ def command(args) -> int:
     if args.langevin:
         langevin = dict(chains=args.chains, steps=args.langevin_steps, burn_in=args.burn_in,
                         lr=args.lr)
+        if args.sampler == "collapsed":
+            langevin = dict(sampler="collapsed", chains=args.chains, sweeps=args.sweeps,
+                            burn_in=args.burn_in)
 
     def progress(total):
         return Progress(total, enabled=not args.quiet)

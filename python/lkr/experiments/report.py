@@ -6,6 +6,7 @@ import sys
 
 from .._io import describe, savefig, write_json
 from ..train._arch import NAMES as _NAMES
+from ._validity import table_lines as _validity_lines
 
 __all__ = ["format_table", "save_results", "plot_results", "write_outputs", "RHAT_WARN"]
 
@@ -118,6 +119,7 @@ def format_table(results: dict) -> str:
         lines.append("")
         lines.append(f"for context, infinite-width CNN with global average pooling (Qbar = 11^T/Np): "
                      f"error {p['error']:.4f} (bias^2 {p['bias2']:.4f}, variance {p['variance']:.4f})")
+    lines.extend(_validity_lines(results))
     if unmixed:
         lines.append("")
         lines.append(f"WARNING: Langevin chains not mixed (R-hat > {RHAT_WARN}) at "

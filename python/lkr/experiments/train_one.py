@@ -1,4 +1,5 @@
-"""``lkr train``: sample one network's posterior by Langevin dynamics, beside its theory.
+"""``lkr train``: sample one network's posterior (Langevin, or the exact collapsed sampler
+with ``--sampler collapsed``), beside its theory.
 
 One one-hidden-layer network (FC, CNN or LCN) on one task (:func:`lkr.data.load_task`) is
 sampled by :func:`lkr.train.langevin` at temperature T; its test error (bias^2 + variance,
@@ -31,7 +32,7 @@ from .report import RHAT_WARN
 
 __all__ = ["add_arguments", "command", "run", "run_experiment", "DEFAULTS", "HELP"]
 
-HELP = "train one FC/CNN/LCN network by Langevin dynamics"
+HELP = "sample one FC/CNN/LCN network's posterior (Langevin or the collapsed sampler)"
 
 #: defaults of ``lkr train`` (about ten seconds on two cores)
 DEFAULTS = dict(arch="cnn", task="local-teacher", P=64, P_test=200, width=16, temperature=0.1,
@@ -83,13 +84,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"Langevin steps per chain, burn-in included (default {d['steps']})")
     g.add_argument("--burn-in", type=nonneg_int, default=None,
                    help="steps discarded first (default: lkr.train's, half of --steps)")
-    g.add_argument("--thin", type=positive_int, default=d["thin"],
-                   help=f"keep every k-th state (default {d['thin']})")
+    g.add_argument("--thin", type=positive_int, default=None,
+                   help=f"keep every k-th state (default {d['thin']}; collapsed: 1)")
     g.add_argument("--chains", type=positive_int, default=d["chains"],
                    help=f"independent chains, sampled together (default {d['chains']})")
     g.add_argument("--lr", type=positive_float, default=None,
                    help="step size (default: lkr.train.suggest_lr, a quarter of the "
                         "stability limit)")
+    g.add_argument("--sampler", choices=("langevin", "collapsed"), default="langevin",
+                   help="langevin (default): Langevin dynamics on every weight; collapsed: "
+                        "the exact sampler with the readout integrated out (lkr.train."
+                        "collapsed; no step-size bias, smaller standard errors for the time)")
+    g.add_argument("--sweeps", type=positive_int, default=400,
+                   help="collapsed sampler: sweeps per chain, burn-in included (default 400)")
     g = parser.add_argument_group("output")
     g.add_argument("--out", default=None, metavar="DIR",
                    help="write every setting and result to DIR/train.json")
@@ -106,7 +113,8 @@ def run_experiment(*, arch=DEFAULTS["arch"], task=DEFAULTS["task"], P=DEFAULTS["
                    filter_size=DEFAULTS["filter_size"], stride=None,
                    boundary=DEFAULTS["boundary"], steps=DEFAULTS["steps"], burn_in=None,
                    thin=DEFAULTS["thin"], chains=DEFAULTS["chains"], lr=None,
-                   seed=DEFAULTS["seed"], task_options=None, theory=True, progress=None) -> dict:
+                   seed=DEFAULTS["seed"], task_options=None, theory=True, progress=None,
+                   sampler="langevin", sweeps=400) -> dict:
     """Sample one network and (optionally) evaluate its theory; returns a JSON-friendly dict.
 
     Keys: ``settings``, ``task`` (the task's info), ``langevin`` (the
@@ -114,13 +122,17 @@ def run_experiment(*, arch=DEFAULTS["arch"], task=DEFAULTS["task"], P=DEFAULTS["
     ``sampled`` (error, error_se, bias2, variance, chains, samples), ``theory`` and ``gp``
     (error, bias2, variance, Q summary) or None, ``difference_in_se`` and ``versions``.
     """
-    from ..train import default_burn_in, langevin
+    from ..train import collapsed, default_burn_in, langevin
     from ..train._arch import check_arch, make_net, make_theory
     from .fc_vs_cnn import prepare
 
     check_arch(arch)
+    if sampler not in ("langevin", "collapsed"):
+        raise ValueError(f"sampler must be 'langevin' or 'collapsed', got {sampler!r}")
+    if sampler == "collapsed":
+        steps = sweeps
     if burn_in is None:
-        burn_in = default_burn_in(steps)
+        burn_in = default_burn_in(steps) if sampler == "langevin" else steps // 4
     prepared = prepare(task, P=P, P_test=P_test, widths=[width], input_shape=input_shape,
                        filter_size=filter_size, stride=stride, boundary=boundary, seed=seed,
                        task_options=task_options)
@@ -129,19 +141,27 @@ def run_experiment(*, arch=DEFAULTS["arch"], task=DEFAULTS["task"], P=DEFAULTS["
     common = dict(activation=activation, lambda0=lambda0, lambda1=lambda1)
     net, X, X_test = make_net(arch, width, X, X_test, geometry=g, seed=seed, **common)
     if progress is not False:  # a line to show the sampling has started (Ctrl-C stops it)
-        print(f"lkr train: sampling {chains} chains x {steps} steps (Ctrl-C stops and keeps "
+        print(f"lkr train: sampling {chains} chains x {steps} "
+              f"{'sweeps' if sampler == 'collapsed' else 'steps'} (Ctrl-C stops and keeps "
               "what is finished) ...", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
-    res = langevin(net, X, y, temperature, lr="auto" if lr is None else lr, steps=steps,
-                         burn_in=burn_in, thin=thin, X_test=X_test, y_test=y_test,
-                         chains=chains, seed=seed, progress=progress)
+    if sampler == "collapsed":
+        res = collapsed(net, X, y, temperature, sweeps=steps, burn_in=burn_in, thin=thin,
+                        X_test=X_test, y_test=y_test, chains=chains, seed=seed,
+                        progress=progress)
+    else:
+        res = langevin(net, X, y, temperature, lr="auto" if lr is None else lr, steps=steps,
+                       burn_in=burn_in, thin=thin, X_test=X_test, y_test=y_test,
+                       chains=chains, seed=seed, progress=progress)
     t_sample = time.perf_counter() - t0
     out = dict(settings=dict(arch=arch, task=task, P=P, P_test=P_test, width=width,
                              alpha=P / width, temperature=temperature, steps=steps,
-                             burn_in=burn_in, thin=thin, chains=chains, lr=res.settings["lr"],
+                             burn_in=burn_in, thin=thin, chains=chains,
+                             lr=res.settings.get("lr"), sampler=sampler,
                              seed=seed, geometry=None if arch == "fc" else g.to_dict(),
                              **common),
-               task=info, langevin=res.to_dict(), interrupted=res.interrupted)
+               task=info, interrupted=res.interrupted, sampler=sampler)
+    out["collapsed" if sampler == "collapsed" else "langevin"] = res.to_dict()
     sampled = res.test_error() if res.samples else None
     out["sampled"] = sampled
     out["theory"] = out["gp"] = out["difference_in_se"] = None
@@ -182,18 +202,29 @@ def run_experiment(*, arch=DEFAULTS["arch"], task=DEFAULTS["task"], P=DEFAULTS["
 def format_report(out: dict) -> str:
     """The human-readable summary ``lkr train`` prints."""
     s = out["settings"]
-    lg = out["langevin"]
+    collapsed = out.get("sampler") == "collapsed"
+    lg = out["collapsed" if collapsed else "langevin"]
     name = NAMES[s["arch"]]
     unit = "N1" if s["arch"] == "fc" else "Nc"
     lines = [f"lkr train: {name} {unit}={s['width']} (alpha = P/N = {s['alpha']:.3g}) on "
              f"{s['task']} (P={s['P']}, P_test={s['P_test']}), T={s['temperature']}, "
              f"{s['activation']}"]
     rh = lg.get("rhat_max")
-    lines.append(f"  Langevin: {s['chains']} chains x {lg['samples_per_chain']} samples "
-                 f"({lg['steps_done']} steps, burn-in {s['burn_in']}, thin {s['thin']}, "
-                 f"lr {s['lr']:.3g}), {lg['steps_per_s']:.0f} steps/s"
-                 + (f", R-hat max {rh:.3f}" if rh is not None else "")
-                 + (" [INTERRUPTED]" if out["interrupted"] else ""))
+    if collapsed:
+        rs = lg.get("rhat_split_max")
+        lines.append(f"  collapsed: {s['chains']} chains x {lg['samples_per_chain']} samples "
+                     f"({lg['sweeps_done']} sweeps, burn-in {s['burn_in']}, thin {s['thin']}, "
+                     f"step {lg['step']:.3g}, acceptance {lg['acceptance']:.2f}), "
+                     f"{lg['sweeps_per_s']:.1f} sweeps/s"
+                     + (f", R-hat max {rh:.3f}" if rh is not None else "")
+                     + (f", split {rs:.3f}" if rs is not None else "")
+                     + (" [INTERRUPTED]" if out["interrupted"] else ""))
+    else:
+        lines.append(f"  Langevin: {s['chains']} chains x {lg['samples_per_chain']} samples "
+                     f"({lg['steps_done']} steps, burn-in {s['burn_in']}, thin {s['thin']}, "
+                     f"lr {s['lr']:.3g}), {lg['steps_per_s']:.0f} steps/s"
+                     + (f", R-hat max {rh:.3f}" if rh is not None else "")
+                     + (" [INTERRUPTED]" if out["interrupted"] else ""))
     sm = out["sampled"]
     if sm is None:
         lines.append("  no samples were taken")
@@ -229,11 +260,21 @@ def command(args) -> int:
     and saved)."""
     from ..train import default_burn_in
 
-    burn_in = default_burn_in(args.steps) if args.burn_in is None else args.burn_in
-    if burn_in >= args.steps:
-        print(f"lkr train: error: --burn-in {burn_in} must be smaller than --steps "
-              f"{args.steps}", file=sys.stderr)
+    collapsed = args.sampler == "collapsed"
+    length, length_opt = (args.sweeps, "--sweeps") if collapsed else (args.steps, "--steps")
+    if args.burn_in is None:
+        burn_in = length // 4 if collapsed else default_burn_in(args.steps)
+    else:
+        burn_in = args.burn_in
+    if burn_in >= length:
+        print(f"lkr train: error: --burn-in {burn_in} must be smaller than {length_opt} "
+              f"{length}", file=sys.stderr)
         return 2
+    if collapsed and args.lr is not None:
+        print("lkr train: error: --lr is Langevin's step size; the collapsed sampler adapts "
+              "its own", file=sys.stderr)
+        return 2
+    thin = args.thin if args.thin is not None else (1 if collapsed else DEFAULTS["thin"])
     if args.out is not None:
         # really writes (and removes) a file: a read-only or full --out fails now
         try:
@@ -260,9 +301,10 @@ def command(args) -> int:
                              lambda1=args.lambda1, input_shape=args.input_shape,
                              filter_size=args.filter_size, stride=args.stride,
                              boundary=args.boundary, steps=args.steps, burn_in=burn_in,
-                             thin=args.thin, chains=args.chains, lr=args.lr, seed=args.seed,
+                             thin=thin, chains=args.chains, lr=args.lr, seed=args.seed,
                              task_options=task_options or None, theory=not args.no_theory,
-                             progress=False if args.quiet else None)
+                             progress=False if args.quiet else None, sampler=args.sampler,
+                             sweeps=args.sweeps)
     except (ValueError, TypeError, FloatingPointError) as exc:
         print(f"lkr train: error: {exc}", file=sys.stderr)
         return 2

@@ -24,8 +24,11 @@ alike: predictions
 ``predict(..., corrected=True)`` (the 1/N-corrected predictor, experimental with D
 outputs; not DeepCNNTheory). DeepFCTheory with relu keeps the central action (with a warning). Formulas,
 reductions and solvers: docs/theory-beyond-odd.md.
+The actions hold where the filter dimension M of the renormalised layer (FC: N0) is large;
+below 16 a fit warns (``TheoryRegimeWarning``, docs/validity.md), and ``Solution.filter_dim``
+records M.
 """
-from .._warnings import ConvergenceWarning
+from .._warnings import ConvergenceWarning, TheoryRegimeWarning
 from .conv import CNNTheory, LCNTheory
 from .deep_conv import DeepCNNTheory
 from .fc import DeepFCTheory, FCTheory
@@ -34,7 +37,7 @@ from .result import ConvergenceError, Prediction, Solution
 
 __all__ = ["GPTheory", "FCTheory", "DeepFCTheory", "CNNTheory", "LCNTheory", "DeepCNNTheory",
            "Solution",
-           "Prediction", "ConvergenceError", "ConvergenceWarning"]
+           "Prediction", "ConvergenceError", "ConvergenceWarning", "TheoryRegimeWarning"]
 
 # lkr.theory.sweep (parameter sweeps) is added below by its own module's owner.
 from .sweep import sweep  # noqa: E402

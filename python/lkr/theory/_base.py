@@ -18,6 +18,7 @@ from .._validate import integer as _integer
 from .._validate import positive, real, samples, targets  # noqa: F401  (re-exported to the theories)
 from .._warnings import ActivationCaveatWarning, ConvergenceWarning
 from ..activations import check_activation, is_odd
+from . import _regime
 from .result import ConvergenceError, Prediction, Solution
 
 DEFAULT_TOL = 1e-8
@@ -275,7 +276,12 @@ class _Theory:
         self.set_data(X, y)
         return self._fit_bound(Q0, strict, tol, maxiter)
 
-    def _fit_bound(self, Q0, strict, tol, maxiter):
+    def _filter_dim(self):
+        """M of the renormalised layer (FC: N0), or None where the Gaussian-equivalence
+        condition does not apply (the GP). See :mod:`._regime`."""
+        return None
+
+    def _fit_bound(self, Q0, strict, tol, maxiter, regime_warning=True):
         tol = self.tol if tol is None else tolerance(tol)
         maxiter = self.maxiter if maxiter is None else iterations(maxiter)
         self._check_width()
@@ -292,6 +298,10 @@ class _Theory:
         sol.alpha = float(self.alpha or 0.0)
         self._check_finite_solution(sol)
         self.solution = sol
+        if regime_warning:
+            _regime.check(self, sol)
+        else:
+            sol.filter_dim = self._filter_dim()
         if not sol.converged:
             msg = (f"{sol.theory}.fit did not converge: relative gradient norm "
                    f"{sol.rel_grad_norm:.3g} > tol {tol:.3g} after {sol.iterations} iterations "
@@ -339,6 +349,7 @@ class _Theory:
         self.set_data(X, y)
         out = []
         prev = None
+        warned = None
         for w in widths:
             th = copy.copy(self)
             th.width = positive(w, "widths entry")
@@ -346,7 +357,11 @@ class _Theory:
             # warm start; a non-central action continues from the pair (Q, conjugate)
             start = (None if prev is None else
                      prev.Q if prev.conjugate is None else (prev.Q, prev.conjugate))
-            th._fit_bound(start, strict, tol, maxiter)
+            # one regime warning per path and filter dimension (the deep CNN's depends on
+            # the width), not one per width
+            dim = th._filter_dim()
+            th._fit_bound(start, strict, tol, maxiter, regime_warning=dim != warned)
+            warned = dim
             out.append(th)
             prev = th.solution
         return out

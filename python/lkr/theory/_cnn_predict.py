@@ -22,10 +22,15 @@ __all__ = ["predict", "mean_coefficient"]
 
 
 def mean_coefficient(theory):
-    """(I + Q)^{-1} - Qbar for the non-central action, else None."""
+    """(I + Q)^{-1} - Qbar for the non-central action ((Rbar - Qbar) / E[s]^2 for the
+    finite-filter one), else None."""
     sol = theory.solution
     if sol.conjugate is None:
         return None
+    if sol.extra.get("filter_norm") == "exact":
+        from ._cnn_finite_filter import mean_coefficient
+
+        return mean_coefficient(theory)
     n = theory._n
     return np.linalg.inv(np.eye(n) + np.asarray(sol.conjugate)) - np.asarray(sol.Q)
 

@@ -44,7 +44,7 @@ import scipy.linalg as sla
 from .. import _linalg, backend
 from ..activations import has_mean
 from ..geometry import PatchGeometry
-from . import _base, _cnn_noncentral, _cnn_predict, _shared_outputs
+from . import _base, _cnn_finite_filter, _cnn_noncentral, _cnn_predict, _shared_outputs
 from ._base import DEFAULT_MAXITER, DEFAULT_TOL, positive
 from ._local import LocalOperator
 from ._optim import bfgs, cholesky_point
@@ -81,7 +81,8 @@ class _LocalTheory(_base._Theory):
                  activation: str = "erf", lambda0: float = 1.0, lambda1: float = 1.0, *,
                  mean: str = "auto", tol: float = DEFAULT_TOL, maxiter: int = DEFAULT_MAXITER,
                  max_bytes: Optional[int] = None, materialize: Optional[bool] = None,
-                 kernel_dtype: Optional[str] = None):
+                 kernel_dtype: Optional[str] = None,
+                 filter_norm: str = "gaussian"):
         if not isinstance(geometry, PatchGeometry):
             raise TypeError(f"geometry must be a PatchGeometry, got {type(geometry).__name__}")
         self.geometry = geometry
@@ -101,6 +102,28 @@ class _LocalTheory(_base._Theory):
         super().__init__(temperature_value=temperature, tol=tol, maxiter=maxiter)
         if self.mean == "ignore":
             _base.warn_relu(self.activation, f"{type(self).__name__}(mean='ignore')")
+        self.filter_norm = self._check_filter_norm(filter_norm)
+
+    def _check_filter_norm(self, value):
+        """"gaussian" (the actions) or "exact" (EXPERIMENTAL finite-filter action: the CNN
+        with relu and mean="auto" only; docs/validity.md section 4)."""
+        if value not in ("gaussian", "exact"):
+            raise ValueError(f"filter_norm must be 'gaussian' or 'exact', got {value!r}")
+        if value == "exact":
+            name = type(self).__name__
+            if self._diagonal:
+                raise ValueError(f"{name}: filter_norm='exact' is implemented for CNNTheory "
+                                 "only (an LCN has one filter norm per patch)")
+            if self.activation != "relu" or self.mean != "auto":
+                raise ValueError(f"{name}: filter_norm='exact' needs a positively homogeneous "
+                                 f"activation with its mean kept: activation='relu' and "
+                                 f"mean='auto' (got activation={self.activation!r}, "
+                                 f"mean={self.mean!r})")
+        return value
+
+    @property
+    def _finite_filter(self):
+        return getattr(self, "filter_norm", "gaussian") == "exact"
 
     @property
     def noncentral(self):
@@ -110,6 +133,10 @@ class _LocalTheory(_base._Theory):
     @property
     def num_patches(self):
         return self.geometry.num_patches
+
+    def _filter_dim(self):
+        """M = C_in k_h k_w: the Gaussian-equivalence condition of docs/validity.md."""
+        return int(self.geometry.patch_size)
 
     def _validate_X(self, X):
         Xa = _base.inputs(X)
@@ -255,6 +282,8 @@ class _LocalTheory(_base._Theory):
         Non-central action (relu, mean="auto"): pass the conjugate too,
         S(Qbar, Q) = -Tr(Qbar Q) + log det(I + Q) + (alpha/P)[...]."""
         self._need_data("action")
+        if self._finite_filter:
+            return self._finite_filter_eval(Q, conjugate)["S"]
         if self._need_conjugate(conjugate):
             return _cnn_noncentral.action(self, Q, conjugate)
         Qn = self._check_Q(Q)
@@ -266,6 +295,8 @@ class _LocalTheory(_base._Theory):
         (LCN: its block diagonal). Non-central: the pair (dS/dQbar, dS/dQ) of
         :mod:`._cnn_noncentral` at (Q, conjugate)."""
         self._need_data("gradient")
+        if self._finite_filter:
+            return self._finite_filter_eval(Q, conjugate)["grad"]
         if self._need_conjugate(conjugate):
             return _cnn_noncentral.gradient(self, Q, conjugate)
         Qn = self._check_Q(Q)
@@ -275,6 +306,24 @@ class _LocalTheory(_base._Theory):
         if mask is not None:
             g = np.where(mask, g, 0.0)
         return g
+
+    def _finite_filter_eval(self, Q, conjugate, M=None, nodes=8):
+        """filter_norm="exact": the action and its four gradients at Qbar = Q and
+        conjugate = (Q, Rbar, R) (an n-point rule, M from the geometry unless given)."""
+        if not isinstance(conjugate, (tuple, list)) or len(conjugate) != 3:
+            raise ValueError(f"{type(self).__name__}(filter_norm='exact'): conjugate must be "
+                             "the triple (Q, Rbar, R) of the finite-filter action")
+        mats = [self._check_Q(Q, "Q", definite=False)] + [
+            self._check_Q(a, name, definite=False)
+            for a, name in zip(conjugate, ("conjugate Q", "Rbar", "R"))]
+        M = float(self.geometry.patch_size if M is None else M)
+        ev = _cnn_finite_filter.evaluate(self, mats[0], mats[2], mats[1], mats[3],
+                                         _cnn_finite_filter.chi2_rule(M, nodes),
+                                         _cnn_finite_filter.mean_s_squared(M))
+        if ev is None:
+            raise ValueError("the finite-filter action is undefined here: A = T I + K_R or "
+                             "I + s^2 Q at some quadrature node is not positive definite")
+        return ev
 
     def _need_conjugate(self, conjugate):
         if not self.noncentral:
@@ -354,6 +403,14 @@ class _LocalTheory(_base._Theory):
 
     def _solve(self, Q0, tol, maxiter):
         if self.noncentral:
+            if self._finite_filter:
+                if self.num_outputs > 1:
+                    raise ValueError(f"{type(self).__name__}: filter_norm='exact' (experimental) "
+                                     f"takes one output, got {self.num_outputs}; use the default "
+                                     "filter_norm='gaussian' for several outputs")
+                if isinstance(Q0, tuple):  # fit_path's warm start (Qbar, conjugate)
+                    Q0 = Q0[0]
+                return _cnn_finite_filter.solve(self, Q0, tol, maxiter)
             return _cnn_noncentral.solve(self, Q0, tol, maxiter)
         if (self.num_outputs or 1) > 1:
             return self._solve_fixed_point(Q0, tol, maxiter)
@@ -482,6 +539,9 @@ class _LocalTheory(_base._Theory):
         return _cnn_predict.predict(self, Xt, corrected=False)
 
     def _predict_corrected(self, Xt):
+        if self._finite_filter:
+            raise ValueError(f"{type(self).__name__}(filter_norm='exact'): corrected=True is "
+                             "not available for the finite-filter action")
         return _cnn_predict.predict(self, Xt, corrected=True)
 
 
@@ -518,6 +578,15 @@ class CNNTheory(_LocalTheory):
         above it every evaluation streams through the kernels instead.
     materialize : bool or None
         Force (True) or forbid (False) the cached tensor; None decides by ``max_bytes``.
+    filter_norm : {"gaussian", "exact"}
+        "gaussian" (default): the actions above, which take each channel's features jointly
+        Gaussian and need a large filter dimension M (docs/validity.md). "exact"
+        (EXPERIMENTAL; relu with mean="auto" only): keep the channel's filter norm
+        s^2 ~ chi^2_M / M exact and treat only the direction part as Gaussian
+        (:mod:`lkr.theory._cnn_finite_filter`); ``solution.extra`` holds Rbar
+        (``mean_order``), R (``mean_conjugate``) and the quadrature ``nodes``.
+        ``action``/``gradient`` then take ``conjugate=(Q, Rbar, R)`` and return the four
+        gradients (Qbar, Rbar, Q, R).
 
     Notes
     -----

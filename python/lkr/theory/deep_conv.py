@@ -354,6 +354,15 @@ class DeepCNNTheory(CNNTheory):
     def _prior_depth(self):
         return self.depth
 
+    def _filter_dim(self):
+        """M of the last (renormalised) layer: C_in k for L = 1, Nc k_L for L >= 2 (its inputs
+        are the Nc channels of layer L - 1); docs/validity.md."""
+        M = self.geometry.layers[-1].patch_size  # k_L sites (times C_in for L = 1)
+        if self.depth == 1:
+            return int(M)
+        w = M * self.width
+        return int(w) if float(w).is_integer() else float(w)
+
     def _cache_settings(self):
         return ("deepcnn", self.geometry._key(), self.activation, self.lambdas, self.max_bytes,
                 self.materialize)

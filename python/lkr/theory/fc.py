@@ -157,6 +157,10 @@ class FCTheory(_fcmulti.MultiOutputMixin, NonCentralMultiMixin, _SpectralMixin,
         """Whether the two-parameter (Q0, Q1) action is used."""
         return self.mean == "auto" and has_mean(self.activation)
 
+    def _filter_dim(self):
+        """N0, the input dimension: the Gaussian-equivalence condition of docs/validity.md."""
+        return None if self._X is None else int(np.prod(self._X.shape[1:]))
+
     def _cache_settings(self):
         return ("fc", self.activation, self.lambda0)
 

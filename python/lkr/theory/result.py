@@ -78,6 +78,11 @@ class Solution:
         N, P / N and T of the problem (width = inf, alpha = 0 for the GP).
     seconds : float
         Wall time of the solve (after the kernel was cached).
+    filter_dim : int or None
+        The filter dimension M = C_in k_h k_w of the renormalised layer (deep CNN: of the
+        last layer; FC: the input dimension N0); None for the GP. The actions need a large
+        M: below 16 (non-linear activations) the fit issues a
+        :class:`~lkr._warnings.TheoryRegimeWarning` (docs/validity.md).
     """
 
     Q: Any
@@ -96,6 +101,7 @@ class Solution:
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
     conjugate: Any = None
+    filter_dim: Optional[int] = None
 
     @property
     def num_outputs(self) -> int:
@@ -108,8 +114,9 @@ class Solution:
         Scalar Q: ``{"Q": q}``. Per-layer Q: ``{"Q": [q_1, ...]}``. Matrix Q:
         ``mean_diagonal``, ``mean_off_diagonal`` (0 for Np = 1), ``min_eigenvalue``,
         ``max_eigenvalue``. Always ``action``, ``converged``, ``iterations``,
-        ``rel_grad_norm``. ``conjugate`` (the same digest of the conjugate order parameter:
-        a float, a list or a dict) when there is one, and ``outputs`` when D > 1.
+        ``rel_grad_norm``; ``filter_dim`` when known (not for the GP). ``conjugate`` (the
+        same digest of the conjugate order parameter: a float, a list or a dict) when there
+        is one, and ``outputs`` when D > 1.
         """
         out = _digest(self.Q)
         if not isinstance(out, dict):
@@ -120,6 +127,8 @@ class Solution:
             out["outputs"] = self.num_outputs
         out.update(action=self.action, converged=self.converged, iterations=self.iterations,
                    rel_grad_norm=self.rel_grad_norm)
+        if self.filter_dim is not None:
+            out["filter_dim"] = self.filter_dim
         return jsonable(out)
 
     def to_dict(self) -> dict:
@@ -127,7 +136,8 @@ class Solution:
         d = {k: getattr(self, k) for k in ("Q", "action", "grad_norm", "rel_grad_norm",
                                            "iterations", "converged", "tol", "evaluations",
                                            "message", "theory", "width", "alpha",
-                                           "temperature", "seconds", "extra", "conjugate")}
+                                           "temperature", "seconds", "extra", "conjugate",
+                                           "filter_dim")}
         d["summary"] = self.summary()
         return jsonable(d)
 

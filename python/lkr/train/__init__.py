@@ -25,6 +25,13 @@ Langevin sampling (:func:`langevin`)
     directions the data do not constrain relax only at rate :math:`\eta T \lambda` per step,
     but their posterior is (nearly) the prior, so they start in equilibrium.
 
+Collapsed sampling (:func:`collapsed`)
+    The same posterior sampled exactly over the hidden weights alone, the readout
+    integrated out (f is a GP given the features): Metropolis-within-Gibbs with pCN
+    proposals per block of units or channels, rank-k Cholesky updates in C++, and
+    Rao-Blackwellised predictions. No step-size bias; FC, CNN, LCN and deep CNN nets, one or
+    several outputs (docs/training.md, "Collapsed sampler").
+
 Gradient descent (:func:`gradient_descent`)
     Full-batch GD or minibatch SGD on (1/2) sum (y - f)^2 + (wd/2) |theta|^2, on the same nets
     and on linearised nets (:func:`lkr.nets.linearize`), for the lazy-versus-feature-learning
@@ -40,7 +47,9 @@ nets' own ``forward``/``vjp`` in the tests. (For these shapes it is faster than
 ``net.value_and_grad``, whose per-sample patch kernel does the products without BLAS:
 measured on one core, 1.4x for the CNN in float64 and 1.9x in float32.)
 
-Layout: :mod:`~lkr.train.langevin` (sampler, result, updater, step size), :mod:`~lkr.train.gd`
+Layout: :mod:`~lkr.train.langevin` (sampler, result, updater, step size),
+:mod:`~lkr.train.collapsed` (with ``_collapsed_models``: the nets' features,
+``_collapsed_linalg``: factor and predictive, ``_collapsed_result``), :mod:`~lkr.train.gd`
 (gradient descent), :mod:`~lkr.train.linearized` (least-squares fit of a linearised net),
 ``_arch`` (the experiments' architecture table: :func:`sampled_test_error`, the net and the
 theory of ``"fc"``, ``"cnn"``, ``"lcn"``, ``"deepcnn"``), ``_common`` (checks, start-up
@@ -50,6 +59,7 @@ from __future__ import annotations
 
 from ._arch import ARCHITECTURES, sampled_test_error
 from ._common import SamplingWarning, loss_and_grad
+from .collapsed import CollapsedResult, collapsed
 from .gd import GDResult, gradient_descent
 from .langevin import (
     DEFAULT_BURN_IN_FRACTION,
@@ -62,4 +72,5 @@ from .linearized import LinearizedFit, fit_linearized
 
 __all__ = ["langevin", "LangevinResult", "gradient_descent", "GDResult", "loss_and_grad",
            "suggest_lr", "sampled_test_error", "SamplingWarning", "ARCHITECTURES",
-           "fit_linearized", "LinearizedFit", "default_burn_in", "DEFAULT_BURN_IN_FRACTION"]
+           "fit_linearized", "LinearizedFit", "default_burn_in", "DEFAULT_BURN_IN_FRACTION",
+           "collapsed", "CollapsedResult"]
