@@ -61,8 +61,10 @@ def layer1_patches(Xc, shape, filt, stride, padding):
     return ref_patches(Xc, shape, filt, stride, Xc.shape[-1], padding)
 
 
-def ref_deep(Xc, Yc, shape, filts, strides, pads, act, lams):
-    """K_L (P, P', d, d) by the recursion on all position pairs of the stacked samples."""
+def ref_deep(Xc, Yc, shape, filts, strides, pads, act, lams, with_variances=False):
+    """K_L (P, P', d, d) by the recursion on all position pairs of the stacked samples;
+    with ``with_variances`` also the last layer's pre-activation variances C_L,ii^{mu mu}
+    (P, d) of X."""
     Z = np.concatenate([Xc, Yc]) if Yc is not None else Xc
     Z = Z.astype(np.float64)
     PZ = layer1_patches(Z, shape, filts[0], strides[0], pads[0])
@@ -77,7 +79,8 @@ def ref_deep(Xc, Yc, shape, filts, strides, pads, act, lams):
         S, grid = gather_matrices(grid, filts[layer + 1], strides[layer + 1], pads[layer + 1])
         C = np.einsum("tpi,abij,tqj->abpq", S, K, S) / (S.shape[0] * lams[layer + 1])
     P = Xc.shape[0]
-    return K if Yc is None else K[:P, P:]
+    K = K if Yc is None else K[:P, P:]
+    return (K, v[:P]) if with_variances else K
 
 
 def ref_deep_diagonal(Xc, Yc, shape, filts, strides, pads, act, lams):
@@ -139,8 +142,9 @@ def deep_geometries(draw, max_depth=3, min_depth=2):
     return DeepGeometry(shape, filts, strides, pads, channels=channels, layout=layout)
 
 
-def ref_for(dg, Xc, Yc, act, lams):
-    return ref_deep(Xc, Yc, dg.input_shape, dg.filter_sizes, dg.strides, dg.paddings, act, lams)
+def ref_for(dg, Xc, Yc, act, lams, with_variances=False):
+    return ref_deep(Xc, Yc, dg.input_shape, dg.filter_sizes, dg.strides, dg.paddings, act, lams,
+                    with_variances)
 
 
 def rel(a, b):

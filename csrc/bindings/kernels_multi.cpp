@@ -151,9 +151,55 @@ py::array stored_sym_t(const py::array& s, const py::array& x, int64_t P, bool a
   return out;
 }
 
+py::array assemble_t(const py::array& vs, const std::optional<py::array>& va, int64_t P,
+                     int64_t D, double scale, int nthreads) {
+  const auto sc = contiguous<double>(vs, "vS");
+  const int64_t rows = P * (P + 1) / 2;
+  if (sc.ndim() != 2 || sc.shape(0) != rows || sc.shape(1) != D * (D + 1) / 2)
+    throw py::value_error("vS must have shape (P(P+1)/2, D(D+1)/2), got " + shape_str(sc));
+  std::optional<py::array_t<double, py::array::c_style>> ac;
+  if (va) {
+    ac = contiguous<double>(*va, "vA");
+    if (ac->ndim() != 2 || ac->shape(0) != rows || ac->shape(1) != D * (D - 1) / 2)
+      throw py::value_error("vA must have shape (P(P+1)/2, D(D-1)/2), got " +
+                            shape_str(*ac));
+  }
+  py::array_t<double> out({P * D, P * D});
+  double* o = out.mutable_data();
+  const double* sd = sc.data();
+  const double* ad = ac ? ac->data() : nullptr;
+  py::gil_scoped_release release;
+  stored_assemble(sd, ad, P, D, scale, nthreads, o);
+  return out;
+}
+
+py::tuple gather_t(const py::array& b, int64_t P, int64_t D, int nthreads) {
+  const auto bc = contiguous<double>(b, "B");
+  if (bc.ndim() != 2 || bc.shape(0) != P * D || bc.shape(1) != P * D)
+    throw py::value_error("B must have shape (P D, P D), got " + shape_str(bc));
+  const int64_t rows = P * (P + 1) / 2;
+  py::array_t<double> ws({rows, D * (D + 1) / 2}), wa({rows, D * (D - 1) / 2});
+  double* s = ws.mutable_data();
+  double* a = wa.mutable_data();
+  const double* bd = bc.data();
+  {
+    py::gil_scoped_release release;
+    stored_gather(bd, P, D, nthreads, s, a);
+  }
+  return py::make_tuple(ws, wa);
+}
+
 }  // namespace
 
 void register_kernels_multi(py::module_& m) {
+  m.def("stored_assemble", &assemble_t, py::arg("vS"), py::arg("vA"), py::arg("P"),
+        py::arg("D"), py::arg("scale"), py::arg("nthreads"),
+        "K (P D, P D) example-major from the D-output products vS (and vA) of the stored "
+        "kernel, times scale.");
+  m.def("stored_gather", &gather_t, py::arg("B"), py::arg("P"), py::arg("D"),
+        py::arg("nthreads"),
+        "(Ws, Wa): the output-symmetric and -antisymmetric parts of B's (mu <= nu) blocks, "
+        "the right-hand sides of the D-output adjoint.");
   m.def(
       "patch_mean",
       [](const py::array& x, const std::string& activation, double lambda0, int nthreads) {

@@ -350,6 +350,74 @@ void stored_adjoint_sym(const S* Sm, int64_t P, int64_t ncols, const double* B, 
   reduce_slots(slots, ngroups, ncols, g);
 }
 
+void stored_assemble(const double* vS, const double* vA, int64_t P, int64_t D, double scale,
+                     int nthreads, double* K) {
+  const int nt = omp_threads(nthreads);
+  const int64_t nS = D * (D + 1) / 2, nA = D * (D - 1) / 2, n = P * D;
+  // (a, b) -> column of vS (a <= b) and of vA (a < b)
+  std::vector<int64_t> cs(static_cast<size_t>(D * D)), ca(static_cast<size_t>(D * D), -1);
+  for (int64_t a = 0; a < D; ++a)
+    for (int64_t b = a; b < D; ++b) {
+      cs[a * D + b] = cs[b * D + a] = a * D - a * (a - 1) / 2 + b - a;
+      if (b > a) ca[a * D + b] = ca[b * D + a] = a * (D - 1) - a * (a - 1) / 2 + b - a - 1;
+    }
+  // pass 1: the upper blocks (mu <= nu) row by row (contiguous writes; the diagonal blocks
+  // are symmetric and written whole)
+#pragma omp parallel for schedule(dynamic, 4) num_threads(nt)
+  for (int64_t mu = 0; mu < P; ++mu) {
+    const int64_t row0 = mu * P - mu * (mu - 1) / 2 - mu;
+    for (int64_t a = 0; a < D; ++a) {
+      double* up = K + (mu * D + a) * n;
+      for (int64_t nu = mu; nu < P; ++nu) {
+        const double* s = vS + (row0 + nu) * nS;
+        const double* t = (vA && nu != mu) ? vA + (row0 + nu) * nA : nullptr;
+        double* o = up + nu * D;
+        for (int64_t b = 0; b < D; ++b) {
+          double v = s[cs[a * D + b]];
+          if (t && a != b) v += (a < b ? 1.0 : -1.0) * t[ca[a * D + b]];
+          o[b] = scale * v;
+        }
+      }
+    }
+  }
+  // pass 2: the lower blocks as the transpose of the upper ones, in cache-sized tiles
+  constexpr int64_t TB = 64;
+  const int64_t nt_tiles = (n + TB - 1) / TB;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+  for (int64_t ti = 0; ti < nt_tiles; ++ti) {
+    for (int64_t tj = 0; tj <= ti; ++tj) {
+      const int64_t r1 = std::min(n, (ti + 1) * TB), c1 = std::min(n, (tj + 1) * TB);
+      for (int64_t r = ti * TB; r < r1; ++r) {
+        const int64_t rs = r / D;  // the sample of row r
+        for (int64_t c = tj * TB; c < c1 && c / D < rs; ++c) K[r * n + c] = K[c * n + r];
+      }
+    }
+  }
+}
+
+void stored_gather(const double* B, int64_t P, int64_t D, int nthreads, double* Ws,
+                   double* Wa) {
+  const int nt = omp_threads(nthreads);
+  const int64_t nS = D * (D + 1) / 2, nA = D * (D - 1) / 2, n = P * D;
+#pragma omp parallel for schedule(dynamic, 4) num_threads(nt)
+  for (int64_t mu = 0; mu < P; ++mu) {
+    const int64_t row0 = mu * P - mu * (mu - 1) / 2 - mu;
+    for (int64_t nu = mu; nu < P; ++nu) {
+      const double h = nu == mu ? 0.25 : 0.5;  // (w + w') / 2, halved on the diagonal
+      double* s = Ws + (row0 + nu) * nS;
+      double* t = Wa + (row0 + nu) * nA;
+      for (int64_t a = 0; a < D; ++a) {
+        const double* ra = B + (mu * D + a) * n + nu * D;   // w(a, .)
+        for (int64_t b = a; b < D; ++b) {
+          const double wab = ra[b], wba = B[(mu * D + b) * n + nu * D + a];
+          *s++ = h * (wab + wba);
+          if (b > a) *t++ = h * (wab - wba);
+        }
+      }
+    }
+  }
+}
+
 #define LKR_INSTANTIATE_MULTI(T)                                                             \
   template void patch_mean<T>(const View3<T>&, const KernelParams&, T*);                     \
   template void renormalized_kernel_multi<T>(const View3<T>&, const View3<T>*, const T*,     \

@@ -66,4 +66,21 @@ template <class S>
 void stored_adjoint_sym(const S* Sm, int64_t P, int64_t ncols, const double* B, int nthreads,
                         double* g);
 
+// The D-output products of the stored kernel, laid out (python/lkr/theory/_local.py): vS
+// (rows, D(D+1)/2) holds the products with the output-symmetric parts of Q's blocks at the
+// output pairs a <= b (row-major upper-triangle order), vA (rows, D(D-1)/2; null: none) those
+// with the antisymmetric parts at a < b, rows the sample pairs mu <= nu as above. Writes
+// K (P D, P D) example-major: K[(mu a), (nu b)] = K[(nu b), (mu a)] = scale v(a, b) with
+// v(a, b) = vS(a, b) + vA(a, b) (a < b), vS(b, a) - vA(b, a) (a > b), vS(a, a) (a = b), and
+// for mu = nu only the symmetric part vS.
+void stored_assemble(const double* vS, const double* vA, int64_t P, int64_t D, double scale,
+                     int nthreads, double* K);
+
+// The adjoint's right-hand sides from a C-contiguous (P D, P D) B: with w(a, b) =
+// B[(mu a), (nu b)] (halved for mu = nu), Ws[row, (a, b)] = (w(a, b) + w(b, a)) / 2 at
+// a <= b (rows, D(D+1)/2) and Wa[row, (a, b)] = (w(a, b) - w(b, a)) / 2 at a < b
+// (rows, D(D-1)/2).
+void stored_gather(const double* B, int64_t P, int64_t D, int nthreads, double* Ws,
+                   double* Wa);
+
 }  // namespace lkr

@@ -76,6 +76,13 @@ def stored_sym(S: _Array, X: _Array, P: int, adjoint: bool, scale: float,
                nthreads: int) -> _Array:
     """unpack(S q) * scale (P, P), or S^T w(B) from B's upper triangle."""
 
+def stored_assemble(vS: _Array, vA: Optional[_Array], P: int, D: int, scale: float,
+                    nthreads: int) -> _Array:
+    """K (P D, P D) from the D-output products of the stored kernel (see _local.py)."""
+
+def stored_gather(B: _Array, P: int, D: int, nthreads: int) -> Any:
+    """(Ws, Wa): the right-hand sides of the D-output adjoint from a (P D, P D) B."""
+
 # -- network patch passes (csrc/bindings/nets.cpp; public API in lkr.nets and lkr.ntk) -----
 # Z: patches (P, Np, M), C-contiguous. Chained operands carry a leading chain axis (length
 # 1 = one parameter set broadcast over the chains); CNN filters are (chains, Nc, M), LCN

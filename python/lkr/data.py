@@ -49,11 +49,11 @@ from ._validate import count as _count
 from ._validate import seed as _seed
 
 # the UCI digits through scikit-learn (the optional extra `data`), a module of its own
-from .datasets_sklearn import digits_groups, load_digits, parse_class_groups
+from .datasets_sklearn import digits_groups, digits_sizes, load_digits, parse_class_groups
 
 __all__ = ["Task", "load_task", "gaussian_linear", "local_teacher", "load_mnist", "load_cifar10",
            "read_idx", "parse_classes", "TASKS", "DataError", "check_task_options", "one_hot",
-           "load_digits", "digits_groups", "parse_class_groups"]
+           "load_digits", "digits_groups", "digits_sizes", "parse_class_groups"]
 
 #: task names accepted by :func:`load_task` (``mnist`` and ``cifar10`` take ``:DIR``)
 TASKS = ("local-teacher", "gaussian-linear", "mnist:DIR", "cifar10:DIR", "digits")

@@ -7,10 +7,13 @@ lkr's source folder).
 
 Classes are chosen in groups, as for MNIST (:func:`lkr.data.parse_classes`): ``"0,1"``
 (two classes), ``"0,2,4:1,3,5"`` (two groups), and here also any number of groups
-(``"0:1:2"``) or ``"all"`` (ten groups, one per digit). The images of the chosen classes
+(``"0:1:2"``) or ``"all"`` (ten groups, one per digit). Two groups give labels +1 / -1;
+more give one-hot targets (P, K) (:func:`load_digits`). The images of the chosen classes
 are shuffled by the seed and split into P training and P_test test images (disjoint, the
 data set has no official split); pixels are standardised by one mean and standard deviation
-of the training subset.
+of the training subset. Sizes left out (None) default to what the classes hold
+(:func:`digits_sizes`); sizes that ask for more images than there are are refused with the
+largest valid ones.
 """
 from __future__ import annotations
 
@@ -19,15 +22,20 @@ from typing import Tuple
 import numpy as np
 
 from ._extras import install_hint
+from ._labels import one_hot
 from ._task import Task, block_average, parse_classes
 from ._validate import count as _count
 from ._validate import is_integer
 from ._validate import seed as _seed
 
-__all__ = ["load_digits", "digits_groups", "parse_class_groups", "DIGITS_DEFAULT_CLASSES"]
+__all__ = ["load_digits", "digits_groups", "digits_sizes", "parse_class_groups",
+           "DIGITS_DEFAULT_CLASSES", "DIGITS_DEFAULT_SIZES"]
 
 #: default groups of :func:`load_digits` (as MNIST's default): 0 (+1) against 1 (-1)
 DIGITS_DEFAULT_CLASSES = "0,1"
+
+#: (P, P_test) when the classes hold enough images (:func:`digits_sizes`)
+DIGITS_DEFAULT_SIZES = (400, 1000)
 
 _MISSING = f"the digits task needs scikit-learn: {install_hint('data')}"
 
@@ -78,14 +86,68 @@ def _sklearn_digits():
     return np.asarray(d.images, dtype=np.float64), np.asarray(d.target, dtype=np.int64)
 
 
+def _available(groups):
+    """The number of images of the chosen groups (labels from scikit-learn's copy)."""
+    labels = _sklearn_digits()[1]
+    return int(np.isin(labels, [c for g in groups for c in g]).sum())
+
+
+def digits_sizes(classes=DIGITS_DEFAULT_CLASSES, P=None, P_test=None):
+    """Training and test sizes for the digits of ``classes``: the sizes given, the missing
+    ones filled in, all checked against the n images of the classes (about 180 a digit).
+
+    Defaults: P = min(400, n // 2) and P_test = min(1000, n - P) (given P), or
+    P = min(400, n - P_test) (given P_test). ``"0,1"`` (360 images): 180 and 180; ``"all"``
+    (1797) and even against odd: 400 and 1000.
+
+    Raises
+    ------
+    ValueError
+        When P + P_test > n, with the largest valid sizes: the user's ratio scaled to n, and
+        the user's P with the rest as test images (where P < n).
+    """
+    groups = parse_class_groups(DIGITS_DEFAULT_CLASSES if classes is None else classes)
+    n = _available(groups)
+    what = f"classes {_describe(groups)} have {n} images"
+    P = None if P is None else _count(P, "P")
+    P_test = None if P_test is None else _count(P_test, "P_test")
+    half = f"P = {n // 2}, P_test = {n - n // 2}"
+    if P is not None and P_test is None:
+        if P >= n:
+            raise ValueError(f"digits: P = {P} leaves no test image: {what}; use P <= {n - 1} "
+                             f"(e.g. {half}), or more classes (e.g. 'all')")
+        P_test = min(DIGITS_DEFAULT_SIZES[1], n - P)
+    elif P is None and P_test is not None:
+        if P_test >= n:
+            raise ValueError(f"digits: P_test = {P_test} leaves no training image: {what}; use "
+                             f"P_test <= {n - 1} (e.g. {half}), or more classes (e.g. 'all')")
+        P = min(DIGITS_DEFAULT_SIZES[0], n - P_test)
+    elif P is None:
+        P = min(DIGITS_DEFAULT_SIZES[0], n // 2)
+        P_test = min(DIGITS_DEFAULT_SIZES[1], n - P)
+    if P + P_test > n:
+        Pr = min(n - 1, max(1, (n * P) // (P + P_test)))
+        tips = [f"P = {Pr}, P_test = {n - Pr} (your ratio)"]
+        if P < n and n - P != n - Pr:
+            tips.append(f"P = {P}, P_test = {n - P}")
+        raise ValueError(f"digits: P + P_test = {P + P_test} images but {what}; the largest "
+                         f"valid sizes: {' or '.join(tips)}; or more classes (e.g. 'all')")
+    return int(P), int(P_test)
+
+
+def _describe(groups):
+    return " vs ".join(",".join(map(str, g)) for g in groups)
+
+
 def digits_groups(P, P_test, seed=0, *, classes=DIGITS_DEFAULT_CLASSES, downsample=1):
     """The digits as inputs and *group indices* (for any number of groups).
 
     Parameters
     ----------
-    P, P_test : int
+    P, P_test : int or None
         Disjoint training and test images, drawn by a seeded shuffle of the images of the
-        chosen classes (P + P_test at most their number, about 180 per digit).
+        chosen classes (P + P_test at most their number, about 180 per digit); None: the
+        default of :func:`digits_sizes`.
     seed : int
     classes : see :func:`parse_class_groups`
     downsample : int
@@ -97,15 +159,14 @@ def digits_groups(P, P_test, seed=0, *, classes=DIGITS_DEFAULT_CLASSES, downsamp
         X (P, H, W) standardised; g (P,) int, the group index 0..K-1 of each image;
         info as :class:`lkr.data.Task`'s (with ``groups``).
     """
-    P, P_test = _count(P, "P"), _count(P_test, "P_test")
+    P = None if P is None else _count(P, "P")
+    P_test = None if P_test is None else _count(P_test, "P_test")
     downsample = _count(downsample, "downsample")
     seed = _seed(seed)
     groups = parse_class_groups(DIGITS_DEFAULT_CLASSES if classes is None else classes)
+    P, P_test = digits_sizes(groups, P, P_test)
     images, labels = _sklearn_digits()
     keep = np.flatnonzero(np.isin(labels, [c for g in groups for c in g]))
-    if P + P_test > keep.size:
-        raise ValueError(f"digits: asked for P + P_test = {P + P_test} images but classes "
-                         f"{groups} have only {keep.size}")
     pick = np.random.default_rng(int(seed)).permutation(keep)
     tr, te = np.sort(pick[:P]), np.sort(pick[P:P + P_test])
     group_of = np.full(10, -1)
@@ -127,13 +188,33 @@ def digits_groups(P, P_test, seed=0, *, classes=DIGITS_DEFAULT_CLASSES, downsamp
     return X, group_of[labels[tr]], Xt, group_of[labels[te]], info
 
 
-def load_digits(P, P_test, seed=0, *, classes=None, downsample=1):
-    """Two groups of the digits as a :class:`lkr.data.Task` (labels +1 / -1, as MNIST).
+def load_digits(P=None, P_test=None, seed=0, *, classes=None, downsample=1):
+    """The digits as a :class:`lkr.data.Task`.
 
-    classes : two groups (see :func:`lkr.data.parse_classes`), default ``"0,1"``. For more
-    groups use :func:`digits_groups` (scalar +-1 labels need two).
+    Parameters
+    ----------
+    P, P_test : int or None
+        As :func:`digits_groups` (None: sizes that fit the classes, :func:`digits_sizes`).
+    seed, downsample : as :func:`digits_groups`.
+    classes : str or sequence, optional
+        Groups (see :func:`parse_class_groups`), default ``"0,1"``. Two groups give labels
+        +1 (the first) / -1, as MNIST; more groups (``"all"``: the ten digits) give one-hot
+        targets y of shape (P, K), 0 / 1 with the 1 in the column of the image's group, for
+        the theories with K outputs.
+
+    Examples
+    --------
+    >>> from lkr.data import load_digits
+    >>> X, y, Xt, yt, info = load_digits(classes="all")   # 400 + 1000 images, y (400, 10)
     """
-    groups = parse_classes(DIGITS_DEFAULT_CLASSES if classes is None else classes)
+    groups = parse_class_groups(DIGITS_DEFAULT_CLASSES if classes is None else classes)
     X, g, Xt, gt, info = digits_groups(P, P_test, seed, classes=groups, downsample=downsample)
-    info["description"] = f"digits classes {groups[0]} (+1) vs {groups[1]} (-1)"
-    return Task(X, np.where(g == 0, 1.0, -1.0), Xt, np.where(gt == 0, 1.0, -1.0), info)
+    if len(groups) == 2:
+        info["description"] = f"digits classes {groups[0]} (+1) vs {groups[1]} (-1)"
+        info["targets"] = "+-1"
+        return Task(X, np.where(g == 0, 1.0, -1.0), Xt, np.where(gt == 0, 1.0, -1.0), info)
+    K = len(groups)
+    names = ":".join(",".join(map(str, g)) for g in groups)
+    info["description"] = f"digits, {K} classes {names} (one-hot)"
+    info["targets"] = "one-hot"
+    return Task(X, one_hot(g, K), Xt, one_hot(gt, K), info)

@@ -25,13 +25,17 @@ row blocks and a tensor contraction; no dedicated CUDA kernel yet).
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
 
 from . import _kernel_args as _args
 from . import backend
 from ._arrays import Array, ArrayLike
 from ._validate import is_integer as _is_integer
 from ._validate import positive as _positive
+from .activations import mean_map, nngp_map
+from .deep_geometry import DeepGeometry
 from .geometry import PatchGeometry
 
 __all__ = ["patch_mean", "renormalized_kernel_multi", "local_kernel_adjoint_multi"]
@@ -42,21 +46,60 @@ def _outputs(D):
     return int(D)
 
 
-def patch_mean(X: ArrayLike, *, geometry: PatchGeometry, activation: str = "erf",
-               lambda0: float = 1.0, nthreads: Optional[int] = None) -> Array:
+def patch_mean(X: ArrayLike, *, geometry: Union[PatchGeometry, DeepGeometry],
+               activation: str = "erf", lambda0: float = 1.0, nthreads: Optional[int] = None,
+               lambdas: Optional[Sequence[float]] = None) -> Array:
     r"""Mean patch activations m_i^mu = E[sigma(h)], h ~ N(0, C_ii^{mu mu}).
+
+    With a :class:`lkr.DeepGeometry`, the means of the last layer's activations: h the
+    last layer's pre-activation at final patch i, whose variance C_L,ii^{mu mu} follows from
+    the diagonal of the kernel recursion alone (docs/deep-cnn.md section 4):
+
+    .. math::
+
+        C^1_{pp} = |x_p^\mu|^2 / (\lambda_0 M_1), \qquad
+        C^{l+1}_{pp} = \frac{1}{k_{l+1}\lambda_l}\sum_t K_\sigma(C^l_{p+t,p+t})
+
+    (K_sigma(c) the variance map, a padded site contributing 0): O(P sum_l n_l k_l).
+
+    Parameters
+    ----------
+    lambdas : sequence of float, optional
+        DeepGeometry only: ``(lambda_0, ..., lambda_L)`` as for the deep kernels (the
+        readout's precision does not enter); instead of ``lambda0``.
 
     Returns
     -------
-    m : ndarray, shape (P, Np)
+    m : ndarray, shape (P, Np) (DeepGeometry: (P, d))
         ReLU: sqrt(C_ii^{mu mu} / (2 pi)); zero for the odd activations.
     """
+    if isinstance(geometry, DeepGeometry):
+        return _deep_patch_mean(X, geometry, activation, lambdas, lambda0, nthreads)
+    if lambdas is not None:
+        raise ValueError("lambdas is for a DeepGeometry; use lambda0 here")
     geometry, lambda0, xp, PX, _ = _args.prepare(X, None, geometry, activation, lambda0)
     dtype = backend.result_dtype(PX)
     PX, _ = _args.cast(PX, None, dtype, xp, activation, lambda0)
     out = backend.implementation(xp).patch_mean(PX, activation, lambda0,
                                                 backend.resolve_threads(nthreads))
     return backend.wrap_like(out, X)
+
+
+def _deep_patch_mean(X, geometry, activation, lambdas, lambda0, nthreads):
+    """The last layer's mean activations (see :func:`patch_mean`): the diagonal of the
+    recursion in NumPy/CuPy (O(P sum_l n_l k_l), far below one kernel pass)."""
+    lams, xp, PX, _ = _args.prepare_deep(X, None, geometry, activation, lambdas, lambda0, 1.0)
+    if geometry.depth == 1:  # the compiled one-layer means, as the one-layer kernels
+        return patch_mean(X, geometry=geometry.layers[0], activation=activation,
+                          lambda0=lams[0], nthreads=nthreads)
+    PX = PX.astype(np.float64, copy=False)
+    P = PX.shape[0]
+    c = xp.einsum("pim,pim->pi", PX, PX) / (lams[0] * PX.shape[2])      # C1_pp, (P, n1)
+    for layer, (idx, k) in enumerate(geometry.gather_tables(), start=1):
+        kv = nngp_map(activation, c, c, c)                              # K_l,pp
+        kv = xp.concatenate([kv, xp.zeros((P, 1))], axis=1)              # a padded site: 0
+        c = kv[:, xp.asarray(idx)].sum(axis=2) / (k * lams[layer])       # C_{l+1},pp
+    return backend.wrap_like(mean_map(activation, c), X)
 
 
 def renormalized_kernel_multi(X: ArrayLike, Y: Optional[ArrayLike] = None, *, Q: ArrayLike,

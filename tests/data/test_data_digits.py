@@ -74,10 +74,12 @@ def test_deterministic_and_downsample():
 def test_load_task_and_errors():
     t = data.load_task("digits", 30, 10, seed=0, classes="0,1")
     assert t.X.shape == (30, 8, 8)
-    with pytest.raises(ValueError, match="only"):
-        data.load_digits(300, 100, classes="0,1")   # ~360 images of 0 and 1
-    with pytest.raises(ValueError, match="two"):
-        data.load_digits(10, 10, classes="0:1:2")    # +-1 labels need two groups
+    with pytest.raises(ValueError, match=r"have 360 images; the largest valid sizes: "
+                       r"P = 270, P_test = 90 \(your ratio\) or P = 300, P_test = 60"):
+        data.load_digits(300, 100, classes="0,1")   # 360 images of 0 and 1
+    three = data.load_digits(10, 10, classes="0:1:2")    # more than two groups: one-hot
+    assert three.y.shape == (10, 3) and three.info["targets"] == "one-hot"
+    assert np.array_equal(three.y.sum(1), np.ones(10)) and set(three.y.ravel()) == {0.0, 1.0}
     with pytest.raises(ValueError, match="input_shape"):
         data.load_task("digits", 10, 10, input_shape=(7, 7))
     for bad in ("0", "0,0", "0,11", "a,b", "1:"):
@@ -113,3 +115,48 @@ def test_fc_vs_cnn_runs_on_digits():
     assert r["task"]["task"] == "digits"
     assert r["settings"]["input_size"] == 16
     assert 0 <= r["finite_width"]["cnn"][0]["error"] < 2
+
+
+@needs_sklearn
+def test_default_sizes_fit_the_classes():
+    # issue 22: the defaults used to ask for 400 + 1000 images of 0 and 1 (there are 360)
+    assert data.digits_sizes("0,1") == (180, 180)
+    assert data.digits_sizes("all") == (400, 1000)
+    assert data.digits_sizes("0,2,4,6,8:1,3,5,7,9") == (400, 1000)
+    assert data.digits_sizes("0,1", P=300) == (300, 60)
+    assert data.digits_sizes("0,1", P_test=100) == (260, 100)
+    t = data.load_digits(classes="0,1")
+    assert t.X.shape == (180, 8, 8) and t.X_test.shape == (180, 8, 8)
+    assert data.load_task("digits", None, None, classes="all").y.shape == (400, 10)
+    with pytest.raises(ValueError, match=r"P = 400 leaves no test image.*P = 180, P_test = 180"):
+        data.digits_sizes("0,1", P=400)
+    with pytest.raises(ValueError, match="P_test = 360 leaves no training image"):
+        data.digits_sizes("0,1", P_test=360)
+
+
+@needs_sklearn
+def test_lkr_fc_vs_cnn_digits_with_defaults(capsys):
+    """``lkr fc-vs-cnn --task digits`` with no other option runs (it failed: 1400 images
+    asked of 360), on sizes that fit and a boundary that does not wrap the images."""
+    from lkr.cli import main
+
+    assert main(["fc-vs-cnn", "--task", "digits", "--quiet", "--widths", "60,360"]) == 0
+    out = capsys.readouterr().out
+    assert "on digits: P = 180, P_test = 180" in out
+    assert "valid: Np = 4 patches" in out          # 8 x 8, filter 4, stride 4, no wrap
+    assert "acc" in out                            # +-1 labels: an accuracy column
+
+
+def test_help_states_the_digits_defaults(capsys):
+    from lkr.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["fc-vs-cnn", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "digits: what the classes hold" in text
+    assert "valid for image tasks, so that no window wraps around an image" in text
+    assert "'all' (ten classes)" in text
+    # what is exact and what is experimental (issue 20)
+    assert "What is exact: the GPs (every activation); the odd (erf, linear) FC action" in text
+    assert "Experimental: the CNN, LCN and deep-CNN actions" in text
+    assert "large filter dimension M" in text

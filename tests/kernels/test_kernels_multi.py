@@ -260,3 +260,65 @@ def test_cuda_engine_fallbacks_match_the_compiled_calls(emulator):
     B = sym(rng, P)
     np.testing.assert_allclose(emulator.stored_sym(S, B, P, True, 0.0),
                                core.stored_sym(S, B, P, True, 0.0, 0), rtol=1e-11, atol=1e-12)
+
+
+# -- the D-output layout of the stored kernel's products (lkr._core.stored_assemble/gather) --
+def ref_assemble(vS, vA, P, D, scale):
+    """K (P D, P D) written entry by entry from its definition (docs in _core.pyi)."""
+    K = np.zeros((P * D, P * D))
+    rows = {}
+    for r, (mu, nu) in enumerate(zip(*np.triu_indices(P))):
+        rows[mu, nu] = r
+    col_s = {ab: c for c, ab in enumerate(zip(*np.triu_indices(D)))}
+    col_a = {ab: c for c, ab in enumerate(zip(*np.triu_indices(D, 1)))}
+    for (mu, nu), r in rows.items():
+        for a in range(D):
+            for b in range(D):
+                v = vS[r, col_s[min(a, b), max(a, b)]]
+                if vA is not None and mu != nu and a != b:
+                    v += (1 if a < b else -1) * vA[r, col_a[min(a, b), max(a, b)]]
+                K[mu * D + a, nu * D + b] = K[nu * D + b, mu * D + a] = scale * v
+    return K
+
+
+def ref_gather(B, P, D):
+    Ws, Wa = [], []
+    for mu, nu in zip(*np.triu_indices(P)):
+        w = B[mu * D:(mu + 1) * D, nu * D:(nu + 1) * D] * (0.5 if mu == nu else 1.0)
+        Ws.append([(w[a, b] + w[b, a]) / 2 for a, b in zip(*np.triu_indices(D))])
+        Wa.append([(w[a, b] - w[b, a]) / 2 for a, b in zip(*np.triu_indices(D, 1))])
+    n = len(Ws)
+    return (np.array(Ws, dtype=float).reshape(n, D * (D + 1) // 2),
+            np.array(Wa, dtype=float).reshape(n, D * (D - 1) // 2))
+
+
+@settings(max_examples=25, deadline=None)
+@given(P=st.integers(1, 7), D=st.integers(1, 5), anti=st.booleans(), seed=st.integers(0, 99),
+       threads=st.sampled_from([1, 3]))
+def test_stored_assemble_and_gather_against_the_definition(P, D, anti, seed, threads,
+                                                            emulator):
+    core = backend.core()
+    rng = np.random.default_rng(seed)
+    rows = P * (P + 1) // 2
+    vS = rng.standard_normal((rows, D * (D + 1) // 2))
+    vA = rng.standard_normal((rows, D * (D - 1) // 2)) if anti else None
+    K = core.stored_assemble(vS, vA, P, D, 0.7, threads)
+    ref = ref_assemble(vS, vA, P, D, 0.7)
+    np.testing.assert_allclose(K, ref, rtol=1e-15, atol=1e-15)
+    assert np.array_equal(K, K.T)
+    np.testing.assert_allclose(emulator.stored_assemble(vS, vA, P, D, 0.7), ref, rtol=1e-15)
+    B = rng.standard_normal((P * D, P * D))
+    B = B + B.T
+    for got in (core.stored_gather(B, P, D, threads), emulator.stored_gather(B, P, D)):
+        for g, r in zip(got, ref_gather(B, P, D)):
+            np.testing.assert_allclose(g, r, rtol=1e-15, atol=1e-15)
+
+
+def test_stored_assemble_and_gather_refuse_bad_shapes():
+    core = backend.core()
+    with pytest.raises(ValueError, match="vS must have shape"):
+        core.stored_assemble(np.zeros((5, 3)), None, 3, 2, 1.0, 1)
+    with pytest.raises(ValueError, match="vA must have shape"):
+        core.stored_assemble(np.zeros((6, 3)), np.zeros((6, 2)), 3, 2, 1.0, 1)
+    with pytest.raises(ValueError, match="B must have shape"):
+        core.stored_gather(np.zeros((6, 5)), 3, 2, 1)

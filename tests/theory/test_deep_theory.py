@@ -80,7 +80,9 @@ def test_solution_matches_an_independent_numpy_solver(act, padding):
     width, T = 12.0, 0.2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ActivationCaveatWarning)
-        th = DeepCNNTheory(dg, width, T, activation=act, lambdas=LAMS, tol=1e-10)
+        # relu: the central L-layer action (mean="ignore"), the reference's action
+        th = DeepCNNTheory(dg, width, T, activation=act, lambdas=LAMS, tol=1e-10,
+                           mean="ignore")
     sol = th.fit(X, y)
     ref = RefDeepAction(dg, X, y, width, T, act, LAMS)
     Qref = ref.solve()
@@ -230,7 +232,8 @@ def test_deep_cnn_gp_posterior():
 def test_relu_warns_and_bad_input():
     dg = _dg()
     with pytest.warns(ActivationCaveatWarning):
-        DeepCNNTheory(dg, 10, 0.1, activation="relu")
+        DeepCNNTheory(dg, 10, 0.1, activation="relu", mean="ignore")
+    assert DeepCNNTheory(dg, 10, 0.1, activation="relu").noncentral  # no warning
     with pytest.raises(TypeError, match="DeepGeometry"):
         DeepCNNTheory(dg.layers[0], 10, 0.1)
     with pytest.raises(ValueError, match="width 2 is below 4"):
@@ -241,8 +244,8 @@ def test_relu_warns_and_bad_input():
         DeepCNNTheory(dg, 10, 0.1, lambdas=(1.0, -1.0, 1.0))
     X, y = _data(dg, P=10)
     th = DeepCNNTheory(dg, 10, 0.1)
-    with pytest.raises(ValueError, match="one output"):
-        th.fit(X, np.stack([y, y], 1))
+    with pytest.raises(ValueError, match="width 10 is below 12"):
+        th.fit(X, np.stack([y, y, y], 1))  # d D = 4 x 3 final (patch, output) pairs
     with pytest.raises(RuntimeError, match="fit"):
         th.predict(X)
     th.set_data(X, y)

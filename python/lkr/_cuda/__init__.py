@@ -84,6 +84,7 @@ __all__ = ["local_kernel", "renormalized_kernel", "renormalized_kernel_diag",
            "source_dir", "source_of", "load_source", "compile_options",
            "device_info", "Engine", "SOURCES", "patch_mean", "renormalized_kernel_multi",
            "local_kernel_adjoint_multi", "stored_matmul", "pack_compressed", "stored_sym",
+           "stored_assemble", "stored_gather",
            "deep_local_kernel", "deep_renormalized_kernel", "deep_renormalized_kernel_diag",
            "deep_local_kernel_adjoint", "deep_pack_compressed", "chol_update", "collapsed_sweep"]
 
@@ -178,6 +179,8 @@ local_kernel_adjoint_multi = _multi["local_kernel_adjoint_multi"]
 stored_matmul = _multi["stored_matmul"]
 pack_compressed = _multi["pack_compressed"]
 stored_sym = _multi["stored_sym"]
+stored_assemble = _multi["stored_assemble"]
+stored_gather = _multi["stored_gather"]
 
 
 def readout_forward(H, u, S, f, *, scale, activation, nthreads=0):

@@ -16,7 +16,7 @@ __all__ = ["MultiOutputCalls", "module_functions"]
 
 _BLOCK_BYTES = 256 * 1024**2
 _NAMES = ("patch_mean", "renormalized_kernel_multi", "local_kernel_adjoint_multi",
-          "stored_matmul", "pack_compressed", "stored_sym")
+          "stored_matmul", "pack_compressed", "stored_sym", "stored_assemble", "stored_gather")
 
 
 class MultiOutputCalls:
@@ -113,6 +113,35 @@ class MultiOutputCalls:
         K[iu] = v
         K[iu[1], iu[0]] = v
         return K
+
+
+    def stored_assemble(self, vS, vA, P, D, scale, nthreads=0):
+        xp = self.xp
+        tri, st = np.triu_indices(D), np.triu_indices(D, 1)
+        v = xp.empty((vS.shape[0], D, D), dtype=np.float64)
+        v[:, tri[0], tri[1]] = vS
+        v[:, tri[1], tri[0]] = vS
+        iu = np.triu_indices(P)
+        if vA is not None and D > 1:
+            off = xp.asarray(iu[0] != iu[1])[:, None]
+            v[:, st[0], st[1]] += xp.where(off, vA, 0.0)
+            v[:, st[1], st[0]] -= xp.where(off, vA, 0.0)
+        v *= scale
+        K4 = xp.empty((P, D, P, D), dtype=np.float64)
+        mu, nu = xp.asarray(iu[0]), xp.asarray(iu[1])
+        K4[mu, :, nu, :] = v
+        K4[nu, :, mu, :] = v.transpose(0, 2, 1)
+        return K4.reshape(P * D, P * D)
+
+    def stored_gather(self, B, P, D, nthreads=0):
+        xp = self.xp
+        iu = np.triu_indices(P)
+        W = B.reshape(P, D, P, D)[xp.asarray(iu[0]), :, xp.asarray(iu[1]), :]
+        W = W * xp.asarray(np.where(iu[0] == iu[1], 0.5, 1.0))[:, None, None]
+        tri, st = np.triu_indices(D), np.triu_indices(D, 1)
+        Wt = W.transpose(0, 2, 1)
+        return (xp.ascontiguousarray(((W + Wt) / 2)[:, tri[0], tri[1]]),
+                xp.ascontiguousarray(((W - Wt) / 2)[:, st[0], st[1]]))
 
 
 def module_functions(default_engine):

@@ -5,7 +5,7 @@ layer (``--filter 3x3,2x2 --stride 1,2 --padding same``; one entry serves every 
 one-layer CNN, LCN and the local teacher use the first layer's filter and stride; the deep
 CNN (architecture ``"deepcnn"``: :class:`~lkr.theory.DeepCNNTheory`, the deep CNN-GP and
 :class:`~lkr.nets.DeepCNNNet`) uses all L layers. Widths below its d final patches are
-skipped (the action needs Nc >= d).
+skipped (the action needs Nc >= d, and Nc >= d D with D one-hot outputs).
 """
 from __future__ import annotations
 
@@ -69,9 +69,9 @@ def deep_geometry(info: dict, depth: int, filter_sizes, strides, padding):
     return DeepGeometry(shape, fs, ss, pads, channels=info["channels"], layout=info["layout"])
 
 
-def deep_widths(widths, geometry):
-    """The widths the deep CNN theory accepts (Nc >= d)."""
-    return [w for w in widths if w >= geometry.num_patches]
+def deep_widths(widths, geometry, outputs=1):
+    """The widths the deep CNN theory accepts (Nc >= d D, D the outputs)."""
+    return [w for w in widths if w >= geometry.num_patches * outputs]
 
 
 def shapes(text: str):
@@ -98,14 +98,13 @@ def parse_padding(text: str):
 def gp_row(data, dg, common) -> dict:
     """The deep CNN-GP's test error (the N = inf row of "deepcnn")."""
     from ..train._arch import make_theory
+    from ._rows import scores
 
     X, y, X_test, y_test = data
     gp = make_theory("deepcnn", None, geometry=dg, **common)
     gp.fit(X, y)
-    ev = gp.evaluate(X_test, y_test)
     return {"kernel": "deepcnn", "description": "GP with the deep CNN kernel K_R(I) of the "
-            "L-layer recursion (Qbar = I)", "error": float(ev["error"]),
-            "bias2": float(ev["bias2"]), "variance": float(ev["variance"])}
+            "L-layer recursion (Qbar = I)", **scores(gp.evaluate(X_test, y_test))}
 
 
 def add_arguments(g) -> None:

@@ -17,14 +17,14 @@ def _to_numpy(a):
 
 def _q_summary(arch: str, Q) -> dict:
     """A few numbers that describe the order parameter Qbar (the full matrix is kept too)."""
-    if arch == "fc":
-        return {"Qbar": float(np.asarray(_to_numpy(Q)).reshape(()))}
     Q = np.asarray(_to_numpy(Q), dtype=np.float64)
+    if arch == "fc" and Q.ndim == 0:
+        return {"Qbar": float(Q)}
     if Q.ndim == 1:  # an LCN solver may return only the diagonal
         Q = np.diag(Q)
     d = np.diag(Q)
     out = {"diag_mean": float(d.mean()), "diag_min": float(d.min()), "diag_max": float(d.max())}
-    if arch in ("cnn", "deepcnn"):
+    if arch in ("cnn", "deepcnn", "fc"):  # FC with D outputs: a D x D Qbar
         n = Q.shape[0]
         off = Q[~np.eye(n, dtype=bool)]
         ev = np.linalg.eigvalsh((Q + Q.T) / 2)
@@ -43,11 +43,20 @@ def _versions() -> dict:
             "python": platform.python_version(), "platform": platform.platform()}
 
 
+def scores(ev) -> dict:
+    """The test scores of an ``evaluate`` result as row entries: error, bias2, variance, and
+    for class targets accuracy, confusion (a list of lists) and class_coding."""
+    out = {k: float(ev[k]) for k in ("error", "bias2", "variance")}
+    if "accuracy" in ev:
+        out.update(accuracy=float(ev["accuracy"]), confusion=jsonable(ev["confusion"]),
+                   class_coding=ev["class_coding"])
+    return out
+
+
 def _row(arch, width, P, ev, sol) -> dict:
     """The one row format of a finite-width fit (the serial and the executor paths)."""
-    return {"width": int(width), "alpha": P / width,
-            "error": float(ev["error"]), "bias2": float(ev["bias2"]),
-            "variance": float(ev["variance"]), "Q_summary": _q_summary(arch, sol.Q),
+    return {"width": int(width), "alpha": P / width, **scores(ev),
+            "Q_summary": _q_summary(arch, sol.Q),
             "converged": bool(getattr(sol, "converged", True)),
             "filter_dim": getattr(sol, "filter_dim", None),
             "solution": jsonable(sol.to_dict())}

@@ -41,9 +41,20 @@ from .._io import check_writable_dir, describe
 from .._json import jsonable
 from .._progress import PhaseBar, progress_bar
 from .._validate import integer as _integer
-from ..train._arch import ARCHITECTURES, make_theory
+from ..train._arch import ARCHITECTURES
 from ..train._arch import NAMES as _NAMES
 from . import _deep, _validity
+from ._phases import (
+    IMAGE_BOUNDARY,
+    _finite_width_executor,
+    _finite_width_serial,
+    _infinite_width,
+    _outputs,
+    _widths,
+    default_boundary,
+    default_sizes,
+    min_width,
+)
 from ._rows import _q_summary, _row, _summary, _versions  # noqa: F401 (_q_summary: tests)
 from ._sampling import LangevinFailed, checkpointer, estimate_seconds, sample_widths
 from .argtypes import nonneg_float, nonneg_int, positive_float, positive_int, shape, task_spec, widths
@@ -103,12 +114,14 @@ class FcVsCnnSetup(NamedTuple):
 Prepared = FcVsCnnSetup  # its former name
 
 
-def prepare(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"],
-            P_test: int = DEFAULTS["P_test"], widths=None, input_shape=None,
-            filter_size=DEFAULTS["filter_size"], stride=None, boundary=DEFAULTS["boundary"],
+def prepare(task: str = DEFAULTS["task"], *, P: Optional[int] = None,
+            P_test: Optional[int] = None, widths=None, input_shape=None,
+            filter_size=DEFAULTS["filter_size"], stride=None, boundary=None,
             seed: int = DEFAULTS["seed"], task_options: Optional[dict] = None,
             depth: Optional[int] = None, padding="valid") -> FcVsCnnSetup:
-    """Load the task and build the patch geometry (arguments as in :func:`run`).
+    """Load the task and build the patch geometry (arguments as in :func:`run`; ``P``,
+    ``P_test`` and ``boundary`` None take :func:`default_sizes` and
+    :func:`default_boundary`).
 
     With ``depth`` L, ``filter_size`` and ``stride`` are lists of L per-layer entries and
     ``padding`` one or L paddings: the deep CNN's :class:`~lkr.DeepGeometry`; the one-layer
@@ -122,6 +135,11 @@ def prepare(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"],
     from ..geometry import PatchGeometry
 
     t0 = time.perf_counter()
+    if not isinstance(task, str):
+        raise TypeError(f"task must be a string, got {task!r}")
+    P, P_test = default_sizes(task, P, P_test, (task_options or {}).get("classes"))
+    if boundary is None:
+        boundary = default_boundary(task)
     if widths is None:
         widths = default_widths(P)
     widths = list(widths)
@@ -151,21 +169,29 @@ def prepare(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"],
                              _per_axis(stride, len(shape)), channels=info["channels"],
                              boundary=boundary, layout=info["layout"])
     dg = None
+    D = _outputs(loaded.y)
     if depth is not None:
         dg = _deep.deep_geometry(info, depth, deep_filters, deep_strides, padding)
-        if not _deep.deep_widths(widths, dg):
-            raise ValueError(f"the deep CNN needs widths >= its d = {dg.num_patches} final "
-                             f"patches; got widths {widths}")
+        if max(widths) < min_width("deepcnn", dg, D):
+            need = (f"its d = {dg.num_patches} final patches" if D == 1 else
+                    f"d D = {dg.num_patches * D}: its d = {dg.num_patches} final patches x {D} "
+                    "outputs")
+            raise ValueError(f"the deep CNN needs widths >= {need}; got widths {widths}")
+    for arch in ("fc", "cnn", "lcn"):
+        need = min_width(arch, geometry, D)
+        if max(widths) < need:
+            raise ValueError(f"with {D} outputs the {_NAMES[arch]} needs widths >= {need} "
+                             f"({'Np D' if arch == 'cnn' else 'D'}); got widths {widths}")
     return FcVsCnnSetup(loaded, geometry, widths, task_options, time.perf_counter() - t0, task,
                     int(seed), dg)
 
 
 # -- the experiment, phase by phase ---------------------------------------------------------------
-def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = DEFAULTS["P_test"],
+def run(task: str = DEFAULTS["task"], *, P: Optional[int] = None, P_test: Optional[int] = None,
         widths: Optional[Sequence[int]] = None, temperature: float = DEFAULTS["temperature"],
         activation: str = DEFAULTS["activation"], lambda0: float = DEFAULTS["lambda0"],
         lambda1: float = DEFAULTS["lambda1"], input_shape=None, filter_size=DEFAULTS["filter_size"],
-        stride=None, boundary: str = DEFAULTS["boundary"], seed: int = DEFAULTS["seed"],
+        stride=None, boundary: Optional[str] = None, seed: int = DEFAULTS["seed"],
         task_options: Optional[dict] = None, architectures: Sequence[str] = ARCHITECTURES,
         executor=None, langevin: Optional[dict] = None,
         progress: Optional[Callable] = None,
@@ -177,9 +203,10 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
     ----------
     task : str
         A :func:`lkr.data.load_task` spec: ``"local-teacher"`` (default),
-        ``"gaussian-linear"``, ``"mnist:DIR"``, ``"cifar10:DIR"``.
-    P, P_test : int
-        Training and test set sizes.
+        ``"gaussian-linear"``, ``"mnist:DIR"``, ``"cifar10:DIR"``, ``"digits"``.
+    P, P_test : int, optional
+        Training and test set sizes; default 400 and 1000, for the digits sizes that fit the
+        classes (:func:`default_sizes`).
     widths : sequence of int, optional
         Hidden widths N (FC units, CNN/LCN channels); default :func:`default_widths` (P).
     temperature, activation, lambda0, lambda1
@@ -188,12 +215,16 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
         Synthetic tasks: ``(N0,)`` or ``(H, W)``, default ``(64,)``; image tasks: taken
         from the images.
     filter_size, stride, boundary
-        The patch geometry of CNN and LCN (and of the local teacher).
+        The patch geometry of CNN and LCN (and of the local teacher); ``boundary`` default
+        "periodic" for the synthetic tasks, "valid" for images (:func:`default_boundary`).
     seed : int
         Seeds the task (and Langevin sampling).
     task_options : dict, optional
         Extra :func:`lkr.data.load_task` arguments (``classes``, ``grayscale``,
-        ``downsample``, ``teacher_channels``, ``noise``).
+        ``downsample``, ``teacher_channels``, ``noise``). Digits with more than two class
+        groups (``classes="all"``) have one-hot targets: every theory fits one output per
+        class, each architecture only at the widths its action admits (:func:`min_width`),
+        and the rows carry ``accuracy`` and ``confusion``.
     architectures : sequence of {"fc", "cnn", "lcn"}
     executor : concurrent.futures.Executor, optional
         Fit every (architecture, width) independently through :func:`lkr.theory.sweep` on
@@ -252,12 +283,16 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
     if dg is not None and "deepcnn" not in architectures:
         architectures = tuple(architectures) + ("deepcnn",)
     geoms = {a: (dg if a == "deepcnn" else geometry) for a in architectures}
+    D = _outputs(prepared.task.y)
+    if langevin and D > 1:
+        raise ValueError(f"Langevin sampling runs one-output networks; the task has {D} "
+                         "outputs (one-hot classes): drop the sampling or choose two classes")
     task, seed = prepared.spec, prepared.seed  # what the data were made with
     P, P_test = len(y), len(y_test)
     common = dict(temperature=temperature, activation=activation, lambda0=lambda0,
                   lambda1=lambda1)
     data = (X, y, X_test, y_test)
-    n_rows = {a: len(_widths(a, widths, geoms)) for a in architectures}
+    n_rows = {a: len(_widths(a, widths, geoms, y)) for a in architectures}
     n_points = sum(n_rows.values())
     bar = PhaseBar(progress, 3 + n_points + (n_points if langevin else 0))
 
@@ -304,7 +339,7 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
         timing["finite_width_s"] = time.perf_counter() - t0
         if langevin:
             t0 = time.perf_counter()
-            runs = [(a, w) for a in architectures for w in _widths(a, widths, geoms)]
+            runs = [(a, w) for a in architectures for w in _widths(a, widths, geoms, data[1])]
             if checkpoint is not None:
                 timing["sampling_estimate"] = estimate_seconds(runs, data, geoms, common,
                                                                langevin, seed, bar)
@@ -328,97 +363,45 @@ def run(task: str = DEFAULTS["task"], *, P: int = DEFAULTS["P"], P_test: int = D
     return results(interrupted=False)
 
 
-def _infinite_width(infinite, data, geometry, common, bar, dg=None) -> None:
-    """The Gaussian processes with Q = I (and the pooled one, for context), into infinite."""
-    from ..theory import GPTheory
-
-    X, y, X_test, y_test = data
-    for key, label in (("fc", "GP with the FC kernel (Qbar = 1)"),
-                       ("cnn", "GP with the CNN kernel K_R(I) (Qbar = I)"),
-                       ("pooled", "GP with the pooled kernel K_R(11^T/Np) "
-                                  "(global average pooling)")):
-        bar.status(f"infinite width, {key} kernel ...")
-        gp = GPTheory(kernel=key, geometry=None if key == "fc" else geometry, **common)
-        gp.fit(X, y)
-        ev = gp.evaluate(X_test, y_test)
-        infinite[key] = {"kernel": key, "description": label, "error": float(ev["error"]),
-                         "bias2": float(ev["bias2"]), "variance": float(ev["variance"])}
-        bar.tick(f"infinite width, {key} kernel")
-    infinite["lcn"] = dict(infinite["cnn"], description="same as the CNN's: with Qbar = I the "
-                           "LCN and CNN kernels coincide (only the diagonal K_ii enters)",
-                           same_as="cnn")
-    if dg is not None:
-        infinite["deepcnn"] = _deep.gp_row(data, dg, common)
-
-
-def _widths(arch, widths, geoms):
-    """The widths of ``arch``: all, but the deep CNN's at least its d final patches."""
-    return _deep.deep_widths(widths, geoms[arch]) if arch == "deepcnn" else widths
-
-
-def _finite_width_serial(finite, architectures, widths, data, geoms, common, bar) -> None:
-    """Each architecture's theory along the widths, widest first: the solution at large N is
-    close to Qbar = I, a good start for the next narrower width. Rows go into finite[arch]
-    as they are finished."""
-    X, y, X_test, y_test = data
-    for arch in architectures:
-        order = sorted(_widths(arch, widths, geoms), reverse=True)
-        base = make_theory(arch, order[0], geometry=geoms[arch], **common)
-        bar.status(f"{_NAMES[arch]}: solving at {len(order)} widths (warm-started) ...")
-        for w, th in zip(order, base.fit_path(X, y, order)):
-            finite[arch].append(_row(arch, w, len(y), th.evaluate(X_test, y_test), th.solution))
-            bar.tick(f"{_NAMES[arch]} N={w}")
-            bar.status(f"{_NAMES[arch]}: solving the next width ...")
-
-
-def _fit_row(arch, width, data, geometry, common) -> dict:
-    """One (architecture, width) fitted from scratch (module level, so that it pickles)."""
-    X, y, X_test, y_test = data
-    th = make_theory(arch, width, geometry=geometry, **common)
-    with _validity.quiet_regime():
-        th.fit(X, y)
-    return _row(arch, width, len(y), th.evaluate(X_test, y_test), th.solution)
-
-
-def _finite_width_executor(finite, architectures, widths, data, geoms, common, bar,
-                           executor) -> None:
-    """Every (architecture, width) fitted independently, all submitted at once so that the
-    executor runs them side by side."""
-    bar.status(f"solving {len(widths) * len(architectures)} (architecture, width) points on "
-               "the executor ...")
-    futures = {(a, w): executor.submit(_fit_row, a, w, data, geoms[a], common)
-               for a in architectures for w in _widths(a, widths, geoms)}
-    try:
-        for (arch, w), fut in futures.items():
-            finite[arch].append(fut.result())
-            bar.tick(f"{_NAMES[arch]} N={w}")
-    except BaseException:
-        for fut in futures.values():
-            fut.cancel()
-        raise
 
 
 # -- `lkr fc-vs-cnn` -------------------------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``lkr fc-vs-cnn``."""
     p.description = ("Fit the effective actions of one-hidden-layer FC, CNN and LCN networks "
-                     "at several widths on one task, and compare their test error (bias^2 + "
-                     "variance) with the infinite-width Gaussian processes. Prints a table; "
-                     "with --out, writes results.json and fc_vs_cnn.png.")
-    p.epilog = "Example: lkr fc-vs-cnn --out results (about a minute on two cores)."
+                     "(and, with --depth, a deep CNN) at several widths on one task, and "
+                     "compare their test error (bias^2 + variance; with class targets also the "
+                     "accuracy) with the infinite-width Gaussian processes. Prints a table; "
+                     "with --out, writes results.json and fc_vs_cnn.png. What is exact: the "
+                     "GPs (every activation); the odd (erf, linear) FC action at large input "
+                     "dimension N0. Approximate: the relu FC action (two order parameters, a "
+                     "saddle point of the Gaussian-equivalent model, also large N0). "
+                     "Experimental: the CNN, LCN and deep-CNN actions (odd and relu) rest on "
+                     "a Gaussian equivalence of each channel's patch features that holds at "
+                     "large filter dimension M = C_in k_h k_w (M >= 64; at M = 4-16 they miss "
+                     "a large part of the finite-width effect); the deep CNN renormalises its "
+                     "last layer only. See docs/theory-beyond-odd.md.")
+    p.epilog = ("Examples: lkr fc-vs-cnn --out results (about a minute on two cores); "
+                "lkr fc-vs-cnn --task digits (0 vs 1, 180 + 180 images); lkr fc-vs-cnn --task "
+                "digits --classes all --depth 2 --filter 3,2 --stride 1,2 (ten classes, "
+                "one-hot, accuracy columns; minutes: a D-output CNN fit costs (P D)^3).")
     g = p.add_argument_group("task")
     g.add_argument("--task", type=task_spec, default=DEFAULTS["task"],
                    help="local-teacher, gaussian-linear, mnist:DIR, cifar10:DIR (local files; "
                         "nothing is downloaded) or digits (scikit-learn's) (default: %(default)s)")
-    g.add_argument("-P", "--P", dest="P", type=positive_int, default=DEFAULTS["P"],
-                   help="training set size (default: %(default)s)")
-    g.add_argument("--P-test", dest="P_test", type=positive_int, default=DEFAULTS["P_test"],
-                   help="test set size (default: %(default)s)")
+    g.add_argument("-P", "--P", dest="P", type=positive_int, default=None,
+                   help=f"training set size (default: {DEFAULTS['P']}; digits: what the classes "
+                        "hold, min(400, n/2): 180 for 0,1)")
+    g.add_argument("--P-test", dest="P_test", type=positive_int, default=None,
+                   help=f"test set size (default: {DEFAULTS['P_test']}; digits: min(1000, the "
+                        "images left): 180 for 0,1)")
     g.add_argument("--seed", type=nonneg_int, default=DEFAULTS["seed"], help="seeds the task "
                    "(and Langevin sampling) (default: %(default)s)")
     g.add_argument("--classes", default=None,
                    help="image tasks: two classes 'a,b' or groups 'a,c:b,d' (first -> +1); "
-                        "default 0,1 for MNIST and digits, 3,5 for CIFAR-10")
+                        "digits also 'all' (ten classes) or more groups 'a:b:c', one-hot "
+                        "targets with one output per class; default 0,1 for MNIST and digits, "
+                        "3,5 for CIFAR-10")
     g.add_argument("--color", action="store_true",
                    help="cifar10: keep RGB as 3 channels (default: grayscale)")
     g.add_argument("--downsample", type=positive_int, default=None, metavar="F",
@@ -438,8 +421,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lambda1", type=positive_float, default=DEFAULTS["lambda1"],
                    help="inverse prior variance of the readout (default: %(default)s)")
     g.add_argument("--activation", choices=("erf", "linear", "relu"),
-                   default=DEFAULTS["activation"], help="activation (relu: the actions are "
-                   "approximate, see the docs) (default: %(default)s)")
+                   default=DEFAULTS["activation"], help="activation; relu: the non-central "
+                   "actions (an order parameter and its conjugate; FC approximate, "
+                   "CNN/LCN/deep CNN experimental) (default: %(default)s)")
     g = p.add_argument_group("patch geometry (CNN, LCN and the local teacher)")
     g.add_argument("--input-shape", type=shape, default=None, metavar="SHAPE",
                    help="synthetic tasks: N0 or HxW (default 64); image tasks: from the files")
@@ -450,8 +434,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--stride", type=_deep.shapes, default=None, metavar="S",
                    help="stride (default: the filter size, non-overlapping patches); with "
                         "--depth one per layer, e.g. 1,2")
-    g.add_argument("--boundary", choices=("periodic", "valid"), default=DEFAULTS["boundary"],
-                   help="patch boundary mode (default: %(default)s)")
+    g.add_argument("--boundary", choices=("periodic", "valid"), default=None,
+                   help="patch boundary mode (default: periodic for the synthetic tasks; "
+                        f"{IMAGE_BOUNDARY} for image tasks, so that no window wraps around an "
+                        "image)")
     _deep.add_arguments(g)
     g = p.add_argument_group("output")
     g.add_argument("--out", default=None, metavar="DIR",
@@ -546,6 +532,10 @@ def command(args) -> int:
                                padding=args.padding)
     except (ValueError, TypeError, ImportError) as exc:
         parser.error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    if langevin and _outputs(prepared.task.y) > 1:
+        parser.error(f"--langevin samples one-output networks, but --classes {args.classes} "
+                     f"gives {_outputs(prepared.task.y)} one-hot outputs: choose two class "
+                     "groups, or drop --langevin")
     kwargs = dict(temperature=args.temperature, activation=args.activation,
                   lambda0=args.lambda0, lambda1=args.lambda1, langevin=langevin,
                   progress=progress, prepared=prepared, boundary=args.boundary, seed=args.seed,

@@ -46,6 +46,21 @@ def format_table(results: dict) -> str:
     inf = results["infinite_width"]
     lang = results.get("langevin") or {}
     unmixed = []
+    # class targets: an accuracy column (the argmax, or the sign, of the posterior mean)
+    acc = any("accuracy" in r for rows in (results.get("finite_width") or {}).values()
+              for r in rows) or any("accuracy" in r for r in inf.values())
+    ahead = f"{'acc':>7}" if acc else ""
+
+    def acc_of(r):
+        return f"{r['accuracy']:>7.3f}" if acc and r.get("accuracy") is not None else (
+            " " * 7 if acc else "")
+
+    if acc:
+        coding = next((r["class_coding"] for rows in (results.get("finite_width") or {}).values()
+                       for r in rows if "class_coding" in r), None) or next(
+            (r["class_coding"] for r in inf.values() if "class_coding" in r), "")
+        lines.append(f"acc: test accuracy, the predicted class is the argmax (+-1: the sign) of "
+                     f"the posterior mean (targets {coding})")
     for arch in s["architectures"]:
         rows = (results.get("finite_width") or {}).get(arch) or []
         if not rows and arch not in inf:
@@ -70,12 +85,15 @@ def format_table(results: dict) -> str:
             qhead = f"{'Qbar_ii':>9}{'min-max':>15}"
         lhead = f"{'sampled':>18}" if lang.get(arch) else ""
         lines.append(title)
-        lines.append(f"{'N':>7}{'alpha':>8}{'error':>9}{'bias^2':>9}{'variance':>9}  {qhead}{lhead}")
+        lines.append(f"{'N':>7}{'alpha':>8}{'error':>9}{'bias^2':>9}{'variance':>9}{ahead}  "
+                     f"{qhead}{lhead}")
         by_w = {r["width"]: r for r in lang.get(arch, [])}
         for r in rows:
             q = r["Q_summary"]
-            if arch == "fc":
+            if arch == "fc" and "Qbar" in q:
                 qs = _fmt(q["Qbar"])
+            elif arch == "fc":  # D outputs: the D x D Qbar's mean diagonal and off-diagonal
+                qs = _fmt(q["diag_mean"]) + f" ({q['offdiag_mean']:.4f})"
             elif arch in ("cnn", "deepcnn"):
                 qs = _fmt(q["diag_mean"]) + f"{q['offdiag_mean']:11.5f}"
             else:
@@ -91,14 +109,14 @@ def format_table(results: dict) -> str:
                     ls += f" R-hat {rh:.2f}!"
                     unmixed.append(f"{_NAMES[arch]} N={r['width']} (R-hat {rh:.2f})")
             lines.append(f"{r['width']:>7}{r['alpha']:>8.3g}{r['error']:>9.4f}{r['bias2']:>9.4f}"
-                         f"{r['variance']:>9.4f}  {qs}{ls}{flag}")
+                         f"{r['variance']:>9.4f}{acc_of(r)}  {qs}{ls}{flag}")
         i = inf.get(arch)
         if i is None:
             continue
         note = {"fc": "GP, FC kernel", "cnn": "GP, CNN kernel, Qbar = I",
                 "lcn": "= CNN's limit (Qbar = I)", "deepcnn": "GP, deep CNN kernel"}[arch]
         lines.append(f"{'inf':>7}{0:>8}{i['error']:>9.4f}{i['bias2']:>9.4f}{i['variance']:>9.4f}"
-                     f"  {note}")
+                     f"{acc_of(i)}  {note}")
     p = inf.get("pooled")
     if p:
         lines.append("")

@@ -12,16 +12,17 @@ Each theory has the same shape::
 
 ``GPTheory`` (infinite width), ``FCTheory`` (scalar Qbar), ``DeepFCTheory`` (one Q_l per
 layer, vanilla or nested), ``CNNTheory`` (Np x Np Qbar), ``LCNTheory`` (diagonal Qbar),
-``DeepCNNTheory`` (L convolutional layers, d x d Qbar = R^L; one output, central action).
+``DeepCNNTheory`` (L convolutional layers, d x d Qbar = R^L, the last one renormalised).
 The one-order-parameter actions are exact for odd activations only. For activations with a
-non-zero mean (relu, ``mean="auto"``) FCTheory, CNNTheory and LCNTheory solve the
-non-central action: the order parameter Qbar and its conjugate (``solution.conjugate``), a
-saddle found as a root of the gradient; the CNN/LCN versions are experimental. With Y of
-shape (P, D) (e.g. one-hot classes) FCTheory, DeepFCTheory (vanilla), CNNTheory, LCNTheory
-and GPTheory take D outputs, for odd and non-central activations alike: predictions
+non-zero mean (relu, ``mean="auto"``) FCTheory, CNNTheory, LCNTheory and DeepCNNTheory solve
+the non-central action: the order parameter Qbar and its conjugate (``solution.conjugate``),
+a saddle found as a root of the gradient; the CNN/LCN/deep-CNN versions are experimental.
+With Y of shape (P, D) (e.g. one-hot classes) FCTheory, DeepFCTheory (vanilla), CNNTheory,
+LCNTheory, DeepCNNTheory and GPTheory take D outputs, for odd and non-central activations
+alike: predictions
 (Pt, D), covariances (Pt, D, D), ``evaluate`` per output and overall, and
 ``predict(..., corrected=True)`` (the 1/N-corrected predictor, experimental with D
-outputs). DeepFCTheory with relu keeps the central action (with a warning). Formulas,
+outputs; not DeepCNNTheory). DeepFCTheory with relu keeps the central action (with a warning). Formulas,
 reductions and solvers: docs/theory-beyond-odd.md.
 The actions hold where the filter dimension M of the renormalised layer (FC: N0) is large;
 below 16 a fit warns (``TheoryRegimeWarning``, docs/validity.md), and ``Solution.filter_dim``

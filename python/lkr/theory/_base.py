@@ -436,6 +436,9 @@ class _Theory:
     def evaluate(self, Xt: ArrayLike, yt: ArrayLike, corrected: bool = False) -> dict:
         """Test-set means ``{"error": bias2 + variance, "bias2", "variance"}`` (T not added);
         with D outputs the means run over test points and outputs, and ``per_output`` holds
-        the three as length-D arrays. ``corrected`` as in :meth:`predict`."""
+        the three as length-D arrays. Class targets (one-hot or +-1 coded, see
+        :meth:`Prediction.error`) add ``accuracy`` (argmax of the posterior mean),
+        ``confusion`` (true by predicted class counts) and ``class_coding``. ``corrected`` as
+        in :meth:`predict`."""
         pred = self.predict(Xt, corrected=corrected)
         return pred.error(yt)

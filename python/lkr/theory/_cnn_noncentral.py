@@ -45,6 +45,7 @@ import numpy as np
 import scipy.linalg as sla
 
 from .. import _linalg
+from . import _shared_outputs
 from ._saddle import solve_pair, start_pair
 from .result import Solution
 
@@ -113,14 +114,43 @@ def gradient(theory, Q, conjugate):
     return ev["gbar"], ev["gq"]
 
 
+def _shared_start(theory):
+    """The saddle restricted to (Q1 (x) I_D, Qc1 (x) I_D) (:mod:`._shared_outputs`): the
+    pair and the evaluations spent, or None where it does not converge."""
+    view = _shared_outputs.SharedOutputs(theory)
+    n1 = theory.num_patches
+    I = np.eye(n1)
+    try:
+        res, _ = solve_pair(lambda Qb, Qq, t=1.0: evaluate(view, Qb, Qq, t), n1,
+                            (I, np.zeros((n1, n1))), tol=_shared_outputs.START_TOL,
+                            maxiter=200, mask=view._block_mask())
+    except ValueError:
+        return None
+    if not res.converged:
+        return None
+    D = theory.num_outputs
+    st = res.state
+    return ((_shared_outputs.kron_outputs(st["Qbar"], D),
+             _shared_outputs.kron_outputs(st["Qc"], D)), res.evaluations)
+
+
 def solve(theory, Q0, tol, maxiter):
     """The saddle by :func:`._saddle.solve_pair`; ``Q0`` a pair (Qbar, Q) (warm start), a
-    lone Qbar (conjugate from the odd relation) or None (the infinite-width point)."""
+    lone Qbar (conjugate from the odd relation) or None (with D outputs the shared-outputs
+    saddle of :mod:`._shared_outputs`, else, or where that fails, the infinite-width
+    point)."""
     n = theory._n
     mask = theory._block_mask()
-    Qbar, Qc, how = start_pair(Q0, n, lambda M, name, definite: theory._check_Q(M, name,
-                                                                                definite),
-                               mask)
+    spent = 0
+    shared = None
+    if Q0 is None and (theory.num_outputs or 1) > 1:
+        shared = _shared_start(theory)
+    if shared is not None:
+        (Qbar, Qc), spent = shared
+        how = "shared outputs (Q1 (x) I_D, Qc1 (x) I_D)"
+    else:
+        Qbar, Qc, how = start_pair(Q0, n, lambda M, name, definite: theory._check_Q(
+            M, name, definite), mask)
     res, used = solve_pair(lambda Qb, Qq, t=1.0: evaluate(theory, Qb, Qq, t), n, (Qbar, Qc),
                            tol=tol, maxiter=maxiter, mask=mask)
     if used != "given":
@@ -132,4 +162,4 @@ def solve(theory, Q0, tol, maxiter):
                     converged=res.converged, tol=tol, evaluations=res.evaluations,
                     message=res.message,
                     extra=theory._extra(start=how, action="non-central (Qbar, Q), "
-                                        "experimental"))
+                                        "experimental", shared_start_evaluations=spent))

@@ -44,7 +44,7 @@ from ..kernels import (
 )
 from ..kernels_multi import local_kernel_adjoint_multi, patch_mean, renormalized_kernel_multi
 
-__all__ = ["LocalOperator", "default_budget"]
+__all__ = ["LocalOperator", "StoredKernel", "default_budget"]
 
 _BLOCK_BYTES = 64 * 1024**2  # working set of one block of the tensor while packing
 _KERNEL_DTYPES = (None, "float64", "float32")
@@ -56,7 +56,128 @@ def _pairs_of(Np, diagonal):
     return np.triu_indices(Np)
 
 
-class LocalOperator:
+class StoredKernel:
+    """The algebra shared by the local-kernel operators (one layer, :class:`LocalOperator`;
+    the last layer of a deep CNN, :class:`lkr.theory.deep_conv.DeepLocalOperator`) on the
+    compressed stored kernel and the mean terms: D-output K_R and G from T_S (and T_A),
+    m Qm m^T and m^T B m.
+
+    A subclass provides ``xp``, ``P``, ``Np``, ``T`` (rows mu <= nu in ``np.triu_indices(P)``
+    order, one column per patch pair (``_pi[c]``, ``_pj[c]``), i <= j), ``_antisym()`` (T_A:
+    K_ij - K_ji over the columns with i < j, in the same order), ``means`` (P, Np) and
+    ``diagonal`` (only the pairs (i, i): LCN).
+    """
+
+    diagonal = False
+    _iu = None
+
+    def _index(self):
+        """Sample-pair indices (mu <= nu, row order of T), their weights (1 on the diagonal,
+        2 off it) and the diagonal mask; built on first use (the one-output CPU path needs
+        none of them: the compiled products index T directly)."""
+        if self._iu is None:
+            iu = np.triu_indices(self.P)
+            xp = self.xp
+            self._iu = (tuple(xp.asarray(i) for i in iu),
+                        xp.asarray(np.where(iu[0] == iu[1], 1.0, 2.0)),
+                        xp.asarray(iu[0] == iu[1]))
+        return self._iu
+
+    def _stored(self, S, X, transpose=False):
+        """S @ X (S^T @ X) in float64 for a float64 or float32 stored S; X 1-D or 2-D."""
+        if S.dtype == np.float64:
+            return (S.T if transpose else S) @ X
+        X2 = np.ascontiguousarray(X.reshape(X.shape[0], -1), dtype=np.float64)
+        out = backend.implementation(np).stored_matmul(S, X2, transpose,
+                                                       backend.resolve_threads(None))
+        return out.reshape((out.shape[0],) + X.shape[1:])
+
+    def _mean_term(self, Qm, D, scale):
+        m = self.xp.asarray(self.means)
+        P, Np = self.P, self.Np
+        if D == 1:
+            return scale * (m @ Qm @ m.T)
+        # two GEMMs (an unoptimised three-operand einsum costs P^2 Np^2 D^2), the second
+        # one writing the (P D, P D) result in its final example-major layout:
+        # Z[mu, a, j, b] = sum_i m_i^mu Qm[(i a), (j b)], K[(nu b), (mu a)] = sum_j m_j^nu Z
+        Z = (m @ Qm.reshape(Np, D * Np * D)).reshape(P, D, Np, D)
+        Z = self.xp.ascontiguousarray(Z.transpose(2, 3, 0, 1)).reshape(Np, D * P * D)
+        return (m @ (scale * Z)).reshape(P * D, P * D)
+
+    def _mean_adjoint(self, B, D):
+        """G_m(B) = m^T B m by output blocks (LCN: its block diagonal)."""
+        xp, P, Np = self.xp, self.P, self.Np
+        m = xp.asarray(self.means)
+        if D == 1:
+            Gm = m.T @ B @ m
+        else:
+            # two GEMMs, as in _mean_term
+            W = (m.T @ B.reshape(P, D * P * D)).reshape(Np, D, P, D)
+            W = W.transpose(0, 1, 3, 2).reshape(Np * D * D, P) @ m        # (Np D D, Np)
+            Gm = W.reshape(Np, D, D, Np).transpose(0, 1, 3, 2).reshape(Np * D, Np * D)
+        Gm = (Gm + Gm.T) / 2
+        if self.diagonal:
+            mask = np.kron(np.eye(Np), np.ones((D, D)))
+            Gm = Gm * xp.asarray(mask)
+        return Gm
+
+    def _kr_stored_multi(self, Q, D, scale):
+        """K_R (P D, P D), example-major, from the stored T_S and T_A."""
+        xp, P, Np = self.xp, self.P, self.Np
+        Q4 = Q.reshape(Np, D, Np, D)
+        pi, pj = self._pi, self._pj
+        Qij = Q4[pi, :, pj, :]  # (pairs, D, D): block (i, j); block (j, i) is its transpose
+        # T_S meets the part of Q_ij symmetric in the outputs, T_A the antisymmetric part:
+        # their products are symmetric / antisymmetric in (a, b), so D(D+1)/2 and D(D-1)/2
+        # right-hand sides suffice (half of D^2 each)
+        tri, st = np.triu_indices(D), np.triu_indices(D, 1)
+        Qs = Qij if self.diagonal else (Qij + Qij.transpose(0, 2, 1)) / 2
+        vS = self._stored(self.T, xp.ascontiguousarray(Qs[:, tri[0], tri[1]]))
+        vA = None
+        if not self.diagonal and D > 1:
+            off = pi < pj
+            cA = ((Qij - Qij.transpose(0, 2, 1)) / 2)[off][:, st[0], st[1]]
+            if cA.shape[0]:
+                vA = self._stored(self._antisym(), xp.ascontiguousarray(cA))
+        # K[(mu a), (nu b)] = K[(nu b), (mu a)] = scale (vS + vA)(a, b) for mu <= nu, the
+        # diagonal sample pairs' blocks symmetric (vS only): one compiled pass writes both
+        # triangles (lkr._core.stored_assemble; the CUDA engine composes it from indexing)
+        return backend.implementation(xp).stored_assemble(vS, vA, P, D, scale,
+                                                          backend.resolve_threads(None))
+
+    def _adjoint_stored_multi(self, B, D):
+        """G(B) (Np D, Np D) from the stored T_S and T_A."""
+        xp, P, Np = self.xp, self.P, self.Np
+        pi, pj = self._pi, self._pj
+        # W = B[(mu a), (nu b)] over the sample pairs mu <= nu (halved for mu = nu): only its
+        # part symmetric in the outputs meets T_S, and only the antisymmetric part meets T_A
+        # (see _kr_stored): half the right-hand sides each, gathered in one compiled pass
+        Ws, Wa = backend.implementation(xp).stored_gather(xp.ascontiguousarray(B), P, D,
+                                                           backend.resolve_threads(None))
+        tri, st = np.triu_indices(D), np.triu_indices(D, 1)
+        XSv = self._stored(self.T, Ws, transpose=True)              # (pairs, D(D+1)/2)
+        XS = xp.empty((XSv.shape[0], D, D), dtype=np.float64)
+        XS[:, tri[0], tri[1]] = XSv
+        XS[:, tri[1], tri[0]] = XSv
+        blocks = XS.copy()  # block (i, j) of G: sym(XS) + anti(XA) for i < j, 2 XS for i = j
+        on = xp.asarray(backend.to_numpy(pi == pj))
+        blocks[on] *= 2.0
+        if not self.diagonal:
+            off = backend.to_numpy(pi < pj)
+            if off.any():
+                XAv = self._stored(self._antisym(), Wa, transpose=True)   # (off pairs, ...)
+                XA = xp.zeros((XAv.shape[0], D, D), dtype=np.float64)
+                XA[:, st[0], st[1]] = XAv
+                XA[:, st[1], st[0]] = -XAv
+                blocks[xp.asarray(off)] += XA
+        G4 = xp.zeros((Np, D, Np, D), dtype=np.float64)
+        G4[pi, :, pj, :] = blocks
+        G4[pj, :, pi, :] = blocks.transpose(0, 2, 1)
+        G = G4.reshape(Np * D, Np * D)
+        return (G + G.T) / 2
+
+
+class LocalOperator(StoredKernel):
     """K_R(Q), G(B) and their mean terms on one training set.
 
     Parameters
@@ -129,18 +250,6 @@ class LocalOperator:
             self._pi, self._pj = xp.asarray(pi), xp.asarray(pj)
             self.T = self._pack(antisym=False)
 
-    def _index(self):
-        """Sample-pair indices (mu <= nu, row order of T), their weights (1 on the diagonal,
-        2 off it) and the diagonal mask; built on first use (the one-output CPU path needs
-        none of them: the compiled products index T directly)."""
-        if self._iu is None:
-            iu = np.triu_indices(self.P)
-            xp = self.xp
-            self._iu = (tuple(xp.asarray(i) for i in iu),
-                        xp.asarray(np.where(iu[0] == iu[1], 1.0, 2.0)),
-                        xp.asarray(iu[0] == iu[1]))
-        return self._iu
-
     @property
     def iu(self):
         return self._index()[0]
@@ -200,15 +309,6 @@ class LocalOperator:
             self._TA = self._pack(antisym=True)
         return self._TA
 
-    def _stored(self, S, X, transpose=False):
-        """S @ X (S^T @ X) in float64 for a float64 or float32 stored S; X 1-D or 2-D."""
-        if S.dtype == np.float64:
-            return (S.T if transpose else S) @ X
-        X2 = np.ascontiguousarray(X.reshape(X.shape[0], -1), dtype=np.float64)
-        out = backend.implementation(np).stored_matmul(S, X2, transpose,
-                                                       backend.resolve_threads(None))
-        return out.reshape((out.shape[0],) + X.shape[1:])
-
     @property
     def means(self):
         """m (P, Np): mean patch activations (zero for odd activations)."""
@@ -238,20 +338,8 @@ class LocalOperator:
             K += self._mean_term(Qm, D, scale)
         return K
 
-    def _mean_term(self, Qm, D, scale):
-        m = self.xp.asarray(self.means)
-        P, Np = self.P, self.Np
-        if D == 1:
-            return scale * (m @ Qm @ m.T)
-        # two GEMMs (an unoptimised three-operand einsum costs P^2 Np^2 D^2), the second
-        # one writing the (P D, P D) result in its final example-major layout:
-        # Z[mu, a, j, b] = sum_i m_i^mu Qm[(i a), (j b)], K[(nu b), (mu a)] = sum_j m_j^nu Z
-        Z = (m @ Qm.reshape(Np, D * Np * D)).reshape(P, D, Np, D)
-        Z = self.xp.ascontiguousarray(Z.transpose(2, 3, 0, 1)).reshape(Np, D * P * D)
-        return (m @ (scale * Z)).reshape(P * D, P * D)
-
     def _kr_stored(self, Q, D, scale):
-        xp, P, Np = self.xp, self.P, self.Np
+        xp, P = self.xp, self.P
         if D == 1 and self._fast() and not self.diagonal:
             q = np.ascontiguousarray(Q[self._pi, self._pj], dtype=np.float64)
             return backend.implementation(np).stored_sym(self.T, q, P, False, scale,
@@ -263,35 +351,7 @@ class LocalOperator:
             K[self.iu] = v
             K[self.iu[1], self.iu[0]] = v
             return K
-        Q4 = Q.reshape(Np, D, Np, D)
-        pi, pj = self._pi, self._pj
-        Qij = Q4[pi, :, pj, :]  # (pairs, D, D): block (i, j); block (j, i) is its transpose
-        # T_S meets the part of Q_ij symmetric in the outputs, T_A the antisymmetric part:
-        # their products are symmetric / antisymmetric in (a, b), so D(D+1)/2 and D(D-1)/2
-        # right-hand sides suffice (half of D^2 each)
-        tri, st = np.triu_indices(D), np.triu_indices(D, 1)
-        Qs = Qij if self.diagonal else (Qij + Qij.transpose(0, 2, 1)) / 2
-        vS = self._stored(self.T, xp.ascontiguousarray(Qs[:, tri[0], tri[1]]))
-        v = xp.empty((vS.shape[0], D, D), dtype=np.float64)
-        v[:, tri[0], tri[1]] = vS
-        v[:, tri[1], tri[0]] = vS
-        if not self.diagonal and D > 1:
-            off = pi < pj
-            cA = ((Qij - Qij.transpose(0, 2, 1)) / 2)[off][:, st[0], st[1]]
-            if cA.shape[0]:
-                vA = self._stored(self._antisym(), xp.ascontiguousarray(cA))
-                v[:, st[0], st[1]] += vA
-                v[:, st[1], st[0]] -= vA
-        v = v.reshape(-1, D, D) * scale
-        # diagonal sample pairs hold symmetric D x D blocks: make them so exactly, so the
-        # two scatters below agree
-        dp = self._index()[2]
-        v[dp] = (v[dp] + v[dp].transpose(0, 2, 1)) / 2
-        K4 = xp.empty((P, D, P, D), dtype=np.float64)
-        mu, nu = self.iu
-        K4[mu, :, nu, :] = v
-        K4[nu, :, mu, :] = v.transpose(0, 2, 1)
-        return K4.reshape(P * D, P * D)
+        return self._kr_stored_multi(Q, D, scale)
 
     def _kr_streamed(self, Q, D, lambda1, Qm):
         xp, Np = self.xp, self.Np
@@ -384,23 +444,6 @@ class LocalOperator:
         G[pj, pi] = g
         return G
 
-    def _mean_adjoint(self, B, D):
-        """G_m(B) = m^T B m by output blocks (LCN: its block diagonal)."""
-        xp, P, Np = self.xp, self.P, self.Np
-        m = xp.asarray(self.means)
-        if D == 1:
-            Gm = m.T @ B @ m
-        else:
-            # two GEMMs, as in _mean_term
-            W = (m.T @ B.reshape(P, D * P * D)).reshape(Np, D, P, D)
-            W = W.transpose(0, 1, 3, 2).reshape(Np * D * D, P) @ m        # (Np D D, Np)
-            Gm = W.reshape(Np, D, D, Np).transpose(0, 1, 3, 2).reshape(Np * D, Np * D)
-        Gm = (Gm + Gm.T) / 2
-        if self.diagonal:
-            mask = np.kron(np.eye(Np), np.ones((D, D)))
-            Gm = Gm * xp.asarray(mask)
-        return Gm
-
     def _adjoint_stored(self, B, D):
         xp, P, Np = self.xp, self.P, self.Np
         pi, pj = self._pi, self._pj
@@ -420,36 +463,7 @@ class LocalOperator:
             G[pi, pj] = g
             G[pj, pi] = g
             return G
-        mu, nu = self.iu
-        B4 = B.reshape(P, D, P, D)
-        Wm = B4[mu, :, nu, :]  # (sample pairs, D, D): B[(mu a), (nu b)]
-        Wm = Wm * xp.where(self._index()[2], 0.5, 1.0)[:, None, None]
-        # only the part of W symmetric in the outputs meets T_S, and only the antisymmetric
-        # part meets T_A (see _kr_stored): half the right-hand sides each
-        tri, st = np.triu_indices(D), np.triu_indices(D, 1)
-        Wt = Wm.transpose(0, 2, 1)
-        Ws = xp.ascontiguousarray(((Wm + Wt) / 2)[:, tri[0], tri[1]])
-        XSv = self._stored(self.T, Ws, transpose=True)              # (pairs, D(D+1)/2)
-        XS = xp.empty((XSv.shape[0], D, D), dtype=np.float64)
-        XS[:, tri[0], tri[1]] = XSv
-        XS[:, tri[1], tri[0]] = XSv
-        blocks = XS.copy()  # block (i, j) of G: sym(XS) + anti(XA) for i < j, 2 XS for i = j
-        on = xp.asarray(backend.to_numpy(pi == pj))
-        blocks[on] *= 2.0
-        if not self.diagonal:
-            off = backend.to_numpy(pi < pj)
-            if off.any():
-                Wa = xp.ascontiguousarray(((Wm - Wt) / 2)[:, st[0], st[1]])
-                XAv = self._stored(self._antisym(), Wa, transpose=True)   # (off pairs, ...)
-                XA = xp.zeros((XAv.shape[0], D, D), dtype=np.float64)
-                XA[:, st[0], st[1]] = XAv
-                XA[:, st[1], st[0]] = -XAv
-                blocks[xp.asarray(off)] += XA
-        G4 = xp.zeros((Np, D, Np, D), dtype=np.float64)
-        G4[pi, :, pj, :] = blocks
-        G4[pj, :, pi, :] = blocks.transpose(0, 2, 1)
-        G = G4.reshape(Np * D, Np * D)
-        return (G + G.T) / 2
+        return self._adjoint_stored_multi(B, D)
 
     # -- test points ---------------------------------------------------------------------
     def test_kernels(self, Xt, Q, lambda1, Qm=None):

@@ -49,7 +49,7 @@ from .._tuning import BlasChoice
 from .._validate import width as _width
 from ..activations import has_mean
 from ..geometry import PatchGeometry
-from . import _base, _cnn_finite_filter, _cnn_noncentral, _cnn_predict, _large
+from . import _base, _cnn_finite_filter, _cnn_noncentral, _cnn_predict, _large, _shared_outputs
 from ._base import DEFAULT_MAXITER, DEFAULT_TOL, positive
 from ._local import LocalOperator
 from ._optim import bfgs, cholesky_point
@@ -249,9 +249,18 @@ class _LocalTheory(_base._Theory):
         return self.alpha / (self.num_samples * self.lambda1 * self.num_patches)
 
     def _data(self, Q_dev, Qm_dev=None):
-        """(alpha/P)[y^T A^{-1} y + log det A] and the Cholesky state for the gradient."""
+        """(alpha/P)[y^T A^{-1} y + log det A] and the Cholesky state for the gradient.
+
+        With D outputs at a point that acts alike on every output (Q = Q1 (x) I_D, and Qm
+        too: the shared start), A = A1 (x) I_D and the evaluation costs a P x P Cholesky
+        instead of a (P D) x (P D) one (:mod:`._shared_outputs`)."""
         op = self._cache
         xp = op.xp
+        D = self.num_outputs or 1
+        if D > 1:
+            shared = _shared_outputs.shared_blocks(Q_dev, Qm_dev, D)
+            if shared is not None:
+                return self._data_shared(*shared)
         A = op.kr(Q_dev, self.lambda1, Qm_dev)
         A[xp.diag_indices(A.shape[0])] += self.temperature
         chol = _base.cholesky_of_A(A, self.temperature, type(self).__name__)
@@ -260,9 +269,31 @@ class _LocalTheory(_base._Theory):
         val = (self.alpha / self.num_samples) * (float(y @ a) + chol.logdet())
         return val, (chol, a)
 
+    def _data_shared(self, Q1, Qm1):
+        op = self._cache
+        xp = op.xp
+        A1 = op.kr(xp.asarray(Q1), self.lambda1, None if Qm1 is None else xp.asarray(Qm1))
+        A1[xp.diag_indices(A1.shape[0])] += self.temperature
+        chol = _base.cholesky_of_A(A1, self.temperature, type(self).__name__)
+        a = chol.solve(self._y)  # (P, D) = A^{-1} y, example-major as a.reshape(-1)
+        D = self._y.shape[1]
+        val = (self.alpha / self.num_samples) * (float(xp.sum(self._y * a))
+                                                 + D * chol.logdet())
+        return val, _shared_outputs.SharedState(chol, a)
+
+    def _inverse(self, chol):
+        """A^{-1} from the Cholesky factor of A."""
+        return _inverse_from_cholesky(chol)
+
     def _B(self, state):
-        chol, a = state
         xp = self._cache.xp
+        if isinstance(state, _shared_outputs.SharedState):
+            # B = A1^{-1} (x) I_D - a a^T, example-major
+            D = state.a.shape[1]
+            a = state.a.reshape(-1)
+            B = xp.kron(_inverse_from_cholesky(state.chol), xp.eye(D)) - xp.outer(a, a)
+            return 0.5 * (B + B.T)
+        chol, a = state
         B = _inverse_from_cholesky(chol) - xp.outer(a, a)
         if xp is not np:
             # cuSOLVER's inverse is symmetric only to rounding; an exactly symmetric B lets
@@ -375,8 +406,10 @@ class _LocalTheory(_base._Theory):
         return True
 
     # -- solver -------------------------------------------------------------------------
-    def _start(self, Q0):
-        Np = self._n
+    def _start(self, Q0, outputs=None):
+        """The best multiple of the identity (or the checked Q0); ``outputs=1`` gives it for
+        the shared-outputs problem (Np x Np)."""
+        Np = self._n if outputs is None else self.num_patches * outputs
         if Q0 is not None:
             return self._check_Q(Q0), "Q0"
         if self.num_samples > _SCALAR_START_MAX_P:
@@ -389,14 +422,52 @@ class _LocalTheory(_base._Theory):
         lam, U = _linalg.eigh(K)
         lam = np.maximum(backend.to_numpy(lam), 0.0)
         _base.check_T0_spectrum(lam, self.temperature, type(self).__name__)
-        D = self.num_outputs
-        z = backend.to_numpy(U.T @ self._y).reshape(-1)
-        lam = np.repeat(lam, D) if D > 1 else lam
+        D = self.num_outputs if outputs is None else outputs
+        Z = backend.to_numpy(U.T @ self._y)
+        if Z.ndim == 1:
+            z2 = Z * Z
+        elif D == 1:  # the shared-outputs problem: y y^T -> Y Y^T / D
+            z2 = np.sum(Z * Z, axis=1) / Z.shape[1]
+        else:
+            z2 = (Z * Z).reshape(-1)
+            lam = np.repeat(lam, D)
+        L = self._prior_depth
         try:
-            q = ScalarProblem(lam, z * z, alpha=self.alpha, T=self.temperature).solve()[0]
+            # Q = r^L I: for L > 1 the vanilla deep-FC scalar problem (r per layer)
+            r = ScalarProblem(lam, z2, alpha=self.alpha, T=self.temperature, L=L).solve()[0]
         except ArithmeticError:
             return np.eye(Np), "identity"
-        return q * np.eye(Np), "scalar saddle"
+        return r**L * np.eye(Np), "scalar saddle"
+
+    # -- the prior term of the odd action (a deep CNN replaces it) ----------------------
+    #: L of the prior L tr Q^{1/L} - log det Q (1: Tr Q - log det Q).
+    _prior_depth = 1
+
+    def _prior_value(self, Q, logdetQ):
+        """Tr Q - log det Q."""
+        return float(np.trace(Q) - logdetQ)
+
+    def _prior_parts(self, Q, M):
+        """The two parts of the prior's gradient, (I, Q^{-1}), from the Cholesky factor M
+        of Q (the gradient is their difference; their norms scale the convergence
+        measure)."""
+        n = Q.shape[0]
+        Minv = sla.solve_triangular(M, np.eye(n), lower=True)
+        return np.eye(n), Minv.T @ Minv
+
+    def _shared_start(self, tol):
+        """The odd saddle restricted to Q1 (x) I_D (:mod:`._shared_outputs`): (Q, evaluations)
+        or (None, evaluations) where it fails."""
+        view = _shared_outputs.SharedOutputs(self)
+        Q1, how = self._start(None, outputs=1)
+        try:
+            res = _shared_outputs.odd_fixed_point(view, self.num_patches, Q1, tol=tol,
+                                                  maxiter=200, L=self._prior_depth)
+        except ValueError:
+            return None, 0
+        if not res.converged:
+            return None, res.evaluations
+        return _shared_outputs.kron_outputs(res.state["Q"], self.num_outputs), res.evaluations
 
     def _solve(self, Q0, tol, maxiter):
         if self.noncentral:
@@ -409,6 +480,12 @@ class _LocalTheory(_base._Theory):
                     Q0 = Q0[0]
                 return _cnn_finite_filter.solve(self, Q0, tol, maxiter)
             return _cnn_noncentral.solve(self, Q0, tol, maxiter)
+        if (self.num_outputs or 1) > 1:
+            return self._solve_fixed_point(Q0, tol, maxiter)
+        return self._solve_bfgs(Q0, tol, maxiter)
+
+    def _solve_bfgs(self, Q0, tol, maxiter):
+        """The odd saddle by BFGS in the Cholesky parametrisation (see the module)."""
         Np = self._n
         bar = _large_bar(self)
         report = self._report or (bar.set_description_str if bar is not None else None)
@@ -450,9 +527,10 @@ class _LocalTheory(_base._Theory):
             try:
                 with lapack.timed():
                     data, st = self._data(self._to_dev(Q))
-            except _linalg.NotPositiveDefiniteError:
+                prior = self._prior_value(Q, logdetQ)
+            except (_linalg.NotPositiveDefiniteError, ValueError):
                 return np.inf
-            S = float(np.trace(Q) - logdetQ + data)
+            S = float(prior + data)
             state.update(Q=Q, M=M, S=S, st=st)
             return S if np.isfinite(S) else np.inf
 
@@ -470,16 +548,15 @@ class _LocalTheory(_base._Theory):
                                                 + c * np.linalg.norm(np.diag(G)))
                     state.update(gQ=np.diag(gq), g=gq * qd, rel=rel)
                 else:
-                    Minv = sla.solve_triangular(M, np.eye(Np), lower=True)
-                    Qinv = Minv.T @ Minv
+                    Pw, Qinv = self._prior_parts(Q, M)
                     if mask is not None:
                         G = np.where(mask, G, 0.0)
-                    gQ = np.eye(Np) - Qinv + c * G
+                    gQ = Pw - Qinv + c * G
                     gQ = (gQ + gQ.T) / 2
                     D = 2.0 * L0.T @ gQ @ M
                     gx = D[tril]
                     gx[on_diag] *= np.exp(x[on_diag])  # d L_ii / d x_ii = L_ii
-                    rel = np.linalg.norm(gQ) / (np.sqrt(Np) + np.linalg.norm(Qinv)
+                    rel = np.linalg.norm(gQ) / (np.linalg.norm(Pw) + np.linalg.norm(Qinv)
                                                 + c * np.linalg.norm(G))
                     state.update(gQ=gQ, g=gx, rel=rel)
             return state["g"], state["rel"]
@@ -509,6 +586,40 @@ class _LocalTheory(_base._Theory):
                        message=res.message,
                        extra=self._extra(start=how))
         return sol
+
+    def _solve_fixed_point(self, Q0, tol, maxiter):
+        """The odd D-output saddle by the fixed point of :mod:`._shared_outputs` (L = 1:
+        Q = (I + c G)^{-1}) from the shared start (or Q0); where that start fails, or the
+        iteration does not converge, BFGS (from the fixed point's last point)."""
+        spent = 0
+        how = "Q0"
+        if Q0 is None:
+            Qs, spent = self._shared_start(_shared_outputs.START_TOL)
+            how = "shared outputs Q1 (x) I_D"
+            if Qs is None:
+                return self._solve_bfgs(None, tol, maxiter)
+        else:
+            Qs = self._check_Q(Q0)
+        try:
+            res = _shared_outputs.odd_fixed_point(self, self._n, Qs, tol=tol,
+                                                  maxiter=min(maxiter, 100),
+                                                  L=self._prior_depth)
+        except ValueError:  # an infeasible start
+            return self._solve_bfgs(None if Q0 is None else Qs, tol, maxiter)
+        st = res.state
+        if not res.converged:
+            sol = self._solve_bfgs(st["Q"], tol, maxiter)
+            sol.evaluations += res.evaluations
+            sol.extra.update(fixed_point_evaluations=res.evaluations,
+                             shared_start_evaluations=spent,
+                             start=f"BFGS after the fixed point from {how}")
+            return sol
+        return Solution(Q=st["Q"], action=st["S"], grad_norm=float(np.linalg.norm(st["gQ"])),
+                        rel_grad_norm=float(res.rel), iterations=res.iterations,
+                        converged=True, tol=tol, evaluations=res.evaluations,
+                        message=res.message.replace("from the infinite-width point",
+                                                    f"from {how}"),
+                        extra=self._extra(start=how, shared_start_evaluations=spent))
 
     def _extra(self, **kw):
         out = {"materialized": bool(self._cache.materialized),

@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import backend
 from .._json import jsonable
+from ._classes import class_scores
 
 __all__ = ["Solution", "Prediction", "ConvergenceError"]
 
@@ -209,7 +210,14 @@ class Prediction:
 
         With D outputs the means run over test points and outputs, and ``per_output`` holds
         ``{"error", "bias2", "variance"}`` as length-D NumPy arrays (means over test points).
-        A 1-D prediction returns the three floats only, as before.
+        A 1-D prediction returns the three floats.
+
+        Class targets (one-hot, +-1 one-hot or centred one-hot with D outputs; +-1 with one;
+        see :mod:`lkr.theory._classes`) add ``accuracy`` (the fraction of test points whose
+        predicted class, the argmax of the posterior mean, or its sign for +-1, is theirs),
+        ``confusion`` (a (K, K) int array: true class by predicted class) and
+        ``class_coding``; any other target gives none of them (no guessing on regression
+        targets).
         """
         xp = backend.array_module(self.mean)
         y0 = xp.asarray(y_test, dtype=self.mean.dtype)
@@ -222,15 +230,20 @@ class Prediction:
             raise ValueError(f"y_test must have shape {tuple(self.mean.shape)} (test points, "
                              f"outputs), got {tuple(y0.shape)}")
         backend.check_finite(y0, "y_test")
+        classes = class_scores(backend.to_numpy(self.mean), backend.to_numpy(y0))
         if self.mean.ndim == 1:
             bias2 = float(xp.mean((y0 - self.mean) ** 2))
             var = float(xp.mean(self.variance))
-            return {"error": bias2 + var, "bias2": bias2, "variance": var}
-        b = backend.to_numpy(xp.mean((y0 - self.mean) ** 2, axis=0))
-        v = backend.to_numpy(xp.mean(self.variance, axis=0))
-        return {"error": float(b.mean() + v.mean()), "bias2": float(b.mean()),
-                "variance": float(v.mean()),
-                "per_output": {"error": b + v, "bias2": b, "variance": v}}
+            out = {"error": bias2 + var, "bias2": bias2, "variance": var}
+        else:
+            b = backend.to_numpy(xp.mean((y0 - self.mean) ** 2, axis=0))
+            v = backend.to_numpy(xp.mean(self.variance, axis=0))
+            out = {"error": float(b.mean() + v.mean()), "bias2": float(b.mean()),
+                   "variance": float(v.mean()),
+                   "per_output": {"error": b + v, "bias2": b, "variance": v}}
+        if classes is not None:
+            out.update(classes)
+        return out
 
 
 def _diag_embed(v):

@@ -29,7 +29,7 @@ __all__ = ["sweep", "grid_points"]
 _RESULT_KEYS = ("Q", "mean_diagonal", "mean_off_diagonal", "min_eigenvalue", "max_eigenvalue",
                 "action", "converged", "iterations", "rel_grad_norm", "grad_norm", "error",
                 "bias2", "variance", "elapsed_s", "conjugate", "outputs", "per_output",
-                "filter_dim")
+                "filter_dim", "accuracy", "confusion", "class_coding")
 
 
 def _plain(value, where):
@@ -139,6 +139,10 @@ def _run_point(theory_factory, point, X, y, X_test, y_test):
     if "per_output" in scores:  # several outputs: the length-D breakdown as lists
         results["per_output"] = {k: list(map(float, v))
                                  for k, v in scores["per_output"].items()}
+    if "accuracy" in scores:  # class targets (lkr.theory._classes)
+        results.update(accuracy=float(scores["accuracy"]),
+                       confusion=np.asarray(scores["confusion"]).tolist(),
+                       class_coding=scores["class_coding"])
     clash = sorted(set(point) & set(results))
     if clash:
         raise ValueError(f"parameter name(s) {clash} clash with result columns of the sweep; "
@@ -247,8 +251,10 @@ def sweep(theory_factory, grid, X, y, X_test, y_test, executor=None, out=None):
         ``Q`` or, for a matrix Q, its mean diagonal, mean off-diagonal and extreme
         eigenvalues), ``filter_dim`` (M of the renormalised layer, FC: N0; below 16 the
         fit warns, docs/validity.md), ``conjugate`` (non-central actions) and ``outputs``
-        (D > 1) when present, ``error``, ``bias2``, ``variance`` (means over test points and outputs),
-        ``per_output`` (D outputs: the three as length-D lists) and ``elapsed_s`` (seconds of
+        (D > 1) when present, ``error``, ``bias2``, ``variance`` (means over test points and
+        outputs), ``per_output`` (D outputs: the three as length-D lists), for class targets
+        (one-hot, +-1; see :meth:`lkr.theory.Prediction.error`) ``accuracy``, ``confusion``
+        (true by predicted class, a list of lists) and ``class_coding``, and ``elapsed_s`` (seconds of
         fit and evaluation on the worker). ``pandas.DataFrame(rows)`` makes it a table.
 
     Raises
