@@ -38,7 +38,8 @@ void fill_view(const py::array& a, const char* name, const T*& data, int64_t* sh
   for (int d = 0; d < N; ++d) {
     shape[d] = a.shape(d);
     if (a.strides(d) % static_cast<py::ssize_t>(sizeof(T)) != 0)
-      throw py::value_error(std::string(name) + " has strides that are not a multiple of its itemsize");
+      throw py::value_error(std::string(name) +
+                            " has strides that are not a multiple of its itemsize");
     stride[d] = a.strides(d) / static_cast<py::ssize_t>(sizeof(T));
   }
 }

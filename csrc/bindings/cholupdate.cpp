@@ -36,8 +36,8 @@ void register_cholupdate(py::module_& m) {
           throw py::value_error("sign must be +1 or -1, got " + std::to_string(sign));
         auto x = contiguous<double>(X, "X");
         if (x.ndim() != 3 || x.shape(0) != C || x.shape(2) != P)
-          throw py::value_error("X must have shape (C, k, P) = (" + std::to_string(C) +
-                                ", k, " + std::to_string(P) + "), got " + shape_str(x));
+          throw py::value_error("X must have shape (C, k, P) = (" + std::to_string(C) + ", k, " +
+                                std::to_string(P) + "), got " + shape_str(x));
         const int64_t k = x.shape(1);
         py::array_t<uint8_t> ok(C);
         uint8_t* pok = ok.mutable_data();
@@ -60,8 +60,8 @@ void register_cholupdate(py::module_& m) {
         double* g = inplace(G, "G", 3);
         const int64_t C = S.shape(0), P = S.shape(1), D = S.shape(2) - P, n = G.shape(1);
         if (G.shape(0) != C || G.shape(2) != P)
-          throw py::value_error("G must have shape (C, n, P) = (" + std::to_string(C) +
-                                ", n, " + std::to_string(P) + "), got " + shape_str(G));
+          throw py::value_error("G must have shape (C, n, P) = (" + std::to_string(C) + ", n, " +
+                                std::to_string(P) + "), got " + shape_str(G));
         auto gp = contiguous<double>(Gp, "Gp");
         if (gp.ndim() != 3 || gp.shape(0) != C || gp.shape(1) != n || gp.shape(2) != P)
           throw py::value_error("Gp must have the shape of G " + shape_str(G) + ", got " +

@@ -92,7 +92,8 @@ void nngp_map_t(py::array& k, const py::array& dx, const py::array& dy, Activati
   const auto dyc = contiguous<T>(dy, "dy");
   const int64_t P = k.shape(0), P2 = k.shape(1);
   if (dxc.size() != P || dyc.size() != P2)
-    throw py::value_error("dx, dy must have lengths " + std::to_string(P) + ", " + std::to_string(P2));
+    throw py::value_error("dx, dy must have lengths " + std::to_string(P) + ", " +
+                          std::to_string(P2));
   T* kd = static_cast<T*>(k.mutable_data());
   const T* a = dxc.data();
   const T* b = dyc.data();

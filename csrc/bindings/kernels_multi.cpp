@@ -143,7 +143,8 @@ py::array stored_sym_t(const py::array& s, const py::array& x, int64_t P, bool a
     stored_adjoint_sym<S>(sd, P, ncols, xd, nthreads, o);
     return out;
   }
-  if (xc.size() != ncols) throw py::value_error("q must have " + std::to_string(ncols) + " entries");
+  if (xc.size() != ncols)
+    throw py::value_error("q must have " + std::to_string(ncols) + " entries");
   py::array_t<double> out({P, P});
   double* o = out.mutable_data();
   py::gil_scoped_release release;
@@ -151,8 +152,8 @@ py::array stored_sym_t(const py::array& s, const py::array& x, int64_t P, bool a
   return out;
 }
 
-py::array assemble_t(const py::array& vs, const std::optional<py::array>& va, int64_t P,
-                     int64_t D, double scale, int nthreads) {
+py::array assemble_t(const py::array& vs, const std::optional<py::array>& va, int64_t P, int64_t D,
+                     double scale, int nthreads) {
   const auto sc = contiguous<double>(vs, "vS");
   const int64_t rows = P * (P + 1) / 2;
   if (sc.ndim() != 2 || sc.shape(0) != rows || sc.shape(1) != D * (D + 1) / 2)
@@ -161,8 +162,7 @@ py::array assemble_t(const py::array& vs, const std::optional<py::array>& va, in
   if (va) {
     ac = contiguous<double>(*va, "vA");
     if (ac->ndim() != 2 || ac->shape(0) != rows || ac->shape(1) != D * (D - 1) / 2)
-      throw py::value_error("vA must have shape (P(P+1)/2, D(D-1)/2), got " +
-                            shape_str(*ac));
+      throw py::value_error("vA must have shape (P(P+1)/2, D(D-1)/2), got " + shape_str(*ac));
   }
   py::array_t<double> out({P * D, P * D});
   double* o = out.mutable_data();
@@ -192,12 +192,11 @@ py::tuple gather_t(const py::array& b, int64_t P, int64_t D, int nthreads) {
 }  // namespace
 
 void register_kernels_multi(py::module_& m) {
-  m.def("stored_assemble", &assemble_t, py::arg("vS"), py::arg("vA"), py::arg("P"),
-        py::arg("D"), py::arg("scale"), py::arg("nthreads"),
+  m.def("stored_assemble", &assemble_t, py::arg("vS"), py::arg("vA"), py::arg("P"), py::arg("D"),
+        py::arg("scale"), py::arg("nthreads"),
         "K (P D, P D) example-major from the D-output products vS (and vA) of the stored "
         "kernel, times scale.");
-  m.def("stored_gather", &gather_t, py::arg("B"), py::arg("P"), py::arg("D"),
-        py::arg("nthreads"),
+  m.def("stored_gather", &gather_t, py::arg("B"), py::arg("P"), py::arg("D"), py::arg("nthreads"),
         "(Ws, Wa): the output-symmetric and -antisymmetric parts of B's (mu <= nu) blocks, "
         "the right-hand sides of the D-output adjoint.");
   m.def(
@@ -220,14 +219,14 @@ void register_kernels_multi(py::module_& m) {
           return renorm_t<typename decltype(tag)::type>(x, y, q, qm, D, lambda1, p);
         });
       },
-      py::arg("X"), py::arg("Y"), py::arg("Q"), py::arg("Qm"), py::arg("D"),
-      py::arg("activation"), py::arg("lambda0"), py::arg("lambda1"), py::arg("nthreads"),
+      py::arg("X"), py::arg("Y"), py::arg("Q"), py::arg("Qm"), py::arg("D"), py::arg("activation"),
+      py::arg("lambda0"), py::arg("lambda1"), py::arg("nthreads"),
       "K_R (P D, P2 D) for a (Np D, Np D) Q, plus the mean term with Qm when given.");
   m.def(
       "local_kernel_adjoint_multi",
       [](const py::array& x, const std::optional<py::array>& y, const py::array& w,
-         bool w_symmetric, int64_t D, bool centred, const std::string& activation,
-         double lambda0, int nthreads) {
+         bool w_symmetric, int64_t D, bool centred, const std::string& activation, double lambda0,
+         int nthreads) {
         const auto p = kernel_params(activation, lambda0, nthreads);
         return dispatch_float(x, [&](auto tag) {
           return adjoint_t<typename decltype(tag)::type>(x, y, w, w_symmetric, D, centred, p);

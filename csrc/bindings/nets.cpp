@@ -63,7 +63,8 @@ int64_t common_chains(const std::vector<std::pair<int64_t, const char*>>& cs) {
 template <class T>
 Chained<T> chained(const CArray<T>& a, int64_t C) {
   const int64_t n = a.shape(0);
-  return {a.data(), (n == 1 && C > 1) ? 0 : static_cast<int64_t>(a.size() / std::max<int64_t>(n, 1))};
+  return {a.data(),
+          (n == 1 && C > 1) ? 0 : static_cast<int64_t>(a.size() / std::max<int64_t>(n, 1))};
 }
 
 template <class T>
@@ -96,9 +97,8 @@ py::tuple vjp_t(const py::array& z, const py::array& w, const py::array& v, cons
   const auto Z = contiguous<T>(z, "Z");
   const CArray<T> W = contiguous<T>(w, "W"), V = contiguous<T>(v, "v"), R = contiguous<T>(r, "r");
   const auto s = net_shape(Z, W, local);
-  const int64_t C = common_chains({{W.shape(0), "W"},
-                                   {chains_of(V, {s.Nc, s.Np}, "v"), "v"},
-                                   {chains_of(R, {s.P}, "r"), "r"}});
+  const int64_t C = common_chains(
+      {{W.shape(0), "W"}, {chains_of(V, {s.Nc, s.Np}, "v"), "v"}, {chains_of(R, {s.P}, "r"), "r"}});
   std::vector<py::ssize_t> wshape{C};
   for (auto d : w_tail<T>(s)) wshape.push_back(d);
   py::array_t<T> dW(wshape), dv(std::vector<py::ssize_t>{C, s.Nc, s.Np});
@@ -118,9 +118,8 @@ py::tuple value_and_grad_t(const py::array& z, const py::array& w, const py::arr
   const auto Z = contiguous<T>(z, "Z");
   const CArray<T> W = contiguous<T>(w, "W"), V = contiguous<T>(v, "v"), Y = contiguous<T>(y, "y");
   const auto s = net_shape(Z, W, local);
-  const int64_t C = common_chains({{W.shape(0), "W"},
-                                   {chains_of(V, {s.Nc, s.Np}, "v"), "v"},
-                                   {chains_of(Y, {s.P}, "y"), "y"}});
+  const int64_t C = common_chains(
+      {{W.shape(0), "W"}, {chains_of(V, {s.Nc, s.Np}, "v"), "v"}, {chains_of(Y, {s.P}, "y"), "y"}});
   std::vector<py::ssize_t> wshape{C};
   for (auto d : w_tail<T>(s)) wshape.push_back(d);
   py::array_t<T> f(std::vector<py::ssize_t>{C, s.P}), dW(wshape),
@@ -137,7 +136,8 @@ py::tuple value_and_grad_t(const py::array& z, const py::array& w, const py::arr
 template <class T>
 py::array jvp_t(const py::array& z, const py::array& w, const py::array& v, const py::array& tw,
                 const py::array& tv, bool local, Activation act, int nthreads) {
-  check_dtype<T>(w, "W"), check_dtype<T>(v, "v"), check_dtype<T>(tw, "tW"), check_dtype<T>(tv, "tv");
+  check_dtype<T>(w, "W"), check_dtype<T>(v, "v"), check_dtype<T>(tw, "tW"),
+      check_dtype<T>(tv, "tv");
   const auto Z = contiguous<T>(z, "Z");
   const CArray<T> W = contiguous<T>(w, "W"), V = contiguous<T>(v, "v");
   const CArray<T> TW = contiguous<T>(tw, "tW"), TV = contiguous<T>(tv, "tv");
@@ -184,7 +184,8 @@ py::object features_t(const py::array& z, const py::array& w, const py::array& v
     }
     return std::move(F);
   }
-  py::array_t<T> S(std::vector<py::ssize_t>{s.P, nb, s.Np}), G(std::vector<py::ssize_t>{s.P, nb, ng});
+  py::array_t<T> S(std::vector<py::ssize_t>{s.P, nb, s.Np}),
+      G(std::vector<py::ssize_t>{s.P, nb, ng});
   T *ps = S.mutable_data(), *pg = G.mutable_data();
   {
     py::gil_scoped_release release;
@@ -214,7 +215,6 @@ py::object activation_pair_t(const py::array& h, Activation act, bool derivative
   return py::make_tuple(S, D);
 }
 
-
 // A writeable C-contiguous array of dtype T and the given shape (written in place: no
 // converted copy may stand in for it).
 template <class T>
@@ -235,8 +235,8 @@ T* out_buffer(const py::array& a, const char* name, const std::vector<int64_t>& 
 
 template <class T>
 py::tuple train_step_t(const py::array& z, const py::array& w, const py::array& uu,
-                       const py::array& yy, const py::array& h, const py::array& sbuf,
-                       int64_t R, double scale, Activation act, int nthreads) {
+                       const py::array& yy, const py::array& h, const py::array& sbuf, int64_t R,
+                       double scale, Activation act, int nthreads) {
   if (z.ndim() != 2) throw py::value_error("Z must be (rows, Kin), got " + shape_str(z));
   if (w.ndim() != 3) throw py::value_error("W must be (chains, Kout, Kin), got " + shape_str(w));
   StepShape s;
@@ -301,8 +301,8 @@ void register_nets(py::module_& m) {
       "CNN/LCN outputs f (C, P) from patches Z (P, Np, M), chained W and v.");
   m.def(
       "patch_vjp",
-      [](const py::array& Z, const py::array& W, const py::array& v, const py::array& r,
-         bool local, const std::string& activation, int nthreads) {
+      [](const py::array& Z, const py::array& W, const py::array& v, const py::array& r, bool local,
+         const std::string& activation, int nthreads) {
         const auto act = activation_from_name(activation);
         return dispatch_float(Z, [&](auto tag) {
           return vjp_t<typename decltype(tag)::type>(Z, W, v, r, local, act, nthreads);
@@ -313,8 +313,8 @@ void register_nets(py::module_& m) {
       "Gradients (dW, dv) of sum_p r[c, p] f_c(x_p), chained.");
   m.def(
       "patch_value_and_grad",
-      [](const py::array& Z, const py::array& W, const py::array& v, const py::array& y,
-         bool local, const std::string& activation, int nthreads) {
+      [](const py::array& Z, const py::array& W, const py::array& v, const py::array& y, bool local,
+         const std::string& activation, int nthreads) {
         const auto act = activation_from_name(activation);
         return dispatch_float(Z, [&](auto tag) {
           return value_and_grad_t<typename decltype(tag)::type>(Z, W, v, y, local, act, nthreads);
@@ -342,7 +342,7 @@ void register_nets(py::module_& m) {
         const auto act = activation_from_name(activation);
         return dispatch_float(Z, [&](auto tag) {
           return features_t<typename decltype(tag)::type>(Z, W, v, a0, a1, local, combined, act,
-                                                           nthreads);
+                                                          nthreads);
         });
       },
       py::arg("Z"), py::arg("W"), py::arg("v"), py::arg("a0"), py::arg("a1"), py::kw_only(),
@@ -382,15 +382,14 @@ void register_nets(py::module_& m) {
   m.def("have_gemm", &have_gemm, "Whether set_gemm registered BLAS products.");
   m.def(
       "langevin_update",
-      [](const py::array& a, const py::array& g, double decay, double lr, double amp,
-         uint64_t key, uint32_t stream, uint64_t step, int nthreads) {
+      [](const py::array& a, const py::array& g, double decay, double lr, double amp, uint64_t key,
+         uint32_t stream, uint64_t step, int nthreads) {
         dispatch_float(a, [&](auto tag) {
-          update_t<typename decltype(tag)::type>(a, g, decay, lr, amp, key, stream, step,
-                                                 nthreads);
+          update_t<typename decltype(tag)::type>(a, g, decay, lr, amp, key, stream, step, nthreads);
         });
       },
-      py::arg("a"), py::arg("g"), py::kw_only(), py::arg("decay"), py::arg("lr"),
-      py::arg("amp"), py::arg("key"), py::arg("stream"), py::arg("step"), py::arg("nthreads"),
+      py::arg("a"), py::arg("g"), py::kw_only(), py::arg("decay"), py::arg("lr"), py::arg("amp"),
+      py::arg("key"), py::arg("stream"), py::arg("step"), py::arg("nthreads"),
       "In place: a <- decay a - lr g + amp xi, xi ~ N(0, 1) from Philox4x32-10 at "
       "(key, stream, step, index) (noise.hpp).");
   m.def(

@@ -7,7 +7,7 @@
 //
 // computed only on the position pairs of a plan (lkr.DeepGeometry.pair_plan: the final pairs
 // the readout needs and the pairs below that these read), and the final blocks consumed as
-// the one-layer kernels consume K_ij. The host side is python/lkr/_cuda_deep.py, the only
+// the one-layer kernels consume K_ij. The host side is python/lkr/_cuda/deep.py, the only
 // caller (the kernels trust their arguments).
 //
 // lkr_deep_prepare_*: one block per sample (grid-stride): the scaled layer-1 rows z and

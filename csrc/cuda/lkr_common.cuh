@@ -1,7 +1,7 @@
 // Device-side building blocks shared by lkr's CUDA kernels.
 //
 // These sources are compiled at run time by NVRTC (through cupy.RawModule), by nvcc as a
-// CI check, and by the host test emulator (tests/test_gpu.py). NVRTC has no host headers,
+// CI check, and by the host test emulator (tests/cuda_emulator.py). NVRTC has no host headers,
 // so nothing here includes <cmath> or <cstdint>: the math functions are CUDA built-ins,
 // integer types are the fundamental ones (long long for anything that can pass 2^31).
 //

@@ -5,7 +5,7 @@
 //   K_R(Q)^{mu nu} = (1 / (lambda1 Np)) sum_ij Q_ij K_ij^{mu nu},
 //   G(W)_ij = sum_{mu nu} W_{mu nu} K_ij^{mu nu},
 //
-// the same maths as csrc/lkr/local_kernel.cpp. The host side is python/lkr/_cuda.py, which
+// the same maths as csrc/lkr/local_kernel.cpp. The host side is python/lkr/_cuda/kernels.py, which
 // prepares the patches (lkr_prepare_*), pads and launches; it is the only caller, so the
 // kernels trust their arguments. Kernel names start with lkr_ (the test emulator finds them
 // by that prefix).
@@ -34,10 +34,11 @@
 
 #define LKR_TM 4
 #define LKR_TX 16
-#define LKR_TILE 64            // LKR_TM * LKR_TX
-#define LKR_THREADS 256        // LKR_TX * LKR_TX
-#define LKR_LD (LKR_TILE + 4)  // leading dimension of the staged chunks: rows stay 16-byte
-                               // aligned, and the k-major stores spread over the banks
+#define LKR_TILE 64      // LKR_TM * LKR_TX
+#define LKR_THREADS 256  // LKR_TX * LKR_TX
+#define LKR_LD                                                                                     \
+  (LKR_TILE + 4)  // leading dimension of the staged chunks: rows stay 16-byte
+                  // aligned, and the k-major stores spread over the banks
 // K_R is the hot path of the solvers: in float32, capping it at 128 registers (2 blocks of
 // 256 threads per SM) keeps it free of spills on sm_90 (nvcc -Xptxas -v); in float64 the
 // cap would spill.
@@ -118,10 +119,9 @@ __device__ __forceinline__ void stage_chunk(const T* __restrict__ z, long long P
 // Leaves the staging buffers free (ends on a barrier).
 template <class T>
 __device__ __forceinline__ void panel_dots(const T* __restrict__ za, long long Pa,
-                                           const T* __restrict__ zb, long long Pb,
-                                           long long ga, long long gb, long long ci,
-                                           long long cj, const Panels& p,
-                                           const StageMap<T>& sm, T* sA, T* sB,
+                                           const T* __restrict__ zb, long long Pb, long long ga,
+                                           long long gb, long long ci, long long cj,
+                                           const Panels& p, const StageMap<T>& sm, T* sA, T* sB,
                                            T (&u)[LKR_TM][LKR_TM]) {
   constexpr int KC = Kc<T>::value;
   const int tx = threadIdx.x % LKR_TX, ty = threadIdx.x / LKR_TX;
@@ -155,8 +155,7 @@ template <class T, int ACT>
 __device__ void renormalized_body(const T* __restrict__ za, const T* __restrict__ sa,
                                   const T* __restrict__ zb, const T* __restrict__ sb,
                                   const T* __restrict__ Q, T* __restrict__ out, long long Pa,
-                                  long long Pb, Panels p, long long npairs, int sym,
-                                  double norm) {
+                                  long long Pb, Panels p, long long npairs, int sym, double norm) {
   // Staging (2 x KC x LKR_LD of T = 8.5 KB), then the reduction (2 x 256 doubles).
   __shared__ __align__(16) double raw[2 * Kc<double>::value * LKR_LD];
   static_assert(sizeof(raw) >= 2 * Kc<T>::value * LKR_LD * sizeof(T), "staging");
@@ -206,8 +205,8 @@ __device__ void renormalized_body(const T* __restrict__ za, const T* __restrict_
   // Reduce over the threads of each pair (a, b): thread rows ty in [a CW/4, (a+1) CW/4) and
   // columns tx in [b CW/4, (b+1) CW/4). red1[ty][tx] -> red2[a][tx] -> K_R. The staging
   // buffers are free (panel_dots ends on a barrier).
-  double* red1 = raw;                      // [LKR_TX][LKR_TX]
-  double* red2 = raw + LKR_TX * LKR_TX;    // [S <= LKR_TX][LKR_TX]
+  double* red1 = raw;                    // [LKR_TX][LKR_TX]
+  double* red2 = raw + LKR_TX * LKR_TX;  // [S <= LKR_TX][LKR_TX]
   red1[ty * LKR_TX + tx] = racc;
   __syncthreads();
   const int per = (int)(p.CW / LKR_TM) < LKR_TX ? (int)(p.CW / LKR_TM) : LKR_TX;  // per sample
@@ -251,8 +250,7 @@ template <class T, int ACT>
 __device__ void adjoint_body(const T* __restrict__ za, const T* __restrict__ sa,
                              const T* __restrict__ zb, const T* __restrict__ sb,
                              const T* __restrict__ W, double* __restrict__ H, long long Pa,
-                             long long Pb, Panels p, long long npairs, long long nsplit,
-                             int sym) {
+                             long long Pb, Panels p, long long npairs, long long nsplit, int sym) {
   __shared__ __align__(16) double stage[2 * Kc<double>::value * LKR_LD];
   __shared__ double gacc[LKR_TILE * LKR_TILE];  // [panel row][panel column]
   static_assert(sizeof(stage) >= 2 * Kc<T>::value * LKR_LD * sizeof(T), "staging");
@@ -342,9 +340,8 @@ __device__ void adjoint_body(const T* __restrict__ za, const T* __restrict__ sa,
 // out (Pa, Pb, Np, Np) with the unpadded Np; one block per pair of groups, all chunk pairs.
 template <class T, int ACT>
 __device__ void full_body(const T* __restrict__ za, const T* __restrict__ sa,
-                          const T* __restrict__ zb, const T* __restrict__ sb,
-                          T* __restrict__ out, long long Pa, long long Pb, long long Np, Panels p,
-                          long long npairs) {
+                          const T* __restrict__ zb, const T* __restrict__ sb, T* __restrict__ out,
+                          long long Pa, long long Pb, long long Np, Panels p, long long npairs) {
   __shared__ __align__(16) double raw[2 * Kc<double>::value * LKR_LD];
   static_assert(sizeof(raw) >= 2 * Kc<T>::value * LKR_LD * sizeof(T), "staging");
   const long long bid = block_id();
@@ -386,9 +383,9 @@ __device__ void full_body(const T* __restrict__ za, const T* __restrict__ sa,
 // One block per sample: O(Np^2 M) per sample, rows read straight from global memory (they
 // are a few KB and stay in L1). Q padded, stride PNp.
 template <class T, int ACT>
-__device__ void diag_body(const T* __restrict__ z, const T* __restrict__ s,
-                          const T* __restrict__ Q, T* __restrict__ out, long long P, long long Np,
-                          long long PNp, long long M, double norm) {
+__device__ void diag_body(const T* __restrict__ z, const T* __restrict__ s, const T* __restrict__ Q,
+                          T* __restrict__ out, long long P, long long Np, long long PNp,
+                          long long M, double norm) {
   __shared__ double red[LKR_THREADS];
   const long long mu = block_id();
   if (mu >= P) return;
@@ -417,8 +414,7 @@ __device__ void diag_body(const T* __restrict__ z, const T* __restrict__ s,
 // s the relu amplitude (1 otherwise); padded rows get z = 0 and s = 0.
 template <class T, int ACT>
 __device__ void prepare_body(const T* __restrict__ x, T* __restrict__ z, T* __restrict__ s,
-                             long long P, long long Np, long long PNp, long long M,
-                             double norm) {
+                             long long P, long long Np, long long PNp, long long M, double norm) {
   const long long nrows = P * PNp;
   const long long stride = (long long)gridDim.x * (long long)gridDim.y * blockDim.x;
   for (long long row = block_id() * blockDim.x + threadIdx.x; row < nrows; row += stride) {
@@ -472,49 +468,48 @@ __device__ void nngp_body(T* __restrict__ K, const T* __restrict__ dx, const T* 
 }  // namespace lkr_cuda
 
 // ---- entry points: extern "C" (unmangled names for RawModule), one per dtype and map ------
-#define LKR_DEFINE_ACT(T, SUF, ACT, ACTNAME)                                                   \
-  extern "C" __global__ void __launch_bounds__(LKR_THREADS)                                    \
-      lkr_prepare_##ACTNAME##_##SUF(const T* x, T* z, T* s, long long P, long long Np,        \
-                                     long long PNp, long long M, double norm) {               \
-    lkr_cuda::prepare_body<T, ACT>(x, z, s, P, Np, PNp, M, norm);                              \
-  }                                                                                            \
-  extern "C" __global__ void __launch_bounds__(LKR_THREADS, LKR_RK_MIN_BLOCKS(T))              \
-      lkr_renormalized_##ACTNAME##_##SUF(                                                      \
-      const T* za, const T* sa, const T* zb, const T* sb, const T* Q, T* out, long long Pa,   \
-      long long Pb, long long PNp, long long M, long long CW, long long S, long long nchunks, \
-      long long npairs, int sym, double norm) {                                                \
-    lkr_cuda::renormalized_body<T, ACT>(za, sa, zb, sb, Q, out, Pa, Pb,                        \
-                                        lkr_cuda::Panels{PNp, M, CW, S, nchunks}, npairs, sym, \
-                                        norm);                                                 \
-  }                                                                                            \
-  extern "C" __global__ void __launch_bounds__(LKR_THREADS) lkr_adjoint_##ACTNAME##_##SUF(      \
-      const T* za, const T* sa, const T* zb, const T* sb, const T* W, double* H, long long Pa, \
-      long long Pb, long long PNp, long long M, long long CW, long long S, long long nchunks, \
-      long long npairs, long long nsplit, int sym) {                                           \
-    lkr_cuda::adjoint_body<T, ACT>(za, sa, zb, sb, W, H, Pa, Pb,                               \
-                                   lkr_cuda::Panels{PNp, M, CW, S, nchunks}, npairs, nsplit,   \
-                                   sym);                                                       \
-  }                                                                                            \
-  extern "C" __global__ void __launch_bounds__(LKR_THREADS) lkr_full_##ACTNAME##_##SUF(         \
-      const T* za, const T* sa, const T* zb, const T* sb, T* out, long long Pa, long long Pb, \
-      long long Np, long long PNp, long long M, long long CW, long long S, long long nchunks, \
-      long long npairs) {                                                                      \
-    lkr_cuda::full_body<T, ACT>(za, sa, zb, sb, out, Pa, Pb, Np,                               \
-                                lkr_cuda::Panels{PNp, M, CW, S, nchunks}, npairs);             \
-  }                                                                                            \
-  extern "C" __global__ void __launch_bounds__(LKR_THREADS) lkr_diag_##ACTNAME##_##SUF(         \
-      const T* z, const T* s, const T* Q, T* out, long long P, long long Np, long long PNp,   \
-      long long M, double norm) {                                                              \
-    lkr_cuda::diag_body<T, ACT>(z, s, Q, out, P, Np, PNp, M, norm);                            \
-  }                                                                                            \
-  extern "C" __global__ void __launch_bounds__(LKR_THREADS) lkr_nngp_##ACTNAME##_##SUF(         \
-      T* K, const T* dx, const T* dy, long long P, long long P2) {                             \
-    lkr_cuda::nngp_body<T, ACT>(K, dx, dy, P, P2);                                             \
+#define LKR_DEFINE_ACT(T, SUF, ACT, ACTNAME)                                                       \
+  extern "C" __global__ void __launch_bounds__(LKR_THREADS)                                        \
+      lkr_prepare_##ACTNAME##_##SUF(const T* x, T* z, T* s, long long P, long long Np,             \
+                                    long long PNp, long long M, double norm) {                     \
+    lkr_cuda::prepare_body<T, ACT>(x, z, s, P, Np, PNp, M, norm);                                  \
+  }                                                                                                \
+  extern "C" __global__ void __launch_bounds__(LKR_THREADS, LKR_RK_MIN_BLOCKS(T))                  \
+      lkr_renormalized_##ACTNAME##_##SUF(                                                          \
+          const T* za, const T* sa, const T* zb, const T* sb, const T* Q, T* out, long long Pa,    \
+          long long Pb, long long PNp, long long M, long long CW, long long S, long long nchunks,  \
+          long long npairs, int sym, double norm) {                                                \
+    lkr_cuda::renormalized_body<T, ACT>(za, sa, zb, sb, Q, out, Pa, Pb,                            \
+                                        lkr_cuda::Panels{PNp, M, CW, S, nchunks}, npairs, sym,     \
+                                        norm);                                                     \
+  }                                                                                                \
+  extern "C" __global__ void __launch_bounds__(LKR_THREADS) lkr_adjoint_##ACTNAME##_##SUF(         \
+      const T* za, const T* sa, const T* zb, const T* sb, const T* W, double* H, long long Pa,     \
+      long long Pb, long long PNp, long long M, long long CW, long long S, long long nchunks,      \
+      long long npairs, long long nsplit, int sym) {                                               \
+    lkr_cuda::adjoint_body<T, ACT>(za, sa, zb, sb, W, H, Pa, Pb,                                   \
+                                   lkr_cuda::Panels{PNp, M, CW, S, nchunks}, npairs, nsplit, sym); \
+  }                                                                                                \
+  extern "C" __global__ void __launch_bounds__(LKR_THREADS) lkr_full_##ACTNAME##_##SUF(            \
+      const T* za, const T* sa, const T* zb, const T* sb, T* out, long long Pa, long long Pb,      \
+      long long Np, long long PNp, long long M, long long CW, long long S, long long nchunks,      \
+      long long npairs) {                                                                          \
+    lkr_cuda::full_body<T, ACT>(za, sa, zb, sb, out, Pa, Pb, Np,                                   \
+                                lkr_cuda::Panels{PNp, M, CW, S, nchunks}, npairs);                 \
+  }                                                                                                \
+  extern "C" __global__ void __launch_bounds__(LKR_THREADS)                                        \
+      lkr_diag_##ACTNAME##_##SUF(const T* z, const T* s, const T* Q, T* out, long long P,          \
+                                 long long Np, long long PNp, long long M, double norm) {          \
+    lkr_cuda::diag_body<T, ACT>(z, s, Q, out, P, Np, PNp, M, norm);                                \
+  }                                                                                                \
+  extern "C" __global__ void __launch_bounds__(LKR_THREADS)                                        \
+      lkr_nngp_##ACTNAME##_##SUF(T* K, const T* dx, const T* dy, long long P, long long P2) {      \
+    lkr_cuda::nngp_body<T, ACT>(K, dx, dy, P, P2);                                                 \
   }
 
-#define LKR_DEFINE_DTYPE(T, SUF)                          \
-  LKR_DEFINE_ACT(T, SUF, LKR_ACT_LINEAR, linear)          \
-  LKR_DEFINE_ACT(T, SUF, LKR_ACT_ERF, erf)                \
+#define LKR_DEFINE_DTYPE(T, SUF)                                                                   \
+  LKR_DEFINE_ACT(T, SUF, LKR_ACT_LINEAR, linear)                                                   \
+  LKR_DEFINE_ACT(T, SUF, LKR_ACT_ERF, erf)                                                         \
   LKR_DEFINE_ACT(T, SUF, LKR_ACT_RELU, relu)
 
 // lkr._cuda compiles one module per dtype (-DLKR_ONLY_F32 / -DLKR_ONLY_F64); a plain

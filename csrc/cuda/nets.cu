@@ -9,7 +9,7 @@
 //   jvp:  J t = (Nc Np)^{-1/2} sum_{a,i} [v_{ai} sigma'(h_{ai}) (t_w . x_i) / sqrt(M)
 //                                         + t_v,ai sigma(h_{ai})],
 // for C parameter chains at once. A chained operand has a leading chain axis; the host
-// (python/lkr/_cuda.py) passes its chain stride in elements, 0 to broadcast one set.
+// (python/lkr/_cuda/nets.py) passes its chain stride in elements, 0 to broadcast one set.
 // Pre-activations are recomputed, never stored. Sums over samples and patches in double.
 // NVRTC compatibility: no host headers; see lkr_common.cuh. Kernel names start with lkr_.
 #include "lkr_common.cuh"
@@ -57,11 +57,10 @@ __device__ __forceinline__ double block_sum(double v, double* red) {
 // f (C, P) or, with jvp, J t (C, P): one block per (chain, sample), threads over (a, i).
 template <class T, int ACT>
 __device__ void net_forward_body(const T* __restrict__ Z, const T* __restrict__ W, long long w_cs,
-                                 const T* __restrict__ v, long long v_cs,
-                                 const T* __restrict__ tW, long long tw_cs,
-                                 const T* __restrict__ tv, long long tv_cs, T* __restrict__ out,
-                                 long long C, long long P, long long Np, long long M,
-                                 long long Nc, int local, int jvp, double hscale,
+                                 const T* __restrict__ v, long long v_cs, const T* __restrict__ tW,
+                                 long long tw_cs, const T* __restrict__ tv, long long tv_cs,
+                                 T* __restrict__ out, long long C, long long P, long long Np,
+                                 long long M, long long Nc, int local, int jvp, double hscale,
                                  double oscale) {
   __shared__ double red[LKR_NET_THREADS];
   const long long bid = net_block_id();
@@ -181,27 +180,25 @@ __device__ void net_vjp_body(const T* __restrict__ Z, const T* __restrict__ W, l
 
 }  // namespace lkr_cuda
 
-#define LKR_NET_DEFINE_ACT(T, SUF, ACT, ACTNAME)                                               \
-  extern "C" __global__ void __launch_bounds__(LKR_NET_THREADS)                                \
-      lkr_net_forward_##ACTNAME##_##SUF(                                                       \
-          const T* Z, const T* W, long long w_cs, const T* v, long long v_cs, const T* tW,     \
-          long long tw_cs, const T* tv, long long tv_cs, T* out, long long C, long long P,     \
-          long long Np, long long M, long long Nc, int local, int jvp, double hscale,           \
-          double oscale) {                                                                     \
-    lkr_cuda::net_forward_body<T, ACT>(Z, W, w_cs, v, v_cs, tW, tw_cs, tv, tv_cs, out, C, P,   \
-                                       Np, M, Nc, local, jvp, hscale, oscale);                 \
-  }                                                                                            \
-  extern "C" __global__ void __launch_bounds__(LKR_NET_THREADS) lkr_net_vjp_##ACTNAME##_##SUF(  \
-      const T* Z, const T* W, long long w_cs, const T* v, long long v_cs, const T* r,          \
-      long long r_cs, double* dW, double* dv, long long C, long long P, long long Np,          \
-      long long M, long long Nc, int local, long long PT, double hscale, double oscale) {      \
-    lkr_cuda::net_vjp_body<T, ACT>(Z, W, w_cs, v, v_cs, r, r_cs, dW, dv, C, P, Np, M, Nc,      \
-                                   local, PT, hscale, oscale);                                 \
+#define LKR_NET_DEFINE_ACT(T, SUF, ACT, ACTNAME)                                                   \
+  extern "C" __global__ void __launch_bounds__(LKR_NET_THREADS) lkr_net_forward_##ACTNAME##_##SUF( \
+      const T* Z, const T* W, long long w_cs, const T* v, long long v_cs, const T* tW,             \
+      long long tw_cs, const T* tv, long long tv_cs, T* out, long long C, long long P,             \
+      long long Np, long long M, long long Nc, int local, int jvp, double hscale, double oscale) { \
+    lkr_cuda::net_forward_body<T, ACT>(Z, W, w_cs, v, v_cs, tW, tw_cs, tv, tv_cs, out, C, P, Np,   \
+                                       M, Nc, local, jvp, hscale, oscale);                         \
+  }                                                                                                \
+  extern "C" __global__ void __launch_bounds__(LKR_NET_THREADS) lkr_net_vjp_##ACTNAME##_##SUF(     \
+      const T* Z, const T* W, long long w_cs, const T* v, long long v_cs, const T* r,              \
+      long long r_cs, double* dW, double* dv, long long C, long long P, long long Np, long long M, \
+      long long Nc, int local, long long PT, double hscale, double oscale) {                       \
+    lkr_cuda::net_vjp_body<T, ACT>(Z, W, w_cs, v, v_cs, r, r_cs, dW, dv, C, P, Np, M, Nc, local,   \
+                                   PT, hscale, oscale);                                            \
   }
 
-#define LKR_NET_DEFINE_DTYPE(T, SUF)                      \
-  LKR_NET_DEFINE_ACT(T, SUF, LKR_ACT_LINEAR, linear)      \
-  LKR_NET_DEFINE_ACT(T, SUF, LKR_ACT_ERF, erf)            \
+#define LKR_NET_DEFINE_DTYPE(T, SUF)                                                               \
+  LKR_NET_DEFINE_ACT(T, SUF, LKR_ACT_LINEAR, linear)                                               \
+  LKR_NET_DEFINE_ACT(T, SUF, LKR_ACT_ERF, erf)                                                     \
   LKR_NET_DEFINE_ACT(T, SUF, LKR_ACT_RELU, relu)
 
 #ifndef LKR_ONLY_F64

@@ -17,7 +17,8 @@ inline Activation activation_from_name(const std::string& name) {
   if (name == "linear") return Activation::linear;
   if (name == "erf") return Activation::erf;
   if (name == "relu") return Activation::relu;
-  throw std::invalid_argument("unknown activation '" + name + "'; expected 'linear', 'erf' or 'relu'");
+  throw std::invalid_argument("unknown activation '" + name +
+                              "'; expected 'linear', 'erf' or 'relu'");
 }
 
 // Branch-free arcsine, written so that the compiler vectorises it (libm's asin is scalar
@@ -29,18 +30,21 @@ inline Activation activation_from_name(const std::string& name) {
 // asin(x) = pi/2 - 2 asin(sqrt((1 - x) / 2)) maps the argument back below 1/2; 1 - x is
 // exact there (Sterbenz), so the reduction adds no error beyond the final rounding.
 // (A Taylor series needs 24 terms for the same double accuracy: the fit halves the cost.)
-template <class T> struct AsinPoly;
-template <> struct AsinPoly<double> {
+template <class T>
+struct AsinPoly;
+template <>
+struct AsinPoly<double> {
   static constexpr int n = 12;
   static constexpr double c[n] = {
-      0.166666666666666486278,  0.0750000000002076436089, 0.0446428571034236433629,
-      0.0303819473670984811257, 0.0223720476317445103787, 0.0173552599557863217484,
-      0.0139296529023266332477, 0.0118754943826369231995, 0.00780294947735331714357,
+      0.166666666666666486278,  0.0750000000002076436089,  0.0446428571034236433629,
+      0.0303819473670984811257, 0.0223720476317445103787,  0.0173552599557863217484,
+      0.0139296529023266332477, 0.0118754943826369231995,  0.00780294947735331714357,
       0.0160355143491488230789, -0.0107490503396978075615, 0.0281692180608814128989};
 };
-template <> struct AsinPoly<float> {
+template <>
+struct AsinPoly<float> {
   static constexpr int n = 6;
-  static constexpr float c[n] = {0.166666663374309070536f, 0.0750009454349742347622f,
+  static constexpr float c[n] = {0.166666663374309070536f,  0.0750009454349742347622f,
                                  0.0445994015285121837185f, 0.0311006627354945679275f,
                                  0.0171492383576772531896f, 0.033690847202830119524f};
 };
@@ -75,9 +79,10 @@ inline T clip_unit(T u) {
 // form: no switch per element, so the loops vectorise; the kernels fold the constant
 // F_scale into their weights, saving a multiply per entry).
 template <Activation ACT>
-constexpr double F_scale = ACT == Activation::erf    ? 0.63661977236758134307553505349005745   // 2/pi
-                           : ACT == Activation::relu ? 0.15915494309189533576888376337251436  // 1/(2 pi)
-                                                     : 1.0;
+constexpr double F_scale =
+    ACT == Activation::erf    ? 0.63661977236758134307553505349005745  // 2/pi
+    : ACT == Activation::relu ? 0.15915494309189533576888376337251436  // 1/(2 pi)
+                              : 1.0;
 
 template <Activation ACT, class T>
 inline T map_F_core(T u) {
@@ -126,7 +131,8 @@ struct PreparedFactors {
 inline PreparedFactors prepared_factors(Activation act, double sq, int e, double norm) {
   switch (act) {
     case Activation::linear: return {std::ldexp(std::sqrt(norm), e), 1.0};
-    case Activation::erf: return {std::sqrt(2.0 * norm / (std::ldexp(1.0, -2 * e) + 2.0 * norm * sq)), 1.0};
+    case Activation::erf:
+      return {std::sqrt(2.0 * norm / (std::ldexp(1.0, -2 * e) + 2.0 * norm * sq)), 1.0};
     default: return {sq > 0 ? 1.0 / std::sqrt(sq) : 0.0, std::ldexp(std::sqrt(sq * norm), e)};
   }
 }
@@ -150,8 +156,7 @@ inline MapFactors map_factors(Activation act, double c) {
 template <class T>
 inline T nngp_map(Activation act, T cxx, T cxy, T cyy) {
   switch (act) {
-    case Activation::linear:
-      return cxy;
+    case Activation::linear: return cxy;
     case Activation::erf:
       return map_F(act, T(2) * cxy / std::sqrt((T(1) + T(2) * cxx) * (T(1) + T(2) * cyy)));
     case Activation::relu: {

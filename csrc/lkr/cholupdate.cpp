@@ -100,8 +100,15 @@ void small_lsolve(const double* L, int64_t k, double* B, int64_t m) {
 struct Work {
   std::vector<double> Wm, X, cv, E, Bt, Sch, z, r, sg;
   Work(int64_t k, int64_t P, int64_t R)
-      : Wm(2 * k * P), X(2 * k * R), cv(2 * k * (R - P)), E(k * k), Bt(k * k), Sch(k * k),
-        z(k * (R - P)), r(k * (R - P)), sg(2 * k) {}
+      : Wm(2 * k * P),
+        X(2 * k * R),
+        cv(2 * k * (R - P)),
+        E(k * k),
+        Bt(k * k),
+        Sch(k * k),
+        z(k * (R - P)),
+        r(k * (R - P)),
+        sg(2 * k) {}
 };
 
 // delta for one block (NaN on breakdown); Wm rows hold [old; new] features on entry.
@@ -150,9 +157,8 @@ double block_delta(const double* S, int64_t P, int64_t R, int64_t k, Work& w) {
   return std::isfinite(delta) ? delta : std::numeric_limits<double>::quiet_NaN();
 }
 
-void sweep_chain(double* S, double* G, const double* Gp, const double* logu, int64_t P,
-                 int64_t D, int64_t n, int64_t k, uint8_t* accepted, double* delta,
-                 int32_t* status) {
+void sweep_chain(double* S, double* G, const double* Gp, const double* logu, int64_t P, int64_t D,
+                 int64_t n, int64_t k, uint8_t* accepted, double* delta, int32_t* status) {
   const int64_t R = P + D, nb = n / k;
   Work w(k, P, R);
   for (int64_t r = 0; r < k; ++r) {
@@ -192,8 +198,8 @@ void sweep_chain(double* S, double* G, const double* Gp, const double* logu, int
 
 }  // namespace
 
-void chol_update(double* S, int64_t C, int64_t P, int64_t D, const double* X, int64_t k,
-                 int sign, int nthreads, uint8_t* ok) {
+void chol_update(double* S, int64_t C, int64_t P, int64_t D, const double* X, int64_t k, int sign,
+                 int nthreads, uint8_t* ok) {
   const int64_t R = P + D;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(omp_threads_for(nthreads, C * k * P * P))
   for (int64_t c = 0; c < C; ++c) {

@@ -34,8 +34,8 @@
 
 namespace lkr {
 
-void chol_update(double* S, int64_t C, int64_t P, int64_t D, const double* X, int64_t k,
-                 int sign, int nthreads, uint8_t* ok);
+void chol_update(double* S, int64_t C, int64_t P, int64_t D, const double* X, int64_t k, int sign,
+                 int nthreads, uint8_t* ok);
 
 void collapsed_sweep(double* S, double* G, const double* Gp, const double* logu, int64_t C,
                      int64_t P, int64_t D, int64_t n, int64_t block, int nthreads,

@@ -26,7 +26,7 @@
 #define LKR_DISPATCH 0
 #define LKR_HOT
 #endif
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && \
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) &&     \
     !defined(LKR_NO_CLONES)
 #define LKR_FAST_TARGET 1
 #define LKR_TARGET_FAST __attribute__((target("avx2,fma")))

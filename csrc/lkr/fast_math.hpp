@@ -1,7 +1,7 @@
 // Branch-free erf and exp(-x^2) that the compiler vectorises inside `omp simd` loops.
 // libm's erf and exp are scalar calls (~20 ns for the pair), which dominate the patch
 // passes of the nets (a handful of multiply-adds per activation otherwise). Accuracy: a few
-// ulp in double (checked against scipy in tests/test_nets.py), ~1 ulp in float.
+// ulp in double (checked against scipy in tests/nets/test_nets.py), ~1 ulp in float.
 //
 // erf(x), x >= 0 (odd extension by copysign):
 //   x < 1:      Taylor series  erf(x) = (2/sqrt(pi)) sum_n (-1)^n x^(2n+1) / (n! (2n+1))
@@ -28,17 +28,20 @@
 
 namespace lkr::fastmath {
 
-template <class T> struct Bits;
-template <> struct Bits<double> {
+template <class T>
+struct Bits;
+template <>
+struct Bits<double> {
   using U = uint64_t;
   static constexpr int mantissa = 52;
   static constexpr double shifter = 6755399441055744.0;  // 1.5 * 2^52
-  static constexpr double max_y = 708.0;                  // exp(-708) is still normal
-  static constexpr int exp_terms = 14;                    // Taylor degree 13 on |r ln2| <= 0.35
+  static constexpr double max_y = 708.0;                 // exp(-708) is still normal
+  static constexpr int exp_terms = 14;                   // Taylor degree 13 on |r ln2| <= 0.35
   static constexpr int taylor_terms = 18;
   static constexpr int cheb_terms = 26;
 };
-template <> struct Bits<float> {
+template <>
+struct Bits<float> {
   using U = uint32_t;
   static constexpr int mantissa = 23;
   static constexpr float shifter = 12582912.0f;  // 1.5 * 2^23
@@ -84,24 +87,24 @@ inline constexpr double kInvFact[14] = {1.0,
 
 // (2/sqrt(pi)) (-1)^n / (n! (2n + 1))
 inline constexpr double kErfTaylor[18] = {
-    1.1283791670955126,     -0.37612638903183754,   0.11283791670955126,
-    -0.026866170645131252,  0.005223977625442188,   -0.0008548327023450852,
-    0.00012055332981789664, -1.4925650358406251e-05, 1.6462114365889246e-06,
-    -1.6365844691234924e-07, 1.4807192815879218e-08, -1.2290555301717926e-09,
-    9.422759064650411e-11,  -6.7113668551641105e-12,   4.463224263286477e-13,
-    -2.7835162072109215e-14, 1.6342614095367152e-15, -9.063970842808672e-17};
+    1.1283791670955126,      -0.37612638903183754,    0.11283791670955126,
+    -0.026866170645131252,   0.005223977625442188,    -0.0008548327023450852,
+    0.00012055332981789664,  -1.4925650358406251e-05, 1.6462114365889246e-06,
+    -1.6365844691234924e-07, 1.4807192815879218e-08,  -1.2290555301717926e-09,
+    9.422759064650411e-11,   -6.7113668551641105e-12, 4.463224263286477e-13,
+    -2.7835162072109215e-14, 1.6342614095367152e-15,  -9.063970842808672e-17};
 
 // Chebyshev coefficients of g(u) = x erfcx(x), u = 1/x on [1/6, 1]
 inline constexpr double kErfcxCheb[26] = {
-    0.49471361578208073,    -0.06627963187965226,   -0.0022764645742360114,
-    0.001717245128146866,   -0.00032014496358247316, 2.6743225983670515e-05,
-    3.968695744344053e-06,  -2.2059099609177132e-06, 5.18822760986672e-07,
-    -6.999918836906682e-08, -9.071270087834272e-10, 3.81951552192842e-09,
-    -1.3416438565181666e-09, 2.9478922180326543e-10, -3.7867607999754376e-11,
-    -2.1671472561499943e-12, 3.1122292821689e-12,   -1.1363842125611559e-12,
-    2.7739855298110054e-13, -4.459066811133214e-14, 1.0733136925837078e-15,
-    2.4789567338013236e-15, -1.1596965513120979e-15, 3.4582128885123845e-16,
-    -7.531220886739288e-17, 1.0784690260262358e-17};
+    0.49471361578208073,     -0.06627963187965226,    -0.0022764645742360114,
+    0.001717245128146866,    -0.00032014496358247316, 2.6743225983670515e-05,
+    3.968695744344053e-06,   -2.2059099609177132e-06, 5.18822760986672e-07,
+    -6.999918836906682e-08,  -9.071270087834272e-10,  3.81951552192842e-09,
+    -1.3416438565181666e-09, 2.9478922180326543e-10,  -3.7867607999754376e-11,
+    -2.1671472561499943e-12, 3.1122292821689e-12,     -1.1363842125611559e-12,
+    2.7739855298110054e-13,  -4.459066811133214e-14,  1.0733136925837078e-15,
+    2.4789567338013236e-15,  -1.1596965513120979e-15, 3.4582128885123845e-16,
+    -7.531220886739288e-17,  1.0784690260262358e-17};
 
 // exp(-y) for y >= 0 (0 beyond the normal range).
 template <class T>

@@ -33,8 +33,11 @@ Prepared<T> prepare(const View3<T>& x, Activation act, double lambda0, int nthre
 #pragma omp parallel for schedule(static) num_threads(nthreads)
   for (int64_t mu = 0; mu < r.P; ++mu)
     for (int64_t i = 0; i < r.Np; ++i)
-      r.s[mu * r.Np + i] = prepare_row<T>([&](int64_t k) { return x(mu, i, k); }, r.M, act, norm,
-                                          r.z.data() + (mu * r.Np + i) * r.M, 1);
+      r.s[mu * r.Np + i] = prepare_row<T>(
+          [&](int64_t k) {
+            return x(mu, i, k);
+          },
+          r.M, act, norm, r.z.data() + (mu * r.Np + i) * r.M, 1);
   return r;
 }
 
@@ -70,8 +73,7 @@ template <class T, Activation ACT>
 struct RenormalizedTile {
   template <int R, int CW>
   static LKR_INLINE void run(const T* az, const T* as, int64_t na, int64_t Np, int64_t M,
-                             const T* bt, int64_t nb, int64_t Cp, const T* qs, T* y,
-                             double* acc) {
+                             const T* bt, int64_t nb, int64_t Cp, const T* qs, T* y, double* acc) {
     const int64_t ngroups = (Np + R - 1) / R;
     for (int64_t mu = 0; mu < na; ++mu) {
       for (int64_t c0 = 0; c0 < Cp; c0 += CW) {
@@ -179,7 +181,8 @@ struct FullTile {
             const T wr = ACT == Activation::relu ? as[mu * Np + (i0 + r < Np ? i0 + r : i0)] : T(1);
 #pragma omp simd
             for (int c = 0; c < CW; ++c)
-              o[c] = ACT == Activation::relu ? wr * s[c] * map_F_t<ACT>(u[r][c]) : map_F_t<ACT>(u[r][c]);
+              o[c] = ACT == Activation::relu ? wr * s[c] * map_F_t<ACT>(u[r][c])
+                                             : map_F_t<ACT>(u[r][c]);
           }
         }
         for (int r = 0; r < R && i0 + r < Np; ++r)
@@ -196,7 +199,8 @@ struct FullTile {
 // L2 for any M up to 64 and in L1 for small M), and as many samples per A block, so that
 // the symmetric case shares one grid.
 inline int64_t block_samples(int64_t Np, int64_t M) {
-  const int64_t cols = std::max<int64_t>(64, std::min<int64_t>(512, 32768 / std::max<int64_t>(M, 1)));
+  const int64_t cols =
+      std::max<int64_t>(64, std::min<int64_t>(512, 32768 / std::max<int64_t>(M, 1)));
   return std::max<int64_t>(1, cols / Np);
 }
 
@@ -223,13 +227,14 @@ void renormalized_impl(const Prepared<T>& A, const Prepared<T>& B, bool sym, con
       for (int64_t i = 0; i < Np; ++i)
         for (int64_t v = 0; v < nb; ++v)
           for (int64_t j = 0; j < Np; ++j)
-            qs[i * Cp + v * Np + j] = T(F_scale<ACT> * double(Q[i * Np + j]) * double(sb[v * Np + j]));
+            qs[i * Cp + v * Np + j] =
+                T(F_scale<ACT> * double(Q[i * Np + j]) * double(sb[v * Np + j]));
       y.resize(static_cast<size_t>(Cp));
       acc.resize(static_cast<size_t>(na * nb));
       run_tile<RenormalizedTile<T, ACT>, T>(isa, R, A.z.data() + tp.a0 * Np * M,
-                                             A.s.data() + tp.a0 * Np, na, Np, M,
-                                             static_cast<const T*>(bt.data()), nb, Cp,
-                                             static_cast<const T*>(qs.data()), y.data(), acc.data());
+                                            A.s.data() + tp.a0 * Np, na, Np, M,
+                                            static_cast<const T*>(bt.data()), nb, Cp,
+                                            static_cast<const T*>(qs.data()), y.data(), acc.data());
       for (int64_t mu = tp.a0; mu < tp.a1; ++mu)
         for (int64_t nu = tp.b0; nu < tp.b1; ++nu) {
           if (sym && nu < mu) continue;
@@ -270,12 +275,11 @@ void adjoint_impl(const Prepared<T>& A, const Prepared<T>& B, bool sym, const Vi
         pack_block(B, tp.b0, tp.b1, Cp, cw, bt, sb);
         wrow.assign(static_cast<size_t>(Cp), T(0));
         h.assign(static_cast<size_t>(round_up(Np, R) * Cp), T(0));
-        run_tile<AdjointTile<T, ACT>, T>(isa, R, A.z.data() + tp.a0 * Np * M,
-                                         A.s.data() + tp.a0 * Np, na, Np, M,
-                                         static_cast<const T*>(bt.data()),
-                                         static_cast<const T*>(sb.data()), nb, Cp,
-                                         W.data + tp.a0 * W.stride[0] + tp.b0 * W.stride[1],
-                                         W.stride[0], W.stride[1], weight, wrow.data(), h.data());
+        run_tile<AdjointTile<T, ACT>, T>(
+            isa, R, A.z.data() + tp.a0 * Np * M, A.s.data() + tp.a0 * Np, na, Np, M,
+            static_cast<const T*>(bt.data()), static_cast<const T*>(sb.data()), nb, Cp,
+            W.data + tp.a0 * W.stride[0] + tp.b0 * W.stride[1], W.stride[0], W.stride[1], weight,
+            wrow.data(), h.data());
         // The tile's partial sums (over one block of samples each) move to double here.
         for (int64_t i = 0; i < Np; ++i)
           for (int64_t v = 0; v < nb; ++v)
@@ -309,8 +313,8 @@ void full_impl(const Prepared<T>& A, const Prepared<T>& B, int nthreads, T* out)
       rows.resize(static_cast<size_t>(R * Cp));
       run_tile<FullTile<T, ACT>, T>(isa, R, A.z.data() + tp.a0 * Np * M, A.s.data() + tp.a0 * Np,
                                     na, Np, M, static_cast<const T*>(bt.data()),
-                                    static_cast<const T*>(sb.data()), nb, Cp, rows.data(), out,
-                                    P2, tp.a0, tp.b0);
+                                    static_cast<const T*>(sb.data()), nb, Cp, rows.data(), out, P2,
+                                    tp.a0, tp.b0);
     }
   }
 }
@@ -350,8 +354,8 @@ void renormalized_kernel(const View3<T>& A, const View3<T>* B, const T* Q, doubl
 }
 
 template <class T>
-void renormalized_kernel_diag(const View3<T>& A, const T* Q, double lambda1,
-                              const KernelParams& p, T* out) {
+void renormalized_kernel_diag(const View3<T>& A, const T* Q, double lambda1, const KernelParams& p,
+                              T* out) {
   const int nt = omp_threads(p.nthreads);
   const auto a = prepare(A, p.activation, p.lambda0, nt);
   const int64_t Np = a.Np, M = a.M;
@@ -374,8 +378,8 @@ void renormalized_kernel_diag(const View3<T>& A, const T* Q, double lambda1,
 }
 
 template <class T>
-void local_kernel_adjoint(const View3<T>& A, const View3<T>* B, const View2<T>& W,
-                          bool w_symmetric, const KernelParams& p, T* out) {
+void local_kernel_adjoint(const View3<T>& A, const View3<T>* B, const View2<T>& W, bool w_symmetric,
+                          const KernelParams& p, T* out) {
   const int nt = omp_threads(p.nthreads);
   const auto a = prepare(A, p.activation, p.lambda0, nt);
   const auto b = B ? prepare(*B, p.activation, p.lambda0, nt) : Prepared<T>{};
@@ -412,7 +416,6 @@ void nngp_map_inplace(Activation act, T* K, int64_t P, int64_t P2, const T* dx, 
   });
 }
 
-
 template <class T>
 int64_t for_each_kernel_tile(const View3<T>& A, const View3<T>* B, const KernelParams& p,
                              bool upper_only, int64_t ngroups,
@@ -447,8 +450,8 @@ int64_t for_each_kernel_tile(const View3<T>& A, const View3<T>* B, const KernelP
                                           int64_t(1), Np, M, static_cast<const T*>(bt.data()),
                                           static_cast<const T*>(sb.data()), nb, Cp, rows.data(),
                                           k.data(), nb, int64_t(0), int64_t(0));
-            fn(grp, KernelTile{mu, mu + 1, tp.b0, tp.b1, Np, upper_only && tp.a0 == tp.b0,
-                               k.data()});
+            fn(grp,
+               KernelTile{mu, mu + 1, tp.b0, tp.b1, Np, upper_only && tp.a0 == tp.b0, k.data()});
           }
         }
       }
@@ -457,18 +460,18 @@ int64_t for_each_kernel_tile(const View3<T>& A, const View3<T>* B, const KernelP
   return ngroups;
 }
 
-#define LKR_INSTANTIATE(T)                                                                      \
-  template void local_kernel<T>(const View3<T>&, const View3<T>*, const KernelParams&, T*);     \
-  template void renormalized_kernel<T>(const View3<T>&, const View3<T>*, const T*, double,      \
-                                       const KernelParams&, T*);                                \
-  template void renormalized_kernel_diag<T>(const View3<T>&, const T*, double,                  \
-                                            const KernelParams&, T*);                           \
-  template void local_kernel_adjoint<T>(const View3<T>&, const View3<T>*, const View2<T>&, bool, \
-                                        const KernelParams&, T*);                               \
-  template void nngp_map_inplace<T>(Activation, T*, int64_t, int64_t, const T*, const T*, int); \
-  template int64_t for_each_kernel_tile<T>(const View3<T>&, const View3<T>*, const KernelParams&, \
-                                           bool, int64_t,                                      \
-                                           const std::function<void(int64_t, const KernelTile&)>&);
+#define LKR_INSTANTIATE(T)                                                                         \
+  template void local_kernel<T>(const View3<T>&, const View3<T>*, const KernelParams&, T*);        \
+  template void renormalized_kernel<T>(const View3<T>&, const View3<T>*, const T*, double,         \
+                                       const KernelParams&, T*);                                   \
+  template void renormalized_kernel_diag<T>(const View3<T>&, const T*, double,                     \
+                                            const KernelParams&, T*);                              \
+  template void local_kernel_adjoint<T>(const View3<T>&, const View3<T>*, const View2<T>&, bool,   \
+                                        const KernelParams&, T*);                                  \
+  template void nngp_map_inplace<T>(Activation, T*, int64_t, int64_t, const T*, const T*, int);    \
+  template int64_t for_each_kernel_tile<T>(                                                        \
+      const View3<T>&, const View3<T>*, const KernelParams&, bool, int64_t,                        \
+      const std::function<void(int64_t, const KernelTile&)>&);
 LKR_INSTANTIATE(float)
 LKR_INSTANTIATE(double)
 

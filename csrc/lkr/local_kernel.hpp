@@ -33,14 +33,14 @@ void renormalized_kernel(const View3<T>& A, const View3<T>* B, const T* Q, doubl
 
 // out (P,): K_R(Q)^{mu mu}.
 template <class T>
-void renormalized_kernel_diag(const View3<T>& A, const T* Q, double lambda1,
-                              const KernelParams& p, T* out);
+void renormalized_kernel_diag(const View3<T>& A, const T* Q, double lambda1, const KernelParams& p,
+                              T* out);
 
 // out (Np, Np): G(W)_ij = sum_{mu nu} W_{mu nu} K_ij^{mu nu}. W (P, P2) strided. When
 // B is null and w_symmetric is true, each unordered pair of samples is visited once.
 template <class T>
-void local_kernel_adjoint(const View3<T>& A, const View3<T>* B, const View2<T>& W,
-                          bool w_symmetric, const KernelParams& p, T* out);
+void local_kernel_adjoint(const View3<T>& A, const View3<T>* B, const View2<T>& W, bool w_symmetric,
+                          const KernelParams& p, T* out);
 
 // In place: K[m, n] <- K_sigma(dx[m], K[m, n], dy[n]) for a C-contiguous (P, P2) matrix
 // of covariances (the fully-connected NNGP kernel after one GEMM).

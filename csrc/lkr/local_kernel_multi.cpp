@@ -129,8 +129,8 @@ void local_kernel_adjoint_multi(const View3<T>& A, const View3<T>* B, const View
   const int64_t Np = A.shape[1], P = A.shape[0], P2 = Bv.shape[0], D2 = D * D, NN = Np * Np;
   constexpr int64_t kGroups = 64;
   std::vector<double> slots(static_cast<size_t>(kGroups * NN * D2), 0.0);
-  const int64_t used = for_each_kernel_tile<T>(
-      A, B, p, sym, kGroups, [&](int64_t grp, const KernelTile& t) {
+  const int64_t used =
+      for_each_kernel_tile<T>(A, B, p, sym, kGroups, [&](int64_t grp, const KernelTile& t) {
         const T* k = static_cast<const T*>(t.k);
         const int64_t nb = t.b1 - t.b0;
         // diagonal tiles visit every ordered pair: half weight, then G = H + H^T below
@@ -395,8 +395,7 @@ void stored_assemble(const double* vS, const double* vA, int64_t P, int64_t D, d
   }
 }
 
-void stored_gather(const double* B, int64_t P, int64_t D, int nthreads, double* Ws,
-                   double* Wa) {
+void stored_gather(const double* B, int64_t P, int64_t D, int nthreads, double* Ws, double* Wa) {
   const int nt = omp_threads(nthreads);
   const int64_t nS = D * (D + 1) / 2, nA = D * (D - 1) / 2, n = P * D;
 #pragma omp parallel for schedule(dynamic, 4) num_threads(nt)
@@ -407,7 +406,7 @@ void stored_gather(const double* B, int64_t P, int64_t D, int nthreads, double* 
       double* s = Ws + (row0 + nu) * nS;
       double* t = Wa + (row0 + nu) * nA;
       for (int64_t a = 0; a < D; ++a) {
-        const double* ra = B + (mu * D + a) * n + nu * D;   // w(a, .)
+        const double* ra = B + (mu * D + a) * n + nu * D;  // w(a, .)
         for (int64_t b = a; b < D; ++b) {
           const double wab = ra[b], wba = B[(mu * D + b) * n + nu * D + a];
           *s++ = h * (wab + wba);
@@ -418,26 +417,31 @@ void stored_gather(const double* B, int64_t P, int64_t D, int nthreads, double* 
   }
 }
 
-#define LKR_INSTANTIATE_MULTI(T)                                                             \
-  template void patch_mean<T>(const View3<T>&, const KernelParams&, T*);                     \
-  template void renormalized_kernel_multi<T>(const View3<T>&, const View3<T>*, const T*,     \
-                                             const T*, int64_t, double, const KernelParams&, \
-                                             T*);                                            \
-  template void local_kernel_adjoint_multi<T>(const View3<T>&, const View3<T>*,              \
-                                              const View2<T>&, bool, int64_t,                \
-                                              const KernelParams&, T*, T*);                  \
-  template void stored_matmul<T>(const T*, int64_t, int64_t, const double*, int64_t, int,    \
-                                 double*);                                                   \
-  template void stored_matmul_t<T>(const T*, int64_t, int64_t, const double*, int64_t, int,  \
+#define LKR_INSTANTIATE_MULTI(T)                                                                   \
+  template void patch_mean<T>(const View3<T>&, const KernelParams&, T*);                           \
+  template void renormalized_kernel_multi<T>(const View3<T>&, const View3<T>*, const T*, const T*, \
+                                             int64_t, double, const KernelParams&, T*);            \
+  template void local_kernel_adjoint_multi<T>(const View3<T>&, const View3<T>*, const View2<T>&,   \
+                                              bool, int64_t, const KernelParams&, T*, T*);         \
+  template void stored_matmul<T>(const T*, int64_t, int64_t, const double*, int64_t, int,          \
+                                 double*);                                                         \
+  template void stored_matmul_t<T>(const T*, int64_t, int64_t, const double*, int64_t, int,        \
                                    double*);
 LKR_INSTANTIATE_MULTI(float)
 LKR_INSTANTIATE_MULTI(double)
-template void pack_compressed<float, float>(const View3<float>&, bool, bool, const KernelParams&, float*);
-template void pack_compressed<double, float>(const View3<double>&, bool, bool, const KernelParams&, float*);
-template void pack_compressed<double, double>(const View3<double>&, bool, bool, const KernelParams&, double*);
-template void stored_kr_sym<float>(const float*, int64_t, int64_t, const double*, double, int, double*);
-template void stored_kr_sym<double>(const double*, int64_t, int64_t, const double*, double, int, double*);
-template void stored_adjoint_sym<float>(const float*, int64_t, int64_t, const double*, int, double*);
-template void stored_adjoint_sym<double>(const double*, int64_t, int64_t, const double*, int, double*);
+template void pack_compressed<float, float>(const View3<float>&, bool, bool, const KernelParams&,
+                                            float*);
+template void pack_compressed<double, float>(const View3<double>&, bool, bool, const KernelParams&,
+                                             float*);
+template void pack_compressed<double, double>(const View3<double>&, bool, bool, const KernelParams&,
+                                              double*);
+template void stored_kr_sym<float>(const float*, int64_t, int64_t, const double*, double, int,
+                                   double*);
+template void stored_kr_sym<double>(const double*, int64_t, int64_t, const double*, double, int,
+                                    double*);
+template void stored_adjoint_sym<float>(const float*, int64_t, int64_t, const double*, int,
+                                        double*);
+template void stored_adjoint_sym<double>(const double*, int64_t, int64_t, const double*, int,
+                                         double*);
 
 }  // namespace lkr

@@ -1,4 +1,4 @@
-// Multi-output and non-central contractions of the local kernel (THEORY2 sections 1.2, 2.2).
+// Multi-output and non-central contractions of the local kernel (docs/theory-beyond-odd.md sections 1.2, 2.2).
 //
 // Outputs are indexed patch-major on the order-parameter side, (i, a) -> i D + a, and
 // example-major on the sample side, (mu, a) -> mu D + a:
@@ -52,8 +52,7 @@ void stored_matmul_t(const T* S, int64_t rows, int64_t cols, const double* W, in
 // and K_ii; with `antisym` the pairs i < j holding K_ij - K_ji; with `diagonal` only the
 // Np columns K_ii. Computed tile by tile from the patches, stored as S (float or double).
 template <class T, class S>
-void pack_compressed(const View3<T>& A, bool antisym, bool diagonal, const KernelParams& p,
-                     S* out);
+void pack_compressed(const View3<T>& A, bool antisym, bool diagonal, const KernelParams& p, S* out);
 
 // K (P, P) symmetric = scale * unpack(Sm q) for a compressed Sm (rows as above, ncols).
 template <class S>
@@ -80,7 +79,6 @@ void stored_assemble(const double* vS, const double* vA, int64_t P, int64_t D, d
 // B[(mu a), (nu b)] (halved for mu = nu), Ws[row, (a, b)] = (w(a, b) + w(b, a)) / 2 at
 // a <= b (rows, D(D+1)/2) and Wa[row, (a, b)] = (w(a, b) - w(b, a)) / 2 at a < b
 // (rows, D(D-1)/2).
-void stored_gather(const double* B, int64_t P, int64_t D, int nthreads, double* Ws,
-                   double* Wa);
+void stored_gather(const double* B, int64_t P, int64_t D, int nthreads, double* Ws, double* Wa);
 
 }  // namespace lkr

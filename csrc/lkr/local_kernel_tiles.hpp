@@ -12,7 +12,7 @@ namespace lkr {
 struct KernelTile {
   int64_t a0, a1, b0, b1;  // samples [a0, a1) of A against [b0, b1) of B
   int64_t Np;
-  bool diagonal_block;     // part of a tile whose two sample blocks coincide (B = A)
+  bool diagonal_block;  // part of a tile whose two sample blocks coincide (B = A)
   // (a1 - a0, b1 - b0, Np, Np) C-contiguous: k[((mu - a0) nb + nu - b0) Np^2 + i Np + j]
   const void* k;
 };

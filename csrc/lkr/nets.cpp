@@ -106,8 +106,8 @@ LKR_INLINE T forward_body(const T* z, const PatchNetShape& s, const T* wt, const
 
 // Accumulate the gradient of r f(x) for one sample into transposed buffers dWt, dvt.
 template <Activation A, bool Fast, class T>
-LKR_INLINE void vjp_body(const T* z, T r, const PatchNetShape& s, const T* Wt,
-                         const T* vt, const Scales<T>& k, T* h, T* g, T* dWt, T* dvt) {
+LKR_INLINE void vjp_body(const T* z, T r, const PatchNetShape& s, const T* Wt, const T* vt,
+                         const Scales<T>& k, T* h, T* g, T* dWt, T* dvt) {
   const int64_t Nc = s.Nc, M = s.M;
   for (int64_t i = 0; i < s.Np; ++i) {
     const int64_t wi = s.local ? i * M * Nc : 0;
@@ -134,9 +134,8 @@ LKR_INLINE void vjp_body(const T* z, T r, const PatchNetShape& s, const T* Wt,
 // of the sample are kept (Np x Nc values) between the output and its backward pass, so
 // each erf/exp is evaluated once instead of twice (forward, then vjp).
 template <Activation A, bool Fast, class T>
-LKR_INLINE T value_grad_body(const T* z, T y, const PatchNetShape& s, const T* Wt,
-                             const T* vt, const Scales<T>& k, T* hs, T* hd, T* dWt,
-                             T* dvt) {
+LKR_INLINE T value_grad_body(const T* z, T y, const PatchNetShape& s, const T* Wt, const T* vt,
+                             const Scales<T>& k, T* hs, T* hd, T* dWt, T* dvt) {
   const int64_t Nc = s.Nc, M = s.M;
   T acc = T(0);
   for (int64_t i = 0; i < s.Np; ++i) {
@@ -176,8 +175,8 @@ LKR_INLINE T value_grad_body(const T* z, T y, const PatchNetShape& s, const T* W
 
 // J(x) t for one sample.
 template <Activation A, bool Fast, class T>
-LKR_INLINE T jvp_body(const T* z, const PatchNetShape& s, const T* wt, const T* vt,
-                      const T* twt, const T* tvt, const Scales<T>& k, T* h, T* dh) {
+LKR_INLINE T jvp_body(const T* z, const PatchNetShape& s, const T* wt, const T* vt, const T* twt,
+                      const T* tvt, const Scales<T>& k, T* h, T* dh) {
   T acc = T(0);
   for (int64_t i = 0; i < s.Np; ++i) {
     const int64_t wi = s.local ? i * s.M * s.Nc : 0;
@@ -195,9 +194,9 @@ LKR_INLINE T jvp_body(const T* z, const PatchNetShape& s, const T* wt, const T* 
 
 // NTK features of one sample for channels [a0, a0 + nb) (see nets.hpp).
 template <Activation A, bool Fast, class T>
-LKR_INLINE void features_body(const T* z, const PatchNetShape& s, const T* Wt,
-                              const T* vt, int64_t a0, int64_t nb, const Scales<T>& k,
-                              T* h, T* e, T* Sp, T* Gp) {
+LKR_INLINE void features_body(const T* z, const PatchNetShape& s, const T* Wt, const T* vt,
+                              int64_t a0, int64_t nb, const Scales<T>& k, T* h, T* e, T* Sp,
+                              T* Gp) {
   const int64_t Nc = s.Nc, M = s.M, Np = s.Np;
   const T cg = k.cs * k.inv_sqrt_m;
   if (!s.local)
@@ -238,35 +237,42 @@ LKR_INLINE void activation_body(const T* h, int64_t n, T* s, T* d) {
 }
 
 // The two compiled variants of each body, and the run-time choice between them.
-#define LKR_VARIANTS(ret, name, body, params, args)                                         \
-  template <Activation A, class T>                                                          \
-  LKR_TARGET_FAST ret name##_fast params { return body<A, true, T> args; }                  \
-  template <Activation A, class T>                                                          \
-  ret name##_base params { return body<A, false, T> args; }                                 \
-  template <Activation A, class T>                                                          \
-  inline ret name params { return use_fast() ? name##_fast<A, T> args : name##_base<A, T> args; }
+#define LKR_VARIANTS(ret, name, body, params, args)                                                \
+  template <Activation A, class T>                                                                 \
+  LKR_TARGET_FAST ret name##_fast params {                                                         \
+    return body<A, true, T> args;                                                                  \
+  }                                                                                                \
+  template <Activation A, class T>                                                                 \
+  ret name##_base params {                                                                         \
+    return body<A, false, T> args;                                                                 \
+  }                                                                                                \
+  template <Activation A, class T>                                                                 \
+  inline ret name params {                                                                         \
+    return use_fast() ? name##_fast<A, T> args : name##_base<A, T> args;                           \
+  }
 
 LKR_VARIANTS(T, forward_sample, forward_body,
              (const T* z, const PatchNetShape& s, const T* wt, const T* vt, const Scales<T>& k,
               T* h),
              (z, s, wt, vt, k, h))
 LKR_VARIANTS(void, vjp_sample, vjp_body,
-             (const T* z, T r, const PatchNetShape& s, const T* Wt, const T* vt,
-              const Scales<T>& k, T* h, T* g, T* dWt, T* dvt),
+             (const T* z, T r, const PatchNetShape& s, const T* Wt, const T* vt, const Scales<T>& k,
+              T* h, T* g, T* dWt, T* dvt),
              (z, r, s, Wt, vt, k, h, g, dWt, dvt))
 LKR_VARIANTS(T, value_grad_sample, value_grad_body,
-             (const T* z, T y, const PatchNetShape& s, const T* Wt, const T* vt,
-              const Scales<T>& k, T* hs, T* hd, T* dWt, T* dvt),
+             (const T* z, T y, const PatchNetShape& s, const T* Wt, const T* vt, const Scales<T>& k,
+              T* hs, T* hd, T* dWt, T* dvt),
              (z, y, s, Wt, vt, k, hs, hd, dWt, dvt))
 LKR_VARIANTS(T, jvp_sample, jvp_body,
              (const T* z, const PatchNetShape& s, const T* wt, const T* vt, const T* twt,
               const T* tvt, const Scales<T>& k, T* h, T* dh),
              (z, s, wt, vt, twt, tvt, k, h, dh))
 LKR_VARIANTS(void, features_sample, features_body,
-             (const T* z, const PatchNetShape& s, const T* Wt, const T* vt, int64_t a0,
-              int64_t nb, const Scales<T>& k, T* h, T* e, T* Sp, T* Gp),
+             (const T* z, const PatchNetShape& s, const T* Wt, const T* vt, int64_t a0, int64_t nb,
+              const Scales<T>& k, T* h, T* e, T* Sp, T* Gp),
              (z, s, Wt, vt, a0, nb, k, h, e, Sp, Gp))
-LKR_VARIANTS(void, activation_span, activation_body, (const T* h, int64_t n, T* s, T* d), (h, n, s, d))
+LKR_VARIANTS(void, activation_span, activation_body, (const T* h, int64_t n, T* s, T* d),
+             (h, n, s, d))
 #undef LKR_VARIANTS
 
 template <class T>
@@ -332,9 +338,7 @@ void sum_over_samples(const PatchNetShape& s, int64_t C, int nt, int64_t scratch
 
 }  // namespace
 
-bool set_fast_math(bool enabled) {
-  return set_isa_cap(enabled ? Isa::v4 : Isa::base) >= Isa::v3;
-}
+bool set_fast_math(bool enabled) { return set_isa_cap(enabled ? Isa::v4 : Isa::base) >= Isa::v3; }
 
 template <class T>
 void patch_forward(const T* Z, const PatchNetShape& s, Chained<T> W, Chained<T> v, int64_t C,
@@ -351,8 +355,8 @@ void patch_forward(const T* Z, const PatchNetShape& s, Chained<T> W, Chained<T> 
 #pragma omp for schedule(static)
       for (int64_t cp = 0; cp < C * s.P; ++cp) {
         const int64_t c = cp / s.P, p = cp % s.P;
-        out[cp] = forward_sample<A, T>(Z + p * s.Np * s.M, s, pick(Wt, c), pick(vt, c), k,
-                                       h.data());
+        out[cp] =
+            forward_sample<A, T>(Z + p * s.Np * s.M, s, pick(Wt, c), pick(vt, c), k, h.data());
       }
     }
   });
@@ -388,12 +392,11 @@ void patch_value_and_grad(const T* Z, const PatchNetShape& s, Chained<T> W, Chai
   const int nt = threads(nthreads, C * s.P * s.Np * s.Nc * (s.M + 1));
   with_activation(act, [&](auto tag) {
     constexpr Activation A = decltype(tag)::value;
-    sum_over_samples<T>(s, C, nt, s.Np * s.Nc, dW, dv,
-                        [&](int64_t c, int64_t p, T* hs, T* hd, T* dWt, T* dvt) {
-                          f[c * s.P + p] = value_grad_sample<A, T>(
-                              Z + p * s.Np * s.M, y.data[c * y.stride + p], s, pick(Wt, c),
-                              pick(vt, c), k, hs, hd, dWt, dvt);
-                        });
+    sum_over_samples<T>(
+        s, C, nt, s.Np * s.Nc, dW, dv, [&](int64_t c, int64_t p, T* hs, T* hd, T* dWt, T* dvt) {
+          f[c * s.P + p] = value_grad_sample<A, T>(Z + p * s.Np * s.M, y.data[c * y.stride + p], s,
+                                                   pick(Wt, c), pick(vt, c), k, hs, hd, dWt, dvt);
+        });
   });
 }
 
@@ -414,8 +417,8 @@ void patch_jvp(const T* Z, const PatchNetShape& s, Chained<T> W, Chained<T> v, C
 #pragma omp for schedule(static)
       for (int64_t cp = 0; cp < C * s.P; ++cp) {
         const int64_t c = cp / s.P, p = cp % s.P;
-        out[cp] = jvp_sample<A, T>(Z + p * s.Np * s.M, s, pick(Wt, c), pick(vt, c),
-                                   pick(tWt, c), pick(tvt, c), k, h.data(), dh.data());
+        out[cp] = jvp_sample<A, T>(Z + p * s.Np * s.M, s, pick(Wt, c), pick(vt, c), pick(tWt, c),
+                                   pick(tvt, c), k, h.data(), dh.data());
       }
     }
   });
@@ -459,17 +462,17 @@ void activation_pair(const T* h, int64_t n, Activation act, int nthreads, T* s, 
   });
 }
 
-#define LKR_INSTANTIATE_NETS(T)                                                                  \
-  template void patch_forward<T>(const T*, const PatchNetShape&, Chained<T>, Chained<T>, int64_t, \
-                                 Activation, int, T*);                                          \
-  template void patch_vjp<T>(const T*, const PatchNetShape&, Chained<T>, Chained<T>, Chained<T>, \
-                             int64_t, Activation, int, T*, T*);                                 \
-  template void patch_value_and_grad<T>(const T*, const PatchNetShape&, Chained<T>, Chained<T>, \
-                                        Chained<T>, int64_t, Activation, int, T*, T*, T*);        \
-  template void patch_jvp<T>(const T*, const PatchNetShape&, Chained<T>, Chained<T>, Chained<T>, \
-                             Chained<T>, int64_t, Activation, int, T*);                         \
-  template void patch_features<T>(const T*, const PatchNetShape&, const T*, const T*, int64_t,   \
-                                  int64_t, Activation, int, T*, int64_t, T*, int64_t);         \
+#define LKR_INSTANTIATE_NETS(T)                                                                    \
+  template void patch_forward<T>(const T*, const PatchNetShape&, Chained<T>, Chained<T>, int64_t,  \
+                                 Activation, int, T*);                                             \
+  template void patch_vjp<T>(const T*, const PatchNetShape&, Chained<T>, Chained<T>, Chained<T>,   \
+                             int64_t, Activation, int, T*, T*);                                    \
+  template void patch_value_and_grad<T>(const T*, const PatchNetShape&, Chained<T>, Chained<T>,    \
+                                        Chained<T>, int64_t, Activation, int, T*, T*, T*);         \
+  template void patch_jvp<T>(const T*, const PatchNetShape&, Chained<T>, Chained<T>, Chained<T>,   \
+                             Chained<T>, int64_t, Activation, int, T*);                            \
+  template void patch_features<T>(const T*, const PatchNetShape&, const T*, const T*, int64_t,     \
+                                  int64_t, Activation, int, T*, int64_t, T*, int64_t);             \
   template void activation_pair<T>(const T*, int64_t, Activation, int, T*, T*);
 LKR_INSTANTIATE_NETS(float)
 LKR_INSTANTIATE_NETS(double)

@@ -59,8 +59,7 @@ void patch_jvp(const T* Z, const PatchNetShape& s, Chained<T> W, Chained<T> v, C
 // (P, nb (Np + M)) buffer whose Gram is then a single GEMM.
 template <class T>
 void patch_features(const T* Z, const PatchNetShape& s, const T* W, const T* v, int64_t a0,
-                    int64_t a1, Activation act, int nthreads, T* S, int64_t ldS, T* G,
-                    int64_t ldG);
+                    int64_t a1, Activation act, int nthreads, T* S, int64_t ldS, T* G, int64_t ldG);
 
 // Elementwise s = sigma(h) and, when d is not null, d = sigma'(h) for n values (the
 // hidden layers of the FC nets; one pass instead of NumPy's several, threaded).

@@ -37,12 +37,15 @@ LKR_INLINE void philox(uint32_t& c0, uint32_t& c1, uint32_t& c2, uint32_t& c3, u
 
 // -2 ln u for u in (0, 1]: u = m 2^e with m in [sqrt(1/2), sqrt(2)), ln m = 2 atanh(s),
 // s = (m - 1)/(m + 1), |s| <= 0.172 (series to s^23 in double, s^11 in float).
-template <class T> struct Fmt;
-template <> struct Fmt<double> {
+template <class T>
+struct Fmt;
+template <>
+struct Fmt<double> {
   using U = uint64_t;
   static constexpr int mant = 52, bias = 1023, terms = 12;
 };
-template <> struct Fmt<float> {
+template <>
+struct Fmt<float> {
   using U = uint32_t;
   static constexpr int mant = 23, bias = 127, terms = 6;
 };
@@ -82,8 +85,8 @@ LKR_INLINE void sincos_small(T phi, T& s, T& c) {
 
 // The four (float) or two (double) normals of block `blk` for (key, stream, step).
 template <class T>
-LKR_INLINE void block_normals(uint64_t blk, uint64_t key, uint32_t stream, uint64_t step,
-                              T* z, int64_t stride) {
+LKR_INLINE void block_normals(uint64_t blk, uint64_t key, uint32_t stream, uint64_t step, T* z,
+                              int64_t stride) {
   uint32_t c0 = uint32_t(blk), c1 = uint32_t(blk >> 32) ^ uint32_t(step >> 32) << 16,
            c2 = uint32_t(step), c3 = stream;
   philox(c0, c1, c2, c3, uint32_t(key), uint32_t(key >> 32));
@@ -95,8 +98,8 @@ LKR_INLINE void block_normals(uint64_t blk, uint64_t key, uint32_t stream, uint6
       const T u = T(int32_t(w[2 * h] >> 8)) * T(5.9604644775390625e-08) +
                   T(2.98023223876953125e-08);  // (k + 1/2) 2^-24, never 0
       const uint32_t v = w[2 * h + 1];
-      const T phi = (T(int32_t(v & 0x3FFFFFFFu)) * T(9.313225746154785e-10) - T(0.5)) *
-                    T(2) * quarter_pi;
+      const T phi =
+          (T(int32_t(v & 0x3FFFFFFFu)) * T(9.313225746154785e-10) - T(0.5)) * T(2) * quarter_pi;
       T s, c;
       sincos_small(phi, s, c);
       const T r = std::sqrt(minus_two_log(u));
@@ -109,9 +112,9 @@ LKR_INLINE void block_normals(uint64_t blk, uint64_t key, uint32_t stream, uint6
   } else {
     // uniforms from the mantissa bits (1 + f) - 1, no 64-bit integer conversion (AVX2 has none)
     const uint64_t one = 0x3FF0000000000000ull;
-    const uint64_t uu = (uint64_t(c0) << 32 | c1) >> 12;                       // 52 bits
-    const T u = (bits<T>(one | uu) - T(1)) + T(1.1102230246251565e-16);         // (k + 1/2) 2^-52
-    const uint64_t vv = ((uint64_t(c2 & 0x3FFFFFFFu) << 22) | (c3 >> 10));      // 52 bits
+    const uint64_t uu = (uint64_t(c0) << 32 | c1) >> 12;                    // 52 bits
+    const T u = (bits<T>(one | uu) - T(1)) + T(1.1102230246251565e-16);     // (k + 1/2) 2^-52
+    const uint64_t vv = ((uint64_t(c2 & 0x3FFFFFFFu) << 22) | (c3 >> 10));  // 52 bits
     const T phi = ((bits<T>(one | vv) - T(1)) - T(0.5)) * T(2) * quarter_pi;
     T s, c;
     sincos_small(phi, s, c);
@@ -125,7 +128,9 @@ LKR_INLINE void block_normals(uint64_t blk, uint64_t key, uint32_t stream, uint6
 }
 
 template <class T>
-constexpr int slots() { return sizeof(T) == 4 ? 4 : 2; }
+constexpr int slots() {
+  return sizeof(T) == 4 ? 4 : 2;
+}
 
 // The normals of one chunk: z[j * kBlocks + b] = normal j of block chunk * kBlocks + b.
 template <class T>
@@ -136,8 +141,7 @@ LKR_INLINE void chunk_body(int64_t chunk, uint64_t key, uint32_t stream, uint64_
 }
 
 template <class T>
-LKR_TARGET_FAST void chunk_fast(int64_t chunk, uint64_t key, uint32_t stream, uint64_t step,
-                                T* z) {
+LKR_TARGET_FAST void chunk_fast(int64_t chunk, uint64_t key, uint32_t stream, uint64_t step, T* z) {
   chunk_body<T>(chunk, key, stream, step, z);
 }
 #if LKR_DISPATCH
@@ -198,8 +202,8 @@ void philox_normals(T* out, int64_t n, uint64_t key, uint32_t stream, uint64_t s
   }
 }
 
-template void langevin_update<float>(float*, const float*, int64_t, float, float, float,
-                                     uint64_t, uint32_t, uint64_t, int);
+template void langevin_update<float>(float*, const float*, int64_t, float, float, float, uint64_t,
+                                     uint32_t, uint64_t, int);
 template void langevin_update<double>(double*, const double*, int64_t, double, double, double,
                                       uint64_t, uint32_t, uint64_t, int);
 template void philox_normals<float>(float*, int64_t, uint64_t, uint32_t, uint64_t);

@@ -60,8 +60,8 @@ LKR_INLINE void columns_body(T* D, const T* S, const T* rc, int64_t P, int64_t K
 }
 
 template <class T>
-LKR_TARGET_FAST void columns_fast(T* D, const T* S, const T* rc, int64_t P, int64_t K,
-                                  int64_t k0, int64_t k1, T* g) {
+LKR_TARGET_FAST void columns_fast(T* D, const T* S, const T* rc, int64_t P, int64_t K, int64_t k0,
+                                  int64_t k1, T* g) {
   columns_body(D, S, rc, P, K, k0, k1, g);
 }
 template <class T>
@@ -90,8 +90,8 @@ void readout_forward(T* H, const T* u, int64_t C, int64_t P, int64_t K, T scale,
 }
 
 template <class T>
-void readout_backward(T* D, const T* S, const T* rc, int64_t C, int64_t P, int64_t K,
-                      int nthreads, T* g) {
+void readout_backward(T* D, const T* S, const T* rc, int64_t C, int64_t P, int64_t K, int nthreads,
+                      T* g) {
   // blocks of 256 columns (2 KiB of doubles per row): long enough for the vector loop, and
   // enough blocks to share between the threads
   constexpr int64_t B = 256;
@@ -108,9 +108,9 @@ void readout_backward(T* D, const T* S, const T* rc, int64_t C, int64_t P, int64
   }
 }
 
-#define LKR_INSTANTIATE_READOUT(T)                                                            \
-  template void readout_forward<T>(T*, const T*, int64_t, int64_t, int64_t, T, Activation, int, \
-                                   T*, T*);                                                   \
+#define LKR_INSTANTIATE_READOUT(T)                                                                 \
+  template void readout_forward<T>(T*, const T*, int64_t, int64_t, int64_t, T, Activation, int,    \
+                                   T*, T*);                                                        \
   template void readout_backward<T>(T*, const T*, const T*, int64_t, int64_t, int64_t, int, T*);
 LKR_INSTANTIATE_READOUT(float)
 LKR_INSTANTIATE_READOUT(double)

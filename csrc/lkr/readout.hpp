@@ -22,7 +22,7 @@ void readout_forward(T* H, const T* u, int64_t C, int64_t P, int64_t K, T scale,
                      int nthreads, T* S, T* f);
 
 template <class T>
-void readout_backward(T* D, const T* S, const T* rc, int64_t C, int64_t P, int64_t K,
-                      int nthreads, T* g);
+void readout_backward(T* D, const T* S, const T* rc, int64_t C, int64_t P, int64_t K, int nthreads,
+                      T* g);
 
 }  // namespace lkr

@@ -57,7 +57,9 @@ class Pool {
     for (int i = 0; i < kSpin && done_.load(std::memory_order_acquire) < ntasks; ++i) LKR_PAUSE();
     if (done_.load(std::memory_order_acquire) < ntasks) {
       std::unique_lock<std::mutex> lk(m_);
-      cv_done_.wait(lk, [&] { return done_.load(std::memory_order_acquire) >= ntasks; });
+      cv_done_.wait(lk, [&] {
+        return done_.load(std::memory_order_acquire) >= ntasks;
+      });
     }
   }
 
@@ -81,7 +83,9 @@ class Pool {
   void grow(int n) {
     while (static_cast<int>(workers_) < n) {
       const int slot = static_cast<int>(++workers_);
-      std::thread([this, slot] { loop(slot); }).detach();
+      std::thread([this, slot] {
+        loop(slot);
+      }).detach();
     }
   }
 
@@ -95,7 +99,9 @@ class Pool {
       int threads;
       {
         std::unique_lock<std::mutex> lk(m_);
-        cv_work_.wait(lk, [&] { return gen_.load(std::memory_order_acquire) != seen; });
+        cv_work_.wait(lk, [&] {
+          return gen_.load(std::memory_order_acquire) != seen;
+        });
         seen = gen_.load(std::memory_order_acquire);
         fn = fn_, ctx = ctx_, ntasks = ntasks_, threads = threads_;
       }

@@ -49,7 +49,9 @@ void run_tasks(int nthreads, int64_t ntasks, F&& fn) {
   using Fn = typename std::remove_reference<F>::type;
   detail::run_erased(
       threads, ntasks,
-      [](void* ctx, int64_t task, int slot) { (*static_cast<Fn*>(ctx))(task, slot); },
+      [](void* ctx, int64_t task, int slot) {
+        (*static_cast<Fn*>(ctx))(task, slot);
+      },
       const_cast<void*>(static_cast<const void*>(&fn)));
 }
 

@@ -68,9 +68,9 @@ struct Tiling {
   int64_t nsb;  // tiles across the samples
   int64_t wb;   // rows of gW per phase-C GEMM (Kout: the GEMMs split the samples)
   int64_t nwb;
-  int64_t rb;   // GEMM rows (samples x R) per phase-C GEMM when it splits the samples
+  int64_t rb;  // GEMM rows (samples x R) per phase-C GEMM when it splits the samples
   int64_t nrb;
-  int64_t kb;   // readout-gradient columns per phase-C task
+  int64_t kb;  // readout-gradient columns per phase-C task
   int64_t nkb;
   int64_t ngw() const { return nwb * nrb; }  // phase-C GEMM tasks per chain
   // One phase: each phase-A tile (whole rows) also contracts its own rows into partial
@@ -196,7 +196,8 @@ void step(const T* Z, const StepShape& s, const T* W, const T* u, Chained<T> y, 
       const int64_t wbi = j / t.nrb, rbi = j % t.nrb;
       const int64_t a0 = wbi * t.wb, a1 = std::min(s.Kout, a0 + t.wb);
       const int64_t r0 = rbi * t.rb, r1 = std::min(rows, r0 + t.rb);
-      T* out = t.nrb > 1 ? part.data() + (c * t.nrb + rbi) * s.Kout * s.Kin : gW + c * s.Kout * s.Kin;
+      T* out =
+          t.nrb > 1 ? part.data() + (c * t.nrb + rbi) * s.Kout * s.Kin : gW + c * s.Kout * s.Kin;
       gemm_rm<T>(true, false, a1 - a0, s.Kin, r1 - r0, T(1), Dc + r0 * s.Kout + a0, s.Kout,
                  Z + r0 * s.Kin, s.Kin, T(0), out + a0 * s.Kin, s.Kin);
       return;

@@ -159,7 +159,7 @@ def test_atlas_without_matplotlib_still_writes_json(tmp_path, monkeypatch, capsy
     from lkr.experiments import report
 
     def missing():
-        raise ImportError("matplotlib is not installed; pip install lkr[plot] for the plot")
+        raise ImportError("matplotlib is not installed; pip install matplotlib for the plot")
 
     monkeypatch.setattr(report, "pyplot", missing)
     rc = main(["check-theory", "--atlas", "-P", "8", "--P-test", "10", "--sweeps", "16",
@@ -167,7 +167,7 @@ def test_atlas_without_matplotlib_still_writes_json(tmp_path, monkeypatch, capsy
                "--atlas-activations", "erf", "--quiet", "--out", str(tmp_path)])
     assert rc == 0 and (tmp_path / "atlas.json").exists()
     assert not (tmp_path / "atlas.png").exists()
-    assert "pip install lkr[plot]" in capsys.readouterr().err
+    assert "pip install matplotlib" in capsys.readouterr().err
 
 
 def test_atlas_interrupt_keeps_finished_cells(tmp_path, monkeypatch, capsys):

@@ -96,7 +96,7 @@ def test_tiny_budget_streams_and_matches_the_stored_fit(monkeypatch):
     sol = th.fit(X, y)
     assert not th.materialized and not sol.extra["materialized"]
     np.testing.assert_allclose(sol.Q, stored.Q, rtol=1e-6, atol=1e-7)
-    from lkr.theory.conv import _storage_note
+    from lkr.theory._cnn_odd_solve import _storage_note
     assert "STREAMED" in _storage_note(th) and "budget" in _storage_note(th)
     monkeypatch.setattr(_large, "MULTILEVEL_MIN_P", 150)
     sol2 = CNNTheory(g, 10.0, 0.05, tol=1e-9, max_bytes=10_000).fit(X, y)

@@ -258,7 +258,7 @@ def _find(agg, act, a, m):
 
 def plot_atlas(results: dict, path: str) -> str:
     """Share against M (log axis), one line per activation and alpha, +- 1 SE bars; the
-    band 1 +- tol marks agreement. Needs matplotlib (lkr[plot])."""
+    band 1 +- tol marks agreement. Needs matplotlib (the `plot` extra)."""
     from .._io import savefig
     from .report import pyplot
 

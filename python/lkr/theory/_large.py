@@ -45,11 +45,14 @@ def multilevel_start(theory, tol, maxiter, report=None):
     P = theory.num_samples
     Ps = P // FACTOR
     idx = np.sort(np.random.default_rng(0x6C6B72).permutation(P)[:Ps])
-    sub = type(theory)(theory.geometry, theory.width * Ps / P, theory.temperature,
+    sub = type(theory)(theory.geometry, theory.width, theory.temperature,
                        activation=theory.activation, lambda0=theory.lambda0,
                        lambda1=theory.lambda1, mean=theory.mean, tol=max(tol, LEVEL_TOL),
                        maxiter=maxiter, max_bytes=theory.max_bytes,
                        kernel_dtype=theory.kernel_dtype, progress=False)
+    # the subsample keeps the full problem's alpha = P / Nc: its width P_s Nc / P is a
+    # fraction in general, which the constructor (user input: whole channels) refuses
+    sub.width = theory.width * Ps / P
     sub._report = report
     if report is not None:
         report(f"start: solving on a subsample P = {Ps}")

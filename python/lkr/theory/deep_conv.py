@@ -311,7 +311,7 @@ class DeepCNNTheory(CNNTheory):
     mean : {"auto", "ignore"}
         relu: "auto" the non-central action above; "ignore" the central L-layer action
         (warns: exact only for odd activations). No effect for odd activations.
-    tol, maxiter, max_bytes, materialize : as for :class:`CNNTheory`.
+    tol, maxiter, max_bytes, materialize, progress : as for :class:`CNNTheory`.
 
     Notes
     -----
@@ -329,7 +329,8 @@ class DeepCNNTheory(CNNTheory):
     def __init__(self, geometry: DeepGeometry, width: float, temperature: float,
                  activation: str = "erf", lambdas: Optional[Sequence[float]] = None, *,
                  mean: str = "auto", tol: float = DEFAULT_TOL, maxiter: int = DEFAULT_MAXITER,
-                 max_bytes: Optional[int] = None, materialize: Optional[bool] = None):
+                 max_bytes: Optional[int] = None, materialize: Optional[bool] = None,
+                 progress: Optional[bool] = None):
         if not isinstance(geometry, DeepGeometry):
             raise TypeError(f"geometry must be a DeepGeometry, got {type(geometry).__name__}")
         self.geometry = geometry
@@ -345,6 +346,10 @@ class DeepCNNTheory(CNNTheory):
         self.materialize = materialize
         self.max_bytes = None if max_bytes is None else int(positive(max_bytes, "max_bytes"))
         self.kernel_dtype = None
+        if progress not in (None, True, False):
+            raise TypeError(f"progress must be True, False or None, got {progress!r}")
+        self.progress = progress
+        self._report = None
         self.mean = _base.mean_mode(mean)
         _base._Theory.__init__(self, temperature_value=temperature, tol=tol, maxiter=maxiter)
         if self.mean == "ignore":
