@@ -16,30 +16,6 @@ namespace {
 // (more so on an oversubscribed machine).
 int pool_size(int n, int64_t work) { return omp_threads_for(n, work); }
 
-// One row: s = sigma(h), h <- sigma'(h) u, returns sum_k u_k s_k.
-template <Activation A, bool Fast, class T>
-LKR_INLINE T row_body(T* h, const T* u, int64_t K, T* s) {
-  T acc = T(0);
-#pragma omp simd reduction(+ : acc)
-  for (int64_t k = 0; k < K; ++k) {
-    const T x = h[k];
-    const T sx = sig<A, Fast>(x);
-    s[k] = sx;
-    h[k] = dsig<A, Fast>(x) * u[k];
-    acc += u[k] * sx;
-  }
-  return acc;
-}
-
-template <Activation A, class T>
-LKR_TARGET_FAST T row_fast(T* h, const T* u, int64_t K, T* s) {
-  return row_body<A, true, T>(h, u, K, s);
-}
-template <Activation A, class T>
-T row_base(T* h, const T* u, int64_t K, T* s) {
-  return row_body<A, false, T>(h, u, K, s);
-}
-
 // Columns [k0, k1) of one chain: g[k] = sum_p rc[p] S[p, k] (rows in order), D[p, k] *= rc[p].
 template <class T>
 LKR_INLINE void columns_body(T* D, const T* S, const T* rc, int64_t P, int64_t K, int64_t k0,
@@ -84,7 +60,8 @@ void readout_forward(T* H, const T* u, int64_t C, int64_t P, int64_t K, T scale,
       const T* uc = u + (cp / P) * K;
       T* h = H + cp * K;
       T* s = S + cp * K;
-      f[cp] = scale * (fast ? row_fast<A, T>(h, uc, K, s) : row_base<A, T>(h, uc, K, s));
+      f[cp] =
+          scale * (fast ? sigma_row_fast<A, T>(h, uc, K, s) : sigma_row_base<A, T>(h, uc, K, s));
     }
   });
 }

@@ -14,37 +14,14 @@ namespace {
 
 int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// One segment of a sample's pre-activations: s = sigma(h), h <- sigma'(h) u; returns
-// sum_k u_k s_k.
-template <Activation A, bool Fast, class T>
-LKR_INLINE T segment_body(T* h, const T* u, int64_t len, T* s) {
-  T acc = T(0);
-#pragma omp simd reduction(+ : acc)
-  for (int64_t k = 0; k < len; ++k) {
-    const T x = h[k];
-    const T sx = sig<A, Fast>(x);
-    s[k] = sx;
-    h[k] = dsig<A, Fast>(x) * u[k];
-    acc += u[k] * sx;
-  }
-  return acc;
-}
-
-template <Activation A, class T>
-LKR_TARGET_FAST T segment_fast(T* h, const T* u, int64_t len, T* s) {
-  return segment_body<A, true, T>(h, u, len, s);
-}
-template <Activation A, class T>
-T segment_base(T* h, const T* u, int64_t len, T* s) {
-  return segment_body<A, false, T>(h, u, len, s);
-}
-
+// One segment of a sample's pre-activations (sigma.hpp's sigma_row; the AVX-512 erf pair
+// of erf_v4.cpp where the machine has it).
 template <Activation A, class T>
 T segment(T* h, const T* u, int64_t len, T* s) {
   if constexpr (A == Activation::erf)
     if (erf_v4_ready()) return erf_segment_v4(h, u, len, s);
-  return active_isa() >= Isa::v3 ? segment_fast<A, T>(h, u, len, s)
-                                 : segment_base<A, T>(h, u, len, s);
+  return active_isa() >= Isa::v3 ? sigma_row_fast<A, T>(h, u, len, s)
+                                 : sigma_row_base<A, T>(h, u, len, s);
 }
 
 // g[k] += r s[k] over a column block, and d[k] *= r (both vectorised).
