@@ -4,8 +4,8 @@ ReLU caveat, convergence reporting, Gaussian-process posteriors by Cholesky, and
 from __future__ import annotations
 
 import copy
-import math
 import hashlib
+import math
 import time
 import warnings
 from typing import Any, Optional, Sequence
