@@ -21,8 +21,9 @@ class ArgumentTypeError(TypeError, ValueError):
 
 
 def real(value, name: str, *, positive: bool = False, nonneg: bool = False) -> float:
-    """``float(value)``, or TypeError/ValueError naming ``name`` and the value."""
-    if isinstance(value, (bool, np.bool_)):
+    """``float(value)``, or TypeError/ValueError naming ``name`` and the value. A string
+    (``'0.1'``) is refused like a bool: a number typed as text is a mistake upstream."""
+    if isinstance(value, (bool, np.bool_, str, bytes)):
         raise ArgumentTypeError(f"{name} must be a real number, got {value!r}")
     try:
         v = float(value)

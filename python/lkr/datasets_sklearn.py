@@ -53,6 +53,9 @@ def parse_class_groups(classes) -> Tuple[Tuple[int, ...], ...]:
         text = classes.strip()
         sep = ":" if ":" in text else ","
         parts = [p for p in text.split(sep) if p.strip()]
+        if sep == ":" and len(parts) != len(text.split(sep)):
+            raise ValueError(f"classes has an empty group (between two ':' or at an end), got "
+                             f"{classes!r}")
         try:
             groups = [tuple(int(c) for c in p.split(",") if c.strip()) for p in parts]
         except ValueError:
@@ -112,15 +115,18 @@ def digits_sizes(classes=DIGITS_DEFAULT_CLASSES, P=None, P_test=None):
     P = None if P is None else _count(P, "P")
     P_test = None if P_test is None else _count(P_test, "P_test")
     half = f"P = {n // 2}, P_test = {n - n // 2}"
+    # more images only come from more classes: not offered when every digit is in already
+    more = "" if n >= _available(tuple((c,) for c in range(10))) else \
+        ", or more classes (e.g. 'all')"
     if P is not None and P_test is None:
         if P >= n:
             raise ValueError(f"digits: P = {P} leaves no test image: {what}; use P <= {n - 1} "
-                             f"(e.g. {half}), or more classes (e.g. 'all')")
+                             f"(e.g. {half}){more}")
         P_test = min(DIGITS_DEFAULT_SIZES[1], n - P)
     elif P is None and P_test is not None:
         if P_test >= n:
             raise ValueError(f"digits: P_test = {P_test} leaves no training image: {what}; use "
-                             f"P_test <= {n - 1} (e.g. {half}), or more classes (e.g. 'all')")
+                             f"P_test <= {n - 1} (e.g. {half}){more}")
         P = min(DIGITS_DEFAULT_SIZES[0], n - P_test)
     elif P is None:
         P = min(DIGITS_DEFAULT_SIZES[0], n // 2)
@@ -131,7 +137,7 @@ def digits_sizes(classes=DIGITS_DEFAULT_CLASSES, P=None, P_test=None):
         if P < n and n - P != n - Pr:
             tips.append(f"P = {P}, P_test = {n - P}")
         raise ValueError(f"digits: P + P_test = {P + P_test} images but {what}; the largest "
-                         f"valid sizes: {' or '.join(tips)}; or more classes (e.g. 'all')")
+                         f"valid sizes: {' or '.join(tips)}{more.replace(',', ';', 1)}")
     return int(P), int(P_test)
 
 

@@ -177,7 +177,7 @@ BAD = [
     (["--activation", "tanh"], "invalid choice"),
     (["--input-shape", "16", "--filter", "32"], "larger than input_shape"),
     (["--input-shape", "8x8", "--filter", "2x2x2"], "expected N or HxW"),
-    (["--burn-in", "500", "--langevin-steps", "100"], "must be smaller than"),
+    (["--langevin", "--burn-in", "500", "--langevin-steps", "100"], "must be smaller than"),
     (["--scheduler", "tcp://127.0.0.1:1", "--workers", "2"], "not both"),
     (["--bogus"], "unrecognized arguments: --bogus"),
     (["--filter", "3x3,2x2"], "one entry per layer needs --depth"),

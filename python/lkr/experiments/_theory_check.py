@@ -24,6 +24,7 @@ import warnings
 
 import numpy as np
 
+from .._validate import count as _count
 from .._warnings import SamplingWarning, TheoryRegimeWarning
 from ..theory._regime import MIN_FILTER_DIM
 
@@ -119,6 +120,8 @@ def compare(arch, width, *, geometry, X, y, X_test, y_test, temperature, activat
     from ..train import collapsed
     from ..train._arch import make_net, make_theory
 
+    # before the fits: one chain gives no standard error, so no share and no verdict
+    chains = _count(chains, "chains (at least 2 for a standard error)", 2)
     common = dict(temperature=temperature, activation=activation, lambda0=lambda0,
                   lambda1=lambda1)
     geo = None if arch == "fc" else geometry

@@ -195,27 +195,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--atlas", action="store_true",
                    help="map the share over --atlas-M x --atlas-alphas x --atlas-activations "
                         "on the local teacher with Np = 4 patches (FC: one) of M sites")
-    g.add_argument("--atlas-M", type=_int_list, default=ATLAS_DEFAULTS["filter_dims"],
+    g.add_argument("--atlas-M", type=_int_list, default=None,
                    metavar="M,M,...", help="filter dimensions (FC: N0) (default: 4,9,16,27,64)")
-    g.add_argument("--atlas-alphas", type=_float_list, default=ATLAS_DEFAULTS["alphas"],
+    g.add_argument("--atlas-alphas", type=_float_list, default=None,
                    metavar="A,A,...", help="width ratios P/N (default: 0.25,1,4)")
-    g.add_argument("--atlas-activations", type=_acts, default=ATLAS_DEFAULTS["activations"],
+    g.add_argument("--atlas-activations", type=_acts, default=None,
                    metavar="ACT,...", help="(default: erf,relu)")
-    g.add_argument("--atlas-seeds", type=positive_int, default=1, metavar="K",
+    g.add_argument("--atlas-seeds", type=positive_int, default=None, metavar="K",
                    help="repeat the grid for K tasks (seeds seed .. seed+K-1) and average the "
-                        "share over them (default: %(default)s)")
+                        "share over them (default: 1)")
     g = p.add_argument_group("output")
     g.add_argument("--out", default=None, metavar="DIR",
                    help="write check_theory.json (atlas: atlas.json and atlas.png) into DIR")
     g.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
+def _grid(values, text):
+    """A grid axis: at least one value, none repeated (a repeat would run its cells twice)."""
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"a value is repeated in {text!r}")
+    return values
+
+
 def _int_list(text):
-    return tuple(positive_int(t) for t in text.split(",") if t.strip())
+    return _grid(tuple(positive_int(t) for t in text.split(",") if t.strip()), text)
 
 
 def _float_list(text):
-    return tuple(positive_float(t) for t in text.split(",") if t.strip())
+    return _grid(tuple(positive_float(t) for t in text.split(",") if t.strip()), text)
 
 
 def _acts(text):
@@ -224,7 +233,49 @@ def _acts(text):
         if a not in ("erf", "relu", "linear"):
             raise argparse.ArgumentTypeError(f"unknown activation {a!r}; choose erf, relu, "
                                              "linear")
-    return out
+    return _grid(out, text)
+
+
+#: (option, dest) of the single check that the atlas would ignore (it sets them per cell)
+_SINGLE_ONLY = (("--width", "width"), ("--activation", "activation"), ("--lambda0", "lambda0"),
+                ("--lambda1", "lambda1"), ("--input-shape", "input_shape"),
+                ("--filter", "filter_size"), ("--stride", "stride"), ("--boundary", "boundary"),
+                ("--depth", "depth"), ("--padding", "padding"), ("--burn-in", "burn_in"))
+_ATLAS_ONLY = (("--atlas-M", "atlas_M"), ("--atlas-alphas", "atlas_alphas"),
+               ("--atlas-activations", "atlas_activations"), ("--atlas-seeds", "atlas_seeds"))
+
+
+def _check_options(args, parser) -> None:
+    """Refuse options the chosen mode would ignore or that leave nothing to judge, before
+    any work; then fill in the atlas defaults."""
+    base = parser.parse_args([])     # every default, converted as the options are
+    if args.chains < 2:
+        parser.error(f"--chains {args.chains}: the verdict needs a standard error over chains; "
+                     "use --chains 2 or more")
+    if args.atlas:
+        ignored = [o for o, d in _SINGLE_ONLY if getattr(args, d) != getattr(base, d)]
+        if ignored:
+            parser.error(f"{', '.join(ignored)}: not used by --atlas (its cells take width, "
+                         "activation and geometry from --atlas-M, --atlas-alphas and "
+                         "--atlas-activations, lambda0 = lambda1 = 1, the default burn-in)")
+        acts = args.atlas_activations or ATLAS_DEFAULTS["activations"]
+        if args.finite_filter and (args.arch != "cnn" or "relu" not in acts):
+            parser.error("--finite-filter is for relu CNN cells: --arch cnn with relu in "
+                         "--atlas-activations")
+    else:
+        given = [o for o, d in _ATLAS_ONLY if getattr(args, d) is not None]
+        if given:
+            parser.error(f"{', '.join(given)}: only with --atlas")
+        if args.finite_filter and (args.arch != "cnn" or args.activation != "relu"):
+            parser.error("--finite-filter is for --arch cnn --activation relu (the finite-filter "
+                         "action exists only there)")
+        sweeps = args.sweeps or DEFAULTS["sweeps"]
+        if args.burn_in is not None and args.burn_in >= sweeps:
+            parser.error(f"--burn-in {args.burn_in} must be smaller than --sweeps {sweeps}")
+    args.atlas_M = args.atlas_M or ATLAS_DEFAULTS["filter_dims"]
+    args.atlas_alphas = args.atlas_alphas or ATLAS_DEFAULTS["alphas"]
+    args.atlas_activations = args.atlas_activations or ATLAS_DEFAULTS["activations"]
+    args.atlas_seeds = args.atlas_seeds or 1
 
 
 def _task_options(args, parser) -> dict:
@@ -255,6 +306,7 @@ def command(args) -> int:
 
     parser = args.parser
     note = stderr_note(args.quiet)
+    _check_options(args, parser)
     if args.out is not None:
         try:
             check_writable_dir(args.out)
@@ -267,6 +319,7 @@ def command(args) -> int:
         if args.task != DEFAULTS["task"] or args.noise:
             parser.error("--atlas runs on the local-teacher task without label noise (its "
                          "--teacher-channels are honoured)")
+        _task_options(args, parser)    # --classes, --downsample, --color: refused here
         try:
             results = run_atlas(filter_dims=args.atlas_M, alphas=args.atlas_alphas,
                                 activations=args.atlas_activations,

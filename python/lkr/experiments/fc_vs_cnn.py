@@ -454,26 +454,47 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--langevin", action="store_true",
                    help="also sample each network by Langevin dynamics at every width and show "
                         "its test error (mean +- standard error over chains)")
-    g.add_argument("--langevin-steps", type=positive_int, default=4000,
-                   help="Langevin steps per chain, burn-in included (default: %(default)s)")
+    g.add_argument("--langevin-steps", type=positive_int, default=None,
+                   help="Langevin steps per chain, burn-in included (default: 4000)")
     g.add_argument("--burn-in", type=nonneg_int, default=None,
                    help="steps discarded per chain (default: lkr.train's choice)")
-    g.add_argument("--chains", type=positive_int, default=4,
-                   help="independent chains (default: %(default)s)")
+    g.add_argument("--chains", type=positive_int, default=None,
+                   help="independent chains (default: 4)")
     g.add_argument("--lr", type=positive_float, default=None,
                    help="Langevin step size (default: lkr.train.suggest_lr for each net)")
-    g.add_argument("--sampler", choices=("langevin", "collapsed"), default="langevin",
+    g.add_argument("--sampler", choices=("langevin", "collapsed"), default=None,
                    help="with --langevin: Langevin dynamics (default) or the exact collapsed "
                         "sampler (lkr.train.collapsed: readout integrated out, no step-size "
                         "bias, smaller standard errors for the time)")
-    g.add_argument("--sweeps", type=positive_int, default=400,
+    g.add_argument("--sweeps", type=positive_int, default=None,
                    help="collapsed sampler: sweeps per chain, burn-in included (default: "
-                        "%(default)s)")
+                        "400)")
+
+
+def _sampling_options(args, parser) -> None:
+    """Refuse sampling options that would be ignored (no --langevin, or the other sampler's
+    length), then fill in their defaults."""
+    given = [opt for opt, v in (("--sampler", args.sampler), ("--sweeps", args.sweeps),
+                                ("--langevin-steps", args.langevin_steps),
+                                ("--chains", args.chains), ("--burn-in", args.burn_in),
+                                ("--lr", args.lr)) if v is not None]
+    if given and not args.langevin:
+        parser.error(f"{', '.join(given)}: only for sampling the networks; add --langevin")
+    args.sampler = args.sampler or "langevin"
+    if args.sampler == "collapsed" and args.langevin_steps is not None:
+        parser.error("--langevin-steps is Langevin's; the collapsed sampler runs --sweeps")
+    if args.sampler == "langevin" and args.sweeps is not None:
+        parser.error("--sweeps is the collapsed sampler's: add --sampler collapsed, or give "
+                     "--langevin-steps")
+    args.langevin_steps = 4000 if args.langevin_steps is None else args.langevin_steps
+    args.sweeps = 400 if args.sweeps is None else args.sweeps
+    args.chains = 4 if args.chains is None else args.chains
 
 
 def command(args) -> int:
     """Run ``lkr fc-vs-cnn`` with parsed options; returns the exit status."""
     parser = args.parser
+    _sampling_options(args, parser)
     length, length_opt = ((args.sweeps, "--sweeps") if args.sampler == "collapsed"
                           else (args.langevin_steps, "--langevin-steps"))
     if args.burn_in is not None and args.burn_in >= length:

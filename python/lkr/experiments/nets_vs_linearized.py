@@ -213,6 +213,8 @@ def prepare(tasks=DEFAULTS["tasks"], *, P=DEFAULTS["P"], P_test=DEFAULTS["P_test
             raise ValueError(f"unknown architecture {a!r}; choose from {tuple(ARCHITECTURES)}")
     if not architectures:
         raise ValueError("give at least one architecture")
+    if len(set(architectures)) != len(architectures):
+        raise ValueError(f"an architecture is repeated in {list(architectures)} (each runs once)")
     multipliers = sorted({_width(k, "multipliers") for k in multipliers})
     if not multipliers:
         raise ValueError("multipliers must not be empty")
@@ -224,6 +226,9 @@ def prepare(tasks=DEFAULTS["tasks"], *, P=DEFAULTS["P"], P_test=DEFAULTS["P_test
     if isinstance(tasks, str):
         tasks = [tasks]
     if classes is not None:
+        if all("@" in t or t.strip() == "ladder" for t in tasks):
+            raise ValueError(f"classes={classes!r} would be ignored: every task names its own "
+                             "classes (NAME@CLASSES, or the ladder); give them there")
         tasks = [t if "@" in t or t.strip() == "ladder" else f"{t}@{classes}" for t in tasks]
     specs = _ladder.parse_tasks(tasks)
     need_deep = any(ARCHITECTURES[a].geometry == "deep" for a in architectures)

@@ -183,6 +183,8 @@ def format_table(results: dict) -> str:
             f"{_ms(r['relative_weight_change'], 2):>{max(d, 10)}}"
             + ("  (interrupted)" if r.get("interrupted") else ""))
     if results.get("summary"):
+        # the ladder's own columns: at least as wide as their headers (one seed: no "+-se")
+        a, ga, d = max(a, 11), max(ga, 13), max(d, 10)
         lines += ["", "difficulty ladder (each seed averaged over architectures and widths, "
                       "then mean+-se over seeds; relative gap mse = (lin - net) / lin):",
                   f"{'task':<24}{'difficulty':>{a}}{'net error':>{a}}"

@@ -91,7 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="collapsed (default): the exact sampler with the readout integrated "
                         "out (lkr.train.collapsed; no step-size bias, mixes where Langevin's "
                         "defaults did not); langevin: Langevin dynamics on every weight")
-    g.add_argument("--sweeps", type=positive_int, default=d["sweeps"],
+    g.add_argument("--sweeps", type=positive_int, default=None,
                    help=f"collapsed sampler: sweeps per chain, burn-in included (default "
                         f"{d['sweeps']})")
     g.add_argument("--steps", type=positive_int, default=None,
@@ -288,6 +288,12 @@ def command(args) -> int:
               "Langevin's; add --sampler langevin (the default sampler, collapsed, runs "
               "--sweeps and adapts its own step)", file=sys.stderr)
         return 2
+    if not collapsed and args.sweeps is not None:
+        # the collapsed sampler's length with Langevin: said, not ignored
+        print("lkr train: error: --sweeps is the collapsed sampler's; with --sampler langevin "
+              "give --steps", file=sys.stderr)
+        return 2
+    args.sweeps = DEFAULTS["sweeps"] if args.sweeps is None else args.sweeps
     steps = DEFAULTS["steps"] if args.steps is None else args.steps
     length, length_opt = (args.sweeps, "--sweeps") if collapsed else (steps, "--steps")
     if args.burn_in is None:

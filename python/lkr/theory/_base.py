@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import time
 import warnings
 from typing import Any, Optional, Sequence
@@ -421,6 +422,10 @@ class _Theory:
             raise ValueError(f"{type(self).__name__}.predict: corrected=True (1/N corrections)"
                              " is not available for this theory")
         Xt = self._validate_X(Xt)
+        if math.prod(Xt.shape[1:]) != math.prod(self._X.shape[1:]):
+            # said here: the kernel would report "X and Y differ", Y being no label array
+            raise ValueError(f"Xt must hold samples of the shape the theory was fit on, "
+                             f"{tuple(self._X.shape[1:])}; got Xt of shape {tuple(Xt.shape)}")
         xp = backend.array_module(self._X)
         if backend.array_module(Xt) is not xp:
             raise TypeError("Xt must live on the same device as the training X")

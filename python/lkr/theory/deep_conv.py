@@ -337,7 +337,8 @@ class DeepCNNTheory(CNNTheory):
         self.depth = geometry.depth
         self.width = float(_width(width))
         _base.width_condition(self.width, geometry.num_patches, "DeepCNNTheory",
-                              f"d = {geometry.num_patches} final patches")
+                              f"d = {geometry.num_patches} final patches; D outputs need "
+                              f"width >= d D")
         self.activation = _base.activation_name(activation)
         self.lambdas = resolve_lambdas(lambdas, 1.0, 1.0, self.depth)
         self.lambda0, self.lambda1 = self.lambdas[0], self.lambdas[-1]

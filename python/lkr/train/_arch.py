@@ -10,10 +10,11 @@ and ``lkr.train`` itself reach it without an import that points up.
 from __future__ import annotations
 
 from .._validate import choice as _choice
+from .._validate import integer as _int
 from .._validate import samples as _samples
 from .._validate import width as _width
-from .collapsed import collapsed
-from .langevin import langevin
+from .collapsed import collapsed, default_sweeps_burn_in
+from .langevin import default_burn_in, langevin
 
 __all__ = ["ARCHITECTURES", "NAMES", "make_net", "make_theory", "sampled_test_error",
            "SAMPLERS"]
@@ -92,6 +93,21 @@ def make_theory(arch, width, *, geometry=None, **common):
 SAMPLERS = ("collapsed", "langevin")
 
 
+def _check_length(sampler, sweeps, steps, burn_in, thin):
+    """Refuse a run that would keep no sample (its test error would not exist), before any
+    work, naming the numbers; the samplers themselves only warn, for callers that stop
+    runs early on purpose."""
+    name = "sweeps" if sampler == "collapsed" else "steps"
+    length = _int(sweeps if sampler == "collapsed" else steps, name, 1)
+    if burn_in is None:
+        burn_in = (default_sweeps_burn_in if sampler == "collapsed" else default_burn_in)(length)
+    burn_in, thin = _int(burn_in, "burn_in", 0), _int(thin, "thin", 1)
+    if (length - burn_in) // thin < 1:
+        raise ValueError(f"{name}={length} with burn_in={burn_in} and thin={thin} keep no sample "
+                         f"per chain (({name} - burn_in) // thin = "
+                         f"{max(0, (length - burn_in) // thin)}): raise {name}")
+
+
 def sampled_test_error(arch, *, width, geometry=None, X, y, X_test, y_test, temperature,
                        activation="erf", lambda0=1.0, lambda1=1.0, chains=4, steps=None,
                        burn_in=None, lr=None, seed=0, thin=1, progress=False,
@@ -140,6 +156,8 @@ def sampled_test_error(arch, *, width, geometry=None, X, y, X_test, y_test, temp
     elif sweeps is not None:
         raise ValueError("sweeps is the collapsed sampler's: give steps for Langevin, or "
                          "sampler='collapsed'")
+    _check_length(sampler, 400 if sweeps is None else sweeps,
+                  4000 if steps is None else steps, burn_in, thin)
     net, X, X_test = make_net(arch, width, X, X_test, geometry=geometry, activation=activation,
                               lambda0=lambda0, lambda1=lambda1, seed=seed)
     if sampler == "collapsed":

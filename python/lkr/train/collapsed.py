@@ -226,6 +226,10 @@ def collapsed(net, X, Y, temperature, *, sweeps=1000, burn_in=None, chains=4, X_
     test_is_train = X_test is None
     if not test_is_train:
         X_test = _numpy_inputs(X_test, "X_test")
+        if math.prod(X_test.shape[1:]) != math.prod(X.shape[1:]):
+            # named here: the net's own check would call X_test "X"
+            raise ValueError(f"X_test must hold samples of the shape of X's, {X.shape[1:]}; got "
+                             f"X_test of shape {X_test.shape}")
     elif y_test is not None:
         raise ValueError("y_test given without X_test")
     Pt = P if test_is_train else X_test.shape[0]
