@@ -49,8 +49,8 @@ def main(argv=None) -> int:
     rows, interrupted = [], None
     for name in args.suite or available_suites():
         harness.reset()
-        print(f"# suite {name}", file=sys.stderr, flush=True)
-        try:
+        try:  # the marker inside: an interrupt just after it is this suite's
+            print(f"# suite {name}", file=sys.stderr, flush=True)
             mod = importlib.import_module(f"{_pkg}.bench_{name}")
             suite_rows = mod.run(quick=args.quick)
         except KeyboardInterrupt:
