@@ -107,3 +107,22 @@ def test_progress_argument_is_checked():
     g, _, _ = _problem(10)
     with pytest.raises(TypeError, match="progress"):
         CNNTheory(g, 4.0, 0.1, progress="yes")
+
+
+def test_one_output_fixed_point_fails_at_large_alpha_and_works_at_small():
+    """Why one output keeps BFGS (theory/_cnn_odd_solve.py, docs/cnn-theory-engine.md):
+    at alpha ~ 100 (the regime of large P) the odd map (I + c G)^{-1} is undefined at the
+    scalar start, and the error says so; at alpha = 2 the same iteration reaches the BFGS
+    saddle."""
+    from lkr.theory import _shared_outputs as so
+
+    g, X, y = _problem(200)
+    th = CNNTheory(g, 2.0, 0.01, tol=1e-9)                  # alpha = 100
+    th.set_data(X, y)
+    with pytest.raises(ValueError, match="fixed-point map undefined"):
+        so.odd_fixed_point(th, th._n, th._start(None)[0], tol=1e-9, maxiter=100)
+    th = CNNTheory(g, 100.0, 0.05, tol=1e-9)                # alpha = 2
+    ref = th.fit(X, y)
+    res = so.odd_fixed_point(th, th._n, th._start(None)[0], tol=1e-9, maxiter=100)
+    assert res.converged and res.rel <= 1e-9
+    np.testing.assert_allclose(res.state["Q"], ref.Q, rtol=1e-7, atol=1e-8)

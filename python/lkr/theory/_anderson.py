@@ -47,8 +47,10 @@ def anderson_root(evaluate, x0, *, tol, maxiter, depth=6, reg=1e-10):
     ev = evaluate(x)
     nev = 1
     if ev is None:
-        raise ValueError("the starting point of the saddle iteration is infeasible "
-                         "(A = T I + K_R not positive definite)")
+        # evaluate() gives None both where A is not positive definite and where its map
+        # is undefined (the odd map (I + c G)^{-1} far from the saddle): say both
+        raise ValueError("the starting point of the saddle iteration is infeasible (A = T I "
+                         "+ K_R not positive definite, or the fixed-point map undefined there)")
     phi, rel, state = ev
     F_hist, G_hist = [], []
     it = 0

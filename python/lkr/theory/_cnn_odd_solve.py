@@ -3,6 +3,13 @@ BFGS in the Cholesky parametrisation, with the multilevel start at large P (:mod
 and for D outputs the fixed point of :mod:`._shared_outputs` from the shared-outputs start;
 with the fit's progress line and its LAPACK thread choice.
 
+One output keeps BFGS: where an evaluation is dear (large P, hence large alpha at a given
+width) the fixed point fails (docs/cnn-theory-engine.md, "Large P"). At large alpha the
+data term dominates the curvature, so the map's Jacobian has eigenvalues far beyond -1
+(down to -45 at the bench problem's saddle, P = 512, alpha = 102): the plain iteration
+diverges, the map (I + c G)^{-1} is undefined at the scalar and the multilevel starts
+(P = 1024, 2048), and Anderson mixing in Qbar^{-1} stalls at a relative gradient of 0.2-0.9.
+
 A deep CNN (:class:`lkr.theory.DeepCNNTheory`) runs the same solvers with its own prior
 (``theory._prior_value``, ``theory._prior_parts``, ``theory._prior_depth``).
 """
