@@ -6,7 +6,8 @@ iteration x <- Phi(x) is accelerated by Anderson mixing (type II, the last ``dep
 residuals, least squares with Tikhonov regularisation); a trial point that is infeasible
 (Phi undefined) or raises the residual by more than a factor 2 is replaced by the plain
 step, then by damped steps x + t (Phi(x) - x). Convergence is judged by the caller's
-relative gradient, never by S (S is unbounded at a saddle).
+relative gradient, never by S (S is unbounded at a saddle). Where it stalls,
+:func:`damped_newton` finishes from its best point.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["anderson_root", "RootResult"]
+__all__ = ["anderson_root", "damped_newton", "RootResult"]
 
 
 @dataclass
@@ -97,3 +98,54 @@ def anderson_root(evaluate, x0, *, tol, maxiter, depth=6, reg=1e-10):
         message = "converged: root of the gradient (Anderson-accelerated fixed point from " \
                   "the infinite-width point)"
     return RootResult(x, state, float(rel), it, nev, converged, message)
+
+
+def damped_newton(resid, x, prev, *, tol, maxiter, max_step, done, first=None):
+    """Damped Newton on a gradient, with a forward-difference Jacobian, from ``x``.
+
+    ``resid(x)`` returns ``(r, ev)``: the gradient's free entries and the evaluation dict
+    (with ``"rel"``, the relative gradient), or ``(None, None)`` where x is infeasible (a
+    difference then goes the other way). A step longer than ``max_step`` (max norm) is
+    shortened to it, then halved until |r| falls by 1e-4 of the step (at most 40 halvings).
+    ``prev`` is the :class:`RootResult` this continues (its iterations and evaluations are
+    counted on); ``done`` is the message on convergence; ``first``: ``resid(x)`` when the
+    caller has it already. Returns ``prev`` when x itself is infeasible.
+    """
+    r, ev = resid(x) if first is None else first
+    if r is None:
+        return prev
+    nev, it = prev.evaluations + 1, 0
+    message = "maximum number of iterations reached"
+    while ev["rel"] > tol and it < maxiter:
+        it += 1
+        J = np.empty((r.size, x.size))
+        for j in range(x.size):
+            h = 1e-6 * max(1.0, abs(x[j]))
+            z = x.copy()
+            z[j] += h
+            rj, _ = resid(z)
+            nev += 1
+            if rj is None:
+                z[j] -= 2 * h
+                rj, _ = resid(z)
+                nev += 1
+                h = -h
+            J[:, j] = (rj - r) / h
+        step = np.linalg.lstsq(J, -r, rcond=None)[0]
+        big = np.max(np.abs(step))
+        lam = 1.0 if big <= max_step else max_step / big
+        f0 = np.linalg.norm(r)
+        for _ in range(40):
+            rn, evn = resid(x + lam * step)
+            nev += 1
+            if rn is not None and np.linalg.norm(rn) < (1 - 1e-4 * lam) * f0:
+                break
+            lam *= 0.5
+        else:
+            message = "damped Newton: no step reduces the gradient"
+            break
+        x, r, ev = x + lam * step, rn, evn
+    converged = ev["rel"] <= tol
+    if converged:
+        message = done
+    return RootResult(x, ev, float(ev["rel"]), prev.iterations + it, nev, converged, message)

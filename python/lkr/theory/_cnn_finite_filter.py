@@ -51,7 +51,7 @@ import numpy as np
 from scipy.special import gammaln
 
 from .. import _linalg
-from ._anderson import RootResult, anderson_root
+from ._anderson import anderson_root, damped_newton
 from .result import Solution
 
 __all__ = ["chi2_rule", "mean_s_squared", "average", "evaluate", "solve", "mean_coefficient",
@@ -229,42 +229,8 @@ def _newton(resid_of, pack, prev, tol, maxiter):
         e = resid_of(z)
         return (None, None) if e is None else (pack(list(e["grad"])), e)
 
-    r, ev = resid(x)
-    nev, it = prev.evaluations + 1, 0
-    message = "maximum number of iterations reached"
-    while ev["rel"] > tol and it < maxiter:
-        it += 1
-        J = np.empty((r.size, x.size))
-        for j in range(x.size):
-            h = 1e-6 * max(1.0, abs(x[j]))
-            z = x.copy()
-            z[j] += h
-            rj, _ = resid(z)
-            nev += 1
-            if rj is None:
-                z[j] -= 2 * h
-                rj, _ = resid(z)
-                nev += 1
-                h = -h
-            J[:, j] = (rj - r) / h
-        step = np.linalg.lstsq(J, -r, rcond=None)[0]
-        big = np.max(np.abs(step))
-        tstep = 1.0 if big <= 1.0 else 1.0 / big
-        f0 = np.linalg.norm(r)
-        for _ in range(40):
-            rn, evn = resid(x + tstep * step)
-            nev += 1
-            if rn is not None and np.linalg.norm(rn) < (1 - 1e-4 * tstep) * f0:
-                break
-            tstep *= 0.5
-        else:
-            message = "damped Newton: no step reduces the gradient"
-            break
-        x, r, ev = x + tstep * step, rn, evn
-    converged = ev["rel"] <= tol
-    if converged:
-        message = "converged: root of the gradient (from the s = 1 saddle)"
-    return RootResult(x, ev, float(ev["rel"]), prev.iterations + it, nev, converged, message)
+    return damped_newton(resid, x, prev, tol=tol, maxiter=maxiter, max_step=1.0,
+                         done="converged: root of the gradient (from the s = 1 saddle)")
 
 
 def mean_coefficient(theory):

@@ -37,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from ._anderson import RootResult, anderson_root
+from ._anderson import anderson_root, damped_newton
 
 __all__ = ["solve_pair", "start_pair", "is_pair", "free_entries", "NEWTON_MAX_UNKNOWNS"]
 
@@ -254,47 +254,11 @@ def _newton(evaluate, n, mask, t, start, tol, maxiter, prev):
         x = np.concatenate([coords(Qbar0), coords(np.linalg.inv(I + Qc0))])
     except np.linalg.LinAlgError:  # the fixed point left the PSD cone: restart at (I, 0)
         x = np.zeros(2 * k)
-    r, ev = resid(x)
-    if r is None:
+    first = resid(x)
+    if first[0] is None:
         x = np.zeros(2 * k)
-        r, ev = resid(x)
-    if r is None:
-        return prev
-    nev = prev.evaluations + 1
-    it = 0
-    message = "maximum number of iterations reached"
-    while ev["rel"] > tol and it < maxiter:
-        it += 1
-        J = np.empty((r.size, x.size))
-        for j in range(x.size):
-            h = 1e-6 * max(1.0, abs(x[j]))
-            xp_ = x.copy()
-            xp_[j] += h
-            rj, _ = resid(xp_)
-            nev += 1
-            if rj is None:
-                xp_[j] -= 2 * h
-                rj, _ = resid(xp_)
-                nev += 1
-                h = -h
-            J[:, j] = (rj - r) / h
-        step = np.linalg.lstsq(J, -r, rcond=None)[0]
-        big = np.max(np.abs(step))
-        lam = 1.0 if big <= 2.0 else 2.0 / big  # the step length (t is the alpha scale)
-        f0 = np.linalg.norm(r)
-        accepted = False
-        for _ in range(40):
-            rn, evn = resid(x + lam * step)
-            nev += 1
-            if rn is not None and np.linalg.norm(rn) < (1 - 1e-4 * lam) * f0:
-                accepted = True
-                break
-            lam *= 0.5
-        if not accepted:
-            message = "damped Newton: no step reduces the gradient"
-            break
-        x, r, ev = x + lam * step, rn, evn
-    converged = ev["rel"] <= tol
-    if converged:
-        message = "converged: root of the gradient (damped Newton after the fixed point)"
-    return RootResult(x, ev, float(ev["rel"]), prev.iterations + it, nev, converged, message)
+        first = resid(x)
+    # a step of at most 2 in the log-Cholesky coordinates (t is the alpha scale)
+    return damped_newton(resid, x, prev, tol=tol, maxiter=maxiter, max_step=2.0, first=first,
+                         done="converged: root of the gradient (damped Newton after the "
+                              "fixed point)")
