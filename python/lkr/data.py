@@ -69,6 +69,26 @@ def _shape(input_shape):
     return tuple(_count(s, "input_shape") for s in shape)
 
 
+def _prepare_images(name, X, Xt, grayscale, downsample):
+    """Channels last, optional luma, block averaging, then one mean and one scale for all
+    pixels from the training images only (no test leakage); one channel squeezed.
+    Returns (X, Xt, channels, mean, std)."""
+    if X.ndim == 3:
+        X, Xt = X[..., None], Xt[..., None]
+    if grayscale and X.shape[-1] == 3:
+        lum = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601 luma
+        X, Xt = (X @ lum)[..., None], (Xt @ lum)[..., None]
+    X, Xt = _block_average(X, downsample), _block_average(Xt, downsample)
+    mean, std = float(X.mean()), float(X.std())
+    if not std > 0:
+        raise ValueError(f"{name}: the training images are constant; cannot standardise")
+    X, Xt = (X - mean) / std, (Xt - mean) / std
+    C = X.shape[-1]
+    if C == 1:
+        X, Xt = X[..., 0], Xt[..., 0]
+    return X, Xt, C, mean, std
+
+
 def _rng(seed):
     return np.random.default_rng(_seed(seed))
 
@@ -384,20 +404,7 @@ def _image_task(name, directory, arrays, P, P_test, seed, classes, grayscale, do
         raise ValueError(f"{name}: all {P} training samples are of classes {group}, none of "
                          f"{other}: a two-class task needs both (raise P, or check that "
                          f"{directory} has labels {other})")
-    if X.ndim == 3:
-        X, Xt = X[..., None], Xt[..., None]
-    if grayscale and X.shape[-1] == 3:
-        lum = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601 luma
-        X, Xt = (X @ lum)[..., None], (Xt @ lum)[..., None]
-    X, Xt = _block_average(X, downsample), _block_average(Xt, downsample)
-    # one mean and one scale for all pixels, from the training subset only (no test leakage)
-    mean, std = float(X.mean()), float(X.std())
-    if not std > 0:
-        raise ValueError(f"{name}: the training images are constant; cannot standardise")
-    X, Xt = (X - mean) / std, (Xt - mean) / std
-    C = X.shape[-1]
-    if C == 1:
-        X, Xt = X[..., 0], Xt[..., 0]
+    X, Xt, C, mean, std = _prepare_images(name, X, Xt, grayscale, downsample)
     info = dict(task=name, directory=os.path.abspath(directory), input_shape=list(X.shape[1:3]),
                 channels=int(C), layout="channels_last", P=P, P_test=P_test, seed=int(seed),
                 classes=[list(pos), list(neg)], grayscale=bool(grayscale or C == 1),

@@ -13,9 +13,8 @@ import os
 
 import numpy as np
 
-from ._task import block_average as _block_average
 from ._validate import count as _count
-from .data import _check_dir, _check_images, _read_cifar10, _read_mnist, _rng
+from .data import _check_dir, _check_images, _prepare_images, _read_cifar10, _read_mnist, _rng
 from .datasets_sklearn import _sklearn_digits, digits_groups, parse_class_groups
 
 __all__ = ["load_groups", "available", "GROUP_TASKS"]
@@ -89,19 +88,7 @@ def load_groups(spec, P, P_test, seed=0, *, classes="all", downsample=1, graysca
 
     X, g = select(train_x, train_y, P, "training")
     Xt, gt = select(test_x, test_y, P_test, "test")
-    if X.ndim == 3:
-        X, Xt = X[..., None], Xt[..., None]
-    if grayscale and X.shape[-1] == 3:
-        lum = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601 luma
-        X, Xt = (X @ lum)[..., None], (Xt @ lum)[..., None]
-    X, Xt = _block_average(X, downsample), _block_average(Xt, downsample)
-    mean, std = float(X.mean()), float(X.std())
-    if not std > 0:
-        raise ValueError(f"{name}: the training images are constant; cannot standardise")
-    X, Xt = (X - mean) / std, (Xt - mean) / std
-    C = X.shape[-1]
-    if C == 1:
-        X, Xt = X[..., 0], Xt[..., 0]
+    X, Xt, C, mean, std = _prepare_images(name, X, Xt, grayscale, downsample)
     info = dict(task=name, directory=os.path.abspath(directory), input_shape=list(X.shape[1:3]),
                 channels=int(C), layout="channels_last", P=P, P_test=P_test, seed=int(seed),
                 classes=[list(g) for g in groups], groups=len(groups),
