@@ -7,29 +7,20 @@ import numpy as np
 from .. import _linalg, backend
 from . import _base
 from ._multiout import MultiOutputProblem, closed_form_T0
+from ._noncentral_multi import check_symmetric
 from .result import Prediction, Solution
 
 __all__ = ["MultiOutputMixin"]
 
 
 def _check_spd(Q, D, name="Q"):
+    """None, or a symmetric positive-definite (D, D) array (a scalar means that times I)."""
     if Q is None:
         return None
     Qn = np.asarray(backend.to_numpy(Q), dtype=float)
     if Qn.ndim == 0:
         Qn = float(Qn) * np.eye(D)
-    if Qn.shape != (D, D):
-        raise ValueError(f"{name} must be a ({D}, {D}) matrix for D = {D} outputs, got shape "
-                         f"{Qn.shape}")
-    if not np.all(np.isfinite(Qn)):
-        raise ValueError(f"{name} has non-finite entries")
-    if np.abs(Qn - Qn.T).max() > 1e-10 * max(np.abs(Qn).max(), 1e-300):
-        raise ValueError(f"{name} must be symmetric")
-    Qn = (Qn + Qn.T) / 2
-    if np.linalg.eigvalsh(Qn)[0] <= 0:
-        raise ValueError(f"{name} must be positive definite (smallest eigenvalue "
-                         f"{np.linalg.eigvalsh(Qn)[0]:.3g})")
-    return Qn
+    return check_symmetric(Qn, D, name, definite=True)
 
 
 class MultiOutputMixin:
