@@ -1,6 +1,8 @@
 """Shared pieces of the trainers: checks, start-up draws, the objective, threads (Ctrl-C: lkr._interrupt)."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .. import backend
@@ -168,3 +170,15 @@ def net_config(net):
 
 # the names the trainers used for the checks that now live in lkr._validate
 inputs, labels = _samples, _labels
+
+
+def warn_run_end(sampler, interrupted, done, total, unit, count, stacklevel=3):
+    """The sampler's closing warning: interrupted after ``done`` of ``total`` ``unit``, or a
+    run that kept no sample (``count`` samples per chain)."""
+    if interrupted:
+        warnings.warn(f"{sampler} sampling interrupted after {done} of {total} {unit}; "
+                      f"returning {count} samples per chain", SamplingWarning,
+                      stacklevel=stacklevel)
+    elif count == 0:
+        warnings.warn(f"no samples were taken (({unit} - burn_in) // thin == 0)",
+                      SamplingWarning, stacklevel=stacklevel)

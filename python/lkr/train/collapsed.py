@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 
 import numpy as np
 
@@ -32,7 +31,7 @@ from .._validate import seed as _seed
 from ._collapsed_linalg import augmented_factor, design, loglik, predictive
 from ._collapsed_models import model_for
 from ._collapsed_result import CollapsedResult, RunningPredictive
-from ._common import SamplingWarning, check_net, inputs, net_config
+from ._common import check_net, inputs, net_config, warn_run_end
 
 __all__ = ["collapsed", "CollapsedResult", "default_sweeps_burn_in", "TARGET_ACCEPTANCE"]
 
@@ -343,12 +342,7 @@ def collapsed(net, X, Y, temperature, *, sweeps=1000, burn_in=None, chains=4, X_
             interrupted = True
     elapsed = time.perf_counter() - t0
     count = stats.count
-    if interrupted:
-        warnings.warn(f"collapsed sampling interrupted after {done} of {sweeps} sweeps; "
-                      f"returning {count} samples per chain", SamplingWarning, stacklevel=2)
-    elif count == 0:
-        warnings.warn("no samples were taken ((sweeps - burn_in) // thin == 0)",
-                      SamplingWarning, stacklevel=2)
+    warn_run_end("collapsed", interrupted, done, sweeps, "sweeps", count)
     accs = [a / p if p else float("nan") for a, p in zip(acc_sampling, prop_sampling)]
     total_p = sum(prop_sampling)
     settings = dict(method="collapsed (readout integrated out; Metropolis-within-Gibbs, pCN)",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 
 import numpy as np
 
@@ -23,7 +22,6 @@ from .._validate import real as _real
 from .._validate import samples as inputs
 from .._validate import seed as _seed
 from ._common import (
-    SamplingWarning,
     blas_count,
     chained,
     check_memory,
@@ -33,6 +31,7 @@ from ._common import (
     params_dtype,
     precisions,
     prior_draws,
+    warn_run_end,
 )
 
 __all__ = ["langevin", "LangevinResult", "suggest_lr", "DEFAULT_BURN_IN_FRACTION",
@@ -415,12 +414,7 @@ def langevin(net, X, y, temperature, lr=1e-3, steps=10000, burn_in=None, thin=1,
             interrupted = True
     elapsed = time.perf_counter() - t0
     count = stats.count
-    if interrupted:
-        warnings.warn(f"Langevin sampling interrupted after {done} of {total} steps; "
-                      f"returning {count} samples per chain", SamplingWarning, stacklevel=2)
-    elif count == 0:
-        warnings.warn("no samples were taken ((steps - burn_in) // thin == 0)", SamplingWarning,
-                      stacklevel=2)
+    warn_run_end("Langevin", interrupted, done, total, "steps", count)
     settings = dict(method="langevin (unadjusted, Euler-Maruyama)", net=net_config(net),
                     temperature=T, lr=lr, steps=steps, burn_in=burn_in, thin=thin,
                     chains=chains, seed=seed, init=init if isinstance(init, str) else "given",
