@@ -97,3 +97,16 @@ def task_spec(text):
             raise argparse.ArgumentTypeError(f"directory not found: {arg}")
         return text
     raise argparse.ArgumentTypeError(f"unknown task {text!r}; choose one of {', '.join(TASKS)}")
+
+
+def add_task_source_options(g) -> None:
+    """The image and teacher options of a task (``lkr fc-vs-cnn`` and ``lkr check-theory``:
+    the same task options; ``--classes`` is each command's own)."""
+    g.add_argument("--color", action="store_true",
+                   help="cifar10: keep RGB as 3 channels (default: grayscale)")
+    g.add_argument("--downsample", type=positive_int, default=None, metavar="F",
+                   help="image tasks: block-average factor (default: 1)")
+    g.add_argument("--teacher-channels", type=positive_int, default=None, metavar="C",
+                   help="local-teacher: hidden channels of the CNN teacher (default: 4)")
+    g.add_argument("--noise", type=nonneg_float, default=None,
+                   help="local-teacher: standard deviation of label noise (default: 0)")

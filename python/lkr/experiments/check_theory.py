@@ -20,7 +20,14 @@ from .._io import check_writable_dir, describe, write_json
 from .._json import jsonable
 from ._atlas import ATLAS_DEFAULTS, format_atlas, plot_atlas, run_atlas
 from ._theory_check import DEFAULT_TOLERANCE, RHAT_LIMIT, compare
-from .argtypes import nonneg_float, nonneg_int, positive_float, positive_int, shape, task_spec
+from .argtypes import (
+    add_task_source_options,
+    nonneg_int,
+    positive_float,
+    positive_int,
+    shape,
+    task_spec,
+)
 
 __all__ = ["add_arguments", "command", "check", "format_check", "DEFAULTS"]
 
@@ -141,13 +148,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=nonneg_int, default=0, help="seeds the task and the "
                    "sampler (default: %(default)s)")
     g.add_argument("--classes", default=None, help="image tasks: 'a,b' or 'a,c:b,d'")
-    g.add_argument("--color", action="store_true", help="cifar10: keep RGB")
-    g.add_argument("--downsample", type=positive_int, default=None, metavar="F",
-                   help="image tasks: block-average factor")
-    g.add_argument("--teacher-channels", type=positive_int, default=None, metavar="C",
-                   help="local-teacher: hidden channels of the teacher (default: 4)")
-    g.add_argument("--noise", type=nonneg_float, default=None,
-                   help="local-teacher: label noise standard deviation (default: 0)")
+    add_task_source_options(g)
     g = p.add_argument_group("network and posterior")
     g.add_argument("--arch", choices=("fc", "cnn", "lcn", "deepcnn"), default=DEFAULTS["arch"],
                    help="architecture (default: %(default)s; deepcnn needs --depth)")

@@ -57,7 +57,15 @@ from ._phases import (
 )
 from ._rows import _q_summary, _row, _summary, _versions  # noqa: F401 (_q_summary: tests)
 from ._sampling import LangevinFailed, checkpointer, estimate_seconds, sample_widths
-from .argtypes import nonneg_float, nonneg_int, positive_float, positive_int, shape, task_spec, widths
+from .argtypes import (
+    add_task_source_options,
+    nonneg_int,
+    positive_float,
+    positive_int,
+    shape,
+    task_spec,
+    widths,
+)
 from .report import format_table, plot_results, save_results, stderr_note, write_outputs
 
 __all__ = ["run", "prepare", "FcVsCnnSetup", "default_widths", "format_table", "save_results",
@@ -402,14 +410,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "digits also 'all' (ten classes) or more groups 'a:b:c', one-hot "
                         "targets with one output per class; default 0,1 for MNIST and digits, "
                         "3,5 for CIFAR-10")
-    g.add_argument("--color", action="store_true",
-                   help="cifar10: keep RGB as 3 channels (default: grayscale)")
-    g.add_argument("--downsample", type=positive_int, default=None, metavar="F",
-                   help="image tasks: block-average factor (default: 1)")
-    g.add_argument("--teacher-channels", type=positive_int, default=None, metavar="C",
-                   help="local-teacher: hidden channels of the CNN teacher (default: 4)")
-    g.add_argument("--noise", type=nonneg_float, default=None,
-                   help="local-teacher: standard deviation of label noise (default: 0)")
+    add_task_source_options(g)
     g = p.add_argument_group("networks and posterior")
     g.add_argument("--widths", type=widths, default=None, metavar="N,N,...",
                    help="the hidden widths N, comma-separated (N1 units for FC, channels Nc "
